@@ -1,0 +1,2 @@
+"""lninspect: normalization statistics inside GPT-style models."""
+__version__ = "0.1.0"

@@ -1,0 +1,4 @@
+"""`python -m lninspect` runs the CLI."""
+from lninspect.cli import main
+
+main()

@@ -1,0 +1,222 @@
+"""Attach hooks to every normalization module and record per-token statistics.
+
+    with capture(model) as cap:
+        model(input_ids)
+    result = cap.result()
+
+The forward hook of each norm reduces its input and output to per-token numbers on the
+device (lninspect.reduce) and keeps no activation. With `grads=True` it also registers
+tensor hooks on the tensors of that call, so the backward pass records per-token gradient
+norms: dL/dy at the output, dL/dx through the norm alone (through an alias of x that only
+the norm sees) and dL/dx in total (x itself: the residual stream in a pre-LN block).
+Every hook is removed on exit, also on error, and the modules' train/eval flags are restored.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lninspect.discovery import NormInfo, find_norms
+from lninspect.reduce import token_norm, token_stats
+from lninspect.results import (
+    GradStats,
+    InputInfo,
+    InputStats,
+    ModelInfo,
+    NormStats,
+    OutputStats,
+    StatsResult,
+)
+
+Tensor = torch.Tensor
+Record = dict[str, Tensor]  # name -> per-token tensor of shape (batch, tokens, ...)
+
+
+class Capture:
+    """What the hooks of one `capture` block recorded, per norm and per call."""
+
+    def __init__(self, model: nn.Module, norms: Sequence[NormInfo], grads: bool) -> None:
+        self.model_class = type(model).__name__
+        self.norms = list(norms)
+        self.grads = grads
+        self.passes = 0  # forward passes of the root module
+        self.forward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
+        self.backward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
+        self._pending_inputs: dict[str, Tensor] = {}
+
+    def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
+        """Gather the recorded statistics to the CPU as a StatsResult."""
+        norms = [self._norm_stats(info) for info in self.norms if self.forward[info.name]]
+        if not norms:
+            raise RuntimeError("no normalization module ran inside the capture block")
+        if input is None:
+            sequences, tokens = norms[0].input.mean.shape[:2]
+            input = InputInfo(num_sequences=int(sequences), num_tokens=int(sequences * tokens))
+        return StatsResult(model=model or _module_info(self), input=input, norms=norms,
+                           passes=self.passes)
+
+    def _norm_stats(self, info: NormInfo) -> NormStats:
+        f = _gather(self.forward[info.name])
+        description = info.describe()
+        return NormStats(
+            **{k.name: getattr(description, k.name) for k in fields(description)},
+            input=InputStats(mean=f["mean"], std=f["std"], rms=f["rms"], absmax=f["absmax"],
+                             absmax_dim=f["absmax_dim"]),
+            output=OutputStats(mean=f["out_mean"], std=f["out_std"]),
+            calls=len(self.forward[info.name]),
+            grad=self._grad_stats(info, f["mean"].shape) if self.grads else None,
+        )
+
+    def _grad_stats(self, info: NormInfo, shape: tuple[int, ...]) -> GradStats:
+        # Backward hooks fire in reverse call order within a pass; one call per pass is the
+        # normal case, where the order is that of the passes.
+        calls = self.backward[info.name]
+        per_key = {k: [c[k] for c in calls if k in c] for k in ("output", "input", "residual")}
+        missing = np.full(shape, np.nan, dtype=np.float32)
+        arrays = {k: _gather_key(v) if len(v) == len(calls) and v else missing
+                  for k, v in per_key.items()}
+        return GradStats(output_norm=arrays["output"], input_norm=arrays["input"],
+                         residual_norm=arrays["residual"])
+
+    # Hooks -------------------------------------------------------------------------------
+
+    def count_pass(self, module: nn.Module, args: Any) -> None:
+        self.passes += 1
+
+    def alias_input(self, info: NormInfo) -> Any:
+        """Forward pre-hook: give the norm its own alias of x, so dL/dx through it is separable."""
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            found = _first_tensor_slot(args, kwargs)
+            if found is None or not found[2].requires_grad:
+                return None
+            where, key, x = found
+            self._pending_inputs[info.name] = x
+            alias = x.view_as(x)
+            if where == "args":
+                args = args[:key] + (alias,) + args[key + 1:]
+            else:
+                kwargs = {**kwargs, key: alias}
+            return args, kwargs
+
+        return hook
+
+    def record(self, info: NormInfo) -> Any:
+        """Forward hook: reduce x and y to per-token statistics; arm the gradient hooks."""
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            x, y = _first_tensor(args, kwargs), _first_tensor((output,), {})
+            if x is None or y is None:
+                return
+            self.forward[info.name].append(token_stats(x, y, info.eps, info.reduced_dims))
+            original = self._pending_inputs.pop(info.name, None)
+            if self.grads and y.requires_grad:
+                self._arm_backward(info, x, y, original)
+
+        return hook
+
+    def _arm_backward(self, info: NormInfo, x: Tensor, y: Tensor, original: Tensor | None) -> None:
+        call: Record = {}
+        self.backward[info.name].append(call)
+        dims = info.reduced_dims
+
+        def keep(key: str) -> Any:
+            def on_grad(g: Tensor) -> None:
+                call[key] = token_norm(g, dims)
+            return on_grad
+
+        y.register_hook(keep("output"))
+        if original is not None:  # x is then the alias that only this norm uses
+            x.register_hook(keep("input"))
+            original.register_hook(keep("residual"))
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    norms: Sequence[NormInfo] | None = None,
+    *,
+    grads: bool = False,
+    eval_mode: bool = True,
+) -> Iterator[Capture]:
+    """Hook every norm of `model` (or the given ones) for the duration of the block.
+
+    `grads=True` also records gradient norms in the backward passes run inside the block.
+    `eval_mode=True` switches off dropout while capturing; the flags are restored on exit.
+    """
+    norms = find_norms(model) if norms is None else list(norms)
+    cap = Capture(model, norms, grads)
+    training = {m: m.training for m in model.modules()}
+    handles = [model.register_forward_pre_hook(cap.count_pass)]
+    try:
+        if eval_mode:
+            model.eval()
+        for info in norms:
+            if grads:
+                handles.append(info.module.register_forward_pre_hook(
+                    cap.alias_input(info), with_kwargs=True))
+            handles.append(info.module.register_forward_hook(cap.record(info), with_kwargs=True))
+        yield cap
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in training.items():
+            module.training = flag
+
+
+def _first_tensor_slot(args: tuple, kwargs: dict) -> tuple[str, Any, Tensor] | None:
+    """Where the first tensor argument sits: ("args", index, t) or ("kwargs", name, t)."""
+    for i, value in enumerate(args):
+        if isinstance(value, torch.Tensor):
+            return "args", i, value
+    for key, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            return "kwargs", key, value
+    return None
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> Tensor | None:
+    """The first tensor among positional then keyword arguments (or inside a tuple output)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+            return value[0]
+    return None
+
+
+def _gather(records: list[Record]) -> dict[str, np.ndarray]:
+    """Concatenate per-call records along the sequence axis and move them to the CPU."""
+    return {key: _gather_key([r[key] for r in records]) for key in records[0]}
+
+
+def _gather_key(tensors: list[Tensor]) -> np.ndarray:
+    """Concatenate along axis 0, padding shorter token axes (NaN, or -1 for indices)."""
+    arrays = [t.cpu().numpy() for t in tensors]
+    if len(arrays) == 1:
+        return arrays[0]
+    if arrays[0].ndim >= 2 and len({a.shape[1:] for a in arrays}) > 1:
+        width = max(a.shape[1] for a in arrays)
+        fill = -1 if arrays[0].dtype.kind == "i" else np.nan
+        arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
+                         constant_values=fill) for a in arrays]
+    return np.concatenate(arrays, axis=0)
+
+
+def _module_info(cap: Capture) -> ModelInfo:
+    """ModelInfo for a plain nn.Module handed to the API, from its first norm's weights."""
+    param = next((p for n in cap.norms for p in n.module.parameters()), None)
+    return ModelInfo(
+        name=cap.model_class,
+        source="module",
+        cls=cap.model_class,
+        dtype=str(param.dtype).removeprefix("torch.") if param is not None else "float32",
+        device=str(param.device) if param is not None else "cpu",
+        num_layers=len({n.layer for n in cap.norms if n.layer is not None}) or None,
+    )

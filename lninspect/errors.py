@@ -1,0 +1,20 @@
+"""The one exception type for failures a user can cause or fix."""
+from __future__ import annotations
+
+# Documented exit codes (docs/errors.md).
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class LninspectError(Exception):
+    """A failure shown to the user as one red line, with an exit code.
+
+    `exit_code` is EXIT_USAGE for bad input or options (a model that cannot be found,
+    unreadable text) and EXIT_RUNTIME for failures while running.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

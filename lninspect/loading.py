@@ -1,0 +1,225 @@
+"""Load a causal LM and its tokenizer from a hub id, a local directory, `random:ARCH`
+or the bundled `tiny` model, always through transformers' own loading code."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.results import ModelInfo
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_NAMES = ("tiny",)
+RANDOM_PREFIX = "random:"
+# The gpt2 family's shapes (n_embd, n_layer, n_head), so that random:gpt2* needs no download.
+GPT2_FAMILY = {
+    "gpt2": (768, 12, 12),
+    "gpt2-medium": (1024, 24, 16),
+    "gpt2-large": (1280, 36, 20),
+    "gpt2-xl": (1600, 48, 25),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+ALTERNATIVES = "try `tiny` (bundled), `random:gpt2` (random weights) or a local model directory"
+
+
+@dataclass
+class Tokenizer:
+    """Text to token ids and back to readable pieces; `hf` is None for the byte fallback."""
+
+    hf: Any | None
+
+    def encode(self, text: str) -> list[int]:
+        if self.hf is None:
+            return list(text.encode("utf-8"))
+        return list(self.hf(text)["input_ids"])
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """One readable string per token id."""
+        if self.hf is None:
+            return [chr(i) if 32 <= i < 127 else f"<{i:02x}>" for i in ids]
+        return [self.hf.decode([i]) for i in ids]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run, with what the outputs say about it."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    info: ModelInfo
+    context: int | None  # the longest sequence the model accepts, when its config says
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.info.device)
+
+
+def load_model(
+    spec: str | None,
+    *,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load `spec` (hub id, directory, random:ARCH or tiny; None: the default) in eval mode."""
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    notes: list[str] = []
+    if spec is None:
+        spec, why = default_model()
+        notes.append(f"model: {spec} ({why})")
+    source, path = _locate(spec)
+    if source == "random":
+        config = _random_config(spec.removeprefix(RANDOM_PREFIX), trust_remote_code)
+        torch.manual_seed(seed)
+        model = _from_pretrained("from_config", config, trust_remote_code=trust_remote_code)
+        tokenizer_source: str = spec.removeprefix(RANDOM_PREFIX)
+    else:
+        if source == "hub":
+            _check_cached_if_offline(spec, revision)
+        model = _from_pretrained("from_pretrained", path, revision=revision, dtype=torch_dtype,
+                                 trust_remote_code=trust_remote_code)
+        tokenizer_source = path
+    model = model.to(device=torch_device, dtype=torch_dtype).eval()
+    tokenizer = _load_tokenizer(tokenizer_source, revision, trust_remote_code, notes,
+                                local_only=source == "random")
+    config = model.config
+    info = ModelInfo(
+        name=spec,
+        source=source,
+        cls=type(model).__name__,
+        dtype=dtype,
+        device=str(torch_device),
+        num_layers=getattr(config, "num_hidden_layers", None),
+        hidden_size=getattr(config, "hidden_size", None),
+    )
+    context = getattr(config, "max_position_embeddings", None)
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
+
+
+def default_model() -> tuple[str, str]:
+    """(spec, why) for an omitted MODEL: gpt2 when it is cached, else the bundled model."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
+        return "gpt2", "the default: gpt2, found in the Hugging Face cache"
+    if (BUNDLED_DIR / "tiny" / "config.json").is_file():
+        return "tiny", "the default: gpt2 is not in the Hugging Face cache, so the bundled model"
+    return "random:gpt2", "the default: gpt2 is not in the Hugging Face cache; random weights"
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an unavailable device is a usage error."""
+    if not DEVICE_PATTERN.match(device):
+        raise LninspectError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise LninspectError(f"device '{device}' is not available ({count} CUDA devices)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise LninspectError("device 'mps' is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise LninspectError(f"unknown dtype '{dtype}': use {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _locate(spec: str) -> tuple[str, str]:
+    """(source, path or id): where the model named `spec` comes from."""
+    if spec.startswith(RANDOM_PREFIX):
+        return "random", spec
+    if spec in BUNDLED_NAMES:
+        return "bundled", str(BUNDLED_DIR / spec)
+    if os.path.isdir(spec):
+        if not (Path(spec) / "config.json").is_file():
+            raise LninspectError(f"'{spec}' is a directory but holds no model (no config.json)")
+        return "local", spec
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise LninspectError(f"model directory '{spec}' does not exist")
+    return "hub", spec
+
+
+def _random_config(arch: str, trust_remote_code: bool) -> Any:
+    """The config of `arch`: known offline for the gpt2 family, else from cache or disk."""
+    from transformers import AutoConfig, GPT2Config
+
+    if arch in GPT2_FAMILY:
+        n_embd, n_layer, n_head = GPT2_FAMILY[arch]
+        return GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_head)
+    try:
+        return AutoConfig.from_pretrained(arch, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise LninspectError(
+            f"unknown architecture 'random:{arch}': its config is neither built in "
+            f"({', '.join(GPT2_FAMILY)}) nor in the Hugging Face cache ({_first_line(exc)})"
+        ) from exc
+
+
+def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
+    """AutoModelForCausalLM.from_pretrained / from_config with errors made readable."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        return getattr(AutoModelForCausalLM, how)(what, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        name = what if isinstance(what, str) else type(what).__name__
+        raise LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}") from exc
+    except RuntimeError as exc:  # e.g. a truncated or mismatched weights file
+        raise LninspectError(f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME) from exc
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for no network."""
+    flags = (os.environ.get(v, "").upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(flag in {"1", "ON", "YES", "TRUE"} for flag in flags)
+
+
+def _check_cached_if_offline(repo_id: str, revision: str | None) -> None:
+    """Fail at once, not after retries, for a hub id that offline mode cannot reach."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if hub_offline() and not isinstance(
+        try_to_load_from_cache(repo_id, "config.json", revision=revision), str
+    ):
+        raise LninspectError(
+            f"model '{repo_id}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"{ALTERNATIVES}"
+        )
+
+
+def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool,
+                    notes: list[str], local_only: bool) -> Tokenizer:
+    """The model's own tokenizer, or a byte-level fallback (said in `notes`)."""
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=local_only,
+                                           trust_remote_code=trust_remote_code)
+        return Tokenizer(hf)
+    except (OSError, ValueError, TypeError, KeyError):
+        notes.append(f"no tokenizer found for '{source}': using a byte-level fallback "
+                     "(token ids are the UTF-8 bytes of the text)")
+        return Tokenizer(None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,46 @@
+"""Per-token reductions that the hooks run on the device, always in float32.
+
+Each function takes full activations of shape (..., *hidden) and returns tensors of
+shape (...): one number per token (and per head, for norms that see heads). Nothing
+here keeps a reference to its input.
+"""
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def hidden_flat(t: Tensor, reduced_dims: int) -> Tensor:
+    """A detached view of `t` with its `reduced_dims` trailing axes merged into one."""
+    return t.detach().flatten(-reduced_dims) if reduced_dims > 1 else t.detach()
+
+
+@torch.no_grad()
+def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict[str, Tensor]:
+    """Statistics of a norm's input x and output y, per token, in float32.
+
+    std = sqrt(biased var + eps) is LayerNorm's denominator; rms = sqrt(mean(x^2) + eps)
+    is RMSNorm's, computed as var + mean^2 (exact algebra, no cancellation: both >= 0)
+    so that one fused var_mean pass gives both.
+    """
+    x = hidden_flat(x, reduced_dims).float()  # (..., d); no copy when already float32
+    y = hidden_flat(y, reduced_dims).float()
+    var, mean = torch.var_mean(x, dim=-1, correction=0)
+    absmax, absmax_dim = x.abs().max(dim=-1)
+    out_var, out_mean = torch.var_mean(y, dim=-1, correction=0)
+    return {
+        "mean": mean,
+        "std": (var + eps).sqrt(),
+        "rms": (var + mean.square() + eps).sqrt(),
+        "absmax": absmax,
+        "absmax_dim": absmax_dim,
+        "out_mean": out_mean,
+        "out_std": out_var.sqrt(),
+    }
+
+
+@torch.no_grad()
+def token_norm(g: Tensor, reduced_dims: int = 1) -> Tensor:
+    """The L2 norm of `g` over its hidden axis, per token, accumulated in float32."""
+    return torch.linalg.vector_norm(hidden_flat(g, reduced_dims), dim=-1, dtype=torch.float32)

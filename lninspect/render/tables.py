@@ -1,0 +1,106 @@
+"""Rich tables of result objects (no torch, no transformers)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
+
+
+def fmt(value: float) -> str:
+    """A number in 3 significant digits, compact; non-finite values as they are."""
+    if not np.isfinite(value):
+        return str(value)
+    return f"{value:.3g}"
+
+
+def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Quantiles of the finite entries (NaN when there are none)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return [float("nan")] * len(qs)
+    return [float(q) for q in np.quantile(finite, qs)]
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Drop the dotted prefix that all names share (`transformer.h.0.ln_1` -> `h.0.ln_1`)."""
+    parts = [name.split(".") for name in names]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    return [".".join(p[common:]) for p in parts]
+
+
+def token_label(result: StatsResult, sequence: int, token: int, width: int = 12) -> str:
+    """`t12 ' fox'` (with `s1 ` in front when there are several sequences)."""
+    pieces = result.input.tokens
+    text = ""
+    if sequence < len(pieces) and token < len(pieces[sequence]):
+        piece = repr(pieces[sequence][token])
+        text = " " + (piece if len(piece) <= width else piece[: width - 1] + "…")
+    prefix = f"s{sequence} " if result.input.num_sequences > 1 else ""
+    return f"{prefix}t{token}{text}"
+
+
+def header(result: NormsResult | StatsResult) -> str:
+    """One line saying what was inspected, on what, and where."""
+    m = result.model
+    line = f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
+    if isinstance(result, StatsResult):
+        i = result.input
+        line += f" · {i.num_sequences} sequence{'s' if i.num_sequences != 1 else ''}, "
+        line += f"{i.num_tokens} tokens"
+    return line + f" · {len(result.norms)} norms"
+
+
+def stats_table(result: StatsResult) -> Table:
+    """One row per normalization module: input mean and std, the largest |x|, the weight."""
+    table = Table(title=header(result), title_justify="left", box=box.SIMPLE_HEAD, caption=(
+        "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm); "
+        "weight = the module's affine gain"), caption_justify="left")
+    table.add_column("module", no_wrap=True)
+    table.add_column("role", no_wrap=True)
+    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column("std min / median / max", justify="right", no_wrap=True)
+    table.add_column("max |x|", justify="right", no_wrap=True)
+    table.add_column("at token, dim", overflow="fold")
+    table.add_column("weight", justify="right")
+    table.add_column("w<0", justify="right")
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
+        table.add_row(name, norm.role, *_stats_cells(result, norm))
+    return table
+
+
+def _stats_cells(result: StatsResult, norm: NormStats) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = float(np.nanmean(norm.input.mean))
+    std = " / ".join(fmt(v) for v in nan_quantiles(norm.denominator, (0.0, 0.5, 1.0)))
+    absmax = np.where(np.isfinite(norm.input.absmax), norm.input.absmax, -np.inf)
+    where = np.unravel_index(int(np.argmax(absmax)), absmax.shape)
+    token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0)
+    return [fmt(mean), std, fmt(float(norm.input.absmax[where])),
+            f"{token}, d{int(norm.input.absmax_dim[where])}", *_weight_cells(norm)[::2]]
+
+
+def _weight_cells(norm: NormDescription) -> list[str]:
+    """mean ± std, min … max, negative count; dashes for a norm without weight."""
+    w = norm.weight
+    if w is None:
+        return ["—", "—", "—"]
+    return [f"{fmt(w.mean)} ± {fmt(w.std)}", f"{fmt(w.min)} … {fmt(w.max)}", str(w.negative)]
+
+
+def norms_table(result: NormsResult | StatsResult) -> Table:
+    """The modules found, with kind, layer, role, eps and weight: for `lninspect norms`."""
+    table = Table(title=header(result), title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("module", "type", "kind", "layer", "role", "eps", "weight mean ± std",
+                   "weight min … max", "w<0"):
+        table.add_column(column, justify="right" if column in ("layer", "eps", "w<0") else "left")
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
+        table.add_row(name, norm.type, norm.kind, "—" if norm.layer is None else str(norm.layer),
+                      norm.role, f"{norm.eps:g}", *_weight_cells(norm))
+    return table
