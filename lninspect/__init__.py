@@ -1,2 +1,32 @@
-"""lninspect: normalization statistics inside GPT-style models."""
+"""lninspect: normalization statistics inside GPT-style models.
+
+The Python API, for notebooks and scripts:
+
+    from lninspect import capture
+    with capture(model) as cap:
+        model(input_ids)
+    result = cap.result()          # lninspect.results.StatsResult
+
+`import lninspect` stays light: torch is imported on first use of the API.
+"""
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["capture", "find_norms", "StatsResult", "LninspectError"]
+
+_API = {
+    "capture": "lninspect.hooks",
+    "find_norms": "lninspect.discovery",
+    "StatsResult": "lninspect.results",
+    "LninspectError": "lninspect.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'lninspect' has no attribute {name!r}")

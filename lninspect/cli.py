@@ -65,21 +65,37 @@ JsonOpt = Annotated[Optional[str], typer.Option(
     "--json", help="Write the results as JSON to this file ('-' for stdout).",
     show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+def _check_positive(value: float) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"{value} is not a positive number")
+    return value
+
+
+SpikeZOpt = Annotated[float, typer.Option(
+    callback=_check_positive, help="A dimension with |z| >= this is a spike.")]
+TopKOpt = Annotated[int, typer.Option(min=1, help="k of the top-k retention of spikes.")]
+DEFAULT_OUT = Path("lninspect-report")
+PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -).")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lninspect {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
     debug: Annotated[bool, typer.Option(
         "--debug", envvar="LNINSPECT_DEBUG", help="Show the full traceback of errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Inspect LayerNorm / RMSNorm statistics and gradient scales inside GPT-style models."""
     _state["debug"] = debug
-    if version:
-        typer.echo(f"lninspect {__version__}")
-        raise typer.Exit()
 
 
 @app.command()
@@ -94,16 +110,23 @@ def stats(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
+    spikes: Annotated[bool, typer.Option(
+        "--spikes", help="Also find activation spikes and measure whether each norm keeps "
+                         "their order (docs/metrics.md).")] = False,
+    spike_z: SpikeZOpt = 6.0,
+    top_k: TopKOpt = 8,
     json: JsonOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Per-token statistics of the input and output of every normalization module."""
     from lninspect import commands
+    from lninspect.options import SpikeOptions
 
     options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
                          trust_remote_code, seed)
-    _run(commands.stats, options, Output(quiet, json == "-"), json, force)
+    spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
+    _run(commands.stats, options, Output(quiet, json == "-"), spike_options, json, force)
 
 
 @app.command()
@@ -123,6 +146,108 @@ def norms(
     options = RunOptions(model, device=device, dtype=dtype.value, revision=revision,
                          trust_remote_code=trust_remote_code)
     _run(commands.norms, options, Output(quiet, json == "-"), json, force)
+
+
+class Loss(str, Enum):
+    ce = "ce"
+    target = "target"
+
+
+@app.command()
+def grads(
+    model: ModelArg = None,
+    text: TextOpt = None,
+    file: FileOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    max_tokens: MaxTokensOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DTypeOpt = DType.float32,
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    seed: SeedOpt = 0,
+    loss: Annotated[Loss, typer.Option(
+        help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
+             "at the last position.")] = Loss.ce,
+    target: Annotated[Optional[str], typer.Option(
+        help="The token scored by --loss target.", show_default=False)] = None,
+    plot: PlotOpt = False,
+    out_dir: OutOpt = DEFAULT_OUT,
+    json: JsonOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gradient norms on both sides of every normalization module, per token and per layer."""
+    from lninspect import commands
+
+    if loss == Loss.target and not target:
+        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
+    options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
+                         trust_remote_code, seed)
+    _run(commands.grads, options, Output(quiet, json == "-"), loss.value, target, json,
+         out_dir if plot else None, force)
+
+
+class NormKind(str, Enum):
+    layernorm = "layernorm"
+    rmsnorm = "rmsnorm"
+
+
+class Init(str, Enum):
+    xavier = "xavier"
+    gpt2 = "gpt2"
+
+
+def _positive_ints(value: str) -> list[int]:
+    """`6,12,24` -> [6, 12, 24], sorted and without repeats; BadParameter otherwise."""
+    try:
+        numbers = sorted({int(v) for v in value.split(",")})
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
+    if numbers[0] < 1:
+        raise typer.BadParameter(f"'{value}': every depth must be at least 1")
+    return numbers
+
+
+def _check_layers(value: str) -> str:
+    _positive_ints(value)
+    return value
+
+
+@app.command()
+def placement(
+    layers: Annotated[str, typer.Option(
+        callback=_check_layers, help="Depths L, comma-separated; several make a sweep.")] = "12",
+    d_model: Annotated[int, typer.Option(min=8, help="Width d of the residual stream.")] = 256,
+    heads: Annotated[int, typer.Option(min=1, help="Attention heads; must divide --d-model.")] = 4,
+    mlp_ratio: Annotated[int, typer.Option(
+        min=1, help="FFN hidden width / d: 1 as in the paper's analysis, 4 in GPT-2.")] = 1,
+    norm: Annotated[NormKind, typer.Option(help="The norm in every position.")
+                    ] = NormKind.layernorm,
+    init: Annotated[Init, typer.Option(
+        help="xavier: the paper's setting (Xavier-normal, no residual scaling); gpt2: "
+             "N(0, 0.02) with residual projections scaled by 1/sqrt(2L), the control.")
+    ] = Init.xavier,
+    seeds: Annotated[int, typer.Option(min=1, help="Models (and token batches) averaged.")] = 3,
+    text: Annotated[Optional[str], typer.Option(
+        "--text", "-t", help="Use the UTF-8 bytes of this text as tokens (default: seeded "
+                             "random tokens).", show_default=False)] = None,
+    plot: PlotOpt = False,
+    out_dir: OutOpt = DEFAULT_OUT,
+    json: JsonOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pre-LN vs post-LN gradient scales at initialization (Xiong et al. 2020, Theorem 1)."""
+    from lninspect import commands
+    from lninspect.placement_results import PlacementConfig
+
+    if d_model % heads:
+        raise typer.BadParameter(f"{d_model} is not divisible by --heads {heads}",
+                                 param_hint="'--d-model'")
+    config = PlacementConfig(layers=_positive_ints(layers), d_model=d_model, heads=heads,
+                             mlp_ratio=mlp_ratio, norm=norm.value, init=init.value, seeds=seeds)
+    _run(commands.placement, RunOptions(text=text), Output(quiet, json == "-"), config, json,
+         out_dir if plot else None, force)
 
 
 def _run(command: Callable[..., None], options: RunOptions, out: Output, *args: Any) -> None:

@@ -1,21 +1,33 @@
 """What each CLI command does, given parsed options: run a job, then show and write."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from lninspect.console import Output
+from lninspect.errors import LninspectError
 from lninspect.files import check_target, write_json
-from lninspect.options import RunOptions
+from lninspect.options import RunOptions, SpikeOptions
+
+if TYPE_CHECKING:
+    from lninspect.placement_results import PlacementConfig
 
 
-def stats(options: RunOptions, out: Output, json_path: str | None, force: bool) -> None:
+def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_path: str | None,
+          force: bool) -> None:
     """`lninspect stats`: per-token statistics of every normalization module."""
     from lninspect.jobs import run_stats
+    from lninspect.render.spike_tables import order_table, spikes_table
     from lninspect.render.tables import stats_table
 
     check_target(json_path, force)
-    result = run_stats(options)
+    result = run_stats(options, spikes)
     for note in result.notes:
         out.note(note)
     out.show(stats_table(result))
+    if spikes is not None:
+        out.show(spikes_table(result))
+        out.show(order_table(result))
     if json_path:
         write_json(json_path, result.to_json())
 
@@ -32,3 +44,62 @@ def norms(options: RunOptions, out: Output, json_path: str | None, force: bool) 
     out.show(norms_table(result))
     if json_path:
         write_json(json_path, result.to_json())
+
+
+def grads(options: RunOptions, out: Output, loss: str, target: str | None,
+          json_path: str | None, png_folder: Path | None, force: bool) -> None:
+    """`lninspect grads`: gradient norms through every norm, per token and per layer."""
+    from lninspect.jobs import run_grads
+    from lninspect.render.grad_plots import FIGURES, save_grads_figures
+    from lninspect.render.grad_tables import grads_table, layer_grads_table
+
+    check_target(json_path, force)
+    if png_folder is not None:
+        _check_folder(png_folder, list(FIGURES), force)
+    result = run_grads(options, loss, target)
+    for note in result.notes:
+        out.note(note)
+    out.show(grads_table(result))
+    out.show(layer_grads_table(result))
+    if png_folder is not None:
+        for path in save_grads_figures(result, _make_folder(png_folder)):
+            out.note(f"wrote {path}")
+    if json_path:
+        write_json(json_path, result.to_json())
+
+
+def placement(options: RunOptions, out: Output, config: PlacementConfig, json_path: str | None,
+              png_folder: Path | None, force: bool) -> None:
+    """`lninspect placement`: pre-LN vs post-LN gradient scales at initialization."""
+    from lninspect.placement import run_placement
+    from lninspect.render.placement import figure_names, placement_report, save_placement_figures
+
+    check_target(json_path, force)
+    if png_folder is not None:
+        _check_folder(png_folder, figure_names(config.layers), force)
+    result = run_placement(config, options.text)
+    for note in result.notes:
+        out.note(note)
+    out.show(placement_report(result))
+    if png_folder is not None:
+        for path in save_placement_figures(result, _make_folder(png_folder)):
+            out.note(f"wrote {path}")
+    if json_path:
+        write_json(json_path, result.to_json())
+
+
+def _check_folder(folder: Path, names: list[str], force: bool) -> None:
+    """Refuse, before any work, a folder that is a file or PNGs that exist (unless --force)."""
+    if folder.exists() and not folder.is_dir():
+        raise LninspectError(f"'{folder}' is a file; give a folder for the figures with --out")
+    if folder.is_dir():  # a missing folder is created after the run
+        for name in names:
+            check_target(str(folder / name), force)
+
+
+def _make_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
+    return folder

@@ -1,19 +1,48 @@
-"""Find the normalization modules of a model, with their layer, role, eps and weight."""
+"""Find the normalization modules of a model, with their layer, role, placement, eps and weight.
+
+Three steps, each checked against the module's behaviour rather than its name alone:
+
+1. Candidates: nn.LayerNorm / nn.RMSNorm, and leaf modules whose class name ends in
+   LayerNorm / RMSNorm (custom norms: nanoGPT's, LlamaRMSNorm, OlmoLayerNorm, ...).
+2. What each computes (lninspect.normprobe): LayerNorm or RMSNorm, weight w or 1 + w
+   (Gemma), the axes it reduces; eps is read from the module (`eps`, `variance_epsilon`,
+   ...) and measured when it keeps none (OLMo).
+3. Where each sits (lninspect.dataflow): one probe forward pass on a few token ids shows
+   which sub-layers a norm feeds and whether its output joins the residual stream. Models
+   the probe cannot run (no `config.vocab_size`, or the pass fails) fall back on module
+   names, and `discover` says so in a one-line note.
+
+Roles: attn, mlp, attn+mlp (one norm feeding both, in parallel: GPT-J, Phi, Falcon),
+qk (query/key norms inside attention), embed (on the embeddings: BLOOM), final, other.
+Placement: pre (the norm feeds a sub-layer; the stream goes around it) or post (its output
+joins the residual stream: original post-LN, or Gemma 2 / OLMo 2 sub-layer output norms).
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from lninspect.dataflow import Flow, probe_input, sublayer_kind, trace
+from lninspect.normprobe import measure
 from lninspect.results import NormDescription, WeightSummary
 
 # Attribute names under which norm implementations keep their epsilon.
 EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps", "layer_norm_epsilon")
-DEFAULT_EPS = 1e-5  # F.layer_norm's default, for norms that keep eps nowhere we can read
-
-# Role by the module's own attribute name inside its block (or at the top for `final`).
+DEFAULT_EPS = 1e-5  # F.layer_norm's default, for norms whose eps can be neither read nor measured
+NORM_CLASS_SUFFIXES = ("layernorm", "rmsnorm", "layernorm1p")
+ROLES = ("attn", "mlp", "attn+mlp", "qk", "embed", "final", "other")
+PLACEMENTS = ("pre", "post")
+# config.model_type of the architectures tested in tests/test_architectures.py.
+KNOWN_ARCHITECTURES = {
+    "gpt2", "gpt_neo", "gptj", "gpt_neox", "opt", "bloom", "falcon", "phi", "phi3", "llama",
+    "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
+    "gpt_bigcode", "stablelm", "cohere",
+}
+# Fallback only: role by the module's attribute name, when the probe cannot run.
 ROLE_BY_NAME = {
     "attn": {"ln_1", "input_layernorm", "attention_norm", "self_attn_layer_norm", "ln_attn",
              "attn_norm", "norm1", "norm_1", "pre_attention_layernorm"},
@@ -21,6 +50,8 @@ ROLE_BY_NAME = {
             "mlp_norm", "norm2", "norm_2", "pre_feedforward_layernorm", "pre_mlp_layernorm"},
     "final": {"ln_f", "norm", "final_layer_norm", "final_layernorm", "norm_f", "ln_out"},
 }
+POST_BY_NAME = {"post_feedforward_layernorm": "mlp", "post_mlp_layernorm": "mlp",
+                "post_ffn_norm": "mlp", "post_attn_norm": "attn", "post_attention_norm": "attn"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,12 +60,14 @@ class NormInfo:
 
     name: str  # dotted path from the model root
     module: nn.Module
-    kind: str  # "layernorm" or "rmsnorm"
+    kind: str  # "layernorm" or "rmsnorm", as measured (the class name when it cannot run)
     layer: int | None  # index in the stack of blocks, None outside it
-    role: str  # attn | mlp | final | other
+    role: str  # one of ROLES
     eps: float
-    eps_known: bool  # False when eps was not found on the module and DEFAULT_EPS is assumed
+    eps_known: bool  # False when eps was neither found nor measured and DEFAULT_EPS is assumed
     reduced_dims: int  # how many trailing axes the norm reduces over (normalized_shape)
+    placement: str = "pre"  # one of PLACEMENTS
+    weight_offset: float = 0.0  # 1.0 for norms that multiply by 1 + weight (Gemma)
 
     @property
     def type(self) -> str:
@@ -43,21 +76,32 @@ class NormInfo:
     def describe(self) -> NormDescription:
         """The module as plain data, for results and JSON."""
         return NormDescription(name=self.name, type=self.type, kind=self.kind, layer=self.layer,
-                               role=self.role, eps=self.eps, weight=self.weight_summary())
+                               role=self.role, placement=self.placement, eps=self.eps,
+                               weight=self.weight_summary())
 
-    def weight_summary(self) -> WeightSummary | None:
-        """Summary of the module's affine weight, or None for a norm without one."""
+    def effective_weight(self) -> torch.Tensor | None:
+        """The gain the output is multiplied by (1 + w for Gemma); None for a norm without one."""
         weight = getattr(self.module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             return None
-        w = weight.detach().float()
-        return WeightSummary(
-            mean=w.mean().item(),
-            std=w.std(correction=0).item(),
-            min=w.min().item(),
-            max=w.max().item(),
-            negative=int((w < 0).sum().item()),
-        )
+        return weight.detach().float() + self.weight_offset
+
+    def weight_summary(self) -> WeightSummary | None:
+        """Summary of the effective weight, or None for a norm without one."""
+        w = self.effective_weight()
+        if w is None:
+            return None
+        return WeightSummary(mean=w.mean().item(), std=w.std(correction=0).item(),
+                             min=w.min().item(), max=w.max().item(),
+                             negative=int((w < 0).sum().item()))
+
+
+@dataclass
+class Discovery:
+    """The norms of a model, and one-line notes on how they were found."""
+
+    norms: list[NormInfo]
+    notes: list[str] = field(default_factory=list)
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -66,33 +110,152 @@ def is_norm(module: nn.Module) -> bool:
         return True
     name = type(module).__name__.lower()
     has_children = next(module.children(), None) is not None
-    return not has_children and name.endswith(("layernorm", "rmsnorm"))
+    return not has_children and name.endswith(NORM_CLASS_SUFFIXES)
 
 
 def find_norms(model: nn.Module) -> list[NormInfo]:
     """Every normalization module of `model`, in registration order."""
-    return [_describe(name, module) for name, module in model.named_modules() if is_norm(module)]
+    return discover(model).norms
 
 
-def _describe(name: str, module: nn.Module) -> NormInfo:
+def discover(model: nn.Module) -> Discovery:
+    """The norms of `model` with their roles, and notes when generic discovery was used."""
+    found = [(name, module) for name, module in model.named_modules() if is_norm(module)]
+    if not found:
+        return Discovery(norms=[])
+    flows, why_not = _probe(model, found)
+    modules = dict(model.named_modules())
+    norms = [_describe(name, module, modules, flows) for name, module in found]
+    return Discovery(norms=norms, notes=_notes(model, why_not))
+
+
+def _probe(model: nn.Module, found: Sequence[tuple[str, nn.Module]]
+           ) -> tuple[dict[str, Flow], str | None]:
+    """The dataflow of one probe pass, or ({}, why it could not run)."""
+    ids = probe_input(model)
+    if ids is None:
+        return {}, "no probe forward pass: the model has no config.vocab_size"
+    try:
+        return trace(model, found, ids), None
+    except Exception as exc:  # noqa: BLE001 - any model may refuse a probe; names remain
+        first_line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        return {}, f"the probe forward pass failed: {first_line}"
+
+
+def _notes(model: nn.Module, why_not: str | None) -> list[str]:
+    config = getattr(model, "config", None)
+    arch = getattr(config, "model_type", None) or type(model).__name__
+    known = arch in KNOWN_ARCHITECTURES or type(model).__module__.startswith("lninspect.")
+    how = ("roles from a probe forward pass" if why_not is None
+           else f"roles guessed from module names ({why_not})")
+    if not known:
+        return [f"{arch}: an architecture lninspect is not tested on; norms found by generic "
+                f"discovery, {how}"]
+    return [] if why_not is None else [how[0].upper() + how[1:]]
+
+
+def _describe(name: str, module: nn.Module, modules: dict[str, nn.Module],
+              flows: dict[str, Flow]) -> NormInfo:
     eps = _read_eps(module)
-    shape = getattr(module, "normalized_shape", None)
+    stated = _stated_dims(module)
+    formula = measure(module, eps, stated)
+    measured_eps = formula.eps if formula is not None else None
     layer = _layer_index(name)
+    role, placement = _place(name, layer, modules, flows)
     return NormInfo(
         name=name,
         module=module,
-        kind=_kind(module),
+        kind=formula.kind if formula else _kind_by_name(module),
         layer=layer,
-        role=_role(name, layer),
-        eps=DEFAULT_EPS if eps is None else eps,
-        eps_known=eps is not None,
-        reduced_dims=len(shape) if isinstance(shape, (tuple, list)) and shape else 1,
+        role=role,
+        eps=eps if eps is not None else measured_eps if measured_eps is not None else DEFAULT_EPS,
+        eps_known=eps is not None or measured_eps is not None,
+        reduced_dims=formula.reduced_dims if formula else stated or 1,
+        placement=placement,
+        weight_offset=formula.weight_offset if formula else _offset_by_name(module),
     )
 
 
-def _kind(module: nn.Module) -> str:
+def _place(name: str, layer: int | None, modules: dict[str, nn.Module],
+           flows: dict[str, Flow]) -> tuple[str, str]:
+    """(role, placement): from the probe's dataflow where it ran, else from the name."""
+    if _inside_attention(name, layer, modules):
+        return "qk", "pre"
+    flow = flows.get(name)
+    if flow is None:
+        return _place_by_name(name, layer)
+    # A pre norm's input is the stream, which the residual addition uses again; a post
+    # norm's output joins the stream (or, last in a post-LN stack, feeds the head).
+    post = flow.output_added or not flow.input_added
+    if layer is None:
+        first_block = min((f.order for n, f in flows.items() if _layer_index(n) is not None),
+                          default=math.inf)
+        if flow.order < first_block:
+            return "embed", "post" if post else "pre"
+        return "final", "post" if flow.output_added else "pre"
+    block = _block_path(name)
+    if post:  # a post norm belongs to the sub-layer that ran just before it
+        used = [flow.after] if flow.after and _block_path(flow.after) == block else []
+    else:  # a pre norm to the sub-layers of its block that receive its output
+        used = [c for c in flow.consumers if _block_path(c) == block and c != block]
+    kinds = {sublayer_kind(c, modules[c]) for c in used} - {None}
+    role = "attn+mlp" if kinds == {"attn", "mlp"} else kinds.pop() if kinds else None
+    return role or _place_by_name(name, layer)[0], "post" if post else "pre"
+
+
+def _place_by_name(name: str, layer: int | None) -> tuple[str, str]:
+    leaf = name.rsplit(".", 1)[-1]
+    if layer is None:
+        if "emb" in leaf:
+            return "embed", "post"
+        return ("final" if leaf in ROLE_BY_NAME["final"] else "other"), "pre"
+    if leaf in POST_BY_NAME:
+        return POST_BY_NAME[leaf], "post"
+    for role in ("attn", "mlp"):
+        if leaf in ROLE_BY_NAME[role]:
+            return role, "pre"
+    return "other", "pre"
+
+
+def _inside_attention(name: str, layer: int | None, modules: dict[str, nn.Module]) -> bool:
+    """Whether a module between the block and the norm is an attention sub-layer."""
+    parts = name.split(".")
+    block_end = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    first = block_end + 2 if layer is not None and block_end is not None else 1
+    ancestors = [".".join(parts[:i]) for i in range(first, len(parts))]  # below the block
+    return any(sublayer_kind(a, modules[a]) == "attn" for a in ancestors if a in modules)
+
+
+def _block_path(name: str) -> str | None:
+    """`model.layers.3.self_attn` -> `model.layers.3`: the path up to the layer index."""
+    parts = name.split(".")
+    index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    return None if index is None else ".".join(parts[: index + 1])
+
+
+def _layer_index(name: str) -> int | None:
+    """The first integer in the dotted path: `transformer.h.3.ln_1` is layer 3."""
+    for part in name.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+def _kind_by_name(module: nn.Module) -> str:
     is_rms = isinstance(module, nn.RMSNorm) or type(module).__name__.lower().endswith("rmsnorm")
     return "rmsnorm" if is_rms else "layernorm"
+
+
+def _offset_by_name(module: nn.Module) -> float:
+    name = type(module).__name__.lower()
+    return 1.0 if name.startswith("gemma") and name.endswith("rmsnorm") else 0.0
+
+
+def _stated_dims(module: nn.Module) -> int | None:
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, int):
+        return 1
+    return len(shape) if isinstance(shape, (tuple, list)) and shape else None
 
 
 def _read_eps(module: nn.Module) -> float | None:
@@ -104,21 +267,3 @@ def _read_eps(module: nn.Module) -> float | None:
         weight = module.weight
         return torch.finfo(weight.dtype if weight is not None else torch.float32).eps
     return None
-
-
-def _layer_index(name: str) -> int | None:
-    """The first integer in the dotted path: `transformer.h.3.ln_1` is layer 3."""
-    for part in name.split("."):
-        if part.isdigit():
-            return int(part)
-    return None
-
-
-def _role(name: str, layer: int | None) -> str:
-    leaf = name.rsplit(".", 1)[-1]
-    if layer is None:
-        return "final" if leaf in ROLE_BY_NAME["final"] else "other"
-    for role in ("attn", "mlp"):
-        if leaf in ROLE_BY_NAME[role]:
-            return role
-    return "other"

@@ -35,10 +35,11 @@ class Tokenizer:
 
     hf: Any | None
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`, with the model's special tokens (BOS) unless told not to."""
         if self.hf is None:
             return list(text.encode("utf-8"))
-        return list(self.hf(text)["input_ids"])
+        return list(self.hf(text, add_special_tokens=special_tokens)["input_ids"])
 
     def pieces(self, ids: list[int]) -> list[str]:
         """One readable string per token id."""

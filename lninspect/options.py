@@ -22,3 +22,12 @@ class RunOptions:
     revision: str | None = None
     trust_remote_code: bool = False
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class SpikeOptions:
+    """What counts as a spike, and how much of them to keep (docs/metrics.md)."""
+
+    z: float = 6.0  # a dimension with |z| >= z is a spike
+    top_k: int = 8  # k of the top-k retention
+    max_spikes: int = 100  # per module and forward call, largest |z| first

@@ -1,11 +1,13 @@
-"""Per-token reductions that the hooks run on the device, always in float32.
+"""Per-token reductions that the hooks run on the device, always in float32, and the
+gathering of their results to the CPU at the end of a run.
 
-Each function takes full activations of shape (..., *hidden) and returns tensors of
+Each reduction takes full activations of shape (..., *hidden) and returns tensors of
 shape (...): one number per token (and per head, for norms that see heads). Nothing
 here keeps a reference to its input.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -44,3 +46,21 @@ def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict
 def token_norm(g: Tensor, reduced_dims: int = 1) -> Tensor:
     """The L2 norm of `g` over its hidden axis, per token, accumulated in float32."""
     return torch.linalg.vector_norm(hidden_flat(g, reduced_dims), dim=-1, dtype=torch.float32)
+
+
+def gather_record(records: list[dict[str, Tensor]]) -> dict[str, np.ndarray]:
+    """Concatenate per-call records along the sequence axis and move them to the CPU."""
+    return {key: gather([r[key] for r in records]) for key in records[0]}
+
+
+def gather(tensors: list[Tensor]) -> np.ndarray:
+    """Concatenate along axis 0, padding shorter token axes (NaN, or -1 for indices)."""
+    arrays = [t.cpu().numpy() for t in tensors]
+    if len(arrays) == 1:
+        return arrays[0]
+    if arrays[0].ndim >= 2 and len({a.shape[1:] for a in arrays}) > 1:
+        width = max(a.shape[1] for a in arrays)
+        fill = -1 if arrays[0].dtype.kind == "i" else np.nan
+        arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
+                         constant_values=fill) for a in arrays]
+    return np.concatenate(arrays, axis=0)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 STATS_SCHEMA = "lninspect.stats/1"
+GRADS_SCHEMA = "lninspect.grads/1"
+OPTIONAL_NORM_KEYS = ("grad", "spikes", "order", "across_token_spearman")  # absent when not captured
 NORMS_SCHEMA = "lninspect.norms/1"
 
 
@@ -85,6 +87,40 @@ class GradStats:
 
 
 @dataclass
+class Spike:
+    """One large activation: |z| >= spike_z, or massive (Sun et al. 2024)."""
+
+    sequence: int
+    token: int
+    dim: int
+    value: float  # x at this dimension
+    z: float  # (x - mean) / std, or x / rms for RMSNorm
+    out_value: float  # the norm's output y at this dimension
+    rank_in: int  # 1 = the token's largest |x - centre|
+    rank_out: int  # 1 = the token's largest |y - bias|
+    massive: bool  # |x| > 100 and > 1000 x the token's median |x|
+
+
+@dataclass
+class OrderStats:
+    """Per-token measures of whether the norm keeps the order of a token's activations."""
+
+    within_token_spearman: np.ndarray  # Spearman of x vs y over the hidden dims
+    within_token_spearman_z: np.ndarray  # x vs z (before the affine step): 1 by construction
+    topk_retention: np.ndarray  # share of the k largest |x - centre| among the k largest |y - bias|
+    spike_count: np.ndarray  # dims with |z| >= spike_z
+
+
+@dataclass
+class AcrossToken:
+    """Spearman across the tokens of one forward call between x[:, dim] and y[:, dim]."""
+
+    dim: int
+    rho: float
+    tokens: int  # how many tokens it was computed over
+
+
+@dataclass
 class NormDescription:
     """A normalization module as found in the model, before anything ran through it."""
 
@@ -92,7 +128,9 @@ class NormDescription:
     type: str  # the module's class name
     kind: str  # "layernorm" (centres, divides by std) or "rmsnorm" (divides by rms)
     layer: int | None
-    role: str  # attn | mlp | final | other
+    role: str  # attn | mlp | attn+mlp | qk | embed | final | other
+    # pre: feeds a sub-layer, the stream goes around it; post: its output joins the stream
+    placement: str = field(default="pre", kw_only=True)
     eps: float
     weight: WeightSummary | None
 
@@ -105,6 +143,9 @@ class NormStats(NormDescription):
     output: OutputStats
     calls: int = 1  # forward calls seen; more than the passes means it fired twice per pass
     grad: GradStats | None = None  # only when gradients were captured
+    spikes: list[Spike] | None = None  # only when spikes were captured, largest |z| first
+    order: OrderStats | None = None
+    across_token_spearman: list[AcrossToken] | None = None
 
     @property
     def denominator(self) -> np.ndarray:
@@ -134,6 +175,8 @@ class StatsResult:
     norms: list[NormStats]
     passes: int = 1  # forward passes of the model while capturing
     notes: list[str] = field(default_factory=list)
+    spike_z: float | None = None  # the spike threshold, when spikes were captured
+    top_k: int | None = None  # the k of top-k retention, when spikes were captured
     schema: str = STATS_SCHEMA
 
     def norm(self, name: str) -> NormStats:
@@ -147,8 +190,9 @@ class StatsResult:
         """A JSON-ready dict; arrays become nested lists, non-finite floats null."""
         doc = _document(self)
         for norm in doc["norms"]:
-            if norm["grad"] is None:
-                del norm["grad"]
+            for key in OPTIONAL_NORM_KEYS:
+                if norm[key] is None:
+                    del norm[key]
         return doc
 
     @classmethod
@@ -162,8 +206,43 @@ class StatsResult:
             norms=[_norm_from_json(n) for n in doc["norms"]],
             passes=doc.get("passes", 1),
             notes=list(doc.get("notes", [])),
+            spike_z=doc.get("spike_z"),
+            top_k=doc.get("top_k"),
             schema=doc["schema"],
         )
+
+
+@dataclass
+class ParamGrad:
+    """The gradient norm of one parameter tensor (NaN when it got no gradient)."""
+
+    name: str
+    layer: int | None
+    group: str  # embed | attn_in | attn_out | mlp_in | mlp_out | norm_weight | norm_bias | head | other
+    grad_norm: float
+    numel: int
+
+
+@dataclass
+class GradsResult(StatsResult):
+    """StatsResult plus gradients: each norm's `grad`, the loss, and every parameter's grad norm."""
+
+    loss: float = float("nan")
+    loss_kind: str = "next-token cross-entropy, mean over predicted tokens"
+    params: list[ParamGrad] = field(default_factory=list)
+    schema: str = GRADS_SCHEMA
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> GradsResult:
+        base = StatsResult.from_json(doc)
+        fields_ = {f.name: getattr(base, f.name) for f in fields(StatsResult)}
+        return cls(**fields_ | {"schema": doc["schema"]}, loss=_float(doc["loss"]),
+                   loss_kind=doc["loss_kind"], params=[
+                       ParamGrad(**p | {"grad_norm": _float(p["grad_norm"])}) for p in doc["params"]])
+
+
+def _float(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _document(result: Any) -> dict[str, Any]:
@@ -183,6 +262,7 @@ def _norm_from_json(doc: dict[str, Any]) -> NormStats:
         kind=doc["kind"],
         layer=doc["layer"],
         role=doc["role"],
+        placement=doc.get("placement", "pre"),
         eps=doc["eps"],
         input=InputStats(
             **{k: _array(inp[k]) for k in ("mean", "std", "rms", "absmax")},
@@ -192,6 +272,14 @@ def _norm_from_json(doc: dict[str, Any]) -> NormStats:
         weight=WeightSummary(**doc["weight"]) if doc["weight"] is not None else None,
         calls=doc.get("calls", 1),
         grad=GradStats(**{k: _array(v) for k, v in doc["grad"].items()}) if doc.get("grad") else None,
+        spikes=[Spike(**s | {"value": _float(s["value"]), "z": _float(s["z"]),
+                             "out_value": _float(s["out_value"])}) for s in doc["spikes"]]
+        if doc.get("spikes") is not None else None,
+        order=OrderStats(**{k: _array(v) for k, v in doc["order"].items()})
+        if doc.get("order") is not None else None,
+        across_token_spearman=[AcrossToken(**a | {"rho": _float(a["rho"])})
+                               for a in doc["across_token_spearman"]]
+        if doc.get("across_token_spearman") is not None else None,
     )
 
 

@@ -95,12 +95,27 @@ def _weight_cells(norm: NormDescription) -> list[str]:
 
 
 def norms_table(result: NormsResult | StatsResult) -> Table:
-    """The modules found, with kind, layer, role, eps and weight: for `lninspect norms`."""
+    """The modules found as a tree by block, with kind, layer, role, placement, eps and weight."""
     table = Table(title=header(result), title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("module", "type", "kind", "layer", "role", "eps", "weight mean ± std",
-                   "weight min … max", "w<0"):
+    for column in ("module", "type", "kind", "layer", "role", "placement", "eps",
+                   "weight mean ± std", "weight min … max", "w<0"):
         table.add_column(column, justify="right" if column in ("layer", "eps", "w<0") else "left")
+    block: str | None = None
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
-        table.add_row(name, norm.type, norm.kind, "—" if norm.layer is None else str(norm.layer),
-                      norm.role, f"{norm.eps:g}", *_weight_cells(norm))
+        parent, leaf = tree_split(name)
+        if parent is not None and parent != block:
+            table.add_row(parent)  # the block, as a heading for its norms
+        block = parent
+        table.add_row(name if parent is None else f"  {leaf}", norm.type, norm.kind,
+                      "—" if norm.layer is None else str(norm.layer), norm.role,
+                      norm.placement, f"{norm.eps:g}", *_weight_cells(norm))
     return table
+
+
+def tree_split(name: str) -> tuple[str | None, str]:
+    """`h.3.attn.q_norm` -> (`h.3`, `attn.q_norm`): the block and the path inside it."""
+    parts = name.split(".")
+    index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    if index is None or index == len(parts) - 1:
+        return None, name
+    return ".".join(parts[: index + 1]), ".".join(parts[index + 1:])

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from lninspect.discovery import NormInfo, find_norms
-from lninspect.reduce import token_norm, token_stats
+from lninspect.options import SpikeOptions
+from lninspect.reduce import gather, gather_record, token_norm, token_stats
+from lninspect.spikes import collect_spikes, spike_metrics
 from lninspect.results import (
     GradStats,
     InputInfo,
@@ -41,13 +43,17 @@ Record = dict[str, Tensor]  # name -> per-token tensor of shape (batch, tokens, 
 class Capture:
     """What the hooks of one `capture` block recorded, per norm and per call."""
 
-    def __init__(self, model: nn.Module, norms: Sequence[NormInfo], grads: bool) -> None:
+    def __init__(self, model: nn.Module, norms: Sequence[NormInfo], grads: bool,
+                 spikes: SpikeOptions | None) -> None:
         self.model_class = type(model).__name__
         self.norms = list(norms)
         self.grads = grads
+        self.spikes = spikes
+        self.active = True  # tensor hooks outlive the block on the graph: they check this
         self.passes = 0  # forward passes of the root module
         self.forward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
         self.backward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
+        self.spike_records: dict[str, list[Record]] = {n.name: [] for n in self.norms}
         self._pending_inputs: dict[str, Tensor] = {}
 
     def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
@@ -55,14 +61,15 @@ class Capture:
         norms = [self._norm_stats(info) for info in self.norms if self.forward[info.name]]
         if not norms:
             raise RuntimeError("no normalization module ran inside the capture block")
-        if input is None:
-            sequences, tokens = norms[0].input.mean.shape[:2]
-            input = InputInfo(num_sequences=int(sequences), num_tokens=int(sequences * tokens))
+        if input is None:  # per-token arrays are (sequences, tokens, ...) or just (tokens,)
+            shape = norms[0].input.mean.shape
+            sequences = shape[0] if len(shape) > 1 else 1
+            input = InputInfo(num_sequences=sequences, num_tokens=int(np.prod(shape[:2])))
         return StatsResult(model=model or _module_info(self), input=input, norms=norms,
                            passes=self.passes)
 
     def _norm_stats(self, info: NormInfo) -> NormStats:
-        f = _gather(self.forward[info.name])
+        f = gather_record(self.forward[info.name])
         description = info.describe()
         return NormStats(
             **{k.name: getattr(description, k.name) for k in fields(description)},
@@ -71,7 +78,14 @@ class Capture:
             output=OutputStats(mean=f["out_mean"], std=f["out_std"]),
             calls=len(self.forward[info.name]),
             grad=self._grad_stats(info, f["mean"].shape) if self.grads else None,
+            **self._spike_fields(info),
         )
+
+    def _spike_fields(self, info: NormInfo) -> dict[str, Any]:
+        if self.spikes is None:
+            return {}
+        spikes, order, across = collect_spikes(self.spike_records[info.name], self.spikes.max_spikes)
+        return {"spikes": spikes, "order": order, "across_token_spearman": across}
 
     def _grad_stats(self, info: NormInfo, shape: tuple[int, ...]) -> GradStats:
         # Backward hooks fire in reverse call order within a pass; one call per pass is the
@@ -79,7 +93,7 @@ class Capture:
         calls = self.backward[info.name]
         per_key = {k: [c[k] for c in calls if k in c] for k in ("output", "input", "residual")}
         missing = np.full(shape, np.nan, dtype=np.float32)
-        arrays = {k: _gather_key(v) if len(v) == len(calls) and v else missing
+        arrays = {k: gather(v) if len(v) == len(calls) and v else missing
                   for k, v in per_key.items()}
         return GradStats(output_norm=arrays["output"], input_norm=arrays["input"],
                          residual_norm=arrays["residual"])
@@ -115,6 +129,12 @@ class Capture:
             if x is None or y is None:
                 return
             self.forward[info.name].append(token_stats(x, y, info.eps, info.reduced_dims))
+            if self.spikes is not None:
+                bias = getattr(module, "bias", None)
+                self.spike_records[info.name].append(spike_metrics(
+                    x, y, rms=info.kind == "rmsnorm", eps=info.eps, options=self.spikes,
+                    bias=bias if isinstance(bias, torch.Tensor) else None,
+                    reduced_dims=info.reduced_dims))
             original = self._pending_inputs.pop(info.name, None)
             if self.grads and y.requires_grad:
                 self._arm_backward(info, x, y, original)
@@ -127,8 +147,9 @@ class Capture:
         dims = info.reduced_dims
 
         def keep(key: str) -> Any:
-            def on_grad(g: Tensor) -> None:
-                call[key] = token_norm(g, dims)
+            def on_grad(g: Tensor | None) -> None:
+                if self.active and g is not None:
+                    call[key] = token_norm(g, dims)
             return on_grad
 
         y.register_hook(keep("output"))
@@ -143,15 +164,17 @@ def capture(
     norms: Sequence[NormInfo] | None = None,
     *,
     grads: bool = False,
+    spikes: SpikeOptions | None = None,
     eval_mode: bool = True,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
-    `grads=True` also records gradient norms in the backward passes run inside the block.
+    `grads=True` also records gradient norms in the backward passes run inside the block;
+    `spikes` also records spike and order metrics (lninspect.spikes), at the cost of sorting.
     `eval_mode=True` switches off dropout while capturing; the flags are restored on exit.
     """
     norms = find_norms(model) if norms is None else list(norms)
-    cap = Capture(model, norms, grads)
+    cap = Capture(model, norms, grads, spikes)
     training = {m: m.training for m in model.modules()}
     handles = [model.register_forward_pre_hook(cap.count_pass)]
     try:
@@ -164,6 +187,7 @@ def capture(
             handles.append(info.module.register_forward_hook(cap.record(info), with_kwargs=True))
         yield cap
     finally:
+        cap.active = False
         for handle in handles:
             handle.remove()
         for module, flag in training.items():
@@ -189,24 +213,6 @@ def _first_tensor(args: tuple, kwargs: dict) -> Tensor | None:
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
             return value[0]
     return None
-
-
-def _gather(records: list[Record]) -> dict[str, np.ndarray]:
-    """Concatenate per-call records along the sequence axis and move them to the CPU."""
-    return {key: _gather_key([r[key] for r in records]) for key in records[0]}
-
-
-def _gather_key(tensors: list[Tensor]) -> np.ndarray:
-    """Concatenate along axis 0, padding shorter token axes (NaN, or -1 for indices)."""
-    arrays = [t.cpu().numpy() for t in tensors]
-    if len(arrays) == 1:
-        return arrays[0]
-    if arrays[0].ndim >= 2 and len({a.shape[1:] for a in arrays}) > 1:
-        width = max(a.shape[1] for a in arrays)
-        fill = -1 if arrays[0].dtype.kind == "i" else np.nan
-        arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
-                         constant_values=fill) for a in arrays]
-    return np.concatenate(arrays, axis=0)
 
 
 def _module_info(cap: Capture) -> ModelInfo:

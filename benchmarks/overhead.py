@@ -1,0 +1,146 @@
+"""Capture overhead: lninspect's stats and grads runs against the bare model, same process.
+
+    .venv/bin/python benchmarks/overhead.py                 # gpt2-sized, 1024 tokens, CPU
+    .venv/bin/python benchmarks/overhead.py --device cuda --dtype bfloat16
+
+Time: median over interleaved repeats of (a) a bare forward (inference mode) against the
+same forward inside `capture(model)`, and (b) a bare forward + backward of the LM loss
+against the same inside `capture(model, grads=True)`.
+Peak memory: the highest total of bytes allocated during one run above what was allocated
+before it (model weights excluded), from torch.cuda's peak counter on CUDA, and on the CPU
+from the PyTorch profiler's allocation events. Goals: stats time <= 1.05, grads time
+<= 1.10, memory <= 1.05. Printed as ratios; never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lninspect import capture, find_norms
+from lninspect.loading import load_model
+
+GOALS = {"stats time": 1.05, "stats memory": 1.05, "grads time": 1.10, "grads memory": 1.05}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_bytes(fn: Callable[[], None], device: torch.device, repeats: int = 3) -> float:
+    """Median over `repeats` runs of the peak bytes `fn` allocates above its starting level.
+
+    `fn` runs once first, so that every measured run starts from the same state (e.g. the
+    previous backward's gradients, which `zero_grad` frees, exist each time); on the CPU
+    the first profiled run also sees allocations it cannot match, hence the median.
+    """
+    fn()
+    return statistics.median(_peak_once(fn, device) for _ in range(repeats))
+
+
+def _peak_once(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events())
+    return float(np.cumsum([bytes_ for _, bytes_ in events]).max())
+
+
+def make_runs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """The four runs to compare: bare and captured, forward and forward + backward.
+
+    Norms are found once, as the CLI does; discovery's probe pass is not part of a run.
+    """
+    norms = find_norms(model)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(input_ids=ids, use_cache=False)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+
+    def stats() -> None:
+        with capture(model, norms) as cap:
+            forward()
+        cap.result()
+
+    def grads() -> None:
+        with capture(model, norms, grads=True) as cap:
+            forward_backward()
+        cap.result()
+
+    return {"bare forward": forward, "stats": stats, "bare forward+backward": forward_backward,
+            "grads": grads}
+
+
+def measure(runs: dict[str, Callable[[], None]], device: torch.device,
+            repeats: int) -> dict[str, tuple[float, float]]:
+    """(median seconds, peak bytes) per run; repeats interleave the runs to share drift."""
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            times[name].append(timed(fn, device))
+    return {name: (statistics.median(times[name]), peak_bytes(fn, device))
+            for name, fn in runs.items()}
+
+
+def report(results: dict[str, tuple[float, float]]) -> None:
+    pairs = {"stats": "bare forward", "grads": "bare forward+backward"}
+    print(f"{'run':<24}{'median s':>10}{'peak MiB':>10}")
+    for name, (seconds, peak) in results.items():
+        print(f"{name:<24}{seconds:>10.4f}{peak / 2**20:>10.1f}")
+    print()
+    print(f"{'ratio':<24}{'measured':>10}{'goal':>8}")
+    for run, bare in pairs.items():
+        for what, index in (("time", 0), ("memory", 1)):
+            ratio = results[run][index] / results[bare][index]
+            goal = GOALS[f"{run} {what}"]
+            verdict = "ok" if ratio <= goal else "MISSED"
+            print(f"{run + ' ' + what:<24}{ratio:>10.3f}{'<= ' + str(goal):>8}  {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:gpt2")
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    device = loaded.device
+    generator = torch.Generator().manual_seed(0)
+    vocab = loaded.model.config.vocab_size
+    ids = torch.randint(0, vocab, (1, args.tokens), generator=generator).to(device)
+    print(f"{args.model} · {loaded.info.cls} · {args.dtype} on {device} · {args.tokens} tokens · "
+          f"{torch.get_num_threads()} threads · torch {torch.__version__}")
+    report(measure(make_runs(loaded.model, ids), device, args.repeats))
+
+
+if __name__ == "__main__":
+    main()

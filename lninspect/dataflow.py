@@ -1,0 +1,166 @@
+"""Where each norm sits, from one small probe forward pass of the whole model.
+
+Names mislead: `post_attention_layernorm` feeds the MLP in LLaMA but normalizes the
+attention output in Gemma 2 and OLMo 2, `ln_1` feeds both sub-layers in GPT-J. So the
+probe follows the tensors instead. During one forward pass on a few token ids:
+
+- every module's forward pre-hook records which norm outputs it receives (its consumers);
+- a TorchFunctionMode follows each norm's input and output through views and casts and
+  records which of them enter an addition: a pre norm's input is the residual stream,
+  which the addition after the sub-layer still uses; a post norm's output joins the stream
+  (or, in the last post-LN block, nothing but the norm uses its input);
+- attention / MLP sub-layers are told apart by their attribute and class names, and the
+  last one to finish before a norm runs is the one a post norm belongs to.
+
+Labelled tensors are kept alive until the pass ends, so their storage cannot be reused and
+identifies them (and every view of them) without ambiguity.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+PROBE_TOKENS = 4
+ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
+CASTS = {"to", "type_as", "float", "half", "bfloat16", "contiguous", "clone", "dropout"}
+ATTENTION_WORDS = ("attn", "attention")
+MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward")
+MLP_LEAVES = {"fc1", "fc2", "fc_in", "fc_out", "c_fc", "dense_h_to_4h", "dense_4h_to_h",
+              "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"}
+
+
+@dataclass
+class Flow:
+    """What the probe saw of one norm: when it ran and where its output went."""
+
+    order: int  # position of its first call among the norm calls
+    consumers: set[str] = field(default_factory=set)  # modules that received its output
+    input_added: bool = False  # its input (or a view or cast of it) entered an addition
+    output_added: bool = False  # its output (or a view or cast of it) entered an addition
+    after: str | None = None  # the last attention / MLP sub-layer to finish before it ran
+
+
+def sublayer_kind(name: str, module: nn.Module) -> str | None:
+    """"attn" or "mlp" from the module's attribute and class names, else None."""
+    leaf, cls = name.rsplit(".", 1)[-1].lower(), type(module).__name__.lower()
+    if any(w in leaf or w in cls for w in ATTENTION_WORDS):
+        return "attn"
+    if leaf in MLP_LEAVES or any(w in leaf or w in cls for w in MLP_WORDS):
+        return "mlp"
+    return None
+
+
+def probe_input(model: nn.Module) -> torch.Tensor | None:
+    """A (1, PROBE_TOKENS) batch of token ids when the model's config gives a vocabulary."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if not isinstance(vocab, int) or vocab < 1:
+        return None
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    if device.type == "meta":  # no storage to follow
+        return None
+    return (torch.arange(PROBE_TOKENS, device=device) % vocab).unsqueeze(0)
+
+
+def trace(model: nn.Module, norms: Sequence[tuple[str, nn.Module]],
+          ids: torch.Tensor) -> dict[str, Flow]:
+    """Run `model(ids)` once, in eval mode and without gradients, and follow every norm."""
+    tracer = _Tracer({module: name for name, module in norms})
+    training = {m: m.training for m in model.modules()}
+    handles = []
+    try:
+        model.eval()
+        for name, module in model.named_modules():
+            handles.append(module.register_forward_pre_hook(tracer.enter(name), with_kwargs=True))
+            handles.append(module.register_forward_hook(tracer.leave(name, module)))
+        with torch.no_grad(), tracer:
+            model(ids, **_no_cache(model))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in training.items():
+            module.training = flag
+    return tracer.flows
+
+
+class _Tracer(TorchFunctionMode):
+    """Hooks and a torch function mode that label norm outputs and watch where they go."""
+
+    def __init__(self, norm_names: dict[nn.Module, str]) -> None:
+        super().__init__()
+        self.norm_names = norm_names
+        self.flows: dict[str, Flow] = {}
+        # storage address -> {(norm name, "input" or "output")}
+        self.labels: dict[int, set[tuple[str, str]]] = {}
+        self.alive: list[torch.Tensor] = []  # keeps labelled storage from being reused
+        self.last_sublayer: str | None = None
+
+    def label(self, value: Any) -> set[tuple[str, str]]:
+        if isinstance(value, torch.Tensor) and value.numel():
+            return self.labels.get(value.untyped_storage().data_ptr(), set())
+        return set()
+
+    def mark(self, value: Any, labels: set[tuple[str, str]]) -> None:
+        if labels and isinstance(value, torch.Tensor) and value.numel():
+            self.labels.setdefault(value.untyped_storage().data_ptr(), set()).update(labels)
+            self.alive.append(value)
+
+    def enter(self, name: str) -> Any:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            norm = self.norm_names.get(module)
+            if norm is not None and norm not in self.flows:
+                self.flows[norm] = Flow(order=len(self.flows), after=self.last_sublayer)
+            for value in (*args, *kwargs.values()):
+                for source, side in self.label(value):
+                    if side == "output" and source != norm:
+                        self.flows[source].consumers.add(name)
+            if norm is not None:
+                self.mark(_first_tensor((*args, *kwargs.values())), {(norm, "input")})
+        return hook
+
+    def leave(self, name: str, module: nn.Module) -> Any:
+        norm, kind = self.norm_names.get(module), sublayer_kind(name, module)
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if norm is not None:
+                self.mark(_first_tensor((output,)), {(norm, "output")})
+            elif kind is not None:
+                self.last_sublayer = name
+        return hook
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        op = getattr(func, "__name__", "")
+        if op in ADDS:
+            for value in args:
+                for source, side in self.label(value):
+                    setattr(self.flows[source], f"{side}_added", True)
+        elif op in CASTS and args:
+            self.mark(out, self.label(args[0]))
+        return out
+
+
+def _first_tensor(values: tuple) -> torch.Tensor | None:
+    """The first tensor among `values`, looking one level into tuples (module outputs)."""
+    for value in values:
+        if isinstance(value, (tuple, list)) and value:
+            value = value[0]
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+def _no_cache(model: nn.Module) -> dict[str, Any]:
+    """use_cache=False where the forward takes it: the probe needs no key/value cache."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"use_cache": False} if "use_cache" in parameters else {}

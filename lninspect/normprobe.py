@@ -1,0 +1,128 @@
+"""What a normalization module computes, measured on probe vectors rather than read off names.
+
+Class names do not always say it: T5's `T5LayerNorm` is an RMSNorm, Gemma's RMSNorm
+multiplies by 1 + weight, OLMo's LayerNorm has no parameters and keeps its eps in the code.
+A float32 copy of the module runs on a fixed input with a large mean, and its output is
+compared with every candidate formula
+
+    layernorm:  y = (x - mean) / sqrt(var + eps) * (offset + w) + b
+    rmsnorm:    y = x / sqrt(mean(x^2) + eps) * (offset + w) + b
+
+for offset 0 or 1 and reductions over the last 1 .. n axes; the candidates differ by O(1),
+so the match is unambiguous. A module that keeps its eps nowhere readable gets it measured
+from a second input whose variance is close to eps (resolution about 1e-11).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+MATCH_TOLERANCE = 1e-3  # relative; wrong candidates are off by O(1)
+EPS_PROBE_VARIANCE = 1e-5  # variance of the eps probe: eps near it is resolved best
+FALLBACK_WIDTH = 16  # hidden width for a module that says nothing about its shape
+
+
+@dataclass(frozen=True)
+class Formula:
+    """The formula a norm module computes, as measured."""
+
+    kind: str  # "layernorm" or "rmsnorm"
+    weight_offset: float  # 1.0 when the module multiplies by 1 + weight (Gemma)
+    reduced_dims: int  # how many trailing axes it normalizes over
+    eps: float | None  # measured eps; None when eps was given (or could not be measured)
+
+
+def measure(module: nn.Module, eps: float | None, reduced_dims: int | None) -> Formula | None:
+    """The formula `module` computes, or None when no candidate matches or it cannot run.
+
+    `eps` is the module's own eps when it has one (then only the formula is measured);
+    `reduced_dims` is fixed when the module states its normalized shape.
+    """
+    shape = probe_shape(module)
+    try:
+        clone = copy.deepcopy(module).float()
+        weight, bias = _param(clone, "weight"), _param(clone, "bias")
+        x = _probe_input(shape, weight)
+        with torch.no_grad():
+            y = clone.forward(x).double()  # .forward: no hooks of the original run
+            formula = _match(x, y, weight, bias, eps, reduced_dims, len(shape))
+            if formula is None or eps is not None:
+                return formula
+            measured = _measure_eps(clone, x, formula, weight, bias)
+    except Exception:  # noqa: BLE001 - any module may refuse a probe (meta device, odd inputs)
+        return None
+    return Formula(formula.kind, formula.weight_offset, formula.reduced_dims, measured)
+
+
+def probe_shape(module: nn.Module) -> tuple[int, ...]:
+    """The trailing shape the module expects: normalized_shape, else its weight's shape."""
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, int):
+        return (shape,)
+    if isinstance(shape, (tuple, list)) and shape and all(isinstance(s, int) for s in shape):
+        return tuple(shape)
+    weight = _param(module, "weight")
+    return tuple(weight.shape) if weight is not None and weight.ndim else (FALLBACK_WIDTH,)
+
+
+def normalize(x: Tensor, kind: str, eps: float, dims: int) -> tuple[Tensor, Tensor]:
+    """(centred x, its mean square) over the last `dims` axes: the formula before the affine."""
+    axes = tuple(range(-dims, 0))
+    z = x - x.mean(dim=axes, keepdim=True) if kind == "layernorm" else x
+    return z, z.square().mean(dim=axes, keepdim=True) + eps
+
+
+def _match(x: Tensor, y: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float | None,
+           reduced_dims: int | None, ndim: int) -> Formula | None:
+    """The candidate formula closest to y, if it is within MATCH_TOLERANCE."""
+    offsets = (0.0, 1.0) if weight is not None else (0.0,)
+    dims = (reduced_dims,) if reduced_dims else tuple(range(1, ndim + 1))
+    best: tuple[float, Formula] | None = None
+    for kind, offset, d in itertools.product(("layernorm", "rmsnorm"), offsets, dims):
+        z, ms = normalize(x.double(), kind, 1e-5 if eps is None else eps, d)
+        error = (_affine(z / ms.sqrt(), weight, bias, offset) - y).abs().max().item()
+        if best is None or error < best[0]:
+            best = error, Formula(kind, offset, d, None)
+    scale = max(y.abs().max().item(), 1e-30)
+    return best[1] if best is not None and best[0] / scale < MATCH_TOLERANCE else None
+
+
+def _measure_eps(clone: nn.Module, x: Tensor, formula: Formula, weight: Tensor | None,
+                 bias: Tensor | None) -> float | None:
+    """eps from y = z / sqrt(ms + eps) * w + b on an input of variance EPS_PROBE_VARIANCE."""
+    d = formula.reduced_dims
+    small = x * EPS_PROBE_VARIANCE ** 0.5
+    y = clone.forward(small).double()
+    z, ms = normalize(small.double(), formula.kind, 0.0, d)
+    scaled = _affine(z, weight, None, formula.weight_offset)  # what y - b is, times sqrt(ms + eps)
+    shifted = y - (bias.double() if bias is not None else 0.0)
+    axes = tuple(range(-d, 0))
+    ratio = scaled.square().sum(dim=axes) / shifted.square().sum(dim=axes)  # = ms + eps
+    eps = (ratio - ms.reshape(ratio.shape)).median().item()
+    if not eps == eps:  # NaN: a zero weight leaves nothing to measure
+        return None
+    return float(f"{max(eps, 0.0):.3g}")
+
+
+def _affine(normalized: Tensor, weight: Tensor | None, bias: Tensor | None,
+            offset: float) -> Tensor:
+    out = normalized * (weight.double() + offset) if weight is not None else normalized
+    return out + bias.double() if bias is not None else out
+
+
+def _probe_input(shape: tuple[int, ...], weight: Tensor | None) -> Tensor:
+    """A fixed (2, *shape) input with mean 1 and std 1, on the module's device."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *shape), generator=generator) + 1.0
+    return x.to(weight.device) if weight is not None else x
+
+
+def _param(module: nn.Module, name: str) -> Tensor | None:
+    value = getattr(module, name, None)
+    return value if isinstance(value, torch.Tensor) else None

@@ -1,0 +1,59 @@
+"""Group a model's parameter tensors by what they do, and read their gradient norms.
+
+Groups: `embed` (token and position embeddings), `attn_in` / `attn_out` (projections into
+and out of attention), `mlp_in` / `mlp_out` (into and out of the MLP), `norm_weight` /
+`norm_bias` (the normalization modules' affine parameters), `head` (an untied output head)
+and `other`. A linear layer's bias goes with its weight. A tied head (GPT-2's lm_head is
+wte) appears once, as `embed`, and its gradient then includes the head's use.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lninspect.discovery import NormInfo, _layer_index
+from lninspect.results import ParamGrad
+
+# The leaf names of projections, by family (GPT-2, LLaMA, GPT-NeoX, OPT, Falcon, GPT-J, ...).
+ATTN_IN = {"c_attn", "q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "Wqkv",
+           "query", "key", "value", "q_attn", "in_proj"}
+ATTN_OUT = {"c_proj", "o_proj", "out_proj", "dense", "wo"}
+MLP_IN = {"c_fc", "fc1", "fc_in", "up_proj", "gate_proj", "gate_up_proj", "dense_h_to_4h",
+          "w1", "w3"}
+MLP_OUT = {"c_proj", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "w2"}
+ATTN_PARENTS = ("attn", "attention")
+MLP_PARENTS = ("mlp", "ffn", "feed_forward", "feedforward")
+
+
+def param_group(name: str, model: nn.Module, norm_names: set[str]) -> str:
+    """The group of parameter `name` (dotted, as in model.named_parameters())."""
+    module_name, _, kind = name.rpartition(".")
+    if module_name in norm_names:
+        return "norm_bias" if kind == "bias" else "norm_weight"
+    module = model.get_submodule(module_name) if module_name else model
+    if isinstance(module, nn.Embedding):
+        return "embed"
+    if module is model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else False:
+        return "head"
+    parts = module_name.split(".")
+    leaf, parents = parts[-1], [p.lower() for p in parts[:-1]]
+    if any(p.endswith(ATTN_PARENTS) or "attn" in p for p in parents):
+        return "attn_in" if leaf in ATTN_IN else "attn_out" if leaf in ATTN_OUT else "other"
+    if any(p.endswith(MLP_PARENTS) for p in parents):
+        return "mlp_in" if leaf in MLP_IN else "mlp_out" if leaf in MLP_OUT else "other"
+    return "other"
+
+
+def param_grads(model: nn.Module, norms: Sequence[NormInfo]) -> list[ParamGrad]:
+    """Every parameter tensor with its group, layer and gradient norm (NaN without grad)."""
+    norm_names = {n.name for n in norms}
+    rows = []
+    for name, param in model.named_parameters():
+        grad = param.grad
+        norm = torch.linalg.vector_norm(grad, dtype=torch.float32).item() if grad is not None \
+            else float("nan")
+        rows.append(ParamGrad(name=name, layer=_layer_index(name), group=param_group(name, model, norm_names),
+                              grad_norm=norm, numel=param.numel()))
+    return rows

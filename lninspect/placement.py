@@ -1,0 +1,177 @@
+"""Pre-LN vs post-LN gradient scales at initialization (Xiong et al. 2020, Theorem 1).
+
+For each depth L, placement and seed: build the reference GPT, initialize it, compute the
+LM loss on a batch of tokens and backpropagate once, inside lninspect's capture hooks.
+Keep the Frobenius norm of the gradient of every block's weights and the statistics of
+every norm's input (E|x|^2/d, Lemma 2's quantity); average both over the seeds.
+
+The runs use one CPU thread by default: their matrices are small (a few hundred tokens by
+d), where intra-op threads gain little, and on a busy machine spinning threads cost ~10x
+(the default run: 38 s on two threads against 4 s on one, on a shared 2-core machine).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from lninspect.errors import LninspectError
+from lninspect.hooks import capture
+from lninspect.placement_results import (
+    GRAD_KEYS,
+    NORM_KEYS,
+    PLACEMENTS,
+    PlacementConfig,
+    PlacementResult,
+    PlacementRun,
+)
+from lninspect.refgpt import GPT, RefGPTConfig
+
+Measured = dict[str, dict[str, np.ndarray]]  # "grad_norm" | "input_std" | "input_ms" -> key -> (L,)
+GPT2_STD = 0.02  # GPT-2's weight std; its residual projections get 0.02 / sqrt(2L)
+XAVIER_EMBEDDING_STD = math.sqrt(0.5)  # token + position embedding: E|x|^2/d = 1, as in Lemma 2
+
+
+def run_placement(config: PlacementConfig, text: str | None = None,
+                  threads: int | None = 1) -> PlacementResult:
+    """Every depth in `config.layers`, both placements, averaged over `config.seeds`.
+
+    `threads`: torch's intra-op threads during the runs (restored after); None keeps them.
+    """
+    text_ids, notes = _text_ids(config, text)
+    if text_ids is not None:  # record the shape the text gave: (sequences, tokens + 1)
+        config = replace(config, tokens="text", batch=text_ids.shape[0],
+                         seq_len=text_ids.shape[1] - 1)
+    with _threads(threads):
+        runs = [_run(config, placement, layers, text_ids)
+                for layers in config.layers for placement in PLACEMENTS]
+    return PlacementResult(config=config, runs=runs, notes=notes)
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block, then restore it."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_model(config: PlacementConfig, placement: str, layers: int,
+                generator: torch.Generator) -> GPT:
+    """The reference GPT of this shape, initialized as `config.init` says."""
+    model = GPT(RefGPTConfig(vocab_size=config.vocab_size, context=config.seq_len,
+                             layers=layers, d_model=config.d_model, heads=config.heads,
+                             mlp_ratio=config.mlp_ratio, placement=placement, norm=config.norm))
+    initialize(model, config.init, generator)
+    return model
+
+
+@torch.no_grad()
+def initialize(model: GPT, init: str, generator: torch.Generator) -> None:
+    """`xavier`: the paper's setting (Xavier-normal weights, no residual scaling).
+    `gpt2`: N(0, 0.02), the residual projections N(0, 0.02 / sqrt(2L)).
+    Norm gains are one and biases zero in both (their construction values)."""
+    if init not in ("xavier", "gpt2"):
+        raise ValueError(f"init must be 'xavier' or 'gpt2', not {init!r}")
+    residual_std = GPT2_STD / math.sqrt(2 * model.config.layers)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding):
+            std = XAVIER_EMBEDDING_STD if init == "xavier" else GPT2_STD
+            nn.init.normal_(module.weight, std=std, generator=generator)
+        elif isinstance(module, nn.Linear) and init == "xavier":
+            nn.init.xavier_normal_(module.weight, generator=generator)
+        elif isinstance(module, nn.Linear):
+            residual = name.endswith(("attn.out", "mlp.fc_out"))
+            std = residual_std if residual else GPT2_STD
+            nn.init.normal_(module.weight, std=std, generator=generator)
+
+
+def measure(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
+    """The loss, and per layer: gradient norms and norm-input statistics, for one batch."""
+    model.zero_grad(set_to_none=True)
+    with capture(model) as cap:
+        loss = model.loss(ids)
+        loss.backward()
+    stats = cap.result()
+    values: dict[str, dict[str, list[float]]] = {
+        "input_std": {k: [] for k in NORM_KEYS}, "input_ms": {k: [] for k in NORM_KEYS}}
+    for norm in stats.norms:  # in model order: blocks.0.ln_1, blocks.0.ln_2, ..., ln_f
+        key = norm.name.rsplit(".", 1)[-1]
+        values["input_std"][key].append(float(norm.input.std.mean()))
+        values["input_ms"][key].append(float(np.mean(norm.input.rms.astype(np.float64) ** 2)
+                                             - norm.eps))
+    measured = {name: {k: np.asarray(v) for k, v in d.items()} for name, d in values.items()}
+    measured["grad_norm"] = _grad_norms(model)
+    return loss.item(), measured
+
+
+def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
+    """Frobenius norm of dL/dW per block for each of GRAD_KEYS."""
+    def norm(*params: nn.Parameter) -> float:
+        return math.sqrt(sum(float(p.grad.double().square().sum()) for p in params))
+
+    rows = [(norm(b.mlp.fc_out.weight), norm(b.mlp.fc_in.weight), norm(b.attn.out.weight),
+             norm(b.ln_1.weight, b.ln_2.weight)) for b in model.blocks]
+    columns = np.asarray(rows, dtype=np.float64).T  # (len(GRAD_KEYS), layers)
+    return dict(zip(GRAD_KEYS, columns))
+
+
+def _run(config: PlacementConfig, placement: str, layers: int,
+         text_ids: torch.Tensor | None) -> PlacementRun:
+    """One placement at one depth, over every seed."""
+    losses, per_seed = [], []
+    for seed in range(config.seeds):
+        generator = torch.Generator().manual_seed(seed)
+        # Tokens first, from the same stream: every placement and depth sees the same batch,
+        # and both placements of a seed get the same weights.
+        ids = _random_ids(config, generator) if text_ids is None else text_ids
+        loss, measured = measure(build_model(config, placement, layers, generator), ids)
+        losses.append(loss)
+        per_seed.append(measured)
+    mean = {name: _over_seeds(per_seed, name, np.mean) for name in per_seed[0]}
+    spread = _over_seeds(per_seed, "grad_norm", np.std)
+    return PlacementRun(placement=placement, norm=config.norm, layers=layers,
+                        grad_norm=mean["grad_norm"], grad_norm_std=spread,
+                        input_std=mean["input_std"], input_ms=mean["input_ms"],
+                        loss=float(np.mean(losses)))
+
+
+def _over_seeds(per_seed: list[Measured], name: str,
+                reduce: Callable[..., np.ndarray]) -> dict[str, np.ndarray]:
+    """Reduce each (seeds, L) stack of `name` over its seed axis."""
+    return {key: reduce(np.stack([m[name][key] for m in per_seed]), axis=0)
+            for key in per_seed[0][name]}
+
+
+def _random_ids(config: PlacementConfig, generator: torch.Generator) -> torch.Tensor:
+    """Uniform token ids of shape (batch, seq_len + 1): inputs and next-token targets."""
+    return torch.randint(config.vocab_size, (config.batch, config.seq_len + 1),
+                         generator=generator)
+
+
+def _text_ids(config: PlacementConfig, text: str | None) -> tuple[torch.Tensor | None, list[str]]:
+    """The UTF-8 bytes of `text` as token ids, cut into at most `batch` sequences."""
+    if text is None:
+        return None, []
+    data = list(text.encode("utf-8"))
+    if len(data) < 2:
+        raise LninspectError("the text must be at least 2 bytes long (tokens are its bytes)")
+    if max(data) >= config.vocab_size:
+        raise LninspectError(f"the text's bytes need a vocabulary of 256, not {config.vocab_size}")
+    width = min(len(data), config.seq_len + 1)
+    rows = min(config.batch, len(data) // width)
+    notes = []
+    if rows * width < len(data):
+        notes.append(f"the text has {len(data)} bytes: used the first {rows * width} "
+                     f"({rows} sequence{'s' if rows > 1 else ''} of {width} tokens)")
+    ids = torch.tensor(data[: rows * width]).view(rows, width)  # (sequences, tokens + 1)
+    return ids, notes

@@ -1,0 +1,417 @@
+"""Figures of statistics results: std and mean heatmaps, growth with depth, spikes, order.
+
+Matplotlib Figure objects built directly (no pyplot); no torch. Heatmaps show sequence 0;
+per-layer curves use every token. Norms outside the blocks sit left (embed) or right
+(final, other) of the layers.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize, SymLogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.grad_plots import figure_subtitle, norm_rows
+from lninspect.render.tables import nan_quantiles, short_names, token_label
+from lninspect.results import NormStats, Spike, StatsResult
+
+STD_HEATMAP = "stats-std-heatmap.png"
+MEAN_HEATMAP = "stats-mean-heatmap.png"
+STD_PER_LAYER = "stats-std-per-layer.png"
+SPIKE_RANKS = "stats-spike-ranks.png"
+WITHIN_TOKEN = "stats-within-token-spearman.png"
+STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, SPIKE_RANKS, WITHIN_TOKEN)
+ROLE_ORDER = ("embed", "attn", "attn+mlp", "mlp", "qk", "final", "other")
+ROLE_LABELS = {"embed": "embedding norm", "attn": "before attention", "attn+mlp":
+               "before attention + MLP", "mlp": "before the MLP", "qk": "query / key norms",
+               "final": "final norm", "other": "other norms"}
+ROLE_MARKERS = {"embed": "v", "attn": "o", "attn+mlp": "D", "mlp": "s", "qk": "P",
+                "final": "^", "other": "X"}
+MAX_TOKEN_LABELS = 64  # more tokens than this: position ticks instead of the token texts
+MAX_ROW_TICKS = 16
+
+Values = Callable[[NormStats], np.ndarray | None]
+
+
+# Shared helpers -----------------------------------------------------------------------------
+
+def token_row(values: np.ndarray, sequence: int = 0) -> np.ndarray:
+    """One sequence's per-token values as (tokens,); extra axes (heads) are reduced by median."""
+    row = values[sequence] if values.ndim > 1 else values
+    if row.ndim > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN padding
+            row = np.nanmedian(row.reshape(row.shape[0], -1), axis=1)
+    return row.astype(np.float64)
+
+
+def positions(result: StatsResult) -> dict[str, float]:
+    """Module name -> x position: its layer; embed norms at -1, other norms after the last."""
+    top = max((n.layer for n in result.norms if n.layer is not None), default=-1)
+    return {n.name: float(n.layer if n.layer is not None else (-1 if n.role == "embed" else top + 1))
+            for n in result.norms}
+
+
+def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
+    """Layer numbers on the x axis, `emb` / `final` where norms outside the blocks sit."""
+    where = positions(result)
+    ticks = sorted(set(where.values()))
+    step = max(1, math.ceil(len(ticks) / 24))
+    outside = {where[n.name]: ("emb" if n.role == "embed" else "final")
+               for n in result.norms if n.layer is None}
+    shown = [t for i, t in enumerate(ticks) if i % step == 0 or t in outside]
+    ax.set_xticks(shown, [outside.get(t, str(int(t))) for t in shown])
+    ax.set_xlabel("layer")
+
+
+def roles(result: StatsResult) -> list[str]:
+    """The roles present, in the order of a block."""
+    present = {n.role for n in result.norms}
+    return [r for r in ROLE_ORDER if r in present] + sorted(present - set(ROLE_ORDER))
+
+
+def layer_quartiles(result: StatsResult, role: str, values: Values
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """x positions and (25%, 50%, 75%) quantiles over tokens, per norm of `role` with values."""
+    where = positions(result)
+    xs, qs = [], []
+    for norm in sorted((n for n in result.norms if n.role == role), key=lambda n: where[n.name]):
+        array = values(norm)
+        if array is None:
+            continue
+        quartiles = nan_quantiles(np.asarray(array, dtype=np.float64), (0.25, 0.5, 0.75))
+        if np.isfinite(quartiles).all():
+            xs.append(where[norm.name])
+            qs.append(quartiles)
+    return np.asarray(xs), np.asarray(qs).reshape(-1, 3)
+
+
+def plot_layer_bands(ax: Axes, result: StatsResult, values: Values) -> Axes:
+    """Median per layer with an interquartile band, one series per role."""
+    cycle = colormaps["tab10"].colors
+    for i, role in enumerate(roles(result)):
+        xs, qs = layer_quartiles(result, role, values)
+        if not xs.size:
+            continue
+        style = {"color": cycle[i % len(cycle)], "marker": ROLE_MARKERS.get(role, "o")}
+        label = f"{ROLE_LABELS.get(role, role)} ({role})"
+        if xs.size > 1:
+            ax.plot(xs, qs[:, 1], label=label, markersize=4, **style)
+            ax.fill_between(xs, qs[:, 0], qs[:, 2], color=style["color"], alpha=0.2, linewidth=0)
+        else:  # a single norm (final, embed): a point with its interquartile bar
+            ax.errorbar(xs, qs[:, 1], yerr=[qs[:, 1] - qs[:, 0], qs[:, 2] - qs[:, 1]],
+                        linestyle="none", capsize=4, markersize=7, label=label, **style)
+    set_layer_ticks(ax, result)
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+# Heatmaps -----------------------------------------------------------------------------------
+
+def heatmap_panels(result: StatsResult) -> list[tuple[str, list[NormStats]]]:
+    """(title, norms) per panel: attention, MLP, then every other norm; empty panels dropped."""
+    inside = ("attn", "mlp")
+    rest = sorted((n for n in result.norms if n.role not in inside),
+                  key=lambda n: positions(result)[n.name])
+    panels = [(role, norm_rows(result, role)) for role in inside] + [("final / other", rest)]
+    return [(title, rows) for title, rows in panels if rows]
+
+
+def _row_labels(result: StatsResult, title: str, rows: list[NormStats]) -> tuple[str, list[str]]:
+    """The panel's y label and one label per row: layers for attn / mlp, names otherwise."""
+    if title in ("attn", "mlp") and all(n.layer is not None for n in rows):
+        leaf = rows[0].name.rsplit(".", 1)[-1]
+        return f"{leaf} ({title})\nlayer", [str(n.layer) for n in rows]
+    names = dict(zip((n.name for n in result.norms), short_names([n.name for n in result.norms])))
+    return title, [names[n.name] for n in rows]
+
+
+def _token_ticks(ax: Axes, result: StatsResult, count: int) -> None:
+    """Token texts under the last panel when they fit, else positions."""
+    pieces = result.input.tokens[0] if result.input.tokens else []
+    if count <= MAX_TOKEN_LABELS and len(pieces) >= count:
+        labels = [p.strip().replace("\n", "\\n") or "␣" for p in pieces[:count]]
+        ax.set_xticks(range(count), labels, rotation=90, fontsize=7)
+        ax.set_xlabel("token (sequence 0)")
+    else:
+        ax.set_xlabel("token position (sequence 0)")
+
+
+def draw_heatmap(result: StatsResult, figure: Figure, values: Values, scale: Normalize,
+                 cmap: str, label: str) -> Figure:
+    """Modules x tokens of sequence 0, one panel per role, one shared colour bar."""
+    panels = heatmap_panels(result)
+    heights = [max(len(rows), 1.5) for _, rows in panels]
+    axes = figure.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights},
+                           squeeze=False)[:, 0]
+    count = 0
+    for ax, (title, rows) in zip(axes, panels):
+        grid = _grid([token_row(values(n)) for n in rows])  # (modules, tokens)
+        count = max(count, grid.shape[1])
+        image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap=cmap)
+        ylabel, labels = _row_labels(result, title, rows)
+        step = max(1, math.ceil(len(rows) / MAX_ROW_TICKS))
+        ax.set_yticks(range(0, len(rows), step), labels[::step], fontsize=8)
+        ax.set_ylabel(ylabel)
+    _token_ticks(axes[-1], result, count)
+    bar = figure.colorbar(image, ax=list(axes), label=label, pad=0.01)
+    if isinstance(scale, SymLogNorm):
+        bar.set_ticks(symlog_ticks(scale))
+    return figure
+
+
+def symlog_ticks(scale: SymLogNorm) -> list[float]:
+    """0 and ± every power of ten from the linear threshold to the limit."""
+    low, high = math.ceil(math.log10(scale.linthresh)), math.floor(math.log10(scale.vmax))
+    powers = [10.0 ** k for k in range(low, high + 1)]
+    return [-p for p in reversed(powers)] + [0.0] + powers
+
+
+def _grid(rows: list[np.ndarray]) -> np.ndarray:
+    """Stack rows of possibly different lengths, padding with NaN (blank cells)."""
+    width = max(len(r) for r in rows)
+    return np.stack([np.pad(r, (0, width - len(r)), constant_values=np.nan) for r in rows])
+
+
+def plot_std_heatmap(result: StatsResult, figure: Figure) -> Figure:
+    """The norm's denominator (std, rms for RMSNorm) per module and token, log colour scale."""
+    values = np.concatenate([token_row(n.denominator) for n in result.norms])
+    positive = values[np.isfinite(values) & (values > 0)]
+    scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm()
+    return draw_heatmap(result, figure, lambda n: n.denominator, scale, "viridis",
+                        "input std of the token (rms for RMSNorm; log)")
+
+
+def mean_scale(values: np.ndarray) -> Normalize:
+    """A diverging scale symmetric about 0: linear, or symmetric-log when |mean| spans decades."""
+    size = np.abs(values[np.isfinite(values)])
+    top = float(size.max()) if size.size else 1.0
+    top = top if top > 0 else 1.0
+    typical = float(np.median(size)) if size.size else top
+    if typical > 0 and top / typical > 100:
+        return SymLogNorm(linthresh=typical, vmin=-top, vmax=top, base=10)
+    return Normalize(vmin=-top, vmax=top)
+
+
+def plot_mean_heatmap(result: StatsResult, figure: Figure) -> Figure:
+    """The mean of the norm's input per module and token, on a diverging scale centred at 0."""
+    values = np.concatenate([token_row(n.input.mean) for n in result.norms])
+    scale = mean_scale(values)
+    kind = "symmetric log" if isinstance(scale, SymLogNorm) else "linear"
+    return draw_heatmap(result, figure, lambda n: n.input.mean, scale, "RdBu_r",
+                        f"input mean of the token over the hidden dims ({kind}, 0 = white)")
+
+
+# Growth with depth --------------------------------------------------------------------------
+
+def plot_std_per_layer(result: StatsResult, ax: Axes) -> Axes:
+    """Median input std per layer with its interquartile band: the residual stream's growth."""
+    plot_layer_bands(ax, result, lambda n: n.denominator)
+    ax.set_yscale("log")
+    ax.set_ylabel("input std over the hidden dims (rms for RMSNorm; log)")
+    ax.legend(fontsize="small", title="line: median over tokens; band: 25–75%",
+              title_fontsize="small", loc="upper left")
+    growth = residual_growth(result)
+    if growth is not None:
+        first, low, last, high = growth
+        ax.text(0.99, 0.03, f"median std ×{high / low:.3g} from {first.name} ({low:.3g})\n"
+                f"to {last.name} ({high:.3g})", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize="small",
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+    return ax
+
+
+def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, float] | None:
+    """The first norm of the first and of the last layer with their median input std."""
+    layered = [n for n in result.norms if n.layer is not None]
+    if not layered:
+        return None
+    first = next(n for n in layered if n.layer == min(m.layer for m in layered))
+    last = next(n for n in layered if n.layer == max(m.layer for m in layered))
+    low, high = (nan_quantiles(n.denominator, (0.5,))[0] for n in (first, last))
+    if first is last or not (np.isfinite(low) and np.isfinite(high) and low > 0):
+        return None
+    return first, low, last, high
+
+
+# Spikes -------------------------------------------------------------------------------------
+
+def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
+    """The module and spike with the largest |z| over the whole result; None without spikes."""
+    found = [(norm, spike) for norm in result.norms for spike in (norm.spikes or [])
+             if math.isfinite(spike.z)]
+    return max(found, key=lambda pair: abs(pair[1].z), default=None)
+
+
+def token_spikes(result: StatsResult, sequence: int, token: int
+                 ) -> list[tuple[NormStats, Spike]]:
+    """Every module's spikes at one token, in module order."""
+    return [(norm, spike) for norm in result.norms for spike in (norm.spikes or [])
+            if spike.sequence == sequence and spike.token == token]
+
+
+def plot_spike_ranks(result: StatsResult, ax: Axes) -> Axes:
+    """Rank before vs after the norm of the spike dims at the token with the largest spike."""
+    top = largest_spike(result)
+    if top is None:
+        raise ValueError("the result has no spikes")
+    where = positions(result)
+    pairs = token_spikes(result, top[1].sequence, top[1].token)
+    ranks = np.array([[s.rank_in, s.rank_out] for _, s in pairs], dtype=float)  # (spikes, 2)
+    layers = np.array([where[n.name] for n, _ in pairs])
+    scale = Normalize(vmin=min(where.values()), vmax=max(max(where.values()), 1))
+    handles = []
+    for role in roles(result):
+        keep = np.array([n.role == role for n, _ in pairs])
+        if keep.any():
+            marker = ROLE_MARKERS.get(role, "o")
+            ax.scatter(ranks[keep, 0], ranks[keep, 1], c=layers[keep], cmap="viridis", norm=scale,
+                       marker=marker, s=60, alpha=0.85, edgecolors="black", linewidths=0.5,
+                       zorder=3)
+            handles.append(Line2D([], [], marker=marker, linestyle="none", color="lightgrey",
+                                  markeredgecolor="black", label=ROLE_LABELS.get(role, role)))
+    _rank_axes(ax, ranks)
+    _count_stacked(ax, ranks)
+    _annotate_largest(ax, *top)
+    ax.figure.colorbar(ax.collections[0], ax=ax, shrink=0.8,
+                       label="layer (after the last: norms outside the blocks)")
+    handles.append(Line2D([], [], color="grey", linestyle="--", label="rank kept (y = x)"))
+    ax.legend(handles=handles, fontsize="small", loc="lower right",
+              title=f"{len(pairs)} spikes in {len({n.name for n, _ in pairs})} modules",
+              title_fontsize="small")
+    return ax
+
+
+def _count_stacked(ax: Axes, ranks: np.ndarray) -> None:
+    """`×n` beside a point that n spikes share (same rank before and after)."""
+    points, counts = np.unique(ranks, axis=0, return_counts=True)
+    for (x, y), count in zip(points, counts):
+        if count > 1:
+            ax.annotate(f"×{count}", (x, y), xytext=(7, -12), textcoords="offset points",
+                        fontsize="small", zorder=4)
+
+
+def _annotate_largest(ax: Axes, norm: NormStats, spike: Spike) -> None:
+    ax.annotate(f"largest |z|: {norm.name}, dim {spike.dim}\n"
+                f"x = {spike.value:.4g}, z = {spike.z:.3g}, rank {spike.rank_in} → {spike.rank_out}",
+                (spike.rank_in, spike.rank_out), xytext=(40, 40), textcoords="offset points",
+                fontsize="small", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+                arrowprops={"arrowstyle": "->", "color": "black"}, zorder=5)
+
+
+def _rank_axes(ax: Axes, ranks: np.ndarray) -> None:
+    """The identity line, square limits, log axes when ranks span a decade or more."""
+    high = float(ranks.max()) * 1.25 + 0.5
+    logged = ranks.max() / max(ranks.min(), 1) >= 10
+    low = 0.8 if logged else 0.5
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, zorder=1)
+    if logged:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # ranks are whole numbers
+        if logged:
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            axis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal", adjustable="box")
+    suffix = " (log)" if logged else ""
+    ax.set_xlabel(f"rank of |x − centre| before the norm (1 = the token's largest){suffix}")
+    ax.set_ylabel(f"rank of |y − bias| after the norm{suffix}")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_within_token(result: StatsResult, figure: Figure) -> Figure:
+    """Within-token Spearman of x vs y per layer (top) and top-k retention (bottom)."""
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    order = _order_values
+    plot_layer_bands(top, result, lambda n: order(n, "within_token_spearman"))
+    xs, qs = _pooled_median(result, lambda n: order(n, "within_token_spearman_z"))
+    top.plot(xs, qs, color="black", linestyle="--", linewidth=1,
+             label="x vs z, before the affine step (1 by construction)")
+    top.set_ylabel("Spearman ρ of x vs y\nover the hidden dims")
+    top.set_xlabel("")
+    top.set_ylim(top=1.05)
+    top.set_title("rank correlation of a token's activations before and after the norm",
+                  fontsize="medium")
+    plot_layer_bands(bottom, result, lambda n: order(n, "topk_retention"))
+    bottom.set_ylim(-0.03, 1.03)
+    k = f"{result.top_k}" if result.top_k else "k"
+    bottom.set_ylabel(f"top-{k} retention\n(share of the {k} largest kept)")
+    bottom.set_title(f"share of the token's {k} largest |x − centre| dims still among its {k} "
+                     "largest |y − bias|", fontsize="medium")
+    figure.legend(handles=top.get_legend_handles_labels()[0], loc="outside lower center", ncols=3,
+                  fontsize="small", title="line: median over tokens; band: 25–75%",
+                  title_fontsize="small")
+    return figure
+
+
+def _order_values(norm: NormStats, key: str) -> np.ndarray | None:
+    return getattr(norm.order, key) if norm.order is not None else None
+
+
+def _pooled_median(result: StatsResult, values: Values) -> tuple[np.ndarray, np.ndarray]:
+    """Median over tokens and over the norms at each x position."""
+    pooled: dict[float, list[np.ndarray]] = {}
+    for norm in result.norms:
+        array = values(norm)
+        if array is not None:
+            pooled.setdefault(positions(result)[norm.name], []).append(np.ravel(array))
+    xs = np.array(sorted(pooled))
+    return xs, np.array([nan_quantiles(np.concatenate(pooled[x]), (0.5,))[0] for x in xs])
+
+
+# Saving -------------------------------------------------------------------------------------
+
+def has_spikes(result: StatsResult) -> bool:
+    return largest_spike(result) is not None
+
+
+def has_order(result: StatsResult) -> bool:
+    return any(n.order is not None for n in result.norms)
+
+
+def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
+    """Write the statistics figures into `folder`; the spike figures only when captured."""
+    sub = figure_subtitle(result)
+    tall = 2.5 + 0.22 * len(result.norms)
+    figures: list[tuple[Figure, str]] = []
+    std = new_figure(11, min(max(tall, 5.0), 14.0))
+    plot_std_heatmap(result, std)
+    std.suptitle(f"Input std of every norm, per token\n{sub}")
+    figures.append((std, STD_HEATMAP))
+    mean = new_figure(11, min(max(tall, 5.0), 14.0))
+    plot_mean_heatmap(result, mean)
+    mean.suptitle(f"Input mean of every norm, per token\n{sub}")
+    figures.append((mean, MEAN_HEATMAP))
+    growth = new_figure(10, 5.5)
+    plot_std_per_layer(result, growth.add_subplot())
+    growth.suptitle(f"Residual-stream growth with depth: input std per layer\n{sub}")
+    figures.append((growth, STD_PER_LAYER))
+    if has_spikes(result):
+        figures.append((_spike_figure(result, sub), SPIKE_RANKS))
+    if has_order(result):
+        order = new_figure(10, 7.5)
+        plot_within_token(result, order)
+        order.suptitle(f"Does the norm keep the order of a token's activations?\n{sub}")
+        figures.append((order, WITHIN_TOKEN))
+    return [save_figure(fig, folder / name) for fig, name in figures]
+
+
+def _spike_figure(result: StatsResult, sub: str) -> Figure:
+    figure = new_figure(8.5, 7.5)
+    plot_spike_ranks(result, figure.add_subplot())
+    _, spike = largest_spike(result)
+    token = token_label(result, spike.sequence, spike.token)
+    figure.suptitle(f"Spike dimensions before and after each norm, token {token}\n{sub}")
+    return figure

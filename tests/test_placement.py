@@ -1,0 +1,219 @@
+"""`lninspect placement`: Xiong et al. 2020's predictions on seeded runs, JSON, tables, CLI."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+from typer.testing import CliRunner
+
+from lninspect.cli import app
+from lninspect.errors import LninspectError
+from lninspect.files import dump_json
+from lninspect.placement import build_model, measure, run_placement
+from lninspect.placement_results import (
+    GRAD_KEYS,
+    PLACEMENT_SCHEMA,
+    PlacementConfig,
+    PlacementResult,
+)
+from lninspect.render.placement import layers_figure, placement_report, sweep_figure
+from lninspect.render.tables import fmt
+
+# d >= 128 as the theory needs; 4 seeds of 4 x 128 random tokens; the same seeds everywhere.
+THEORY = PlacementConfig(layers=[6, 12], d_model=128, heads=4, seeds=4)
+TINY = PlacementConfig(layers=[2, 3], d_model=32, heads=2, seeds=2, seq_len=16, batch=2,
+                       vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def xavier() -> PlacementResult:
+    return run_placement(THEORY)
+
+
+@pytest.fixture(scope="module")
+def gpt2() -> PlacementResult:
+    return run_placement(replace(THEORY, init="gpt2"))
+
+
+# Theorem 1 and Lemma 2, with --init xavier -------------------------------------------------
+
+def test_post_ln_last_layer_gradient_is_larger_and_the_ratio_grows_with_depth(xavier):
+    rows = xavier.sweep()
+    assert [row.layers for row in rows] == [6, 12]
+    assert all(row.post > 1.5 * row.pre for row in rows)
+    growth = rows[1].ratio / rows[0].ratio
+    assert 1.2 < growth < 1.7, growth  # Theorem 1: sqrt(12 / 6) = 1.41
+
+
+def test_post_ln_last_layer_is_depth_independent_and_pre_ln_falls_by_sqrt2(xavier):
+    post = xavier.run("post", 12).last() / xavier.run("post", 6).last()
+    pre = xavier.run("pre", 12).last() / xavier.run("pre", 6).last()
+    assert 0.85 < post < 1.15, post
+    assert abs(pre - 1 / math.sqrt(2)) < 0.12, pre
+
+
+def test_pre_ln_gradients_fall_with_the_layer_and_post_ln_stay_flat(xavier):
+    pre = xavier.run("pre", 12).grad_norm["ffn_out"]
+    post = xavier.run("post", 12).grad_norm["ffn_out"]
+    assert np.all(pre[1:] < 1.1 * pre[:-1])  # no step up beyond the seeds' noise
+    assert pre[0] / pre[-1] > 2.0
+    assert post.max() / post.min() < 1.5
+    assert 0.7 < post[-1] / post[0] < 1.3
+
+
+def test_norm_inputs_follow_lemma2(xavier):
+    for layers in (6, 12):
+        pre, post = xavier.run("pre", layers), xavier.run("post", layers)
+        # Post-LN: the input of ln_2 is a unit vector plus the FFN's d/2, in every block.
+        assert np.all(np.abs(post.input_ms["ln_2"] - 1.5) < 0.2), post.input_ms["ln_2"]
+        assert abs(post.input_ms["ln_2"].mean() - 1.5) < 0.1
+        # Pre-LN: the residual stream after l blocks, 1 + l/2 <= E|x|^2/d <= 1 + 3l/2.
+        stream = np.concatenate([pre.input_ms["ln_1"], pre.input_ms["ln_f"]])
+        blocks = np.arange(layers + 1)
+        assert np.all(stream >= 0.95 * (1 + blocks / 2)), stream
+        assert np.all(stream <= 1.05 * (1 + 1.5 * blocks)), stream
+        assert np.all(np.diff(stream) > 0)
+        np.testing.assert_allclose(pre.input_std["ln_1"] ** 2, pre.input_ms["ln_1"], rtol=0.05)
+
+
+# The control: --init gpt2 ------------------------------------------------------------------
+
+def test_gpt2_init_removes_pre_ln_depth_effect(gpt2, xavier):
+    pre = gpt2.run("pre", 12).last() / gpt2.run("pre", 6).last()
+    assert 0.85 < pre < 1.15, pre
+    xavier_pre = xavier.run("pre", 12).last() / xavier.run("pre", 6).last()
+    assert xavier_pre < pre - 0.15
+
+
+# Measurement against an independent computation --------------------------------------------
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_measure_matches_a_plain_backward_and_the_residual_stream(placement: str):
+    config = PlacementConfig(layers=[2], d_model=32, heads=2, seq_len=16, batch=2,
+                             vocab_size=300)
+    ids = torch.randint(300, (2, 17), generator=torch.Generator().manual_seed(1))
+    model = build_model(config, placement, 2, torch.Generator().manual_seed(0))
+    loss, measured = measure(model, ids)
+
+    model.zero_grad()
+    model.loss(ids).backward()  # no hooks this time
+    for i, block in enumerate(model.blocks):
+        expected = block.mlp.fc_out.weight.grad.norm().item()
+        assert measured["grad_norm"]["ffn_out"][i] == pytest.approx(expected, rel=1e-5)
+    x = model.tok_emb(ids[:, :-1]) + model.pos_emb(torch.arange(16))
+    if placement == "pre":  # E|x|^2/d at ln_f: the residual stream after both blocks
+        with torch.no_grad():
+            x = model.blocks[1](model.blocks[0](x))
+        expected = x.square().mean().item()
+        assert measured["input_ms"]["ln_f"][0] == pytest.approx(expected, rel=1e-4)
+    else:
+        assert len(measured["input_ms"]["ln_f"]) == 0
+    assert loss == pytest.approx(model.loss(ids).item(), rel=1e-6)
+
+
+def test_text_tokens_are_bytes_and_too_short_text_is_refused():
+    result = run_placement(replace(TINY, layers=[2], seeds=1), text="héllo " * 20)
+    assert (result.config.tokens, result.config.batch, result.config.seq_len) == ("text", 2, 16)
+    assert result.notes == ["the text has 140 bytes: used the first 34 (2 sequences of 17 tokens)"]
+    with pytest.raises(LninspectError, match="2 bytes"):
+        run_placement(TINY, text="a")
+
+
+# JSON, tables, figures ---------------------------------------------------------------------
+
+def test_json_round_trip_keeps_the_contract():
+    threads = torch.get_num_threads()
+    result = run_placement(TINY)
+    assert torch.get_num_threads() == threads  # one thread while running, restored after
+    doc = json.loads(dump_json(result.to_json()))
+    assert doc["schema"] == PLACEMENT_SCHEMA == "lninspect.placement/1"
+    assert [(r["placement"], r["layers"]) for r in doc["runs"]] == [
+        ("pre", 2), ("post", 2), ("pre", 3), ("post", 3)]
+    for run in doc["runs"]:
+        assert {"placement", "norm", "layers", "grad_norm", "input_std"} <= set(run)
+        assert set(run["grad_norm"]) == set(GRAD_KEYS)
+        assert all(len(v) == run["layers"] for v in run["grad_norm"].values())
+        assert len(run["input_std"]["ln_1"]) == run["layers"]
+    back = PlacementResult.from_json(doc)
+    assert back.config == result.config
+    for a, b in zip(back.runs, result.runs):
+        for key in GRAD_KEYS:
+            np.testing.assert_allclose(a.grad_norm[key], b.grad_norm[key])
+        np.testing.assert_allclose(a.input_ms["ln_f"], b.input_ms["ln_f"])
+        assert a.loss == pytest.approx(b.loss)
+    with pytest.raises(ValueError, match="schema"):
+        PlacementResult.from_json({**doc, "schema": "lninspect.stats/1"})
+
+
+def test_tables_fit_80_columns_and_figures_are_labelled():
+    result = run_placement(TINY)
+    console = Console(width=80, record=True)
+    console.print(placement_report(result))
+    text = console.export_text()
+    assert "ffn_out" in text and "Lemma 2" in text and "sqrt(L/2)" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    first = result.run("pre", 3).grad_norm["ffn_out"][0]
+    assert f" {fmt(first)} " in text and "attn_out" in text  # no cell cut short
+    for figure in (layers_figure(result), sweep_figure(result)):
+        assert "init xavier" in figure.get_suptitle()
+        for ax in figure.axes:
+            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+            assert ax.get_legend() is not None
+        figure.clear()
+
+
+# The command line --------------------------------------------------------------------------
+
+runner = CliRunner()
+SMALL = ["--layers", "3,2", "--d-model", "32", "--heads", "2", "--seeds", "1"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["placement", *args], env={"COLUMNS": "200"})
+
+
+def test_cli_writes_table_json_and_pngs(tmp_path: Path):
+    out, path = tmp_path / "report", tmp_path / "placement.json"
+    result = invoke(*SMALL, "--norm", "rmsnorm", "--plot", "--out", str(out), "--json", str(path))
+    assert result.exit_code == 0, result.output
+    assert "Gradient norms at initialization, L=3" in result.stdout
+    assert "post/pre" in result.stdout
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == PLACEMENT_SCHEMA and doc["config"]["layers"] == [2, 3]
+    assert {r["norm"] for r in doc["runs"]} == {"rmsnorm"}
+    for name in ("placement-layers.png", "placement-sweep.png"):
+        with Image.open(out / name) as image:
+            pixels = np.asarray(image.convert("L"), dtype=float)
+        assert pixels.shape[0] > 300 and pixels.std() > 10  # drawn, not blank
+
+    again = invoke(*SMALL, "--plot", "--out", str(out))
+    assert again.exit_code == 2 and "already exists" in again.output
+    forced = invoke(*SMALL, "--plot", "--out", str(out), "--force", "--quiet")
+    assert forced.exit_code == 0 and forced.stdout == ""
+
+
+def test_cli_json_to_stdout_is_the_only_output():
+    result = invoke(*SMALL, "--init", "gpt2", "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["config"]["init"] == "gpt2"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "0,6"], "at least 1"),
+    (["--layers", "six"], "comma-separated"),
+    (["--d-model", "30", "--heads", "4"], "not divisible"),
+    (["--seeds", "0"], "--seeds"),
+    (["--init", "kaiming"], "--init"),
+])
+def test_cli_refuses_bad_options_before_any_work(args: list[str], message: str):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
