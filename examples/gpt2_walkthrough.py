@@ -47,6 +47,6 @@ def main(spec: str) -> None:
 
 
 if __name__ == "__main__":
-    from lninspect.loading import default_model
+    from lninspect.sources import default_model
 
     main(sys.argv[1] if len(sys.argv) > 1 else default_model()[0])

@@ -115,6 +115,8 @@ def stats(
                          "their order (docs/metrics.md).")] = False,
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
+    plot: PlotOpt = False,
+    out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -126,7 +128,8 @@ def stats(
     options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
                          trust_remote_code, seed)
     spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
-    _run(commands.stats, options, Output(quiet, json == "-"), spike_options, json, force)
+    _run(commands.stats, options, Output(quiet, json == "-"), spike_options, json,
+         out_dir if plot else None, force)
 
 
 @app.command()
@@ -153,6 +156,13 @@ class Loss(str, Enum):
     target = "target"
 
 
+LossOpt = Annotated[Loss, typer.Option(
+    help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
+         "at the last position.")]
+TargetOpt = Annotated[Optional[str], typer.Option(
+    help="The token scored by --loss target.", show_default=False)]
+
+
 @app.command()
 def grads(
     model: ModelArg = None,
@@ -165,11 +175,8 @@ def grads(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
-    loss: Annotated[Loss, typer.Option(
-        help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
-             "at the last position.")] = Loss.ce,
-    target: Annotated[Optional[str], typer.Option(
-        help="The token scored by --loss target.", show_default=False)] = None,
+    loss: LossOpt = Loss.ce,
+    target: TargetOpt = None,
     plot: PlotOpt = False,
     out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
@@ -185,6 +192,42 @@ def grads(
                          trust_remote_code, seed)
     _run(commands.grads, options, Output(quiet, json == "-"), loss.value, target, json,
          out_dir if plot else None, force)
+
+
+@app.command()
+def report(
+    model: ModelArg = None,
+    text: TextOpt = None,
+    file: FileOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    max_tokens: MaxTokensOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DTypeOpt = DType.float32,
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    seed: SeedOpt = 0,
+    loss: LossOpt = Loss.ce,
+    target: TargetOpt = None,
+    spike_z: SpikeZOpt = 6.0,
+    top_k: TopKOpt = 8,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Folder for the report: the PNGs, report.json and index.html.")
+    ] = DEFAULT_OUT,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a non-empty --out, replacing files of the same names.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stats, spikes and gradients in one run: every figure, the JSON and an index.html."""
+    from lninspect import commands
+    from lninspect.options import SpikeOptions
+
+    if loss == Loss.target and not target:
+        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
+    options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
+                         trust_remote_code, seed)
+    _run(commands.report, options, Output(quiet), loss.value, target,
+         SpikeOptions(z=spike_z, top_k=top_k), out_dir, force)
 
 
 class NormKind(str, Enum):

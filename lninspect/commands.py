@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lninspect.console import Output
-from lninspect.errors import LninspectError
-from lninspect.files import check_target, write_json
+from lninspect.files import check_folder, check_target, make_folder, write_json
 from lninspect.options import RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
@@ -14,13 +13,16 @@ if TYPE_CHECKING:
 
 
 def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_path: str | None,
-          force: bool) -> None:
+          png_folder: Path | None, force: bool) -> None:
     """`lninspect stats`: per-token statistics of every normalization module."""
     from lninspect.jobs import run_stats
     from lninspect.render.spike_tables import order_table, spikes_table
+    from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.tables import stats_table
 
     check_target(json_path, force)
+    if png_folder is not None:
+        check_folder(png_folder, list(STATS_FIGURES), force)
     result = run_stats(options, spikes)
     for note in result.notes:
         out.note(note)
@@ -28,6 +30,9 @@ def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_pa
     if spikes is not None:
         out.show(spikes_table(result))
         out.show(order_table(result))
+    if png_folder is not None:
+        for path in save_stats_figures(result, make_folder(png_folder)):
+            out.note(f"wrote {path}")
     if json_path:
         write_json(json_path, result.to_json())
 
@@ -55,14 +60,14 @@ def grads(options: RunOptions, out: Output, loss: str, target: str | None,
 
     check_target(json_path, force)
     if png_folder is not None:
-        _check_folder(png_folder, list(FIGURES), force)
+        check_folder(png_folder, list(FIGURES), force)
     result = run_grads(options, loss, target)
     for note in result.notes:
         out.note(note)
     out.show(grads_table(result))
     out.show(layer_grads_table(result))
     if png_folder is not None:
-        for path in save_grads_figures(result, _make_folder(png_folder)):
+        for path in save_grads_figures(result, make_folder(png_folder)):
             out.note(f"wrote {path}")
     if json_path:
         write_json(json_path, result.to_json())
@@ -76,30 +81,28 @@ def placement(options: RunOptions, out: Output, config: PlacementConfig, json_pa
 
     check_target(json_path, force)
     if png_folder is not None:
-        _check_folder(png_folder, figure_names(config.layers), force)
+        check_folder(png_folder, figure_names(config.layers), force)
     result = run_placement(config, options.text)
     for note in result.notes:
         out.note(note)
     out.show(placement_report(result))
     if png_folder is not None:
-        for path in save_placement_figures(result, _make_folder(png_folder)):
+        for path in save_placement_figures(result, make_folder(png_folder)):
             out.note(f"wrote {path}")
     if json_path:
         write_json(json_path, result.to_json())
 
 
-def _check_folder(folder: Path, names: list[str], force: bool) -> None:
-    """Refuse, before any work, a folder that is a file or PNGs that exist (unless --force)."""
-    if folder.exists() and not folder.is_dir():
-        raise LninspectError(f"'{folder}' is a file; give a folder for the figures with --out")
-    if folder.is_dir():  # a missing folder is created after the run
-        for name in names:
-            check_target(str(folder / name), force)
+def report(options: RunOptions, out: Output, loss: str, target: str | None,
+           spikes: SpikeOptions, folder: Path, force: bool) -> None:
+    """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
+    from lninspect.jobs import run_grads
+    from lninspect.report import INDEX_HTML, check_report_folder, summary_table, write_report
 
-
-def _make_folder(folder: Path) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
-    return folder
+    check_report_folder(folder, force)
+    result = run_grads(options, loss, target, spikes=spikes)
+    for note in result.notes:
+        out.note(note)
+    paths = write_report(result, folder)
+    out.show(summary_table(result))
+    out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")

@@ -160,7 +160,7 @@ def _describe(name: str, module: nn.Module, modules: dict[str, nn.Module],
     stated = _stated_dims(module)
     formula = measure(module, eps, stated)
     measured_eps = formula.eps if formula is not None else None
-    layer = _layer_index(name)
+    layer = layer_index(name)
     role, placement = _place(name, layer, modules, flows)
     return NormInfo(
         name=name,
@@ -188,7 +188,7 @@ def _place(name: str, layer: int | None, modules: dict[str, nn.Module],
     # norm's output joins the stream (or, last in a post-LN stack, feeds the head).
     post = flow.output_added or not flow.input_added
     if layer is None:
-        first_block = min((f.order for n, f in flows.items() if _layer_index(n) is not None),
+        first_block = min((f.order for n, f in flows.items() if layer_index(n) is not None),
                           default=math.inf)
         if flow.order < first_block:
             return "embed", "post" if post else "pre"
@@ -233,7 +233,7 @@ def _block_path(name: str) -> str | None:
     return None if index is None else ".".join(parts[: index + 1])
 
 
-def _layer_index(name: str) -> int | None:
+def layer_index(name: str) -> int | None:
     """The first integer in the dotted path: `transformer.h.3.ln_1` is layer 3."""
     for part in name.split("."):
         if part.isdigit():

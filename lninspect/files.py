@@ -34,6 +34,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output file is as any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,3 +56,26 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
         write_atomic(Path(path), (text + "\n").encode("utf-8"))
     except OSError as exc:
         raise LninspectError(f"cannot write '{path}': {exc.strerror}") from exc
+
+
+def check_folder(folder: Path, names: list[str], force: bool) -> None:
+    """Refuse, before any work, a folder that is a file or PNGs that exist (unless --force)."""
+    if folder.exists() and not folder.is_dir():
+        raise LninspectError(f"'{folder}' is a file; give a folder for the figures with --out")
+    if folder.is_dir():  # a missing folder is created after the run
+        for name in names:
+            check_target(str(folder / name), force)
+
+
+def make_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

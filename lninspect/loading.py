@@ -2,10 +2,8 @@
 or the bundled `tiny` model, always through transformers' own loading code."""
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,10 +11,8 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.results import ModelInfo
+from lninspect.sources import ALTERNATIVES, default_model, hub_offline, locate
 
-BUNDLED_DIR = Path(__file__).parent / "bundled"
-BUNDLED_NAMES = ("tiny",)
-RANDOM_PREFIX = "random:"
 # The gpt2 family's shapes (n_embd, n_layer, n_head), so that random:gpt2* needs no download.
 GPT2_FAMILY = {
     "gpt2": (768, 12, 12),
@@ -26,7 +22,6 @@ GPT2_FAMILY = {
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-ALTERNATIVES = "try `tiny` (bundled), `random:gpt2` (random weights) or a local model directory"
 
 
 @dataclass
@@ -78,25 +73,25 @@ def load_model(
     if spec is None:
         spec, why = default_model()
         notes.append(f"model: {spec} ({why})")
-    source, path = _locate(spec)
-    if source == "random":
-        config = _random_config(spec.removeprefix(RANDOM_PREFIX), trust_remote_code)
+    source = locate(spec, revision)
+    if source.kind == "random":
+        config = _random_config(source.path, trust_remote_code)
         torch.manual_seed(seed)
         model = _from_pretrained("from_config", config, trust_remote_code=trust_remote_code)
-        tokenizer_source: str = spec.removeprefix(RANDOM_PREFIX)
     else:
-        if source == "hub":
-            _check_cached_if_offline(spec, revision)
-        model = _from_pretrained("from_pretrained", path, revision=revision, dtype=torch_dtype,
-                                 trust_remote_code=trust_remote_code)
-        tokenizer_source = path
+        if source.kind == "hub" and source.local_only and not hub_offline():
+            notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
+        model = _from_pretrained("from_pretrained", source.path, revision=revision,
+                                 dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                 local_files_only=source.local_only or None)
     model = model.to(device=torch_device, dtype=torch_dtype).eval()
-    tokenizer = _load_tokenizer(tokenizer_source, revision, trust_remote_code, notes,
-                                local_only=source == "random")
+    # random: weights have no files; a tokenizer of that name is only taken from the cache
+    tokenizer = _load_tokenizer(source.path, revision, trust_remote_code, notes,
+                                local_only=source.local_only or source.kind == "random")
     config = model.config
     info = ModelInfo(
         name=spec,
-        source=source,
+        source=source.kind,
         cls=type(model).__name__,
         dtype=dtype,
         device=str(torch_device),
@@ -105,17 +100,6 @@ def load_model(
     )
     context = getattr(config, "max_position_embeddings", None)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
-
-
-def default_model() -> tuple[str, str]:
-    """(spec, why) for an omitted MODEL: gpt2 when it is cached, else the bundled model."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
-        return "gpt2", "the default: gpt2, found in the Hugging Face cache"
-    if (BUNDLED_DIR / "tiny" / "config.json").is_file():
-        return "tiny", "the default: gpt2 is not in the Hugging Face cache, so the bundled model"
-    return "random:gpt2", "the default: gpt2 is not in the Hugging Face cache; random weights"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -140,21 +124,6 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise LninspectError(f"unknown dtype '{dtype}': use {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-def _locate(spec: str) -> tuple[str, str]:
-    """(source, path or id): where the model named `spec` comes from."""
-    if spec.startswith(RANDOM_PREFIX):
-        return "random", spec
-    if spec in BUNDLED_NAMES:
-        return "bundled", str(BUNDLED_DIR / spec)
-    if os.path.isdir(spec):
-        if not (Path(spec) / "config.json").is_file():
-            raise LninspectError(f"'{spec}' is a directory but holds no model (no config.json)")
-        return "local", spec
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise LninspectError(f"model directory '{spec}' does not exist")
-    return "hub", spec
 
 
 def _random_config(arch: str, trust_remote_code: bool) -> Any:
@@ -185,25 +154,6 @@ def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
         raise LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}") from exc
     except RuntimeError as exc:  # e.g. a truncated or mismatched weights file
         raise LninspectError(f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME) from exc
-
-
-def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) asks for no network."""
-    flags = (os.environ.get(v, "").upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(flag in {"1", "ON", "YES", "TRUE"} for flag in flags)
-
-
-def _check_cached_if_offline(repo_id: str, revision: str | None) -> None:
-    """Fail at once, not after retries, for a hub id that offline mode cannot reach."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if hub_offline() and not isinstance(
-        try_to_load_from_cache(repo_id, "config.json", revision=revision), str
-    ):
-        raise LninspectError(
-            f"model '{repo_id}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"{ALTERNATIVES}"
-        )
 
 
 def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool,

@@ -22,6 +22,8 @@ class RunOptions:
     revision: str | None = None
     trust_remote_code: bool = False
     seed: int = 0
+    layers: tuple[int, ...] | None = None  # hook only these blocks' norms (None: every norm)
+    stride: int | None = None  # windows over the whole text, one every `stride` tokens
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,29 @@ class SpikeOptions:
     z: float = 6.0  # a dimension with |z| >= z is a spike
     top_k: int = 8  # k of the top-k retention
     max_spikes: int = 100  # per module and forward call, largest |z| first
+
+
+MAX_LAYER = 10_000  # a bound on --layers before the model is known (models have far fewer)
+
+
+def parse_layers(value: str) -> tuple[int, ...]:
+    """`0,3,8-11` -> (0, 3, 8, 9, 10, 11), sorted, without repeats; ValueError otherwise."""
+    layers: set[int] = set()
+    for part in value.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first and last.strip():
+            raise ValueError(f"'{part.strip()}' is negative: layers count from 0")
+        if not (_digits(first) and (not dash or _digits(last))):
+            raise ValueError(f"'{value}' is not a list of layers such as 0,3,11 or 0-5 "
+                             "(layers count from 0)")
+        low, high = int(first), int(last) if dash else int(first)
+        if low > high:
+            raise ValueError(f"'{part.strip()}' is an empty range: write the lower layer first")
+        if high >= MAX_LAYER:
+            raise ValueError(f"layer {high} is beyond any model (at most {MAX_LAYER - 1})")
+        layers.update(range(low, high + 1))
+    return tuple(sorted(layers))
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lninspect.discovery import NormInfo, _layer_index
+from lninspect.discovery import NormInfo, layer_index
 from lninspect.results import ParamGrad
 
 # The leaf names of projections, by family (GPT-2, LLaMA, GPT-NeoX, OPT, Falcon, GPT-J, ...).
@@ -35,7 +35,7 @@ def param_group(name: str, model: nn.Module, norm_names: set[str]) -> str:
     module = model.get_submodule(module_name) if module_name else model
     if isinstance(module, nn.Embedding):
         return "embed"
-    if module is model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else False:
+    if hasattr(model, "get_output_embeddings") and module is model.get_output_embeddings():
         return "head"
     parts = module_name.split(".")
     leaf, parents = parts[-1], [p.lower() for p in parts[:-1]]
@@ -54,6 +54,7 @@ def param_grads(model: nn.Module, norms: Sequence[NormInfo]) -> list[ParamGrad]:
         grad = param.grad
         norm = torch.linalg.vector_norm(grad, dtype=torch.float32).item() if grad is not None \
             else float("nan")
-        rows.append(ParamGrad(name=name, layer=_layer_index(name), group=param_group(name, model, norm_names),
-                              grad_norm=norm, numel=param.numel()))
+        group = param_group(name, model, norm_names)
+        rows.append(ParamGrad(name=name, layer=layer_index(name), group=group, grad_norm=norm,
+                              numel=param.numel()))
     return rows

@@ -30,11 +30,16 @@ def ranks(t: Tensor, dim: int = -1) -> Tensor:
 
 
 def spearman(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
-    """Spearman's rho of `a` and `b` along `dim`: 1 - 6 sum(d^2) / (n (n^2 - 1))."""
-    n = a.shape[dim]
+    """Spearman's rho of `a` and `b` along `dim`."""
+    return rank_correlation(ranks(a, dim), ranks(b, dim), dim)
+
+
+def rank_correlation(ra: Tensor, rb: Tensor, dim: int = -1) -> Tensor:
+    """Spearman's rho from ordinal ranks: 1 - 6 sum(d^2) / (n (n^2 - 1)), in float64."""
+    n = ra.shape[dim]
     if n < 2:
-        return torch.full(a.sum(dim).shape, float("nan"), device=a.device)
-    squared = (ranks(a, dim) - ranks(b, dim)).square().sum(dim)  # exact in int64
+        return torch.full(ra.sum(dim).shape, float("nan"), device=ra.device, dtype=torch.float64)
+    squared = (ra - rb).square().sum(dim)  # exact in int64
     return 1.0 - 6.0 * squared.double() / (n * (n * n - 1.0))
 
 
@@ -58,9 +63,10 @@ def spike_metrics(x: Tensor, y: Tensor, *, rms: bool, eps: float, bias: Tensor |
     k = min(options.top_k, d)
     top_in, top_out = size_in.topk(k).indices, size_out.topk(k).indices  # (N, k)
     kept = (top_in[:, :, None] == top_out[:, None, :]).any(-1).float().mean(-1)
+    rank_x = ranks(x)  # (N, d), shared by both within-token correlations
     return {
-        "within_token_spearman": spearman(x, y).float().reshape(lead),
-        "within_token_spearman_z": spearman(x, z).float().reshape(lead),
+        "within_token_spearman": rank_correlation(rank_x, ranks(y)).float().reshape(lead),
+        "within_token_spearman_z": rank_correlation(rank_x, ranks(z)).float().reshape(lead),
         "topk_retention": kept.reshape(lead),
         "spike_count": spike.sum(-1).reshape(lead),
         **_largest_spikes(x, y, z, size_in, size_out, spike, massive, options.max_spikes),

@@ -57,7 +57,8 @@ def token_row(values: np.ndarray, sequence: int = 0) -> np.ndarray:
 def positions(result: StatsResult) -> dict[str, float]:
     """Module name -> x position: its layer; embed norms at -1, other norms after the last."""
     top = max((n.layer for n in result.norms if n.layer is not None), default=-1)
-    return {n.name: float(n.layer if n.layer is not None else (-1 if n.role == "embed" else top + 1))
+    outside = {"embed": -1.0}
+    return {n.name: float(n.layer) if n.layer is not None else outside.get(n.role, top + 1.0)
             for n in result.norms}
 
 
@@ -120,8 +121,8 @@ def plot_layer_bands(ax: Axes, result: StatsResult, values: Values) -> Axes:
 def heatmap_panels(result: StatsResult) -> list[tuple[str, list[NormStats]]]:
     """(title, norms) per panel: attention, MLP, then every other norm; empty panels dropped."""
     inside = ("attn", "mlp")
-    rest = sorted((n for n in result.norms if n.role not in inside),
-                  key=lambda n: positions(result)[n.name])
+    where = positions(result)
+    rest = sorted((n for n in result.norms if n.role not in inside), key=lambda n: where[n.name])
     panels = [(role, norm_rows(result, role)) for role in inside] + [("final / other", rest)]
     return [(title, rows) for title, rows in panels if rows]
 
@@ -139,7 +140,7 @@ def _token_ticks(ax: Axes, result: StatsResult, count: int) -> None:
     """Token texts under the last panel when they fit, else positions."""
     pieces = result.input.tokens[0] if result.input.tokens else []
     if count <= MAX_TOKEN_LABELS and len(pieces) >= count:
-        labels = [p.strip().replace("\n", "\\n") or "␣" for p in pieces[:count]]
+        labels = [p.strip().replace("\n", "\\n") or "·" for p in pieces[:count]]
         ax.set_xticks(range(count), labels, rotation=90, fontsize=7)
         ax.set_xlabel("token (sequence 0)")
     else:
@@ -282,8 +283,10 @@ def plot_spike_ranks(result: StatsResult, ax: Axes) -> Axes:
     _rank_axes(ax, ranks)
     _count_stacked(ax, ranks)
     _annotate_largest(ax, *top)
-    ax.figure.colorbar(ax.collections[0], ax=ax, shrink=0.8,
-                       label="layer (after the last: norms outside the blocks)")
+    bar = ax.figure.colorbar(ax.collections[0], ax=ax, shrink=0.8,
+                             label="layer (after the last: norms outside the blocks)")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     handles.append(Line2D([], [], color="grey", linestyle="--", label="rank kept (y = x)"))
     ax.legend(handles=handles, fontsize="small", loc="lower right",
               title=f"{len(pairs)} spikes in {len({n.name for n, _ in pairs})} modules",
@@ -301,8 +304,9 @@ def _count_stacked(ax: Axes, ranks: np.ndarray) -> None:
 
 
 def _annotate_largest(ax: Axes, norm: NormStats, spike: Spike) -> None:
+    ranks = f"rank {spike.rank_in} → {spike.rank_out}"
     ax.annotate(f"largest |z|: {norm.name}, dim {spike.dim}\n"
-                f"x = {spike.value:.4g}, z = {spike.z:.3g}, rank {spike.rank_in} → {spike.rank_out}",
+                f"x = {spike.value:.4g}, z = {spike.z:.3g}, {ranks}",
                 (spike.rank_in, spike.rank_out), xytext=(40, 40), textcoords="offset points",
                 fontsize="small", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
                 arrowprops={"arrowstyle": "->", "color": "black"}, zorder=5)
@@ -310,7 +314,7 @@ def _annotate_largest(ax: Axes, norm: NormStats, spike: Spike) -> None:
 
 def _rank_axes(ax: Axes, ranks: np.ndarray) -> None:
     """The identity line, square limits, log axes when ranks span a decade or more."""
-    high = float(ranks.max()) * 1.25 + 0.5
+    high = max(float(ranks.max()) * 1.25 + 0.5, 3.5)  # room for at least ranks 1 to 3
     logged = ranks.max() / max(ranks.min(), 1) >= 10
     low = 0.8 if logged else 0.5
     ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, zorder=1)
@@ -334,9 +338,8 @@ def _rank_axes(ax: Axes, ranks: np.ndarray) -> None:
 def plot_within_token(result: StatsResult, figure: Figure) -> Figure:
     """Within-token Spearman of x vs y per layer (top) and top-k retention (bottom)."""
     top, bottom = figure.subplots(2, 1, sharex=True)
-    order = _order_values
-    plot_layer_bands(top, result, lambda n: order(n, "within_token_spearman"))
-    xs, qs = _pooled_median(result, lambda n: order(n, "within_token_spearman_z"))
+    plot_layer_bands(top, result, lambda n: _order_values(n, "within_token_spearman"))
+    xs, qs = _pooled_median(result, lambda n: _order_values(n, "within_token_spearman_z"))
     top.plot(xs, qs, color="black", linestyle="--", linewidth=1,
              label="x vs z, before the affine step (1 by construction)")
     top.set_ylabel("Spearman ρ of x vs y\nover the hidden dims")
@@ -344,7 +347,7 @@ def plot_within_token(result: StatsResult, figure: Figure) -> Figure:
     top.set_ylim(top=1.05)
     top.set_title("rank correlation of a token's activations before and after the norm",
                   fontsize="medium")
-    plot_layer_bands(bottom, result, lambda n: order(n, "topk_retention"))
+    plot_layer_bands(bottom, result, lambda n: _order_values(n, "topk_retention"))
     bottom.set_ylim(-0.03, 1.03)
     k = f"{result.top_k}" if result.top_k else "k"
     bottom.set_ylabel(f"top-{k} retention\n(share of the {k} largest kept)")
@@ -362,11 +365,12 @@ def _order_values(norm: NormStats, key: str) -> np.ndarray | None:
 
 def _pooled_median(result: StatsResult, values: Values) -> tuple[np.ndarray, np.ndarray]:
     """Median over tokens and over the norms at each x position."""
+    where = positions(result)
     pooled: dict[float, list[np.ndarray]] = {}
     for norm in result.norms:
         array = values(norm)
         if array is not None:
-            pooled.setdefault(positions(result)[norm.name], []).append(np.ravel(array))
+            pooled.setdefault(where[norm.name], []).append(np.ravel(array))
     xs = np.array(sorted(pooled))
     return xs, np.array([nan_quantiles(np.concatenate(pooled[x]), (0.5,))[0] for x in xs])
 
@@ -374,23 +378,25 @@ def _pooled_median(result: StatsResult, values: Values) -> tuple[np.ndarray, np.
 # Saving -------------------------------------------------------------------------------------
 
 def has_spikes(result: StatsResult) -> bool:
+    """Whether any module recorded a spike (the rank figure needs one)."""
     return largest_spike(result) is not None
 
 
 def has_order(result: StatsResult) -> bool:
+    """Whether the order metrics were captured (stats --spikes, report)."""
     return any(n.order is not None for n in result.norms)
 
 
 def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the statistics figures into `folder`; the spike figures only when captured."""
     sub = figure_subtitle(result)
-    tall = 2.5 + 0.22 * len(result.norms)
+    height = min(max(2.5 + 0.22 * len(result.norms), 5.0), 14.0)  # ~0.22 in per heatmap row
     figures: list[tuple[Figure, str]] = []
-    std = new_figure(11, min(max(tall, 5.0), 14.0))
+    std = new_figure(11, height)
     plot_std_heatmap(result, std)
     std.suptitle(f"Input std of every norm, per token\n{sub}")
     figures.append((std, STD_HEATMAP))
-    mean = new_figure(11, min(max(tall, 5.0), 14.0))
+    mean = new_figure(11, height)
     plot_mean_heatmap(result, mean)
     mean.suptitle(f"Input mean of every norm, per token\n{sub}")
     figures.append((mean, MEAN_HEATMAP))
@@ -409,7 +415,7 @@ def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
 
 
 def _spike_figure(result: StatsResult, sub: str) -> Figure:
-    figure = new_figure(8.5, 7.5)
+    figure = new_figure(10, 7.5)
     plot_spike_ranks(result, figure.add_subplot())
     _, spike = largest_spike(result)
     token = token_label(result, spike.sequence, spike.token)

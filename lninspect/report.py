@@ -1,0 +1,239 @@
+"""The report folder: every figure, the JSON and a self-contained index.html (no torch).
+
+Everything is written into a temporary sibling folder first and then moved into place file
+by file, index.html last, so that an interrupted run leaves no half-written file.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from lninspect import __version__
+from lninspect.errors import LninspectError
+from lninspect.files import dump_json
+from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
+from lninspect.render.grad_plots import save_grads_figures
+from lninspect.render.stats_plots import (STATS_FIGURES, largest_spike, residual_growth,
+                                          save_stats_figures)
+from lninspect.render.tables import fmt, header, nan_quantiles, token_label
+from lninspect.results import GradsResult
+
+REPORT_JSON = "report.json"
+INDEX_HTML = "index.html"
+REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INDEX_HTML)
+CAPTIONS = {
+    "stats-std-heatmap.png": (
+        "Input std per module and token", "The denominator of every norm (rms for RMSNorm) per "
+        "token of sequence 0, log colour scale. Rows brighten with depth as the residual "
+        "stream grows; a bright column is a token whose activations are far larger (often the "
+        "first)."),
+    "stats-mean-heatmap.png": (
+        "Input mean per module and token", "The mean over the hidden dims that a LayerNorm "
+        "subtracts; diverging scale centred at 0 (white)."),
+    "stats-std-per-layer.png": (
+        "Residual-stream growth with depth", "Median input std per layer with the 25–75% band "
+        "over tokens, one line per role."),
+    "stats-spike-ranks.png": (
+        "Do spikes keep their rank?", "For the token with the largest |z| spike, every "
+        "module's spike dimensions: rank among the token's |x − centre| before the norm (x) "
+        "vs among |y − bias| after it (y). On the dashed line the norm kept the rank; above it "
+        "the affine weight demoted the dimension."),
+    "stats-within-token-spearman.png": (
+        "Does the norm keep a token's order?", "Spearman ρ between a token's input and output "
+        "over the hidden dims (top; the dashed line, x vs the normalized z before the affine "
+        "step, is 1 by construction) and top-k retention (bottom)."),
+    "grads-params.png": (
+        "Parameter gradient norms per layer", "L2 norm of the gradient of each parameter group "
+        "per layer, log scale; grey lines: parameters outside the blocks."),
+    "grads-heatmap.png": (
+        "Gradient through each norm", "‖∂L/∂x‖ through each norm per token, log colour "
+        "scale; blank cells got no gradient."),
+    "grads-scale-vs-std.png": (
+        "The backward pass divides by σ", "Gradient scale ‖∂L/∂x‖ / ‖∂L/∂y‖ of each norm and "
+        "token against its input std; the dashed line is 1/σ, a norm with unit weight."),
+}
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1250px; padding: 0 1rem; color: #1b1f24; line-height: 1.45; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.3rem; }
+.sub { color: #57606a; margin-top: 0; }
+table.summary { border-collapse: collapse; }
+table.summary th { text-align: left; padding: 0.3rem 1.2rem 0.3rem 0; vertical-align: top;
+                   white-space: nowrap; color: #57606a; font-weight: 600; }
+table.summary td { padding: 0.3rem 0; }
+code, pre { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size: 0.9em; }
+pre { white-space: pre-wrap; background: #f6f8fa; padding: 0.8rem; border-radius: 6px; }
+ul.notes { color: #9a6700; }
+figure { margin: 2rem 0; } figure img { max-width: 100%; height: auto;
+                                        border: 1px solid #d0d7de; }
+figcaption { color: #57606a; max-width: 60rem; } figcaption b { color: #1b1f24; }
+nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-size: 0.9em; }
+"""
+
+
+# Checks and writing -------------------------------------------------------------------------
+
+def check_report_folder(folder: Path, force: bool) -> None:
+    """Refuse, before any work, a file, a non-empty folder (without --force), an unwritable place."""
+    if folder.exists() and not folder.is_dir():
+        raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise LninspectError(f"folder '{folder}' is not empty; use --force to write the report "
+                             "into it (files of the same names are replaced)")
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise LninspectError(f"cannot create folder '{folder}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LninspectError(f"cannot write the report: folder '{existing}' is not writable")
+
+
+def write_report(result: GradsResult, folder: Path) -> list[Path]:
+    """Write the figures, report.json and index.html into `folder`; return their paths."""
+    try:
+        folder.absolute().parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.absolute().parent, prefix=f".{folder.name}.",
+                                        suffix=".tmp"))
+    except OSError as exc:
+        raise LninspectError(f"cannot write the report next to '{folder}': {exc.strerror}") from exc
+    try:
+        images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
+        (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
+        (staging / INDEX_HTML).write_text(render_html(result, images), encoding="utf-8")
+        names = [p.name for p in images] + [REPORT_JSON, INDEX_HTML]  # index.html moves last
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            os.replace(staging / name, folder / name)
+    except OSError as exc:
+        raise LninspectError(f"cannot write the report into '{folder}': {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [folder / name for name in names]
+
+
+# Summary ------------------------------------------------------------------------------------
+
+def summary(result: GradsResult) -> list[tuple[str, str]]:
+    """(label, plain text) rows: what the report shows first."""
+    m, i = result.model, result.input
+    text = "".join(i.tokens[0]) if i.tokens else ""
+    sequences = f"{i.num_sequences} sequence{'s' if i.num_sequences != 1 else ''}"
+    return [("model", f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
+             + (f" · {m.num_layers} layers" if m.num_layers else "")
+             + (f", width {m.hidden_size}" if m.hidden_size else "")),
+            ("text", f"{i.num_tokens} tokens, {sequences}: \u201c{_snippet(text, 120)}\u201d"),
+            ("loss", f"{fmt(result.loss)} ({result.loss_kind})"),
+            ("residual-stream growth", _growth(result)),
+            ("largest spike", _spike(result)),
+            ("order kept by the norms", _order(result)),
+            ("largest gradient scale", _grad_scale(result))]
+
+
+def _snippet(text: str, width: int) -> str:
+    """The text on one line, cut to `width` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _growth(result: GradsResult) -> str:
+    growth = residual_growth(result)
+    if growth is None:
+        return "—"
+    first, low, last, high = growth
+    return (f"median input std {fmt(low)} at {first.name} → {fmt(high)} at {last.name} "
+            f"(×{fmt(high / low)})")
+
+
+def _spike(result: GradsResult) -> str:
+    found = largest_spike(result)
+    if found is None:
+        captured = result.spike_z is not None
+        return f"none with |z| ≥ {result.spike_z:g}" if captured else "spikes were not captured"
+    norm, s = found
+    token = token_label(result, s.sequence, s.token, width=20)
+    return (f"{norm.name}, token {token}, dim {s.dim}: x = {s.value:.4g}, z = {s.z:.3g}, "
+            f"rank {s.rank_in} before → {s.rank_out} after the norm"
+            + (" (a massive activation)" if s.massive else ""))
+
+
+def _order(result: GradsResult) -> str:
+    orders = [n.order for n in result.norms if n.order is not None]
+    if not orders:
+        return "not measured"
+    rho = nan_quantiles(np.concatenate([o.within_token_spearman.ravel() for o in orders]), (0.5,))
+    kept = nan_quantiles(np.concatenate([o.topk_retention.ravel() for o in orders]), (0.5,))
+    return (f"median within-token Spearman ρ(x, y) {fmt(rho[0])}; median top-{result.top_k} "
+            f"retention {fmt(kept[0])} (over every norm and token)")
+
+
+def _grad_scale(result: GradsResult) -> str:
+    scales = [(nan_quantiles(n.grad.scale, (0.5,))[0], n) for n in result.norms if n.grad]
+    scales = [(v, n) for v, n in scales if np.isfinite(v)]
+    if not scales:
+        return "—"
+    value, norm = max(scales, key=lambda pair: pair[0])
+    return f"{norm.name}: median ‖∂L/∂x‖ / ‖∂L/∂y‖ = {fmt(value)} over tokens"
+
+
+def summary_table(result: GradsResult) -> Table:
+    """The summary for the terminal."""
+    table = Table(title=header(result), title_justify="left", box=box.SIMPLE, show_header=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value")
+    for label, value in summary(result):
+        table.add_row(label, value)
+    return table
+
+
+# HTML ---------------------------------------------------------------------------------------
+
+def render_html(result: GradsResult, images: list[Path]) -> str:
+    """A self-contained page: summary, notes, then every PNG as a base64 data URI."""
+    e = html.escape
+    text = "".join(result.input.tokens[0]) if result.input.tokens else ""
+    rows = "".join(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>"
+                   for label, value in summary(result))
+    notes = "".join(f"<li>{e(note)}</li>" for note in result.notes)
+    nav = "".join(f'<a href="#{e(p.stem)}">{e(CAPTIONS.get(p.name, (p.stem,))[0])}</a>'
+                  for p in images)
+    figures = "".join(_figure_html(path) for path in images)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>lninspect report · {e(result.model.name)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>lninspect report</h1>
+<p class="sub">{e(header(result))}</p>
+<h2>Summary</h2>
+<table class="summary">{rows}</table>
+{f'<ul class="notes">{notes}</ul>' if notes else ''}
+<details><summary>the text</summary><pre>{e(text)}</pre></details>
+<h2>Figures</h2>
+<nav>{nav}</nav>
+{figures}
+<footer>Every number is in <code>{REPORT_JSON}</code> (schema <code>{e(result.schema)}</code>).
+Written by lninspect {e(__version__)}.</footer>
+</body>
+</html>
+"""
+
+
+def _figure_html(path: Path) -> str:
+    title, caption = CAPTIONS.get(path.name, (path.stem, ""))
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    e = html.escape
+    heading = title if title.endswith("?") else f"{title}."
+    return (f'<figure id="{e(path.stem)}"><img src="data:image/png;base64,{data}" '
+            f'alt="{e(title)}"><figcaption><b>{e(heading)}</b> {e(caption)} '
+            f"<code>{e(path.name)}</code></figcaption></figure>\n")

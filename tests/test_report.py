@@ -1,0 +1,137 @@
+"""`lninspect report`: the folder of figures, report.json and a self-contained index.html."""
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lninspect import report
+from lninspect.cli import app
+from lninspect.errors import LninspectError
+from lninspect.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
+from lninspect.results import GradsResult
+
+runner = CliRunner()
+TEXT = 'The quick brown fox <script>alert("x")</script> jumps over the lazy dog.'
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+
+
+class Page(HTMLParser):
+    """Every tag with its attributes, and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def report_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("report") / "out"
+    result = invoke("report", str(tiny_model_dir), "--text", TEXT, "--spike-z", "2",
+                    "--top-k", "4", "--out", str(folder))
+    assert result.exit_code == 0, result.output
+    return result, folder
+
+
+def test_report_writes_every_file_and_nothing_else(report_run):
+    result, folder = report_run
+    assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # staging removed
+    assert "largest spike" in result.stdout and "index.html" in result.stderr
+
+
+def test_report_pngs_decode_and_are_not_blank(report_run):
+    _, folder = report_run
+    for path in folder.glob("*.png"):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 800 and image.height >= 500
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        assert pixels.std() > 10 and (pixels < 128).mean() > 0.01, path.name
+
+
+def test_report_json_is_the_grads_result_with_spikes(report_run):
+    _, folder = report_run
+    doc = json.loads((folder / REPORT_JSON).read_text())
+    assert doc["schema"] == "lninspect.grads/1"
+    assert doc["spike_z"] == 2 and doc["top_k"] == 4
+    result = GradsResult.from_json(doc)
+    assert any(n.spikes for n in result.norms) and all(n.grad for n in result.norms)
+
+
+def test_index_html_is_self_contained_and_escaped(report_run, tiny_model_dir: Path):
+    _, folder = report_run
+    page = (folder / INDEX_HTML).read_text(encoding="utf-8")
+    parser = Page()
+    parser.feed(page)
+    parser.close()
+    tags = [tag for tag, _ in parser.tags]
+    assert "script" not in tags and "link" not in tags and "style" in tags
+    images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
+    pngs = {p.read_bytes() for p in folder.glob("*.png")}
+    assert len(images) == len(pngs) == 8
+    assert {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in images} == pngs
+    links = [v for _, attrs in parser.tags for k, v in attrs.items() if k in ("src", "href")]
+    assert all(v.startswith(("data:", "#")) for v in links)  # no external resources
+    text = " ".join(parser.text)
+    assert str(tiny_model_dir) in text and "loss" in text and "largest spike" in text
+    assert '<script>alert("x")</script>' in text  # shown as text...
+    assert "&lt;script&gt;" in page and "<script>" not in page  # ...because it was escaped
+
+
+def test_a_non_empty_folder_is_refused_before_the_model_loads(tmp_path: Path):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    result = invoke("report", str(tmp_path / "no-such-model"), "--out", str(folder))
+    assert result.exit_code == 2
+    assert "not empty" in result.stderr and "--force" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    a_file = invoke("report", "--out", str(folder / "notes.txt"))
+    assert a_file.exit_code == 2 and "is a file" in a_file.stderr
+
+
+def test_force_replaces_same_names_and_leaves_others(report_run, tmp_path: Path):
+    _, source = report_run
+    result = GradsResult.from_json(json.loads((source / REPORT_JSON).read_text()))
+    folder = tmp_path / "forced"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / INDEX_HTML).write_text("old")
+    with pytest.raises(LninspectError, match="--force"):
+        report.check_report_folder(folder, force=False)
+    report.check_report_folder(folder, force=True)
+    paths = write_report(result, folder)
+    assert sorted(p.name for p in paths) == sorted(REPORT_FILES)
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (folder / INDEX_HTML).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_an_interrupted_report_leaves_no_file(report_run, tmp_path: Path, monkeypatch):
+    _, source = report_run
+    result = GradsResult.from_json(json.loads((source / REPORT_JSON).read_text()))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "save_grads_figures", interrupted)
+    folder = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        write_report(result, folder)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor the staging folder
