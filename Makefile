@@ -9,14 +9,15 @@ DEMO_OUT ?= lninspect-report
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# The report of the default model (gpt2 when cached, else the bundled one), offline.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/lninspect stats random:gpt2 --max-tokens 64
+	HF_HUB_OFFLINE=1 $(BIN)/lninspect report --out $(DEMO_OUT) --force
+	@echo "open $(DEMO_OUT)/index.html"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -16,7 +16,7 @@ import typer
 from lninspect import __version__
 from lninspect.console import Output
 from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, LninspectError
-from lninspect.options import RunOptions
+from lninspect.options import RunOptions, parse_layers
 
 app = typer.Typer(
     name="lninspect",
@@ -65,6 +65,24 @@ JsonOpt = Annotated[Optional[str], typer.Option(
     "--json", help="Write the results as JSON to this file ('-' for stdout).",
     show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+
+
+def _check_layer_filter(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_layers(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+LayerFilterOpt = Annotated[Optional[str], typer.Option(
+    "--layers", callback=_check_layer_filter, help="Only the norms of these layers, e.g. 0,3,11 "
+    "or 0-5 (from 0); the norms outside the blocks (final, embedding) are then left out.",
+    show_default=False)]
+StrideOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Cover the whole text: windows of --max-tokens tokens (default: the model's "
+    "context), one every N tokens, each a sequence of its own.", show_default=False)]
 def _check_positive(value: float) -> float:
     if not value > 0:
         raise typer.BadParameter(f"{value} is not a positive number")
@@ -79,6 +97,49 @@ PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -).")]
+
+
+def _check_max_memory(value: Optional[str]) -> Optional[str]:
+    from lninspect.device_map import parse_max_memory
+
+    try:
+        parse_max_memory(value)
+    except LninspectError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+class DeviceMap(str, Enum):
+    auto = "auto"
+    balanced = "balanced"
+    balanced_low_0 = "balanced_low_0"
+    sequential = "sequential"
+
+
+CORPUS = "Corpus (docs/corpus.md)"
+FilesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--file", "-f", help="Read the text from this file. Repeat it, or give a quoted glob "
+    "('data/*.txt'), for a corpus.", show_default=False)]
+LinesOpt = Annotated[bool, typer.Option(
+    "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS)]
+FieldOpt = Annotated[Optional[str], typer.Option(
+    help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
+    show_default=False, rich_help_panel=CORPUS)]
+SeqLenOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
+    show_default=False, rich_help_panel=CORPUS)]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Corpus: sequences per forward pass (default: 8).", show_default=False,
+    rich_help_panel=CORPUS)]
+MaxSequencesOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="Corpus: stop after this many sequences (over all torchrun processes).",
+    show_default=False, rich_help_panel=CORPUS)]
+DeviceMapOpt = Annotated[Optional[DeviceMap], typer.Option(
+    help="Spread the model's layers over the devices with accelerate (replaces --device).",
+    show_default=False)]
+MaxMemoryOpt = Annotated[Optional[str], typer.Option(
+    callback=_check_max_memory, help="With --device-map: memory per device, e.g. "
+    "cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB.", show_default=False)]
 
 
 def _print_version(value: bool) -> None:
@@ -102,7 +163,7 @@ def root(
 def stats(
     model: ModelArg = None,
     text: TextOpt = None,
-    file: FileOpt = None,
+    file: FilesOpt = None,
     encoding: EncodingOpt = "utf-8",
     max_tokens: MaxTokensOpt = None,
     device: DeviceOpt = "auto",
@@ -110,6 +171,15 @@ def stats(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
+    layers: LayerFilterOpt = None,
+    stride: StrideOpt = None,
+    lines: LinesOpt = False,
+    field: FieldOpt = None,
+    seq_len: SeqLenOpt = None,
+    batch_size: BatchSizeOpt = None,
+    max_sequences: MaxSequencesOpt = None,
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
     spikes: Annotated[bool, typer.Option(
         "--spikes", help="Also find activation spikes and measure whether each norm keeps "
                          "their order (docs/metrics.md).")] = False,
@@ -121,15 +191,23 @@ def stats(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Per-token statistics of the input and output of every normalization module."""
+    """Per-token statistics of the input and output of every normalization module.
+
+    Over a corpus (several --file, a glob, --lines, --field, --seq-len, ...): per-position
+    statistics aggregated while streaming; under torchrun each process runs its share.
+    """
     from lninspect import commands
+    from lninspect.corpus import CorpusOptions
     from lninspect.options import SpikeOptions
 
-    options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
-                         trust_remote_code, seed)
+    options = RunOptions(model, text, None, encoding, max_tokens, device, dtype.value, revision,
+                         trust_remote_code, seed, parse_layers(layers) if layers else None, stride,
+                         device_map.value if device_map else None, max_memory)
+    corpus = CorpusOptions(tuple(file or ()), lines, field, seq_len, batch_size, max_sequences,
+                           encoding)
     spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
     _run(commands.stats, options, Output(quiet, json == "-"), spike_options, json,
-         out_dir if plot else None, force)
+         out_dir if plot else None, force, corpus)
 
 
 @app.command()
@@ -175,6 +253,8 @@ def grads(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
+    layers: LayerFilterOpt = None,
+    stride: StrideOpt = None,
     loss: LossOpt = Loss.ce,
     target: TargetOpt = None,
     plot: PlotOpt = False,
@@ -189,7 +269,7 @@ def grads(
     if loss == Loss.target and not target:
         raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
     options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
-                         trust_remote_code, seed)
+                         trust_remote_code, seed, parse_layers(layers) if layers else None, stride)
     _run(commands.grads, options, Output(quiet, json == "-"), loss.value, target, json,
          out_dir if plot else None, force)
 
@@ -308,7 +388,8 @@ def _run(command: Callable[..., None], options: RunOptions, out: Output, *args: 
     except Exception as exc:  # a bug: still one line, unless --debug
         if _state["debug"]:
             raise
-        out.error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        line = next(iter(str(exc).strip().splitlines()), "")  # one line, whatever the message
+        out.error(f"unexpected {type(exc).__name__}: {line} (run with --debug for the traceback)")
         raise typer.Exit(EXIT_RUNTIME) from None
 
 

@@ -16,7 +16,7 @@ class Output:
         self.quiet = quiet
         self.json_stdout = json_stdout
         self.out = Console(soft_wrap=False)
-        self.err = Console(stderr=True)
+        self.err = Console(stderr=True, soft_wrap=True)  # one message, one line
 
     def show(self, renderable: RenderableType) -> None:
         if not (self.quiet or self.json_stdout):
@@ -24,7 +24,8 @@ class Output:
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(Text(message, style="yellow"))
+            self.err.print(Text(message, style="yellow"), soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.err.print(Text.assemble(("error: ", "bold red"), (message, "red")))
+        # soft_wrap: one line whatever the terminal's width (the terminal may still fold it)
+        self.err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lninspect.errors import LninspectError
+from lninspect.errors import EXIT_RUNTIME, LninspectError
 
 STDOUT = "-"
 
@@ -22,6 +22,8 @@ def check_target(path: str | None, force: bool) -> None:
     if target.exists() and not force:
         raise LninspectError(f"'{path}' already exists; use --force to overwrite it")
     parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise LninspectError(f"cannot write '{path}': '{parent}' is a file, not a folder")
     if not parent.is_dir():
         raise LninspectError(f"cannot write '{path}': folder '{parent}' does not exist")
     if not os.access(parent, os.W_OK):
@@ -54,8 +56,8 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
         return
     try:
         write_atomic(Path(path), (text + "\n").encode("utf-8"))
-    except OSError as exc:
-        raise LninspectError(f"cannot write '{path}': {exc.strerror}") from exc
+    except OSError as exc:  # after the run: a full disk, a folder gone or made read-only
+        raise LninspectError(f"cannot write '{path}': {exc.strerror}", EXIT_RUNTIME) from exc
 
 
 def check_folder(folder: Path, names: list[str], force: bool) -> None:

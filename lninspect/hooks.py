@@ -24,7 +24,7 @@ from torch import nn
 
 from lninspect.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
-from lninspect.reduce import gather, gather_record, token_norm, token_stats
+from lninspect.reduce import gather, gather_record, token_nonfinite, token_norm, token_stats
 from lninspect.spikes import collect_spikes, spike_metrics
 from lninspect.results import (
     GradStats,
@@ -68,13 +68,27 @@ class Capture:
         return StatsResult(model=model or _module_info(self), input=input, norms=norms,
                            passes=self.passes)
 
+    def drain(self) -> dict[str, list[Record]]:
+        """Hand over and forget the forward records so far: norm name -> per-call records.
+
+        For callers that stream many batches (corpus mode) and aggregate each batch instead
+        of keeping every call. With spikes, each call's spike metrics are merged into its
+        record (their keys differ). Gradient records are left alone.
+        """
+        drained: dict[str, list[Record]] = {}
+        for name, calls in self.forward.items():
+            spikes = self.spike_records[name]
+            drained[name] = [{**f, **s} for f, s in zip(calls, spikes)] if spikes else calls
+            self.forward[name], self.spike_records[name] = [], []
+        return drained
+
     def _norm_stats(self, info: NormInfo) -> NormStats:
         f = gather_record(self.forward[info.name])
         description = info.describe()
         return NormStats(
             **{k.name: getattr(description, k.name) for k in fields(description)},
             input=InputStats(mean=f["mean"], std=f["std"], rms=f["rms"], absmax=f["absmax"],
-                             absmax_dim=f["absmax_dim"]),
+                             absmax_dim=f["absmax_dim"], nonfinite=f["nonfinite"]),
             output=OutputStats(mean=f["out_mean"], std=f["out_std"]),
             calls=len(self.forward[info.name]),
             grad=self._grad_stats(info, f["mean"].shape) if self.grads else None,
@@ -95,8 +109,11 @@ class Capture:
         missing = np.full(shape, np.nan, dtype=np.float32)
         arrays = {k: gather(v) if len(v) == len(calls) and v else missing
                   for k, v in per_key.items()}
+        counts = [c["output_nonfinite"] for c in calls if "output_nonfinite" in c]
         return GradStats(output_norm=arrays["output"], input_norm=arrays["input"],
-                         residual_norm=arrays["residual"])
+                         residual_norm=arrays["residual"],
+                         output_nonfinite=gather(counts) if counts and len(counts) == len(calls)
+                         else None)
 
     # Hooks -------------------------------------------------------------------------------
 
@@ -150,6 +167,8 @@ class Capture:
             def on_grad(g: Tensor | None) -> None:
                 if self.active and g is not None:
                     call[key] = token_norm(g, dims)
+                    if key == "output":
+                        call["output_nonfinite"] = token_nonfinite(g, dims)
             return on_grad
 
         y.register_hook(keep("output"))

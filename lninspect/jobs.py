@@ -13,7 +13,7 @@ from lninspect.loading import LoadedModel, load_model
 from lninspect.options import RunOptions, SpikeOptions
 from lninspect.params import param_grads
 from lninspect.results import GradsResult, InputInfo, NormsResult, StatsResult
-from lninspect.text import read_text
+from lninspect.tokens import check_text, token_windows
 
 
 @dataclass
@@ -21,21 +21,24 @@ class Prepared:
     """A loaded model, its norms, and the token ids to run it on."""
 
     loaded: LoadedModel
-    norms: list[NormInfo]
-    input_ids: torch.Tensor  # (sequences, tokens)
+    norms: list[NormInfo]  # the norms to hook (--layers)
+    all_norms: list[NormInfo]  # every norm of the model
+    input_ids: torch.Tensor  # (sequences, tokens); each sequence runs as a pass of its own
     input: InputInfo
 
 
 def prepare(options: RunOptions) -> Prepared:
-    """Read the text first (cheap errors first), then load the model and encode."""
-    text = read_text(options.text, options.file, options.encoding)
+    """Check the text first (cheap errors first), then load the model, pick norms, encode."""
+    check_text(options)
     loaded = _load(options)
-    norms = _require_norms(loaded)
-    ids = _token_ids(loaded, text, options.max_tokens)
-    info = InputInfo(num_sequences=1, num_tokens=len(ids), tokens=[loaded.tokenizer.pieces(ids)],
-                     token_ids=[ids])
-    input_ids = torch.tensor([ids], dtype=torch.long, device=loaded.device)
-    return Prepared(loaded=loaded, norms=norms, input_ids=input_ids, input=info)
+    all_norms = _require_norms(loaded)
+    norms = _select_layers(loaded, all_norms, options.layers)
+    windows = token_windows(loaded, options)
+    info = InputInfo(num_sequences=len(windows), num_tokens=sum(map(len, windows)),
+                     tokens=[loaded.tokenizer.pieces(w) for w in windows], token_ids=windows)
+    input_ids = torch.tensor(windows, dtype=torch.long, device=loaded.device)
+    return Prepared(loaded=loaded, norms=norms, all_norms=all_norms, input_ids=input_ids,
+                    input=info)
 
 
 def run_stats(options: RunOptions, spikes: SpikeOptions | None = None) -> StatsResult:
@@ -43,14 +46,15 @@ def run_stats(options: RunOptions, spikes: SpikeOptions | None = None) -> StatsR
     prepared = prepare(options)
     model = prepared.loaded.model
     with torch.inference_mode(), capture(model, prepared.norms, spikes=spikes) as cap:
-        model(input_ids=prepared.input_ids, use_cache=False)
+        for ids in prepared.input_ids:
+            model(input_ids=ids[None], use_cache=False)
     result = cap.result(model=prepared.loaded.info, input=prepared.input)
     return _finish(result, prepared, spikes)
 
 
 def _finish(result: StatsResult, prepared: Prepared, spikes: SpikeOptions | None) -> StatsResult:
     """Add the run's notes and spike settings to a result."""
-    result.notes = prepared.loaded.notes + _fired_twice(result)
+    result.notes = prepared.loaded.notes + _fired_twice(result) + _nonfinite(result)
     if spikes is not None:
         result.spike_z, result.top_k = spikes.z, spikes.top_k
     return result
@@ -78,15 +82,18 @@ def run_grads(options: RunOptions, loss: str = "ce", target: str | None = None,
         model.gradient_checkpointing_disable()
         prepared.loaded.notes.append("gradient checkpointing switched off so that hooks fire once per module")
     model.zero_grad(set_to_none=True)
+    losses = []
     with torch.enable_grad(), capture(model, prepared.norms, grads=True, spikes=spikes) as cap:
-        logits = model(input_ids=prepared.input_ids, use_cache=False).logits
-        value = _loss(logits.float(), prepared.input_ids, target_id)
-        value.backward()
+        for ids in prepared.input_ids[:, None]:  # (1, tokens): windows add up to the mean loss
+            value = _loss(model(input_ids=ids, use_cache=False).logits.float(), ids, target_id)
+            (value / len(prepared.input_ids)).backward()
+            losses.append(value.item())
     stats = cap.result(model=prepared.loaded.info, input=prepared.input)
-    params = param_grads(model, prepared.norms)
+    params = param_grads(model, prepared.all_norms)
     model.zero_grad(set_to_none=True)
     base = {f.name: getattr(stats, f.name) for f in fields(StatsResult) if f.name != "schema"}
-    result = GradsResult(**base, loss=value.item(), loss_kind=LOSSES[loss], params=params)
+    result = GradsResult(**base, loss=sum(losses) / len(losses), loss_kind=LOSSES[loss],
+                         params=params)
     return _finish(result, prepared, spikes)
 
 
@@ -126,7 +133,18 @@ def describe_norms(options: RunOptions) -> NormsResult:
 def _load(options: RunOptions) -> LoadedModel:
     return load_model(options.model, revision=options.revision, device=options.device,
                       dtype=options.dtype, trust_remote_code=options.trust_remote_code,
-                      seed=options.seed)
+                      seed=options.seed, device_map=options.device_map,
+                      max_memory=options.max_memory)
+
+
+def load(options: RunOptions) -> LoadedModel:
+    """The model and tokenizer that `options` name (for jobs outside this module)."""
+    return _load(options)
+
+
+def require_norms(loaded: LoadedModel, layers: tuple[int, ...] | None = None) -> list[NormInfo]:
+    """The norms to hook (those of `layers`; all for None), or LninspectError when none."""
+    return _select_layers(loaded, _require_norms(loaded), layers)
 
 
 def _require_norms(loaded: LoadedModel) -> list[NormInfo]:
@@ -139,22 +157,48 @@ def _require_norms(loaded: LoadedModel) -> list[NormInfo]:
     return found.norms
 
 
-def _token_ids(loaded: LoadedModel, text: str, max_tokens: int | None) -> list[int]:
-    """Encode `text`, keeping at most `max_tokens` and at most the model's context."""
-    ids = loaded.tokenizer.encode(text)
-    if not ids:
-        raise LninspectError("the text encodes to no tokens")
-    vocab = getattr(loaded.model.config, "vocab_size", None)
-    if vocab is not None and max(ids) >= vocab:
-        raise LninspectError(f"the tokenizer produced id {max(ids)}, outside the model's "
-                             f"vocabulary of {vocab}")
-    limits = [(v, why) for v, why in ((max_tokens, "--max-tokens"),
-                                      (loaded.context, "the model's context")) if v]
-    limit, why = min(limits, default=(None, ""))
-    if limit is not None and len(ids) > limit:
-        loaded.notes.append(f"the text has {len(ids)} tokens: kept the first {limit} ({why})")
-        ids = ids[:limit]
-    return ids
+def _select_layers(loaded: LoadedModel, norms: list[NormInfo],
+                   layers: tuple[int, ...] | None) -> list[NormInfo]:
+    """The norms of the blocks in `layers` (all norms for None), checked against the model."""
+    if layers is None:
+        return norms
+    count = loaded.info.num_layers or 1 + max((n.layer for n in norms if n.layer is not None),
+                                              default=-1)
+    if not count:
+        raise LninspectError(f"model '{loaded.info.name}' has no layers to select with --layers")
+    outside = [layer for layer in layers if layer >= count]
+    if outside:
+        raise LninspectError(f"--layers {_ranges(outside)} is out of range: model "
+                             f"'{loaded.info.name}' has {count} layers (0-{count - 1})")
+    chosen = [n for n in norms if n.layer in layers]
+    if not chosen:
+        raise LninspectError(f"no normalization module in --layers {_ranges(layers)}")
+    return chosen
+
+
+def _ranges(layers: list[int] | tuple[int, ...]) -> str:
+    """[0, 1, 2, 5] -> `0-2,5`."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _nonfinite(result: StatsResult) -> list[str]:
+    """One note per module whose input (or output gradient) held NaN or Inf."""
+    notes = []
+    for norm in result.norms:
+        counts = [(norm.input.nonfinite, "inputs", " (their statistics are NaN)")]
+        if norm.grad is not None:
+            counts.append((norm.grad.output_nonfinite, "output-gradient entries", ""))
+        for count, what, why in counts:
+            if count is not None and count.sum() > 0:
+                notes.append(f"{norm.name}: {int(count.sum())} non-finite {what} in "
+                             f"{int((count > 0).sum())} tokens{why}")
+    return notes
 
 
 def _fired_twice(result: StatsResult) -> list[str]:

@@ -2,6 +2,7 @@
 or the bundled `tiny` model, always through transformers' own loading code."""
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lninspect.device_map import dispatched, from_pretrained_kwargs
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.results import ModelInfo
 from lninspect.sources import ALTERNATIVES, default_model, hub_offline, locate
@@ -66,8 +68,20 @@ def load_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     seed: int = 0,
+    device_map: str | None = None,
+    max_memory: str | None = None,
 ) -> LoadedModel:
-    """Load `spec` (hub id, directory, random:ARCH or tiny; None: the default) in eval mode."""
+    """Load `spec` (hub id, directory, random:ARCH or tiny; None: the default) in eval mode.
+
+    `device_map` (with `max_memory`) spreads the layers over devices through accelerate
+    (lninspect.device_map); `device` is then not used.
+
+    transformers' progress bars are switched off (lninspect keeps stderr for one-line
+    notes); its warnings, e.g. about weights missing from a checkpoint, still show.
+    """
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     notes: list[str] = []
     if spec is None:
@@ -75,6 +89,8 @@ def load_model(
         notes.append(f"model: {spec} ({why})")
     source = locate(spec, revision)
     if source.kind == "random":
+        if device_map is not None:
+            raise LninspectError("--device-map needs a model with weight files, not random:")
         config = _random_config(source.path, trust_remote_code)
         torch.manual_seed(seed)
         model = _from_pretrained("from_config", config, trust_remote_code=trust_remote_code)
@@ -83,8 +99,13 @@ def load_model(
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
         model = _from_pretrained("from_pretrained", source.path, revision=revision,
                                  dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                 local_files_only=source.local_only or None)
-    model = model.to(device=torch_device, dtype=torch_dtype).eval()
+                                 local_files_only=source.local_only or None,
+                                 **from_pretrained_kwargs(device_map, max_memory))
+    if device_map is None:
+        model = model.to(device=torch_device, dtype=torch_dtype).eval()
+    else:  # accelerate placed the layers; inputs go where the embeddings are
+        torch_device, placed = dispatched(model.eval())
+        notes.append(placed)
     # random: weights have no files; a tokenizer of that name is only taken from the cache
     tokenizer = _load_tokenizer(source.path, revision, trust_remote_code, notes,
                                 local_only=source.local_only or source.kind == "random")
@@ -144,16 +165,38 @@ def _random_config(arch: str, trust_remote_code: bool) -> Any:
 
 def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
     """AutoModelForCausalLM.from_pretrained / from_config with errors made readable."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         return getattr(AutoModelForCausalLM, how)(what, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        name = what if isinstance(what, str) else type(what).__name__
-        raise LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}") from exc
-    except RuntimeError as exc:  # e.g. a truncated or mismatched weights file
+    except SafetensorError as exc:  # a truncated or overwritten model.safetensors
+        raise LninspectError(f"cannot load model '{what}': its safetensors weights are damaged "
+                             f"({_first_line(exc)}); download or save them again") from exc
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met more than tensors
+        raise LninspectError(
+            f"cannot load model '{what}': its .bin weights hold more than tensors, so "
+            "torch.load(weights_only=True) refused them and nothing in them ran; use a "
+            "safetensors copy from a trusted source") from exc
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise _cannot_load(what, exc) from exc
+        raise LninspectError(f"model '{what}' needs its own Python code to load, and "
+                             "lninspect runs none unless you pass --trust-remote-code "
+                             "(only for a source you trust)") from exc
+    except (OSError, KeyError) as exc:
+        raise _cannot_load(what, exc) from exc
+    except RuntimeError as exc:  # e.g. mismatched shapes, or out of memory
+        if "PytorchStreamReader" in str(exc):  # torch.load on a truncated .bin
+            raise LninspectError(f"cannot load model '{what}': its .bin weights are damaged (not "
+                                 "a complete torch archive); download or save them again") from exc
         raise LninspectError(f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME) from exc
+
+
+def _cannot_load(what: Any, exc: Exception) -> LninspectError:
+    name = what if isinstance(what, str) else type(what).__name__
+    return LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}")
 
 
 def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool,
@@ -164,11 +207,14 @@ def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool,
     try:
         hf = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=local_only,
                                            trust_remote_code=trust_remote_code)
-        return Tokenizer(hf)
+        # transformers 5 builds an empty tokenizer from a config alone: that is none either
+        if hf("a b", add_special_tokens=False)["input_ids"]:
+            return Tokenizer(hf)
     except (OSError, ValueError, TypeError, KeyError):
-        notes.append(f"no tokenizer found for '{source}': using a byte-level fallback "
-                     "(token ids are the UTF-8 bytes of the text)")
-        return Tokenizer(None)
+        pass
+    notes.append(f"no tokenizer found for '{source}': using a byte-level fallback "
+                 "(token ids are the UTF-8 bytes of the text)")
+    return Tokenizer(None)
 
 
 def _first_line(exc: BaseException) -> str:

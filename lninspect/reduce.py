@@ -24,7 +24,8 @@ def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict
 
     std = sqrt(biased var + eps) is LayerNorm's denominator; rms = sqrt(mean(x^2) + eps)
     is RMSNorm's, computed as var + mean^2 (exact algebra, no cancellation: both >= 0)
-    so that one fused var_mean pass gives both.
+    so that one fused var_mean pass gives both. `nonfinite` counts the NaN and Inf entries
+    of x; the statistics of a token that has any are NaN (or Inf).
     """
     x = hidden_flat(x, reduced_dims).float()  # (..., d); no copy when already float32
     y = hidden_flat(y, reduced_dims).float()
@@ -39,7 +40,14 @@ def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict
         "absmax_dim": absmax_dim,
         "out_mean": out_mean,
         "out_std": out_var.sqrt(),
+        "nonfinite": token_nonfinite(x),
     }
+
+
+@torch.no_grad()
+def token_nonfinite(t: Tensor, reduced_dims: int = 1) -> Tensor:
+    """How many entries of each token are NaN or Inf (int32): one more pass over `t`."""
+    return torch.isfinite(hidden_flat(t, reduced_dims)).logical_not().sum(-1, dtype=torch.int32)
 
 
 @torch.no_grad()

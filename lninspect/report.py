@@ -17,7 +17,7 @@ from rich import box
 from rich.table import Table
 
 from lninspect import __version__
-from lninspect.errors import LninspectError
+from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.files import dump_json
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
@@ -102,7 +102,8 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
         staging = Path(tempfile.mkdtemp(dir=folder.absolute().parent, prefix=f".{folder.name}.",
                                         suffix=".tmp"))
     except OSError as exc:
-        raise LninspectError(f"cannot write the report next to '{folder}': {exc.strerror}") from exc
+        raise LninspectError(f"cannot write the report next to '{folder}': {exc.strerror}",
+                             EXIT_RUNTIME) from exc
     try:
         images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
         (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
@@ -112,7 +113,8 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
         for name in names:
             os.replace(staging / name, folder / name)
     except OSError as exc:
-        raise LninspectError(f"cannot write the report into '{folder}': {exc.strerror}") from exc
+        raise LninspectError(f"cannot write the report into '{folder}': {exc.strerror}",
+                             EXIT_RUNTIME) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in names]

@@ -50,6 +50,7 @@ class InputStats:
     rms: np.ndarray  # sqrt(mean(x^2) + eps), the RMSNorm denominator
     absmax: np.ndarray  # max |x|
     absmax_dim: np.ndarray  # hidden index of max |x|
+    nonfinite: np.ndarray | None = None  # NaN and Inf entries of x (None: not recorded)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class GradStats:
     output_norm: np.ndarray  # |dL/dy|: the gradient arriving at the norm's output
     input_norm: np.ndarray  # |dL/dx| through the norm alone
     residual_norm: np.ndarray  # |dL/dx| in total: every use of x (the residual stream, pre-LN)
+    output_nonfinite: np.ndarray | None = None  # NaN and Inf entries of dL/dy (None: not recorded)
 
     @property
     def scale(self) -> np.ndarray:
@@ -193,6 +195,8 @@ class StatsResult:
             for key in OPTIONAL_NORM_KEYS:
                 if norm[key] is None:
                     del norm[key]
+            _drop_none(norm["input"], "nonfinite")
+            _drop_none(norm.get("grad"), "output_nonfinite")
         return doc
 
     @classmethod
@@ -267,11 +271,12 @@ def _norm_from_json(doc: dict[str, Any]) -> NormStats:
         input=InputStats(
             **{k: _array(inp[k]) for k in ("mean", "std", "rms", "absmax")},
             absmax_dim=np.asarray(inp["absmax_dim"], dtype=np.int64),
+            nonfinite=_counts(inp.get("nonfinite")),
         ),
         output=OutputStats(**{k: _array(v) for k, v in doc["output"].items()}),
         weight=WeightSummary(**doc["weight"]) if doc["weight"] is not None else None,
         calls=doc.get("calls", 1),
-        grad=GradStats(**{k: _array(v) for k, v in doc["grad"].items()}) if doc.get("grad") else None,
+        grad=_grad_from_json(doc["grad"]) if doc.get("grad") else None,
         spikes=[Spike(**s | {"value": _float(s["value"]), "z": _float(s["z"]),
                              "out_value": _float(s["out_value"])}) for s in doc["spikes"]]
         if doc.get("spikes") is not None else None,
@@ -281,6 +286,23 @@ def _norm_from_json(doc: dict[str, Any]) -> NormStats:
                                for a in doc["across_token_spearman"]]
         if doc.get("across_token_spearman") is not None else None,
     )
+
+
+def _grad_from_json(doc: dict[str, Any]) -> GradStats:
+    counts = _counts(doc.get("output_nonfinite"))
+    return GradStats(**{k: _array(v) for k, v in doc.items() if k != "output_nonfinite"},
+                     output_nonfinite=counts)
+
+
+def _counts(values: Any) -> np.ndarray | None:
+    """Per-token counts back to an int32 array (None when the JSON has none: older files)."""
+    return None if values is None else np.asarray(values, dtype=np.int32)
+
+
+def _drop_none(doc: dict[str, Any] | None, key: str) -> None:
+    """Leave out a key that was not recorded, so that older documents round-trip."""
+    if doc is not None and doc.get(key, 0) is None:
+        del doc[key]
 
 
 def _array(values: Any) -> np.ndarray:

@@ -77,6 +77,9 @@ def locate(spec: str, revision: str | None = None) -> Source:
     if spec.startswith(RANDOM_PREFIX):
         return Source(spec, "random", spec.removeprefix(RANDOM_PREFIX))
     if spec in BUNDLED_NAMES:
+        if not (BUNDLED_DIR / spec / "config.json").is_file():
+            raise LninspectError(f"the bundled model '{spec}' is missing from this installation "
+                                 f"({BUNDLED_DIR / spec}); reinstall lninspect")
         return Source(spec, "bundled", str(BUNDLED_DIR / spec), local_only=True)
     if os.path.isdir(spec):
         if not (Path(spec) / "config.json").is_file():

@@ -42,7 +42,7 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
     first = doc["norms"][0]
     assert set(first) >= {"name", "type", "kind", "layer", "role", "eps", "input", "output",
                           "weight"}
-    assert set(first["input"]) == {"mean", "std", "rms", "absmax", "absmax_dim"}
+    assert set(first["input"]) == {"mean", "std", "rms", "absmax", "absmax_dim", "nonfinite"}
     assert np.shape(first["input"]["std"]) == (1, n)
     assert set(first["weight"]) == {"mean", "std", "min", "max", "negative"}
 

@@ -62,7 +62,7 @@ def test_grads_json_matches_autograd(grads_run, tiny_model_dir: Path):
     n = doc["input"]["num_tokens"]
     for norm in doc["norms"]:
         grad = norm["grad"]
-        assert set(grad) == {"output_norm", "input_norm", "residual_norm"}
+        assert set(grad) == {"output_norm", "input_norm", "residual_norm", "output_nonfinite"}
         assert np.shape(grad["output_norm"]) == (1, n)
         want = outputs[norm["name"]].grad.norm(dim=-1).numpy()
         np.testing.assert_allclose(grad["output_norm"], want, rtol=1e-5, atol=1e-12)

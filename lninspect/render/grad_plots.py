@@ -37,7 +37,8 @@ def plot_param_grads(result: GradsResult, ax: Axes) -> Axes:
     for (group, value), style in zip(outside.items(), (":", "--", "-.", (0, (1, 4)))):
         ax.axhline(value, color="grey", linestyle=style,
                    label=f"{OUTSIDE_GROUPS.get(group, group)} (outside the blocks)")
-    ax.set_yscale("log")
+    if any(line.get_ydata().size and np.nanmax(line.get_ydata()) > 0 for line in ax.lines):
+        ax.set_yscale("log")  # not when every gradient is NaN or 0: nothing to put on a log axis
     ax.set_xlabel("layer")
     ax.set_ylabel("‖∂L/∂θ‖₂ of the group (log)")
     ax.set_xticks(layers)

@@ -1,0 +1,144 @@
+"""`lninspect stats` over a corpus: stream batches through the hooked model, aggregate as we go.
+
+load -> find norms -> for each batch: forward inside `capture`, drain the per-call records
+into an Aggregator (lninspect.aggregate) -> all-reduce across torchrun ranks -> result.
+Nothing grows with the corpus: records are dropped after each batch.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from lninspect.aggregate import Aggregator
+from lninspect.aggregate_results import AggregateResult, CorpusInfo, NormAggregate
+from lninspect.corpus import DEFAULT_SEQ_LEN, CorpusOptions, CorpusReader, Encode, expand_files
+from lninspect.distributed import World, process_group, rank_device, sum_ints, world_from_env
+from lninspect.errors import LninspectError
+from lninspect.hooks import capture
+from lninspect.jobs import load, require_norms
+from lninspect.loading import LoadedModel, Tokenizer
+from lninspect.options import RunOptions, SpikeOptions
+
+# Called after each batch with (tokens run by this process, bytes read, bytes in all files).
+OnBatch = Callable[[int, int, int], None]
+
+
+def run_corpus_stats(options: RunOptions, corpus: CorpusOptions,
+                     spikes: SpikeOptions | None = None, on_batch: OnBatch | None = None,
+                     world: World | None = None) -> AggregateResult:
+    """Per-position statistics of every norm over a corpus; every rank returns the total."""
+    _check(options)
+    paths = expand_files(corpus.files)  # cheap errors first
+    world = world or world_from_env()
+    if world.distributed and options.device_map is not None:
+        raise LninspectError("--device-map cannot be combined with torchrun: each rank would "
+                             "spread its own copy of the model over the same devices")
+    loaded = load(replace(options, device=rank_device(world, options.device)))
+    with process_group(world, loaded.device):
+        norms = require_norms(loaded, options.layers)
+        seq_len = sequence_length(loaded, corpus.seq_len)
+        reader = CorpusReader(paths, corpus, encoder(loaded.tokenizer), _eos(loaded.tokenizer),
+                              getattr(loaded.model.config, "vocab_size", None))
+        aggregator = Aggregator(norms, seq_len, loaded.device, spikes=spikes is not None)
+
+        def after_batch(tokens: int) -> None:
+            if on_batch is not None:
+                on_batch(tokens, reader.bytes_read, reader.total_bytes)
+
+        passes = stream(loaded, aggregator, reader.batches(seq_len, corpus.batch, world.rank,
+                                                           world.size), spikes, after_batch)
+        if world.distributed:
+            aggregator.all_reduce()
+        (passes,) = sum_ints([passes], aggregator.device)
+    if aggregator.tokens == 0:
+        raise LninspectError("the corpus has no text: every file is empty")
+    info = CorpusInfo(files=[str(p) for p in paths], documents=reader.document_count,
+                      sequences=aggregator.sequences, tokens=aggregator.tokens, seq_len=seq_len,
+                      batch_size=corpus.batch, world_size=world.size)
+    results = aggregator.norm_results()
+    return AggregateResult(model=loaded.info, corpus=info, norms=results, passes=passes,
+                           notes=loaded.notes + _notes(results, passes),
+                           spike_z=spikes.z if spikes is not None else None)
+
+
+def _check(options: RunOptions) -> None:
+    """Refuse the options of single-text mode."""
+    if options.text is not None:
+        raise LninspectError("give either --text or a corpus (--file ...), not both")
+    if options.max_tokens is not None or options.stride is not None:
+        raise LninspectError("--max-tokens and --stride apply to one text; a corpus is cut by "
+                             "--seq-len and limited by --max-sequences")
+
+
+def stream(loaded: LoadedModel, aggregator: Aggregator, batches: Iterator[np.ndarray],
+           spikes: SpikeOptions | None, after_batch: Callable[[int], None]) -> int:
+    """Run every batch through the hooked model, aggregating and forgetting its records.
+
+    Returns the forward passes run. The LM head computes the last position's logits only
+    (`logits_to_keep=1`, where the model takes it): no norm sits after it.
+    """
+    model = loaded.model
+    extra = forward_kwargs(model)
+    tokens = 0
+    with torch.inference_mode(), capture(model, aggregator.norms, spikes=spikes) as cap:
+        for ids in batches:
+            model(input_ids=to_device(ids, loaded.device), use_cache=False, **extra)
+            aggregator.update(cap.drain(), ids.shape)
+            tokens += ids.size
+            after_batch(tokens)
+        return cap.passes
+
+
+def to_device(ids: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Token ids on the model's device; to CUDA through pinned memory, so that the copy does
+    not wait for the previous batch to finish."""
+    tensor = torch.from_numpy(ids)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """Keyword arguments that spare the forward pass work no norm needs."""
+    parameters = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+
+
+def sequence_length(loaded: LoadedModel, seq_len: int | None) -> int:
+    """--seq-len, checked against the model's context; by default min(context, 1024)."""
+    context = loaded.context
+    if seq_len is None:
+        return min(context or DEFAULT_SEQ_LEN, DEFAULT_SEQ_LEN)
+    if context is not None and seq_len > context:
+        raise LninspectError(f"--seq-len {seq_len} is longer than the model's context of "
+                             f"{context} tokens")
+    return seq_len
+
+
+def encoder(tokenizer: Tokenizer) -> Encode:
+    """Text to token ids with the model's special tokens; no warning about long documents."""
+    if tokenizer.hf is None:
+        return tokenizer.encode
+    hf = tokenizer.hf
+    return lambda text: list(hf(text, add_special_tokens=True, verbose=False)["input_ids"])
+
+
+def _eos(tokenizer: Tokenizer) -> int | None:
+    return getattr(tokenizer.hf, "eos_token_id", None) if tokenizer.hf is not None else None
+
+
+def _notes(norms: list[NormAggregate], passes: int) -> list[str]:
+    """Modules that ran more than once per pass, and those that saw non-finite values."""
+    notes = [f"{n.name} ran {n.calls} times in {passes} forward passes: every call is counted"
+             for n in norms if n.calls != passes]
+    for norm in norms:
+        tokens = norm.positions["mean"].nonfinite
+        if tokens:
+            notes.append(f"{norm.name}: {tokens} tokens with non-finite inputs (left out of "
+                         "its statistics)")
+    return notes

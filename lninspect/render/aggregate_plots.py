@@ -1,0 +1,63 @@
+"""The figure of a corpus run: mean std of the norms' inputs per token position, per role.
+
+Matplotlib Figure objects built directly (no pyplot); no torch. The first positions are
+where the first-token effect (attention sinks, massive activations) shows.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
+
+from lninspect.aggregate_results import AggregateResult
+from lninspect.render.aggregate_tables import ROLE_ORDER
+from lninspect.render.figures import new_figure, save_figure
+
+STD_PER_POSITION = "corpus-std-per-position.png"
+CORPUS_FIGURES = (STD_PER_POSITION,)
+
+
+def role_curves(result: AggregateResult) -> dict[str, np.ndarray]:
+    """Role -> per-position mean denominator, averaged over that role's modules."""
+    curves: dict[str, list[np.ndarray]] = {}
+    for norm in result.norms:
+        curves.setdefault(norm.role, []).append(norm.denominator.mean)
+    ordered = [r for r in ROLE_ORDER if r in curves] + sorted(set(curves) - set(ROLE_ORDER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # positions no token reached
+        return {role: np.nanmean(np.stack(curves[role]), axis=0) for role in ordered}
+
+
+def plot_std_per_position(result: AggregateResult, ax: Axes | None = None) -> Axes:
+    """One line per role: the mean std (rms) of its modules' inputs at each position."""
+    if ax is None:
+        ax = new_figure().add_subplot()
+    cycle = colormaps["tab10"].colors
+    for i, (role, curve) in enumerate(role_curves(result).items()):
+        positions = np.arange(len(curve))
+        ax.plot(positions, curve, color=cycle[i % len(cycle)], label=role, linewidth=1.2)
+        ax.plot(positions[:1], curve[:1], "o", color=cycle[i % len(cycle)], markersize=5)
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_yscale("log")
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.set_xlabel("token position in the sequence (0 = first)")
+    ax.set_ylabel("mean std of the norm's input (rms for RMSNorm)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="role", fontsize="small")
+    return ax
+
+
+def save_corpus_figures(result: AggregateResult, folder: Path) -> list[Path]:
+    """Draw the corpus figures into `folder` as PNGs; return their paths."""
+    figure = new_figure(9.0, 5.0)
+    ax = plot_std_per_position(result, figure.add_subplot())
+    m, c = result.model, result.corpus
+    ax.set_title(f"Mean std of the norms' inputs per token position\n{m.name} ({m.source}) · "
+                 f"{c.tokens:,} tokens in {c.sequences} sequences of ≤ {c.seq_len}",
+                 fontsize="medium")
+    return [save_figure(figure, folder / STD_PER_POSITION)]

@@ -1,0 +1,91 @@
+"""Rich tables of a corpus run (AggregateResult): per module, and per position by role."""
+from __future__ import annotations
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from lninspect.aggregate_results import SPIKE_KEY, AggregateResult, NormAggregate
+from lninspect.render.tables import fmt, short_names
+
+ROLE_ORDER = ("embed", "attn", "attn+mlp", "mlp", "qk", "final", "other")
+
+
+def corpus_header(result: AggregateResult) -> str:
+    """One line: the model, where it ran, and how much text went through it."""
+    m, c = result.model, result.corpus
+    files = f"{len(c.files)} file{'s' if len(c.files) != 1 else ''}"
+    ranks = f" on {c.world_size} processes" if c.world_size > 1 else ""
+    return (f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}{ranks} · {files}, "
+            f"{c.documents} documents, {c.sequences} sequences of ≤ {c.seq_len}, "
+            f"{c.tokens:,} tokens · {len(result.norms)} norms")
+
+
+def aggregate_table(result: AggregateResult) -> Table:
+    """One row per module: the denominator's spread over the corpus and at the first token."""
+    spikes = result.spike_z is not None
+    table = Table(title=corpus_header(result), title_justify="left", box=box.SIMPLE_HEAD,
+                  caption_justify="left", caption=(
+                      "std = sqrt(var + eps) of each token's input (rms for RMSNorm); "
+                      "p50 / p99 over every token of the corpus; pos 0 / pos 1+: its mean at "
+                      "the first position / at the others; max |x| over the corpus"))
+    for column in ("module", "role", "mean", "std p50 / p99", "pos 0", "pos 1+", "0 / 1+",
+                   "max |x|", "non-finite") + (("spikes/token",) if spikes else ()):
+        table.add_column(column, justify="left" if column in ("module", "role") else "right",
+                         no_wrap=True)
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
+        table.add_row(name, norm.role, *_cells(norm, spikes))
+    return table
+
+
+def _cells(norm: NormAggregate, spikes: bool) -> list[str]:
+    hist = norm.denominator_hist
+    first, rest = norm.denominator.pooled(0, 1)[1], norm.denominator.pooled(1)[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = first / rest
+    absmax = norm.positions["absmax"].max
+    top = float(np.nanmax(absmax)) if np.isfinite(absmax).any() else float("nan")
+    cells = [fmt(norm.positions["mean"].pooled()[1]),
+             f"{fmt(hist.quantile(0.5))} / {fmt(hist.quantile(0.99))}", fmt(first), fmt(rest),
+             fmt(ratio), fmt(top), str(norm.positions["mean"].nonfinite)]
+    if spikes:
+        cells.append(fmt(norm.positions[SPIKE_KEY].pooled()[1]))
+    return cells
+
+
+def position_ranges(seq_len: int) -> list[tuple[int, int]]:
+    """[0, 1), [1, 2), [2, 3), [3, 4), [4, 8), [8, 16), ... up to seq_len."""
+    ranges, start = [], 0
+    while start < seq_len:
+        stop = start + 1 if start < 4 else start * 2
+        ranges.append((start, min(stop, seq_len)))
+        start = stop
+    return ranges
+
+
+def role_means(result: AggregateResult, start: int, stop: int) -> dict[str, float]:
+    """Mean denominator per role over positions start .. stop - 1 (modules weigh the same)."""
+    by_role: dict[str, list[float]] = {}
+    for norm in result.norms:
+        count, mean, _ = norm.denominator.pooled(start, stop)
+        if count:
+            by_role.setdefault(norm.role, []).append(mean)
+    return {role: float(np.mean(values)) for role, values in by_role.items()}
+
+
+def position_table(result: AggregateResult) -> Table:
+    """Mean std (rms) per position range and role: the first-token effect at a glance."""
+    roles = [r for r in ROLE_ORDER if any(n.role == r for n in result.norms)]
+    table = Table(title="mean std per token position", title_justify="left",
+                  box=box.SIMPLE_HEAD, caption_justify="left", caption=(
+                      "over every sequence of the corpus and the modules of each role"))
+    table.add_column("positions", justify="right", no_wrap=True)
+    for role in roles:
+        table.add_column(role, justify="right", no_wrap=True)
+    for start, stop in position_ranges(result.corpus.seq_len):
+        means = role_means(result, start, stop)
+        if not means:
+            continue
+        label = str(start) if stop == start + 1 else f"{start}–{stop - 1}"
+        table.add_row(label, *(fmt(means.get(role, float("nan"))) for role in roles))
+    return table
