@@ -6,16 +6,18 @@ commands import them when they run.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.exceptions import TyperException
 
 from lninspect import __version__
 from lninspect.console import Output
-from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, LninspectError
+from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LninspectError
 from lninspect.options import RunOptions, parse_layers
 
 app = typer.Typer(
@@ -394,5 +396,19 @@ def _run(command: Callable[..., None], options: RunOptions, out: Output, *args: 
 
 
 def main() -> None:
-    """Entry point of the `lninspect` script."""
-    app(prog_name="lninspect")
+    """Entry point of the `lninspect` script.
+
+    Typer runs without its own error printing, so that a usage error (a bad option value,
+    an unknown command) is, like every other failure, one red line and exit code 2.
+    """
+    try:
+        code = app(prog_name="lninspect", standalone_mode=False)
+    except TyperException as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "lninspect"
+        Output().error(f"{exc.format_message()} (see '{where} --help')")
+        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except (KeyboardInterrupt, typer.Abort):
+        Output().error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code or 0)

@@ -158,3 +158,14 @@ def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "lninspect", "--version"], capture_output=True,
                           text=True)
     assert done.returncode == 0 and done.stdout.startswith("lninspect ")
+
+
+@pytest.mark.parametrize("args", [["stats", "--max-tokens", "0"], ["stats", "--dtype", "float8"],
+                                  ["no-such-command"]])
+def test_usage_errors_are_one_line_from_the_real_entry_point(args: list[str]):
+    done = subprocess.run([sys.executable, "-m", "lninspect", *args], capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0]
