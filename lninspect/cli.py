@@ -5,7 +5,6 @@ commands import them when they run.
 """
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -18,7 +17,7 @@ from typer.exceptions import TyperException
 from lninspect import __version__
 from lninspect.console import Output
 from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LninspectError
-from lninspect.options import RunOptions, parse_layers
+from lninspect.options import RunOptions, is_device_name, parse_layers
 
 app = typer.Typer(
     name="lninspect",
@@ -38,7 +37,7 @@ class DType(str, Enum):
 
 
 def _check_device(value: str) -> str:
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+    if not is_device_name(value):
         raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
     return value
 
@@ -236,6 +235,11 @@ class Loss(str, Enum):
     target = "target"
 
 
+def _check_target(loss: Loss, target: str | None) -> None:
+    if loss == Loss.target and not target:
+        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
+
+
 LossOpt = Annotated[Loss, typer.Option(
     help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
          "at the last position.")]
@@ -268,8 +272,7 @@ def grads(
     """Gradient norms on both sides of every normalization module, per token and per layer."""
     from lninspect import commands
 
-    if loss == Loss.target and not target:
-        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
+    _check_target(loss, target)
     options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
                          trust_remote_code, seed, parse_layers(layers) if layers else None, stride)
     _run(commands.grads, options, Output(quiet, json == "-"), loss.value, target, json,
@@ -304,8 +307,7 @@ def report(
     from lninspect import commands
     from lninspect.options import SpikeOptions
 
-    if loss == Loss.target and not target:
-        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
+    _check_target(loss, target)
     options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
                          trust_remote_code, seed)
     _run(commands.report, options, Output(quiet), loss.value, target,

@@ -145,11 +145,13 @@ class Capture:
             x, y = _first_tensor(args, kwargs), _first_tensor((output,), {})
             if x is None or y is None:
                 return
-            self.forward[info.name].append(token_stats(x, y, info.eps, info.reduced_dims))
+            stats = token_stats(x, y, info.eps, info.reduced_dims)
+            self.forward[info.name].append(stats)
             if self.spikes is not None:
-                bias = getattr(module, "bias", None)
+                rms, bias = info.kind == "rmsnorm", getattr(module, "bias", None)
                 self.spike_records[info.name].append(spike_metrics(
-                    x, y, rms=info.kind == "rmsnorm", eps=info.eps, options=self.spikes,
+                    x, y, centre=None if rms else stats["mean"],
+                    scale=stats["rms" if rms else "std"], options=self.spikes,
                     bias=bias if isinstance(bias, torch.Tensor) else None,
                     reduced_dims=info.reduced_dims))
             original = self._pending_inputs.pop(info.name, None)

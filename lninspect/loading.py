@@ -3,7 +3,6 @@ or the bundled `tiny` model, always through transformers' own loading code."""
 from __future__ import annotations
 
 import pickle
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +11,7 @@ from torch import nn
 
 from lninspect.device_map import dispatched, from_pretrained_kwargs
 from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.options import is_device_name
 from lninspect.results import ModelInfo
 from lninspect.sources import ALTERNATIVES, default_model, hub_offline, locate
 
@@ -23,7 +23,6 @@ GPT2_FAMILY = {
     "gpt2-xl": (1600, 48, 25),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -125,7 +124,7 @@ def load_model(
 
 def resolve_device(device: str) -> torch.device:
     """`auto` picks cuda, then mps, then cpu; an unavailable device is a usage error."""
-    if not DEVICE_PATTERN.match(device):
+    if not is_device_name(device):
         raise LninspectError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps")
     if device == "auto":
         if torch.cuda.is_available():

@@ -1,6 +1,7 @@
 """Options shared by the analysis commands (plain data: importing this is cheap)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,3 +62,11 @@ def parse_layers(value: str) -> tuple[int, ...]:
 
 def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what --device accepts
+
+
+def is_device_name(value: str) -> bool:
+    """Whether `value` names a device lninspect can try: auto, cpu, mps, cuda or cuda:N."""
+    return DEVICE_PATTERN.fullmatch(value) is not None

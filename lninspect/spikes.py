@@ -44,16 +44,21 @@ def rank_correlation(ra: Tensor, rb: Tensor, dim: int = -1) -> Tensor:
 
 
 @torch.no_grad()
-def spike_metrics(x: Tensor, y: Tensor, *, rms: bool, eps: float, bias: Tensor | None,
-                  options: SpikeOptions, reduced_dims: int = 1) -> dict[str, Tensor]:
-    """Per-token order measures, the largest spikes, and per-dimension across-token rho."""
+def spike_metrics(x: Tensor, y: Tensor, *, centre: Tensor | None, scale: Tensor,
+                  bias: Tensor | None, options: SpikeOptions,
+                  reduced_dims: int = 1) -> dict[str, Tensor]:
+    """Per-token order measures, the largest spikes, and per-dimension across-token rho.
+
+    `centre` (the per-token mean; None for RMSNorm) and `scale` (std or rms) are the
+    token's statistics as lninspect.reduce.token_stats computed them, shape x.shape[:-1].
+    """
     x = hidden_flat(x, reduced_dims).float()
     d = x.shape[-1]
     lead = x.shape[:-1]
     x = x.reshape(-1, d)  # (N, d): every token of the call
     y = hidden_flat(y, reduced_dims).float().reshape(-1, d)
-    centre = torch.zeros_like(x[:, :1]) if rms else x.mean(-1, keepdim=True)
-    z = (x - centre) / ((x - centre).square().mean(-1, keepdim=True) + eps).sqrt()  # (N, d)
+    shift = 0.0 if centre is None else centre.reshape(-1, 1)
+    z = (x - shift) / scale.reshape(-1, 1)  # (N, d)
     size_in = z.abs()  # |x - c| / s: the same order as |x - c| within a token
     size_out = (y - bias.detach().float().reshape(-1)).abs() if bias is not None else y.abs()
     magnitude = x.abs()
