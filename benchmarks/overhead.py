@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from lninspect import capture, find_norms
-from lninspect.loading import load_model
+from lninspect.model.loading import load_model
 
 GOALS = {"stats time": 1.05, "stats memory": 1.05, "grads time": 1.10, "grads memory": 1.05}
 

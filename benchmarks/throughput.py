@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lninspect.aggregate import Aggregator
-from lninspect.corpus import CorpusOptions, CorpusReader
-from lninspect.corpus_job import encoder, forward_kwargs, sequence_length, stream
-from lninspect.hooks import capture
+from lninspect.corpus.aggregator import Aggregator
+from lninspect.corpus.reader import CorpusOptions, CorpusReader
+from lninspect.corpus.job import encoder, forward_kwargs, sequence_length, stream
+from lninspect.hooks.capture import capture
 from lninspect.jobs import require_norms
-from lninspect.loading import LoadedModel, load_model
+from lninspect.model.loading import LoadedModel, load_model
 
 GOAL = 0.95
 WORDS = ("the of and to in is that for it as with was on be by this are from at or an "

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from lninspect import capture
-from lninspect.loading import load_model
-from lninspect.text import SAMPLE_TEXT
+from lninspect.model.loading import load_model
+from lninspect.model.text import SAMPLE_TEXT
 
 
 def main(spec: str) -> None:
@@ -47,6 +47,6 @@ def main(spec: str) -> None:
 
 
 if __name__ == "__main__":
-    from lninspect.sources import default_model
+    from lninspect.model.sources import default_model
 
     main(sys.argv[1] if len(sys.argv) > 1 else default_model()[0])

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lninspect import capture
-from lninspect.render.tables import stats_table
+from lninspect.render.stats_tables import stats_table
 from rich.console import Console
 
 

@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 __all__ = ["capture", "find_norms", "StatsResult", "LninspectError"]
 
 _API = {
-    "capture": "lninspect.hooks",
-    "find_norms": "lninspect.discovery",
+    "capture": "lninspect.hooks.capture",
+    "find_norms": "lninspect.norms.discovery",
     "StatsResult": "lninspect.results",
     "LninspectError": "lninspect.errors",
 }

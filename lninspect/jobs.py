@@ -6,14 +6,14 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from lninspect.hooks import capture
-from lninspect.discovery import NormInfo, discover
+from lninspect.hooks.capture import capture
+from lninspect.norms.discovery import NormInfo, discover
 from lninspect.errors import LninspectError
-from lninspect.loading import LoadedModel, load_model
+from lninspect.model.loading import LoadedModel, load_model
 from lninspect.options import RunOptions, SpikeOptions
-from lninspect.params import param_grads
+from lninspect.hooks.params import param_grads
 from lninspect.results import GradsResult, InputInfo, NormsResult, StatsResult
-from lninspect.tokens import check_text, token_windows
+from lninspect.model.tokens import check_text, token_windows
 
 
 @dataclass

@@ -25,7 +25,7 @@ class RunOptions:
     seed: int = 0
     layers: tuple[int, ...] | None = None  # hook only these blocks' norms (None: every norm)
     stride: int | None = None  # windows over the whole text, one every `stride` tokens
-    device_map: str | None = None  # accelerate's device_map (lninspect.device_map); None: `device`
+    device_map: str | None = None  # accelerate's device_map (lninspect.model.device_map); None: `device`
     max_memory: str | None = None  # `cuda:0=20GiB,cpu=60GiB`, with device_map
 
 

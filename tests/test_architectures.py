@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from lninspect import capture
-from lninspect.discovery import NormInfo, discover, find_norms
+from lninspect.norms.discovery import NormInfo, discover, find_norms
 from lninspect.errors import LninspectError
-from lninspect.normprobe import measure
+from lninspect.norms.formula import measure_formula
 from lninspect.results import NormStats, StatsResult
 
 LAYERS, HIDDEN, HEADS, KV_HEADS, HEAD_DIM, VOCAB = 2, 32, 4, 2, 8, 128
@@ -397,7 +397,7 @@ def test_probe_reads_behaviour_not_names() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x / (x.square().mean(-1, keepdim=True) + self.eps).sqrt() * (1 + self.weight)
 
-    formula = measure(T5StyleLayerNorm(), 1e-6, None)
+    formula = measure_formula(T5StyleLayerNorm(), 1e-6, None)
     assert formula is not None
     assert (formula.kind, formula.weight_offset, formula.reduced_dims) == ("rmsnorm", 1.0, 1)
     info = find_norms(nn.Sequential(T5StyleLayerNorm()))[0]
@@ -405,7 +405,7 @@ def test_probe_reads_behaviour_not_names() -> None:
 
 
 def _fake_load(model: nn.Module) -> Callable:
-    from lninspect.loading import LoadedModel, Tokenizer
+    from lninspect.model.loading import LoadedModel, Tokenizer
     from lninspect.results import ModelInfo
 
     info = ModelInfo(name="fake", source="module", cls=type(model).__name__, dtype="float32",

@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from lninspect.aggregate import DENOMINATOR_EDGES, Aggregator
-from lninspect.aggregate_results import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
+from lninspect.corpus.aggregator import DENOMINATOR_EDGES, Aggregator
+from lninspect.results.aggregate import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
 from lninspect.cli import app
-from lninspect.corpus import CorpusOptions, CorpusReader, expand_files
-from lninspect.discovery import find_norms
+from lninspect.corpus.reader import CorpusOptions, CorpusReader, expand_files
+from lninspect.norms.discovery import find_norms
 from lninspect.errors import LninspectError
-from lninspect.hooks import capture
+from lninspect.hooks.capture import capture
 
 runner = CliRunner()
 LINES = ["the quick brown fox jumps over the lazy dog", "layer norm keeps every token steady",
@@ -256,7 +256,7 @@ def test_device_map_goes_through_accelerate(tiny_model_dir: Path, tmp_path: Path
 def test_progress_bar_shows_tokens_per_second_only_on_a_terminal():
     from rich.console import Console
 
-    from lninspect.progress import CorpusProgress
+    from lninspect.cli.progress import CorpusProgress
 
     for terminal, enabled, shown in ((True, True, True), (False, True, False),
                                      (True, False, False)):

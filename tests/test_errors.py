@@ -382,7 +382,8 @@ def test_a_read_only_folder_is_refused_before_the_run(tmp_path: Path):
 
 def test_ctrl_c_mid_run_exits_130_and_leaves_no_file(tiny_model_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch):
-    from lninspect import files, hooks
+    from lninspect import files
+    from lninspect.hooks import capture as hooks
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

@@ -16,15 +16,15 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.files import dump_json
-from lninspect.placement import build_model, measure, run_placement
-from lninspect.placement_results import (
+from lninspect.placement.experiment import build_model, measure_gradients, run_placement
+from lninspect.results.placement import (
     GRAD_KEYS,
     PLACEMENT_SCHEMA,
     PlacementConfig,
     PlacementResult,
 )
-from lninspect.render.placement import layers_figure, placement_report, sweep_figure
-from lninspect.render.tables import fmt
+from lninspect.render.placement_tables import layers_figure, placement_report, sweep_figure
+from lninspect.render.stats_tables import fmt
 
 # d >= 128 as the theory needs; 4 seeds of 4 x 128 random tokens; the same seeds everywhere.
 THEORY = PlacementConfig(layers=[6, 12], d_model=128, heads=4, seeds=4)
@@ -100,7 +100,7 @@ def test_measure_matches_a_plain_backward_and_the_residual_stream(placement: str
                              vocab_size=300)
     ids = torch.randint(300, (2, 17), generator=torch.Generator().manual_seed(1))
     model = build_model(config, placement, 2, torch.Generator().manual_seed(0))
-    loss, measured = measure(model, ids)
+    loss, measured = measure_gradients(model, ids)
 
     model.zero_grad()
     model.loss(ids).backward()  # no hooks this time

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lninspect.discovery import find_norms
-from lninspect.refgpt import GPT, LayerNorm, RefGPTConfig, RMSNorm
+from lninspect.norms.discovery import find_norms
+from lninspect.placement.refgpt import GPT, LayerNorm, RefGPTConfig, RMSNorm
 
 TINY = RefGPTConfig(vocab_size=64, context=16, layers=2, d_model=32, heads=4)
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lninspect import report
+from lninspect.render import report
 from lninspect.cli import app
 from lninspect.errors import LninspectError
-from lninspect.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
+from lninspect.render.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
 from lninspect.results import GradsResult
 
 runner = CliRunner()

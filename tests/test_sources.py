@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lninspect.errors import LninspectError
-from lninspect.sources import hub_answers, locate
+from lninspect.model.sources import hub_answers, locate
 
 ENV = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
 

@@ -14,7 +14,7 @@ from lninspect import capture
 from lninspect.cli import app
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
-from lninspect.spikes import ranks, spearman
+from lninspect.hooks.spikes import ranks, spearman
 
 D = 64
 

@@ -5,7 +5,7 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from lninspect.render.tables import fmt, header, nan_quantiles, short_names
+from lninspect.render.stats_tables import fmt, header, nan_quantiles, short_names
 from lninspect.results import GradsResult
 
 GROUPS = ("embed", "attn_in", "attn_out", "mlp_in", "mlp_out", "norm_weight", "norm_bias", "head",

@@ -5,7 +5,7 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from lninspect.render.tables import fmt, nan_quantiles, short_names, token_label
+from lninspect.render.stats_tables import fmt, nan_quantiles, short_names, token_label
 from lninspect.results import NormStats, Spike, StatsResult
 
 

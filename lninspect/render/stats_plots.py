@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from lninspect.render.figures import new_figure, save_figure
 from lninspect.render.grad_plots import figure_subtitle, norm_rows
-from lninspect.render.tables import nan_quantiles, short_names, token_label
+from lninspect.render.stats_tables import nan_quantiles, short_names, token_label
 from lninspect.results import NormStats, Spike, StatsResult
 
 STD_HEATMAP = "stats-std-heatmap.png"

@@ -23,7 +23,7 @@ from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.stats_plots import (STATS_FIGURES, largest_spike, residual_growth,
                                           save_stats_figures)
-from lninspect.render.tables import fmt, header, nan_quantiles, token_label
+from lninspect.render.stats_tables import fmt, header, nan_quantiles, token_label
 from lninspect.results import GradsResult
 
 REPORT_JSON = "report.json"

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lninspect.device_map import dispatched, from_pretrained_kwargs
+from lninspect.model.device_map import dispatched, from_pretrained_kwargs
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.options import is_device_name
 from lninspect.results import ModelInfo
-from lninspect.sources import ALTERNATIVES, default_model, hub_offline, locate
+from lninspect.model.sources import ALTERNATIVES, default_model, hub_offline, locate
 
 # The gpt2 family's shapes (n_embd, n_layer, n_head), so that random:gpt2* needs no download.
 GPT2_FAMILY = {
@@ -73,7 +73,7 @@ def load_model(
     """Load `spec` (hub id, directory, random:ARCH or tiny; None: the default) in eval mode.
 
     `device_map` (with `max_memory`) spreads the layers over devices through accelerate
-    (lninspect.device_map); `device` is then not used.
+    (lninspect.model.device_map); `device` is then not used.
 
     transformers' progress bars are switched off (lninspect keeps stderr for one-line
     notes); its warnings, e.g. about weights missing from a checkpoint, still show.

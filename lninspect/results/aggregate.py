@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lninspect.results import ModelInfo, NormDescription, WeightSummary, _to_plain
+from lninspect.results.stats import ModelInfo, NormDescription, WeightSummary, _to_plain
 
 AGGREGATE_SCHEMA = "lninspect.stats-aggregate/1"
 # The per-token statistics aggregated per position (lninspect.results.InputStats / OutputStats),

@@ -21,8 +21,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from lninspect.aggregate_results import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
-from lninspect.discovery import NormInfo
+from lninspect.results.aggregate import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
+from lninspect.norms.discovery import NormInfo
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 
 Tensor = torch.Tensor

@@ -5,7 +5,7 @@
     result = cap.result()
 
 The forward hook of each norm reduces its input and output to per-token numbers on the
-device (lninspect.reduce) and keeps no activation. With `grads=True` it also registers
+device (lninspect.hooks.reduce) and keeps no activation. With `grads=True` it also registers
 tensor hooks on the tensors of that call, so the backward pass records per-token gradient
 norms: dL/dy at the output, dL/dx through the norm alone (through an alias of x that only
 the norm sees) and dL/dx in total (x itself: the residual stream in a pre-LN block).
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lninspect.discovery import NormInfo, find_norms
+from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
-from lninspect.reduce import gather, gather_record, token_nonfinite, token_norm, token_stats
-from lninspect.spikes import collect_spikes, spike_metrics
+from lninspect.hooks.reduce import gather, gather_record, token_nonfinite, token_norm, token_stats
+from lninspect.hooks.spikes import collect_spikes, spike_metrics
 from lninspect.results import (
     GradStats,
     InputInfo,
@@ -191,7 +191,7 @@ def capture(
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
     `grads=True` also records gradient norms in the backward passes run inside the block;
-    `spikes` also records spike and order metrics (lninspect.spikes), at the cost of sorting.
+    `spikes` also records spike and order metrics (lninspect.hooks.spikes), at the cost of sorting.
     `eval_mode=True` switches off dropout while capturing; the flags are restored on exit.
     """
     norms = find_norms(model) if norms is None else list(norms)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lninspect.discovery import NormInfo, layer_index
+from lninspect.norms.discovery import NormInfo, layer_index
 from lninspect.results import ParamGrad
 
 # The leaf names of projections, by family (GPT-2, LLaMA, GPT-NeoX, OPT, Falcon, GPT-J, ...).

@@ -13,8 +13,8 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
-from lninspect.aggregate_results import AggregateResult
-from lninspect.render.aggregate_tables import ROLE_ORDER
+from lninspect.results.aggregate import AggregateResult
+from lninspect.render.corpus_tables import ROLE_ORDER
 from lninspect.render.figures import new_figure, save_figure
 
 STD_PER_POSITION = "corpus-std-per-position.png"

@@ -38,7 +38,7 @@ class Formula:
     eps: float | None  # measured eps; None when eps was given (or could not be measured)
 
 
-def measure(module: nn.Module, eps: float | None, reduced_dims: int | None) -> Formula | None:
+def measure_formula(module: nn.Module, eps: float | None, reduced_dims: int | None) -> Formula | None:
     """The formula `module` computes, or None when no candidate matches or it cannot run.
 
     `eps` is the module's own eps when it has one (then only the formula is measured);

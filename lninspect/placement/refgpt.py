@@ -6,7 +6,7 @@
 The norms are written from their formulas; their class names end in LayerNorm / RMSNorm
 so that lninspect's discovery finds them, and they are named `blocks.{i}.ln_1`,
 `blocks.{i}.ln_2` and `ln_f` as in GPT-2. Initialization is left to the caller
-(lninspect.placement); PyTorch's defaults apply until then.
+(lninspect.placement.experiment); PyTorch's defaults apply until then.
 """
 from __future__ import annotations
 

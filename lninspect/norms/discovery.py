@@ -4,10 +4,10 @@ Three steps, each checked against the module's behaviour rather than its name al
 
 1. Candidates: nn.LayerNorm / nn.RMSNorm, and leaf modules whose class name ends in
    LayerNorm / RMSNorm (custom norms: nanoGPT's, LlamaRMSNorm, OlmoLayerNorm, ...).
-2. What each computes (lninspect.normprobe): LayerNorm or RMSNorm, weight w or 1 + w
+2. What each computes (lninspect.norms.formula): LayerNorm or RMSNorm, weight w or 1 + w
    (Gemma), the axes it reduces; eps is read from the module (`eps`, `variance_epsilon`,
    ...) and measured when it keeps none (OLMo).
-3. Where each sits (lninspect.dataflow): one probe forward pass on a few token ids shows
+3. Where each sits (lninspect.norms.dataflow): one probe forward pass on a few token ids shows
    which sub-layers a norm feeds and whether its output joins the residual stream. Models
    the probe cannot run (no `config.vocab_size`, or the pass fails) fall back on module
    names, and `discover` says so in a one-line note.
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lninspect.dataflow import Flow, probe_input, sublayer_kind, trace
-from lninspect.normprobe import measure
+from lninspect.norms.dataflow import Flow, probe_input, sublayer_kind, trace
+from lninspect.norms.formula import measure_formula
 from lninspect.results import NormDescription, WeightSummary
 
 # Attribute names under which norm implementations keep their epsilon.
@@ -158,7 +158,7 @@ def _describe(name: str, module: nn.Module, modules: dict[str, nn.Module],
               flows: dict[str, Flow]) -> NormInfo:
     eps = _read_eps(module)
     stated = _stated_dims(module)
-    formula = measure(module, eps, stated)
+    formula = measure_formula(module, eps, stated)
     measured_eps = formula.eps if formula is not None else None
     layer = layer_index(name)
     role, placement = _place(name, layer, modules, flows)

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from lninspect.errors import LninspectError
-from lninspect.hooks import capture
-from lninspect.placement_results import (
+from lninspect.hooks.capture import capture
+from lninspect.results.placement import (
     GRAD_KEYS,
     NORM_KEYS,
     PLACEMENTS,
@@ -30,7 +30,7 @@ from lninspect.placement_results import (
     PlacementResult,
     PlacementRun,
 )
-from lninspect.refgpt import GPT, RefGPTConfig
+from lninspect.placement.refgpt import GPT, RefGPTConfig
 
 Measured = dict[str, dict[str, np.ndarray]]  # "grad_norm" | "input_std" | "input_ms" -> key -> (L,)
 GPT2_STD = 0.02  # GPT-2's weight std; its residual projections get 0.02 / sqrt(2L)
@@ -95,7 +95,7 @@ def initialize(model: GPT, init: str, generator: torch.Generator) -> None:
             nn.init.normal_(module.weight, std=std, generator=generator)
 
 
-def measure(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
+def measure_gradients(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
     """The loss, and per layer: gradient norms and norm-input statistics, for one batch."""
     model.zero_grad(set_to_none=True)
     with capture(model) as cap:
@@ -134,7 +134,7 @@ def _run(config: PlacementConfig, placement: str, layers: int,
         # Tokens first, from the same stream: every placement and depth sees the same batch,
         # and both placements of a seed get the same weights.
         ids = _random_ids(config, generator) if text_ids is None else text_ids
-        loss, measured = measure(build_model(config, placement, layers, generator), ids)
+        loss, measured = measure_gradients(build_model(config, placement, layers, generator), ids)
         losses.append(loss)
         per_seed.append(measured)
     mean = {name: _over_seeds(per_seed, name, np.mean) for name in per_seed[0]}

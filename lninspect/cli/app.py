@@ -1,4 +1,4 @@
-"""The `lninspect` command line: parse options, call lninspect.commands, report errors.
+"""The `lninspect` command line: parse options, call lninspect.cli.commands, report errors.
 
 Imports neither torch nor transformers, so that `lninspect --help` is instant; the
 commands import them when they run.
@@ -15,7 +15,7 @@ import typer
 from typer.exceptions import TyperException
 
 from lninspect import __version__
-from lninspect.console import Output
+from lninspect.cli.console import Output
 from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LninspectError
 from lninspect.options import RunOptions, is_device_name, parse_layers
 
@@ -101,7 +101,7 @@ QuietOpt = Annotated[bool, typer.Option(
 
 
 def _check_max_memory(value: Optional[str]) -> Optional[str]:
-    from lninspect.device_map import parse_max_memory
+    from lninspect.model.device_map import parse_max_memory
 
     try:
         parse_max_memory(value)
@@ -197,8 +197,8 @@ def stats(
     Over a corpus (several --file, a glob, --lines, --field, --seq-len, ...): per-position
     statistics aggregated while streaming; under torchrun each process runs its share.
     """
-    from lninspect import commands
-    from lninspect.corpus import CorpusOptions
+    from lninspect.cli import commands
+    from lninspect.corpus.reader import CorpusOptions
     from lninspect.options import SpikeOptions
 
     options = RunOptions(model, text, None, encoding, max_tokens, device, dtype.value, revision,
@@ -223,7 +223,7 @@ def norms(
     quiet: QuietOpt = False,
 ) -> None:
     """List the normalization modules found: kind, layer, role, eps and weight."""
-    from lninspect import commands
+    from lninspect.cli import commands
 
     options = RunOptions(model, device=device, dtype=dtype.value, revision=revision,
                          trust_remote_code=trust_remote_code)
@@ -270,7 +270,7 @@ def grads(
     quiet: QuietOpt = False,
 ) -> None:
     """Gradient norms on both sides of every normalization module, per token and per layer."""
-    from lninspect import commands
+    from lninspect.cli import commands
 
     _check_target(loss, target)
     options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
@@ -304,7 +304,7 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Stats, spikes and gradients in one run: every figure, the JSON and an index.html."""
-    from lninspect import commands
+    from lninspect.cli import commands
     from lninspect.options import SpikeOptions
 
     _check_target(loss, target)
@@ -365,8 +365,8 @@ def placement(
     quiet: QuietOpt = False,
 ) -> None:
     """Pre-LN vs post-LN gradient scales at initialization (Xiong et al. 2020, Theorem 1)."""
-    from lninspect import commands
-    from lninspect.placement_results import PlacementConfig
+    from lninspect.cli import commands
+    from lninspect.results.placement import PlacementConfig
 
     if d_model % heads:
         raise typer.BadParameter(f"{d_model} is not divisible by --heads {heads}",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lninspect.options import SpikeOptions
-from lninspect.reduce import gather, hidden_flat
+from lninspect.hooks.reduce import gather, hidden_flat
 from lninspect.results import AcrossToken, OrderStats, Spike
 
 Tensor = torch.Tensor

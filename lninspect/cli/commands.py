@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
 
-from lninspect.console import Output
+from lninspect.cli.console import Output
 from lninspect.files import check_folder, check_target, make_folder, write_json
 from lninspect.options import RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
-    from lninspect.corpus import CorpusOptions
-    from lninspect.placement_results import PlacementConfig
+    from lninspect.corpus.reader import CorpusOptions
+    from lninspect.results.placement import PlacementConfig
 
 
 def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_path: str | None,
@@ -32,7 +32,7 @@ def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_pa
     from lninspect.jobs import run_stats
     from lninspect.render.spike_tables import order_table, spikes_table
     from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
-    from lninspect.render.tables import stats_table
+    from lninspect.render.stats_tables import stats_table
 
     _check_outputs(json_path, png_folder, STATS_FIGURES, force)
     result = run_stats(options, spikes)
@@ -46,11 +46,11 @@ def corpus_stats(options: RunOptions, out: Output, corpus: CorpusOptions,
                  spikes: SpikeOptions | None, json_path: str | None, png_folder: Path | None,
                  force: bool) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
-    from lninspect.corpus_job import run_corpus_stats
-    from lninspect.distributed import world_from_env
-    from lninspect.progress import CorpusProgress
-    from lninspect.render.aggregate_plots import CORPUS_FIGURES, save_corpus_figures
-    from lninspect.render.aggregate_tables import aggregate_table, position_table
+    from lninspect.corpus.job import run_corpus_stats
+    from lninspect.corpus.distributed import world_from_env
+    from lninspect.cli.progress import CorpusProgress
+    from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
+    from lninspect.render.corpus_tables import aggregate_table, position_table
 
     _check_outputs(json_path, png_folder, CORPUS_FIGURES, force)
     world = world_from_env()
@@ -64,7 +64,7 @@ def corpus_stats(options: RunOptions, out: Output, corpus: CorpusOptions,
 def norms(options: RunOptions, out: Output, json_path: str | None, force: bool) -> None:
     """`lninspect norms`: the normalization modules found, with kind, layer, role and eps."""
     from lninspect.jobs import describe_norms
-    from lninspect.render.tables import norms_table
+    from lninspect.render.stats_tables import norms_table
 
     check_target(json_path, force)
     result = describe_norms(options)
@@ -87,8 +87,8 @@ def grads(options: RunOptions, out: Output, loss: str, target: str | None,
 def placement(options: RunOptions, out: Output, config: PlacementConfig, json_path: str | None,
               png_folder: Path | None, force: bool) -> None:
     """`lninspect placement`: pre-LN vs post-LN gradient scales at initialization."""
-    from lninspect.placement import run_placement
-    from lninspect.render.placement import figure_names, placement_report, save_placement_figures
+    from lninspect.placement.experiment import run_placement
+    from lninspect.render.placement_tables import figure_names, placement_report, save_placement_figures
 
     _check_outputs(json_path, png_folder, figure_names(config.layers), force)
     result = run_placement(config, options.text)
@@ -100,7 +100,7 @@ def report(options: RunOptions, out: Output, loss: str, target: str | None,
            spikes: SpikeOptions, folder: Path, force: bool) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
     from lninspect.jobs import run_grads
-    from lninspect.report import INDEX_HTML, check_report_folder, summary_table, write_report
+    from lninspect.render.report import INDEX_HTML, check_report_folder, summary_table, write_report
 
     check_report_folder(folder, force)
     result = run_grads(options, loss, target, spikes=spikes)

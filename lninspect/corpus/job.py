@@ -1,7 +1,7 @@
 """`lninspect stats` over a corpus: stream batches through the hooked model, aggregate as we go.
 
 load -> find norms -> for each batch: forward inside `capture`, drain the per-call records
-into an Aggregator (lninspect.aggregate) -> all-reduce across torchrun ranks -> result.
+into an Aggregator (lninspect.corpus.aggregator) -> all-reduce across torchrun ranks -> result.
 Nothing grows with the corpus: records are dropped after each batch.
 """
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lninspect.aggregate import Aggregator
-from lninspect.aggregate_results import AggregateResult, CorpusInfo, NormAggregate
-from lninspect.corpus import DEFAULT_SEQ_LEN, CorpusOptions, CorpusReader, Encode, expand_files
-from lninspect.distributed import World, process_group, rank_device, sum_ints, world_from_env
+from lninspect.corpus.aggregator import Aggregator
+from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
+from lninspect.corpus.reader import DEFAULT_SEQ_LEN, CorpusOptions, CorpusReader, Encode, expand_files
+from lninspect.corpus.distributed import World, process_group, rank_device, sum_ints, world_from_env
 from lninspect.errors import LninspectError
-from lninspect.hooks import capture
+from lninspect.hooks.capture import capture
 from lninspect.jobs import load, require_norms
-from lninspect.loading import LoadedModel, Tokenizer
+from lninspect.model.loading import LoadedModel, Tokenizer
 from lninspect.options import RunOptions, SpikeOptions
 
 # Called after each batch with (tokens run by this process, bytes read, bytes in all files).

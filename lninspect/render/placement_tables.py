@@ -12,9 +12,9 @@ from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
 
-from lninspect.placement_results import PlacementConfig, PlacementResult, growth_exponent
+from lninspect.results.placement import PlacementConfig, PlacementResult, growth_exponent
 from lninspect.render.figures import new_figure, save_figure
-from lninspect.render.tables import fmt
+from lninspect.render.stats_tables import fmt
 
 LAYERS_PNG = "placement-layers.png"
 SWEEP_PNG = "placement-sweep.png"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lninspect.errors import LninspectError
 
-BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_DIR = Path(__file__).parents[1] / "bundled"
 BUNDLED_NAMES = ("tiny",)
 RANDOM_PREFIX = "random:"
 DEFAULT_MODEL = "gpt2"

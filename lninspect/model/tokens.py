@@ -7,9 +7,9 @@ tokens, one starting every S tokens, each a sequence of its own.
 from __future__ import annotations
 
 from lninspect.errors import LninspectError
-from lninspect.loading import LoadedModel
+from lninspect.model.loading import LoadedModel
 from lninspect.options import RunOptions
-from lninspect.text import read_text
+from lninspect.model.text import read_text
 
 MARGIN = 16  # tokens read beyond the limit, so that the cut never falls in a partly read word
 CHARS_PER_TOKEN = 8  # a first guess, generous for most text; doubled while it falls short

@@ -1,0 +1,1 @@
+"""A corpus streamed through the hooked model: reader, aggregator, torchrun, the job."""

@@ -1,0 +1,1 @@
+"""Loading a model: where it comes from, transformers loading, devices, text and tokens."""

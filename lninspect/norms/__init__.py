@@ -1,0 +1,1 @@
+"""Finding normalization modules: what each computes, and where it sits in the model."""
