@@ -11,6 +11,7 @@ before it (model weights excluded), from torch.cuda's peak counter on CUDA, and 
 from the PyTorch profiler's allocation events. Goals: stats time <= 1.05, grads time
 <= 1.10, memory <= 1.05. Printed as ratios; never asserted in tests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,12 +92,17 @@ def make_runs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, Callable[[
             forward_backward()
         cap.result()
 
-    return {"bare forward": forward, "stats": stats, "bare forward+backward": forward_backward,
-            "grads": grads}
+    return {
+        "bare forward": forward,
+        "stats": stats,
+        "bare forward+backward": forward_backward,
+        "grads": grads,
+    }
 
 
-def measure(runs: dict[str, Callable[[], None]], device: torch.device,
-            repeats: int) -> dict[str, tuple[float, float]]:
+def measure(
+    runs: dict[str, Callable[[], None]], device: torch.device, repeats: int
+) -> dict[str, tuple[float, float]]:
     """(median seconds, peak bytes) per run; repeats interleave the runs to share drift."""
     for fn in runs.values():  # warm-up
         fn()
@@ -104,8 +110,9 @@ def measure(runs: dict[str, Callable[[], None]], device: torch.device,
     for _ in range(repeats):
         for name, fn in runs.items():
             times[name].append(timed(fn, device))
-    return {name: (statistics.median(times[name]), peak_bytes(fn, device))
-            for name, fn in runs.items()}
+    return {
+        name: (statistics.median(times[name]), peak_bytes(fn, device)) for name, fn in runs.items()
+    }
 
 
 def report(results: dict[str, tuple[float, float]]) -> None:
@@ -140,8 +147,10 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     vocab = loaded.model.config.vocab_size
     ids = torch.randint(0, vocab, (1, args.tokens), generator=generator).to(device)
-    print(f"{args.model} · {loaded.info.cls} · {args.dtype} on {device} · {args.tokens} tokens · "
-          f"{torch.get_num_threads()} threads · torch {torch.__version__}")
+    print(
+        f"{args.model} · {loaded.info.cls} · {args.dtype} on {device} · {args.tokens} tokens · "
+        f"{torch.get_num_threads()} threads · torch {torch.__version__}"
+    )
     report(measure(make_runs(loaded.model, ids), device, args.repeats))
 
 

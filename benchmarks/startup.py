@@ -6,6 +6,7 @@ Each run is a new interpreter, as a user's shell starts one; the median is print
 goals (--help under 0.3 s) and whether `import lninspect` / the CLI module pulled in torch
 or transformers (they must not). Printed only; never asserted in tests on time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ RUNS = {
     "lninspect stats --help": [sys.executable, "-m", "lninspect", "stats", "--help"],
 }
 HEAVY = ("torch", "transformers", "numpy", "matplotlib")
-PROBE = ("import sys; import lninspect.cli; "
-         "print(','.join(m for m in {heavy!r} if m in sys.modules))")
+PROBE = (
+    "import sys; import lninspect.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+)
 
 
 def wall_time(command: list[str]) -> float:
@@ -36,8 +38,12 @@ def wall_time(command: list[str]) -> float:
 
 def heavy_imports() -> str:
     """Which heavy packages `import lninspect.cli` imports (none, ideally)."""
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY)], check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.strip() or "none"
 
 

@@ -15,6 +15,7 @@ lninspect): TransformerLens 4's TransformerBridge over a copy of the same model,
 `run_with_cache` restricted to its LayerNorm hooks against its own bare forward, on the
 same batches. Printed only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,11 @@ from lninspect.jobs import require_norms
 from lninspect.model.loading import LoadedModel, load_model
 
 GOAL = 0.95
-WORDS = ("the of and to in is that for it as with was on be by this are from at or an "
-         "normalization layer token model residual stream attention block weight scale mean "
-         "variance language transformer output input hidden dimension sequence").split()
+WORDS = (
+    "the of and to in is that for it as with was on be by this are from at or an "
+    "normalization layer token model residual stream attention block weight scale mean "
+    "variance language transformer output input hidden dimension sequence"
+).split()
 
 
 def write_corpus(folder: Path, documents: int, words: int, seed: int = 0) -> list[Path]:
@@ -71,12 +74,18 @@ def timed(fn: Callable[[], int], device: torch.device) -> tuple[float, int]:
 def corpus_reader(loaded: LoadedModel, paths: list[Path], options: CorpusOptions) -> CorpusReader:
     """The reader that `lninspect stats --file` builds for this model."""
     eos = getattr(loaded.tokenizer.hf, "eos_token_id", None) if loaded.tokenizer.hf else None
-    return CorpusReader(paths, options, encoder(loaded.tokenizer), eos,
-                        loaded.model.config.vocab_size)
+    return CorpusReader(
+        paths, options, encoder(loaded.tokenizer), eos, loaded.model.config.vocab_size
+    )
 
 
-def make_runs(loaded: LoadedModel, paths: list[Path], options: CorpusOptions, seq_len: int,
-              batches: list[torch.Tensor]) -> dict[str, Callable[[], int]]:
+def make_runs(
+    loaded: LoadedModel,
+    paths: list[Path],
+    options: CorpusOptions,
+    seq_len: int,
+    batches: list[torch.Tensor],
+) -> dict[str, Callable[[], int]]:
     """The bare forward passes over `batches` and the lninspect corpus run that makes them."""
     model, device = loaded.model, loaded.device
     norms = require_norms(loaded)
@@ -102,12 +111,16 @@ def make_runs(loaded: LoadedModel, paths: list[Path], options: CorpusOptions, se
         aggregator.norm_results()
         return aggregator.tokens
 
-    return {"bare forward": bare, "capture hooks only": hooks_only,
-            "lninspect stats --file": lninspect}
+    return {
+        "bare forward": bare,
+        "capture hooks only": hooks_only,
+        "lninspect stats --file": lninspect,
+    }
 
 
-def peer_runs(loaded: LoadedModel, batches: list[torch.Tensor],
-              folder: Path) -> dict[str, Callable[[], int]]:
+def peer_runs(
+    loaded: LoadedModel, batches: list[torch.Tensor], folder: Path
+) -> dict[str, Callable[[], int]]:
     """TransformerLens 4 (TransformerBridge over a copy of the same HF model, eager attention as
     it requires): its bare forward, and run_with_cache restricted to its LayerNorm hooks."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -115,8 +128,9 @@ def peer_runs(loaded: LoadedModel, batches: list[torch.Tensor],
     model = copy.deepcopy(loaded.model)
     model.config.save_pretrained(folder)
     tokenizer = loaded.tokenizer.hf if loaded.tokenizer.hf is not None else _byte_tokenizer()
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=model, tokenizer=tokenizer,
-                                                 device=str(loaded.device))
+    bridge = TransformerBridge.boot_transformers(
+        str(folder), hf_model=model, tokenizer=tokenizer, device=str(loaded.device)
+    )
     ln_hooks = [name for name in bridge.hook_dict if ".ln" in name or name.startswith("ln_final")]
     tokens = sum(b.numel() for b in batches)
 
@@ -132,8 +146,10 @@ def peer_runs(loaded: LoadedModel, batches: list[torch.Tensor],
                 bridge.run_with_cache(ids, names_filter=lambda name: name in ln_hooks)
         return tokens
 
-    return {"TransformerLens bare forward": bare,
-            f"TransformerLens run_with_cache({len(ln_hooks)} LN hooks)": cached}
+    return {
+        "TransformerLens bare forward": bare,
+        f"TransformerLens run_with_cache({len(ln_hooks)} LN hooks)": cached,
+    }
 
 
 def _byte_tokenizer() -> Any:
@@ -147,8 +163,9 @@ def _byte_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=inner, eos_token=chr(0), unk_token=chr(0))
 
 
-def measure(runs: dict[str, Callable[[], int]], device: torch.device,
-            repeats: int) -> dict[str, float]:
+def measure(
+    runs: dict[str, Callable[[], int]], device: torch.device, repeats: int
+) -> dict[str, float]:
     """Median tokens/s per run; repeats interleave the runs so that they share the drift."""
     for fn in runs.values():  # warm-up
         fn()
@@ -167,8 +184,10 @@ def report(rates: dict[str, float]) -> None:
     ratio = rates["lninspect stats --file"] / rates["bare forward"]
     hooks = rates["capture hooks only"] / rates["bare forward"]
     print(f"\n{'capture hooks only / bare':<48}{hooks:>12.3f}")
-    print(f"{'lninspect / bare':<48}{ratio:>12.3f}   goal >= {GOAL}: "
-          f"{'ok' if ratio >= GOAL else 'MISSED'}")
+    print(
+        f"{'lninspect / bare':<48}{ratio:>12.3f}   goal >= {GOAL}: "
+        f"{'ok' if ratio >= GOAL else 'MISSED'}"
+    )
     cached = [name for name in rates if name.startswith("TransformerLens run_with_cache")]
     if cached:
         peer = rates[cached[0]] / rates["TransformerLens bare forward"]
@@ -192,15 +211,19 @@ def main() -> None:
     options = CorpusOptions(lines=True, batch_size=args.batch_size, max_sequences=args.sequences)
     with tempfile.TemporaryDirectory() as folder:
         paths = write_corpus(Path(folder), documents=4 * args.sequences, words=seq_len // 2)
-        batches = [torch.from_numpy(b).to(loaded.device) for b in
-                   corpus_reader(loaded, paths, options).batches(seq_len, options.batch)]
+        batches = [
+            torch.from_numpy(b).to(loaded.device)
+            for b in corpus_reader(loaded, paths, options).batches(seq_len, options.batch)
+        ]
         runs = make_runs(loaded, paths, options, seq_len, batches)
         if args.peer:
             peer_folder = Path(folder) / "peer"
             runs |= peer_runs(loaded, batches, peer_folder)
-        print(f"{args.model} · {loaded.info.cls} · {args.dtype} on {loaded.device} · "
-              f"{args.sequences} sequences x {seq_len} tokens, batches of {args.batch_size} · "
-              f"{torch.get_num_threads()} threads · torch {torch.__version__}")
+        print(
+            f"{args.model} · {loaded.info.cls} · {args.dtype} on {loaded.device} · "
+            f"{args.sequences} sequences x {seq_len} tokens, batches of {args.batch_size} · "
+            f"{torch.get_num_threads()} threads · torch {torch.__version__}"
+        )
         report(measure(runs, loaded.device, args.repeats))
 
 

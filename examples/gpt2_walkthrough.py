@@ -5,6 +5,7 @@ random weights (`random:gpt2`), so it runs offline. Each step prints what it sho
 
     .venv/bin/python examples/gpt2_walkthrough.py [MODEL]
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,19 +32,22 @@ def main(spec: str) -> None:
 
     # 3. The residual stream grows with depth: the median std at ln_1 layer by layer.
     ln_1 = [n for n in result.norms if n.role == "attn"]
-    print("median std at ln_1 per layer:",
-          " ".join(f"{np.median(n.input.std):.3g}" for n in ln_1))
+    print("median std at ln_1 per layer:", " ".join(f"{np.median(n.input.std):.3g}" for n in ln_1))
 
     # 4. The first token is special in trained GPT-2 (very large activations there).
     last = ln_1[-1].input
-    print(f"last ln_1: first token std {last.std[0, 0]:.3g}, others median "
-          f"{np.median(last.std[0, 1:]):.3g}; largest |x| {last.absmax.max():.3g} in dim "
-          f"{last.absmax_dim.flat[last.absmax.argmax()]}")
+    print(
+        f"last ln_1: first token std {last.std[0, 0]:.3g}, others median "
+        f"{np.median(last.std[0, 1:]):.3g}; largest |x| {last.absmax.max():.3g} in dim "
+        f"{last.absmax_dim.flat[last.absmax.argmax()]}"
+    )
 
     # 5. LayerNorm hands on a steady scale: the output std of ln_f per token.
     ln_f = result.norms[-1]
-    print(f"{ln_f.name}: output std median {np.median(ln_f.output.std):.3g}, "
-          f"input std median {np.median(ln_f.input.std):.3g}")
+    print(
+        f"{ln_f.name}: output std median {np.median(ln_f.output.std):.3g}, "
+        f"input std median {np.median(ln_f.input.std):.3g}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ reports per-token statistics without keeping a single activation.
 
     .venv/bin/python examples/gpt_block.py
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,9 @@ class Block(nn.Module):
         self.ln_1 = PlainLayerNorm()
         self.attn = nn.MultiheadAttention(d_model, n_head, batch_first=True)
         self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                 nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d_model)
         T = x.shape[1]
@@ -60,8 +62,9 @@ def main() -> None:
     Console(width=140).print(stats_table(result))
     ln_1 = result.norm("ln_1")
     print("per-token std at ln_1, sequence 0:", ln_1.input.std[0].round(2))
-    print("largest |x| at ln_1:", ln_1.input.absmax.max(), "in dimension",
-          ln_1.input.absmax_dim[0, 5])
+    print(
+        "largest |x| at ln_1:", ln_1.input.absmax.max(), "in dimension", ln_1.input.absmax_dim[0, 5]
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ The Python API, for notebooks and scripts:
 
 `import lninspect` stays light: torch is imported on first use of the API.
 """
+
 from __future__ import annotations
 
 from typing import Any

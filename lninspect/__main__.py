@@ -1,4 +1,5 @@
 """`python -m lninspect` runs the CLI."""
+
 from lninspect.cli import main
 
 main()

@@ -1,4 +1,5 @@
 """The one exception type for failures a user can cause or fix."""
+
 from __future__ import annotations
 
 # Documented exit codes (docs/errors.md).

@@ -1,4 +1,5 @@
 """Writing output files safely: never over a user's file without consent, never half-written."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The analysis jobs behind the CLI: load -> find norms -> capture -> result objects."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -34,11 +35,16 @@ def prepare(options: RunOptions) -> Prepared:
     all_norms = _require_norms(loaded)
     norms = _select_layers(loaded, all_norms, options.layers)
     windows = token_windows(loaded, options)
-    info = InputInfo(num_sequences=len(windows), num_tokens=sum(map(len, windows)),
-                     tokens=[loaded.tokenizer.pieces(w) for w in windows], token_ids=windows)
+    info = InputInfo(
+        num_sequences=len(windows),
+        num_tokens=sum(map(len, windows)),
+        tokens=[loaded.tokenizer.pieces(w) for w in windows],
+        token_ids=windows,
+    )
     input_ids = torch.tensor(windows, dtype=torch.long, device=loaded.device)
-    return Prepared(loaded=loaded, norms=norms, all_norms=all_norms, input_ids=input_ids,
-                    input=info)
+    return Prepared(
+        loaded=loaded, norms=norms, all_norms=all_norms, input_ids=input_ids, input=info
+    )
 
 
 def run_stats(options: RunOptions, spikes: SpikeOptions | None = None) -> StatsResult:
@@ -66,8 +72,12 @@ LOSSES = {
 }
 
 
-def run_grads(options: RunOptions, loss: str = "ce", target: str | None = None,
-              spikes: SpikeOptions | None = None) -> GradsResult:
+def run_grads(
+    options: RunOptions,
+    loss: str = "ce",
+    target: str | None = None,
+    spikes: SpikeOptions | None = None,
+) -> GradsResult:
     """Per-token gradient norms at every norm and every parameter's, from one backward pass.
 
     The model runs in eval mode (no dropout) with gradient checkpointing off, so each norm
@@ -80,7 +90,9 @@ def run_grads(options: RunOptions, loss: str = "ce", target: str | None = None,
         raise LninspectError("next-token loss needs at least 2 tokens of text")
     if _checkpointing(model):
         model.gradient_checkpointing_disable()
-        prepared.loaded.notes.append("gradient checkpointing switched off so that hooks fire once per module")
+        prepared.loaded.notes.append(
+            "gradient checkpointing switched off so that hooks fire once per module"
+        )
     model.zero_grad(set_to_none=True)
     losses = []
     with torch.enable_grad(), capture(model, prepared.norms, grads=True, spikes=spikes) as cap:
@@ -92,8 +104,9 @@ def run_grads(options: RunOptions, loss: str = "ce", target: str | None = None,
     params = param_grads(model, prepared.all_norms)
     model.zero_grad(set_to_none=True)
     base = {f.name: getattr(stats, f.name) for f in fields(StatsResult) if f.name != "schema"}
-    result = GradsResult(**base, loss=sum(losses) / len(losses), loss_kind=LOSSES[loss],
-                         params=params)
+    result = GradsResult(
+        **base, loss=sum(losses) / len(losses), loss_kind=LOSSES[loss], params=params
+    )
     return _finish(result, prepared, spikes)
 
 
@@ -126,15 +139,20 @@ def describe_norms(options: RunOptions) -> NormsResult:
     """The normalization modules of a model; nothing runs through it."""
     loaded = _load(options)
     norms = _require_norms(loaded)
-    return NormsResult(model=loaded.info, norms=[n.describe() for n in norms],
-                       notes=loaded.notes)
+    return NormsResult(model=loaded.info, norms=[n.describe() for n in norms], notes=loaded.notes)
 
 
 def _load(options: RunOptions) -> LoadedModel:
-    return load_model(options.model, revision=options.revision, device=options.device,
-                      dtype=options.dtype, trust_remote_code=options.trust_remote_code,
-                      seed=options.seed, device_map=options.device_map,
-                      max_memory=options.max_memory)
+    return load_model(
+        options.model,
+        revision=options.revision,
+        device=options.device,
+        dtype=options.dtype,
+        trust_remote_code=options.trust_remote_code,
+        seed=options.seed,
+        device_map=options.device_map,
+        max_memory=options.max_memory,
+    )
 
 
 def load(options: RunOptions) -> LoadedModel:
@@ -151,25 +169,31 @@ def _require_norms(loaded: LoadedModel) -> list[NormInfo]:
     """The model's norms; how they were found goes to the notes (generic discovery)."""
     found = discover(loaded.model)
     if not found.norms:
-        raise LninspectError(f"model '{loaded.info.name}' has no normalization module "
-                             "(no LayerNorm or RMSNorm found)")
+        raise LninspectError(
+            f"model '{loaded.info.name}' has no normalization module "
+            "(no LayerNorm or RMSNorm found)"
+        )
     loaded.notes.extend(found.notes)
     return found.norms
 
 
-def _select_layers(loaded: LoadedModel, norms: list[NormInfo],
-                   layers: tuple[int, ...] | None) -> list[NormInfo]:
+def _select_layers(
+    loaded: LoadedModel, norms: list[NormInfo], layers: tuple[int, ...] | None
+) -> list[NormInfo]:
     """The norms of the blocks in `layers` (all norms for None), checked against the model."""
     if layers is None:
         return norms
-    count = loaded.info.num_layers or 1 + max((n.layer for n in norms if n.layer is not None),
-                                              default=-1)
+    count = loaded.info.num_layers or 1 + max(
+        (n.layer for n in norms if n.layer is not None), default=-1
+    )
     if not count:
         raise LninspectError(f"model '{loaded.info.name}' has no layers to select with --layers")
     outside = [layer for layer in layers if layer >= count]
     if outside:
-        raise LninspectError(f"--layers {_ranges(outside)} is out of range: model "
-                             f"'{loaded.info.name}' has {count} layers (0-{count - 1})")
+        raise LninspectError(
+            f"--layers {_ranges(outside)} is out of range: model "
+            f"'{loaded.info.name}' has {count} layers (0-{count - 1})"
+        )
     chosen = [n for n in norms if n.layer in layers]
     if not chosen:
         raise LninspectError(f"no normalization module in --layers {_ranges(layers)}")
@@ -196,11 +220,17 @@ def _nonfinite(result: StatsResult) -> list[str]:
             counts.append((norm.grad.output_nonfinite, "output-gradient entries", ""))
         for count, what, why in counts:
             if count is not None and count.sum() > 0:
-                notes.append(f"{norm.name}: {int(count.sum())} non-finite {what} in "
-                             f"{int((count > 0).sum())} tokens{why}")
+                notes.append(
+                    f"{norm.name}: {int(count.sum())} non-finite {what} in "
+                    f"{int((count > 0).sum())} tokens{why}"
+                )
     return notes
 
 
 def _fired_twice(result: StatsResult) -> list[str]:
-    return [f"{n.name} ran {n.calls} times in {result.passes} forward passes: its arrays hold "
-            "every call" for n in result.norms if n.calls != result.passes]
+    return [
+        f"{n.name} ran {n.calls} times in {result.passes} forward passes: its arrays hold "
+        "every call"
+        for n in result.norms
+        if n.calls != result.passes
+    ]

@@ -1,4 +1,5 @@
 """Options shared by the analysis commands (plain data: importing this is cheap)."""
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,9 @@ class RunOptions:
     seed: int = 0
     layers: tuple[int, ...] | None = None  # hook only these blocks' norms (None: every norm)
     stride: int | None = None  # windows over the whole text, one every `stride` tokens
-    device_map: str | None = None  # accelerate's device_map (lninspect.model.device_map); None: `device`
+    device_map: str | None = (
+        None  # accelerate's device_map (lninspect.model.device_map); None: `device`
+    )
     max_memory: str | None = None  # `cuda:0=20GiB,cpu=60GiB`, with device_map
 
 
@@ -49,8 +52,9 @@ def parse_layers(value: str) -> tuple[int, ...]:
         if not first and last.strip():
             raise ValueError(f"'{part.strip()}' is negative: layers count from 0")
         if not (_digits(first) and (not dash or _digits(last))):
-            raise ValueError(f"'{value}' is not a list of layers such as 0,3,11 or 0-5 "
-                             "(layers count from 0)")
+            raise ValueError(
+                f"'{value}' is not a list of layers such as 0,3,11 or 0-5 (layers count from 0)"
+            )
         low, high = int(first), int(last) if dash else int(first)
         if low > high:
             raise ValueError(f"'{part.strip()}' is an empty range: write the lower layer first")

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny GPT-2 models built from a config, saved and loaded back offline."""
+
 from __future__ import annotations
 
 import os
@@ -23,20 +24,33 @@ def build_tokenizer(vocab_size: int = 280):
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                            show_progress=False)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
-                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    bpe.train_from_iterator(
+        CORPUS, vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
 
 
-def tiny_gpt2(n_layer: int = 2, n_embd: int = 32, n_positions: int = 64, seed: int = 0,
-              vocab_size: int = 300):
+def tiny_gpt2(
+    n_layer: int = 2, n_embd: int = 32, n_positions: int = 64, seed: int = 0, vocab_size: int = 300
+):
     """A randomly initialised GPT2LMHeadModel small enough for unit tests."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=4, n_positions=n_positions,
-                        vocab_size=vocab_size, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=4,
+        n_positions=n_positions,
+        vocab_size=vocab_size,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():  # non-trivial norm weights, so the affine step is really tested
         for name, param in model.named_parameters():

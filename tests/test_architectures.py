@@ -6,6 +6,7 @@ architecture, not taken from discovery. Statistics are checked by recomputing ev
 output from them, gradient norms against autograd, both through independent hooks that
 keep the full tensors (tests only).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,9 +36,12 @@ PRE_LN = [("ln_1", "attn", "pre"), ("ln_2", "mlp", "pre")]
 LLAMA = [("input_layernorm", "attn", "pre"), ("post_attention_layernorm", "mlp", "pre")]
 PARALLEL = [("input_layernorm", "attn+mlp", "pre")]
 QK = [("self_attn.q_norm", "qk", "pre"), ("self_attn.k_norm", "qk", "pre")]
-SANDWICH = [("input_layernorm", "attn", "pre"), ("post_attention_layernorm", "attn", "post"),
-            ("pre_feedforward_layernorm", "mlp", "pre"),
-            ("post_feedforward_layernorm", "mlp", "post")]
+SANDWICH = [
+    ("input_layernorm", "attn", "pre"),
+    ("post_attention_layernorm", "attn", "post"),
+    ("pre_feedforward_layernorm", "mlp", "pre"),
+    ("post_feedforward_layernorm", "mlp", "post"),
+]
 FINAL = [("norm", "final", "pre")]
 LN_F = [("ln_f", "final", "pre")]
 
@@ -66,83 +70,178 @@ def _t():
 
 def _decoder(cls: str, **extra: Any) -> Callable[[], Any]:
     """A LLaMA-style config: num_hidden_layers, hidden_size, ... (most families)."""
-    shape = dict(num_hidden_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS,
-                 intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=64)
+    shape = dict(
+        num_hidden_layers=LAYERS,
+        hidden_size=HIDDEN,
+        num_attention_heads=HEADS,
+        intermediate_size=64,
+        vocab_size=VOCAB,
+        max_position_embeddings=64,
+    )
     return lambda: getattr(_t(), cls)(**{**shape, **extra})
 
 
 def _gpt2_style(cls: str, **extra: Any) -> Callable[[], Any]:
-    shape = dict(n_layer=LAYERS, n_embd=HIDDEN, n_head=HEADS, vocab_size=VOCAB, n_positions=64,
-                 layer_norm_epsilon=EPS)
+    shape = dict(
+        n_layer=LAYERS,
+        n_embd=HIDDEN,
+        n_head=HEADS,
+        vocab_size=VOCAB,
+        n_positions=64,
+        layer_norm_epsilon=EPS,
+    )
     return lambda: getattr(_t(), cls)(**{**shape, **extra})
 
 
 GQA = dict(num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM, rms_norm_eps=EPS)
-STABLELM_QK = [*[(f"self_attn.q_layernorm.norms.{h}", "qk", "pre") for h in range(HEADS)],
-               *[(f"self_attn.k_layernorm.norms.{h}", "qk", "pre") for h in range(KV_HEADS)]]
+STABLELM_QK = [
+    *[(f"self_attn.q_layernorm.norms.{h}", "qk", "pre") for h in range(HEADS)],
+    *[(f"self_attn.k_layernorm.norms.{h}", "qk", "pre") for h in range(KV_HEADS)],
+]
 FAMILIES = {
     "gpt2": Family(_gpt2_style("GPT2Config"), PRE_LN, LN_F),
-    "gpt_neo": Family(lambda: _t().GPTNeoConfig(
-        num_layers=LAYERS, hidden_size=HIDDEN, num_heads=HEADS, vocab_size=VOCAB,
-        max_position_embeddings=64, attention_types=[[["global", "local"], 1]], window_size=4,
-        layer_norm_epsilon=EPS), PRE_LN, LN_F),
+    "gpt_neo": Family(
+        lambda: _t().GPTNeoConfig(
+            num_layers=LAYERS,
+            hidden_size=HIDDEN,
+            num_heads=HEADS,
+            vocab_size=VOCAB,
+            max_position_embeddings=64,
+            attention_types=[[["global", "local"], 1]],
+            window_size=4,
+            layer_norm_epsilon=EPS,
+        ),
+        PRE_LN,
+        LN_F,
+    ),
     "gptj": Family(_gpt2_style("GPTJConfig", rotary_dim=4), [("ln_1", "attn+mlp", "pre")], LN_F),
-    "gpt_neox": Family(_decoder("GPTNeoXConfig", layer_norm_eps=EPS), LLAMA,
-                       [("final_layer_norm", "final", "pre")]),
-    "opt": Family(lambda: _t().OPTConfig(
-        num_hidden_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS, ffn_dim=64,
-        vocab_size=VOCAB, max_position_embeddings=64, word_embed_proj_dim=HIDDEN),
+    "gpt_neox": Family(
+        _decoder("GPTNeoXConfig", layer_norm_eps=EPS), LLAMA, [("final_layer_norm", "final", "pre")]
+    ),
+    "opt": Family(
+        lambda: _t().OPTConfig(
+            num_hidden_layers=LAYERS,
+            hidden_size=HIDDEN,
+            num_attention_heads=HEADS,
+            ffn_dim=64,
+            vocab_size=VOCAB,
+            max_position_embeddings=64,
+            word_embed_proj_dim=HIDDEN,
+        ),
         [("self_attn_layer_norm", "attn", "pre"), ("final_layer_norm", "mlp", "pre")],
-        [("final_layer_norm", "final", "pre")], eps=1e-5),  # nn.LayerNorm's default
-    "opt_post_ln": Family(lambda: _t().OPTConfig(  # OPT-350m: the original post-LN order
-        num_hidden_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS, ffn_dim=64,
-        vocab_size=VOCAB, max_position_embeddings=64, word_embed_proj_dim=HIDDEN,
-        do_layer_norm_before=False),
-        [("self_attn_layer_norm", "attn", "post"), ("final_layer_norm", "mlp", "post")], [],
-        eps=1e-5),
-    "bloom": Family(lambda: _t().BloomConfig(
-        n_layer=LAYERS, hidden_size=HIDDEN, n_head=HEADS, vocab_size=VOCAB,
-        layer_norm_epsilon=EPS), LLAMA,
-        [("word_embeddings_layernorm", "embed", "post"), ("ln_f", "final", "pre")]),
-    "falcon": Family(lambda: _t().FalconConfig(
-        num_hidden_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS,
-        vocab_size=VOCAB, layer_norm_epsilon=EPS), PARALLEL, LN_F),
-    "falcon_new_arch": Family(lambda: _t().FalconConfig(
-        num_hidden_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS,
-        vocab_size=VOCAB, layer_norm_epsilon=EPS, new_decoder_architecture=True,
-        num_kv_heads=KV_HEADS), [("ln_attn", "attn", "pre"), ("ln_mlp", "mlp", "pre")], LN_F),
-    "phi": Family(_decoder("PhiConfig", layer_norm_eps=EPS), PARALLEL,
-                  [("final_layernorm", "final", "pre")]),
+        [("final_layer_norm", "final", "pre")],
+        eps=1e-5,
+    ),  # nn.LayerNorm's default
+    "opt_post_ln": Family(
+        lambda: _t().OPTConfig(  # OPT-350m: the original post-LN order
+            num_hidden_layers=LAYERS,
+            hidden_size=HIDDEN,
+            num_attention_heads=HEADS,
+            ffn_dim=64,
+            vocab_size=VOCAB,
+            max_position_embeddings=64,
+            word_embed_proj_dim=HIDDEN,
+            do_layer_norm_before=False,
+        ),
+        [("self_attn_layer_norm", "attn", "post"), ("final_layer_norm", "mlp", "post")],
+        [],
+        eps=1e-5,
+    ),
+    "bloom": Family(
+        lambda: _t().BloomConfig(
+            n_layer=LAYERS,
+            hidden_size=HIDDEN,
+            n_head=HEADS,
+            vocab_size=VOCAB,
+            layer_norm_epsilon=EPS,
+        ),
+        LLAMA,
+        [("word_embeddings_layernorm", "embed", "post"), ("ln_f", "final", "pre")],
+    ),
+    "falcon": Family(
+        lambda: _t().FalconConfig(
+            num_hidden_layers=LAYERS,
+            hidden_size=HIDDEN,
+            num_attention_heads=HEADS,
+            vocab_size=VOCAB,
+            layer_norm_epsilon=EPS,
+        ),
+        PARALLEL,
+        LN_F,
+    ),
+    "falcon_new_arch": Family(
+        lambda: _t().FalconConfig(
+            num_hidden_layers=LAYERS,
+            hidden_size=HIDDEN,
+            num_attention_heads=HEADS,
+            vocab_size=VOCAB,
+            layer_norm_epsilon=EPS,
+            new_decoder_architecture=True,
+            num_kv_heads=KV_HEADS,
+        ),
+        [("ln_attn", "attn", "pre"), ("ln_mlp", "mlp", "pre")],
+        LN_F,
+    ),
+    "phi": Family(
+        _decoder("PhiConfig", layer_norm_eps=EPS), PARALLEL, [("final_layernorm", "final", "pre")]
+    ),
     "phi3": Family(_decoder("Phi3Config", rms_norm_eps=EPS, pad_token_id=0), LLAMA, FINAL),
     "llama": Family(_decoder("LlamaConfig", **GQA), LLAMA, FINAL),
     "mistral": Family(_decoder("MistralConfig", **GQA), LLAMA, FINAL),
-    "qwen2": Family(_decoder("Qwen2Config", num_key_value_heads=KV_HEADS, rms_norm_eps=EPS),
-                    LLAMA, FINAL),
-    "qwen3": Family(_decoder("Qwen3Config", **GQA), QK + LLAMA, FINAL, shapes={
-        "self_attn.q_norm": (B, T, HEADS), "self_attn.k_norm": (B, T, KV_HEADS)}),
+    "qwen2": Family(
+        _decoder("Qwen2Config", num_key_value_heads=KV_HEADS, rms_norm_eps=EPS), LLAMA, FINAL
+    ),
+    "qwen3": Family(
+        _decoder("Qwen3Config", **GQA),
+        QK + LLAMA,
+        FINAL,
+        shapes={"self_attn.q_norm": (B, T, HEADS), "self_attn.k_norm": (B, T, KV_HEADS)},
+    ),
     "gemma": Family(_decoder("GemmaConfig", **GQA), LLAMA, FINAL, weight_offset=1.0),
     "gemma2": Family(_decoder("Gemma2Config", **GQA), SANDWICH, FINAL, weight_offset=1.0),
-    "gemma3": Family(_decoder("Gemma3TextConfig", **GQA), QK + SANDWICH, FINAL,
-                     weight_offset=1.0, shapes={"self_attn.q_norm": (B, HEADS, T)}),  # after
-                     # the transpose to (batch, heads, tokens, head_dim)
+    "gemma3": Family(
+        _decoder("Gemma3TextConfig", **GQA),
+        QK + SANDWICH,
+        FINAL,
+        weight_offset=1.0,
+        shapes={"self_attn.q_norm": (B, HEADS, T)},
+    ),  # after
+    # the transpose to (batch, heads, tokens, head_dim)
     "olmo": Family(_decoder("OlmoConfig"), LLAMA, FINAL, eps=1e-5),  # eps only in the code
-    "olmo2": Family(_decoder("Olmo2Config", rms_norm_eps=EPS),
-                    [*QK, ("post_attention_layernorm", "attn", "post"),
-                     ("post_feedforward_layernorm", "mlp", "post")], FINAL,
-                    shapes={"self_attn.q_norm": (B, T)}),  # over the whole q projection
+    "olmo2": Family(
+        _decoder("Olmo2Config", rms_norm_eps=EPS),
+        [
+            *QK,
+            ("post_attention_layernorm", "attn", "post"),
+            ("post_feedforward_layernorm", "mlp", "post"),
+        ],
+        FINAL,
+        shapes={"self_attn.q_norm": (B, T)},
+    ),  # over the whole q projection
     "gpt_bigcode": Family(_gpt2_style("GPTBigCodeConfig"), PRE_LN, LN_F),
-    "stablelm": Family(_decoder("StableLmConfig", num_key_value_heads=KV_HEADS,
-                                layer_norm_eps=EPS, qk_layernorm=True),
-                       STABLELM_QK + LLAMA, FINAL,
-                       shapes={"self_attn.q_layernorm.norms.0": (B, 1, T)}),  # one head's slice
-    "cohere": Family(_decoder("CohereConfig", layer_norm_eps=EPS, use_qk_norm=True),
-                     QK + PARALLEL, FINAL, shapes={"self_attn.q_norm": (B, T, HEADS)}),
+    "stablelm": Family(
+        _decoder(
+            "StableLmConfig", num_key_value_heads=KV_HEADS, layer_norm_eps=EPS, qk_layernorm=True
+        ),
+        STABLELM_QK + LLAMA,
+        FINAL,
+        shapes={"self_attn.q_layernorm.norms.0": (B, 1, T)},
+    ),  # one head's slice
+    "cohere": Family(
+        _decoder("CohereConfig", layer_norm_eps=EPS, use_qk_norm=True),
+        QK + PARALLEL,
+        FINAL,
+        shapes={"self_attn.q_norm": (B, T, HEADS)},
+    ),
 }
 
 
 def rel_err(got: np.ndarray | torch.Tensor, want: torch.Tensor) -> float:
-    got = torch.as_tensor(np.asarray(got, dtype=np.float64)) if not isinstance(
-        got, torch.Tensor) else got.detach().double()
+    got = (
+        torch.as_tensor(np.asarray(got, dtype=np.float64))
+        if not isinstance(got, torch.Tensor)
+        else got.detach().double()
+    )
     want = want.detach().double()
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
@@ -155,10 +254,16 @@ class FullTensors:
         self.outputs: dict[str, torch.Tensor] = {}
         self.handles = []
         for info in norms:  # prepend: see x before capture's alias replaces it
-            self.handles.append(info.module.register_forward_pre_hook(
-                self._keep(self.inputs, info.name, lambda args: args[0]), prepend=True))
-            self.handles.append(info.module.register_forward_hook(
-                self._keep(self.outputs, info.name, lambda out: out)))
+            self.handles.append(
+                info.module.register_forward_pre_hook(
+                    self._keep(self.inputs, info.name, lambda args: args[0]), prepend=True
+                )
+            )
+            self.handles.append(
+                info.module.register_forward_hook(
+                    self._keep(self.outputs, info.name, lambda out: out)
+                )
+            )
 
     def _keep(self, store: dict[str, torch.Tensor], name: str, pick: Callable) -> Callable:
         def hook(module: nn.Module, args: tuple, *output: Any) -> None:
@@ -166,6 +271,7 @@ class FullTensors:
             if tensor.requires_grad:
                 tensor.retain_grad()
             store[name] = tensor
+
         return hook
 
     def close(self) -> None:
@@ -193,7 +299,7 @@ def inner_path(norm: NormInfo) -> str:
     parts = norm.name.split(".")
     if norm.layer is None:
         return parts[-1]
-    return ".".join(parts[parts.index(str(norm.layer)) + 1:])
+    return ".".join(parts[parts.index(str(norm.layer)) + 1 :])
 
 
 def found_layout(norms: list[NormInfo]) -> set[tuple[int | None, str, str, str]]:
@@ -201,8 +307,9 @@ def found_layout(norms: list[NormInfo]) -> set[tuple[int | None, str, str, str]]
     return {(n.layer, inner_path(n), n.role, n.placement) for n in norms}
 
 
-def run_with_grads(model: nn.Module, norms: list[NormInfo], ids: torch.Tensor,
-                   **kwargs: Any) -> tuple[StatsResult, FullTensors]:
+def run_with_grads(
+    model: nn.Module, norms: list[NormInfo], ids: torch.Tensor, **kwargs: Any
+) -> tuple[StatsResult, FullTensors]:
     full = FullTensors(norms)
     try:
         with capture(model, norms, grads=True) as cap:
@@ -260,6 +367,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Pat
             path = tmp_path_factory.mktemp(name)
             cache[name] = path, build(FAMILIES[name], path)
         return cache[name]
+
     return get
 
 
@@ -285,7 +393,8 @@ def test_family(name: str, saved: Callable) -> None:
         assert result.norm(info.name).input.mean.shape == shape
     back = StatsResult.from_json(result.to_json())
     assert [(n.kind, n.role, n.placement) for n in back.norms] == [
-        (n.kind, n.role, n.placement) for n in norms]
+        (n.kind, n.role, n.placement) for n in norms
+    ]
 
 
 @pytest.mark.parametrize("name", ["gemma2", "stablelm", "bloom"])
@@ -301,8 +410,11 @@ def test_norms_command_prints_the_tree(name: str, saved: Callable) -> None:
     shown = CliRunner().invoke(app, ["norms", str(path), "--device", "cpu"], env=env)
     assert shown.exit_code == 0, shown.output
     assert "placement" in shown.stdout and "\n  " in shown.stdout  # blocks as headings
-    doc = json.loads(CliRunner().invoke(app, ["norms", str(path), "--device", "cpu", "--json",
-                                              "-"], env=env).stdout)
+    doc = json.loads(
+        CliRunner()
+        .invoke(app, ["norms", str(path), "--device", "cpu", "--json", "-"], env=env)
+        .stdout
+    )
     assert len(doc["norms"]) == FAMILIES[name].count
     assert {d["placement"] for d in doc["norms"]} <= {"pre", "post"}
     assert all(d["kind"] in ("layernorm", "rmsnorm") for d in doc["norms"])
@@ -337,8 +449,10 @@ class Stage(nn.Module):
     def __init__(self, d: int) -> None:
         super().__init__()
         self.pre_mix, self.token_mixer = MyFancyRMSNorm(d), FancyAttention(d)
-        self.pre_channel, self.channel_ffn = MyFancyRMSNorm(d), nn.Sequential(
-            nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.pre_channel, self.channel_ffn = (
+            MyFancyRMSNorm(d),
+            nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.token_mixer(self.pre_mix(x))
@@ -350,8 +464,12 @@ class FancyLM(nn.Module):
         super().__init__()
         self.config = SimpleNamespace(vocab_size=vocab, model_type="fancy")
         self.embed = nn.Embedding(vocab, d)
-        self.trunk = nn.ModuleDict({"stages": nn.ModuleList(Stage(d) for _ in range(stages)),
-                                    "out_norm": MyFancyRMSNorm(d)})
+        self.trunk = nn.ModuleDict(
+            {
+                "stages": nn.ModuleList(Stage(d) for _ in range(stages)),
+                "out_norm": MyFancyRMSNorm(d),
+            }
+        )
         self.unembed = nn.Linear(d, vocab)
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
@@ -371,9 +489,12 @@ def test_unknown_architecture_works_with_a_note() -> None:
     assert len(found.notes) == 1 and "generic discovery" in found.notes[0]
     assert "probe forward pass" in found.notes[0]
     assert [(n.layer, n.role, n.placement, n.kind) for n in found.norms] == [
-        (0, "attn", "pre", "rmsnorm"), (0, "mlp", "pre", "rmsnorm"),
-        (1, "attn", "pre", "rmsnorm"), (1, "mlp", "pre", "rmsnorm"),
-        (None, "final", "pre", "rmsnorm")]
+        (0, "attn", "pre", "rmsnorm"),
+        (0, "mlp", "pre", "rmsnorm"),
+        (1, "attn", "pre", "rmsnorm"),
+        (1, "mlp", "pre", "rmsnorm"),
+        (None, "final", "pre", "rmsnorm"),
+    ]
     assert all(n.eps == pytest.approx(3e-6, rel=1e-2) and n.eps_known for n in found.norms)
     result, full = run_with_grads(model, found.norms, IDS % 64)
     check_exact(result, full, found.norms)
@@ -408,10 +529,12 @@ def _fake_load(model: nn.Module) -> Callable:
     from lninspect.model.loading import LoadedModel, Tokenizer
     from lninspect.results import ModelInfo
 
-    info = ModelInfo(name="fake", source="module", cls=type(model).__name__, dtype="float32",
-                     device="cpu")
-    return lambda *args, **kwargs: LoadedModel(model=model, tokenizer=Tokenizer(None), info=info,
-                                               context=None)
+    info = ModelInfo(
+        name="fake", source="module", cls=type(model).__name__, dtype="float32", device="cpu"
+    )
+    return lambda *args, **kwargs: LoadedModel(
+        model=model, tokenizer=Tokenizer(None), info=info, context=None
+    )
 
 
 def test_model_without_norms_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
 """The capture core against independent references: native_layer_norm, autograd, the module."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,13 +30,17 @@ class FullTensors:
         for name, module in model.named_modules():
             if isinstance(module, nn.LayerNorm):
                 # prepend: see the input before any other hook (capture's alias) replaces it
-                self.handles.append(module.register_forward_pre_hook(
-                    self._keep_input(name), prepend=True))
-                self.handles.append(module.register_forward_hook(self._keep_output(name, retain_grad)))
+                self.handles.append(
+                    module.register_forward_pre_hook(self._keep_input(name), prepend=True)
+                )
+                self.handles.append(
+                    module.register_forward_hook(self._keep_output(name, retain_grad))
+                )
 
     def _keep_input(self, name: str):
         def hook(module, args):
             self.inputs[name] = args[0]
+
         return hook
 
     def _keep_output(self, name: str, retain_grad: bool):
@@ -43,6 +48,7 @@ class FullTensors:
             self.outputs[name] = output
             if retain_grad and output.requires_grad:
                 output.retain_grad()
+
         return hook
 
     def close(self) -> None:
@@ -67,8 +73,9 @@ def test_mean_and_std_equal_native_layer_norm(tiny_model):
     for norm in result.norms:
         module = tiny_model.get_submodule(norm.name)
         x = full.inputs[norm.name]
-        _, mean, rstd = torch.native_layer_norm(x, module.normalized_shape, module.weight,
-                                                module.bias, module.eps)
+        _, mean, rstd = torch.native_layer_norm(
+            x, module.normalized_shape, module.weight, module.bias, module.eps
+        )
         assert norm.input.mean.shape == (3, 17)
         assert rel_err(norm.input.mean, mean.squeeze(-1)) < RTOL
         assert rel_err(norm.input.std, 1 / rstd.squeeze(-1)) < RTOL
@@ -188,7 +195,8 @@ def test_plain_module_and_user_layernorm_without_affine():
     assert rel_err(result.norms[0].input.std, 1 / rstd.squeeze(-1)) < RTOL
     assert result.norms[0].output.std == pytest.approx(
         h.var(-1, correction=0).div(h.var(-1, correction=0) + 1e-3).sqrt().detach().numpy(),
-        rel=1e-5)
+        rel=1e-5,
+    )
 
 
 def test_bfloat16_model_statistics_in_float32():

@@ -1,4 +1,5 @@
 """`lninspect stats` and `lninspect norms` end to end, through the CLI, offline."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,15 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
     assert "h.0.ln_1" in result.stdout and "attn" in result.stdout
     doc = json.loads(path.read_text())
     assert doc["schema"] == "lninspect.stats/1"
-    assert set(doc["model"]) >= {"name", "source", "class", "dtype", "device", "num_layers",
-                                 "hidden_size"}
+    assert set(doc["model"]) >= {
+        "name",
+        "source",
+        "class",
+        "dtype",
+        "device",
+        "num_layers",
+        "hidden_size",
+    }
     assert doc["model"]["source"] == "local" and doc["model"]["class"] == "GPT2LMHeadModel"
     assert doc["input"]["num_sequences"] == 1
     n = doc["input"]["num_tokens"]
@@ -40,8 +48,17 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
     assert "".join(doc["input"]["tokens"][0]) == TEXT
     assert [d["role"] for d in doc["norms"]] == ["attn", "mlp", "attn", "mlp", "final"]
     first = doc["norms"][0]
-    assert set(first) >= {"name", "type", "kind", "layer", "role", "eps", "input", "output",
-                          "weight"}
+    assert set(first) >= {
+        "name",
+        "type",
+        "kind",
+        "layer",
+        "role",
+        "eps",
+        "input",
+        "output",
+        "weight",
+    }
     assert set(first["input"]) == {"mean", "std", "rms", "absmax", "absmax_dim", "nonfinite"}
     assert np.shape(first["input"]["std"]) == (1, n)
     assert set(first["weight"]) == {"mean", "std", "min", "max", "negative"}
@@ -73,9 +90,12 @@ def test_norms_lists_modules_and_roles(tiny_model_dir: Path):
     doc = json.loads(result.stdout)
     assert doc["schema"] == "lninspect.norms/1"
     assert [(d["name"], d["layer"], d["role"]) for d in doc["norms"]] == [
-        ("transformer.h.0.ln_1", 0, "attn"), ("transformer.h.0.ln_2", 0, "mlp"),
-        ("transformer.h.1.ln_1", 1, "attn"), ("transformer.h.1.ln_2", 1, "mlp"),
-        ("transformer.ln_f", None, "final")]
+        ("transformer.h.0.ln_1", 0, "attn"),
+        ("transformer.h.0.ln_2", 0, "mlp"),
+        ("transformer.h.1.ln_1", 1, "attn"),
+        ("transformer.h.1.ln_2", 1, "mlp"),
+        ("transformer.ln_f", None, "final"),
+    ]
     table = invoke("norms", str(tiny_model_dir))
     assert "ln_f" in table.stdout and "layernorm" in table.stdout
 
@@ -101,11 +121,14 @@ def test_notes_say_truncation(tiny_model_dir: Path):
     assert "kept the first 3 (--max-tokens)" in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--text", ""], "the text is empty"),
-    (["--file", "no-such-file.txt"], "does not exist"),
-    (["--text", "a", "--file", "x.txt"], "either --text or --file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--text", ""], "the text is empty"),
+        (["--file", "no-such-file.txt"], "does not exist"),
+        (["--text", "a", "--file", "x.txt"], "either --text or --file"),
+    ],
+)
 def test_bad_text_is_one_line_and_exit_2(tiny_model_dir: Path, args: list[str], message: str):
     result = invoke("stats", str(tiny_model_dir), *args)
     assert result.exit_code == 2
@@ -128,8 +151,11 @@ def test_existing_json_is_not_overwritten_without_force(tiny_model_dir: Path, tm
 
 def test_uncached_hub_id_offline_fails_fast(tmp_path: Path):
     started = time.monotonic()
-    result = runner.invoke(app, ["stats", "no-such-org/no-such-model", "--text", "hi"],
-                           env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
+    result = runner.invoke(
+        app,
+        ["stats", "no-such-org/no-such-model", "--text", "hi"],
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)},
+    )
     assert result.exit_code == 2
     assert "not in the Hugging Face cache" in result.stderr and "random:gpt2" in result.stderr
     assert time.monotonic() - started < 10
@@ -142,29 +168,43 @@ def test_invalid_options_are_refused_before_loading():
 
 
 def test_help_imports_neither_torch_nor_transformers():
-    code = ("import sys; from lninspect.cli import main; sys.argv = ['lninspect', '--help']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "100"})
+    code = (
+        "import sys; from lninspect.cli import main; sys.argv = ['lninspect', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "100"},
+    )
     assert done.returncode == 0, done.stderr
     assert "stats" in done.stdout and "norms" in done.stdout
-    light = subprocess.run([sys.executable, "-c", "import lninspect, sys; "
-                            "assert 'transformers' not in sys.modules"], capture_output=True)
+    light = subprocess.run(
+        [sys.executable, "-c", "import lninspect, sys; assert 'transformers' not in sys.modules"],
+        capture_output=True,
+    )
     assert light.returncode == 0
 
 
 def test_python_dash_m_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "lninspect", "--version"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "lninspect", "--version"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and done.stdout.startswith("lninspect ")
 
 
-@pytest.mark.parametrize("args", [["stats", "--max-tokens", "0"], ["stats", "--dtype", "float8"],
-                                  ["no-such-command"]])
+@pytest.mark.parametrize(
+    "args", [["stats", "--max-tokens", "0"], ["stats", "--dtype", "float8"], ["no-such-command"]]
+)
 def test_usage_errors_are_one_line_from_the_real_entry_point(args: list[str]):
-    done = subprocess.run([sys.executable, "-m", "lninspect", *args], capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "lninspect", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()

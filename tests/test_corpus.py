@@ -1,4 +1,5 @@
 """Corpus mode: reading and cutting a corpus, streaming aggregation, the CLI and --device-map."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,11 @@ from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 
 runner = CliRunner()
-LINES = ["the quick brown fox jumps over the lazy dog", "layer norm keeps every token steady",
-         "a language model predicts the next token"]
+LINES = [
+    "the quick brown fox jumps over the lazy dog",
+    "layer norm keeps every token steady",
+    "a language model predicts the next token",
+]
 
 
 def invoke(*args: str):
@@ -42,6 +46,7 @@ def chars(text: str) -> list[int]:
 
 
 # Reading -----------------------------------------------------------------------------------
+
 
 def test_globs_expand_sorted_without_repeats(tmp_path: Path):
     paths = write_corpus(tmp_path)
@@ -66,10 +71,15 @@ def test_documents_are_files_lines_or_jsonl_fields(tmp_path: Path):
     assert lines.document_count == 3 and lines.bytes_read == lines.total_bytes
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text('{"text": "x y"}\n\n{"text": "z", "id": 2}\n')
-    assert list(CorpusReader([jsonl], CorpusOptions(field="text"), chars).documents()) == \
-        ["x y", "z"]
-    for bad, message in (('{"body": "x"}', "no field 'text'"), ("not json", "not a JSON line"),
-                         ('{"text": 3}', "is int, not text")):
+    assert list(CorpusReader([jsonl], CorpusOptions(field="text"), chars).documents()) == [
+        "x y",
+        "z",
+    ]
+    for bad, message in (
+        ('{"body": "x"}', "no field 'text'"),
+        ("not json", "not a JSON line"),
+        ('{"text": 3}', "is int, not text"),
+    ):
         jsonl.write_text('{"text": "fine"}\n' + bad + "\n")
         with pytest.raises(LninspectError, match=f"c.jsonl:2: .*{message}"):
             list(CorpusReader([jsonl], CorpusOptions(field="text"), chars).documents())
@@ -115,6 +125,7 @@ def test_corpus_mode_is_asked_for_by_its_options():
 
 
 # Aggregation -------------------------------------------------------------------------------
+
 
 def captured_batches(model: torch.nn.Module, batches: list[torch.Tensor]):
     """Per-call records of every batch, drained after each, and the same kept in full."""
@@ -171,9 +182,13 @@ def test_non_finite_values_are_counted_and_left_out():
 def test_moments_pool_positions_like_one_sample():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(50, 6))
-    moments = Moments(count=np.full(6, 50), mean=values.mean(0),
-                      m2=((values - values.mean(0)) ** 2).sum(0), min=values.min(0),
-                      max=values.max(0))
+    moments = Moments(
+        count=np.full(6, 50),
+        mean=values.mean(0),
+        m2=((values - values.mean(0)) ** 2).sum(0),
+        min=values.min(0),
+        max=values.max(0),
+    )
     count, mean, std = moments.pooled(1)
     assert count == 250
     np.testing.assert_allclose([mean, std], [values[:, 1:].mean(), values[:, 1:].std()])
@@ -190,12 +205,27 @@ def test_histogram_quantiles_interpolate_in_log_bins():
 
 # End to end --------------------------------------------------------------------------------
 
+
 def test_cli_corpus_json_round_trips(tiny_model_dir: Path, tmp_path: Path):
     write_corpus(tmp_path)
     path, png = tmp_path / "agg.json", tmp_path / "png"
-    result = invoke("stats", str(tiny_model_dir), "--file", str(tmp_path / "doc*.txt"),
-                    "--lines", "--seq-len", "16", "--batch-size", "4", "--spikes",
-                    "--json", str(path), "--plot", "--out", str(png))
+    result = invoke(
+        "stats",
+        str(tiny_model_dir),
+        "--file",
+        str(tmp_path / "doc*.txt"),
+        "--lines",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--spikes",
+        "--json",
+        str(path),
+        "--plot",
+        "--out",
+        str(png),
+    )
     assert result.exit_code == 0, result.output
     assert "h.0.ln_1" in result.stdout and "pos 0" in result.stdout
     assert "spikes/token" in result.stdout
@@ -203,8 +233,15 @@ def test_cli_corpus_json_round_trips(tiny_model_dir: Path, tmp_path: Path):
     assert doc["schema"] == AGGREGATE_SCHEMA
     assert doc["corpus"]["documents"] == 18 and doc["corpus"]["seq_len"] == 16
     first = doc["norms"][0]
-    assert set(first["positions"]) == {"mean", "std", "rms", "absmax", "out_mean", "out_std",
-                                       "spike_count"}
+    assert set(first["positions"]) == {
+        "mean",
+        "std",
+        "rms",
+        "absmax",
+        "out_mean",
+        "out_std",
+        "spike_count",
+    }
     assert set(first["positions"]["std"]) == {"count", "mean", "m2", "min", "max", "nonfinite"}
     assert len(first["positions"]["std"]["mean"]) == 16
     assert sum(first["positions"]["std"]["count"]) == doc["corpus"]["tokens"]
@@ -216,20 +253,28 @@ def test_cli_corpus_json_round_trips(tiny_model_dir: Path, tmp_path: Path):
 
 def test_one_file_alone_keeps_single_text_mode(tiny_model_dir: Path, tmp_path: Path):
     (tmp_path / "one.txt").write_text(LINES[0])
-    result = invoke("stats", str(tiny_model_dir), "--file", str(tmp_path / "one.txt"),
-                    "--json", "-")
+    result = invoke(
+        "stats", str(tiny_model_dir), "--file", str(tmp_path / "one.txt"), "--json", "-"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["schema"] == "lninspect.stats/1"
 
 
 def test_corpus_mode_refuses_text_and_empty_corpora(tiny_model_dir: Path, tmp_path: Path):
     paths = write_corpus(tmp_path, files=2)
-    both = invoke("stats", str(tiny_model_dir), "--text", "hi", "--file", str(paths[0]),
-                  "--file", str(paths[1]))
+    both = invoke(
+        "stats",
+        str(tiny_model_dir),
+        "--text",
+        "hi",
+        "--file",
+        str(paths[0]),
+        "--file",
+        str(paths[1]),
+    )
     assert both.exit_code == 2 and "not both" in both.output
     (tmp_path / "empty.txt").write_text("\n\n")
-    empty = invoke("stats", str(tiny_model_dir), "--file", str(tmp_path / "empty.txt"),
-                   "--lines")
+    empty = invoke("stats", str(tiny_model_dir), "--file", str(tmp_path / "empty.txt"), "--lines")
     assert empty.exit_code == 2 and "no text" in empty.output
 
 
@@ -237,19 +282,47 @@ def test_device_map_goes_through_accelerate(tiny_model_dir: Path, tmp_path: Path
     pytest.importorskip("accelerate")
     write_corpus(tmp_path, files=2)
     path = tmp_path / "agg.json"
-    result = invoke("stats", str(tiny_model_dir), "--file", str(tmp_path / "doc*.txt"),
-                    "--seq-len", "16", "--device-map", "auto", "--max-memory", "cpu=1GiB",
-                    "--json", str(path))
+    result = invoke(
+        "stats",
+        str(tiny_model_dir),
+        "--file",
+        str(tmp_path / "doc*.txt"),
+        "--seq-len",
+        "16",
+        "--device-map",
+        "auto",
+        "--max-memory",
+        "cpu=1GiB",
+        "--json",
+        str(path),
+    )
     assert result.exit_code == 0, result.output
     assert "device map" in result.output
     plain = tmp_path / "plain.json"
-    assert invoke("stats", str(tiny_model_dir), "--file", str(tmp_path / "doc*.txt"),
-                  "--seq-len", "16", "--device", "cpu", "--json", str(plain)).exit_code == 0
+    assert (
+        invoke(
+            "stats",
+            str(tiny_model_dir),
+            "--file",
+            str(tmp_path / "doc*.txt"),
+            "--seq-len",
+            "16",
+            "--device",
+            "cpu",
+            "--json",
+            str(plain),
+        ).exit_code
+        == 0
+    )
     mapped, single = json.loads(path.read_text()), json.loads(plain.read_text())
-    np.testing.assert_allclose(mapped["norms"][2]["positions"]["std"]["mean"],
-                               single["norms"][2]["positions"]["std"]["mean"], rtol=1e-6)
-    refused = invoke("stats", "random:gpt2", "--file", str(tmp_path / "doc*.txt"),
-                     "--device-map", "auto")
+    np.testing.assert_allclose(
+        mapped["norms"][2]["positions"]["std"]["mean"],
+        single["norms"][2]["positions"]["std"]["mean"],
+        rtol=1e-6,
+    )
+    refused = invoke(
+        "stats", "random:gpt2", "--file", str(tmp_path / "doc*.txt"), "--device-map", "auto"
+    )
     assert refused.exit_code == 2 and "random:" in refused.output
 
 
@@ -258,8 +331,11 @@ def test_progress_bar_shows_tokens_per_second_only_on_a_terminal():
 
     from lninspect.cli.progress import CorpusProgress
 
-    for terminal, enabled, shown in ((True, True, True), (False, True, False),
-                                     (True, False, False)):
+    for terminal, enabled, shown in (
+        (True, True, True),
+        (False, True, False),
+        (True, False, False),
+    ):
         buffer = io.StringIO()
         console = Console(file=buffer, force_terminal=terminal, width=150)
         with CorpusProgress(console, enabled=enabled, delay=0.0) as progress:

@@ -1,5 +1,6 @@
 """Hard inputs and faults, through the CLI: one line on stderr, a documented exit code, no
 traceback, and output folders left as they were (docs/errors.md)."""
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,7 @@ def listing(folder: Path) -> dict[str, bytes]:
 
 # Models with something wrong, saved once for the module -----------------------------------
 
+
 def save(model, folder: Path, tokenizer: bool = True) -> Path:
     model.save_pretrained(folder)
     if tokenizer:
@@ -73,9 +75,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with torch.no_grad():  # byte 'A' (65) at any position: a constant vector, so std = 0
         eps0.transformer.wpe.weight.zero_()
         eps0.transformer.wte.weight[65] = 0.5
-    paths = {"hot": save(hot, root / "hot"),
-             "eps0": save(eps0, root / "eps0", tokenizer=False),
-             "truncated": save(tiny_gpt2(vocab_size=vocab), root / "truncated")}
+    paths = {
+        "hot": save(hot, root / "hot"),
+        "eps0": save(eps0, root / "eps0", tokenizer=False),
+        "truncated": save(tiny_gpt2(vocab_size=vocab), root / "truncated"),
+    }
     weights = paths["truncated"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     return paths
@@ -83,23 +87,34 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 # Text -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content, args, message", [
-    (None, ["--text", ""], "the text is empty"),
-    (None, ["--text", " \n\t "], "the text is only whitespace (4 characters)"),
-    (None, ["--text", "a\0b"], "NUL character (at character 1)"),
-    (None, ["--file", "missing.txt"], "does not exist"),
-    (None, ["--file", "."], "is a directory"),
-    (b"", ["--file", "t.txt"], "the text is empty"),
-    (b"  \n\n", ["--file", "t.txt"], "only whitespace"),
-    (b"caf\xe9 au lait", ["--file", "t.txt"], "not valid utf-8 text (byte 3); choose the encoding "
-                                              "with --encoding"),
-    ("hello".encode("utf-16-le"), ["--file", "t.txt"], "NUL character"),
-    (b"hello", ["--file", "t.txt", "--encoding", "klingon"], "unknown encoding 'klingon'"),
-    (b"hello", ["--file", "t.txt", "--encoding", "base64"], "not a text encoding"),
-])
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        (None, ["--text", ""], "the text is empty"),
+        (None, ["--text", " \n\t "], "the text is only whitespace (4 characters)"),
+        (None, ["--text", "a\0b"], "NUL character (at character 1)"),
+        (None, ["--file", "missing.txt"], "does not exist"),
+        (None, ["--file", "."], "is a directory"),
+        (b"", ["--file", "t.txt"], "the text is empty"),
+        (b"  \n\n", ["--file", "t.txt"], "only whitespace"),
+        (
+            b"caf\xe9 au lait",
+            ["--file", "t.txt"],
+            "not valid utf-8 text (byte 3); choose the encoding with --encoding",
+        ),
+        ("hello".encode("utf-16-le"), ["--file", "t.txt"], "NUL character"),
+        (b"hello", ["--file", "t.txt", "--encoding", "klingon"], "unknown encoding 'klingon'"),
+        (b"hello", ["--file", "t.txt", "--encoding", "base64"], "not a text encoding"),
+    ],
+)
 def test_unusable_text_is_refused_before_the_model_loads(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, args: list[str],
-        message: str):
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes | None,
+    args: list[str],
+    message: str,
+):
     monkeypatch.chdir(tmp_path)
     if content is not None:
         Path("t.txt").write_bytes(content)
@@ -113,8 +128,9 @@ def test_other_encodings_read_with_encoding(tiny_model_dir: Path, tmp_path: Path
     path = tmp_path / "latin1.txt"
     path.write_bytes("café au lait".encode("latin-1"))
     assert_error(invoke("stats", tiny_model_dir, "--file", path), 2, "--encoding")
-    doc = json_doc(invoke("stats", tiny_model_dir, "--file", path, "--encoding", "latin-1",
-                          "--json", "-"))
+    doc = json_doc(
+        invoke("stats", tiny_model_dir, "--file", path, "--encoding", "latin-1", "--json", "-")
+    )
     same = json_doc(invoke("stats", tiny_model_dir, "--text", "café au lait", "--json", "-"))
     assert doc["input"]["token_ids"] == same["input"]["token_ids"]
 
@@ -142,10 +158,21 @@ def test_text_longer_than_the_context_is_cut_with_a_note(tiny_model_dir: Path):
 
 def test_stride_covers_the_whole_text_in_windows(tiny_model_dir: Path):
     text = TEXT * 2  # 60 tokens of this tokenizer: within the context of 64
-    plain = json_doc(invoke("stats", tiny_model_dir, "--text", text, "--max-tokens", "16",
-                            "--json", "-"))
-    result = invoke("stats", tiny_model_dir, "--text", text, "--max-tokens", "16", "--stride",
-                    "10", "--json", "-")
+    plain = json_doc(
+        invoke("stats", tiny_model_dir, "--text", text, "--max-tokens", "16", "--json", "-")
+    )
+    result = invoke(
+        "stats",
+        tiny_model_dir,
+        "--text",
+        text,
+        "--max-tokens",
+        "16",
+        "--stride",
+        "10",
+        "--json",
+        "-",
+    )
     doc = json_doc(result)
     total = json_doc(invoke("stats", tiny_model_dir, "--text", text, "--json", "-"))
     ids = total["input"]["token_ids"][0]
@@ -156,11 +183,26 @@ def test_stride_covers_the_whole_text_in_windows(tiny_model_dir: Path):
     for norm, alone in zip(doc["norms"], plain["norms"]):
         assert np.shape(norm["input"]["std"]) == (len(windows), 16)
         np.testing.assert_allclose(norm["input"]["std"][0], alone["input"]["std"][0], rtol=1e-5)
-    grads = json_doc(invoke("grads", tiny_model_dir, "--text", text, "--max-tokens", "16",
-                            "--stride", "10", "--json", "-"))
+    grads = json_doc(
+        invoke(
+            "grads",
+            tiny_model_dir,
+            "--text",
+            text,
+            "--max-tokens",
+            "16",
+            "--stride",
+            "10",
+            "--json",
+            "-",
+        )
+    )
     assert np.shape(grads["norms"][0]["grad"]["input_norm"]) == (len(windows), 16)
-    assert_error(invoke("stats", tiny_model_dir, "--text", text, "--max-tokens", "8",
-                        "--stride", "9"), 2, "--stride 9 is longer than the window of 8 tokens")
+    assert_error(
+        invoke("stats", tiny_model_dir, "--text", text, "--max-tokens", "8", "--stride", "9"),
+        2,
+        "--stride 9 is longer than the window of 8 tokens",
+    )
 
 
 def test_a_huge_file_is_read_only_as_far_as_the_run_needs(tiny_model_dir: Path, tmp_path: Path):
@@ -172,15 +214,23 @@ def test_a_huge_file_is_read_only_as_far_as_the_run_needs(tiny_model_dir: Path, 
     assert "is longer than the run can use: read only its first" in result.stderr
     short = tmp_path / "short.txt"  # bad bytes just after the part used, in the same chunk
     short.write_bytes(TEXT.encode() * 10 + b"\xff")
-    assert json_doc(invoke("stats", tiny_model_dir, "--file", short, "--max-tokens", "8",
-                           "--json", "-"))["input"]["num_tokens"] == 8
+    assert (
+        json_doc(
+            invoke("stats", tiny_model_dir, "--file", short, "--max-tokens", "8", "--json", "-")
+        )["input"]["num_tokens"]
+        == 8
+    )
     assert_error(invoke("stats", tiny_model_dir, "--file", short), 2, "byte 440")
     # --stride reads the whole text, so it reaches the bad bytes at the very end
-    assert_error(invoke("stats", tiny_model_dir, "--file", path, "--max-tokens", "8", "--stride",
-                        "8"), 2, f"not valid utf-8 text (byte {len(head)})")
+    assert_error(
+        invoke("stats", tiny_model_dir, "--file", path, "--max-tokens", "8", "--stride", "8"),
+        2,
+        f"not valid utf-8 text (byte {len(head)})",
+    )
 
 
 # Models -----------------------------------------------------------------------------------
+
 
 def test_model_sources_that_cannot_load(tmp_path: Path, models: dict[str, Path]):
     (tmp_path / "empty").mkdir()
@@ -195,8 +245,11 @@ def test_model_sources_that_cannot_load(tmp_path: Path, models: dict[str, Path])
         ([models["truncated"]], "its safetensors weights are damaged"),
     ]
     for args, message in cases:
-        result = runner.invoke(app, ["stats", *map(str, args), "--text", "hi"],
-                               env={**ENV, "HF_HOME": str(tmp_path / "hf")})
+        result = runner.invoke(
+            app,
+            ["stats", *map(str, args), "--text", "hi"],
+            env={**ENV, "HF_HOME": str(tmp_path / "hf")},
+        )
         assert_error(result, 2, message)
 
 
@@ -210,8 +263,7 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_pickled_weights_with_code_are_refused_and_never_run(tiny_model_dir: Path,
-                                                             tmp_path: Path):
+def test_pickled_weights_with_code_are_refused_and_never_run(tiny_model_dir: Path, tmp_path: Path):
     marker = tmp_path / "pwned"
     folder = tmp_path / "evil"
     folder.mkdir()
@@ -225,8 +277,11 @@ def test_pickled_weights_with_code_are_refused_and_never_run(tiny_model_dir: Pat
     with zipfile.ZipFile(weights, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-    assert_error(invoke("stats", folder, "--text", "hi"), 2, "torch.load(weights_only=True) "
-                 "refused them and nothing in them ran")
+    assert_error(
+        invoke("stats", folder, "--text", "hi"),
+        2,
+        "torch.load(weights_only=True) refused them and nothing in them ran",
+    )
     assert not marker.exists()
 
 
@@ -235,12 +290,18 @@ def test_remote_code_never_runs_without_trust_remote_code(tiny_model_dir: Path, 
     folder = tmp_path / "custom"
     folder.mkdir()
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    config |= {"model_type": "custom_gpt", "auto_map": {
-        "AutoConfig": "modeling_custom.Config", "AutoModelForCausalLM": "modeling_custom.Model"}}
+    config |= {
+        "model_type": "custom_gpt",
+        "auto_map": {
+            "AutoConfig": "modeling_custom.Config",
+            "AutoModelForCausalLM": "modeling_custom.Model",
+        },
+    }
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "modeling_custom.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
-        "from transformers import GPT2Config as Config, GPT2LMHeadModel as Model\n")
+        "from transformers import GPT2Config as Config, GPT2LMHeadModel as Model\n"
+    )
     assert_error(invoke("stats", folder, "--text", "hi"), 2, "unless you pass --trust-remote-code")
     assert not marker.exists()
     code = "__import__('pathlib').Path(%r).touch()" % str(marker)  # user strings are data
@@ -261,8 +322,11 @@ def test_a_model_without_norms_is_one_line(tiny_model_dir: Path, monkeypatch: py
         return loaded
 
     monkeypatch.setattr(jobs, "load_model", without_norms)
-    assert_error(invoke("stats", tiny_model_dir, "--text", TEXT), 2,
-                 "has no normalization module (no LayerNorm or RMSNorm found)")
+    assert_error(
+        invoke("stats", tiny_model_dir, "--text", TEXT),
+        2,
+        "has no normalization module (no LayerNorm or RMSNorm found)",
+    )
 
 
 def test_a_model_without_tokenizer_uses_bytes(models: dict[str, Path]):
@@ -273,6 +337,7 @@ def test_a_model_without_tokenizer_uses_bytes(models: dict[str, Path]):
 
 # Numbers ----------------------------------------------------------------------------------
 
+
 def test_float16_overflow_is_counted_per_module_and_the_run_completes(models: dict[str, Path]):
     result = invoke("stats", models["hot"], "--text", TEXT, "--dtype", "float16", "--json", "-")
     doc = json_doc(result)
@@ -281,8 +346,9 @@ def test_float16_overflow_is_counted_per_module_and_the_run_completes(models: di
     assert sum(first["input"]["nonfinite"][0]) == 0 and None not in first["input"]["std"][0]
     counts = np.array(second["input"]["nonfinite"][0])
     assert counts.sum() > 0 and second["input"]["std"][0] == [None] * len(counts)
-    assert (f"transformer.h.1.ln_1: {counts.sum()} non-finite inputs in "
-            f"{(counts > 0).sum()} tokens") in result.stderr
+    assert (
+        f"transformer.h.1.ln_1: {counts.sum()} non-finite inputs in {(counts > 0).sum()} tokens"
+    ) in result.stderr
     assert "ln_1: " in result.stderr and "Traceback" not in result.stderr
     calm = invoke("stats", models["hot"], "--text", TEXT, "--json", "-")  # float32: no overflow
     assert "non-finite" not in calm.stderr
@@ -303,13 +369,27 @@ def test_eps_zero_and_a_constant_token_give_nan_not_a_crash(models: dict[str, Pa
 
 # Options ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ["--max-tokens", "-3"], ["--max-tokens", "0"], ["--stride", "0"], ["--device", "gpu7"],
-    ["--dtype", "float8"], ["--layers", "-1"], ["--layers", "3-1"], ["--layers", "one"],
-    ["--layers", "0-99999"], ["--top-k", "0"], ["--spike-z", "-1"], ["--seed", "x"],
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-tokens", "-3"],
+        ["--max-tokens", "0"],
+        ["--stride", "0"],
+        ["--device", "gpu7"],
+        ["--dtype", "float8"],
+        ["--layers", "-1"],
+        ["--layers", "3-1"],
+        ["--layers", "one"],
+        ["--layers", "0-99999"],
+        ["--top-k", "0"],
+        ["--spike-z", "-1"],
+        ["--seed", "x"],
+    ],
+)
 def test_invalid_options_are_refused_before_any_model_loads(
-        monkeypatch: pytest.MonkeyPatch, args: list[str]):
+    monkeypatch: pytest.MonkeyPatch, args: list[str]
+):
     from lninspect import jobs
 
     monkeypatch.setattr(jobs, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
@@ -321,16 +401,22 @@ def test_invalid_options_are_refused_before_any_model_loads(
 def test_layers_select_blocks_and_are_checked_against_the_model(tiny_model_dir: Path):
     doc = json_doc(invoke("stats", tiny_model_dir, "--text", TEXT, "--layers", "1", "--json", "-"))
     assert [n["name"] for n in doc["norms"]] == ["transformer.h.1.ln_1", "transformer.h.1.ln_2"]
-    grads = json_doc(invoke("grads", tiny_model_dir, "--text", TEXT, "--layers", "0-1",
-                            "--json", "-"))
+    grads = json_doc(
+        invoke("grads", tiny_model_dir, "--text", TEXT, "--layers", "0-1", "--json", "-")
+    )
     assert {n["layer"] for n in grads["norms"]} == {0, 1}  # no final norm
     assert {p["group"] for p in grads["params"] if p["name"].endswith("ln_f.weight")} == {
-        "norm_weight"}  # parameters are grouped as without --layers
-    assert_error(invoke("stats", tiny_model_dir, "--text", TEXT, "--layers", "1,2,5-7"), 2,
-                 "--layers 2,5-7 is out of range: model")
+        "norm_weight"
+    }  # parameters are grouped as without --layers
+    assert_error(
+        invoke("stats", tiny_model_dir, "--text", TEXT, "--layers", "1,2,5-7"),
+        2,
+        "--layers 2,5-7 is out of range: model",
+    )
 
 
 # Output -----------------------------------------------------------------------------------
+
 
 def test_existing_figures_are_refused_without_force(tiny_model_dir: Path, tmp_path: Path):
     folder = tmp_path / "out"
@@ -348,19 +434,27 @@ def test_existing_figures_are_refused_without_force(tiny_model_dir: Path, tmp_pa
     assert after[GRAD_FIGURES[1]].startswith(b"\x89PNG")
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "mine.txt").write_text("keep")
-    assert_error(invoke("report", tiny_model_dir, "--out", tmp_path / "report"), 2,
-                 "is not empty; use --force")
+    assert_error(
+        invoke("report", tiny_model_dir, "--out", tmp_path / "report"),
+        2,
+        "is not empty; use --force",
+    )
     assert listing(tmp_path / "report") == {"mine.txt": b"keep"}
 
 
-def test_unwritable_json_paths(tiny_model_dir: Path, tmp_path: Path,
-                               monkeypatch: pytest.MonkeyPatch):
+def test_unwritable_json_paths(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    assert_error(invoke("stats", "tiny", "--json", a_file / "out.json"), 2,
-                 f"'{a_file}' is a file, not a folder")
-    assert_error(invoke("stats", "tiny", "--json", tmp_path / "nowhere" / "out.json"), 2,
-                 "does not exist")
+    assert_error(
+        invoke("stats", "tiny", "--json", a_file / "out.json"),
+        2,
+        f"'{a_file}' is a file, not a folder",
+    )
+    assert_error(
+        invoke("stats", "tiny", "--json", tmp_path / "nowhere" / "out.json"), 2, "does not exist"
+    )
     from lninspect import files
 
     def refuse(*args, **kwargs):
@@ -368,8 +462,11 @@ def test_unwritable_json_paths(tiny_model_dir: Path, tmp_path: Path,
 
     monkeypatch.setattr(files.tempfile, "mkstemp", refuse)  # the folder turns read-only mid-run
     target = tmp_path / "late.json"
-    assert_error(invoke("stats", tiny_model_dir, "--text", TEXT, "--json", target), 1,
-                 f"cannot write '{target}': Permission denied")
+    assert_error(
+        invoke("stats", tiny_model_dir, "--text", TEXT, "--json", target),
+        1,
+        f"cannot write '{target}': Permission denied",
+    )
     assert listing(tmp_path) == {"a-file": b"x"}
 
 
@@ -380,8 +477,9 @@ def test_a_read_only_folder_is_refused_before_the_run(tmp_path: Path):
     assert_error(invoke("stats", "tiny", "--json", folder / "out.json"), 2, "is not writable")
 
 
-def test_ctrl_c_mid_run_exits_130_and_leaves_no_file(tiny_model_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch):
+def test_ctrl_c_mid_run_exits_130_and_leaves_no_file(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from lninspect import files
     from lninspect.hooks import capture as hooks
 
@@ -391,8 +489,17 @@ def test_ctrl_c_mid_run_exits_130_and_leaves_no_file(tiny_model_dir: Path, tmp_p
     target = tmp_path / "stats.json"
     with monkeypatch.context() as patch:
         patch.setattr(hooks, "token_stats", interrupt)  # inside the model's forward pass
-        result = invoke("stats", tiny_model_dir, "--text", TEXT, "--json", target, "--plot",
-                        "--out", tmp_path / "figures")
+        result = invoke(
+            "stats",
+            tiny_model_dir,
+            "--text",
+            TEXT,
+            "--json",
+            target,
+            "--plot",
+            "--out",
+            tmp_path / "figures",
+        )
     assert_error(result, 130, "interrupted")
     assert listing(tmp_path) == {}
     target.write_text("the previous run")
@@ -404,11 +511,24 @@ def test_ctrl_c_mid_run_exits_130_and_leaves_no_file(tiny_model_dir: Path, tmp_p
 
 def test_two_runs_writing_the_same_file(tiny_model_dir: Path, tmp_path: Path):
     target = tmp_path / "same.json"
-    command = [sys.executable, "-m", "lninspect", "stats", str(tiny_model_dir), "--text", TEXT,
-               "--json", str(target), "--force", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "lninspect",
+        "stats",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--json",
+        str(target),
+        "--force",
+        "--quiet",
+    ]
     env = {**os.environ, **ENV, "OMP_NUM_THREADS": "1"}
-    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for _ in range(2)]
+    runs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     for run in runs:
         out, err = run.communicate(timeout=120)
         assert run.returncode == 0, err.decode()

@@ -1,4 +1,5 @@
 """The example scripts run and print what they promise."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,8 +10,12 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def test_gpt_block_example_finds_the_planted_spike():
-    done = subprocess.run([sys.executable, str(EXAMPLES / "gpt_block.py")], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "gpt_block.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "ln_1" in done.stdout and "ln_2" in done.stdout
     assert "largest |x| at ln_1: 80.0 in dimension 7" in done.stdout

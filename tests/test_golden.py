@@ -6,6 +6,7 @@ tests/golden/NAME.json: keys, strings and integers exactly, floats to 1e-5 relat
 `LNINSPECT_UPDATE_GOLDEN=1 pytest tests/test_golden.py` rewrites the files; do that only for
 a deliberate change of output, and say so in docs/statistics.md when a schema changes.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,38 @@ from lninspect.cli import app
 
 GOLDEN = Path(__file__).parent / "golden"
 TEXT = "Layer normalization keeps every token at a steady scale. The end."
-CORPUS = ["The quick brown fox jumps over the lazy dog. " * 3,
-          "A language model predicts the next token from the ones before it. " * 2]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "A language model predicts the next token from the ones before it. " * 2,
+]
 CASES = {
     "stats": ["stats", "tiny", "--text", TEXT, "--spikes"],
     "grads": ["grads", "tiny", "--text", TEXT],
     "norms": ["norms", "tiny"],
-    "corpus": ["stats", "tiny", "--file", "{a}", "--file", "{b}", "--seq-len", "16",
-               "--batch-size", "2", "--spikes"],
-    "placement": ["placement", "--layers", "2,3", "--d-model", "16", "--heads", "2",
-                  "--seeds", "2"],
+    "corpus": [
+        "stats",
+        "tiny",
+        "--file",
+        "{a}",
+        "--file",
+        "{b}",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--spikes",
+    ],
+    "placement": [
+        "placement",
+        "--layers",
+        "2,3",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--seeds",
+        "2",
+    ],
 }
 
 
@@ -59,8 +82,9 @@ def test_json_matches_the_golden_file(name: str, tmp_path: Path):
         files[key].write_text(text)
     args = [arg.format(**files) for arg in CASES[name]]
     out = tmp_path / "out.json"
-    result = CliRunner().invoke(app, [*args, "--json", str(out)],
-                                env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+    result = CliRunner().invoke(
+        app, [*args, "--json", str(out)], env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     if name == "corpus":  # temporary paths differ from run to run

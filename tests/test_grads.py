@@ -1,4 +1,5 @@
 """`lninspect grads`: gradient norms through the CLI against autograd on the same model."""
+
 from __future__ import annotations
 
 import json
@@ -33,6 +34,7 @@ def reference(model_dir: Path, token_ids: list[list[int]]):
         def hook(module, args, output):
             output.retain_grad()
             outputs[name] = output
+
         return hook
 
     for name, module in model.named_modules():
@@ -48,8 +50,17 @@ def reference(model_dir: Path, token_ids: list[list[int]]):
 def grads_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("grads")
     path = out / "grads.json"
-    result = invoke("grads", str(tiny_model_dir), "--text", TEXT, "--json", str(path), "--plot",
-                    "--out", str(out / "report"))
+    result = invoke(
+        "grads",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--json",
+        str(path),
+        "--plot",
+        "--out",
+        str(out / "report"),
+    )
     assert result.exit_code == 0, result.output
     return result, json.loads(path.read_text()), out / "report"
 
@@ -113,8 +124,18 @@ def test_existing_pngs_are_refused_without_force(grads_run, tiny_model_dir: Path
 
 
 def test_target_loss_scores_one_token(tiny_model_dir: Path):
-    result = invoke("grads", str(tiny_model_dir), "--text", TEXT, "--loss", "target",
-                    "--target", "x", "--json", "-")
+    result = invoke(
+        "grads",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--loss",
+        "target",
+        "--target",
+        "x",
+        "--json",
+        "-",
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["loss_kind"].startswith("-log p(target")

@@ -1,4 +1,5 @@
 """`lninspect placement`: Xiong et al. 2020's predictions on seeded runs, JSON, tables, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ from lninspect.render.stats_tables import fmt
 
 # d >= 128 as the theory needs; 4 seeds of 4 x 128 random tokens; the same seeds everywhere.
 THEORY = PlacementConfig(layers=[6, 12], d_model=128, heads=4, seeds=4)
-TINY = PlacementConfig(layers=[2, 3], d_model=32, heads=2, seeds=2, seq_len=16, batch=2,
-                       vocab_size=300)
+TINY = PlacementConfig(
+    layers=[2, 3], d_model=32, heads=2, seeds=2, seq_len=16, batch=2, vocab_size=300
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,7 @@ def gpt2() -> PlacementResult:
 
 
 # Theorem 1 and Lemma 2, with --init xavier -------------------------------------------------
+
 
 def test_post_ln_last_layer_gradient_is_larger_and_the_ratio_grows_with_depth(xavier):
     rows = xavier.sweep()
@@ -85,6 +88,7 @@ def test_norm_inputs_follow_lemma2(xavier):
 
 # The control: --init gpt2 ------------------------------------------------------------------
 
+
 def test_gpt2_init_removes_pre_ln_depth_effect(gpt2, xavier):
     pre = gpt2.run("pre", 12).last() / gpt2.run("pre", 6).last()
     assert 0.85 < pre < 1.15, pre
@@ -94,10 +98,10 @@ def test_gpt2_init_removes_pre_ln_depth_effect(gpt2, xavier):
 
 # Measurement against an independent computation --------------------------------------------
 
+
 @pytest.mark.parametrize("placement", ["pre", "post"])
 def test_measure_matches_a_plain_backward_and_the_residual_stream(placement: str):
-    config = PlacementConfig(layers=[2], d_model=32, heads=2, seq_len=16, batch=2,
-                             vocab_size=300)
+    config = PlacementConfig(layers=[2], d_model=32, heads=2, seq_len=16, batch=2, vocab_size=300)
     ids = torch.randint(300, (2, 17), generator=torch.Generator().manual_seed(1))
     model = build_model(config, placement, 2, torch.Generator().manual_seed(0))
     loss, measured = measure_gradients(model, ids)
@@ -128,6 +132,7 @@ def test_text_tokens_are_bytes_and_too_short_text_is_refused():
 
 # JSON, tables, figures ---------------------------------------------------------------------
 
+
 def test_json_round_trip_keeps_the_contract():
     threads = torch.get_num_threads()
     result = run_placement(TINY)
@@ -135,7 +140,11 @@ def test_json_round_trip_keeps_the_contract():
     doc = json.loads(dump_json(result.to_json()))
     assert doc["schema"] == PLACEMENT_SCHEMA == "lninspect.placement/1"
     assert [(r["placement"], r["layers"]) for r in doc["runs"]] == [
-        ("pre", 2), ("post", 2), ("pre", 3), ("post", 3)]
+        ("pre", 2),
+        ("post", 2),
+        ("pre", 3),
+        ("post", 3),
+    ]
     for run in doc["runs"]:
         assert {"placement", "norm", "layers", "grad_norm", "input_std"} <= set(run)
         assert set(run["grad_norm"]) == set(GRAD_KEYS)
@@ -206,13 +215,16 @@ def test_cli_json_to_stdout_is_the_only_output():
     assert doc["config"]["init"] == "gpt2"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--layers", "0,6"], "at least 1"),
-    (["--layers", "six"], "comma-separated"),
-    (["--d-model", "30", "--heads", "4"], "not divisible"),
-    (["--seeds", "0"], "--seeds"),
-    (["--init", "kaiming"], "--init"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "0,6"], "at least 1"),
+        (["--layers", "six"], "comma-separated"),
+        (["--d-model", "30", "--heads", "4"], "not divisible"),
+        (["--seeds", "0"], "--seeds"),
+        (["--init", "kaiming"], "--init"),
+    ],
+)
 def test_cli_refuses_bad_options_before_any_work(args: list[str], message: str):
     result = invoke(*args)
     assert result.exit_code == 2

@@ -1,4 +1,5 @@
 """Property: whatever the text and options, `stats` ends in one clean line or a valid JSON."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,19 @@ from lninspect.cli import app
 from lninspect.results import StatsResult
 
 runner = CliRunner()
-NORM_KEYS = {"name", "type", "kind", "layer", "role", "placement", "eps", "weight", "input",
-             "output", "calls"}
+NORM_KEYS = {
+    "name",
+    "type",
+    "kind",
+    "layer",
+    "role",
+    "placement",
+    "eps",
+    "weight",
+    "input",
+    "output",
+    "calls",
+}
 INPUT_KEYS = {"mean", "std", "rms", "absmax", "absmax_dim", "nonfinite"}
 
 # Any Unicode but lone surrogates (they cannot be encoded), NUL and emoji included.
@@ -22,13 +34,15 @@ texts = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=60),
     st.sampled_from(["", " ", "\n\t", "\0", "a\0b", "👋🏽", "ab" * 200, "\u200b", "é" * 30]),
 )
-options = st.fixed_dictionaries({
-    "--max-tokens": st.none() | st.integers(1, 20),
-    "--dtype": st.sampled_from(["float32", "bfloat16"]),
-    "--layers": st.none() | st.sampled_from(["0", "1", "0-1", "0,1"]),
-    "--stride": st.none() | st.integers(1, 24),
-    "--spikes": st.booleans(),
-})
+options = st.fixed_dictionaries(
+    {
+        "--max-tokens": st.none() | st.integers(1, 20),
+        "--dtype": st.sampled_from(["float32", "bfloat16"]),
+        "--layers": st.none() | st.sampled_from(["0", "1", "0-1", "0,1"]),
+        "--stride": st.none() | st.integers(1, 24),
+        "--spikes": st.booleans(),
+    }
+)
 
 
 def validate(doc: dict) -> None:
@@ -40,7 +54,8 @@ def validate(doc: dict) -> None:
     shape = (inp["num_sequences"], len(ids[0]))
     assert len(ids) == inp["num_sequences"] and {len(i) for i in ids} == {shape[1]}
     assert inp["num_tokens"] == shape[0] * shape[1] and [len(t) for t in inp["tokens"]] == [
-        len(i) for i in ids]
+        len(i) for i in ids
+    ]
     assert doc["norms"]
     for norm in doc["norms"]:
         assert set(norm) >= NORM_KEYS and set(norm["input"]) == INPUT_KEYS
@@ -49,8 +64,11 @@ def validate(doc: dict) -> None:
     assert StatsResult.from_json(doc).to_json() == doc
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(text=texts, opts=options)
 def test_stats_never_shows_a_traceback(tiny_model_dir: Path, text: str, opts: dict) -> None:
     args = ["stats", str(tiny_model_dir), f"--text={text}", "--json", "-"]

@@ -1,4 +1,5 @@
 """The reference GPT: norms written from their formulas, both placements, discovery, causality."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,10 +26,13 @@ def _input(generator: torch.Generator) -> torch.Tensor:
     return (3.0 + 5.0 * torch.randn(2, 7, 32, generator=generator)).requires_grad_()
 
 
-@pytest.mark.parametrize("ours, theirs", [
-    (LayerNorm(32, eps=1e-5), nn.LayerNorm(32, eps=1e-5)),
-    (RMSNorm(32, eps=1e-6), nn.RMSNorm(32, eps=1e-6)),
-])
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (LayerNorm(32, eps=1e-5), nn.LayerNorm(32, eps=1e-5)),
+        (RMSNorm(32, eps=1e-6), nn.RMSNorm(32, eps=1e-6)),
+    ],
+)
 def test_norm_from_formula_equals_torch(ours: nn.Module, theirs: nn.Module):
     generator = torch.Generator().manual_seed(0)
     _randomise(ours, generator)

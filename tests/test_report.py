@@ -1,4 +1,5 @@
 """`lninspect report`: the folder of figures, report.json and a self-contained index.html."""
+
 from __future__ import annotations
 
 import base64
@@ -43,8 +44,18 @@ class Page(HTMLParser):
 @pytest.fixture(scope="module")
 def report_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("report") / "out"
-    result = invoke("report", str(tiny_model_dir), "--text", TEXT, "--spike-z", "2",
-                    "--top-k", "4", "--out", str(folder))
+    result = invoke(
+        "report",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--spike-z",
+        "2",
+        "--top-k",
+        "4",
+        "--out",
+        str(folder),
+    )
     assert result.exit_code == 0, result.output
     return result, folder
 

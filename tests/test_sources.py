@@ -1,4 +1,5 @@
 """Where models come from, offline and without network: quick answers, clear errors."""
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,20 @@ from lninspect.model.sources import hub_answers, locate
 ENV = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
 
 
-def lninspect(*args: str, offline: bool, hf_home: Path) -> tuple[subprocess.CompletedProcess, float]:
+def lninspect(
+    *args: str, offline: bool, hf_home: Path
+) -> tuple[subprocess.CompletedProcess, float]:
     env = {**ENV, "HF_HOME": str(hf_home), "COLUMNS": "200"}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "lninspect", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lninspect", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     return done, time.monotonic() - started
 
 

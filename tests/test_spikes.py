@@ -1,4 +1,5 @@
 """Spike and order metrics on planted cases where the answer is known."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ def test_planted_spike_is_found_and_unit_weight_keeps_order_exactly():
     assert (top.sequence, top.token, top.dim) == (0, 3, 17)
     assert top.value == 40.0 and top.rank_in == 1 and top.rank_out == 1
     x = planted()[0, 3]
-    assert top.z == pytest.approx(((x[17] - x.mean()) / (x.var(correction=0) + ln.eps).sqrt()).item(),
-                                  rel=1e-6)
+    assert top.z == pytest.approx(
+        ((x[17] - x.mean()) / (x.var(correction=0) + ln.eps).sqrt()).item(), rel=1e-6
+    )
     assert top.out_value == pytest.approx(top.z, rel=1e-6)
     assert not top.massive
     assert np.all(norm.order.within_token_spearman == 1.0)
@@ -110,9 +112,21 @@ def test_rmsnorm_centres_at_zero():
 
 def test_stats_spikes_through_the_cli(tiny_model_dir: Path, tmp_path: Path):
     path = tmp_path / "spikes.json"
-    result = CliRunner().invoke(app, ["stats", str(tiny_model_dir), "--text", "A fox. " * 8,
-                                      "--spikes", "--spike-z", "2.5", "--json", str(path)],
-                                env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "stats",
+            str(tiny_model_dir),
+            "--text",
+            "A fox. " * 8,
+            "--spikes",
+            "--spike-z",
+            "2.5",
+            "--json",
+            str(path),
+        ],
+        env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"},
+    )
     assert result.exit_code == 0, result.output
     assert "largest spikes" in result.stdout and "order kept" in result.stdout
     doc = json.loads(path.read_text())
@@ -122,8 +136,17 @@ def test_stats_spikes_through_the_cli(tiny_model_dir: Path, tmp_path: Path):
         assert set(entry["order"]) >= {"within_token_spearman", "topk_retention"}
         assert np.shape(entry["order"]["within_token_spearman"]) == (1, n)
         for spike in entry["spikes"]:
-            assert set(spike) == {"sequence", "token", "dim", "value", "z", "out_value",
-                                  "rank_in", "rank_out", "massive"}
+            assert set(spike) == {
+                "sequence",
+                "token",
+                "dim",
+                "value",
+                "z",
+                "out_value",
+                "rank_in",
+                "rank_out",
+                "massive",
+            }
             assert abs(spike["z"]) >= 2.5 or spike["massive"]
         assert all(set(a) == {"dim", "rho", "tokens"} for a in entry["across_token_spearman"])
     assert any(entry["spikes"] for entry in doc["norms"])

@@ -1,4 +1,5 @@
 """`torchrun --nproc_per_node 2` on the CPU (gloo) gives the aggregates of one process."""
+
 from __future__ import annotations
 
 import json
@@ -37,15 +38,44 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path):
     if not shutil.which("torchrun") and not Path(sys.executable).with_name("torchrun").exists():
         pytest.skip("torchrun is not installed")
     corpus = write_corpus(tmp_path)
-    args = ["stats", str(tiny_model_dir), "--file", corpus, "--lines", "--seq-len", "16",
-            "--batch-size", "3", "--device", "cpu", "--spikes"]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    args = [
+        "stats",
+        str(tiny_model_dir),
+        "--file",
+        corpus,
+        "--lines",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        "--spikes",
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env |= {"HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     two = tmp_path / "two.json"
-    done = subprocess.run([*torchrun(), "--standalone", "--nproc_per_node", "2",
-                           "-m", "lninspect", *args, "--json", str(two)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [
+            *torchrun(),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "lninspect",
+            *args,
+            "--json",
+            str(two),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("h.0.ln_1") == 1  # rank 0 alone prints
 
@@ -68,6 +98,10 @@ def assert_same(two: dict, one: dict) -> None:
         for key, moments in b["positions"].items():
             assert a["positions"][key]["count"] == moments["count"]
             for field in ("mean", "m2", "min", "max"):
-                np.testing.assert_allclose(np.array(a["positions"][key][field], dtype=float),
-                                           np.array(moments[field], dtype=float),
-                                           rtol=1e-6, atol=1e-6, err_msg=f"{a['name']} {key}")
+                np.testing.assert_allclose(
+                    np.array(a["positions"][key][field], dtype=float),
+                    np.array(moments[field], dtype=float),
+                    rtol=1e-6,
+                    atol=1e-6,
+                    err_msg=f"{a['name']} {key}",
+                )

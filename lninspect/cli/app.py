@@ -3,6 +3,7 @@
 Imports neither torch nor transformers, so that `lninspect --help` is instant; the
 commands import them when they run.
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,29 +43,57 @@ def _check_device(value: str) -> str:
     return value
 
 
-ModelArg = Annotated[Optional[str], typer.Argument(
-    help="Hub id (gpt2), local model directory, random:ARCH (random weights) or tiny "
-         "(bundled). Default: gpt2 if cached, else the bundled model.", show_default=False)]
-TextOpt = Annotated[Optional[str], typer.Option(
-    "--text", "-t", help="Text to analyse (default: a built-in sample).", show_default=False)]
-FileOpt = Annotated[Optional[Path], typer.Option(
-    "--file", "-f", help="Read the text from this file.", show_default=False)]
+ModelArg = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="Hub id (gpt2), local model directory, random:ARCH (random weights) or tiny "
+        "(bundled). Default: gpt2 if cached, else the bundled model.",
+        show_default=False,
+    ),
+]
+TextOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--text", "-t", help="Text to analyse (default: a built-in sample).", show_default=False
+    ),
+]
+FileOpt = Annotated[
+    Optional[Path],
+    typer.Option("--file", "-f", help="Read the text from this file.", show_default=False),
+]
 EncodingOpt = Annotated[str, typer.Option(help="Encoding of --file.")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option(
-    min=1, help="Keep at most this many tokens (default: the model's context).",
-    show_default=False)]
-DeviceOpt = Annotated[str, typer.Option(
-    callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")]
-DTypeOpt = Annotated[DType, typer.Option(
-    help="Model dtype; statistics are always computed in float32.")]
-RevisionOpt = Annotated[Optional[str], typer.Option(
-    help="Hub revision (branch, tag or commit).", show_default=False)]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="Allow a hub model's own Python code to run (off by default).")]
+MaxTokensOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="Keep at most this many tokens (default: the model's context).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
+]
+DTypeOpt = Annotated[
+    DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
+]
+RevisionOpt = Annotated[
+    Optional[str], typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code", help="Allow a hub model's own Python code to run (off by default)."
+    ),
+]
 SeedOpt = Annotated[int, typer.Option(help="Seed for random: weights.")]
-JsonOpt = Annotated[Optional[str], typer.Option(
-    "--json", help="Write the results as JSON to this file ('-' for stdout).",
-    show_default=False)]
+JsonOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--json",
+        help="Write the results as JSON to this file ('-' for stdout).",
+        show_default=False,
+    ),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 
 
@@ -77,27 +106,46 @@ def _check_layer_filter(value: str | None) -> str | None:
     return value
 
 
-LayerFilterOpt = Annotated[Optional[str], typer.Option(
-    "--layers", callback=_check_layer_filter, help="Only the norms of these layers, e.g. 0,3,11 "
-    "or 0-5 (from 0); the norms outside the blocks (final, embedding) are then left out.",
-    show_default=False)]
-StrideOpt = Annotated[Optional[int], typer.Option(
-    min=1, help="Cover the whole text: windows of --max-tokens tokens (default: the model's "
-    "context), one every N tokens, each a sequence of its own.", show_default=False)]
+LayerFilterOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--layers",
+        callback=_check_layer_filter,
+        help="Only the norms of these layers, e.g. 0,3,11 "
+        "or 0-5 (from 0); the norms outside the blocks (final, embedding) are then left out.",
+        show_default=False,
+    ),
+]
+StrideOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="Cover the whole text: windows of --max-tokens tokens (default: the model's "
+        "context), one every N tokens, each a sequence of its own.",
+        show_default=False,
+    ),
+]
+
+
 def _check_positive(value: float) -> float:
     if not value > 0:
         raise typer.BadParameter(f"{value} is not a positive number")
     return value
 
 
-SpikeZOpt = Annotated[float, typer.Option(
-    callback=_check_positive, help="A dimension with |z| >= this is a spike.")]
+SpikeZOpt = Annotated[
+    float, typer.Option(callback=_check_positive, help="A dimension with |z| >= this is a spike.")
+]
 TopKOpt = Annotated[int, typer.Option(min=1, help="k of the top-k retention of spikes.")]
 DEFAULT_OUT = Path("lninspect-report")
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
-QuietOpt = Annotated[bool, typer.Option(
-    "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -).")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -)."
+    ),
+]
 
 
 def _check_max_memory(value: Optional[str]) -> Optional[str]:
@@ -118,29 +166,72 @@ class DeviceMap(str, Enum):
 
 
 CORPUS = "Corpus (docs/corpus.md)"
-FilesOpt = Annotated[Optional[list[str]], typer.Option(
-    "--file", "-f", help="Read the text from this file. Repeat it, or give a quoted glob "
-    "('data/*.txt'), for a corpus.", show_default=False)]
-LinesOpt = Annotated[bool, typer.Option(
-    "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS)]
-FieldOpt = Annotated[Optional[str], typer.Option(
-    help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
-    show_default=False, rich_help_panel=CORPUS)]
-SeqLenOpt = Annotated[Optional[int], typer.Option(
-    min=1, help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
-    show_default=False, rich_help_panel=CORPUS)]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(
-    min=1, help="Corpus: sequences per forward pass (default: 8).", show_default=False,
-    rich_help_panel=CORPUS)]
-MaxSequencesOpt = Annotated[Optional[int], typer.Option(
-    min=1, help="Corpus: stop after this many sequences (over all torchrun processes).",
-    show_default=False, rich_help_panel=CORPUS)]
-DeviceMapOpt = Annotated[Optional[DeviceMap], typer.Option(
-    help="Spread the model's layers over the devices with accelerate (replaces --device).",
-    show_default=False)]
-MaxMemoryOpt = Annotated[Optional[str], typer.Option(
-    callback=_check_max_memory, help="With --device-map: memory per device, e.g. "
-    "cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB.", show_default=False)]
+FilesOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--file",
+        "-f",
+        help="Read the text from this file. Repeat it, or give a quoted glob "
+        "('data/*.txt'), for a corpus.",
+        show_default=False,
+    ),
+]
+LinesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS
+    ),
+]
+FieldOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+SeqLenOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+BatchSizeOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="Corpus: sequences per forward pass (default: 8).",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+MaxSequencesOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="Corpus: stop after this many sequences (over all torchrun processes).",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+DeviceMapOpt = Annotated[
+    Optional[DeviceMap],
+    typer.Option(
+        help="Spread the model's layers over the devices with accelerate (replaces --device).",
+        show_default=False,
+    ),
+]
+MaxMemoryOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        callback=_check_max_memory,
+        help="With --device-map: memory per device, e.g. cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB.",
+        show_default=False,
+    ),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -151,10 +242,18 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: Annotated[bool, typer.Option(
-        "--debug", envvar="LNINSPECT_DEBUG", help="Show the full traceback of errors.")] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_print_version, is_eager=True, help="Print the version.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", envvar="LNINSPECT_DEBUG", help="Show the full traceback of errors."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """Inspect LayerNorm / RMSNorm statistics and gradient scales inside GPT-style models."""
     _state["debug"] = debug
@@ -181,9 +280,14 @@ def stats(
     max_sequences: MaxSequencesOpt = None,
     device_map: DeviceMapOpt = None,
     max_memory: MaxMemoryOpt = None,
-    spikes: Annotated[bool, typer.Option(
-        "--spikes", help="Also find activation spikes and measure whether each norm keeps "
-                         "their order (docs/metrics.md).")] = False,
+    spikes: Annotated[
+        bool,
+        typer.Option(
+            "--spikes",
+            help="Also find activation spikes and measure whether each norm keeps "
+            "their order (docs/metrics.md).",
+        ),
+    ] = False,
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
     plot: PlotOpt = False,
@@ -201,14 +305,36 @@ def stats(
     from lninspect.corpus.reader import CorpusOptions
     from lninspect.options import SpikeOptions
 
-    options = RunOptions(model, text, None, encoding, max_tokens, device, dtype.value, revision,
-                         trust_remote_code, seed, parse_layers(layers) if layers else None, stride,
-                         device_map.value if device_map else None, max_memory)
-    corpus = CorpusOptions(tuple(file or ()), lines, field, seq_len, batch_size, max_sequences,
-                           encoding)
+    options = RunOptions(
+        model,
+        text,
+        None,
+        encoding,
+        max_tokens,
+        device,
+        dtype.value,
+        revision,
+        trust_remote_code,
+        seed,
+        parse_layers(layers) if layers else None,
+        stride,
+        device_map.value if device_map else None,
+        max_memory,
+    )
+    corpus = CorpusOptions(
+        tuple(file or ()), lines, field, seq_len, batch_size, max_sequences, encoding
+    )
     spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
-    _run(commands.stats, options, Output(quiet, json == "-"), spike_options, json,
-         out_dir if plot else None, force, corpus)
+    _run(
+        commands.stats,
+        options,
+        Output(quiet, json == "-"),
+        spike_options,
+        json,
+        out_dir if plot else None,
+        force,
+        corpus,
+    )
 
 
 @app.command()
@@ -225,8 +351,13 @@ def norms(
     """List the normalization modules found: kind, layer, role, eps and weight."""
     from lninspect.cli import commands
 
-    options = RunOptions(model, device=device, dtype=dtype.value, revision=revision,
-                         trust_remote_code=trust_remote_code)
+    options = RunOptions(
+        model,
+        device=device,
+        dtype=dtype.value,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+    )
     _run(commands.norms, options, Output(quiet, json == "-"), json, force)
 
 
@@ -240,11 +371,16 @@ def _check_target(loss: Loss, target: str | None) -> None:
         raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
 
 
-LossOpt = Annotated[Loss, typer.Option(
-    help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
-         "at the last position.")]
-TargetOpt = Annotated[Optional[str], typer.Option(
-    help="The token scored by --loss target.", show_default=False)]
+LossOpt = Annotated[
+    Loss,
+    typer.Option(
+        help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
+        "at the last position."
+    ),
+]
+TargetOpt = Annotated[
+    Optional[str], typer.Option(help="The token scored by --loss target.", show_default=False)
+]
 
 
 @app.command()
@@ -273,10 +409,30 @@ def grads(
     from lninspect.cli import commands
 
     _check_target(loss, target)
-    options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
-                         trust_remote_code, seed, parse_layers(layers) if layers else None, stride)
-    _run(commands.grads, options, Output(quiet, json == "-"), loss.value, target, json,
-         out_dir if plot else None, force)
+    options = RunOptions(
+        model,
+        text,
+        file,
+        encoding,
+        max_tokens,
+        device,
+        dtype.value,
+        revision,
+        trust_remote_code,
+        seed,
+        parse_layers(layers) if layers else None,
+        stride,
+    )
+    _run(
+        commands.grads,
+        options,
+        Output(quiet, json == "-"),
+        loss.value,
+        target,
+        json,
+        out_dir if plot else None,
+        force,
+    )
 
 
 @app.command()
@@ -295,11 +451,15 @@ def report(
     target: TargetOpt = None,
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
-    out_dir: Annotated[Path, typer.Option(
-        "--out", help="Folder for the report: the PNGs, report.json and index.html.")
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for the report: the PNGs, report.json and index.html."),
     ] = DEFAULT_OUT,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Write into a non-empty --out, replacing files of the same names.")
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write into a non-empty --out, replacing files of the same names."
+        ),
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -308,10 +468,28 @@ def report(
     from lninspect.options import SpikeOptions
 
     _check_target(loss, target)
-    options = RunOptions(model, text, file, encoding, max_tokens, device, dtype.value, revision,
-                         trust_remote_code, seed)
-    _run(commands.report, options, Output(quiet), loss.value, target,
-         SpikeOptions(z=spike_z, top_k=top_k), out_dir, force)
+    options = RunOptions(
+        model,
+        text,
+        file,
+        encoding,
+        max_tokens,
+        device,
+        dtype.value,
+        revision,
+        trust_remote_code,
+        seed,
+    )
+    _run(
+        commands.report,
+        options,
+        Output(quiet),
+        loss.value,
+        target,
+        SpikeOptions(z=spike_z, top_k=top_k),
+        out_dir,
+        force,
+    )
 
 
 class NormKind(str, Enum):
@@ -342,22 +520,38 @@ def _check_layers(value: str) -> str:
 
 @app.command()
 def placement(
-    layers: Annotated[str, typer.Option(
-        callback=_check_layers, help="Depths L, comma-separated; several make a sweep.")] = "12",
+    layers: Annotated[
+        str,
+        typer.Option(
+            callback=_check_layers, help="Depths L, comma-separated; several make a sweep."
+        ),
+    ] = "12",
     d_model: Annotated[int, typer.Option(min=8, help="Width d of the residual stream.")] = 256,
     heads: Annotated[int, typer.Option(min=1, help="Attention heads; must divide --d-model.")] = 4,
-    mlp_ratio: Annotated[int, typer.Option(
-        min=1, help="FFN hidden width / d: 1 as in the paper's analysis, 4 in GPT-2.")] = 1,
-    norm: Annotated[NormKind, typer.Option(help="The norm in every position.")
-                    ] = NormKind.layernorm,
-    init: Annotated[Init, typer.Option(
-        help="xavier: the paper's setting (Xavier-normal, no residual scaling); gpt2: "
-             "N(0, 0.02) with residual projections scaled by 1/sqrt(2L), the control.")
+    mlp_ratio: Annotated[
+        int,
+        typer.Option(min=1, help="FFN hidden width / d: 1 as in the paper's analysis, 4 in GPT-2."),
+    ] = 1,
+    norm: Annotated[
+        NormKind, typer.Option(help="The norm in every position.")
+    ] = NormKind.layernorm,
+    init: Annotated[
+        Init,
+        typer.Option(
+            help="xavier: the paper's setting (Xavier-normal, no residual scaling); gpt2: "
+            "N(0, 0.02) with residual projections scaled by 1/sqrt(2L), the control."
+        ),
     ] = Init.xavier,
     seeds: Annotated[int, typer.Option(min=1, help="Models (and token batches) averaged.")] = 3,
-    text: Annotated[Optional[str], typer.Option(
-        "--text", "-t", help="Use the UTF-8 bytes of this text as tokens (default: seeded "
-                             "random tokens).", show_default=False)] = None,
+    text: Annotated[
+        Optional[str],
+        typer.Option(
+            "--text",
+            "-t",
+            help="Use the UTF-8 bytes of this text as tokens (default: seeded random tokens).",
+            show_default=False,
+        ),
+    ] = None,
     plot: PlotOpt = False,
     out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
@@ -369,12 +563,27 @@ def placement(
     from lninspect.results.placement import PlacementConfig
 
     if d_model % heads:
-        raise typer.BadParameter(f"{d_model} is not divisible by --heads {heads}",
-                                 param_hint="'--d-model'")
-    config = PlacementConfig(layers=_positive_ints(layers), d_model=d_model, heads=heads,
-                             mlp_ratio=mlp_ratio, norm=norm.value, init=init.value, seeds=seeds)
-    _run(commands.placement, RunOptions(text=text), Output(quiet, json == "-"), config, json,
-         out_dir if plot else None, force)
+        raise typer.BadParameter(
+            f"{d_model} is not divisible by --heads {heads}", param_hint="'--d-model'"
+        )
+    config = PlacementConfig(
+        layers=_positive_ints(layers),
+        d_model=d_model,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        norm=norm.value,
+        init=init.value,
+        seeds=seeds,
+    )
+    _run(
+        commands.placement,
+        RunOptions(text=text),
+        Output(quiet, json == "-"),
+        config,
+        json,
+        out_dir if plot else None,
+        force,
+    )
 
 
 def _run(command: Callable[..., None], options: RunOptions, out: Output, *args: Any) -> None:

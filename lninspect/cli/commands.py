@@ -1,4 +1,5 @@
 """What each CLI command does, given parsed options: run a job, then show and write."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -17,8 +18,15 @@ if TYPE_CHECKING:
     from lninspect.results.placement import PlacementConfig
 
 
-def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_path: str | None,
-          png_folder: Path | None, force: bool, corpus: CorpusOptions | None = None) -> None:
+def stats(
+    options: RunOptions,
+    out: Output,
+    spikes: SpikeOptions | None,
+    json_path: str | None,
+    png_folder: Path | None,
+    force: bool,
+    corpus: CorpusOptions | None = None,
+) -> None:
     """`lninspect stats`: per-token statistics of every normalization module.
 
     With corpus options (several files, a glob, --lines, --seq-len, ...) the statistics
@@ -42,9 +50,15 @@ def stats(options: RunOptions, out: Output, spikes: SpikeOptions | None, json_pa
     _publish(out, result, tables, json_path, png_folder, save_stats_figures)
 
 
-def corpus_stats(options: RunOptions, out: Output, corpus: CorpusOptions,
-                 spikes: SpikeOptions | None, json_path: str | None, png_folder: Path | None,
-                 force: bool) -> None:
+def corpus_stats(
+    options: RunOptions,
+    out: Output,
+    corpus: CorpusOptions,
+    spikes: SpikeOptions | None,
+    json_path: str | None,
+    png_folder: Path | None,
+    force: bool,
+) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.corpus.job import run_corpus_stats
     from lninspect.corpus.distributed import world_from_env
@@ -57,8 +71,14 @@ def corpus_stats(options: RunOptions, out: Output, corpus: CorpusOptions,
     with CorpusProgress(out.err, enabled=world.is_main and not out.quiet) as progress:
         result = run_corpus_stats(options, corpus, spikes, progress.update, world)
     if world.is_main:
-        _publish(out, result, [aggregate_table(result), position_table(result)], json_path,
-                 png_folder, save_corpus_figures)
+        _publish(
+            out,
+            result,
+            [aggregate_table(result), position_table(result)],
+            json_path,
+            png_folder,
+            save_corpus_figures,
+        )
 
 
 def norms(options: RunOptions, out: Output, json_path: str | None, force: bool) -> None:
@@ -71,8 +91,15 @@ def norms(options: RunOptions, out: Output, json_path: str | None, force: bool) 
     _publish(out, result, [norms_table(result)], json_path)
 
 
-def grads(options: RunOptions, out: Output, loss: str, target: str | None,
-          json_path: str | None, png_folder: Path | None, force: bool) -> None:
+def grads(
+    options: RunOptions,
+    out: Output,
+    loss: str,
+    target: str | None,
+    json_path: str | None,
+    png_folder: Path | None,
+    force: bool,
+) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
     from lninspect.jobs import run_grads
     from lninspect.render.grad_plots import FIGURES, save_grads_figures
@@ -80,24 +107,46 @@ def grads(options: RunOptions, out: Output, loss: str, target: str | None,
 
     _check_outputs(json_path, png_folder, FIGURES, force)
     result = run_grads(options, loss, target)
-    _publish(out, result, [grads_table(result), layer_grads_table(result)], json_path,
-             png_folder, save_grads_figures)
+    _publish(
+        out,
+        result,
+        [grads_table(result), layer_grads_table(result)],
+        json_path,
+        png_folder,
+        save_grads_figures,
+    )
 
 
-def placement(options: RunOptions, out: Output, config: PlacementConfig, json_path: str | None,
-              png_folder: Path | None, force: bool) -> None:
+def placement(
+    options: RunOptions,
+    out: Output,
+    config: PlacementConfig,
+    json_path: str | None,
+    png_folder: Path | None,
+    force: bool,
+) -> None:
     """`lninspect placement`: pre-LN vs post-LN gradient scales at initialization."""
     from lninspect.placement.experiment import run_placement
-    from lninspect.render.placement_tables import figure_names, placement_report, save_placement_figures
+    from lninspect.render.placement_tables import (
+        figure_names,
+        placement_report,
+        save_placement_figures,
+    )
 
     _check_outputs(json_path, png_folder, figure_names(config.layers), force)
     result = run_placement(config, options.text)
-    _publish(out, result, [placement_report(result)], json_path, png_folder,
-             save_placement_figures)
+    _publish(out, result, [placement_report(result)], json_path, png_folder, save_placement_figures)
 
 
-def report(options: RunOptions, out: Output, loss: str, target: str | None,
-           spikes: SpikeOptions, folder: Path, force: bool) -> None:
+def report(
+    options: RunOptions,
+    out: Output,
+    loss: str,
+    target: str | None,
+    spikes: SpikeOptions,
+    folder: Path,
+    force: bool,
+) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
     from lninspect.jobs import run_grads
     from lninspect.render.report import INDEX_HTML, check_report_folder, summary_table, write_report
@@ -111,17 +160,23 @@ def report(options: RunOptions, out: Output, loss: str, target: str | None,
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
 
-def _check_outputs(json_path: str | None, png_folder: Path | None, figures: Sequence[str],
-                   force: bool) -> None:
+def _check_outputs(
+    json_path: str | None, png_folder: Path | None, figures: Sequence[str], force: bool
+) -> None:
     """Refuse, before any work, output files that exist (without --force) or cannot be written."""
     check_target(json_path, force)
     if png_folder is not None:
         check_folder(png_folder, list(figures), force)
 
 
-def _publish(out: Output, result: Any, tables: list[RenderableType], json_path: str | None,
-             png_folder: Path | None = None,
-             save_figures: Callable[[Any, Path], list[Path]] | None = None) -> None:
+def _publish(
+    out: Output,
+    result: Any,
+    tables: list[RenderableType],
+    json_path: str | None,
+    png_folder: Path | None = None,
+    save_figures: Callable[[Any, Path], list[Path]] | None = None,
+) -> None:
     """A result's notes, tables, figures (into `png_folder`) and JSON, in that order."""
     for note in result.notes:
         out.note(note)

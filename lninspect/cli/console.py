@@ -1,4 +1,5 @@
 """Where output goes: tables to stdout, notes and errors to stderr, one object for all."""
+
 from __future__ import annotations
 
 from rich.console import Console, RenderableType

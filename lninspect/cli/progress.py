@@ -3,6 +3,7 @@
 Shown on stderr only when it is a terminal, not with --quiet, and only once a run has
 lasted `delay` seconds, so that quick runs print nothing extra; removed when done.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,13 @@ DELAY_SECONDS = 0.5
 class CorpusProgress:
     """`with CorpusProgress(console) as progress: ... progress.update(tokens, read, total)`."""
 
-    def __init__(self, console: Console, enabled: bool = True, label: str = "corpus",
-                 delay: float = DELAY_SECONDS) -> None:
+    def __init__(
+        self,
+        console: Console,
+        enabled: bool = True,
+        label: str = "corpus",
+        delay: float = DELAY_SECONDS,
+    ) -> None:
         self.console = console
         self.enabled = enabled and console.is_terminal
         self.label = label
@@ -39,8 +45,12 @@ class CorpusProgress:
         self._started = time.perf_counter()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()
 
@@ -51,12 +61,18 @@ class CorpusProgress:
             return
         if self._progress is None:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
                 TextColumn("{task.fields[tokens]:,} tokens · {task.fields[rate]:,.0f} tok/s"),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                transient=True)
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._task = self._progress.add_task(self.label, total=total_bytes, tokens=0, rate=0)
             self._progress.start()
         assert self._task is not None
-        self._progress.update(self._task, completed=bytes_read, tokens=tokens,
-                              rate=tokens / elapsed)
+        self._progress.update(
+            self._task, completed=bytes_read, tokens=tokens, rate=tokens / elapsed
+        )

@@ -14,6 +14,7 @@ denominator (log-spaced bins) and of spike counts, which add up exactly across p
 The state lives on one device (the CPU for MPS, which has no float64); its size depends on
 the model and seq_len only, never on the corpus.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -30,15 +31,17 @@ Record = dict[str, Tensor]
 # Per-token std / rms: 20 bins per decade from 1e-4 to 1e6 (each bin about 12 % wide).
 DENOMINATOR_EDGES = np.logspace(-4, 6, 201)
 # Spike counts per token: 0, 1, 2, 3, then two bins per doubling up to 2^20 dimensions.
-SPIKE_EDGES = np.array([0, 1, 2, 3] + [m * 2**e for e in range(2, 20) for m in (1, 1.5)]
-                       + [2**20], dtype=np.float64)
+SPIKE_EDGES = np.array(
+    [0, 1, 2, 3] + [m * 2**e for e in range(2, 20) for m in (1, 1.5)] + [2**20], dtype=np.float64
+)
 
 
 class Aggregator:
     """Per-position moments and per-module histograms of every norm, merged batch by batch."""
 
-    def __init__(self, norms: list[NormInfo], positions: int, device: torch.device,
-                 spikes: bool = False) -> None:
+    def __init__(
+        self, norms: list[NormInfo], positions: int, device: torch.device, spikes: bool = False
+    ) -> None:
         self.norms = list(norms)
         self.keys = MOMENT_KEYS + ((SPIKE_KEY,) if spikes else ())
         self.device = torch.device("cpu") if device.type == "mps" else device
@@ -55,8 +58,10 @@ class Aggregator:
         self.sequences = 0
         self.tokens = 0
         self._module_index: dict[tuple[int, ...], Tensor] = {}
-        self._edges = {"den": torch.tensor(DENOMINATOR_EDGES, device=self.device),
-                       "spike": torch.tensor(SPIKE_EDGES, device=self.device)}
+        self._edges = {
+            "den": torch.tensor(DENOMINATOR_EDGES, device=self.device),
+            "spike": torch.tensor(SPIKE_EDGES, device=self.device),
+        }
         # columns: underflow, the bins, overflow, and one for non-finite values (not reported)
         self.hist = {"den": self._full((len(self.norms), len(DENOMINATOR_EDGES) + 2), 0)}
         if spikes:
@@ -112,10 +117,12 @@ class Aggregator:
         self.mean[rows, :t] = mean_a + delta * weight
         self.m2[rows, :t] = self.m2[rows, :t] + m2_b + delta.square() * count_a * weight
         self.count[rows, :t] = total
-        self.min[rows, :t] = torch.minimum(self.min[rows, :t],
-                                           torch.where(finite, x, torch.inf).amin(1))
-        self.max[rows, :t] = torch.maximum(self.max[rows, :t],
-                                           torch.where(finite, x, -torch.inf).amax(1))
+        self.min[rows, :t] = torch.minimum(
+            self.min[rows, :t], torch.where(finite, x, torch.inf).amin(1)
+        )
+        self.max[rows, :t] = torch.maximum(
+            self.max[rows, :t], torch.where(finite, x, -torch.inf).amax(1)
+        )
         self.nonfinite[rows] += (~finite).sum((1, 2))
         per_module = values.view(len(modules), k, -1)  # (G, K, samples * t), NaN kept
         den = per_module[torch.arange(len(modules), device=self.device), self._den_key[modules]]
@@ -162,19 +169,29 @@ class Aggregator:
     def norm_results(self) -> list[NormAggregate]:
         """The state as result objects, on the CPU."""
         k = len(self.keys)
-        state = {name: getattr(self, name).cpu().numpy()
-                 for name in ("count", "mean", "m2", "min", "max", "nonfinite")}
+        state = {
+            name: getattr(self, name).cpu().numpy()
+            for name in ("count", "mean", "m2", "min", "max", "nonfinite")
+        }
         hists = {w: h.cpu().numpy() for w, h in self.hist.items()}
         results = []
         for m, norm in enumerate(self.norms):
             positions = {key: _moments(state, m * k + i) for i, key in enumerate(self.keys)}
             description = norm.describe()
-            results.append(NormAggregate(
-                **{name: getattr(description, name) for name in description.__dataclass_fields__},
-                calls=self.calls[m], positions=positions,
-                denominator_hist=_histogram(DENOMINATOR_EDGES, hists["den"][m]),
-                spike_count_hist=_histogram(SPIKE_EDGES, hists["spike"][m])
-                if "spike" in hists else None))
+            results.append(
+                NormAggregate(
+                    **{
+                        name: getattr(description, name)
+                        for name in description.__dataclass_fields__
+                    },
+                    calls=self.calls[m],
+                    positions=positions,
+                    denominator_hist=_histogram(DENOMINATOR_EDGES, hists["den"][m]),
+                    spike_count_hist=_histogram(SPIKE_EDGES, hists["spike"][m])
+                    if "spike" in hists
+                    else None,
+                )
+            )
         return results
 
 
@@ -190,9 +207,11 @@ def _by_position(values: Tensor, batch: int, tokens: int, name: str) -> Tensor:
         return values.movedim(axis, -1).reshape(k, -1, tokens)
     if len(shape) >= 1 and shape[0] == batch * tokens:
         return values.reshape(k, batch, tokens, -1).movedim(2, -1).reshape(k, -1, tokens)
-    raise LninspectError(f"cannot tell the token positions of {name}'s statistics "
-                         f"(shape {tuple(shape)} for a batch of {batch} x {tokens} tokens)",
-                         EXIT_RUNTIME)
+    raise LninspectError(
+        f"cannot tell the token positions of {name}'s statistics "
+        f"(shape {tuple(shape)} for a batch of {batch} x {tokens} tokens)",
+        EXIT_RUNTIME,
+    )
 
 
 def _moments(state: dict[str, np.ndarray], row: int) -> Moments:
@@ -204,5 +223,9 @@ def _moments(state: dict[str, np.ndarray], row: int) -> Moments:
 
 def _histogram(edges: np.ndarray, columns: np.ndarray) -> Histogram:
     """Columns (underflow, bins..., overflow, non-finite) as a Histogram."""
-    return Histogram(edges=edges, counts=columns[1:-2].astype(np.int64),
-                     underflow=int(columns[0]), overflow=int(columns[-2]))
+    return Histogram(
+        edges=edges,
+        counts=columns[1:-2].astype(np.int64),
+        underflow=int(columns[0]),
+        overflow=int(columns[-2]),
+    )

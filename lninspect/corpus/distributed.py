@@ -4,6 +4,7 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them (or with WORLD_SIZE 
 a single process and nothing here touches torch.distributed. The backend is gloo for CPU
 (and MPS, whose aggregates live on the CPU) and nccl for CUDA. docs/distributed.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,11 +67,16 @@ def process_group(world: World, device: torch.device) -> Iterator[World]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group(backend=backend, rank=world.rank, world_size=world.size,
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend,
+            rank=world.rank,
+            world_size=world.size,
+            device_id=device if device.type == "cuda" else None,
+        )
     except (RuntimeError, ValueError) as exc:
-        raise LninspectError(f"cannot join the torchrun process group ({backend}): {exc}",
-                             EXIT_RUNTIME) from exc
+        raise LninspectError(
+            f"cannot join the torchrun process group ({backend}): {exc}", EXIT_RUNTIME
+        ) from exc
     try:
         yield world
     finally:

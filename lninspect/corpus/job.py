@@ -4,6 +4,7 @@ load -> find norms -> for each batch: forward inside `capture`, drain the per-ca
 into an Aggregator (lninspect.corpus.aggregator) -> all-reduce across torchrun ranks -> result.
 Nothing grows with the corpus: records are dropped after each batch.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -16,7 +17,13 @@ import torch
 
 from lninspect.corpus.aggregator import Aggregator
 from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
-from lninspect.corpus.reader import DEFAULT_SEQ_LEN, CorpusOptions, CorpusReader, Encode, expand_files
+from lninspect.corpus.reader import (
+    DEFAULT_SEQ_LEN,
+    CorpusOptions,
+    CorpusReader,
+    Encode,
+    expand_files,
+)
 from lninspect.corpus.distributed import World, process_group, rank_device, sum_ints, world_from_env
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
@@ -28,42 +35,69 @@ from lninspect.options import RunOptions, SpikeOptions
 OnBatch = Callable[[int, int, int], None]
 
 
-def run_corpus_stats(options: RunOptions, corpus: CorpusOptions,
-                     spikes: SpikeOptions | None = None, on_batch: OnBatch | None = None,
-                     world: World | None = None) -> AggregateResult:
+def run_corpus_stats(
+    options: RunOptions,
+    corpus: CorpusOptions,
+    spikes: SpikeOptions | None = None,
+    on_batch: OnBatch | None = None,
+    world: World | None = None,
+) -> AggregateResult:
     """Per-position statistics of every norm over a corpus; every rank returns the total."""
     _check(options)
     paths = expand_files(corpus.files)  # cheap errors first
     world = world or world_from_env()
     if world.distributed and options.device_map is not None:
-        raise LninspectError("--device-map cannot be combined with torchrun: each rank would "
-                             "spread its own copy of the model over the same devices")
+        raise LninspectError(
+            "--device-map cannot be combined with torchrun: each rank would "
+            "spread its own copy of the model over the same devices"
+        )
     loaded = load(replace(options, device=rank_device(world, options.device)))
     with process_group(world, loaded.device):
         norms = require_norms(loaded, options.layers)
         seq_len = sequence_length(loaded, corpus.seq_len)
-        reader = CorpusReader(paths, corpus, encoder(loaded.tokenizer), _eos(loaded.tokenizer),
-                              getattr(loaded.model.config, "vocab_size", None))
+        reader = CorpusReader(
+            paths,
+            corpus,
+            encoder(loaded.tokenizer),
+            _eos(loaded.tokenizer),
+            getattr(loaded.model.config, "vocab_size", None),
+        )
         aggregator = Aggregator(norms, seq_len, loaded.device, spikes=spikes is not None)
 
         def after_batch(tokens: int) -> None:
             if on_batch is not None:
                 on_batch(tokens, reader.bytes_read, reader.total_bytes)
 
-        passes = stream(loaded, aggregator, reader.batches(seq_len, corpus.batch, world.rank,
-                                                           world.size), spikes, after_batch)
+        passes = stream(
+            loaded,
+            aggregator,
+            reader.batches(seq_len, corpus.batch, world.rank, world.size),
+            spikes,
+            after_batch,
+        )
         if world.distributed:
             aggregator.all_reduce()
         (passes,) = sum_ints([passes], aggregator.device)
     if aggregator.tokens == 0:
         raise LninspectError("the corpus has no text: every file is empty")
-    info = CorpusInfo(files=[str(p) for p in paths], documents=reader.document_count,
-                      sequences=aggregator.sequences, tokens=aggregator.tokens, seq_len=seq_len,
-                      batch_size=corpus.batch, world_size=world.size)
+    info = CorpusInfo(
+        files=[str(p) for p in paths],
+        documents=reader.document_count,
+        sequences=aggregator.sequences,
+        tokens=aggregator.tokens,
+        seq_len=seq_len,
+        batch_size=corpus.batch,
+        world_size=world.size,
+    )
     results = aggregator.norm_results()
-    return AggregateResult(model=loaded.info, corpus=info, norms=results, passes=passes,
-                           notes=loaded.notes + _notes(results, passes),
-                           spike_z=spikes.z if spikes is not None else None)
+    return AggregateResult(
+        model=loaded.info,
+        corpus=info,
+        norms=results,
+        passes=passes,
+        notes=loaded.notes + _notes(results, passes),
+        spike_z=spikes.z if spikes is not None else None,
+    )
 
 
 def _check(options: RunOptions) -> None:
@@ -71,12 +105,19 @@ def _check(options: RunOptions) -> None:
     if options.text is not None:
         raise LninspectError("give either --text or a corpus (--file ...), not both")
     if options.max_tokens is not None or options.stride is not None:
-        raise LninspectError("--max-tokens and --stride apply to one text; a corpus is cut by "
-                             "--seq-len and limited by --max-sequences")
+        raise LninspectError(
+            "--max-tokens and --stride apply to one text; a corpus is cut by "
+            "--seq-len and limited by --max-sequences"
+        )
 
 
-def stream(loaded: LoadedModel, aggregator: Aggregator, batches: Iterator[np.ndarray],
-           spikes: SpikeOptions | None, after_batch: Callable[[int], None]) -> int:
+def stream(
+    loaded: LoadedModel,
+    aggregator: Aggregator,
+    batches: Iterator[np.ndarray],
+    spikes: SpikeOptions | None,
+    after_batch: Callable[[int], None],
+) -> int:
     """Run every batch through the hooked model, aggregating and forgetting its records.
 
     Returns the forward passes run. The LM head computes the last position's logits only
@@ -115,8 +156,9 @@ def sequence_length(loaded: LoadedModel, seq_len: int | None) -> int:
     if seq_len is None:
         return min(context or DEFAULT_SEQ_LEN, DEFAULT_SEQ_LEN)
     if context is not None and seq_len > context:
-        raise LninspectError(f"--seq-len {seq_len} is longer than the model's context of "
-                             f"{context} tokens")
+        raise LninspectError(
+            f"--seq-len {seq_len} is longer than the model's context of {context} tokens"
+        )
     return seq_len
 
 
@@ -134,11 +176,15 @@ def _eos(tokenizer: Tokenizer) -> int | None:
 
 def _notes(norms: list[NormAggregate], passes: int) -> list[str]:
     """Modules that ran more than once per pass, and those that saw non-finite values."""
-    notes = [f"{n.name} ran {n.calls} times in {passes} forward passes: every call is counted"
-             for n in norms if n.calls != passes]
+    notes = [
+        f"{n.name} ran {n.calls} times in {passes} forward passes: every call is counted"
+        for n in norms
+        if n.calls != passes
+    ]
     for norm in norms:
         tokens = norm.positions["mean"].nonfinite
         if tokens:
-            notes.append(f"{norm.name}: {tokens} tokens with non-finite inputs (left out of "
-                         "its statistics)")
+            notes.append(
+                f"{norm.name}: {tokens} tokens with non-finite inputs (left out of its statistics)"
+            )
     return notes

@@ -14,6 +14,7 @@ every one reads and tokenizes the whole stream (cheap next to the forward passes
 every `world`-th sequence, so that the processes together run exactly the sequences of a
 single process. Imports no torch.
 """
+
 from __future__ import annotations
 
 import glob
@@ -51,8 +52,11 @@ class CorpusOptions:
     def requested(self) -> bool:
         """Whether these options ask for corpus mode rather than one text from one file."""
         asked = (self.lines, self.field, self.seq_len, self.batch_size, self.max_sequences)
-        return (any(v not in (None, False) for v in asked) or len(self.files) > 1
-                or any(is_pattern(f) for f in self.files))
+        return (
+            any(v not in (None, False) for v in asked)
+            or len(self.files) > 1
+            or any(is_pattern(f) for f in self.files)
+        )
 
     @property
     def batch(self) -> int:
@@ -68,8 +72,9 @@ def expand_files(patterns: Iterable[str]) -> list[Path]:
     found: dict[Path, None] = {}
     for pattern in patterns:
         if is_pattern(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
-                             if Path(p).is_file())
+            matches = sorted(
+                Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()
+            )
             if not matches:
                 raise LninspectError(f"--file '{pattern}' matches no file")
         else:
@@ -77,8 +82,9 @@ def expand_files(patterns: Iterable[str]) -> list[Path]:
             if not path.exists():
                 raise LninspectError(f"file '{path}' does not exist")
             if path.is_dir():
-                raise LninspectError(f"'{path}' is a directory; give files or a glob such as "
-                                     f"'{path}/*.txt'")
+                raise LninspectError(
+                    f"'{path}' is a directory; give files or a glob such as '{path}/*.txt'"
+                )
             matches = [path]
         found.update(dict.fromkeys(matches))
     if not found:
@@ -89,8 +95,14 @@ def expand_files(patterns: Iterable[str]) -> list[Path]:
 class CorpusReader:
     """Documents, sequences and batches of a corpus; counts what it has read so far."""
 
-    def __init__(self, paths: list[Path], options: CorpusOptions, encode: Encode,
-                 eos: int | None = None, vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        options: CorpusOptions,
+        encode: Encode,
+        eos: int | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
         self.paths = paths
         self.options = options
         self.encode = encode
@@ -112,8 +124,11 @@ class CorpusReader:
                 continue
             for number, line in _lines(path, self.options.encoding):
                 self.bytes_read += len(line.encode(self.options.encoding, errors="replace"))
-                document = (line.rstrip("\r\n") if self.options.field is None
-                            else _json_field(path, number, line, self.options.field))
+                document = (
+                    line.rstrip("\r\n")
+                    if self.options.field is None
+                    else _json_field(path, number, line, self.options.field)
+                )
                 if document.strip():
                     self.document_count += 1
                     yield document
@@ -123,8 +138,10 @@ class CorpusReader:
         for document in self.documents():
             ids = self.encode(document)
             if self.vocab_size is not None and ids and max(ids) >= self.vocab_size:
-                raise LninspectError(f"the tokenizer produced id {max(ids)}, outside the "
-                                     f"model's vocabulary of {self.vocab_size}")
+                raise LninspectError(
+                    f"the tokenizer produced id {max(ids)}, outside the "
+                    f"model's vocabulary of {self.vocab_size}"
+                )
             if self.eos is not None and (not ids or ids[-1] != self.eos):
                 ids = ids + [self.eos]
             yield ids
@@ -136,13 +153,14 @@ class CorpusReader:
             buffer = np.concatenate([rest, np.asarray(ids, dtype=np.int64)])
             full = len(buffer) - len(buffer) % seq_len
             for start in range(0, full, seq_len):
-                yield buffer[start:start + seq_len]
+                yield buffer[start : start + seq_len]
             rest = buffer[full:]
         if len(rest):
             yield rest
 
-    def batches(self, seq_len: int, batch_size: int, rank: int = 0,
-                world: int = 1) -> Iterator[np.ndarray]:
+    def batches(
+        self, seq_len: int, batch_size: int, rank: int = 0, world: int = 1
+    ) -> Iterator[np.ndarray]:
         """This process's sequences, `batch_size` at a time, as (batch, tokens) int64 arrays.
 
         At most `max_sequences` sequences in all processes together; process `rank` keeps
@@ -183,8 +201,9 @@ def _readable(path: Path, encoding: str) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError as exc:
-        raise LninspectError(f"'{path}' is not valid {encoding} text (byte {exc.start}); "
-                             "choose with --encoding") from exc
+        raise LninspectError(
+            f"'{path}' is not valid {encoding} text (byte {exc.start}); choose with --encoding"
+        ) from exc
     except LookupError as exc:
         raise LninspectError(f"unknown encoding '{encoding}'") from exc
     except OSError as exc:
@@ -203,6 +222,7 @@ def _json_field(path: Path, number: int, line: str, field: str) -> str:
         raise LninspectError(f"{path}:{number}: no field '{field}' (choose with --field)")
     value = record[field]
     if not isinstance(value, str):
-        raise LninspectError(f"{path}:{number}: field '{field}' is {type(value).__name__}, "
-                             "not text")
+        raise LninspectError(
+            f"{path}:{number}: field '{field}' is {type(value).__name__}, not text"
+        )
     return value

@@ -11,6 +11,7 @@ norms: dL/dy at the output, dL/dx through the norm alone (through an alias of x 
 the norm sees) and dL/dx in total (x itself: the residual stream in a pre-LN block).
 Every hook is removed on exit, also on error, and the modules' train/eval flags are restored.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -43,8 +44,9 @@ Record = dict[str, Tensor]  # name -> per-token tensor of shape (batch, tokens, 
 class Capture:
     """What the hooks of one `capture` block recorded, per norm and per call."""
 
-    def __init__(self, model: nn.Module, norms: Sequence[NormInfo], grads: bool,
-                 spikes: SpikeOptions | None) -> None:
+    def __init__(
+        self, model: nn.Module, norms: Sequence[NormInfo], grads: bool, spikes: SpikeOptions | None
+    ) -> None:
         self.model_class = type(model).__name__
         self.norms = list(norms)
         self.grads = grads
@@ -65,8 +67,9 @@ class Capture:
             shape = norms[0].input.mean.shape
             sequences = shape[0] if len(shape) > 1 else 1
             input = InputInfo(num_sequences=sequences, num_tokens=int(np.prod(shape[:2])))
-        return StatsResult(model=model or _module_info(self), input=input, norms=norms,
-                           passes=self.passes)
+        return StatsResult(
+            model=model or _module_info(self), input=input, norms=norms, passes=self.passes
+        )
 
     def drain(self) -> dict[str, list[Record]]:
         """Hand over and forget the forward records so far: norm name -> per-call records.
@@ -87,8 +90,14 @@ class Capture:
         description = info.describe()
         return NormStats(
             **{k.name: getattr(description, k.name) for k in fields(description)},
-            input=InputStats(mean=f["mean"], std=f["std"], rms=f["rms"], absmax=f["absmax"],
-                             absmax_dim=f["absmax_dim"], nonfinite=f["nonfinite"]),
+            input=InputStats(
+                mean=f["mean"],
+                std=f["std"],
+                rms=f["rms"],
+                absmax=f["absmax"],
+                absmax_dim=f["absmax_dim"],
+                nonfinite=f["nonfinite"],
+            ),
             output=OutputStats(mean=f["out_mean"], std=f["out_std"]),
             calls=len(self.forward[info.name]),
             grad=self._grad_stats(info, f["mean"].shape) if self.grads else None,
@@ -98,7 +107,9 @@ class Capture:
     def _spike_fields(self, info: NormInfo) -> dict[str, Any]:
         if self.spikes is None:
             return {}
-        spikes, order, across = collect_spikes(self.spike_records[info.name], self.spikes.max_spikes)
+        spikes, order, across = collect_spikes(
+            self.spike_records[info.name], self.spikes.max_spikes
+        )
         return {"spikes": spikes, "order": order, "across_token_spearman": across}
 
     def _grad_stats(self, info: NormInfo, shape: tuple[int, ...]) -> GradStats:
@@ -107,13 +118,16 @@ class Capture:
         calls = self.backward[info.name]
         per_key = {k: [c[k] for c in calls if k in c] for k in ("output", "input", "residual")}
         missing = np.full(shape, np.nan, dtype=np.float32)
-        arrays = {k: gather(v) if len(v) == len(calls) and v else missing
-                  for k, v in per_key.items()}
+        arrays = {
+            k: gather(v) if len(v) == len(calls) and v else missing for k, v in per_key.items()
+        }
         counts = [c["output_nonfinite"] for c in calls if "output_nonfinite" in c]
-        return GradStats(output_norm=arrays["output"], input_norm=arrays["input"],
-                         residual_norm=arrays["residual"],
-                         output_nonfinite=gather(counts) if counts and len(counts) == len(calls)
-                         else None)
+        return GradStats(
+            output_norm=arrays["output"],
+            input_norm=arrays["input"],
+            residual_norm=arrays["residual"],
+            output_nonfinite=gather(counts) if counts and len(counts) == len(calls) else None,
+        )
 
     # Hooks -------------------------------------------------------------------------------
 
@@ -131,7 +145,7 @@ class Capture:
             self._pending_inputs[info.name] = x
             alias = x.view_as(x)
             if where == "args":
-                args = args[:key] + (alias,) + args[key + 1:]
+                args = args[:key] + (alias,) + args[key + 1 :]
             else:
                 kwargs = {**kwargs, key: alias}
             return args, kwargs
@@ -149,11 +163,17 @@ class Capture:
             self.forward[info.name].append(stats)
             if self.spikes is not None:
                 rms, bias = info.kind == "rmsnorm", getattr(module, "bias", None)
-                self.spike_records[info.name].append(spike_metrics(
-                    x, y, centre=None if rms else stats["mean"],
-                    scale=stats["rms" if rms else "std"], options=self.spikes,
-                    bias=bias if isinstance(bias, torch.Tensor) else None,
-                    reduced_dims=info.reduced_dims))
+                self.spike_records[info.name].append(
+                    spike_metrics(
+                        x,
+                        y,
+                        centre=None if rms else stats["mean"],
+                        scale=stats["rms" if rms else "std"],
+                        options=self.spikes,
+                        bias=bias if isinstance(bias, torch.Tensor) else None,
+                        reduced_dims=info.reduced_dims,
+                    )
+                )
             original = self._pending_inputs.pop(info.name, None)
             if self.grads and y.requires_grad:
                 self._arm_backward(info, x, y, original)
@@ -171,6 +191,7 @@ class Capture:
                     call[key] = token_norm(g, dims)
                     if key == "output":
                         call["output_nonfinite"] = token_nonfinite(g, dims)
+
             return on_grad
 
         y.register_hook(keep("output"))
@@ -203,8 +224,9 @@ def capture(
             model.eval()
         for info in norms:
             if grads:
-                handles.append(info.module.register_forward_pre_hook(
-                    cap.alias_input(info), with_kwargs=True))
+                handles.append(
+                    info.module.register_forward_pre_hook(cap.alias_input(info), with_kwargs=True)
+                )
             handles.append(info.module.register_forward_hook(cap.record(info), with_kwargs=True))
         yield cap
     finally:

@@ -6,6 +6,7 @@ and out of attention), `mlp_in` / `mlp_out` (into and out of the MLP), `norm_wei
 and `other`. A linear layer's bias goes with its weight. A tied head (GPT-2's lm_head is
 wte) appears once, as `embed`, and its gradient then includes the head's use.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,11 +18,32 @@ from lninspect.norms.discovery import NormInfo, layer_index
 from lninspect.results import ParamGrad
 
 # The leaf names of projections, by family (GPT-2, LLaMA, GPT-NeoX, OPT, Falcon, GPT-J, ...).
-ATTN_IN = {"c_attn", "q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "Wqkv",
-           "query", "key", "value", "q_attn", "in_proj"}
+ATTN_IN = {
+    "c_attn",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "qkv_proj",
+    "query_key_value",
+    "Wqkv",
+    "query",
+    "key",
+    "value",
+    "q_attn",
+    "in_proj",
+}
 ATTN_OUT = {"c_proj", "o_proj", "out_proj", "dense", "wo"}
-MLP_IN = {"c_fc", "fc1", "fc_in", "up_proj", "gate_proj", "gate_up_proj", "dense_h_to_4h",
-          "w1", "w3"}
+MLP_IN = {
+    "c_fc",
+    "fc1",
+    "fc_in",
+    "up_proj",
+    "gate_proj",
+    "gate_up_proj",
+    "dense_h_to_4h",
+    "w1",
+    "w3",
+}
 MLP_OUT = {"c_proj", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "w2"}
 ATTN_PARENTS = ("attn", "attention")
 MLP_PARENTS = ("mlp", "ffn", "feed_forward", "feedforward")
@@ -52,9 +74,15 @@ def param_grads(model: nn.Module, norms: Sequence[NormInfo]) -> list[ParamGrad]:
     rows = []
     for name, param in model.named_parameters():
         grad = param.grad
-        norm = torch.linalg.vector_norm(grad, dtype=torch.float32).item() if grad is not None \
+        norm = (
+            torch.linalg.vector_norm(grad, dtype=torch.float32).item()
+            if grad is not None
             else float("nan")
+        )
         group = param_group(name, model, norm_names)
-        rows.append(ParamGrad(name=name, layer=layer_index(name), group=group, grad_norm=norm,
-                              numel=param.numel()))
+        rows.append(
+            ParamGrad(
+                name=name, layer=layer_index(name), group=group, grad_norm=norm, numel=param.numel()
+            )
+        )
     return rows

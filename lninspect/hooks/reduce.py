@@ -5,6 +5,7 @@ Each reduction takes full activations of shape (..., *hidden) and returns tensor
 shape (...): one number per token (and per head, for norms that see heads). Nothing
 here keeps a reference to its input.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,6 +82,10 @@ def gather(tensors: list[Tensor]) -> np.ndarray:
     if arrays[0].ndim >= 2 and len({a.shape[1:] for a in arrays}) > 1:
         width = max(a.shape[1] for a in arrays)
         fill = -1 if arrays[0].dtype.kind == "i" else np.nan
-        arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
-                         constant_values=fill) for a in arrays]
+        arrays = [
+            np.pad(
+                a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=fill
+            )
+            for a in arrays
+        ]
     return np.concatenate(arrays, axis=0)

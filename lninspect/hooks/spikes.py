@@ -5,6 +5,7 @@ LayerNorm, 0 for RMSNorm) and denominator s (std or rms): z = (x - c) / s. A spi
 dimension with |z| >= z_min, or a massive activation (|x| > 100 and > 1000 x the token's
 median |x|, Sun et al. 2024). Ranks are ordinal (ties broken by position), 1 = largest.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,9 +45,16 @@ def rank_correlation(ra: Tensor, rb: Tensor, dim: int = -1) -> Tensor:
 
 
 @torch.no_grad()
-def spike_metrics(x: Tensor, y: Tensor, *, centre: Tensor | None, scale: Tensor,
-                  bias: Tensor | None, options: SpikeOptions,
-                  reduced_dims: int = 1) -> dict[str, Tensor]:
+def spike_metrics(
+    x: Tensor,
+    y: Tensor,
+    *,
+    centre: Tensor | None,
+    scale: Tensor,
+    bias: Tensor | None,
+    options: SpikeOptions,
+    reduced_dims: int = 1,
+) -> dict[str, Tensor]:
     """Per-token order measures, the largest spikes, and per-dimension across-token rho.
 
     `centre` (the per-token mean; None for RMSNorm) and `scale` (std or rms) are the
@@ -63,7 +71,8 @@ def spike_metrics(x: Tensor, y: Tensor, *, centre: Tensor | None, scale: Tensor,
     size_out = (y - bias.detach().float().reshape(-1)).abs() if bias is not None else y.abs()
     magnitude = x.abs()
     massive = (magnitude > MASSIVE_ABS) & (
-        magnitude > MASSIVE_RATIO * magnitude.median(-1, keepdim=True).values)
+        magnitude > MASSIVE_RATIO * magnitude.median(-1, keepdim=True).values
+    )
     spike = (size_in >= options.z) | massive  # (N, d)
     k = min(options.top_k, d)
     top_in, top_out = size_in.topk(k).indices, size_out.topk(k).indices  # (N, k)
@@ -80,8 +89,16 @@ def spike_metrics(x: Tensor, y: Tensor, *, centre: Tensor | None, scale: Tensor,
     }
 
 
-def _largest_spikes(x: Tensor, y: Tensor, z: Tensor, size_in: Tensor, size_out: Tensor,
-                    spike: Tensor, massive: Tensor, limit: int) -> dict[str, Tensor]:
+def _largest_spikes(
+    x: Tensor,
+    y: Tensor,
+    z: Tensor,
+    size_in: Tensor,
+    size_out: Tensor,
+    spike: Tensor,
+    massive: Tensor,
+    limit: int,
+) -> dict[str, Tensor]:
     """The `limit` spikes of largest |z| (entries with score -inf are no spikes: dropped later)."""
     d = x.shape[-1]
     score = torch.where(spike, size_in, torch.full_like(size_in, -torch.inf)).flatten()
@@ -100,8 +117,9 @@ def _largest_spikes(x: Tensor, y: Tensor, z: Tensor, size_in: Tensor, size_out: 
     }
 
 
-def collect_spikes(records: list[dict[str, Tensor]], limit: int
-                   ) -> tuple[list[Spike], OrderStats, list[AcrossToken]]:
+def collect_spikes(
+    records: list[dict[str, Tensor]], limit: int
+) -> tuple[list[Spike], OrderStats, list[AcrossToken]]:
     """Turn the per-call records of one norm into result objects, on the CPU.
 
     Calls follow each other along the sequence axis, as the statistics do; the spikes of
@@ -114,8 +132,10 @@ def collect_spikes(records: list[dict[str, Tensor]], limit: int
         spikes += _spikes_of_call({k: v.cpu().numpy() for k, v in record.items()}, lead, offset)
         rho, spiking = record["across_rho"].cpu().numpy(), record["across_spiking"].cpu().numpy()
         tokens = int(np.prod(lead))
-        across += [AcrossToken(dim=int(j), rho=float(rho[j]), tokens=tokens)
-                   for j in np.flatnonzero(spiking)]
+        across += [
+            AcrossToken(dim=int(j), rho=float(rho[j]), tokens=tokens)
+            for j in np.flatnonzero(spiking)
+        ]
         offset += lead[0] if len(lead) > 1 else 1
     spikes.sort(key=lambda s: -abs(s.z))
     return spikes[:limit], order, across
@@ -126,9 +146,17 @@ def _spikes_of_call(r: dict[str, np.ndarray], lead: tuple[int, ...], offset: int
     for i in np.flatnonzero(r["spike_valid"]):
         where = np.unravel_index(int(r["spike_token"][i]), lead)
         sequence, token = (where[0], where[1]) if len(lead) > 1 else (0, where[0])
-        spikes.append(Spike(
-            sequence=int(sequence) + offset, token=int(token), dim=int(r["spike_dim"][i]),
-            value=float(r["spike_value"][i]), z=float(r["spike_z"][i]),
-            out_value=float(r["spike_out"][i]), rank_in=int(r["spike_rank_in"][i]),
-            rank_out=int(r["spike_rank_out"][i]), massive=bool(r["spike_massive"][i])))
+        spikes.append(
+            Spike(
+                sequence=int(sequence) + offset,
+                token=int(token),
+                dim=int(r["spike_dim"][i]),
+                value=float(r["spike_value"][i]),
+                z=float(r["spike_z"][i]),
+                out_value=float(r["spike_out"][i]),
+                rank_in=int(r["spike_rank_in"][i]),
+                rank_out=int(r["spike_rank_out"][i]),
+                massive=bool(r["spike_massive"][i]),
+            )
+        )
     return spikes

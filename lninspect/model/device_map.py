@@ -4,6 +4,7 @@ from_pretrained(device_map=..., max_memory=...) places each layer on its own dev
 moves activations between them; lninspect's hooks then run on each layer's device and the
 per-token statistics are gathered afterwards. Parsing imports no torch.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,7 @@ def parse_max_memory(value: str | None) -> dict[int | str, str] | None:
     for item in value.split(","):
         match = _MEMORY_ITEM.match(item.strip())
         if match is None:
-            raise LninspectError(f"'{item}' is not DEVICE=SIZE, e.g. cuda:0=20GiB "
-                                 "or cpu=64GiB")
+            raise LninspectError(f"'{item}' is not DEVICE=SIZE, e.g. cuda:0=20GiB or cpu=64GiB")
         device = match.group(1).lower()
         key: int | str = int(device.removeprefix("cuda:")) if device[-1].isdigit() else device
         limits[key] = match.group(2).replace(" ", "")

@@ -1,5 +1,6 @@
 """Load a causal LM and its tokenizer from a hub id, a local directory, `random:ARCH`
 or the bundled `tiny` model, always through transformers' own loading code."""
+
 from __future__ import annotations
 
 import pickle
@@ -96,18 +97,28 @@ def load_model(
     else:
         if source.kind == "hub" and source.local_only and not hub_offline():
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
-        model = _from_pretrained("from_pretrained", source.path, revision=revision,
-                                 dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                 local_files_only=source.local_only or None,
-                                 **from_pretrained_kwargs(device_map, max_memory))
+        model = _from_pretrained(
+            "from_pretrained",
+            source.path,
+            revision=revision,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            local_files_only=source.local_only or None,
+            **from_pretrained_kwargs(device_map, max_memory),
+        )
     if device_map is None:
         model = model.to(device=torch_device, dtype=torch_dtype).eval()
     else:  # accelerate placed the layers; inputs go where the embeddings are
         torch_device, placed = dispatched(model.eval())
         notes.append(placed)
     # random: weights have no files; a tokenizer of that name is only taken from the cache
-    tokenizer = _load_tokenizer(source.path, revision, trust_remote_code, notes,
-                                local_only=source.local_only or source.kind == "random")
+    tokenizer = _load_tokenizer(
+        source.path,
+        revision,
+        trust_remote_code,
+        notes,
+        local_only=source.local_only or source.kind == "random",
+    )
     config = model.config
     info = ModelInfo(
         name=spec,
@@ -171,26 +182,35 @@ def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
     try:
         return getattr(AutoModelForCausalLM, how)(what, **kwargs)
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
-        raise LninspectError(f"cannot load model '{what}': its safetensors weights are damaged "
-                             f"({_first_line(exc)}); download or save them again") from exc
+        raise LninspectError(
+            f"cannot load model '{what}': its safetensors weights are damaged "
+            f"({_first_line(exc)}); download or save them again"
+        ) from exc
     except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met more than tensors
         raise LninspectError(
             f"cannot load model '{what}': its .bin weights hold more than tensors, so "
             "torch.load(weights_only=True) refused them and nothing in them ran; use a "
-            "safetensors copy from a trusted source") from exc
+            "safetensors copy from a trusted source"
+        ) from exc
     except ValueError as exc:
         if "trust_remote_code" not in str(exc):
             raise _cannot_load(what, exc) from exc
-        raise LninspectError(f"model '{what}' needs its own Python code to load, and "
-                             "lninspect runs none unless you pass --trust-remote-code "
-                             "(only for a source you trust)") from exc
+        raise LninspectError(
+            f"model '{what}' needs its own Python code to load, and "
+            "lninspect runs none unless you pass --trust-remote-code "
+            "(only for a source you trust)"
+        ) from exc
     except (OSError, KeyError) as exc:
         raise _cannot_load(what, exc) from exc
     except RuntimeError as exc:  # e.g. mismatched shapes, or out of memory
         if "PytorchStreamReader" in str(exc):  # torch.load on a truncated .bin
-            raise LninspectError(f"cannot load model '{what}': its .bin weights are damaged (not "
-                                 "a complete torch archive); download or save them again") from exc
-        raise LninspectError(f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME) from exc
+            raise LninspectError(
+                f"cannot load model '{what}': its .bin weights are damaged (not "
+                "a complete torch archive); download or save them again"
+            ) from exc
+        raise LninspectError(
+            f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME
+        ) from exc
 
 
 def _cannot_load(what: Any, exc: Exception) -> LninspectError:
@@ -198,21 +218,28 @@ def _cannot_load(what: Any, exc: Exception) -> LninspectError:
     return LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}")
 
 
-def _load_tokenizer(source: str, revision: str | None, trust_remote_code: bool,
-                    notes: list[str], local_only: bool) -> Tokenizer:
+def _load_tokenizer(
+    source: str, revision: str | None, trust_remote_code: bool, notes: list[str], local_only: bool
+) -> Tokenizer:
     """The model's own tokenizer, or a byte-level fallback (said in `notes`)."""
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=local_only,
-                                           trust_remote_code=trust_remote_code)
+        hf = AutoTokenizer.from_pretrained(
+            source,
+            revision=revision,
+            local_files_only=local_only,
+            trust_remote_code=trust_remote_code,
+        )
         # transformers 5 builds an empty tokenizer from a config alone: that is none either
         if hf("a b", add_special_tokens=False)["input_ids"]:
             return Tokenizer(hf)
     except (OSError, ValueError, TypeError, KeyError):
         pass
-    notes.append(f"no tokenizer found for '{source}': using a byte-level fallback "
-                 "(token ids are the UTF-8 bytes of the text)")
+    notes.append(
+        f"no tokenizer found for '{source}': using a byte-level fallback "
+        "(token ids are the UTF-8 bytes of the text)"
+    )
     return Tokenizer(None)
 
 

@@ -5,6 +5,7 @@ Deciding is quick by design: a plain `from_pretrained` on a machine without netw
 about 28 s in retries, so the cache is looked at first and any hub probe is bounded.
 Imports neither torch nor transformers.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,8 +48,7 @@ def is_cached(repo_id: str, revision: str | None = None) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def hub_answers(repo_id: str, revision: str | None = None,
-                timeout: float = PROBE_SECONDS) -> bool:
+def hub_answers(repo_id: str, revision: str | None = None, timeout: float = PROBE_SECONDS) -> bool:
     """Whether the hub answers about `repo_id` within `timeout` seconds (any HTTP answer)."""
     if hub_offline():
         return False
@@ -78,8 +78,10 @@ def locate(spec: str, revision: str | None = None) -> Source:
         return Source(spec, "random", spec.removeprefix(RANDOM_PREFIX))
     if spec in BUNDLED_NAMES:
         if not (BUNDLED_DIR / spec / "config.json").is_file():
-            raise LninspectError(f"the bundled model '{spec}' is missing from this installation "
-                                 f"({BUNDLED_DIR / spec}); reinstall lninspect")
+            raise LninspectError(
+                f"the bundled model '{spec}' is missing from this installation "
+                f"({BUNDLED_DIR / spec}); reinstall lninspect"
+            )
         return Source(spec, "bundled", str(BUNDLED_DIR / spec), local_only=True)
     if os.path.isdir(spec):
         if not (Path(spec) / "config.json").is_file():
@@ -92,8 +94,9 @@ def locate(spec: str, revision: str | None = None) -> Source:
     if is_cached(spec, revision):
         return Source(spec, "hub", spec, local_only=True)
     why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
-    raise LninspectError(f"model '{spec}' is not in the Hugging Face cache and {why}; "
-                         f"{ALTERNATIVES}")
+    raise LninspectError(
+        f"model '{spec}' is not in the Hugging Face cache and {why}; {ALTERNATIVES}"
+    )
 
 
 def default_model() -> tuple[str, str]:

@@ -3,6 +3,7 @@
 A file is streamed: decoded chunk by chunk and read only as far as asked (`max_chars`), so a
 huge file costs no more than the part of it that the run can use.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -31,8 +32,9 @@ class InputText:
     complete: bool = True
 
 
-def read_text(text: str | None, file: Path | None, encoding: str = "utf-8",
-              max_chars: int | None = None) -> InputText:
+def read_text(
+    text: str | None, file: Path | None, encoding: str = "utf-8", max_chars: int | None = None
+) -> InputText:
     """The text of --text or --file (at most `max_chars` of a file), or SAMPLE_TEXT."""
     if text is not None and file is not None:
         raise LninspectError("give either --text or --file, not both")
@@ -50,11 +52,15 @@ def _check(text: str, complete: bool) -> None:
     if not text and complete:
         raise LninspectError("the text is empty: give some words with --text or --file")
     if not text.strip() and complete:
-        raise LninspectError(f"the text is only whitespace ({len(text)} characters): "
-                             "give some words with --text or --file")
+        raise LninspectError(
+            f"the text is only whitespace ({len(text)} characters): "
+            "give some words with --text or --file"
+        )
     if "\0" in text:
-        raise LninspectError(f"the text holds a NUL character (at character {text.index(chr(0))})"
-                             ": is it a binary or UTF-16 file? Choose the encoding with --encoding")
+        raise LninspectError(
+            f"the text holds a NUL character (at character {text.index(chr(0))})"
+            ": is it a binary or UTF-16 file? Choose the encoding with --encoding"
+        )
 
 
 def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, bool]:
@@ -74,12 +80,13 @@ def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, b
                 try:
                     part = decoder.decode(chunk, final=not chunk)
                 except UnicodeDecodeError as exc:  # the state is unchanged: decode up to the error
-                    part = decoder.decode(chunk[:max(exc.start - pending, 0)])
+                    part = decoder.decode(chunk[: max(exc.start - pending, 0)])
                     if max_chars is None or chars + len(part) <= max_chars:
                         raise LninspectError(
                             f"'{path}' is not valid {encoding} text (byte "
                             f"{offset - pending + exc.start}); choose the encoding with "
-                            "--encoding") from exc
+                            "--encoding"
+                        ) from exc
                     return ("".join(parts) + part)[:max_chars], False  # bad bytes lie beyond
                 parts.append(part)
                 chars, offset = chars + len(part), offset + len(chunk)

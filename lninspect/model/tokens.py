@@ -4,6 +4,7 @@ Without --stride the run keeps the first min(--max-tokens, context) tokens, and 
 only a little beyond them. With --stride S it covers the whole text in windows of that many
 tokens, one starting every S tokens, each a sequence of its own.
 """
+
 from __future__ import annotations
 
 from lninspect.errors import LninspectError
@@ -32,13 +33,16 @@ def token_windows(loaded: LoadedModel, options: RunOptions) -> list[list[int]]:
         raise LninspectError("the text encodes to no tokens")
     vocab = getattr(loaded.model.config, "vocab_size", None)
     if vocab is not None and max(ids) >= vocab:
-        raise LninspectError(f"the tokenizer produced id {max(ids)}, outside the model's "
-                             f"vocabulary of {vocab}")
+        raise LninspectError(
+            f"the tokenizer produced id {max(ids)}, outside the model's vocabulary of {vocab}"
+        )
     if options.stride:
         return _windows(loaded, ids, limit, options.stride)
     if read is not None:  # the tokens after the limit may belong to a partly read word
-        loaded.notes.append(f"'{options.file}' is longer than the run can use: read only its "
-                            f"first {read:,} characters, for the first {limit} tokens ({why})")
+        loaded.notes.append(
+            f"'{options.file}' is longer than the run can use: read only its "
+            f"first {read:,} characters, for the first {limit} tokens ({why})"
+        )
         ids = ids[:limit]
     elif limit is not None and len(ids) > limit:
         loaded.notes.append(f"the text has {len(ids)} tokens: kept the first {limit} ({why})")
@@ -48,13 +52,20 @@ def token_windows(loaded: LoadedModel, options: RunOptions) -> list[list[int]]:
 
 def _limit(loaded: LoadedModel, options: RunOptions) -> tuple[int | None, str]:
     """The most tokens a sequence may have, and why: --max-tokens or the model's context."""
-    limits = [(v, why) for v, why in ((options.max_tokens, "--max-tokens"),
-                                      (loaded.context, "the model's context")) if v]
+    limits = [
+        (v, why)
+        for v, why in (
+            (options.max_tokens, "--max-tokens"),
+            (loaded.context, "the model's context"),
+        )
+        if v
+    ]
     return min(limits, default=(None, ""))
 
 
-def _read_ids(loaded: LoadedModel, options: RunOptions,
-              limit: int | None) -> tuple[list[int], int | None]:
+def _read_ids(
+    loaded: LoadedModel, options: RunOptions, limit: int | None
+) -> tuple[list[int], int | None]:
     """Encode the text, reading a file only until it gives `limit` tokens and a margin.
 
     Returns the ids and, when a file was read only in part, how many characters were read.
@@ -73,20 +84,27 @@ def _chars(tokens: int) -> int:
     return CHARS_PER_TOKEN * (tokens + MARGIN)
 
 
-def _windows(loaded: LoadedModel, ids: list[int], window: int | None,
-             stride: int) -> list[list[int]]:
+def _windows(
+    loaded: LoadedModel, ids: list[int], window: int | None, stride: int
+) -> list[list[int]]:
     """Windows of `window` tokens, one every `stride`; the last one ends with the text."""
     if window is None:
-        raise LninspectError("--stride needs --max-tokens: the model's config states no context "
-                             "length to use as the window")
+        raise LninspectError(
+            "--stride needs --max-tokens: the model's config states no context "
+            "length to use as the window"
+        )
     if stride > window:
-        raise LninspectError(f"--stride {stride} is longer than the window of {window} tokens "
-                             "(--max-tokens or the model's context): tokens would be skipped")
+        raise LninspectError(
+            f"--stride {stride} is longer than the window of {window} tokens "
+            "(--max-tokens or the model's context): tokens would be skipped"
+        )
     if len(ids) <= window:
         return [ids]
     starts = list(range(0, len(ids) - window + 1, stride))
     if starts[-1] + window < len(ids):
         starts.append(len(ids) - window)
-    loaded.notes.append(f"the text has {len(ids)} tokens: {len(starts)} windows of {window} "
-                        f"tokens, one every {stride} (--stride; the last ends with the text)")
-    return [ids[s:s + window] for s in starts]
+    loaded.notes.append(
+        f"the text has {len(ids)} tokens: {len(starts)} windows of {window} "
+        f"tokens, one every {stride} (--stride; the last ends with the text)"
+    )
+    return [ids[s : s + window] for s in starts]

@@ -15,6 +15,7 @@ probe follows the tensors instead. During one forward pass on a few token ids:
 Labelled tensors are kept alive until the pass ends, so their storage cannot be reused and
 identifies them (and every view of them) without ambiguity.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -31,8 +32,21 @@ ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
 CASTS = {"to", "type_as", "float", "half", "bfloat16", "contiguous", "clone", "dropout"}
 ATTENTION_WORDS = ("attn", "attention")
 MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward")
-MLP_LEAVES = {"fc1", "fc2", "fc_in", "fc_out", "c_fc", "dense_h_to_4h", "dense_4h_to_h",
-              "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"}
+MLP_LEAVES = {
+    "fc1",
+    "fc2",
+    "fc_in",
+    "fc_out",
+    "c_fc",
+    "dense_h_to_4h",
+    "dense_4h_to_h",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "w1",
+    "w2",
+    "w3",
+}
 
 
 @dataclass
@@ -47,7 +61,7 @@ class Flow:
 
 
 def sublayer_kind(name: str, module: nn.Module) -> str | None:
-    """"attn" or "mlp" from the module's attribute and class names, else None."""
+    """ "attn" or "mlp" from the module's attribute and class names, else None."""
     leaf, cls = name.rsplit(".", 1)[-1].lower(), type(module).__name__.lower()
     if any(w in leaf or w in cls for w in ATTENTION_WORDS):
         return "attn"
@@ -68,8 +82,9 @@ def probe_input(model: nn.Module) -> torch.Tensor | None:
     return (torch.arange(PROBE_TOKENS, device=device) % vocab).unsqueeze(0)
 
 
-def trace(model: nn.Module, norms: Sequence[tuple[str, nn.Module]],
-          ids: torch.Tensor) -> dict[str, Flow]:
+def trace(
+    model: nn.Module, norms: Sequence[tuple[str, nn.Module]], ids: torch.Tensor
+) -> dict[str, Flow]:
     """Run `model(ids)` once, in eval mode and without gradients, and follow every norm."""
     tracer = _Tracer({module: name for name, module in norms})
     training = {m: m.training for m in model.modules()}
@@ -122,6 +137,7 @@ class _Tracer(TorchFunctionMode):
                         self.flows[source].consumers.add(name)
             if norm is not None:
                 self.mark(_first_tensor((*args, *kwargs.values())), {(norm, "input")})
+
         return hook
 
     def leave(self, name: str, module: nn.Module) -> Any:
@@ -132,10 +148,12 @@ class _Tracer(TorchFunctionMode):
                 self.mark(_first_tensor((output,)), {(norm, "output")})
             elif kind is not None:
                 self.last_sublayer = name
+
         return hook
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
-                           kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         out = func(*args, **(kwargs or {}))
         op = getattr(func, "__name__", "")
         if op in ADDS:

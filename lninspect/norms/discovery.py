@@ -17,6 +17,7 @@ qk (query/key norms inside attention), embed (on the embeddings: BLOOM), final, 
 Placement: pre (the norm feeds a sub-layer; the stream goes around it) or post (its output
 joins the residual stream: original post-LN, or Gemma 2 / OLMo 2 sub-layer output norms).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,20 +39,62 @@ ROLES = ("attn", "mlp", "attn+mlp", "qk", "embed", "final", "other")
 PLACEMENTS = ("pre", "post")
 # config.model_type of the architectures tested in tests/test_architectures.py.
 KNOWN_ARCHITECTURES = {
-    "gpt2", "gpt_neo", "gptj", "gpt_neox", "opt", "bloom", "falcon", "phi", "phi3", "llama",
-    "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2",
-    "gpt_bigcode", "stablelm", "cohere",
+    "gpt2",
+    "gpt_neo",
+    "gptj",
+    "gpt_neox",
+    "opt",
+    "bloom",
+    "falcon",
+    "phi",
+    "phi3",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "olmo",
+    "olmo2",
+    "gpt_bigcode",
+    "stablelm",
+    "cohere",
 }
 # Fallback only: role by the module's attribute name, when the probe cannot run.
 ROLE_BY_NAME = {
-    "attn": {"ln_1", "input_layernorm", "attention_norm", "self_attn_layer_norm", "ln_attn",
-             "attn_norm", "norm1", "norm_1", "pre_attention_layernorm"},
-    "mlp": {"ln_2", "post_attention_layernorm", "ffn_norm", "final_layer_norm", "ln_mlp",
-            "mlp_norm", "norm2", "norm_2", "pre_feedforward_layernorm", "pre_mlp_layernorm"},
+    "attn": {
+        "ln_1",
+        "input_layernorm",
+        "attention_norm",
+        "self_attn_layer_norm",
+        "ln_attn",
+        "attn_norm",
+        "norm1",
+        "norm_1",
+        "pre_attention_layernorm",
+    },
+    "mlp": {
+        "ln_2",
+        "post_attention_layernorm",
+        "ffn_norm",
+        "final_layer_norm",
+        "ln_mlp",
+        "mlp_norm",
+        "norm2",
+        "norm_2",
+        "pre_feedforward_layernorm",
+        "pre_mlp_layernorm",
+    },
     "final": {"ln_f", "norm", "final_layer_norm", "final_layernorm", "norm_f", "ln_out"},
 }
-POST_BY_NAME = {"post_feedforward_layernorm": "mlp", "post_mlp_layernorm": "mlp",
-                "post_ffn_norm": "mlp", "post_attn_norm": "attn", "post_attention_norm": "attn"}
+POST_BY_NAME = {
+    "post_feedforward_layernorm": "mlp",
+    "post_mlp_layernorm": "mlp",
+    "post_ffn_norm": "mlp",
+    "post_attn_norm": "attn",
+    "post_attention_norm": "attn",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,9 +118,16 @@ class NormInfo:
 
     def describe(self) -> NormDescription:
         """The module as plain data, for results and JSON."""
-        return NormDescription(name=self.name, type=self.type, kind=self.kind, layer=self.layer,
-                               role=self.role, placement=self.placement, eps=self.eps,
-                               weight=self.weight_summary())
+        return NormDescription(
+            name=self.name,
+            type=self.type,
+            kind=self.kind,
+            layer=self.layer,
+            role=self.role,
+            placement=self.placement,
+            eps=self.eps,
+            weight=self.weight_summary(),
+        )
 
     def effective_weight(self) -> torch.Tensor | None:
         """The gain the output is multiplied by (1 + w for Gemma); None for a norm without one."""
@@ -91,9 +141,13 @@ class NormInfo:
         w = self.effective_weight()
         if w is None:
             return None
-        return WeightSummary(mean=w.mean().item(), std=w.std(correction=0).item(),
-                             min=w.min().item(), max=w.max().item(),
-                             negative=int((w < 0).sum().item()))
+        return WeightSummary(
+            mean=w.mean().item(),
+            std=w.std(correction=0).item(),
+            min=w.min().item(),
+            max=w.max().item(),
+            negative=int((w < 0).sum().item()),
+        )
 
 
 @dataclass
@@ -129,8 +183,9 @@ def discover(model: nn.Module) -> Discovery:
     return Discovery(norms=norms, notes=_notes(model, why_not))
 
 
-def _probe(model: nn.Module, found: Sequence[tuple[str, nn.Module]]
-           ) -> tuple[dict[str, Flow], str | None]:
+def _probe(
+    model: nn.Module, found: Sequence[tuple[str, nn.Module]]
+) -> tuple[dict[str, Flow], str | None]:
     """The dataflow of one probe pass, or ({}, why it could not run)."""
     ids = probe_input(model)
     if ids is None:
@@ -146,16 +201,22 @@ def _notes(model: nn.Module, why_not: str | None) -> list[str]:
     config = getattr(model, "config", None)
     arch = getattr(config, "model_type", None) or type(model).__name__
     known = arch in KNOWN_ARCHITECTURES or type(model).__module__.startswith("lninspect.")
-    how = ("roles from a probe forward pass" if why_not is None
-           else f"roles guessed from module names ({why_not})")
+    how = (
+        "roles from a probe forward pass"
+        if why_not is None
+        else f"roles guessed from module names ({why_not})"
+    )
     if not known:
-        return [f"{arch}: an architecture lninspect is not tested on; norms found by generic "
-                f"discovery, {how}"]
+        return [
+            f"{arch}: an architecture lninspect is not tested on; norms found by generic "
+            f"discovery, {how}"
+        ]
     return [] if why_not is None else [how[0].upper() + how[1:]]
 
 
-def _describe(name: str, module: nn.Module, modules: dict[str, nn.Module],
-              flows: dict[str, Flow]) -> NormInfo:
+def _describe(
+    name: str, module: nn.Module, modules: dict[str, nn.Module], flows: dict[str, Flow]
+) -> NormInfo:
     eps = _read_eps(module)
     stated = _stated_dims(module)
     formula = measure_formula(module, eps, stated)
@@ -176,8 +237,9 @@ def _describe(name: str, module: nn.Module, modules: dict[str, nn.Module],
     )
 
 
-def _place(name: str, layer: int | None, modules: dict[str, nn.Module],
-           flows: dict[str, Flow]) -> tuple[str, str]:
+def _place(
+    name: str, layer: int | None, modules: dict[str, nn.Module], flows: dict[str, Flow]
+) -> tuple[str, str]:
     """(role, placement): from the probe's dataflow where it ran, else from the name."""
     if _inside_attention(name, layer, modules):
         return "qk", "pre"
@@ -188,8 +250,9 @@ def _place(name: str, layer: int | None, modules: dict[str, nn.Module],
     # norm's output joins the stream (or, last in a post-LN stack, feeds the head).
     post = flow.output_added or not flow.input_added
     if layer is None:
-        first_block = min((f.order for n, f in flows.items() if layer_index(n) is not None),
-                          default=math.inf)
+        first_block = min(
+            (f.order for n, f in flows.items() if layer_index(n) is not None), default=math.inf
+        )
         if flow.order < first_block:
             return "embed", "post" if post else "pre"
         return "final", "post" if flow.output_added else "pre"

@@ -12,6 +12,7 @@ for offset 0 or 1 and reductions over the last 1 .. n axes; the candidates diffe
 so the match is unambiguous. A module that keeps its eps nowhere readable gets it measured
 from a second input whose variance is close to eps (resolution about 1e-11).
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,7 +39,9 @@ class Formula:
     eps: float | None  # measured eps; None when eps was given (or could not be measured)
 
 
-def measure_formula(module: nn.Module, eps: float | None, reduced_dims: int | None) -> Formula | None:
+def measure_formula(
+    module: nn.Module, eps: float | None, reduced_dims: int | None
+) -> Formula | None:
     """The formula `module` computes, or None when no candidate matches or it cannot run.
 
     `eps` is the module's own eps when it has one (then only the formula is measured);
@@ -78,8 +81,15 @@ def normalize(x: Tensor, kind: str, eps: float, dims: int) -> tuple[Tensor, Tens
     return z, z.square().mean(dim=axes, keepdim=True) + eps
 
 
-def _match(x: Tensor, y: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float | None,
-           reduced_dims: int | None, ndim: int) -> Formula | None:
+def _match(
+    x: Tensor,
+    y: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float | None,
+    reduced_dims: int | None,
+    ndim: int,
+) -> Formula | None:
     """The candidate formula closest to y, if it is within MATCH_TOLERANCE."""
     offsets = (0.0, 1.0) if weight is not None else (0.0,)
     dims = (reduced_dims,) if reduced_dims else tuple(range(1, ndim + 1))
@@ -93,11 +103,12 @@ def _match(x: Tensor, y: Tensor, weight: Tensor | None, bias: Tensor | None, eps
     return best[1] if best is not None and best[0] / scale < MATCH_TOLERANCE else None
 
 
-def _measure_eps(clone: nn.Module, x: Tensor, formula: Formula, weight: Tensor | None,
-                 bias: Tensor | None) -> float | None:
+def _measure_eps(
+    clone: nn.Module, x: Tensor, formula: Formula, weight: Tensor | None, bias: Tensor | None
+) -> float | None:
     """eps from y = z / sqrt(ms + eps) * w + b on an input of variance EPS_PROBE_VARIANCE."""
     d = formula.reduced_dims
-    small = x * EPS_PROBE_VARIANCE ** 0.5
+    small = x * EPS_PROBE_VARIANCE**0.5
     y = clone.forward(small).double()
     z, ms = normalize(small.double(), formula.kind, 0.0, d)
     scaled = _affine(z, weight, None, formula.weight_offset)  # what y - b is, times sqrt(ms + eps)
@@ -110,8 +121,9 @@ def _measure_eps(clone: nn.Module, x: Tensor, formula: Formula, weight: Tensor |
     return float(f"{max(eps, 0.0):.3g}")
 
 
-def _affine(normalized: Tensor, weight: Tensor | None, bias: Tensor | None,
-            offset: float) -> Tensor:
+def _affine(
+    normalized: Tensor, weight: Tensor | None, bias: Tensor | None, offset: float
+) -> Tensor:
     out = normalized * (weight.double() + offset) if weight is not None else normalized
     return out + bias.double() if bias is not None else out
 

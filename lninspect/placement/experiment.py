@@ -9,6 +9,7 @@ The runs use one CPU thread by default: their matrices are small (a few hundred 
 d), where intra-op threads gain little, and on a busy machine spinning threads cost ~10x
 (the default run: 38 s on two threads against 4 s on one, on a shared 2-core machine).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,19 +38,24 @@ GPT2_STD = 0.02  # GPT-2's weight std; its residual projections get 0.02 / sqrt(
 XAVIER_EMBEDDING_STD = math.sqrt(0.5)  # token + position embedding: E|x|^2/d = 1, as in Lemma 2
 
 
-def run_placement(config: PlacementConfig, text: str | None = None,
-                  threads: int | None = 1) -> PlacementResult:
+def run_placement(
+    config: PlacementConfig, text: str | None = None, threads: int | None = 1
+) -> PlacementResult:
     """Every depth in `config.layers`, both placements, averaged over `config.seeds`.
 
     `threads`: torch's intra-op threads during the runs (restored after); None keeps them.
     """
     text_ids, notes = _text_ids(config, text)
     if text_ids is not None:  # record the shape the text gave: (sequences, tokens + 1)
-        config = replace(config, tokens="text", batch=text_ids.shape[0],
-                         seq_len=text_ids.shape[1] - 1)
+        config = replace(
+            config, tokens="text", batch=text_ids.shape[0], seq_len=text_ids.shape[1] - 1
+        )
     with _threads(threads):
-        runs = [_run(config, placement, layers, text_ids)
-                for layers in config.layers for placement in PLACEMENTS]
+        runs = [
+            _run(config, placement, layers, text_ids)
+            for layers in config.layers
+            for placement in PLACEMENTS
+        ]
     return PlacementResult(config=config, runs=runs, notes=notes)
 
 
@@ -65,12 +71,22 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def build_model(config: PlacementConfig, placement: str, layers: int,
-                generator: torch.Generator) -> GPT:
+def build_model(
+    config: PlacementConfig, placement: str, layers: int, generator: torch.Generator
+) -> GPT:
     """The reference GPT of this shape, initialized as `config.init` says."""
-    model = GPT(RefGPTConfig(vocab_size=config.vocab_size, context=config.seq_len,
-                             layers=layers, d_model=config.d_model, heads=config.heads,
-                             mlp_ratio=config.mlp_ratio, placement=placement, norm=config.norm))
+    model = GPT(
+        RefGPTConfig(
+            vocab_size=config.vocab_size,
+            context=config.seq_len,
+            layers=layers,
+            d_model=config.d_model,
+            heads=config.heads,
+            mlp_ratio=config.mlp_ratio,
+            placement=placement,
+            norm=config.norm,
+        )
+    )
     initialize(model, config.init, generator)
     return model
 
@@ -103,12 +119,15 @@ def measure_gradients(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
         loss.backward()
     stats = cap.result()
     values: dict[str, dict[str, list[float]]] = {
-        "input_std": {k: [] for k in NORM_KEYS}, "input_ms": {k: [] for k in NORM_KEYS}}
+        "input_std": {k: [] for k in NORM_KEYS},
+        "input_ms": {k: [] for k in NORM_KEYS},
+    }
     for norm in stats.norms:  # in model order: blocks.0.ln_1, blocks.0.ln_2, ..., ln_f
         key = norm.name.rsplit(".", 1)[-1]
         values["input_std"][key].append(float(norm.input.std.mean()))
-        values["input_ms"][key].append(float(np.mean(norm.input.rms.astype(np.float64) ** 2)
-                                             - norm.eps))
+        values["input_ms"][key].append(
+            float(np.mean(norm.input.rms.astype(np.float64) ** 2) - norm.eps)
+        )
     measured = {name: {k: np.asarray(v) for k, v in d.items()} for name, d in values.items()}
     measured["grad_norm"] = _grad_norms(model)
     return loss.item(), measured
@@ -116,17 +135,26 @@ def measure_gradients(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
 
 def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
     """Frobenius norm of dL/dW per block for each of GRAD_KEYS."""
+
     def norm(*params: nn.Parameter) -> float:
         return math.sqrt(sum(float(p.grad.double().square().sum()) for p in params))
 
-    rows = [(norm(b.mlp.fc_out.weight), norm(b.mlp.fc_in.weight), norm(b.attn.out.weight),
-             norm(b.ln_1.weight, b.ln_2.weight)) for b in model.blocks]
+    rows = [
+        (
+            norm(b.mlp.fc_out.weight),
+            norm(b.mlp.fc_in.weight),
+            norm(b.attn.out.weight),
+            norm(b.ln_1.weight, b.ln_2.weight),
+        )
+        for b in model.blocks
+    ]
     columns = np.asarray(rows, dtype=np.float64).T  # (len(GRAD_KEYS), layers)
     return dict(zip(GRAD_KEYS, columns))
 
 
-def _run(config: PlacementConfig, placement: str, layers: int,
-         text_ids: torch.Tensor | None) -> PlacementRun:
+def _run(
+    config: PlacementConfig, placement: str, layers: int, text_ids: torch.Tensor | None
+) -> PlacementRun:
     """One placement at one depth, over every seed."""
     losses, per_seed = [], []
     for seed in range(config.seeds):
@@ -139,23 +167,30 @@ def _run(config: PlacementConfig, placement: str, layers: int,
         per_seed.append(measured)
     mean = {name: _over_seeds(per_seed, name, np.mean) for name in per_seed[0]}
     spread = _over_seeds(per_seed, "grad_norm", np.std)
-    return PlacementRun(placement=placement, norm=config.norm, layers=layers,
-                        grad_norm=mean["grad_norm"], grad_norm_std=spread,
-                        input_std=mean["input_std"], input_ms=mean["input_ms"],
-                        loss=float(np.mean(losses)))
+    return PlacementRun(
+        placement=placement,
+        norm=config.norm,
+        layers=layers,
+        grad_norm=mean["grad_norm"],
+        grad_norm_std=spread,
+        input_std=mean["input_std"],
+        input_ms=mean["input_ms"],
+        loss=float(np.mean(losses)),
+    )
 
 
-def _over_seeds(per_seed: list[Measured], name: str,
-                reduce: Callable[..., np.ndarray]) -> dict[str, np.ndarray]:
+def _over_seeds(
+    per_seed: list[Measured], name: str, reduce: Callable[..., np.ndarray]
+) -> dict[str, np.ndarray]:
     """Reduce each (seeds, L) stack of `name` over its seed axis."""
-    return {key: reduce(np.stack([m[name][key] for m in per_seed]), axis=0)
-            for key in per_seed[0][name]}
+    return {
+        key: reduce(np.stack([m[name][key] for m in per_seed]), axis=0) for key in per_seed[0][name]
+    }
 
 
 def _random_ids(config: PlacementConfig, generator: torch.Generator) -> torch.Tensor:
     """Uniform token ids of shape (batch, seq_len + 1): inputs and next-token targets."""
-    return torch.randint(config.vocab_size, (config.batch, config.seq_len + 1),
-                         generator=generator)
+    return torch.randint(config.vocab_size, (config.batch, config.seq_len + 1), generator=generator)
 
 
 def _text_ids(config: PlacementConfig, text: str | None) -> tuple[torch.Tensor | None, list[str]]:
@@ -171,7 +206,9 @@ def _text_ids(config: PlacementConfig, text: str | None) -> tuple[torch.Tensor |
     rows = min(config.batch, len(data) // width)
     notes = []
     if rows * width < len(data):
-        notes.append(f"the text has {len(data)} bytes: used the first {rows * width} "
-                     f"({rows} sequence{'s' if rows > 1 else ''} of {width} tokens)")
+        notes.append(
+            f"the text has {len(data)} bytes: used the first {rows * width} "
+            f"({rows} sequence{'s' if rows > 1 else ''} of {width} tokens)"
+        )
     ids = torch.tensor(data[: rows * width]).view(rows, width)  # (sequences, tokens + 1)
     return ids, notes

@@ -8,6 +8,7 @@ so that lninspect's discovery finds them, and they are named `blocks.{i}.ln_1`,
 `blocks.{i}.ln_2` and `ln_f` as in GPT-2. Initialization is left to the caller
 (lninspect.placement.experiment); PyTorch's defaults apply until then.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,8 +82,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, d = x.shape  # (batch, tokens, d_model)
-        q, k, v = (p(x).view(B, T, self.heads, d // self.heads).transpose(1, 2)
-                   for p in (self.q, self.k, self.v))  # (B, heads, T, head_dim)
+        q, k, v = (
+            p(x).view(B, T, self.heads, d // self.heads).transpose(1, 2)
+            for p in (self.q, self.k, self.v)
+        )  # (B, heads, T, head_dim)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, heads, T, head_dim)
         return self.out(y.transpose(1, 2).reshape(B, T, d))  # (B, T, d)
 

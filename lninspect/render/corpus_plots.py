@@ -3,6 +3,7 @@
 Matplotlib Figure objects built directly (no pyplot); no torch. The first positions are
 where the first-token effect (attention sinks, massive activations) shows.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -57,7 +58,9 @@ def save_corpus_figures(result: AggregateResult, folder: Path) -> list[Path]:
     figure = new_figure(9.0, 5.0)
     ax = plot_std_per_position(result, figure.add_subplot())
     m, c = result.model, result.corpus
-    ax.set_title(f"Mean std of the norms' inputs per token position\n{m.name} ({m.source}) · "
-                 f"{c.tokens:,} tokens in {c.sequences} sequences of ≤ {c.seq_len}",
-                 fontsize="medium")
+    ax.set_title(
+        f"Mean std of the norms' inputs per token position\n{m.name} ({m.source}) · "
+        f"{c.tokens:,} tokens in {c.sequences} sequences of ≤ {c.seq_len}",
+        fontsize="medium",
+    )
     return [save_figure(figure, folder / STD_PER_POSITION)]

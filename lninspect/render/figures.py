@@ -1,4 +1,5 @@
 """Shared matplotlib plumbing: Figure objects built directly (no pyplot), saved atomically."""
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,7 @@ def new_figure(width: float = 9.0, height: float = 5.0) -> Figure:
 def subtitle(model: str, text: str, width: int = 90) -> str:
     """`model · "text…"`: what every figure names under its title, in about `width` chars."""
     if len(model) > width // 2:  # a long path: keep its end, which names the model
-        model = "…" + model[-(width // 2 - 1):]
+        model = "…" + model[-(width // 2 - 1) :]
     width = max(20, width - len(model))
     snippet = " ".join(text.split())
     if len(snippet) > width:

@@ -1,4 +1,5 @@
 """Figures of gradient results (matplotlib Figure objects, no pyplot, no torch)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +14,21 @@ from lninspect.render.grad_tables import group_norms
 from lninspect.results import GradsResult, NormStats, StatsResult
 
 FIGURES = ("grads-params.png", "grads-heatmap.png", "grads-scale-vs-std.png")
-LAYER_GROUPS = {"attn_in": "attention in", "attn_out": "attention out", "mlp_in": "MLP in",
-                "mlp_out": "MLP out", "norm_weight": "norm weights", "norm_bias": "norm biases"}
-OUTSIDE_GROUPS = {"embed": "embeddings", "head": "output head", "norm_weight": "final norm weight",
-                  "norm_bias": "final norm bias", "other": "other"}
+LAYER_GROUPS = {
+    "attn_in": "attention in",
+    "attn_out": "attention out",
+    "mlp_in": "MLP in",
+    "mlp_out": "MLP out",
+    "norm_weight": "norm weights",
+    "norm_bias": "norm biases",
+}
+OUTSIDE_GROUPS = {
+    "embed": "embeddings",
+    "head": "output head",
+    "norm_weight": "final norm weight",
+    "norm_bias": "final norm bias",
+    "other": "other",
+}
 
 
 def figure_subtitle(result: StatsResult) -> str:
@@ -35,8 +47,12 @@ def plot_param_grads(result: GradsResult, ax: Axes) -> Axes:
             ax.plot(layers, values, marker="o", label=label)
     outside = {g: v for g, v in norms.get(None, {}).items() if np.isfinite(v)}
     for (group, value), style in zip(outside.items(), (":", "--", "-.", (0, (1, 4)))):
-        ax.axhline(value, color="grey", linestyle=style,
-                   label=f"{OUTSIDE_GROUPS.get(group, group)} (outside the blocks)")
+        ax.axhline(
+            value,
+            color="grey",
+            linestyle=style,
+            label=f"{OUTSIDE_GROUPS.get(group, group)} (outside the blocks)",
+        )
     if any(line.get_ydata().size and np.nanmax(line.get_ydata()) > 0 for line in ax.lines):
         ax.set_yscale("log")  # not when every gradient is NaN or 0: nothing to put on a log axis
     ax.set_xlabel("layer")
@@ -57,8 +73,9 @@ def plot_grad_heatmap(result: GradsResult, figure: Figure) -> Figure:
     panels = [(role, norm_rows(result, role)) for role in ("attn", "mlp", "final")]
     panels = [(role, rows) for role, rows in panels if rows]
     heights = [max(len(rows), 1.5) for _, rows in panels]
-    axes = figure.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights},
-                           squeeze=False)[:, 0]
+    axes = figure.subplots(
+        len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
+    )[:, 0]
     values = [n.grad.input_norm[0] for _, rows in panels for n in rows]
     positive = np.concatenate(values)
     positive = positive[np.isfinite(positive) & (positive > 0)]
@@ -68,7 +85,9 @@ def plot_grad_heatmap(result: GradsResult, figure: Figure) -> Figure:
         grid = np.where(grid > 0, grid, np.nan)  # the last token gets no gradient from the loss
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap="viridis")
         ax.set_ylabel(f"{rows[0].name.rsplit('.', 1)[-1]} ({role})\nlayer")
-        ax.set_yticks(range(len(rows)), [str(n.layer) if n.layer is not None else "—" for n in rows])
+        ax.set_yticks(
+            range(len(rows)), [str(n.layer) if n.layer is not None else "—" for n in rows]
+        )
     axes[-1].set_xlabel("token position (sequence 0; blank: zero gradient)")
     figure.colorbar(image, ax=list(axes), label="‖∂L/∂x‖ through the norm (log)")
     return figure
@@ -82,14 +101,31 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes) -> Axes:
     for norm, layer in zip(layered, layers):
         scale, std = norm.grad.scale.ravel(), norm.denominator.ravel()
         keep = np.isfinite(scale) & (scale > 0) & np.isfinite(std)
-        ax.scatter(std[keep], scale[keep], s=10, alpha=0.6, c=np.full(keep.sum(), layer),
-                   cmap="plasma", vmin=min(layers), vmax=max(layers), linewidths=0, zorder=2)
+        ax.scatter(
+            std[keep],
+            scale[keep],
+            s=10,
+            alpha=0.6,
+            c=np.full(keep.sum(), layer),
+            cmap="plasma",
+            vmin=min(layers),
+            vmax=max(layers),
+            linewidths=0,
+            zorder=2,
+        )
     stds = np.concatenate([n.denominator.ravel() for n in layered])
     stds = stds[np.isfinite(stds) & (stds > 0)]
     if stds.size:
         xs = np.geomspace(stds.min(), stds.max(), 50)
-        ax.plot(xs, 1 / xs, color="black", linestyle="--", linewidth=1, zorder=1,
-                label="1 / std: a norm with unit weight")
+        ax.plot(
+            xs,
+            1 / xs,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            zorder=1,
+            label="1 / std: a norm with unit weight",
+        )
         ax.legend(fontsize="small")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -114,4 +150,6 @@ def save_grads_figures(result: GradsResult, folder: Path) -> list[Path]:
     scatter = new_figure(8, 6)
     plot_scale_vs_std(result, scatter.add_subplot())
     scatter.suptitle("The backward pass divides by σ: gradient scale vs input std\n" + sub)
-    return [save_figure(fig, folder / name) for fig, name in zip((params, heatmap, scatter), FIGURES)]
+    return [
+        save_figure(fig, folder / name) for fig, name in zip((params, heatmap, scatter), FIGURES)
+    ]

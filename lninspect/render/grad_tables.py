@@ -1,4 +1,5 @@
 """Rich tables of gradient results: per norm module and per layer of parameters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,21 +9,43 @@ from rich.table import Table
 from lninspect.render.stats_tables import fmt, header, nan_quantiles, short_names
 from lninspect.results import GradsResult
 
-GROUPS = ("embed", "attn_in", "attn_out", "mlp_in", "mlp_out", "norm_weight", "norm_bias", "head",
-          "other")
+GROUPS = (
+    "embed",
+    "attn_in",
+    "attn_out",
+    "mlp_in",
+    "mlp_out",
+    "norm_weight",
+    "norm_bias",
+    "head",
+    "other",
+)
 
 
 def grads_table(result: GradsResult) -> Table:
     """One row per norm: median and max over tokens of |dL/dy|, |dL/dx| through it, residual."""
-    table = Table(title=f"{header(result)} · loss {fmt(result.loss)}", title_justify="left",
-                  box=box.SIMPLE_HEAD, caption_justify="left", caption=(
-                      f"loss: {result.loss_kind}. |dL/dy|: gradient at the norm's output; "
-                      "|dL/dx|: through the norm to its input; residual: |dL/dx| in total "
-                      "(every use of x); scale = |dL/dx| / |dL/dy|. Median / max over tokens."))
-    for column in ("module", "role", "|dL/dy| med / max", "|dL/dx| med / max",
-                   "residual med / max", "scale med"):
-        table.add_column(column, justify="left" if column in ("module", "role") else "right",
-                         no_wrap=True)
+    table = Table(
+        title=f"{header(result)} · loss {fmt(result.loss)}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption_justify="left",
+        caption=(
+            f"loss: {result.loss_kind}. |dL/dy|: gradient at the norm's output; "
+            "|dL/dx|: through the norm to its input; residual: |dL/dx| in total "
+            "(every use of x); scale = |dL/dx| / |dL/dy|. Median / max over tokens."
+        ),
+    )
+    for column in (
+        "module",
+        "role",
+        "|dL/dy| med / max",
+        "|dL/dx| med / max",
+        "residual med / max",
+        "scale med",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("module", "role") else "right", no_wrap=True
+        )
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
         grad = norm.grad
         cells = [_med_max(v) for v in (grad.output_norm, grad.input_norm, grad.residual_norm)]
@@ -34,8 +57,11 @@ def layer_grads_table(result: GradsResult) -> Table:
     """Rows: layers (and the parts outside them); columns: parameter groups' gradient norms."""
     norms = group_norms(result)
     groups = [g for g in GROUPS if any(g in row for row in norms.values())]
-    table = Table(title="parameter gradient norms per layer (L2 over each group's tensors)",
-                  title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(
+        title="parameter gradient norms per layer (L2 over each group's tensors)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     table.add_column("layer", justify="right")
     for group in groups:
         table.add_column(group, justify="right")
@@ -50,7 +76,7 @@ def group_norms(result: GradsResult) -> dict[int | None, dict[str, float]]:
     squares: dict[int | None, dict[str, float]] = {}
     for p in result.params:
         row = squares.setdefault(p.layer, {})
-        row[p.group] = row.get(p.group, 0.0) + p.grad_norm ** 2
+        row[p.group] = row.get(p.group, 0.0) + p.grad_norm**2
     order = sorted(squares, key=lambda layer: -1 if layer is None else layer)
     return {layer: {g: float(np.sqrt(v)) for g, v in squares[layer].items()} for layer in order}
 

@@ -1,4 +1,5 @@
 """Tables and figures of `lninspect placement` results (no torch, no transformers)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,9 +28,11 @@ def describe(config: PlacementConfig) -> str:
     norm = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}.get(config.norm, config.norm)
     depths = ",".join(str(n) for n in config.layers)
     tokens = "random tokens" if config.tokens == "random" else "text bytes"
-    return (f"reference GPT, L={depths}, d={config.d_model}, {config.heads} heads, "
-            f"FFN {config.mlp_ratio}×d ReLU, {norm} · init {config.init} · {_seeds(config)} · "
-            f"{config.batch}×{config.seq_len} {tokens}")
+    return (
+        f"reference GPT, L={depths}, d={config.d_model}, {config.heads} heads, "
+        f"FFN {config.mlp_ratio}×d ReLU, {norm} · init {config.init} · {_seeds(config)} · "
+        f"{config.batch}×{config.seq_len} {tokens}"
+    )
 
 
 def _seeds(config: PlacementConfig) -> str:
@@ -37,6 +40,7 @@ def _seeds(config: PlacementConfig) -> str:
 
 
 # Tables -------------------------------------------------------------------------------------
+
 
 def placement_report(result: PlacementResult) -> Group:
     """Per depth: a gradient table and a norm-input table; then the sweep table if several."""
@@ -51,39 +55,65 @@ def placement_report(result: PlacementResult) -> Group:
 def grads_table(result: PlacementResult, layers: int) -> Table:
     """Per layer: the gradient norms of pre- and post-LN side by side."""
     pre, post = result.run("pre", layers), result.run("post", layers)
-    table = _table(f"Gradient norms at initialization, L={layers} · {describe(result.config)}",
-                   f"|dloss/dW|_F, mean over {_seeds(result.config)} (spread in --json); "
-                   "ffn_out is W^{2,l} of Theorem 1; norm w: ln_1 and ln_2 gains together")
+    table = _table(
+        f"Gradient norms at initialization, L={layers} · {describe(result.config)}",
+        f"|dloss/dW|_F, mean over {_seeds(result.config)} (spread in --json); "
+        "ffn_out is W^{2,l} of Theorem 1; norm w: ln_1 and ln_2 gains together",
+    )
     table.add_column("layer", justify="right", no_wrap=True)
-    for header in ("ffn_out\npre", "\npost", "\nratio", "ffn_in\npre", "\npost",
-                   "attn_out\npre", "\npost", "norm w\npre", "\npost"):
+    for header in (
+        "ffn_out\npre",
+        "\npost",
+        "\nratio",
+        "ffn_in\npre",
+        "\npost",
+        "attn_out\npre",
+        "\npost",
+        "norm w\npre",
+        "\npost",
+    ):
         table.add_column(header, justify="right", no_wrap=True)
     for i in range(layers):
         ratio = post.grad_norm["ffn_out"][i] / pre.grad_norm["ffn_out"][i]
-        cells = [fmt(run.grad_norm[key][i]) for key in ("ffn_in", "attn_out", "norm_weight")
-                 for run in (pre, post)]
-        table.add_row(str(i), fmt(pre.grad_norm["ffn_out"][i]),
-                      fmt(post.grad_norm["ffn_out"][i]), fmt(ratio), *cells)
+        cells = [
+            fmt(run.grad_norm[key][i])
+            for key in ("ffn_in", "attn_out", "norm_weight")
+            for run in (pre, post)
+        ]
+        table.add_row(
+            str(i),
+            fmt(pre.grad_norm["ffn_out"][i]),
+            fmt(post.grad_norm["ffn_out"][i]),
+            fmt(ratio),
+            *cells,
+        )
     return table
 
 
 def inputs_table(result: PlacementResult, layers: int) -> Table:
     """Per layer: E|x|^2/d at every norm's input, next to Lemma 2's values."""
     pre, post = result.run("pre", layers), result.run("post", layers)
-    table = _table(f"E|x|²/d at the norms' inputs, L={layers}",
-                   "pre-LN ln_1 sees the residual stream after l blocks; post-LN ln_2 the sum "
-                   "after the FFN, renormalised in every block")
+    table = _table(
+        f"E|x|²/d at the norms' inputs, L={layers}",
+        "pre-LN ln_1 sees the residual stream after l blocks; post-LN ln_2 the sum "
+        "after the FFN, renormalised in every block",
+    )
     table.add_column("layer", justify="right", no_wrap=True)
-    for header in ("pre\nln_1", "\nln_2", "Lemma 2\npre ln_1", "post\nln_1", "\nln_2",
-                   "Lemma 2\npost ln_2"):
+    for header in (
+        "pre\nln_1",
+        "\nln_2",
+        "Lemma 2\npre ln_1",
+        "post\nln_1",
+        "\nln_2",
+        "Lemma 2\npost ln_2",
+    ):
         table.add_column(header, justify="right", no_wrap=True)
     for i in range(layers):
         pre_cells = [fmt(pre.input_ms[key][i]) for key in ("ln_1", "ln_2")]
         post_cells = [fmt(post.input_ms[key][i]) for key in ("ln_1", "ln_2")]
         table.add_row(str(i), *pre_cells, _lemma2_pre(i), *post_cells, fmt(POST_LEMMA2))
     if len(pre.input_ms["ln_f"]):
-        table.add_row("ln_f", fmt(pre.input_ms["ln_f"][0]), "", _lemma2_pre(layers), "—", "—",
-                      "")
+        table.add_row("ln_f", fmt(pre.input_ms["ln_f"][0]), "", _lemma2_pre(layers), "—", "—", "")
     return table
 
 
@@ -93,27 +123,38 @@ def _lemma2_pre(blocks: int) -> str:
 
 
 def _table(title: str, caption: str) -> Table:
-    return Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-                 box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    return Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
 
 
 def sweep_table(result: PlacementResult) -> Table:
     """Per depth L: the last block's FFN-output gradient, post/pre, and the sqrt(L) law."""
     rows = result.sweep()
     exponent = growth_exponent(rows)
-    table = _table("Last block's FFN output weight against depth",
-                   f"post/pre grows as L^{exponent:.2f} over these depths; Theorem 1 predicts "
-                   f"L^0.5: the last column is sqrt(L/{rows[0].layers}) × the ratio at "
-                   f"L={rows[0].layers}")
+    table = _table(
+        "Last block's FFN output weight against depth",
+        f"post/pre grows as L^{exponent:.2f} over these depths; Theorem 1 predicts "
+        f"L^0.5: the last column is sqrt(L/{rows[0].layers}) × the ratio at "
+        f"L={rows[0].layers}",
+    )
     for header in ("L", "pre", "post", "post/pre", f"sqrt(L/{rows[0].layers}) × ratio"):
         table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(str(row.layers), fmt(row.pre), fmt(row.post), fmt(row.ratio),
-                      fmt(row.expected))
+        table.add_row(
+            str(row.layers), fmt(row.pre), fmt(row.post), fmt(row.ratio), fmt(row.expected)
+        )
     return table
 
 
 # Figures ------------------------------------------------------------------------------------
+
 
 def figure_names(layers: list[int]) -> list[str]:
     """The PNG files `save_placement_figures` writes for these depths."""
@@ -133,8 +174,11 @@ def layers_figure(result: PlacementResult) -> Figure:
     grads, inputs = figure.subplots(1, 2)
     plot_layer_grads(result, grads)
     plot_norm_inputs(result, inputs)
-    figure.suptitle("Gradient of the FFN output weight per layer at initialization: "
-                    f"pre-LN vs post-LN\n{describe(result.config)}", fontsize=11)
+    figure.suptitle(
+        "Gradient of the FFN output weight per layer at initialization: "
+        f"pre-LN vs post-LN\n{describe(result.config)}",
+        fontsize=11,
+    )
     return figure
 
 
@@ -145,10 +189,12 @@ def plot_layer_grads(result: PlacementResult, ax: Axes | None = None) -> Axes:
     for run in result.runs:
         color = colors[run.placement, run.layers]
         x, y, spread = np.arange(run.layers), run.grad_norm["ffn_out"], run.grad_norm_std["ffn_out"]
-        ax.plot(x, y, color=color, label=f"{run.placement}-LN, L={run.layers}",
-                **STYLE[run.placement])
-        ax.fill_between(x, np.maximum(y - spread, y * 0.05), y + spread, color=color, alpha=0.15,
-                        linewidth=0)
+        ax.plot(
+            x, y, color=color, label=f"{run.placement}-LN, L={run.layers}", **STYLE[run.placement]
+        )
+        ax.fill_between(
+            x, np.maximum(y - spread, y * 0.05), y + spread, color=color, alpha=0.15, linewidth=0
+        )
     ax.set_yscale("log")
     ax.set_xlabel("layer l (block index, 0 = next to the embeddings)")
     ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,l}\|_F$ (nats per unit weight)")
@@ -164,10 +210,20 @@ def plot_norm_inputs(result: PlacementResult, ax: Axes | None = None) -> Axes:
     colors = _colors(result)
     deepest = max(run.layers for run in result.runs)
     blocks = np.arange(deepest + 1)
-    ax.fill_between(blocks, 1 + blocks / 2, 1 + 1.5 * blocks, color="0.85",
-                    label="Lemma 2 (Xavier init), pre-LN: 1 + l/2 … 1 + 3l/2")
-    ax.axhline(POST_LEMMA2, color="0.4", linewidth=1, linestyle=":",
-               label="Lemma 2 (Xavier init), post-LN: 1.5")
+    ax.fill_between(
+        blocks,
+        1 + blocks / 2,
+        1 + 1.5 * blocks,
+        color="0.85",
+        label="Lemma 2 (Xavier init), pre-LN: 1 + l/2 … 1 + 3l/2",
+    )
+    ax.axhline(
+        POST_LEMMA2,
+        color="0.4",
+        linewidth=1,
+        linestyle=":",
+        label="Lemma 2 (Xavier init), post-LN: 1.5",
+    )
     for run in result.runs:
         if run.placement == "pre":  # ln_1 of each block, then ln_f after the last block
             y = np.concatenate([run.input_ms["ln_1"], run.input_ms["ln_f"]])
@@ -175,15 +231,21 @@ def plot_norm_inputs(result: PlacementResult, ax: Axes | None = None) -> Axes:
         else:
             y = run.input_ms["ln_2"]
             label = f"post-LN ln_2, L={run.layers}"
-        ax.plot(np.arange(len(y)), y, color=colors[run.placement, run.layers], label=label,
-                **STYLE[run.placement])
+        ax.plot(
+            np.arange(len(y)),
+            y,
+            color=colors[run.placement, run.layers],
+            label=label,
+            **STYLE[run.placement],
+        )
     values = np.concatenate([np.concatenate(list(run.input_ms.values())) for run in result.runs])
     if np.nanmax(values) > 30 * np.nanmin(values):  # e.g. GPT-2's init: a tiny pre-LN stream
         ax.set_yscale("log")
     ax.set_xlabel("layer l (blocks the residual stream has passed)")
     ax.set_ylabel(r"$E\|x\|^2/d$ at the norm's input (mean square)")
-    ax.set_title("Why: the residual stream grows in pre-LN, is renormalised in post-LN",
-                 fontsize=10)
+    ax.set_title(
+        "Why: the residual stream grows in pre-LN, is renormalised in post-LN", fontsize=10
+    )
     ax.grid(True, alpha=0.3)
     _legend(ax)
     return ax
@@ -198,17 +260,29 @@ def sweep_figure(result: PlacementResult) -> Figure:
     pre, post = np.array([r.pre for r in rows]), np.array([r.post for r in rows])
     grads.plot(depths, post, color="tab:red", label="post-LN", **STYLE["post"])
     grads.plot(depths, pre, color="tab:blue", label="pre-LN", **STYLE["pre"])
-    grads.plot(depths, pre[0] * np.sqrt(depths[0] / depths), color="tab:blue", alpha=0.5,
-               linestyle=":", label="∝ 1/sqrt(L) (Theorem 1, pre-LN)")
+    grads.plot(
+        depths,
+        pre[0] * np.sqrt(depths[0] / depths),
+        color="tab:blue",
+        alpha=0.5,
+        linestyle=":",
+        label="∝ 1/sqrt(L) (Theorem 1, pre-LN)",
+    )
     grads.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,L}\|_F$ (nats per unit weight)")
     grads.set_title("Last block's FFN output weight", fontsize=10)
-    ratios.plot(depths, [r.ratio for r in rows], color="k", label="measured post/pre",
-                marker="o")
-    ratios.plot(depths, [r.expected for r in rows], color="k", alpha=0.5, linestyle=":",
-                label=f"sqrt(L/{rows[0].layers}) × ratio at L={rows[0].layers} (Theorem 1)")
+    ratios.plot(depths, [r.ratio for r in rows], color="k", label="measured post/pre", marker="o")
+    ratios.plot(
+        depths,
+        [r.expected for r in rows],
+        color="k",
+        alpha=0.5,
+        linestyle=":",
+        label=f"sqrt(L/{rows[0].layers}) × ratio at L={rows[0].layers} (Theorem 1)",
+    )
     ratios.set_ylabel("post-LN / pre-LN gradient (ratio)")
-    ratios.set_title(f"Ratio grows as $L^{{{growth_exponent(rows):.2f}}}$ (Theorem 1: $L^{{0.5}}$)",
-                     fontsize=10)
+    ratios.set_title(
+        f"Ratio grows as $L^{{{growth_exponent(rows):.2f}}}$ (Theorem 1: $L^{{0.5}}$)", fontsize=10
+    )
     for ax in (grads, ratios):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -216,8 +290,11 @@ def sweep_figure(result: PlacementResult) -> Figure:
         ax.set_xlabel("depth L (blocks)")
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax)
-    figure.suptitle("Gradient of the last FFN output weight at initialization against depth\n"
-                    f"{describe(result.config)}", fontsize=11)
+    figure.suptitle(
+        "Gradient of the last FFN output weight at initialization against depth\n"
+        f"{describe(result.config)}",
+        fontsize=11,
+    )
     return figure
 
 
@@ -230,8 +307,11 @@ def _legend(ax: Axes) -> None:
 def _colors(result: PlacementResult) -> dict[tuple[str, int], tuple[float, ...]]:
     """Blue for pre-LN, red for post-LN, darker for deeper models: (placement, L) -> RGBA."""
     depths = sorted({run.layers for run in result.runs})
-    shade = {n: 0.45 + 0.45 * i / max(len(depths) - 1, 1) if len(depths) > 1 else 0.75
-             for i, n in enumerate(depths)}
+    shade = {
+        n: 0.45 + 0.45 * i / max(len(depths) - 1, 1) if len(depths) > 1 else 0.75
+        for i, n in enumerate(depths)
+    }
     maps = {"pre": colormaps["Blues"], "post": colormaps["Reds"]}
-    return {(run.placement, run.layers): maps[run.placement](shade[run.layers])
-            for run in result.runs}
+    return {
+        (run.placement, run.layers): maps[run.placement](shade[run.layers]) for run in result.runs
+    }

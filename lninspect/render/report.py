@@ -3,6 +3,7 @@
 Everything is written into a temporary sibling folder first and then moved into place file
 by file, index.html last, so that an interrupted run leaves no half-written file.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,12 @@ from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.files import dump_json
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
-from lninspect.render.stats_plots import (STATS_FIGURES, largest_spike, residual_growth,
-                                          save_stats_figures)
+from lninspect.render.stats_plots import (
+    STATS_FIGURES,
+    largest_spike,
+    residual_growth,
+    save_stats_figures,
+)
 from lninspect.render.stats_tables import fmt, header, nan_quantiles, token_label
 from lninspect.results import GradsResult
 
@@ -31,34 +36,48 @@ INDEX_HTML = "index.html"
 REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INDEX_HTML)
 CAPTIONS = {
     "stats-std-heatmap.png": (
-        "Input std per module and token", "The denominator of every norm (rms for RMSNorm) per "
+        "Input std per module and token",
+        "The denominator of every norm (rms for RMSNorm) per "
         "token of sequence 0, log colour scale. Rows brighten with depth as the residual "
         "stream grows; a bright column is a token whose activations are far larger (often the "
-        "first)."),
+        "first).",
+    ),
     "stats-mean-heatmap.png": (
-        "Input mean per module and token", "The mean over the hidden dims that a LayerNorm "
-        "subtracts; diverging scale centred at 0 (white)."),
+        "Input mean per module and token",
+        "The mean over the hidden dims that a LayerNorm "
+        "subtracts; diverging scale centred at 0 (white).",
+    ),
     "stats-std-per-layer.png": (
-        "Residual-stream growth with depth", "Median input std per layer with the 25–75% band "
-        "over tokens, one line per role."),
+        "Residual-stream growth with depth",
+        "Median input std per layer with the 25–75% band over tokens, one line per role.",
+    ),
     "stats-spike-ranks.png": (
-        "Do spikes keep their rank?", "For the token with the largest |z| spike, every "
+        "Do spikes keep their rank?",
+        "For the token with the largest |z| spike, every "
         "module's spike dimensions: rank among the token's |x − centre| before the norm (x) "
         "vs among |y − bias| after it (y). On the dashed line the norm kept the rank; above it "
-        "the affine weight demoted the dimension."),
+        "the affine weight demoted the dimension.",
+    ),
     "stats-within-token-spearman.png": (
-        "Does the norm keep a token's order?", "Spearman ρ between a token's input and output "
+        "Does the norm keep a token's order?",
+        "Spearman ρ between a token's input and output "
         "over the hidden dims (top; the dashed line, x vs the normalized z before the affine "
-        "step, is 1 by construction) and top-k retention (bottom)."),
+        "step, is 1 by construction) and top-k retention (bottom).",
+    ),
     "grads-params.png": (
-        "Parameter gradient norms per layer", "L2 norm of the gradient of each parameter group "
-        "per layer, log scale; grey lines: parameters outside the blocks."),
+        "Parameter gradient norms per layer",
+        "L2 norm of the gradient of each parameter group "
+        "per layer, log scale; grey lines: parameters outside the blocks.",
+    ),
     "grads-heatmap.png": (
-        "Gradient through each norm", "‖∂L/∂x‖ through each norm per token, log colour "
-        "scale; blank cells got no gradient."),
+        "Gradient through each norm",
+        "‖∂L/∂x‖ through each norm per token, log colour scale; blank cells got no gradient.",
+    ),
     "grads-scale-vs-std.png": (
-        "The backward pass divides by σ", "Gradient scale ‖∂L/∂x‖ / ‖∂L/∂y‖ of each norm and "
-        "token against its input std; the dashed line is 1/σ, a norm with unit weight."),
+        "The backward pass divides by σ",
+        "Gradient scale ‖∂L/∂x‖ / ‖∂L/∂y‖ of each norm and "
+        "token against its input std; the dashed line is 1/σ, a norm with unit weight.",
+    ),
 }
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -81,13 +100,16 @@ nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-si
 
 # Checks and writing -------------------------------------------------------------------------
 
+
 def check_report_folder(folder: Path, force: bool) -> None:
     """Refuse, before any work, a file, a non-empty folder (without --force), an unwritable place."""
     if folder.exists() and not folder.is_dir():
         raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
     if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise LninspectError(f"folder '{folder}' is not empty; use --force to write the report "
-                             "into it (files of the same names are replaced)")
+        raise LninspectError(
+            f"folder '{folder}' is not empty; use --force to write the report "
+            "into it (files of the same names are replaced)"
+        )
     existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise LninspectError(f"cannot create folder '{folder}': '{existing}' is a file")
@@ -99,11 +121,13 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
     """Write the figures, report.json and index.html into `folder`; return their paths."""
     try:
         folder.absolute().parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.absolute().parent, prefix=f".{folder.name}.",
-                                        suffix=".tmp"))
+        staging = Path(
+            tempfile.mkdtemp(dir=folder.absolute().parent, prefix=f".{folder.name}.", suffix=".tmp")
+        )
     except OSError as exc:
-        raise LninspectError(f"cannot write the report next to '{folder}': {exc.strerror}",
-                             EXIT_RUNTIME) from exc
+        raise LninspectError(
+            f"cannot write the report next to '{folder}': {exc.strerror}", EXIT_RUNTIME
+        ) from exc
     try:
         images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
         (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
@@ -113,8 +137,9 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
         for name in names:
             os.replace(staging / name, folder / name)
     except OSError as exc:
-        raise LninspectError(f"cannot write the report into '{folder}': {exc.strerror}",
-                             EXIT_RUNTIME) from exc
+        raise LninspectError(
+            f"cannot write the report into '{folder}': {exc.strerror}", EXIT_RUNTIME
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in names]
@@ -122,20 +147,26 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
 
 # Summary ------------------------------------------------------------------------------------
 
+
 def summary(result: GradsResult) -> list[tuple[str, str]]:
     """(label, plain text) rows: what the report shows first."""
     m, i = result.model, result.input
     text = "".join(i.tokens[0]) if i.tokens else ""
     sequences = f"{i.num_sequences} sequence{'s' if i.num_sequences != 1 else ''}"
-    return [("model", f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
-             + (f" · {m.num_layers} layers" if m.num_layers else "")
-             + (f", width {m.hidden_size}" if m.hidden_size else "")),
-            ("text", f"{i.num_tokens} tokens, {sequences}: \u201c{_snippet(text, 120)}\u201d"),
-            ("loss", f"{fmt(result.loss)} ({result.loss_kind})"),
-            ("residual-stream growth", _growth(result)),
-            ("largest spike", _spike(result)),
-            ("order kept by the norms", _order(result)),
-            ("largest gradient scale", _grad_scale(result))]
+    return [
+        (
+            "model",
+            f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
+            + (f" · {m.num_layers} layers" if m.num_layers else "")
+            + (f", width {m.hidden_size}" if m.hidden_size else ""),
+        ),
+        ("text", f"{i.num_tokens} tokens, {sequences}: \u201c{_snippet(text, 120)}\u201d"),
+        ("loss", f"{fmt(result.loss)} ({result.loss_kind})"),
+        ("residual-stream growth", _growth(result)),
+        ("largest spike", _spike(result)),
+        ("order kept by the norms", _order(result)),
+        ("largest gradient scale", _grad_scale(result)),
+    ]
 
 
 def _snippet(text: str, width: int) -> str:
@@ -149,8 +180,10 @@ def _growth(result: GradsResult) -> str:
     if growth is None:
         return "—"
     first, low, last, high = growth
-    return (f"median input std {fmt(low)} at {first.name} → {fmt(high)} at {last.name} "
-            f"(×{fmt(high / low)})")
+    return (
+        f"median input std {fmt(low)} at {first.name} → {fmt(high)} at {last.name} "
+        f"(×{fmt(high / low)})"
+    )
 
 
 def _spike(result: GradsResult) -> str:
@@ -160,9 +193,11 @@ def _spike(result: GradsResult) -> str:
         return f"none with |z| ≥ {result.spike_z:g}" if captured else "spikes were not captured"
     norm, s = found
     token = token_label(result, s.sequence, s.token, width=20)
-    return (f"{norm.name}, token {token}, dim {s.dim}: x = {s.value:.4g}, z = {s.z:.3g}, "
-            f"rank {s.rank_in} before → {s.rank_out} after the norm"
-            + (" (a massive activation)" if s.massive else ""))
+    return (
+        f"{norm.name}, token {token}, dim {s.dim}: x = {s.value:.4g}, z = {s.z:.3g}, "
+        f"rank {s.rank_in} before → {s.rank_out} after the norm"
+        + (" (a massive activation)" if s.massive else "")
+    )
 
 
 def _order(result: GradsResult) -> str:
@@ -171,8 +206,10 @@ def _order(result: GradsResult) -> str:
         return "not measured"
     rho = nan_quantiles(np.concatenate([o.within_token_spearman.ravel() for o in orders]), (0.5,))
     kept = nan_quantiles(np.concatenate([o.topk_retention.ravel() for o in orders]), (0.5,))
-    return (f"median within-token Spearman ρ(x, y) {fmt(rho[0])}; median top-{result.top_k} "
-            f"retention {fmt(kept[0])} (over every norm and token)")
+    return (
+        f"median within-token Spearman ρ(x, y) {fmt(rho[0])}; median top-{result.top_k} "
+        f"retention {fmt(kept[0])} (over every norm and token)"
+    )
 
 
 def _grad_scale(result: GradsResult) -> str:
@@ -196,15 +233,18 @@ def summary_table(result: GradsResult) -> Table:
 
 # HTML ---------------------------------------------------------------------------------------
 
+
 def render_html(result: GradsResult, images: list[Path]) -> str:
     """A self-contained page: summary, notes, then every PNG as a base64 data URI."""
     e = html.escape
     text = "".join(result.input.tokens[0]) if result.input.tokens else ""
-    rows = "".join(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>"
-                   for label, value in summary(result))
+    rows = "".join(
+        f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>" for label, value in summary(result)
+    )
     notes = "".join(f"<li>{e(note)}</li>" for note in result.notes)
-    nav = "".join(f'<a href="#{e(p.stem)}">{e(CAPTIONS.get(p.name, (p.stem,))[0])}</a>'
-                  for p in images)
+    nav = "".join(
+        f'<a href="#{e(p.stem)}">{e(CAPTIONS.get(p.name, (p.stem,))[0])}</a>' for p in images
+    )
     figures = "".join(_figure_html(path) for path in images)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -219,7 +259,7 @@ def render_html(result: GradsResult, images: list[Path]) -> str:
 <p class="sub">{e(header(result))}</p>
 <h2>Summary</h2>
 <table class="summary">{rows}</table>
-{f'<ul class="notes">{notes}</ul>' if notes else ''}
+{f'<ul class="notes">{notes}</ul>' if notes else ""}
 <details><summary>the text</summary><pre>{e(text)}</pre></details>
 <h2>Figures</h2>
 <nav>{nav}</nav>
@@ -236,6 +276,8 @@ def _figure_html(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     e = html.escape
     heading = title if title.endswith("?") else f"{title}."
-    return (f'<figure id="{e(path.stem)}"><img src="data:image/png;base64,{data}" '
-            f'alt="{e(title)}"><figcaption><b>{e(heading)}</b> {e(caption)} '
-            f"<code>{e(path.name)}</code></figcaption></figure>\n")
+    return (
+        f'<figure id="{e(path.stem)}"><img src="data:image/png;base64,{data}" '
+        f'alt="{e(title)}"><figcaption><b>{e(heading)}</b> {e(caption)} '
+        f"<code>{e(path.name)}</code></figcaption></figure>\n"
+    )

@@ -1,4 +1,5 @@
 """Rich tables of spike and order results: the largest spikes, and order kept per module."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,29 +19,53 @@ def top_spikes(result: StatsResult, limit: int = 20) -> list[tuple[str, Spike]]:
 
 def spikes_table(result: StatsResult, limit: int = 20) -> Table:
     """The largest spikes: where, how large, and their rank before and after the norm."""
-    table = Table(title=f"largest spikes (|z| >= {fmt(result.spike_z or float('nan'))}, or "
-                  "massive: |x| > 100 and > 1000 x the token's median |x|)",
-                  title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left",
-                  caption="rank: 1 = the token's largest |x - centre| (in) and |y - bias| (out)")
+    table = Table(
+        title=f"largest spikes (|z| >= {fmt(result.spike_z or float('nan'))}, or "
+        "massive: |x| > 100 and > 1000 x the token's median |x|)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption_justify="left",
+        caption="rank: 1 = the token's largest |x - centre| (in) and |y - bias| (out)",
+    )
     for column in ("module", "token", "dim", "x", "z", "y", "rank in → out", "massive"):
         table.add_column(column, justify="left" if column in ("module", "token") else "right")
     for name, spike in top_spikes(result, limit):
-        table.add_row(name, token_label(result, spike.sequence, spike.token), str(spike.dim),
-                      fmt(spike.value), fmt(spike.z), fmt(spike.out_value),
-                      f"{spike.rank_in} → {spike.rank_out}", "yes" if spike.massive else "")
+        table.add_row(
+            name,
+            token_label(result, spike.sequence, spike.token),
+            str(spike.dim),
+            fmt(spike.value),
+            fmt(spike.z),
+            fmt(spike.out_value),
+            f"{spike.rank_in} → {spike.rank_out}",
+            "yes" if spike.massive else "",
+        )
     return table
 
 
 def order_table(result: StatsResult) -> Table:
     """Per module: how well the norm keeps the order of each token's activations."""
-    table = Table(title="order kept by each norm", title_justify="left", box=box.SIMPLE_HEAD,
-                  caption_justify="left", caption=(
-                      "within-token: Spearman of x vs y over the hidden dims (z: before the "
-                      "affine step, 1 by construction); top-k: share of the k largest |x - centre| "
-                      "among the k largest |y - bias|; across tokens: Spearman of x[:, j] vs "
-                      "y[:, j] over tokens, for the dims j that spike somewhere"))
-    for column in ("module", "role", "spikes", "within-token med / min", "z med",
-                   f"top-{result.top_k} kept med", "across tokens med / min (dims)"):
+    table = Table(
+        title="order kept by each norm",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption_justify="left",
+        caption=(
+            "within-token: Spearman of x vs y over the hidden dims (z: before the "
+            "affine step, 1 by construction); top-k: share of the k largest |x - centre| "
+            "among the k largest |y - bias|; across tokens: Spearman of x[:, j] vs "
+            "y[:, j] over tokens, for the dims j that spike somewhere"
+        ),
+    )
+    for column in (
+        "module",
+        "role",
+        "spikes",
+        "within-token med / min",
+        "z med",
+        f"top-{result.top_k} kept med",
+        "across tokens med / min (dims)",
+    ):
         table.add_column(column, justify="left" if column in ("module", "role") else "right")
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
         table.add_row(name, norm.role, *_order_cells(norm))

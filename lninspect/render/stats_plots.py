@@ -4,6 +4,7 @@ Matplotlib Figure objects built directly (no pyplot); no torch. Heatmaps show se
 per-layer curves use every token. Norms outside the blocks sit left (embed) or right
 (final, other) of the layers.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,11 +32,24 @@ SPIKE_RANKS = "stats-spike-ranks.png"
 WITHIN_TOKEN = "stats-within-token-spearman.png"
 STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, SPIKE_RANKS, WITHIN_TOKEN)
 ROLE_ORDER = ("embed", "attn", "attn+mlp", "mlp", "qk", "final", "other")
-ROLE_LABELS = {"embed": "embedding norm", "attn": "before attention", "attn+mlp":
-               "before attention + MLP", "mlp": "before the MLP", "qk": "query / key norms",
-               "final": "final norm", "other": "other norms"}
-ROLE_MARKERS = {"embed": "v", "attn": "o", "attn+mlp": "D", "mlp": "s", "qk": "P",
-                "final": "^", "other": "X"}
+ROLE_LABELS = {
+    "embed": "embedding norm",
+    "attn": "before attention",
+    "attn+mlp": "before attention + MLP",
+    "mlp": "before the MLP",
+    "qk": "query / key norms",
+    "final": "final norm",
+    "other": "other norms",
+}
+ROLE_MARKERS = {
+    "embed": "v",
+    "attn": "o",
+    "attn+mlp": "D",
+    "mlp": "s",
+    "qk": "P",
+    "final": "^",
+    "other": "X",
+}
 MAX_TOKEN_LABELS = 64  # more tokens than this: position ticks instead of the token texts
 MAX_ROW_TICKS = 16
 
@@ -43,6 +57,7 @@ Values = Callable[[NormStats], np.ndarray | None]
 
 
 # Shared helpers -----------------------------------------------------------------------------
+
 
 def token_row(values: np.ndarray, sequence: int = 0) -> np.ndarray:
     """One sequence's per-token values as (tokens,); extra axes (heads) are reduced by median."""
@@ -58,8 +73,10 @@ def positions(result: StatsResult) -> dict[str, float]:
     """Module name -> x position: its layer; embed norms at -1, other norms after the last."""
     top = max((n.layer for n in result.norms if n.layer is not None), default=-1)
     outside = {"embed": -1.0}
-    return {n.name: float(n.layer) if n.layer is not None else outside.get(n.role, top + 1.0)
-            for n in result.norms}
+    return {
+        n.name: float(n.layer) if n.layer is not None else outside.get(n.role, top + 1.0)
+        for n in result.norms
+    }
 
 
 def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
@@ -67,8 +84,11 @@ def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
     where = positions(result)
     ticks = sorted(set(where.values()))
     step = max(1, math.ceil(len(ticks) / 24))
-    outside = {where[n.name]: ("emb" if n.role == "embed" else "final")
-               for n in result.norms if n.layer is None}
+    outside = {
+        where[n.name]: ("emb" if n.role == "embed" else "final")
+        for n in result.norms
+        if n.layer is None
+    }
     shown = [t for i, t in enumerate(ticks) if i % step == 0 or t in outside]
     ax.set_xticks(shown, [outside.get(t, str(int(t))) for t in shown])
     ax.set_xlabel("layer")
@@ -80,8 +100,9 @@ def roles(result: StatsResult) -> list[str]:
     return [r for r in ROLE_ORDER if r in present] + sorted(present - set(ROLE_ORDER))
 
 
-def layer_quartiles(result: StatsResult, role: str, values: Values
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def layer_quartiles(
+    result: StatsResult, role: str, values: Values
+) -> tuple[np.ndarray, np.ndarray]:
     """x positions and (25%, 50%, 75%) quantiles over tokens, per norm of `role` with values."""
     where = positions(result)
     xs, qs = [], []
@@ -109,14 +130,23 @@ def plot_layer_bands(ax: Axes, result: StatsResult, values: Values) -> Axes:
             ax.plot(xs, qs[:, 1], label=label, markersize=4, **style)
             ax.fill_between(xs, qs[:, 0], qs[:, 2], color=style["color"], alpha=0.2, linewidth=0)
         else:  # a single norm (final, embed): a point with its interquartile bar
-            ax.errorbar(xs, qs[:, 1], yerr=[qs[:, 1] - qs[:, 0], qs[:, 2] - qs[:, 1]],
-                        linestyle="none", capsize=4, markersize=7, label=label, **style)
+            ax.errorbar(
+                xs,
+                qs[:, 1],
+                yerr=[qs[:, 1] - qs[:, 0], qs[:, 2] - qs[:, 1]],
+                linestyle="none",
+                capsize=4,
+                markersize=7,
+                label=label,
+                **style,
+            )
     set_layer_ticks(ax, result)
     ax.grid(True, which="both", alpha=0.3)
     return ax
 
 
 # Heatmaps -----------------------------------------------------------------------------------
+
 
 def heatmap_panels(result: StatsResult) -> list[tuple[str, list[NormStats]]]:
     """(title, norms) per panel: attention, MLP, then every other norm; empty panels dropped."""
@@ -147,13 +177,15 @@ def _token_ticks(ax: Axes, result: StatsResult, count: int) -> None:
         ax.set_xlabel("token position (sequence 0)")
 
 
-def draw_heatmap(result: StatsResult, figure: Figure, values: Values, scale: Normalize,
-                 cmap: str, label: str) -> Figure:
+def draw_heatmap(
+    result: StatsResult, figure: Figure, values: Values, scale: Normalize, cmap: str, label: str
+) -> Figure:
     """Modules x tokens of sequence 0, one panel per role, one shared colour bar."""
     panels = heatmap_panels(result)
     heights = [max(len(rows), 1.5) for _, rows in panels]
-    axes = figure.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights},
-                           squeeze=False)[:, 0]
+    axes = figure.subplots(
+        len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
+    )[:, 0]
     count = 0
     for ax, (title, rows) in zip(axes, panels):
         grid = _grid([token_row(values(n)) for n in rows])  # (modules, tokens)
@@ -173,7 +205,7 @@ def draw_heatmap(result: StatsResult, figure: Figure, values: Values, scale: Nor
 def symlog_ticks(scale: SymLogNorm) -> list[float]:
     """0 and ± every power of ten from the linear threshold to the limit."""
     low, high = math.ceil(math.log10(scale.linthresh)), math.floor(math.log10(scale.vmax))
-    powers = [10.0 ** k for k in range(low, high + 1)]
+    powers = [10.0**k for k in range(low, high + 1)]
     return [-p for p in reversed(powers)] + [0.0] + powers
 
 
@@ -188,8 +220,14 @@ def plot_std_heatmap(result: StatsResult, figure: Figure) -> Figure:
     values = np.concatenate([token_row(n.denominator) for n in result.norms])
     positive = values[np.isfinite(values) & (values > 0)]
     scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm()
-    return draw_heatmap(result, figure, lambda n: n.denominator, scale, "viridis",
-                        "input std of the token (rms for RMSNorm; log)")
+    return draw_heatmap(
+        result,
+        figure,
+        lambda n: n.denominator,
+        scale,
+        "viridis",
+        "input std of the token (rms for RMSNorm; log)",
+    )
 
 
 def mean_scale(values: np.ndarray) -> Normalize:
@@ -208,26 +246,44 @@ def plot_mean_heatmap(result: StatsResult, figure: Figure) -> Figure:
     values = np.concatenate([token_row(n.input.mean) for n in result.norms])
     scale = mean_scale(values)
     kind = "symmetric log" if isinstance(scale, SymLogNorm) else "linear"
-    return draw_heatmap(result, figure, lambda n: n.input.mean, scale, "RdBu_r",
-                        f"input mean of the token over the hidden dims ({kind}, 0 = white)")
+    return draw_heatmap(
+        result,
+        figure,
+        lambda n: n.input.mean,
+        scale,
+        "RdBu_r",
+        f"input mean of the token over the hidden dims ({kind}, 0 = white)",
+    )
 
 
 # Growth with depth --------------------------------------------------------------------------
+
 
 def plot_std_per_layer(result: StatsResult, ax: Axes) -> Axes:
     """Median input std per layer with its interquartile band: the residual stream's growth."""
     plot_layer_bands(ax, result, lambda n: n.denominator)
     ax.set_yscale("log")
     ax.set_ylabel("input std over the hidden dims (rms for RMSNorm; log)")
-    ax.legend(fontsize="small", title="line: median over tokens; band: 25–75%",
-              title_fontsize="small", loc="upper left")
+    ax.legend(
+        fontsize="small",
+        title="line: median over tokens; band: 25–75%",
+        title_fontsize="small",
+        loc="upper left",
+    )
     growth = residual_growth(result)
     if growth is not None:
         first, low, last, high = growth
-        ax.text(0.99, 0.03, f"median std ×{high / low:.3g} from {first.name} ({low:.3g})\n"
-                f"to {last.name} ({high:.3g})", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize="small",
-                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+        ax.text(
+            0.99,
+            0.03,
+            f"median std ×{high / low:.3g} from {first.name} ({low:.3g})\n"
+            f"to {last.name} ({high:.3g})",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+        )
     return ax
 
 
@@ -246,18 +302,26 @@ def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, f
 
 # Spikes -------------------------------------------------------------------------------------
 
+
 def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
     """The module and spike with the largest |z| over the whole result; None without spikes."""
-    found = [(norm, spike) for norm in result.norms for spike in (norm.spikes or [])
-             if math.isfinite(spike.z)]
+    found = [
+        (norm, spike)
+        for norm in result.norms
+        for spike in (norm.spikes or [])
+        if math.isfinite(spike.z)
+    ]
     return max(found, key=lambda pair: abs(pair[1].z), default=None)
 
 
-def token_spikes(result: StatsResult, sequence: int, token: int
-                 ) -> list[tuple[NormStats, Spike]]:
+def token_spikes(result: StatsResult, sequence: int, token: int) -> list[tuple[NormStats, Spike]]:
     """Every module's spikes at one token, in module order."""
-    return [(norm, spike) for norm in result.norms for spike in (norm.spikes or [])
-            if spike.sequence == sequence and spike.token == token]
+    return [
+        (norm, spike)
+        for norm in result.norms
+        for spike in (norm.spikes or [])
+        if spike.sequence == sequence and spike.token == token
+    ]
 
 
 def plot_spike_ranks(result: StatsResult, ax: Axes) -> Axes:
@@ -275,22 +339,49 @@ def plot_spike_ranks(result: StatsResult, ax: Axes) -> Axes:
         keep = np.array([n.role == role for n, _ in pairs])
         if keep.any():
             marker = ROLE_MARKERS.get(role, "o")
-            ax.scatter(ranks[keep, 0], ranks[keep, 1], c=layers[keep], cmap="viridis", norm=scale,
-                       marker=marker, s=60, alpha=0.85, edgecolors="black", linewidths=0.5,
-                       zorder=3)
-            handles.append(Line2D([], [], marker=marker, linestyle="none", color="lightgrey",
-                                  markeredgecolor="black", label=ROLE_LABELS.get(role, role)))
+            ax.scatter(
+                ranks[keep, 0],
+                ranks[keep, 1],
+                c=layers[keep],
+                cmap="viridis",
+                norm=scale,
+                marker=marker,
+                s=60,
+                alpha=0.85,
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=3,
+            )
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    marker=marker,
+                    linestyle="none",
+                    color="lightgrey",
+                    markeredgecolor="black",
+                    label=ROLE_LABELS.get(role, role),
+                )
+            )
     _rank_axes(ax, ranks)
     _count_stacked(ax, ranks)
     _annotate_largest(ax, *top)
-    bar = ax.figure.colorbar(ax.collections[0], ax=ax, shrink=0.8,
-                             label="layer (after the last: norms outside the blocks)")
+    bar = ax.figure.colorbar(
+        ax.collections[0],
+        ax=ax,
+        shrink=0.8,
+        label="layer (after the last: norms outside the blocks)",
+    )
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
     handles.append(Line2D([], [], color="grey", linestyle="--", label="rank kept (y = x)"))
-    ax.legend(handles=handles, fontsize="small", loc="lower right",
-              title=f"{len(pairs)} spikes in {len({n.name for n, _ in pairs})} modules",
-              title_fontsize="small")
+    ax.legend(
+        handles=handles,
+        fontsize="small",
+        loc="lower right",
+        title=f"{len(pairs)} spikes in {len({n.name for n, _ in pairs})} modules",
+        title_fontsize="small",
+    )
     return ax
 
 
@@ -299,17 +390,29 @@ def _count_stacked(ax: Axes, ranks: np.ndarray) -> None:
     points, counts = np.unique(ranks, axis=0, return_counts=True)
     for (x, y), count in zip(points, counts):
         if count > 1:
-            ax.annotate(f"×{count}", (x, y), xytext=(7, -12), textcoords="offset points",
-                        fontsize="small", zorder=4)
+            ax.annotate(
+                f"×{count}",
+                (x, y),
+                xytext=(7, -12),
+                textcoords="offset points",
+                fontsize="small",
+                zorder=4,
+            )
 
 
 def _annotate_largest(ax: Axes, norm: NormStats, spike: Spike) -> None:
     ranks = f"rank {spike.rank_in} → {spike.rank_out}"
-    ax.annotate(f"largest |z|: {norm.name}, dim {spike.dim}\n"
-                f"x = {spike.value:.4g}, z = {spike.z:.3g}, {ranks}",
-                (spike.rank_in, spike.rank_out), xytext=(40, 40), textcoords="offset points",
-                fontsize="small", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
-                arrowprops={"arrowstyle": "->", "color": "black"}, zorder=5)
+    ax.annotate(
+        f"largest |z|: {norm.name}, dim {spike.dim}\n"
+        f"x = {spike.value:.4g}, z = {spike.z:.3g}, {ranks}",
+        (spike.rank_in, spike.rank_out),
+        xytext=(40, 40),
+        textcoords="offset points",
+        fontsize="small",
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+        arrowprops={"arrowstyle": "->", "color": "black"},
+        zorder=5,
+    )
 
 
 def _rank_axes(ax: Axes, ranks: np.ndarray) -> None:
@@ -340,22 +443,37 @@ def plot_within_token(result: StatsResult, figure: Figure) -> Figure:
     top, bottom = figure.subplots(2, 1, sharex=True)
     plot_layer_bands(top, result, lambda n: _order_values(n, "within_token_spearman"))
     xs, qs = _pooled_median(result, lambda n: _order_values(n, "within_token_spearman_z"))
-    top.plot(xs, qs, color="black", linestyle="--", linewidth=1,
-             label="x vs z, before the affine step (1 by construction)")
+    top.plot(
+        xs,
+        qs,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label="x vs z, before the affine step (1 by construction)",
+    )
     top.set_ylabel("Spearman ρ of x vs y\nover the hidden dims")
     top.set_xlabel("")
     top.set_ylim(top=1.05)
-    top.set_title("rank correlation of a token's activations before and after the norm",
-                  fontsize="medium")
+    top.set_title(
+        "rank correlation of a token's activations before and after the norm", fontsize="medium"
+    )
     plot_layer_bands(bottom, result, lambda n: _order_values(n, "topk_retention"))
     bottom.set_ylim(-0.03, 1.03)
     k = f"{result.top_k}" if result.top_k else "k"
     bottom.set_ylabel(f"top-{k} retention\n(share of the {k} largest kept)")
-    bottom.set_title(f"share of the token's {k} largest |x − centre| dims still among its {k} "
-                     "largest |y − bias|", fontsize="medium")
-    figure.legend(handles=top.get_legend_handles_labels()[0], loc="outside lower center", ncols=3,
-                  fontsize="small", title="line: median over tokens; band: 25–75%",
-                  title_fontsize="small")
+    bottom.set_title(
+        f"share of the token's {k} largest |x − centre| dims still among its {k} "
+        "largest |y − bias|",
+        fontsize="medium",
+    )
+    figure.legend(
+        handles=top.get_legend_handles_labels()[0],
+        loc="outside lower center",
+        ncols=3,
+        fontsize="small",
+        title="line: median over tokens; band: 25–75%",
+        title_fontsize="small",
+    )
     return figure
 
 
@@ -376,6 +494,7 @@ def _pooled_median(result: StatsResult, values: Values) -> tuple[np.ndarray, np.
 
 
 # Saving -------------------------------------------------------------------------------------
+
 
 def has_spikes(result: StatsResult) -> bool:
     """Whether any module recorded a spike (the rank figure needs one)."""

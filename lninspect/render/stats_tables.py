@@ -1,4 +1,5 @@
 """Rich tables of result objects (no torch, no transformers)."""
+
 from __future__ import annotations
 
 import warnings
@@ -58,9 +59,16 @@ def header(result: NormsResult | StatsResult) -> str:
 
 def stats_table(result: StatsResult) -> Table:
     """One row per normalization module: input mean and std, the largest |x|, the weight."""
-    table = Table(title=header(result), title_justify="left", box=box.SIMPLE_HEAD, caption=(
-        "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm); "
-        "weight = the module's affine gain"), caption_justify="left")
+    table = Table(
+        title=header(result),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption=(
+            "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm); "
+            "weight = the module's affine gain"
+        ),
+        caption_justify="left",
+    )
     table.add_column("module", no_wrap=True)
     table.add_column("role", no_wrap=True)
     table.add_column("mean", justify="right", no_wrap=True)
@@ -82,8 +90,13 @@ def _stats_cells(result: StatsResult, norm: NormStats) -> list[str]:
     absmax = np.where(np.isfinite(norm.input.absmax), norm.input.absmax, -np.inf)
     where = np.unravel_index(int(np.argmax(absmax)), absmax.shape)
     token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0)
-    return [fmt(mean), std, fmt(float(norm.input.absmax[where])),
-            f"{token}, d{int(norm.input.absmax_dim[where])}", *_weight_cells(norm)[::2]]
+    return [
+        fmt(mean),
+        std,
+        fmt(float(norm.input.absmax[where])),
+        f"{token}, d{int(norm.input.absmax_dim[where])}",
+        *_weight_cells(norm)[::2],
+    ]
 
 
 def _weight_cells(norm: NormDescription) -> list[str]:
@@ -97,8 +110,18 @@ def _weight_cells(norm: NormDescription) -> list[str]:
 def norms_table(result: NormsResult | StatsResult) -> Table:
     """The modules found as a tree by block, with kind, layer, role, placement, eps and weight."""
     table = Table(title=header(result), title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("module", "type", "kind", "layer", "role", "placement", "eps",
-                   "weight mean ± std", "weight min … max", "w<0"):
+    for column in (
+        "module",
+        "type",
+        "kind",
+        "layer",
+        "role",
+        "placement",
+        "eps",
+        "weight mean ± std",
+        "weight min … max",
+        "w<0",
+    ):
         table.add_column(column, justify="right" if column in ("layer", "eps", "w<0") else "left")
     block: str | None = None
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
@@ -106,9 +129,16 @@ def norms_table(result: NormsResult | StatsResult) -> Table:
         if parent is not None and parent != block:
             table.add_row(parent)  # the block, as a heading for its norms
         block = parent
-        table.add_row(name if parent is None else f"  {leaf}", norm.type, norm.kind,
-                      "—" if norm.layer is None else str(norm.layer), norm.role,
-                      norm.placement, f"{norm.eps:g}", *_weight_cells(norm))
+        table.add_row(
+            name if parent is None else f"  {leaf}",
+            norm.type,
+            norm.kind,
+            "—" if norm.layer is None else str(norm.layer),
+            norm.role,
+            norm.placement,
+            f"{norm.eps:g}",
+            *_weight_cells(norm),
+        )
     return table
 
 
@@ -118,4 +148,4 @@ def tree_split(name: str) -> tuple[str | None, str]:
     index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
     if index is None or index == len(parts) - 1:
         return None, name
-    return ".".join(parts[: index + 1]), ".".join(parts[index + 1:])
+    return ".".join(parts[: index + 1]), ".".join(parts[index + 1 :])

@@ -1,4 +1,5 @@
 """Result objects: plain dataclasses of numpy arrays with JSON in and out (no torch)."""
+
 from lninspect.results.stats import (
     AcrossToken,
     GradsResult,
@@ -17,6 +18,20 @@ from lninspect.results.stats import (
     WeightSummary,
 )
 
-__all__ = ["AcrossToken", "GradStats", "GradsResult", "InputInfo", "InputStats", "ModelInfo",
-           "NormDescription", "NormStats", "NormsResult", "OrderStats", "OutputStats",
-           "ParamGrad", "Spike", "StatsResult", "WeightSummary"]
+__all__ = [
+    "AcrossToken",
+    "GradStats",
+    "GradsResult",
+    "InputInfo",
+    "InputStats",
+    "ModelInfo",
+    "NormDescription",
+    "NormStats",
+    "NormsResult",
+    "OrderStats",
+    "OutputStats",
+    "ParamGrad",
+    "Spike",
+    "StatsResult",
+    "WeightSummary",
+]

@@ -4,6 +4,7 @@ Plain dataclasses of numpy arrays (no torch), like lninspect.results; the JSON l
 documented in docs/corpus.md. Every per-position array has one entry per token position
 0 .. seq_len - 1; a position no token reached has count 0 and NaN (null) elsewhere.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -52,7 +53,7 @@ class Moments:
             return 0, float("nan"), float("nan")
         seen = count > 0
         mean = float((self.mean[start:stop][seen] * count[seen]).sum() / total)
-        m2 = (self.m2[start:stop][seen] + count[seen] * (self.mean[start:stop][seen] - mean) ** 2)
+        m2 = self.m2[start:stop][seen] + count[seen] * (self.mean[start:stop][seen] - mean) ** 2
         return int(total), mean, float(np.sqrt(m2.sum() / total))
 
 
@@ -158,9 +159,14 @@ class AggregateResult:
             raise ValueError(f"not a {AGGREGATE_SCHEMA} document: {doc.get('schema')!r}")
         model = dict(doc["model"])
         model["cls"] = model.pop("class")
-        return cls(model=ModelInfo(**model), corpus=CorpusInfo(**doc["corpus"]),
-                   norms=[_norm_from_json(n) for n in doc["norms"]], passes=doc["passes"],
-                   notes=list(doc["notes"]), spike_z=doc.get("spike_z"))
+        return cls(
+            model=ModelInfo(**model),
+            corpus=CorpusInfo(**doc["corpus"]),
+            norms=[_norm_from_json(n) for n in doc["norms"]],
+            passes=doc["passes"],
+            notes=list(doc["notes"]),
+            spike_z=doc.get("spike_z"),
+        )
 
 
 def _norm_from_json(doc: dict[str, Any]) -> NormAggregate:
@@ -177,14 +183,20 @@ def _norm_from_json(doc: dict[str, Any]) -> NormAggregate:
 
 
 def _moments_from_json(doc: dict[str, Any]) -> Moments:
-    return Moments(count=np.asarray(doc["count"], dtype=np.int64),
-                   **{k: _float64(doc[k]) for k in ("mean", "m2", "min", "max")},
-                   nonfinite=doc["nonfinite"])
+    return Moments(
+        count=np.asarray(doc["count"], dtype=np.int64),
+        **{k: _float64(doc[k]) for k in ("mean", "m2", "min", "max")},
+        nonfinite=doc["nonfinite"],
+    )
 
 
 def _histogram_from_json(doc: dict[str, Any]) -> Histogram:
-    return Histogram(edges=_float64(doc["edges"]), counts=np.asarray(doc["counts"], np.int64),
-                     underflow=doc["underflow"], overflow=doc["overflow"])
+    return Histogram(
+        edges=_float64(doc["edges"]),
+        counts=np.asarray(doc["counts"], np.int64),
+        underflow=doc["underflow"],
+        overflow=doc["overflow"],
+    )
 
 
 def _float64(values: list[float | None]) -> np.ndarray:

@@ -3,6 +3,7 @@
 Imports neither torch nor transformers. Per-layer arrays have one value per block,
 averaged over the seeds; `*_std` arrays hold the spread (standard deviation) over them.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,22 +87,31 @@ class PlacementResult:
         depths = sorted({run.layers for run in self.runs})
         pairs = [(self.run("pre", n).last(), self.run("post", n).last()) for n in depths]
         first = pairs[0][1] / pairs[0][0]
-        return [SweepRow(n, pre, post, post / pre, math.sqrt(n / depths[0]) * first)
-                for n, (pre, post) in zip(depths, pairs)]
+        return [
+            SweepRow(n, pre, post, post / pre, math.sqrt(n / depths[0]) * first)
+            for n, (pre, post) in zip(depths, pairs)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; arrays become lists, non-finite floats null."""
-        return {"schema": self.schema, "config": asdict(self.config),
-                "runs": [_run_to_json(run) for run in self.runs], "notes": list(self.notes)}
+        return {
+            "schema": self.schema,
+            "config": asdict(self.config),
+            "runs": [_run_to_json(run) for run in self.runs],
+            "notes": list(self.notes),
+        }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PlacementResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
         if doc.get("schema") != PLACEMENT_SCHEMA:
             raise ValueError(f"not a {PLACEMENT_SCHEMA} document: schema {doc.get('schema')!r}")
-        return cls(config=PlacementConfig(**doc["config"]),
-                   runs=[_run_from_json(run) for run in doc["runs"]],
-                   notes=list(doc.get("notes", [])), schema=doc["schema"])
+        return cls(
+            config=PlacementConfig(**doc["config"]),
+            runs=[_run_from_json(run) for run in doc["runs"]],
+            notes=list(doc.get("notes", [])),
+            schema=doc["schema"],
+        )
 
 
 def growth_exponent(rows: list[SweepRow]) -> float:
@@ -124,11 +134,17 @@ def _run_to_json(run: PlacementRun) -> dict[str, Any]:
 
 
 def _run_from_json(doc: dict[str, Any]) -> PlacementRun:
-    arrays = {name: {key: _array(values) for key, values in doc[name].items()}
-              for name in _ARRAY_FIELDS}
+    arrays = {
+        name: {key: _array(values) for key, values in doc[name].items()} for name in _ARRAY_FIELDS
+    }
     loss = doc["loss"]
-    return PlacementRun(placement=doc["placement"], norm=doc["norm"], layers=doc["layers"],
-                        loss=float("nan") if loss is None else float(loss), **arrays)
+    return PlacementRun(
+        placement=doc["placement"],
+        norm=doc["norm"],
+        layers=doc["layers"],
+        loss=float("nan") if loss is None else float(loss),
+        **arrays,
+    )
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

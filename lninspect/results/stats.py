@@ -4,6 +4,7 @@ Imports neither torch nor transformers, so that rendering and JSON work without 
 Per-token arrays have the shape of the norm's input without its hidden axis,
 normally (sequences, tokens); a per-head norm keeps its head axis.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,12 @@ import numpy as np
 
 STATS_SCHEMA = "lninspect.stats/1"
 GRADS_SCHEMA = "lninspect.grads/1"
-OPTIONAL_NORM_KEYS = ("grad", "spikes", "order", "across_token_spearman")  # absent when not captured
+OPTIONAL_NORM_KEYS = (
+    "grad",
+    "spikes",
+    "order",
+    "across_token_spearman",
+)  # absent when not captured
 NORMS_SCHEMA = "lninspect.norms/1"
 
 
@@ -240,9 +246,12 @@ class GradsResult(StatsResult):
     def from_json(cls, doc: dict[str, Any]) -> GradsResult:
         base = StatsResult.from_json(doc)
         fields_ = {f.name: getattr(base, f.name) for f in fields(StatsResult)}
-        return cls(**fields_ | {"schema": doc["schema"]}, loss=_float(doc["loss"]),
-                   loss_kind=doc["loss_kind"], params=[
-                       ParamGrad(**p | {"grad_norm": _float(p["grad_norm"])}) for p in doc["params"]])
+        return cls(
+            **fields_ | {"schema": doc["schema"]},
+            loss=_float(doc["loss"]),
+            loss_kind=doc["loss_kind"],
+            params=[ParamGrad(**p | {"grad_norm": _float(p["grad_norm"])}) for p in doc["params"]],
+        )
 
 
 def _float(value: float | None) -> float:
@@ -277,21 +286,35 @@ def _norm_from_json(doc: dict[str, Any]) -> NormStats:
         weight=WeightSummary(**doc["weight"]) if doc["weight"] is not None else None,
         calls=doc.get("calls", 1),
         grad=_grad_from_json(doc["grad"]) if doc.get("grad") else None,
-        spikes=[Spike(**s | {"value": _float(s["value"]), "z": _float(s["z"]),
-                             "out_value": _float(s["out_value"])}) for s in doc["spikes"]]
-        if doc.get("spikes") is not None else None,
+        spikes=[
+            Spike(
+                **s
+                | {
+                    "value": _float(s["value"]),
+                    "z": _float(s["z"]),
+                    "out_value": _float(s["out_value"]),
+                }
+            )
+            for s in doc["spikes"]
+        ]
+        if doc.get("spikes") is not None
+        else None,
         order=OrderStats(**{k: _array(v) for k, v in doc["order"].items()})
-        if doc.get("order") is not None else None,
-        across_token_spearman=[AcrossToken(**a | {"rho": _float(a["rho"])})
-                               for a in doc["across_token_spearman"]]
-        if doc.get("across_token_spearman") is not None else None,
+        if doc.get("order") is not None
+        else None,
+        across_token_spearman=[
+            AcrossToken(**a | {"rho": _float(a["rho"])}) for a in doc["across_token_spearman"]
+        ]
+        if doc.get("across_token_spearman") is not None
+        else None,
     )
 
 
 def _grad_from_json(doc: dict[str, Any]) -> GradStats:
     counts = _counts(doc.get("output_nonfinite"))
-    return GradStats(**{k: _array(v) for k, v in doc.items() if k != "output_nonfinite"},
-                     output_nonfinite=counts)
+    return GradStats(
+        **{k: _array(v) for k, v in doc.items() if k != "output_nonfinite"}, output_nonfinite=counts
+    )
 
 
 def _counts(values: Any) -> np.ndarray | None:
@@ -315,7 +338,9 @@ def _array(values: Any) -> np.ndarray:
 def _to_plain(value: Any) -> Any:
     """Dataclasses, arrays and numpy scalars to JSON-ready Python values."""
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value) if f.name != "schema"}
+        return {
+            f.name: _to_plain(getattr(value, f.name)) for f in fields(value) if f.name != "schema"
+        }
     if isinstance(value, np.ndarray):
         return _to_plain(value.tolist())
     if isinstance(value, (list, tuple)):
