@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from lninspect.corpus.aggregator import Aggregator
-from lninspect.corpus.reader import CorpusOptions, CorpusReader
 from lninspect.corpus.job import encoder, forward_kwargs, sequence_length, stream
+from lninspect.corpus.reader import CorpusOptions, CorpusReader
 from lninspect.hooks.capture import capture
 from lninspect.jobs import require_norms
 from lninspect.model.loading import LoadedModel, load_model

@@ -11,11 +11,11 @@ reports per-token statistics without keeping a single activation.
 from __future__ import annotations
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from lninspect import capture
 from lninspect.render.stats_tables import stats_table
-from rich.console import Console
 
 
 class PlainLayerNorm(nn.Module):

@@ -7,14 +7,14 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from lninspect.hooks.capture import capture
-from lninspect.norms.discovery import NormInfo, discover
 from lninspect.errors import LninspectError
-from lninspect.model.loading import LoadedModel, load_model
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.hooks.capture import capture
 from lninspect.hooks.params import param_grads
-from lninspect.results import GradsResult, InputInfo, NormsResult, StatsResult
+from lninspect.model.loading import LoadedModel, load_model
 from lninspect.model.tokens import check_text, token_windows
+from lninspect.norms.discovery import NormInfo, discover
+from lninspect.options import RunOptions, SpikeOptions
+from lninspect.results import GradsResult, InputInfo, NormsResult, StatsResult
 
 
 @dataclass

@@ -9,10 +9,11 @@ keep the full tensors (tests only).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ import torch
 from torch import nn
 
 from lninspect import capture
-from lninspect.norms.discovery import NormInfo, discover, find_norms
 from lninspect.errors import LninspectError
+from lninspect.norms.discovery import NormInfo, discover, find_norms
 from lninspect.norms.formula import measure_formula
 from lninspect.results import NormStats, StatsResult
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lninspect import capture
-from lninspect.norms.discovery import find_norms
 from lninspect.hooks.reduce import token_stats
+from lninspect.norms.discovery import find_norms
 
 RTOL = 1e-5
 

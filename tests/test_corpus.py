@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from lninspect.corpus.aggregator import DENOMINATOR_EDGES, Aggregator
-from lninspect.results.aggregate import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
 from lninspect.cli import app
+from lninspect.corpus.aggregator import DENOMINATOR_EDGES, Aggregator
 from lninspect.corpus.reader import CorpusOptions, CorpusReader, expand_files
-from lninspect.norms.discovery import find_norms
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
+from lninspect.norms.discovery import find_norms
+from lninspect.results.aggregate import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
 
 runner = CliRunner()
 LINES = [

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_tokenizer, tiny_gpt2
 from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
-
-from conftest import build_tokenizer, tiny_gpt2
 
 runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -180,7 +179,7 @@ def test_stride_covers_the_whole_text_in_windows(tiny_model_dir: Path):
     assert all(len(w) == 16 for w in windows) and doc["input"]["num_sequences"] == len(windows)
     assert windows[0] == ids[:16] and windows[1] == ids[10:26] and windows[-1] == ids[-16:]
     assert f"{len(windows)} windows of 16 tokens, one every 10" in result.stderr
-    for norm, alone in zip(doc["norms"], plain["norms"]):
+    for norm, alone in zip(doc["norms"], plain["norms"], strict=True):
         assert np.shape(norm["input"]["std"]) == (len(windows), 16)
         np.testing.assert_allclose(norm["input"]["std"][0], alone["input"]["std"][0], rtol=1e-5)
     grads = json_doc(
@@ -304,7 +303,7 @@ def test_remote_code_never_runs_without_trust_remote_code(tiny_model_dir: Path, 
     )
     assert_error(invoke("stats", folder, "--text", "hi"), 2, "unless you pass --trust-remote-code")
     assert not marker.exists()
-    code = "__import__('pathlib').Path(%r).touch()" % str(marker)  # user strings are data
+    code = f"__import__('pathlib').Path({str(marker)!r}).touch()"  # user strings are data
     assert invoke("stats", tiny_model_dir, "--text", code, "--max-tokens", "4").exit_code == 0
     assert not marker.exists()
 

@@ -65,7 +65,7 @@ def _close(got: Any, want: Any, where: str = "$") -> None:
             _close(got[key], want[key], f"{where}.{key}")
     elif isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), f"{where}: length differs"
-        for i, (g, w) in enumerate(zip(got, want)):
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
             _close(g, w, f"{where}[{i}]")
     elif isinstance(want, float) and not isinstance(got, bool):
         assert isinstance(got, (int, float)), f"{where}: {got!r} is not a number"
@@ -77,7 +77,7 @@ def _close(got: Any, want: Any, where: str = "$") -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_json_matches_the_golden_file(name: str, tmp_path: Path):
     files = {}
-    for key, text in zip("ab", CORPUS):
+    for key, text in zip("ab", CORPUS, strict=True):
         files[key] = tmp_path / f"{key}.txt"
         files[key].write_text(text)
     args = [arg.format(**files) for arg in CASES[name]]

@@ -18,14 +18,14 @@ from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.files import dump_json
 from lninspect.placement.experiment import build_model, measure_gradients, run_placement
+from lninspect.render.placement_tables import layers_figure, placement_report, sweep_figure
+from lninspect.render.stats_tables import fmt
 from lninspect.results.placement import (
     GRAD_KEYS,
     PLACEMENT_SCHEMA,
     PlacementConfig,
     PlacementResult,
 )
-from lninspect.render.placement_tables import layers_figure, placement_report, sweep_figure
-from lninspect.render.stats_tables import fmt
 
 # d >= 128 as the theory needs; 4 seeds of 4 x 128 random tokens; the same seeds everywhere.
 THEORY = PlacementConfig(layers=[6, 12], d_model=128, heads=4, seeds=4)
@@ -152,7 +152,7 @@ def test_json_round_trip_keeps_the_contract():
         assert len(run["input_std"]["ln_1"]) == run["layers"]
     back = PlacementResult.from_json(doc)
     assert back.config == result.config
-    for a, b in zip(back.runs, result.runs):
+    for a, b in zip(back.runs, result.runs, strict=True):
         for key in GRAD_KEYS:
             np.testing.assert_allclose(a.grad_norm[key], b.grad_norm[key])
         np.testing.assert_allclose(a.input_ms["ln_f"], b.input_ms["ln_f"])

@@ -44,7 +44,7 @@ def test_norm_from_formula_equals_torch(ours: nn.Module, theirs: nn.Module):
     upstream = torch.randn(y_ours.shape, generator=generator)
     grads_ours = torch.autograd.grad(y_ours, [x, ours.weight], upstream)
     grads_theirs = torch.autograd.grad(y_theirs, [x, theirs.weight], upstream)
-    for a, b in zip(grads_ours, grads_theirs):
+    for a, b in zip(grads_ours, grads_theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lninspect.render import report
 from lninspect.cli import app
 from lninspect.errors import LninspectError
+from lninspect.render import report
 from lninspect.render.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
 from lninspect.results import GradsResult
 

@@ -13,14 +13,17 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
+from lninspect.hooks.spikes import ranks, spearman
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
-from lninspect.hooks.spikes import ranks, spearman
 
 D = 64
 
 
-def run(norm: nn.Module, x: torch.Tensor, options: SpikeOptions = SpikeOptions()):
+DEFAULT_SPIKES = SpikeOptions()
+
+
+def run(norm: nn.Module, x: torch.Tensor, options: SpikeOptions = DEFAULT_SPIKES):
     with torch.no_grad(), capture(norm, spikes=options) as cap:
         norm(x)
     return cap.result().norms[0]

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
@@ -44,7 +44,7 @@ def _check_device(value: str) -> str:
 
 
 ModelArg = Annotated[
-    Optional[str],
+    str | None,
     typer.Argument(
         help="Hub id (gpt2), local model directory, random:ARCH (random weights) or tiny "
         "(bundled). Default: gpt2 if cached, else the bundled model.",
@@ -52,18 +52,18 @@ ModelArg = Annotated[
     ),
 ]
 TextOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--text", "-t", help="Text to analyse (default: a built-in sample).", show_default=False
     ),
 ]
 FileOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--file", "-f", help="Read the text from this file.", show_default=False),
 ]
 EncodingOpt = Annotated[str, typer.Option(help="Encoding of --file.")]
 MaxTokensOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         min=1,
         help="Keep at most this many tokens (default: the model's context).",
@@ -77,7 +77,7 @@ DTypeOpt = Annotated[
     DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
 ]
 RevisionOpt = Annotated[
-    Optional[str], typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
+    str | None, typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
 ]
 TrustOpt = Annotated[
     bool,
@@ -87,7 +87,7 @@ TrustOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed for random: weights.")]
 JsonOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--json",
         help="Write the results as JSON to this file ('-' for stdout).",
@@ -107,7 +107,7 @@ def _check_layer_filter(value: str | None) -> str | None:
 
 
 LayerFilterOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--layers",
         callback=_check_layer_filter,
@@ -117,7 +117,7 @@ LayerFilterOpt = Annotated[
     ),
 ]
 StrideOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         min=1,
         help="Cover the whole text: windows of --max-tokens tokens (default: the model's "
@@ -148,7 +148,7 @@ QuietOpt = Annotated[
 ]
 
 
-def _check_max_memory(value: Optional[str]) -> Optional[str]:
+def _check_max_memory(value: str | None) -> str | None:
     from lninspect.model.device_map import parse_max_memory
 
     try:
@@ -167,7 +167,7 @@ class DeviceMap(str, Enum):
 
 CORPUS = "Corpus (docs/corpus.md)"
 FilesOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--file",
         "-f",
@@ -183,7 +183,7 @@ LinesOpt = Annotated[
     ),
 ]
 FieldOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
         show_default=False,
@@ -191,7 +191,7 @@ FieldOpt = Annotated[
     ),
 ]
 SeqLenOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         min=1,
         help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
@@ -200,7 +200,7 @@ SeqLenOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         min=1,
         help="Corpus: sequences per forward pass (default: 8).",
@@ -209,7 +209,7 @@ BatchSizeOpt = Annotated[
     ),
 ]
 MaxSequencesOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         min=1,
         help="Corpus: stop after this many sequences (over all torchrun processes).",
@@ -218,14 +218,14 @@ MaxSequencesOpt = Annotated[
     ),
 ]
 DeviceMapOpt = Annotated[
-    Optional[DeviceMap],
+    DeviceMap | None,
     typer.Option(
         help="Spread the model's layers over the devices with accelerate (replaces --device).",
         show_default=False,
     ),
 ]
 MaxMemoryOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         callback=_check_max_memory,
         help="With --device-map: memory per device, e.g. cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB.",
@@ -379,7 +379,7 @@ LossOpt = Annotated[
     ),
 ]
 TargetOpt = Annotated[
-    Optional[str], typer.Option(help="The token scored by --loss target.", show_default=False)
+    str | None, typer.Option(help="The token scored by --loss target.", show_default=False)
 ]
 
 
@@ -544,7 +544,7 @@ def placement(
     ] = Init.xavier,
     seeds: Annotated[int, typer.Option(min=1, help="Models (and token batches) averaged.")] = 3,
     text: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--text",
             "-t",

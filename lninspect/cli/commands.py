@@ -60,9 +60,9 @@ def corpus_stats(
     force: bool,
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
-    from lninspect.corpus.job import run_corpus_stats
-    from lninspect.corpus.distributed import world_from_env
     from lninspect.cli.progress import CorpusProgress
+    from lninspect.corpus.distributed import world_from_env
+    from lninspect.corpus.job import run_corpus_stats
     from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
 

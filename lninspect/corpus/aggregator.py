@@ -22,9 +22,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from lninspect.results.aggregate import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
-from lninspect.norms.discovery import NormInfo
 from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.norms.discovery import NormInfo
+from lninspect.results.aggregate import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
 
 Tensor = torch.Tensor
 Record = dict[str, Tensor]

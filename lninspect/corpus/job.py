@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lninspect.corpus.aggregator import Aggregator
-from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
+from lninspect.corpus.distributed import World, process_group, rank_device, sum_ints, world_from_env
 from lninspect.corpus.reader import (
     DEFAULT_SEQ_LEN,
     CorpusOptions,
@@ -24,12 +24,12 @@ from lninspect.corpus.reader import (
     Encode,
     expand_files,
 )
-from lninspect.corpus.distributed import World, process_group, rank_device, sum_ints, world_from_env
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.jobs import load, require_norms
 from lninspect.model.loading import LoadedModel, Tokenizer
 from lninspect.options import RunOptions, SpikeOptions
+from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
 
 # Called after each batch with (tokens run by this process, bytes read, bytes in all files).
 OnBatch = Callable[[int, int, int], None]

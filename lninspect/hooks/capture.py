@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lninspect.norms.discovery import NormInfo, find_norms
-from lninspect.options import SpikeOptions
 from lninspect.hooks.reduce import gather, gather_record, token_nonfinite, token_norm, token_stats
 from lninspect.hooks.spikes import collect_spikes, spike_metrics
+from lninspect.norms.discovery import NormInfo, find_norms
+from lninspect.options import SpikeOptions
 from lninspect.results import (
     GradStats,
     InputInfo,
@@ -81,7 +81,9 @@ class Capture:
         drained: dict[str, list[Record]] = {}
         for name, calls in self.forward.items():
             spikes = self.spike_records[name]
-            drained[name] = [{**f, **s} for f, s in zip(calls, spikes)] if spikes else calls
+            drained[name] = (
+                [{**f, **s} for f, s in zip(calls, spikes, strict=True)] if spikes else calls
+            )
             self.forward[name], self.spike_records[name] = [], []
         return drained
 

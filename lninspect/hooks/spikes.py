@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lninspect.options import SpikeOptions
 from lninspect.hooks.reduce import gather, hidden_flat
+from lninspect.options import SpikeOptions
 from lninspect.results import AcrossToken, OrderStats, Spike
 
 Tensor = torch.Tensor

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lninspect.model.device_map import dispatched, from_pretrained_kwargs
 from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.model.device_map import dispatched, from_pretrained_kwargs
+from lninspect.model.sources import ALTERNATIVES, default_model, hub_offline, locate
 from lninspect.options import is_device_name
 from lninspect.results import ModelInfo
-from lninspect.model.sources import ALTERNATIVES, default_model, hub_offline, locate
 
 # The gpt2 family's shapes (n_embd, n_layer, n_head), so that random:gpt2* needs no download.
 GPT2_FAMILY = {

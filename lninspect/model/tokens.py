@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from lninspect.errors import LninspectError
 from lninspect.model.loading import LoadedModel
-from lninspect.options import RunOptions
 from lninspect.model.text import read_text
+from lninspect.options import RunOptions
 
 MARGIN = 16  # tokens read beyond the limit, so that the cut never falls in a partly read word
 CHARS_PER_TOKEN = 8  # a first guess, generous for most text; doubled while it falls short

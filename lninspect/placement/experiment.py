@@ -23,6 +23,7 @@ from torch import nn
 
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
+from lninspect.placement.refgpt import GPT, RefGPTConfig
 from lninspect.results.placement import (
     GRAD_KEYS,
     NORM_KEYS,
@@ -31,7 +32,6 @@ from lninspect.results.placement import (
     PlacementResult,
     PlacementRun,
 )
-from lninspect.placement.refgpt import GPT, RefGPTConfig
 
 Measured = dict[str, dict[str, np.ndarray]]  # "grad_norm" | "input_std" | "input_ms" -> key -> (L,)
 GPT2_STD = 0.02  # GPT-2's weight std; its residual projections get 0.02 / sqrt(2L)
@@ -149,7 +149,7 @@ def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
         for b in model.blocks
     ]
     columns = np.asarray(rows, dtype=np.float64).T  # (len(GRAD_KEYS), layers)
-    return dict(zip(GRAD_KEYS, columns))
+    return dict(zip(GRAD_KEYS, columns, strict=True))
 
 
 def _run(

@@ -14,9 +14,9 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
-from lninspect.results.aggregate import AggregateResult
 from lninspect.render.corpus_tables import ROLE_ORDER
 from lninspect.render.figures import new_figure, save_figure
+from lninspect.results.aggregate import AggregateResult
 
 STD_PER_POSITION = "corpus-std-per-position.png"
 CORPUS_FIGURES = (STD_PER_POSITION,)

@@ -6,8 +6,8 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
 from lninspect.render.stats_tables import fmt, short_names
+from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
 
 ROLE_ORDER = ("embed", "attn", "attn+mlp", "mlp", "qk", "final", "other")
 

@@ -46,7 +46,7 @@ def plot_param_grads(result: GradsResult, ax: Axes) -> Axes:
         if np.isfinite(values).any():
             ax.plot(layers, values, marker="o", label=label)
     outside = {g: v for g, v in norms.get(None, {}).items() if np.isfinite(v)}
-    for (group, value), style in zip(outside.items(), (":", "--", "-.", (0, (1, 4)))):
+    for (group, value), style in zip(outside.items(), (":", "--", "-.", (0, (1, 4))), strict=False):
         ax.axhline(
             value,
             color="grey",
@@ -80,7 +80,7 @@ def plot_grad_heatmap(result: GradsResult, figure: Figure) -> Figure:
     positive = np.concatenate(values)
     positive = positive[np.isfinite(positive) & (positive > 0)]
     scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-    for ax, (role, rows) in zip(axes, panels):
+    for ax, (role, rows) in zip(axes, panels, strict=True):
         grid = np.stack([n.grad.input_norm[0] for n in rows])  # (layers, tokens), sequence 0
         grid = np.where(grid > 0, grid, np.nan)  # the last token gets no gradient from the loss
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap="viridis")
@@ -98,7 +98,7 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes) -> Axes:
     layered = [n for n in result.norms if n.grad is not None]
     top = max((n.layer for n in layered if n.layer is not None), default=0)
     layers = [n.layer if n.layer is not None else top + 1 for n in layered]
-    for norm, layer in zip(layered, layers):
+    for norm, layer in zip(layered, layers, strict=True):
         scale, std = norm.grad.scale.ravel(), norm.denominator.ravel()
         keep = np.isfinite(scale) & (scale > 0) & np.isfinite(std)
         ax.scatter(
@@ -151,5 +151,6 @@ def save_grads_figures(result: GradsResult, folder: Path) -> list[Path]:
     plot_scale_vs_std(result, scatter.add_subplot())
     scatter.suptitle("The backward pass divides by σ: gradient scale vs input std\n" + sub)
     return [
-        save_figure(fig, folder / name) for fig, name in zip((params, heatmap, scatter), FIGURES)
+        save_figure(fig, folder / name)
+        for fig, name in zip((params, heatmap, scatter), FIGURES, strict=True)
     ]

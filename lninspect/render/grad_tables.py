@@ -46,7 +46,7 @@ def grads_table(result: GradsResult) -> Table:
         table.add_column(
             column, justify="left" if column in ("module", "role") else "right", no_wrap=True
         )
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
         grad = norm.grad
         cells = [_med_max(v) for v in (grad.output_norm, grad.input_norm, grad.residual_norm)]
         table.add_row(name, norm.role, *cells, fmt(nan_quantiles(grad.scale, (0.5,))[0]))

@@ -13,9 +13,9 @@ from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
 
-from lninspect.results.placement import PlacementConfig, PlacementResult, growth_exponent
 from lninspect.render.figures import new_figure, save_figure
 from lninspect.render.stats_tables import fmt
+from lninspect.results.placement import PlacementConfig, PlacementResult, growth_exponent
 
 LAYERS_PNG = "placement-layers.png"
 SWEEP_PNG = "placement-sweep.png"
@@ -165,7 +165,7 @@ def save_placement_figures(result: PlacementResult, folder: Path) -> list[Path]:
     """Draw the figures into `folder` (which must exist); return the paths written."""
     names = figure_names(result.config.layers)
     figures = [layers_figure(result)] + ([sweep_figure(result)] if len(names) > 1 else [])
-    return [save_figure(figure, folder / name) for figure, name in zip(figures, names)]
+    return [save_figure(figure, folder / name) for figure, name in zip(figures, names, strict=True)]
 
 
 def layers_figure(result: PlacementResult) -> Figure:

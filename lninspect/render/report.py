@@ -102,7 +102,7 @@ nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-si
 
 
 def check_report_folder(folder: Path, force: bool) -> None:
-    """Refuse, before any work, a file, a non-empty folder (without --force), an unwritable place."""
+    """Refuse, before any work: a file, a non-empty folder (without --force), no write access."""
     if folder.exists() and not folder.is_dir():
         raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
     if folder.is_dir() and any(folder.iterdir()) and not force:

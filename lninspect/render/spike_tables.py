@@ -12,7 +12,11 @@ from lninspect.results import NormStats, Spike, StatsResult
 
 def top_spikes(result: StatsResult, limit: int = 20) -> list[tuple[str, Spike]]:
     """The `limit` spikes of largest |z| over all modules, with their (short) module names."""
-    names = dict(zip((n.name for n in result.norms), short_names([n.name for n in result.norms])))
+    names = dict(
+        zip(
+            (n.name for n in result.norms), short_names([n.name for n in result.norms]), strict=True
+        )
+    )
     pairs = [(names[n.name], s) for n in result.norms for s in n.spikes or []]
     return sorted(pairs, key=lambda pair: -abs(pair[1].z))[:limit]
 
@@ -67,7 +71,7 @@ def order_table(result: StatsResult) -> Table:
         "across tokens med / min (dims)",
     ):
         table.add_column(column, justify="left" if column in ("module", "role") else "right")
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
         table.add_row(name, norm.role, *_order_cells(norm))
     return table
 

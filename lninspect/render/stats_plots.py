@@ -162,7 +162,11 @@ def _row_labels(result: StatsResult, title: str, rows: list[NormStats]) -> tuple
     if title in ("attn", "mlp") and all(n.layer is not None for n in rows):
         leaf = rows[0].name.rsplit(".", 1)[-1]
         return f"{leaf} ({title})\nlayer", [str(n.layer) for n in rows]
-    names = dict(zip((n.name for n in result.norms), short_names([n.name for n in result.norms])))
+    names = dict(
+        zip(
+            (n.name for n in result.norms), short_names([n.name for n in result.norms]), strict=True
+        )
+    )
     return title, [names[n.name] for n in rows]
 
 
@@ -187,7 +191,7 @@ def draw_heatmap(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
     )[:, 0]
     count = 0
-    for ax, (title, rows) in zip(axes, panels):
+    for ax, (title, rows) in zip(axes, panels, strict=True):
         grid = _grid([token_row(values(n)) for n in rows])  # (modules, tokens)
         count = max(count, grid.shape[1])
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap=cmap)
@@ -388,7 +392,7 @@ def plot_spike_ranks(result: StatsResult, ax: Axes) -> Axes:
 def _count_stacked(ax: Axes, ranks: np.ndarray) -> None:
     """`×n` beside a point that n spikes share (same rank before and after)."""
     points, counts = np.unique(ranks, axis=0, return_counts=True)
-    for (x, y), count in zip(points, counts):
+    for (x, y), count in zip(points, counts, strict=True):
         if count > 1:
             ax.annotate(
                 f"×{count}",

@@ -77,7 +77,7 @@ def stats_table(result: StatsResult) -> Table:
     table.add_column("at token, dim", overflow="fold")
     table.add_column("weight", justify="right")
     table.add_column("w<0", justify="right")
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
         table.add_row(name, norm.role, *_stats_cells(result, norm))
     return table
 
@@ -124,7 +124,7 @@ def norms_table(result: NormsResult | StatsResult) -> Table:
     ):
         table.add_column(column, justify="right" if column in ("layer", "eps", "w<0") else "left")
     block: str | None = None
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms):
+    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
         parent, leaf = tree_split(name)
         if parent is not None and parent != block:
             table.add_row(parent)  # the block, as a heading for its norms

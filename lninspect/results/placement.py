@@ -89,7 +89,7 @@ class PlacementResult:
         first = pairs[0][1] / pairs[0][0]
         return [
             SweepRow(n, pre, post, post / pre, math.sqrt(n / depths[0]) * first)
-            for n, (pre, post) in zip(depths, pairs)
+            for n, (pre, post) in zip(depths, pairs, strict=True)
         ]
 
     def to_json(self) -> dict[str, Any]:

@@ -228,7 +228,7 @@ class ParamGrad:
 
     name: str
     layer: int | None
-    group: str  # embed | attn_in | attn_out | mlp_in | mlp_out | norm_weight | norm_bias | head | other
+    group: str  # embed, attn_in, attn_out, mlp_in, mlp_out, norm_weight, norm_bias, head, other
     grad_norm: float
     numel: int
 
