@@ -16,6 +16,7 @@ from torch import nn
 
 from lninspect.norms.discovery import NormInfo, layer_index
 from lninspect.results import ParamGrad
+from lninspect.roles import in_sublayer
 
 # The leaf names of projections, by family (GPT-2, LLaMA, GPT-NeoX, OPT, Falcon, GPT-J, ...).
 ATTN_IN = {
@@ -45,8 +46,6 @@ MLP_IN = {
     "w3",
 }
 MLP_OUT = {"c_proj", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "w2"}
-ATTN_PARENTS = ("attn", "attention")
-MLP_PARENTS = ("mlp", "ffn", "feed_forward", "feedforward")
 
 
 def param_group(name: str, model: nn.Module, norm_names: set[str]) -> str:
@@ -59,11 +58,11 @@ def param_group(name: str, model: nn.Module, norm_names: set[str]) -> str:
         return "embed"
     if hasattr(model, "get_output_embeddings") and module is model.get_output_embeddings():
         return "head"
-    parts = module_name.split(".")
-    leaf, parents = parts[-1], [p.lower() for p in parts[:-1]]
-    if any(p.endswith(ATTN_PARENTS) or "attn" in p for p in parents):
+    leaf = module_name.rsplit(".", 1)[-1]
+    sublayer = in_sublayer(module_name)
+    if sublayer == "attn":
         return "attn_in" if leaf in ATTN_IN else "attn_out" if leaf in ATTN_OUT else "other"
-    if any(p.endswith(MLP_PARENTS) for p in parents):
+    if sublayer == "mlp":
         return "mlp_in" if leaf in MLP_IN else "mlp_out" if leaf in MLP_OUT else "other"
     return "other"
 

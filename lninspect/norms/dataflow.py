@@ -27,26 +27,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lninspect.roles import sublayer_kind
+
 PROBE_TOKENS = 4
 ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
 CASTS = {"to", "type_as", "float", "half", "bfloat16", "contiguous", "clone", "dropout"}
-ATTENTION_WORDS = ("attn", "attention")
-MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward")
-MLP_LEAVES = {
-    "fc1",
-    "fc2",
-    "fc_in",
-    "fc_out",
-    "c_fc",
-    "dense_h_to_4h",
-    "dense_4h_to_h",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "w1",
-    "w2",
-    "w3",
-}
 
 
 @dataclass
@@ -60,14 +45,9 @@ class Flow:
     after: str | None = None  # the last attention / MLP sub-layer to finish before it ran
 
 
-def sublayer_kind(name: str, module: nn.Module) -> str | None:
-    """ "attn" or "mlp" from the module's attribute and class names, else None."""
-    leaf, cls = name.rsplit(".", 1)[-1].lower(), type(module).__name__.lower()
-    if any(w in leaf or w in cls for w in ATTENTION_WORDS):
-        return "attn"
-    if leaf in MLP_LEAVES or any(w in leaf or w in cls for w in MLP_WORDS):
-        return "mlp"
-    return None
+def module_sublayer(name: str, module: nn.Module) -> str | None:
+    """ "attn" or "mlp" from the module's attribute and class names (lninspect.roles), else None."""
+    return sublayer_kind(name.rsplit(".", 1)[-1], type(module).__name__)
 
 
 def probe_input(model: nn.Module) -> torch.Tensor | None:
@@ -141,7 +121,7 @@ class _Tracer(TorchFunctionMode):
         return hook
 
     def leave(self, name: str, module: nn.Module) -> Any:
-        norm, kind = self.norm_names.get(module), sublayer_kind(name, module)
+        norm, kind = self.norm_names.get(module), module_sublayer(name, module)
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             if norm is not None:

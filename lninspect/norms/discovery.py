@@ -12,10 +12,7 @@ Three steps, each checked against the module's behaviour rather than its name al
    the probe cannot run (no `config.vocab_size`, or the pass fails) fall back on module
    names, and `discover` says so in a one-line note.
 
-Roles: attn, mlp, attn+mlp (one norm feeding both, in parallel: GPT-J, Phi, Falcon),
-qk (query/key norms inside attention), embed (on the embeddings: BLOOM), final, other.
-Placement: pre (the norm feeds a sub-layer; the stream goes around it) or post (its output
-joins the residual stream: original post-LN, or Gemma 2 / OLMo 2 sub-layer output norms).
+Roles and placements are listed and explained in lninspect.roles.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lninspect.norms.dataflow import Flow, probe_input, sublayer_kind, trace
+from lninspect.norms.dataflow import Flow, module_sublayer, probe_input, trace
 from lninspect.norms.formula import measure_formula
 from lninspect.results import NormDescription, WeightSummary
 
@@ -35,8 +32,6 @@ from lninspect.results import NormDescription, WeightSummary
 EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps", "layer_norm_epsilon")
 DEFAULT_EPS = 1e-5  # F.layer_norm's default, for norms whose eps can be neither read nor measured
 NORM_CLASS_SUFFIXES = ("layernorm", "rmsnorm", "layernorm1p")
-ROLES = ("attn", "mlp", "attn+mlp", "qk", "embed", "final", "other")
-PLACEMENTS = ("pre", "post")
 # config.model_type of the architectures tested in tests/test_architectures.py.
 KNOWN_ARCHITECTURES = {
     "gpt2",
@@ -105,11 +100,11 @@ class NormInfo:
     module: nn.Module
     kind: str  # "layernorm" or "rmsnorm", as measured (the class name when it cannot run)
     layer: int | None  # index in the stack of blocks, None outside it
-    role: str  # one of ROLES
+    role: str  # one of lninspect.roles.ROLES
     eps: float
     eps_known: bool  # False when eps was neither found nor measured and DEFAULT_EPS is assumed
     reduced_dims: int  # how many trailing axes the norm reduces over (normalized_shape)
-    placement: str = "pre"  # one of PLACEMENTS
+    placement: str = "pre"  # one of lninspect.roles.PLACEMENTS
     weight_offset: float = 0.0  # 1.0 for norms that multiply by 1 + weight (Gemma)
 
     @property
@@ -261,7 +256,7 @@ def _place(
         used = [flow.after] if flow.after and _block_path(flow.after) == block else []
     else:  # a pre norm to the sub-layers of its block that receive its output
         used = [c for c in flow.consumers if _block_path(c) == block and c != block]
-    kinds = {sublayer_kind(c, modules[c]) for c in used} - {None}
+    kinds = {module_sublayer(c, modules[c]) for c in used} - {None}
     role = "attn+mlp" if kinds == {"attn", "mlp"} else kinds.pop() if kinds else None
     return role or _place_by_name(name, layer)[0], "post" if post else "pre"
 
@@ -286,7 +281,7 @@ def _inside_attention(name: str, layer: int | None, modules: dict[str, nn.Module
     block_end = next((i for i, p in enumerate(parts) if p.isdigit()), None)
     first = block_end + 2 if layer is not None and block_end is not None else 1
     ancestors = [".".join(parts[:i]) for i in range(first, len(parts))]  # below the block
-    return any(sublayer_kind(a, modules[a]) == "attn" for a in ancestors if a in modules)
+    return any(module_sublayer(a, modules[a]) == "attn" for a in ancestors if a in modules)
 
 
 def _block_path(name: str) -> str | None:

@@ -27,11 +27,11 @@ from lninspect.placement.refgpt import GPT, RefGPTConfig
 from lninspect.results.placement import (
     GRAD_KEYS,
     NORM_KEYS,
-    PLACEMENTS,
     PlacementConfig,
     PlacementResult,
     PlacementRun,
 )
+from lninspect.roles import PLACEMENTS
 
 Measured = dict[str, dict[str, np.ndarray]]  # "grad_norm" | "input_std" | "input_ms" -> key -> (L,)
 GPT2_STD = 0.02  # GPT-2's weight std; its residual projections get 0.02 / sqrt(2L)

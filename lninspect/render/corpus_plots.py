@@ -14,9 +14,9 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
-from lninspect.render.corpus_tables import ROLE_ORDER
 from lninspect.render.figures import new_figure, save_figure
 from lninspect.results.aggregate import AggregateResult
+from lninspect.roles import ordered_roles
 
 STD_PER_POSITION = "corpus-std-per-position.png"
 CORPUS_FIGURES = (STD_PER_POSITION,)
@@ -27,7 +27,7 @@ def role_curves(result: AggregateResult) -> dict[str, np.ndarray]:
     curves: dict[str, list[np.ndarray]] = {}
     for norm in result.norms:
         curves.setdefault(norm.role, []).append(norm.denominator.mean)
-    ordered = [r for r in ROLE_ORDER if r in curves] + sorted(set(curves) - set(ROLE_ORDER))
+    ordered = ordered_roles(set(curves))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # positions no token reached
         return {role: np.nanmean(np.stack(curves[role]), axis=0) for role in ordered}

@@ -8,8 +8,7 @@ from rich.table import Table
 
 from lninspect.render.stats_tables import fmt, short_names
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
-
-ROLE_ORDER = ("embed", "attn", "attn+mlp", "mlp", "qk", "final", "other")
+from lninspect.roles import ordered_roles
 
 
 def corpus_header(result: AggregateResult) -> str:
@@ -100,7 +99,7 @@ def role_means(result: AggregateResult, start: int, stop: int) -> dict[str, floa
 
 def position_table(result: AggregateResult) -> Table:
     """Mean std (rms) per position range and role: the first-token effect at a glance."""
-    roles = [r for r in ROLE_ORDER if any(n.role == r for n in result.norms)]
+    roles = ordered_roles({n.role for n in result.norms})
     table = Table(
         title="mean std per token position",
         title_justify="left",

@@ -24,6 +24,7 @@ from lninspect.render.figures import new_figure, save_figure
 from lninspect.render.grad_plots import figure_subtitle, norm_rows
 from lninspect.render.stats_tables import nan_quantiles, short_names, token_label
 from lninspect.results import NormStats, Spike, StatsResult
+from lninspect.roles import ROLE_LABELS, ordered_roles
 
 STD_HEATMAP = "stats-std-heatmap.png"
 MEAN_HEATMAP = "stats-mean-heatmap.png"
@@ -31,16 +32,6 @@ STD_PER_LAYER = "stats-std-per-layer.png"
 SPIKE_RANKS = "stats-spike-ranks.png"
 WITHIN_TOKEN = "stats-within-token-spearman.png"
 STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, SPIKE_RANKS, WITHIN_TOKEN)
-ROLE_ORDER = ("embed", "attn", "attn+mlp", "mlp", "qk", "final", "other")
-ROLE_LABELS = {
-    "embed": "embedding norm",
-    "attn": "before attention",
-    "attn+mlp": "before attention + MLP",
-    "mlp": "before the MLP",
-    "qk": "query / key norms",
-    "final": "final norm",
-    "other": "other norms",
-}
 ROLE_MARKERS = {
     "embed": "v",
     "attn": "o",
@@ -97,7 +88,7 @@ def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
 def roles(result: StatsResult) -> list[str]:
     """The roles present, in the order of a block."""
     present = {n.role for n in result.norms}
-    return [r for r in ROLE_ORDER if r in present] + sorted(present - set(ROLE_ORDER))
+    return ordered_roles(present)
 
 
 def layer_quartiles(

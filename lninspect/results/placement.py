@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 PLACEMENT_SCHEMA = "lninspect.placement/1"
-PLACEMENTS = ("pre", "post")
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
 GRAD_KEYS = ("ffn_out", "ffn_in", "attn_out", "norm_weight")
 # Norms whose input statistics are recorded: per block (ln_1, ln_2) and the final one.
