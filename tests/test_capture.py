@@ -130,7 +130,7 @@ def test_backward_after_the_block_records_nothing(tiny_model):
     with capture(tiny_model, grads=True) as cap:
         out = tiny_model(ids, labels=ids)
     out.loss.backward()  # the tensor hooks are still on the graph, but the block is over
-    assert all(not call for calls in cap.backward.values() for call in calls)
+    assert all(not call for calls in cap._hooks.backward.values() for call in calls)
 
 
 def test_residual_gradient_differs_from_branch_in_pre_ln(tiny_model):
@@ -226,7 +226,7 @@ def test_hooks_keep_no_activation(tiny_model):
     ids = torch.randint(0, 300, (2, 13))
     with capture(tiny_model, grads=True) as cap:
         tiny_model(ids, labels=ids).loss.backward()
-    for records in (*cap.forward.values(), *cap.backward.values()):
+    for records in (*cap._hooks.forward.values(), *cap._hooks.backward.values()):
         for record in records:
             for tensor in record.values():
                 assert tensor.shape == (2, 13)  # one number per token, never the hidden axis

@@ -25,6 +25,7 @@ import torch
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.norms.discovery import NormInfo
 from lninspect.results.aggregate import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
+from lninspect.statistics import denominator_key
 
 Tensor = torch.Tensor
 Record = dict[str, Tensor]
@@ -66,8 +67,8 @@ class Aggregator:
         self.hist = {"den": self._full((len(self.norms), len(DENOMINATOR_EDGES) + 2), 0)}
         if spikes:
             self.hist["spike"] = self._full((len(self.norms), len(SPIKE_EDGES) + 2), 0)
-        den = [self.keys.index("rms" if n.kind == "rmsnorm" else "std") for n in self.norms]
-        self._den_key = torch.tensor(den, device=self.device)
+        den = [self.keys.index(denominator_key(n.kind)) for n in self.norms]
+        self._den_row = torch.tensor(den, device=self.device)  # (modules,): row of each's den
 
     def _full(self, shape: tuple[int, ...], value: float) -> Tensor:
         """State: float64 for a float `value`, int64 for an int one, on the state's device."""
@@ -125,7 +126,7 @@ class Aggregator:
         )
         self.nonfinite[rows] += (~finite).sum((1, 2))
         per_module = values.view(len(modules), k, -1)  # (G, K, samples * t), NaN kept
-        den = per_module[torch.arange(len(modules), device=self.device), self._den_key[modules]]
+        den = per_module[torch.arange(len(modules), device=self.device), self._den_row[modules]]
         self._count_bins("den", modules, den.double())
         if "spike" in self.hist:
             self._count_bins("spike", modules, per_module[:, self.keys.index(SPIKE_KEY)].double())

@@ -7,18 +7,19 @@ documented in docs/corpus.md. Every per-position array has one entry per token p
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from lninspect.results.stats import ModelInfo, NormDescription, WeightSummary, _to_plain
+from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.stats import ModelInfo, NormDescription
+from lninspect.statistics import AGGREGATED_KEYS, denominator_key
 
 AGGREGATE_SCHEMA = "lninspect.stats-aggregate/1"
-# The per-token statistics aggregated per position (lninspect.results.InputStats / OutputStats),
-# and spike_count when spikes were captured.
-MOMENT_KEYS = ("mean", "std", "rms", "absmax", "out_mean", "out_std")
+# The per-token statistics aggregated per position (lninspect.statistics), and spike_count
+# when spikes were captured.
+MOMENT_KEYS = AGGREGATED_KEYS
 SPIKE_KEY = "spike_count"
 PACKING = "documents concatenated, each followed by the end-of-text token, cut into seq_len"
 
@@ -32,11 +33,11 @@ class Moments:
     counted in `nonfinite` and kept out of every other field.
     """
 
-    count: np.ndarray  # (positions,) int64: finite values seen
-    mean: np.ndarray  # (positions,) float64
-    m2: np.ndarray  # (positions,) float64: sum of squared deviations from the mean
-    min: np.ndarray  # (positions,) float64
-    max: np.ndarray  # (positions,) float64
+    count: np.ndarray = meta(dtype="int64")  # (positions,): finite values seen
+    mean: np.ndarray = meta(dtype="float64")  # (positions,)
+    m2: np.ndarray = meta(dtype="float64")  # (positions,): sum of squared deviations from mean
+    min: np.ndarray = meta(dtype="float64")  # (positions,)
+    max: np.ndarray = meta(dtype="float64")  # (positions,)
     nonfinite: int = 0
 
     @property
@@ -65,8 +66,8 @@ class Histogram:
     and `overflow` values from edges[-1] up. Histograms of several processes add up exactly.
     """
 
-    edges: np.ndarray  # (bins + 1,) float64
-    counts: np.ndarray  # (bins,) int64
+    edges: np.ndarray = meta(dtype="float64")  # (bins + 1,)
+    counts: np.ndarray = meta(dtype="int64")  # (bins,)
     underflow: int = 0
     overflow: int = 0
 
@@ -110,7 +111,7 @@ class NormAggregate(NormDescription):
     @property
     def denominator(self) -> Moments:
         """What the module divides by, per position: std for LayerNorm, rms for RMSNorm."""
-        return self.positions["rms" if self.kind == "rmsnorm" else "std"]
+        return self.positions[denominator_key(self.kind)]
 
 
 @dataclass
@@ -147,60 +148,9 @@ class AggregateResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; arrays become lists, non-finite floats null (docs/corpus.md)."""
-        doc = {"schema": self.schema, **_to_plain(self)}
-        model = doc["model"]
-        doc["model"] = {"class": model.pop("cls"), **model}
-        return doc
+        return to_document(self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AggregateResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
-        if doc.get("schema") != AGGREGATE_SCHEMA:
-            raise ValueError(f"not a {AGGREGATE_SCHEMA} document: {doc.get('schema')!r}")
-        model = dict(doc["model"])
-        model["cls"] = model.pop("class")
-        return cls(
-            model=ModelInfo(**model),
-            corpus=CorpusInfo(**doc["corpus"]),
-            norms=[_norm_from_json(n) for n in doc["norms"]],
-            passes=doc["passes"],
-            notes=list(doc["notes"]),
-            spike_z=doc.get("spike_z"),
-        )
-
-
-def _norm_from_json(doc: dict[str, Any]) -> NormAggregate:
-    described = {f.name: doc[f.name] for f in fields(NormDescription) if f.name != "weight"}
-    spikes = doc.get("spike_count_hist")
-    return NormAggregate(
-        **described,
-        weight=WeightSummary(**doc["weight"]) if doc["weight"] is not None else None,
-        calls=doc["calls"],
-        positions={k: _moments_from_json(v) for k, v in doc["positions"].items()},
-        denominator_hist=_histogram_from_json(doc["denominator_hist"]),
-        spike_count_hist=_histogram_from_json(spikes) if spikes is not None else None,
-    )
-
-
-def _moments_from_json(doc: dict[str, Any]) -> Moments:
-    return Moments(
-        count=np.asarray(doc["count"], dtype=np.int64),
-        **{k: _float64(doc[k]) for k in ("mean", "m2", "min", "max")},
-        nonfinite=doc["nonfinite"],
-    )
-
-
-def _histogram_from_json(doc: dict[str, Any]) -> Histogram:
-    return Histogram(
-        edges=_float64(doc["edges"]),
-        counts=np.asarray(doc["counts"], np.int64),
-        underflow=doc["underflow"],
-        overflow=doc["overflow"],
-    )
-
-
-def _float64(values: list[float | None]) -> np.ndarray:
-    """A list with None for non-finite values back to a float64 array."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        return from_document(cls, doc, (AGGREGATE_SCHEMA,))

@@ -7,10 +7,12 @@ averaged over the seeds; `*_std` arrays hold the spread (standard deviation) ove
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from lninspect.results.codec import from_document, meta, to_document
 
 PLACEMENT_SCHEMA = "lninspect.placement/1"
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
@@ -43,10 +45,12 @@ class PlacementRun:
     placement: str  # "pre" or "post"
     norm: str
     layers: int
-    grad_norm: dict[str, np.ndarray]  # GRAD_KEYS -> (layers,) Frobenius norms of dL/dW
-    grad_norm_std: dict[str, np.ndarray]  # the same keys: spread over seeds
-    input_std: dict[str, np.ndarray]  # NORM_KEYS -> mean per-token sqrt(var(x) + eps)
-    input_ms: dict[str, np.ndarray]  # NORM_KEYS -> E|x|^2 / d, Lemma 2's quantity
+    # GRAD_KEYS -> (layers,) Frobenius norms of dL/dW, and their spread over seeds
+    grad_norm: dict[str, np.ndarray] = meta(dtype="float64")
+    grad_norm_std: dict[str, np.ndarray] = meta(dtype="float64")
+    # NORM_KEYS -> (layers,) mean per-token sqrt(var(x) + eps), and E|x|^2 / d (Lemma 2's)
+    input_std: dict[str, np.ndarray] = meta(dtype="float64")
+    input_ms: dict[str, np.ndarray] = meta(dtype="float64")
     loss: float  # LM loss at initialization, mean over seeds (about ln vocab_size)
 
     def last(self, key: str = "ffn_out") -> float:
@@ -93,24 +97,12 @@ class PlacementResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; arrays become lists, non-finite floats null."""
-        return {
-            "schema": self.schema,
-            "config": asdict(self.config),
-            "runs": [_run_to_json(run) for run in self.runs],
-            "notes": list(self.notes),
-        }
+        return to_document(self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PlacementResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
-        if doc.get("schema") != PLACEMENT_SCHEMA:
-            raise ValueError(f"not a {PLACEMENT_SCHEMA} document: schema {doc.get('schema')!r}")
-        return cls(
-            config=PlacementConfig(**doc["config"]),
-            runs=[_run_from_json(run) for run in doc["runs"]],
-            notes=list(doc.get("notes", [])),
-            schema=doc["schema"],
-        )
+        return from_document(cls, doc, (PLACEMENT_SCHEMA,))
 
 
 def growth_exponent(rows: list[SweepRow]) -> float:
@@ -119,38 +111,3 @@ def growth_exponent(rows: list[SweepRow]) -> float:
         return float("nan")
     logs = np.log([[row.layers, row.ratio] for row in rows])
     return float(np.polyfit(logs[:, 0], logs[:, 1], 1)[0])
-
-
-_ARRAY_FIELDS = ("grad_norm", "grad_norm_std", "input_std", "input_ms")
-
-
-def _run_to_json(run: PlacementRun) -> dict[str, Any]:
-    doc = asdict(run)
-    for name in _ARRAY_FIELDS:
-        doc[name] = {key: _floats(values) for key, values in getattr(run, name).items()}
-    doc["loss"] = _floats(np.asarray([run.loss]))[0]
-    return doc
-
-
-def _run_from_json(doc: dict[str, Any]) -> PlacementRun:
-    arrays = {
-        name: {key: _array(values) for key, values in doc[name].items()} for name in _ARRAY_FIELDS
-    }
-    loss = doc["loss"]
-    return PlacementRun(
-        placement=doc["placement"],
-        norm=doc["norm"],
-        layers=doc["layers"],
-        loss=float("nan") if loss is None else float(loss),
-        **arrays,
-    )
-
-
-def _floats(values: np.ndarray) -> list[float | None]:
-    """A 1-D array as a list of floats, None for non-finite entries."""
-    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=float)]
-
-
-def _array(values: list[float | None]) -> np.ndarray:
-    """A list from `_floats` back to a float64 array (None -> NaN)."""
-    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)

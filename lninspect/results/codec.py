@@ -1,0 +1,117 @@
+"""The one JSON codec of every result type: dataclasses of numpy arrays <-> plain JSON values.
+
+Encoding walks the dataclass fields in order; decoding reads each field back by its type
+hint. Non-finite floats are written as null and read back as NaN. A field's metadata may
+say, with the helpers below:
+- `json`: its key in JSON when it differs from the field name (`cls` is written `class`);
+- `dtype`: the numpy dtype of its arrays (float32 unless told; nested lists and dicts too);
+- `omit_none`: leave the key out when the value is None (something not recorded), so that
+  a document without it reads back the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+import warnings
+from functools import cache
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def meta(
+    json: str | None = None, dtype: str | None = None, omit_none: bool = False, **kwargs: Any
+) -> Any:
+    """A dataclass field with codec metadata; `kwargs` go to dataclasses.field (defaults)."""
+    metadata = {"json": json, "dtype": dtype, "omit_none": omit_none}
+    return dataclasses.field(metadata={k: v for k, v in metadata.items() if v}, **kwargs)
+
+
+def to_document(result: Any) -> dict[str, Any]:
+    """A result as a JSON-ready dict, its `schema` first."""
+    return {"schema": result.schema, **encode(result)}
+
+
+def encode(value: Any) -> Any:
+    """Dataclasses, arrays, numpy scalars, lists and dicts to JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        doc = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name == "schema" or (item is None and f.metadata.get("omit_none")):
+                continue
+            doc[f.metadata.get("json", f.name)] = encode(item)
+        return doc
+    if isinstance(value, np.ndarray):
+        return encode(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def from_document(cls: type[T], doc: dict[str, Any], schemas: tuple[str, ...]) -> T:
+    """Read a result of type `cls` from a document whose schema is one of `schemas`."""
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema not in schemas:
+        raise ValueError(f"not a {' or '.join(schemas)} document: schema {schema!r}")
+    return decode(cls, {k: v for k, v in doc.items() if k != "schema"})
+
+
+def decode(hint: Any, value: Any, dtype: str | None = None) -> Any:
+    """`value` (plain JSON) read as type `hint`; arrays get `dtype` (float32 by default)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return None if value is None else decode(inner[0], value, dtype)
+    if dataclasses.is_dataclass(hint):
+        return _decode_dataclass(hint, value)
+    if origin is list:
+        return [decode(args[0], v, dtype) for v in value]
+    if origin is dict:
+        return {k: decode(args[1], v, dtype) for k, v in value.items()}
+    if hint is np.ndarray:
+        return _array(value, dtype or "float32")
+    if hint is float:
+        return math.nan if value is None else float(value)
+    return value
+
+
+def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f.metadata.get("json", f.name)
+        if key in doc:
+            kwargs[f.name] = decode(hints[f.name], doc[key], f.metadata.get("dtype"))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{cls.__name__}: the document has no '{key}'")
+    return cls(**kwargs)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _array(values: Any, dtype: str) -> np.ndarray:
+    """Nested lists, with None for non-finite floats, back to an array of `dtype`."""
+    if np.dtype(dtype).kind != "f":
+        return np.asarray(values, dtype=dtype)
+    arr = np.asarray(values, dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr[arr == None] = np.nan  # noqa: E711 (elementwise comparison)
+    return arr.astype(dtype)
