@@ -32,10 +32,11 @@ import torch
 
 from lninspect.corpus.aggregator import Aggregator
 from lninspect.corpus.job import encoder, forward_kwargs, sequence_length, stream
-from lninspect.corpus.reader import CorpusOptions, CorpusReader
+from lninspect.corpus.reader import CorpusReader
 from lninspect.hooks.capture import capture
-from lninspect.jobs import require_norms
+from lninspect.jobs import model_norms
 from lninspect.model.loading import LoadedModel, load_model
+from lninspect.options import CorpusOptions
 
 GOAL = 0.95
 WORDS = (
@@ -88,7 +89,7 @@ def make_runs(
 ) -> dict[str, Callable[[], int]]:
     """The bare forward passes over `batches` and the lninspect corpus run that makes them."""
     model, device = loaded.model, loaded.device
-    norms = require_norms(loaded)
+    norms = model_norms(loaded)
     extra = forward_kwargs(model)
 
     def bare() -> int:

@@ -31,9 +31,9 @@ class Prepared:
 def prepare(options: RunOptions) -> Prepared:
     """Check the text first (cheap errors first), then load the model, pick norms, encode."""
     check_text(options)
-    loaded = _load(options)
-    all_norms = _require_norms(loaded)
-    norms = _select_layers(loaded, all_norms, options.layers)
+    loaded = load(options)
+    all_norms = model_norms(loaded)
+    norms = select_layers(loaded, all_norms, options.layers)
     windows = token_windows(loaded, options)
     info = InputInfo(
         num_sequences=len(windows),
@@ -137,12 +137,13 @@ def _target_id(loaded: LoadedModel, target: str | None) -> int:
 
 def describe_norms(options: RunOptions) -> NormsResult:
     """The normalization modules of a model; nothing runs through it."""
-    loaded = _load(options)
-    norms = _require_norms(loaded)
+    loaded = load(options)
+    norms = model_norms(loaded)
     return NormsResult(model=loaded.info, norms=[n.describe() for n in norms], notes=loaded.notes)
 
 
-def _load(options: RunOptions) -> LoadedModel:
+def load(options: RunOptions) -> LoadedModel:
+    """The model and tokenizer that `options` name, on their device."""
     return load_model(
         options.model,
         revision=options.revision,
@@ -155,17 +156,7 @@ def _load(options: RunOptions) -> LoadedModel:
     )
 
 
-def load(options: RunOptions) -> LoadedModel:
-    """The model and tokenizer that `options` name (for jobs outside this module)."""
-    return _load(options)
-
-
-def require_norms(loaded: LoadedModel, layers: tuple[int, ...] | None = None) -> list[NormInfo]:
-    """The norms to hook (those of `layers`; all for None), or LninspectError when none."""
-    return _select_layers(loaded, _require_norms(loaded), layers)
-
-
-def _require_norms(loaded: LoadedModel) -> list[NormInfo]:
+def model_norms(loaded: LoadedModel) -> list[NormInfo]:
     """The model's norms; how they were found goes to the notes (generic discovery)."""
     found = discover(loaded.model)
     if not found.norms:
@@ -177,7 +168,7 @@ def _require_norms(loaded: LoadedModel) -> list[NormInfo]:
     return found.norms
 
 
-def _select_layers(
+def select_layers(
     loaded: LoadedModel, norms: list[NormInfo], layers: tuple[int, ...] | None
 ) -> list[NormInfo]:
     """The norms of the blocks in `layers` (all norms for None), checked against the model."""

@@ -1,4 +1,8 @@
-"""Options shared by the analysis commands (plain data: importing this is cheap)."""
+"""What a run is asked to do, as plain data (importing this is cheap: no torch, no numpy).
+
+The CLI builds these from its options; the jobs (lninspect.jobs, lninspect.corpus.job) and
+the Python API take them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What every analysis command shares: model, text and where to run.
+    """The model, the text and where to run: what every analysis of one text shares.
 
-    `model` None means the default model (see lninspect.loading.default_model).
+    `model` None means the default model (see lninspect.model.sources.default_model).
     """
 
     model: str | None = None
@@ -26,9 +30,7 @@ class RunOptions:
     seed: int = 0
     layers: tuple[int, ...] | None = None  # hook only these blocks' norms (None: every norm)
     stride: int | None = None  # windows over the whole text, one every `stride` tokens
-    device_map: str | None = (
-        None  # accelerate's device_map (lninspect.model.device_map); None: `device`
-    )
+    device_map: str | None = None  # accelerate's device_map (model.device_map); None: `device`
     max_memory: str | None = None  # `cuda:0=20GiB,cpu=60GiB`, with device_map
 
 
@@ -39,6 +41,42 @@ class SpikeOptions:
     z: float = 6.0  # a dimension with |z| >= z is a spike
     top_k: int = 8  # k of the top-k retention
     max_spikes: int = 100  # per module and forward call, largest |z| first
+
+
+GLOB_CHARS = frozenset("*?[")
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """How to read a corpus (`lninspect stats --file ... --lines/--field/--seq-len ...`)."""
+
+    files: tuple[str, ...] = ()  # paths or glob patterns, as given
+    lines: bool = False  # one document per non-empty line
+    field: str | None = None  # JSONL: the document is this field of each line's object
+    seq_len: int | None = None  # None: min(model context, corpus.reader.DEFAULT_SEQ_LEN)
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE
+    max_sequences: int | None = None  # over all processes
+    encoding: str = "utf-8"
+
+    @property
+    def requested(self) -> bool:
+        """Whether these options ask for corpus mode rather than one text from one file."""
+        asked = (self.lines, self.field, self.seq_len, self.batch_size, self.max_sequences)
+        return (
+            any(v not in (None, False) for v in asked)
+            or len(self.files) > 1
+            or any(is_pattern(f) for f in self.files)
+        )
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or DEFAULT_BATCH_SIZE
+
+
+def is_pattern(path: str) -> bool:
+    """Whether a --file value is a glob pattern rather than a path."""
+    return any(c in GLOB_CHARS for c in path)
 
 
 MAX_LAYER = 10_000  # a bound on --layers before the model is known (models have far fewer)

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.corpus.aggregator import DENOMINATOR_EDGES, Aggregator
-from lninspect.corpus.reader import CorpusOptions, CorpusReader, expand_files
+from lninspect.corpus.reader import CorpusReader, expand_files
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.norms.discovery import find_norms
+from lninspect.options import CorpusOptions
 from lninspect.results.aggregate import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
 
 runner = CliRunner()

@@ -1,14 +1,15 @@
-"""The `lninspect` command line: parse options, call lninspect.cli.commands, report errors.
+"""The `lninspect` command line: parse options, build one request, call lninspect.cli.commands.
 
 Imports neither torch nor transformers, so that `lninspect --help` is instant; the
-commands import them when they run.
+commands import them when they run. Every failure is one red line and an exit code
+(docs/errors.md); `--debug` (kept in the Typer context) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +18,47 @@ from typer.exceptions import TyperException
 
 from lninspect import __version__
 from lninspect.cli.console import Output
+from lninspect.cli.options import (
+    DEFAULT_OUT,
+    BatchSizeOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DType,
+    DTypeOpt,
+    EncodingOpt,
+    FieldOpt,
+    FileOpt,
+    FilesOpt,
+    ForceOpt,
+    Init,
+    JsonOpt,
+    LayerFilterOpt,
+    LinesOpt,
+    Loss,
+    LossOpt,
+    MaxMemoryOpt,
+    MaxSequencesOpt,
+    MaxTokensOpt,
+    ModelArg,
+    NormKind,
+    OutOpt,
+    PlotOpt,
+    QuietOpt,
+    RevisionOpt,
+    SeedOpt,
+    SeqLenOpt,
+    SpikeZOpt,
+    StrideOpt,
+    TargetOpt,
+    TextOpt,
+    TopKOpt,
+    TrustOpt,
+    check_depths,
+    check_target,
+    positive_ints,
+)
 from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LninspectError
-from lninspect.options import RunOptions, is_device_name, parse_layers
+from lninspect.options import CorpusOptions, RunOptions, SpikeOptions, parse_layers
 
 app = typer.Typer(
     name="lninspect",
@@ -28,210 +68,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-_state = {"debug": False}
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
+@dataclass
+class Settings:
+    """What the root options set for every command (the Typer context's `obj`)."""
 
-
-def _check_device(value: str) -> str:
-    if not is_device_name(value):
-        raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
-    return value
-
-
-ModelArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="Hub id (gpt2), local model directory, random:ARCH (random weights) or tiny "
-        "(bundled). Default: gpt2 if cached, else the bundled model.",
-        show_default=False,
-    ),
-]
-TextOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--text", "-t", help="Text to analyse (default: a built-in sample).", show_default=False
-    ),
-]
-FileOpt = Annotated[
-    Path | None,
-    typer.Option("--file", "-f", help="Read the text from this file.", show_default=False),
-]
-EncodingOpt = Annotated[str, typer.Option(help="Encoding of --file.")]
-MaxTokensOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Keep at most this many tokens (default: the model's context).",
-        show_default=False,
-    ),
-]
-DeviceOpt = Annotated[
-    str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
-]
-DTypeOpt = Annotated[
-    DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
-]
-RevisionOpt = Annotated[
-    str | None, typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
-]
-TrustOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-remote-code", help="Allow a hub model's own Python code to run (off by default)."
-    ),
-]
-SeedOpt = Annotated[int, typer.Option(help="Seed for random: weights.")]
-JsonOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--json",
-        help="Write the results as JSON to this file ('-' for stdout).",
-        show_default=False,
-    ),
-]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
-
-
-def _check_layer_filter(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_layers(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return value
-
-
-LayerFilterOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--layers",
-        callback=_check_layer_filter,
-        help="Only the norms of these layers, e.g. 0,3,11 "
-        "or 0-5 (from 0); the norms outside the blocks (final, embedding) are then left out.",
-        show_default=False,
-    ),
-]
-StrideOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Cover the whole text: windows of --max-tokens tokens (default: the model's "
-        "context), one every N tokens, each a sequence of its own.",
-        show_default=False,
-    ),
-]
-
-
-def _check_positive(value: float) -> float:
-    if not value > 0:
-        raise typer.BadParameter(f"{value} is not a positive number")
-    return value
-
-
-SpikeZOpt = Annotated[
-    float, typer.Option(callback=_check_positive, help="A dimension with |z| >= this is a spike.")
-]
-TopKOpt = Annotated[int, typer.Option(min=1, help="k of the top-k retention of spikes.")]
-DEFAULT_OUT = Path("lninspect-report")
-PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
-QuietOpt = Annotated[
-    bool,
-    typer.Option(
-        "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -)."
-    ),
-]
-
-
-def _check_max_memory(value: str | None) -> str | None:
-    from lninspect.model.device_map import parse_max_memory
-
-    try:
-        parse_max_memory(value)
-    except LninspectError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return value
-
-
-class DeviceMap(str, Enum):
-    auto = "auto"
-    balanced = "balanced"
-    balanced_low_0 = "balanced_low_0"
-    sequential = "sequential"
-
-
-CORPUS = "Corpus (docs/corpus.md)"
-FilesOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--file",
-        "-f",
-        help="Read the text from this file. Repeat it, or give a quoted glob "
-        "('data/*.txt'), for a corpus.",
-        show_default=False,
-    ),
-]
-LinesOpt = Annotated[
-    bool,
-    typer.Option(
-        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS
-    ),
-]
-FieldOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
-        show_default=False,
-        rich_help_panel=CORPUS,
-    ),
-]
-SeqLenOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
-        show_default=False,
-        rich_help_panel=CORPUS,
-    ),
-]
-BatchSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Corpus: sequences per forward pass (default: 8).",
-        show_default=False,
-        rich_help_panel=CORPUS,
-    ),
-]
-MaxSequencesOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Corpus: stop after this many sequences (over all torchrun processes).",
-        show_default=False,
-        rich_help_panel=CORPUS,
-    ),
-]
-DeviceMapOpt = Annotated[
-    DeviceMap | None,
-    typer.Option(
-        help="Spread the model's layers over the devices with accelerate (replaces --device).",
-        show_default=False,
-    ),
-]
-MaxMemoryOpt = Annotated[
-    str | None,
-    typer.Option(
-        callback=_check_max_memory,
-        help="With --device-map: memory per device, e.g. cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB.",
-        show_default=False,
-    ),
-]
+    debug: bool = False
 
 
 def _print_version(value: bool) -> None:
@@ -242,6 +85,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     debug: Annotated[
         bool,
         typer.Option(
@@ -256,11 +100,12 @@ def root(
     ] = False,
 ) -> None:
     """Inspect LayerNorm / RMSNorm statistics and gradient scales inside GPT-style models."""
-    _state["debug"] = debug
+    ctx.obj = Settings(debug=debug)
 
 
 @app.command()
 def stats(
+    ctx: typer.Context,
     model: ModelArg = None,
     text: TextOpt = None,
     file: FilesOpt = None,
@@ -302,43 +147,50 @@ def stats(
     statistics aggregated while streaming; under torchrun each process runs its share.
     """
     from lninspect.cli import commands
-    from lninspect.corpus.reader import CorpusOptions
-    from lninspect.options import SpikeOptions
 
-    options = RunOptions(
-        model,
-        text,
-        None,
-        encoding,
-        max_tokens,
-        device,
-        dtype.value,
-        revision,
-        trust_remote_code,
-        seed,
-        parse_layers(layers) if layers else None,
-        stride,
-        device_map.value if device_map else None,
-        max_memory,
-    )
     corpus = CorpusOptions(
-        tuple(file or ()), lines, field, seq_len, batch_size, max_sequences, encoding
+        files=tuple(file or ()),
+        lines=lines,
+        field=field,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_sequences=max_sequences,
+        encoding=encoding,
+    )
+    run = RunOptions(
+        model=model,
+        text=text,
+        file=Path(file[0]) if file and not corpus.requested else None,
+        encoding=encoding,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype.value,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        seed=seed,
+        layers=parse_layers(layers) if layers else None,
+        stride=stride,
+        device_map=device_map.value if device_map else None,
+        max_memory=max_memory,
     )
     spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
-    _run(
-        commands.stats,
-        options,
-        Output(quiet, json == "-"),
-        spike_options,
-        json,
-        out_dir if plot else None,
-        force,
-        corpus,
-    )
+    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
+    if corpus.requested:
+        _invoke(
+            ctx,
+            commands.corpus_stats,
+            run=run,
+            corpus=corpus,
+            spikes=spike_options,
+            outputs=outputs,
+        )
+    else:
+        _invoke(ctx, commands.stats, run=run, spikes=spike_options, outputs=outputs)
 
 
 @app.command()
 def norms(
+    ctx: typer.Context,
     model: ModelArg = None,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.float32,
@@ -351,40 +203,19 @@ def norms(
     """List the normalization modules found: kind, layer, role, eps and weight."""
     from lninspect.cli import commands
 
-    options = RunOptions(
-        model,
+    run = RunOptions(
+        model=model,
         device=device,
         dtype=dtype.value,
         revision=revision,
         trust_remote_code=trust_remote_code,
     )
-    _run(commands.norms, options, Output(quiet, json == "-"), json, force)
-
-
-class Loss(str, Enum):
-    ce = "ce"
-    target = "target"
-
-
-def _check_target(loss: Loss, target: str | None) -> None:
-    if loss == Loss.target and not target:
-        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
-
-
-LossOpt = Annotated[
-    Loss,
-    typer.Option(
-        help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
-        "at the last position."
-    ),
-]
-TargetOpt = Annotated[
-    str | None, typer.Option(help="The token scored by --loss target.", show_default=False)
-]
+    _invoke(ctx, commands.norms, run=run, outputs=commands.Outputs(json, None, force, quiet))
 
 
 @app.command()
 def grads(
+    ctx: typer.Context,
     model: ModelArg = None,
     text: TextOpt = None,
     file: FileOpt = None,
@@ -408,35 +239,28 @@ def grads(
     """Gradient norms on both sides of every normalization module, per token and per layer."""
     from lninspect.cli import commands
 
-    _check_target(loss, target)
-    options = RunOptions(
-        model,
-        text,
-        file,
-        encoding,
-        max_tokens,
-        device,
-        dtype.value,
-        revision,
-        trust_remote_code,
-        seed,
-        parse_layers(layers) if layers else None,
-        stride,
+    check_target(loss, target)
+    run = RunOptions(
+        model=model,
+        text=text,
+        file=file,
+        encoding=encoding,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype.value,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        seed=seed,
+        layers=parse_layers(layers) if layers else None,
+        stride=stride,
     )
-    _run(
-        commands.grads,
-        options,
-        Output(quiet, json == "-"),
-        loss.value,
-        target,
-        json,
-        out_dir if plot else None,
-        force,
-    )
+    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
+    _invoke(ctx, commands.grads, run=run, loss=loss.value, target=target, outputs=outputs)
 
 
 @app.command()
 def report(
+    ctx: typer.Context,
     model: ModelArg = None,
     text: TextOpt = None,
     file: FileOpt = None,
@@ -465,65 +289,40 @@ def report(
 ) -> None:
     """Stats, spikes and gradients in one run: every figure, the JSON and an index.html."""
     from lninspect.cli import commands
-    from lninspect.options import SpikeOptions
 
-    _check_target(loss, target)
-    options = RunOptions(
-        model,
-        text,
-        file,
-        encoding,
-        max_tokens,
-        device,
-        dtype.value,
-        revision,
-        trust_remote_code,
-        seed,
+    check_target(loss, target)
+    run = RunOptions(
+        model=model,
+        text=text,
+        file=file,
+        encoding=encoding,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype.value,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        seed=seed,
     )
-    _run(
+    _invoke(
+        ctx,
         commands.report,
-        options,
-        Output(quiet),
-        loss.value,
-        target,
-        SpikeOptions(z=spike_z, top_k=top_k),
-        out_dir,
-        force,
+        run=run,
+        loss=loss.value,
+        target=target,
+        spikes=SpikeOptions(z=spike_z, top_k=top_k),
+        folder=out_dir,
+        force=force,
+        quiet=quiet,
     )
-
-
-class NormKind(str, Enum):
-    layernorm = "layernorm"
-    rmsnorm = "rmsnorm"
-
-
-class Init(str, Enum):
-    xavier = "xavier"
-    gpt2 = "gpt2"
-
-
-def _positive_ints(value: str) -> list[int]:
-    """`6,12,24` -> [6, 12, 24], sorted and without repeats; BadParameter otherwise."""
-    try:
-        numbers = sorted({int(v) for v in value.split(",")})
-    except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
-    if numbers[0] < 1:
-        raise typer.BadParameter(f"'{value}': every depth must be at least 1")
-    return numbers
-
-
-def _check_layers(value: str) -> str:
-    _positive_ints(value)
-    return value
 
 
 @app.command()
 def placement(
+    ctx: typer.Context,
     layers: Annotated[
         str,
         typer.Option(
-            callback=_check_layers, help="Depths L, comma-separated; several make a sweep."
+            callback=check_depths, help="Depths L, comma-separated; several make a sweep."
         ),
     ] = "12",
     d_model: Annotated[int, typer.Option(min=8, help="Width d of the residual stream.")] = 256,
@@ -567,7 +366,7 @@ def placement(
             f"{d_model} is not divisible by --heads {heads}", param_hint="'--d-model'"
         )
     config = PlacementConfig(
-        layers=_positive_ints(layers),
+        layers=positive_ints(layers),
         d_model=d_model,
         heads=heads,
         mlp_ratio=mlp_ratio,
@@ -575,34 +374,30 @@ def placement(
         init=init.value,
         seeds=seeds,
     )
-    _run(
-        commands.placement,
-        RunOptions(text=text),
-        Output(quiet, json == "-"),
-        config,
-        json,
-        out_dir if plot else None,
-        force,
-    )
+    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
+    _invoke(ctx, commands.placement, config=config, text=text, outputs=outputs)
 
 
-def _run(command: Callable[..., None], options: RunOptions, out: Output, *args: Any) -> None:
+def _invoke(ctx: typer.Context, command: Callable[..., None], **request: Any) -> None:
     """Run a command; a failure becomes one red line and an exit code (--debug: traceback)."""
+    debug = isinstance(ctx.obj, Settings) and ctx.obj.debug
     try:
-        command(options, out, *args)
+        command(**request)
     except KeyboardInterrupt:
-        out.error("interrupted")
+        Output().error("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except LninspectError as exc:
-        if _state["debug"]:
+        if debug:
             raise
-        out.error(str(exc))
+        Output().error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except Exception as exc:  # a bug: still one line, unless --debug
-        if _state["debug"]:
+        if debug:
             raise
         line = next(iter(str(exc).strip().splitlines()), "")  # one line, whatever the message
-        out.error(f"unexpected {type(exc).__name__}: {line} (run with --debug for the traceback)")
+        Output().error(
+            f"unexpected {type(exc).__name__}: {line} (run with --debug for the traceback)"
+        )
         raise typer.Exit(EXIT_RUNTIME) from None
 
 

@@ -1,63 +1,63 @@
-"""What each CLI command does, given parsed options: run a job, then show and write."""
+"""What each CLI command does once its options are parsed: run a job, then show and write.
+
+Each command takes one typed request (keyword arguments of plain data from lninspect.options
+and `Outputs`), runs the job behind it, and publishes the result: notes, tables, figures,
+JSON, in that order. Heavy imports (torch, matplotlib) happen inside the commands.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import RenderableType
 
 from lninspect.cli.console import Output
-from lninspect.files import check_folder, check_target, make_folder, write_json
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.files import STDOUT, check_folder, check_target, make_folder, write_json
+from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
-    from lninspect.corpus.reader import CorpusOptions
     from lninspect.results.placement import PlacementConfig
 
 
-def stats(
-    options: RunOptions,
-    out: Output,
-    spikes: SpikeOptions | None,
-    json_path: str | None,
-    png_folder: Path | None,
-    force: bool,
-    corpus: CorpusOptions | None = None,
-) -> None:
-    """`lninspect stats`: per-token statistics of every normalization module.
+@dataclass(frozen=True)
+class Outputs:
+    """Where a command's results go besides the terminal."""
 
-    With corpus options (several files, a glob, --lines, --seq-len, ...) the statistics
-    are aggregated per position over the corpus instead (corpus_stats).
-    """
-    if corpus is not None and corpus.requested:
-        corpus_stats(options, out, corpus, spikes, json_path, png_folder, force)
-        return
-    if corpus is not None and corpus.files:
-        options = replace(options, file=Path(corpus.files[0]))
+    json: str | None = None  # a file, or '-' for stdout
+    figures: Path | None = None  # the folder for PNGs (--plot), None: no figures
+    force: bool = False  # replace existing output files
+    quiet: bool = False  # nothing but errors (and JSON on stdout)
+
+    def console(self) -> Output:
+        return Output(self.quiet, json_stdout=self.json == STDOUT)
+
+    def check(self, figures: Sequence[str] = ()) -> None:
+        """Refuse, before any work, existing outputs (without --force) and unwritable ones."""
+        check_target(self.json, self.force)
+        if self.figures is not None:
+            check_folder(self.figures, list(figures), self.force)
+
+
+def stats(run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs) -> None:
+    """`lninspect stats`: per-token statistics of every normalization module of one text."""
     from lninspect.jobs import run_stats
     from lninspect.render.spike_tables import order_table, spikes_table
     from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
-    _check_outputs(json_path, png_folder, STATS_FIGURES, force)
-    result = run_stats(options, spikes)
+    outputs.check(STATS_FIGURES)
+    result = run_stats(run, spikes)
     tables = [stats_table(result)]
     if spikes is not None:
         tables += [spikes_table(result), order_table(result)]
-    _publish(out, result, tables, json_path, png_folder, save_stats_figures)
+    _publish(outputs, result, tables, save_stats_figures)
 
 
 def corpus_stats(
-    options: RunOptions,
-    out: Output,
-    corpus: CorpusOptions,
-    spikes: SpikeOptions | None,
-    json_path: str | None,
-    png_folder: Path | None,
-    force: bool,
+    run: RunOptions, corpus: CorpusOptions, spikes: SpikeOptions | None, outputs: Outputs
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
@@ -66,65 +66,38 @@ def corpus_stats(
     from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
 
-    _check_outputs(json_path, png_folder, CORPUS_FIGURES, force)
+    outputs.check(CORPUS_FIGURES)
     world = world_from_env()
-    with CorpusProgress(out.err, enabled=world.is_main and not out.quiet) as progress:
-        result = run_corpus_stats(options, corpus, spikes, progress.update, world)
+    err = outputs.console().err
+    with CorpusProgress(err, enabled=world.is_main and not outputs.quiet) as progress:
+        result = run_corpus_stats(run, corpus, spikes, progress.update, world)
     if world.is_main:
-        _publish(
-            out,
-            result,
-            [aggregate_table(result), position_table(result)],
-            json_path,
-            png_folder,
-            save_corpus_figures,
-        )
+        tables = [aggregate_table(result), position_table(result)]
+        _publish(outputs, result, tables, save_corpus_figures)
 
 
-def norms(options: RunOptions, out: Output, json_path: str | None, force: bool) -> None:
+def norms(run: RunOptions, outputs: Outputs) -> None:
     """`lninspect norms`: the normalization modules found, with kind, layer, role and eps."""
     from lninspect.jobs import describe_norms
     from lninspect.render.stats_tables import norms_table
 
-    check_target(json_path, force)
-    result = describe_norms(options)
-    _publish(out, result, [norms_table(result)], json_path)
+    outputs.check()
+    result = describe_norms(run)
+    _publish(outputs, result, [norms_table(result)])
 
 
-def grads(
-    options: RunOptions,
-    out: Output,
-    loss: str,
-    target: str | None,
-    json_path: str | None,
-    png_folder: Path | None,
-    force: bool,
-) -> None:
+def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
     from lninspect.jobs import run_grads
     from lninspect.render.grad_plots import FIGURES, save_grads_figures
     from lninspect.render.grad_tables import grads_table, layer_grads_table
 
-    _check_outputs(json_path, png_folder, FIGURES, force)
-    result = run_grads(options, loss, target)
-    _publish(
-        out,
-        result,
-        [grads_table(result), layer_grads_table(result)],
-        json_path,
-        png_folder,
-        save_grads_figures,
-    )
+    outputs.check(FIGURES)
+    result = run_grads(run, loss, target)
+    _publish(outputs, result, [grads_table(result), layer_grads_table(result)], save_grads_figures)
 
 
-def placement(
-    options: RunOptions,
-    out: Output,
-    config: PlacementConfig,
-    json_path: str | None,
-    png_folder: Path | None,
-    force: bool,
-) -> None:
+def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> None:
     """`lninspect placement`: pre-LN vs post-LN gradient scales at initialization."""
     from lninspect.placement.experiment import run_placement
     from lninspect.render.placement_tables import (
@@ -133,26 +106,27 @@ def placement(
         save_placement_figures,
     )
 
-    _check_outputs(json_path, png_folder, figure_names(config.layers), force)
-    result = run_placement(config, options.text)
-    _publish(out, result, [placement_report(result)], json_path, png_folder, save_placement_figures)
+    outputs.check(figure_names(config.layers))
+    result = run_placement(config, text)
+    _publish(outputs, result, [placement_report(result)], save_placement_figures)
 
 
 def report(
-    options: RunOptions,
-    out: Output,
+    run: RunOptions,
     loss: str,
     target: str | None,
     spikes: SpikeOptions,
     folder: Path,
     force: bool,
+    quiet: bool,
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
     from lninspect.jobs import run_grads
     from lninspect.render.report import INDEX_HTML, check_report_folder, summary_table, write_report
 
     check_report_folder(folder, force)
-    result = run_grads(options, loss, target, spikes=spikes)
+    out = Output(quiet)
+    result = run_grads(run, loss, target, spikes=spikes)
     for note in result.notes:
         out.note(note)
     paths = write_report(result, folder)
@@ -160,30 +134,20 @@ def report(
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
 
-def _check_outputs(
-    json_path: str | None, png_folder: Path | None, figures: Sequence[str], force: bool
-) -> None:
-    """Refuse, before any work, output files that exist (without --force) or cannot be written."""
-    check_target(json_path, force)
-    if png_folder is not None:
-        check_folder(png_folder, list(figures), force)
-
-
 def _publish(
-    out: Output,
+    outputs: Outputs,
     result: Any,
-    tables: list[RenderableType],
-    json_path: str | None,
-    png_folder: Path | None = None,
+    tables: Sequence[RenderableType],
     save_figures: Callable[[Any, Path], list[Path]] | None = None,
 ) -> None:
-    """A result's notes, tables, figures (into `png_folder`) and JSON, in that order."""
+    """A result's notes, tables, figures (into the --out folder) and JSON, in that order."""
+    out = outputs.console()
     for note in result.notes:
         out.note(note)
     for table in tables:
         out.show(table)
-    if png_folder is not None and save_figures is not None:
-        for path in save_figures(result, make_folder(png_folder)):
+    if outputs.figures is not None and save_figures is not None:
+        for path in save_figures(result, make_folder(outputs.figures)):
             out.note(f"wrote {path}")
-    if json_path:
-        write_json(json_path, result.to_json())
+    if outputs.json:
+        write_json(outputs.json, result.to_json())

@@ -19,16 +19,15 @@ from lninspect.corpus.aggregator import Aggregator
 from lninspect.corpus.distributed import World, process_group, rank_device, sum_ints, world_from_env
 from lninspect.corpus.reader import (
     DEFAULT_SEQ_LEN,
-    CorpusOptions,
     CorpusReader,
     Encode,
     expand_files,
 )
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
-from lninspect.jobs import load, require_norms
+from lninspect.jobs import load, model_norms, select_layers
 from lninspect.model.loading import LoadedModel, Tokenizer
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
 
 # Called after each batch with (tokens run by this process, bytes read, bytes in all files).
@@ -53,7 +52,7 @@ def run_corpus_stats(
         )
     loaded = load(replace(options, device=rank_device(world, options.device)))
     with process_group(world, loaded.device):
-        norms = require_norms(loaded, options.layers)
+        norms = select_layers(loaded, model_norms(loaded), options.layers)
         seq_len = sequence_length(loaded, corpus.seq_len)
         reader = CorpusReader(
             paths,

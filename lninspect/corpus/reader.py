@@ -22,49 +22,16 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lninspect.errors import LninspectError
+from lninspect.options import CorpusOptions, is_pattern
 
-GLOB_CHARS = frozenset("*?[")
 DEFAULT_SEQ_LEN = 1024  # when the model's context is longer or unknown
-DEFAULT_BATCH_SIZE = 8
 
 Encode = Callable[[str], list[int]]
-
-
-@dataclass(frozen=True)
-class CorpusOptions:
-    """How to read a corpus (`lninspect stats --file ... --lines/--field/--seq-len ...`)."""
-
-    files: tuple[str, ...] = ()  # paths or glob patterns, as given
-    lines: bool = False  # one document per non-empty line
-    field: str | None = None  # JSONL: the document is this field of each line's object
-    seq_len: int | None = None  # None: min(model context, DEFAULT_SEQ_LEN)
-    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE
-    max_sequences: int | None = None  # over all processes
-    encoding: str = "utf-8"
-
-    @property
-    def requested(self) -> bool:
-        """Whether these options ask for corpus mode rather than one text from one file."""
-        asked = (self.lines, self.field, self.seq_len, self.batch_size, self.max_sequences)
-        return (
-            any(v not in (None, False) for v in asked)
-            or len(self.files) > 1
-            or any(is_pattern(f) for f in self.files)
-        )
-
-    @property
-    def batch(self) -> int:
-        return self.batch_size or DEFAULT_BATCH_SIZE
-
-
-def is_pattern(path: str) -> bool:
-    return any(c in GLOB_CHARS for c in path)
 
 
 def expand_files(patterns: Iterable[str]) -> list[Path]:

@@ -1,0 +1,268 @@
+"""The options the commands share, as Typer `Annotated` aliases, and their checks.
+
+Checks here are the cheap ones (syntax, ranges) that run while the command line is parsed,
+before anything is loaded. Imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lninspect.errors import LninspectError
+from lninspect.options import is_device_name, parse_layers
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+def _check_device(value: str) -> str:
+    if not is_device_name(value):
+        raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Hub id (gpt2), local model directory, random:ARCH (random weights) or tiny "
+        "(bundled). Default: gpt2 if cached, else the bundled model.",
+        show_default=False,
+    ),
+]
+TextOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text", "-t", help="Text to analyse (default: a built-in sample).", show_default=False
+    ),
+]
+FileOpt = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="Read the text from this file.", show_default=False),
+]
+EncodingOpt = Annotated[str, typer.Option(help="Encoding of --file.")]
+MaxTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Keep at most this many tokens (default: the model's context).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
+]
+DTypeOpt = Annotated[
+    DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
+]
+RevisionOpt = Annotated[
+    str | None, typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code", help="Allow a hub model's own Python code to run (off by default)."
+    ),
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed for random: weights.")]
+JsonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--json",
+        help="Write the results as JSON to this file ('-' for stdout).",
+        show_default=False,
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+
+
+def _check_layer_filter(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_layers(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+LayerFilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        callback=_check_layer_filter,
+        help="Only the norms of these layers, e.g. 0,3,11 "
+        "or 0-5 (from 0); the norms outside the blocks (final, embedding) are then left out.",
+        show_default=False,
+    ),
+]
+StrideOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Cover the whole text: windows of --max-tokens tokens (default: the model's "
+        "context), one every N tokens, each a sequence of its own.",
+        show_default=False,
+    ),
+]
+
+
+def _check_positive(value: float) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"{value} is not a positive number")
+    return value
+
+
+SpikeZOpt = Annotated[
+    float, typer.Option(callback=_check_positive, help="A dimension with |z| >= this is a spike.")
+]
+TopKOpt = Annotated[int, typer.Option(min=1, help="k of the top-k retention of spikes.")]
+DEFAULT_OUT = Path("lninspect-report")
+PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -)."
+    ),
+]
+
+
+def _check_max_memory(value: str | None) -> str | None:
+    from lninspect.model.device_map import parse_max_memory
+
+    try:
+        parse_max_memory(value)
+    except LninspectError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+class DeviceMap(str, Enum):
+    auto = "auto"
+    balanced = "balanced"
+    balanced_low_0 = "balanced_low_0"
+    sequential = "sequential"
+
+
+CORPUS = "Corpus (docs/corpus.md)"
+FilesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--file",
+        "-f",
+        help="Read the text from this file. Repeat it, or give a quoted glob "
+        "('data/*.txt'), for a corpus.",
+        show_default=False,
+    ),
+]
+LinesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS
+    ),
+]
+FieldOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+SeqLenOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Corpus: sequences per forward pass (default: 8).",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+MaxSequencesOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Corpus: stop after this many sequences (over all torchrun processes).",
+        show_default=False,
+        rich_help_panel=CORPUS,
+    ),
+]
+DeviceMapOpt = Annotated[
+    DeviceMap | None,
+    typer.Option(
+        help="Spread the model's layers over the devices with accelerate (replaces --device).",
+        show_default=False,
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        callback=_check_max_memory,
+        help="With --device-map: memory per device, e.g. cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB.",
+        show_default=False,
+    ),
+]
+
+
+class Loss(str, Enum):
+    ce = "ce"
+    target = "target"
+
+
+def check_target(loss: Loss, target: str | None) -> None:
+    """--loss target needs --target (checked before anything loads)."""
+    if loss == Loss.target and not target:
+        raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
+
+
+LossOpt = Annotated[
+    Loss,
+    typer.Option(
+        help="ce: mean next-token cross-entropy of the text; target: -log p(--target) "
+        "at the last position."
+    ),
+]
+TargetOpt = Annotated[
+    str | None, typer.Option(help="The token scored by --loss target.", show_default=False)
+]
+
+
+class NormKind(str, Enum):
+    layernorm = "layernorm"
+    rmsnorm = "rmsnorm"
+
+
+class Init(str, Enum):
+    xavier = "xavier"
+    gpt2 = "gpt2"
+
+
+def positive_ints(value: str) -> list[int]:
+    """`6,12,24` -> [6, 12, 24], sorted and without repeats; BadParameter otherwise."""
+    try:
+        numbers = sorted({int(v) for v in value.split(",")})
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
+    if numbers[0] < 1:
+        raise typer.BadParameter(f"'{value}': every depth must be at least 1")
+    return numbers
+
+
+def check_depths(value: str) -> str:
+    positive_ints(value)
+    return value
