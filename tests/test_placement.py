@@ -18,8 +18,9 @@ from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.files import dump_json
 from lninspect.placement.experiment import build_model, measure_gradients, run_placement
-from lninspect.render.placement_tables import layers_figure, placement_report, sweep_figure
-from lninspect.render.stats_tables import fmt
+from lninspect.render.format import fmt
+from lninspect.render.placement_plots import layers_figure, sweep_figure
+from lninspect.render.placement_tables import placement_report
 from lninspect.results.placement import (
     GRAD_KEYS,
     PLACEMENT_SCHEMA,

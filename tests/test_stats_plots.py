@@ -25,7 +25,6 @@ from lninspect.render.stats_plots import (
     plot_std_heatmap,
     plot_std_per_layer,
     plot_within_token,
-    residual_growth,
     save_stats_figures,
 )
 from lninspect.results import (
@@ -38,6 +37,7 @@ from lninspect.results import (
     Spike,
     StatsResult,
 )
+from lninspect.summary import residual_growth
 
 LAYERS, TOKENS = 3, 10
 SPIKE_TOKEN = 4  # the planted largest spike: h.2.ln_2, dim 7, rank 1 before, 9 after

@@ -100,11 +100,8 @@ def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> N
 def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> None:
     """`lninspect placement`: pre-LN vs post-LN gradient scales at initialization."""
     from lninspect.placement.experiment import run_placement
-    from lninspect.render.placement_tables import (
-        figure_names,
-        placement_report,
-        save_placement_figures,
-    )
+    from lninspect.render.placement_plots import figure_names, save_placement_figures
+    from lninspect.render.placement_tables import placement_report
 
     outputs.check(figure_names(config.layers))
     result = run_placement(config, text)

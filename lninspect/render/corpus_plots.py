@@ -6,7 +6,6 @@ where the first-token effect (attention sinks, massive activations) shows.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +15,10 @@ from matplotlib.ticker import FuncFormatter
 
 from lninspect.render.figures import new_figure, save_figure
 from lninspect.results.aggregate import AggregateResult
-from lninspect.roles import ordered_roles
+from lninspect.summary import role_curves
 
 STD_PER_POSITION = "corpus-std-per-position.png"
 CORPUS_FIGURES = (STD_PER_POSITION,)
-
-
-def role_curves(result: AggregateResult) -> dict[str, np.ndarray]:
-    """Role -> per-position mean denominator, averaged over that role's modules."""
-    curves: dict[str, list[np.ndarray]] = {}
-    for norm in result.norms:
-        curves.setdefault(norm.role, []).append(norm.denominator.mean)
-    ordered = ordered_roles(set(curves))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # positions no token reached
-        return {role: np.nanmean(np.stack(curves[role]), axis=0) for role in ordered}
 
 
 def plot_std_per_position(result: AggregateResult, ax: Axes | None = None) -> Axes:

@@ -6,9 +6,9 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from lninspect.render.stats_tables import fmt, short_names
+from lninspect.render.format import fmt, short_names
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
-from lninspect.roles import ordered_roles
+from lninspect.summary import position_ranges, role_means, roles_present
 
 
 def corpus_header(result: AggregateResult) -> str:
@@ -77,29 +77,9 @@ def _cells(norm: NormAggregate, spikes: bool) -> list[str]:
     return cells
 
 
-def position_ranges(seq_len: int) -> list[tuple[int, int]]:
-    """[0, 1), [1, 2), [2, 3), [3, 4), [4, 8), [8, 16), ... up to seq_len."""
-    ranges, start = [], 0
-    while start < seq_len:
-        stop = start + 1 if start < 4 else start * 2
-        ranges.append((start, min(stop, seq_len)))
-        start = stop
-    return ranges
-
-
-def role_means(result: AggregateResult, start: int, stop: int) -> dict[str, float]:
-    """Mean denominator per role over positions start .. stop - 1 (modules weigh the same)."""
-    by_role: dict[str, list[float]] = {}
-    for norm in result.norms:
-        count, mean, _ = norm.denominator.pooled(start, stop)
-        if count:
-            by_role.setdefault(norm.role, []).append(mean)
-    return {role: float(np.mean(values)) for role, values in by_role.items()}
-
-
 def position_table(result: AggregateResult) -> Table:
     """Mean std (rms) per position range and role: the first-token effect at a glance."""
-    roles = ordered_roles({n.role for n in result.norms})
+    roles = roles_present(result)
     table = Table(
         title="mean std per token position",
         title_justify="left",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -20,15 +21,12 @@ def new_figure(width: float = 9.0, height: float = 5.0) -> Figure:
     return figure
 
 
-def subtitle(model: str, text: str, width: int = 90) -> str:
-    """`model · "text…"`: what every figure names under its title, in about `width` chars."""
-    if len(model) > width // 2:  # a long path: keep its end, which names the model
-        model = "…" + model[-(width // 2 - 1) :]
-    width = max(20, width - len(model))
-    snippet = " ".join(text.split())
-    if len(snippet) > width:
-        snippet = snippet[: width - 1] + "…"
-    return f"{model} · \u201c{snippet}\u201d" if snippet else model
+def figure_of(ax: Axes) -> Figure:
+    """The Figure an Axes drew on (for saving and titling)."""
+    figure = ax.get_figure(root=True)
+    if not isinstance(figure, Figure):
+        raise ValueError("the axes belong to no figure")
+    return figure
 
 
 def save_figure(figure: Figure, path: Path) -> Path:

@@ -9,9 +9,10 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from lninspect.render.figures import new_figure, save_figure, subtitle
-from lninspect.render.grad_tables import group_norms
-from lninspect.results import GradsResult, NormStats, StatsResult
+from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.format import figure_subtitle
+from lninspect.results import GradsResult
+from lninspect.summary import group_norms, norms_of_role
 
 FIGURES = ("grads-params.png", "grads-heatmap.png", "grads-scale-vs-std.png")
 LAYER_GROUPS = {
@@ -31,14 +32,9 @@ OUTSIDE_GROUPS = {
 }
 
 
-def figure_subtitle(result: StatsResult) -> str:
-    """The model and the (start of the) text, for under every title."""
-    text = "".join(result.input.tokens[0]) if result.input.tokens else ""
-    return subtitle(f"{result.model.name} ({result.model.source})", text)
-
-
-def plot_param_grads(result: GradsResult, ax: Axes) -> Axes:
+def plot_param_grads(result: GradsResult, ax: Axes | None = None) -> Axes:
     """Gradient norm per layer for each parameter group, log axis."""
+    ax = ax or new_figure(11, 5).add_subplot()
     norms = group_norms(result)
     layers = sorted(layer for layer in norms if layer is not None)
     for group, label in LAYER_GROUPS.items():
@@ -63,14 +59,10 @@ def plot_param_grads(result: GradsResult, ax: Axes) -> Axes:
     return ax
 
 
-def norm_rows(result: StatsResult, role: str) -> list[NormStats]:
-    """The norms of one role, in layer order."""
-    return sorted((n for n in result.norms if n.role == role), key=lambda n: n.layer or 0)
-
-
-def plot_grad_heatmap(result: GradsResult, figure: Figure) -> Figure:
+def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
     """|dL/dx| through the norm per token: one panel per role (layers x tokens)."""
-    panels = [(role, norm_rows(result, role)) for role in ("attn", "mlp", "final")]
+    figure = fig or new_figure(11, 7)
+    panels = [(role, norms_of_role(result, role)) for role in ("attn", "mlp", "final")]
     panels = [(role, rows) for role, rows in panels if rows]
     heights = [max(len(rows), 1.5) for _, rows in panels]
     axes = figure.subplots(
@@ -93,8 +85,9 @@ def plot_grad_heatmap(result: GradsResult, figure: Figure) -> Figure:
     return figure
 
 
-def plot_scale_vs_std(result: GradsResult, ax: Axes) -> Axes:
+def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
     """Per-token gradient scale of each norm against its input std, coloured by layer."""
+    ax = ax or new_figure(8, 6).add_subplot()
     layered = [n for n in result.norms if n.grad is not None]
     top = max((n.layer for n in layered if n.layer is not None), default=0)
     layers = [n.layer if n.layer is not None else top + 1 for n in layered]
@@ -141,14 +134,11 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes) -> Axes:
 def save_grads_figures(result: GradsResult, folder: Path) -> list[Path]:
     """Write the three gradient figures into `folder`; return their paths."""
     sub = figure_subtitle(result)
-    params = new_figure(11, 5)
-    plot_param_grads(result, params.add_subplot())
+    params = figure_of(plot_param_grads(result))
     params.suptitle(f"Parameter gradient norms per layer\n{sub}")
-    heatmap = new_figure(11, 7)
-    plot_grad_heatmap(result, heatmap)
+    heatmap = plot_grad_heatmap(result)
     heatmap.suptitle(f"Gradient through each LayerNorm, per token\n{sub}")
-    scatter = new_figure(8, 6)
-    plot_scale_vs_std(result, scatter.add_subplot())
+    scatter = figure_of(plot_scale_vs_std(result))
     scatter.suptitle("The backward pass divides by σ: gradient scale vs input std\n" + sub)
     return [
         save_figure(fig, folder / name)

@@ -6,8 +6,9 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from lninspect.render.stats_tables import fmt, header, nan_quantiles, short_names
+from lninspect.render.format import fmt, header, short_names
 from lninspect.results import GradsResult
+from lninspect.summary import group_norms, nan_quantiles
 
 GROUPS = (
     "embed",
@@ -69,16 +70,6 @@ def layer_grads_table(result: GradsResult) -> Table:
         label = "—" if layer is None else str(layer)
         table.add_row(label, *(fmt(row[g]) if g in row else "" for g in groups))
     return table
-
-
-def group_norms(result: GradsResult) -> dict[int | None, dict[str, float]]:
-    """sqrt(sum of squared grad norms) per (layer, group); layer None first, then 0, 1, ..."""
-    squares: dict[int | None, dict[str, float]] = {}
-    for p in result.params:
-        row = squares.setdefault(p.layer, {})
-        row[p.group] = row.get(p.group, 0.0) + p.grad_norm**2
-    order = sorted(squares, key=lambda layer: -1 if layer is None else layer)
-    return {layer: {g: float(np.sqrt(v)) for g, v in squares[layer].items()} for layer in order}
 
 
 def _med_max(values: np.ndarray) -> str:

@@ -13,23 +13,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from rich import box
 from rich.table import Table
 
 from lninspect import __version__
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.files import dump_json
+from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
-from lninspect.render.stats_plots import (
-    STATS_FIGURES,
-    largest_spike,
-    residual_growth,
-    save_stats_figures,
-)
-from lninspect.render.stats_tables import fmt, header, nan_quantiles, token_label
+from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
+from lninspect.summary import largest_grad_scale, largest_spike, pooled_order, residual_growth
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
@@ -201,23 +196,21 @@ def _spike(result: GradsResult) -> str:
 
 
 def _order(result: GradsResult) -> str:
-    orders = [n.order for n in result.norms if n.order is not None]
-    if not orders:
+    order = pooled_order(result)
+    if order is None:
         return "not measured"
-    rho = nan_quantiles(np.concatenate([o.within_token_spearman.ravel() for o in orders]), (0.5,))
-    kept = nan_quantiles(np.concatenate([o.topk_retention.ravel() for o in orders]), (0.5,))
+    rho, kept = order
     return (
-        f"median within-token Spearman ρ(x, y) {fmt(rho[0])}; median top-{result.top_k} "
-        f"retention {fmt(kept[0])} (over every norm and token)"
+        f"median within-token Spearman ρ(x, y) {fmt(rho)}; median top-{result.top_k} "
+        f"retention {fmt(kept)} (over every norm and token)"
     )
 
 
 def _grad_scale(result: GradsResult) -> str:
-    scales = [(nan_quantiles(n.grad.scale, (0.5,))[0], n) for n in result.norms if n.grad]
-    scales = [(v, n) for v, n in scales if np.isfinite(v)]
-    if not scales:
+    found = largest_grad_scale(result)
+    if found is None:
         return "—"
-    value, norm = max(scales, key=lambda pair: pair[0])
+    norm, value = found
     return f"{norm.name}: median ‖∂L/∂x‖ / ‖∂L/∂y‖ = {fmt(value)} over tokens"
 
 

@@ -6,8 +6,9 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
-from lninspect.render.stats_tables import fmt, nan_quantiles, short_names, token_label
+from lninspect.render.format import fmt, short_names, token_label
 from lninspect.results import NormStats, Spike, StatsResult
+from lninspect.summary import nan_quantiles
 
 
 def top_spikes(result: StatsResult, limit: int = 20) -> list[tuple[str, Spike]]:

@@ -8,8 +8,6 @@ per-layer curves use every token. Norms outside the blocks sit left (embed) or r
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +18,23 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from lninspect.render.figures import new_figure, save_figure
-from lninspect.render.grad_plots import figure_subtitle, norm_rows
-from lninspect.render.stats_tables import nan_quantiles, short_names, token_label
+from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.format import figure_subtitle, short_names, token_label
 from lninspect.results import NormStats, Spike, StatsResult
-from lninspect.roles import ROLE_LABELS, ordered_roles
+from lninspect.roles import ROLE_LABELS
+from lninspect.summary import (
+    Values,
+    has_order,
+    largest_spike,
+    layer_positions,
+    layer_quartiles,
+    norms_of_role,
+    pooled_median,
+    residual_growth,
+    roles_present,
+    token_row,
+    token_spikes,
+)
 
 STD_HEATMAP = "stats-std-heatmap.png"
 MEAN_HEATMAP = "stats-mean-heatmap.png"
@@ -44,35 +54,13 @@ ROLE_MARKERS = {
 MAX_TOKEN_LABELS = 64  # more tokens than this: position ticks instead of the token texts
 MAX_ROW_TICKS = 16
 
-Values = Callable[[NormStats], np.ndarray | None]
-
 
 # Shared helpers -----------------------------------------------------------------------------
 
 
-def token_row(values: np.ndarray, sequence: int = 0) -> np.ndarray:
-    """One sequence's per-token values as (tokens,); extra axes (heads) are reduced by median."""
-    row = values[sequence] if values.ndim > 1 else values
-    if row.ndim > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN padding
-            row = np.nanmedian(row.reshape(row.shape[0], -1), axis=1)
-    return row.astype(np.float64)
-
-
-def positions(result: StatsResult) -> dict[str, float]:
-    """Module name -> x position: its layer; embed norms at -1, other norms after the last."""
-    top = max((n.layer for n in result.norms if n.layer is not None), default=-1)
-    outside = {"embed": -1.0}
-    return {
-        n.name: float(n.layer) if n.layer is not None else outside.get(n.role, top + 1.0)
-        for n in result.norms
-    }
-
-
 def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
     """Layer numbers on the x axis, `emb` / `final` where norms outside the blocks sit."""
-    where = positions(result)
+    where = layer_positions(result)
     ticks = sorted(set(where.values()))
     step = max(1, math.ceil(len(ticks) / 24))
     outside = {
@@ -85,33 +73,11 @@ def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
     ax.set_xlabel("layer")
 
 
-def roles(result: StatsResult) -> list[str]:
-    """The roles present, in the order of a block."""
-    present = {n.role for n in result.norms}
-    return ordered_roles(present)
-
-
-def layer_quartiles(
-    result: StatsResult, role: str, values: Values
-) -> tuple[np.ndarray, np.ndarray]:
-    """x positions and (25%, 50%, 75%) quantiles over tokens, per norm of `role` with values."""
-    where = positions(result)
-    xs, qs = [], []
-    for norm in sorted((n for n in result.norms if n.role == role), key=lambda n: where[n.name]):
-        array = values(norm)
-        if array is None:
-            continue
-        quartiles = nan_quantiles(np.asarray(array, dtype=np.float64), (0.25, 0.5, 0.75))
-        if np.isfinite(quartiles).all():
-            xs.append(where[norm.name])
-            qs.append(quartiles)
-    return np.asarray(xs), np.asarray(qs).reshape(-1, 3)
-
-
-def plot_layer_bands(ax: Axes, result: StatsResult, values: Values) -> Axes:
+def plot_layer_bands(result: StatsResult, values: Values, ax: Axes | None = None) -> Axes:
     """Median per layer with an interquartile band, one series per role."""
+    ax = ax or new_figure().add_subplot()
     cycle = colormaps["tab10"].colors
-    for i, role in enumerate(roles(result)):
+    for i, role in enumerate(roles_present(result)):
         xs, qs = layer_quartiles(result, role, values)
         if not xs.size:
             continue
@@ -142,9 +108,9 @@ def plot_layer_bands(ax: Axes, result: StatsResult, values: Values) -> Axes:
 def heatmap_panels(result: StatsResult) -> list[tuple[str, list[NormStats]]]:
     """(title, norms) per panel: attention, MLP, then every other norm; empty panels dropped."""
     inside = ("attn", "mlp")
-    where = positions(result)
+    where = layer_positions(result)
     rest = sorted((n for n in result.norms if n.role not in inside), key=lambda n: where[n.name])
-    panels = [(role, norm_rows(result, role)) for role in inside] + [("final / other", rest)]
+    panels = [(role, norms_of_role(result, role)) for role in inside] + [("final / other", rest)]
     return [(title, rows) for title, rows in panels if rows]
 
 
@@ -204,20 +170,25 @@ def symlog_ticks(scale: SymLogNorm) -> list[float]:
     return [-p for p in reversed(powers)] + [0.0] + powers
 
 
+def heatmap_height(result: StatsResult) -> float:
+    """Inches for a heatmap of every norm: about 0.22 per row, between 5 and 14."""
+    return min(max(2.5 + 0.22 * len(result.norms), 5.0), 14.0)
+
+
 def _grid(rows: list[np.ndarray]) -> np.ndarray:
     """Stack rows of possibly different lengths, padding with NaN (blank cells)."""
     width = max(len(r) for r in rows)
     return np.stack([np.pad(r, (0, width - len(r)), constant_values=np.nan) for r in rows])
 
 
-def plot_std_heatmap(result: StatsResult, figure: Figure) -> Figure:
+def plot_std_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
     """The norm's denominator (std, rms for RMSNorm) per module and token, log colour scale."""
     values = np.concatenate([token_row(n.denominator) for n in result.norms])
     positive = values[np.isfinite(values) & (values > 0)]
     scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm()
     return draw_heatmap(
         result,
-        figure,
+        fig or new_figure(11, heatmap_height(result)),
         lambda n: n.denominator,
         scale,
         "viridis",
@@ -236,14 +207,14 @@ def mean_scale(values: np.ndarray) -> Normalize:
     return Normalize(vmin=-top, vmax=top)
 
 
-def plot_mean_heatmap(result: StatsResult, figure: Figure) -> Figure:
+def plot_mean_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
     """The mean of the norm's input per module and token, on a diverging scale centred at 0."""
     values = np.concatenate([token_row(n.input.mean) for n in result.norms])
     scale = mean_scale(values)
     kind = "symmetric log" if isinstance(scale, SymLogNorm) else "linear"
     return draw_heatmap(
         result,
-        figure,
+        fig or new_figure(11, heatmap_height(result)),
         lambda n: n.input.mean,
         scale,
         "RdBu_r",
@@ -254,9 +225,9 @@ def plot_mean_heatmap(result: StatsResult, figure: Figure) -> Figure:
 # Growth with depth --------------------------------------------------------------------------
 
 
-def plot_std_per_layer(result: StatsResult, ax: Axes) -> Axes:
+def plot_std_per_layer(result: StatsResult, ax: Axes | None = None) -> Axes:
     """Median input std per layer with its interquartile band: the residual stream's growth."""
-    plot_layer_bands(ax, result, lambda n: n.denominator)
+    ax = plot_layer_bands(result, lambda n: n.denominator, ax)
     ax.set_yscale("log")
     ax.set_ylabel("input std over the hidden dims (rms for RMSNorm; log)")
     ax.legend(
@@ -282,55 +253,22 @@ def plot_std_per_layer(result: StatsResult, ax: Axes) -> Axes:
     return ax
 
 
-def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, float] | None:
-    """The first norm of the first and of the last layer with their median input std."""
-    layered = [n for n in result.norms if n.layer is not None]
-    if not layered:
-        return None
-    first = next(n for n in layered if n.layer == min(m.layer for m in layered))
-    last = next(n for n in layered if n.layer == max(m.layer for m in layered))
-    low, high = (nan_quantiles(n.denominator, (0.5,))[0] for n in (first, last))
-    if first is last or not (np.isfinite(low) and np.isfinite(high) and low > 0):
-        return None
-    return first, low, last, high
-
-
 # Spikes -------------------------------------------------------------------------------------
 
 
-def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
-    """The module and spike with the largest |z| over the whole result; None without spikes."""
-    found = [
-        (norm, spike)
-        for norm in result.norms
-        for spike in (norm.spikes or [])
-        if math.isfinite(spike.z)
-    ]
-    return max(found, key=lambda pair: abs(pair[1].z), default=None)
-
-
-def token_spikes(result: StatsResult, sequence: int, token: int) -> list[tuple[NormStats, Spike]]:
-    """Every module's spikes at one token, in module order."""
-    return [
-        (norm, spike)
-        for norm in result.norms
-        for spike in (norm.spikes or [])
-        if spike.sequence == sequence and spike.token == token
-    ]
-
-
-def plot_spike_ranks(result: StatsResult, ax: Axes) -> Axes:
+def plot_spike_ranks(result: StatsResult, ax: Axes | None = None) -> Axes:
     """Rank before vs after the norm of the spike dims at the token with the largest spike."""
+    ax = ax or new_figure(10, 7.5).add_subplot()
     top = largest_spike(result)
     if top is None:
         raise ValueError("the result has no spikes")
-    where = positions(result)
+    where = layer_positions(result)
     pairs = token_spikes(result, top[1].sequence, top[1].token)
     ranks = np.array([[s.rank_in, s.rank_out] for _, s in pairs], dtype=float)  # (spikes, 2)
     layers = np.array([where[n.name] for n, _ in pairs])
     scale = Normalize(vmin=min(where.values()), vmax=max(max(where.values()), 1))
     handles = []
-    for role in roles(result):
+    for role in roles_present(result):
         keep = np.array([n.role == role for n, _ in pairs])
         if keep.any():
             marker = ROLE_MARKERS.get(role, "o")
@@ -433,11 +371,12 @@ def _rank_axes(ax: Axes, ranks: np.ndarray) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_within_token(result: StatsResult, figure: Figure) -> Figure:
+def plot_within_token(result: StatsResult, fig: Figure | None = None) -> Figure:
     """Within-token Spearman of x vs y per layer (top) and top-k retention (bottom)."""
+    figure = fig or new_figure(10, 7.5)
     top, bottom = figure.subplots(2, 1, sharex=True)
-    plot_layer_bands(top, result, lambda n: _order_values(n, "within_token_spearman"))
-    xs, qs = _pooled_median(result, lambda n: _order_values(n, "within_token_spearman_z"))
+    plot_layer_bands(result, lambda n: _order_values(n, "within_token_spearman"), top)
+    xs, qs = pooled_median(result, lambda n: _order_values(n, "within_token_spearman_z"))
     top.plot(
         xs,
         qs,
@@ -452,7 +391,7 @@ def plot_within_token(result: StatsResult, figure: Figure) -> Figure:
     top.set_title(
         "rank correlation of a token's activations before and after the norm", fontsize="medium"
     )
-    plot_layer_bands(bottom, result, lambda n: _order_values(n, "topk_retention"))
+    plot_layer_bands(result, lambda n: _order_values(n, "topk_retention"), bottom)
     bottom.set_ylim(-0.03, 1.03)
     k = f"{result.top_k}" if result.top_k else "k"
     bottom.set_ylabel(f"top-{k} retention\n(share of the {k} largest kept)")
@@ -476,62 +415,27 @@ def _order_values(norm: NormStats, key: str) -> np.ndarray | None:
     return getattr(norm.order, key) if norm.order is not None else None
 
 
-def _pooled_median(result: StatsResult, values: Values) -> tuple[np.ndarray, np.ndarray]:
-    """Median over tokens and over the norms at each x position."""
-    where = positions(result)
-    pooled: dict[float, list[np.ndarray]] = {}
-    for norm in result.norms:
-        array = values(norm)
-        if array is not None:
-            pooled.setdefault(where[norm.name], []).append(np.ravel(array))
-    xs = np.array(sorted(pooled))
-    return xs, np.array([nan_quantiles(np.concatenate(pooled[x]), (0.5,))[0] for x in xs])
-
-
 # Saving -------------------------------------------------------------------------------------
-
-
-def has_spikes(result: StatsResult) -> bool:
-    """Whether any module recorded a spike (the rank figure needs one)."""
-    return largest_spike(result) is not None
-
-
-def has_order(result: StatsResult) -> bool:
-    """Whether the order metrics were captured (stats --spikes, report)."""
-    return any(n.order is not None for n in result.norms)
 
 
 def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the statistics figures into `folder`; the spike figures only when captured."""
     sub = figure_subtitle(result)
-    height = min(max(2.5 + 0.22 * len(result.norms), 5.0), 14.0)  # ~0.22 in per heatmap row
-    figures: list[tuple[Figure, str]] = []
-    std = new_figure(11, height)
-    plot_std_heatmap(result, std)
+    std = plot_std_heatmap(result)
     std.suptitle(f"Input std of every norm, per token\n{sub}")
-    figures.append((std, STD_HEATMAP))
-    mean = new_figure(11, height)
-    plot_mean_heatmap(result, mean)
+    mean = plot_mean_heatmap(result)
     mean.suptitle(f"Input mean of every norm, per token\n{sub}")
-    figures.append((mean, MEAN_HEATMAP))
-    growth = new_figure(10, 5.5)
-    plot_std_per_layer(result, growth.add_subplot())
+    growth = figure_of(plot_std_per_layer(result, new_figure(10, 5.5).add_subplot()))
     growth.suptitle(f"Residual-stream growth with depth: input std per layer\n{sub}")
-    figures.append((growth, STD_PER_LAYER))
-    if has_spikes(result):
-        figures.append((_spike_figure(result, sub), SPIKE_RANKS))
+    figures = [(std, STD_HEATMAP), (mean, MEAN_HEATMAP), (growth, STD_PER_LAYER)]
+    spike = largest_spike(result)
+    if spike is not None:
+        ranks = figure_of(plot_spike_ranks(result))
+        token = token_label(result, spike[1].sequence, spike[1].token)
+        ranks.suptitle(f"Spike dimensions before and after each norm, token {token}\n{sub}")
+        figures.append((ranks, SPIKE_RANKS))
     if has_order(result):
-        order = new_figure(10, 7.5)
-        plot_within_token(result, order)
+        order = plot_within_token(result)
         order.suptitle(f"Does the norm keep the order of a token's activations?\n{sub}")
         figures.append((order, WITHIN_TOKEN))
     return [save_figure(fig, folder / name) for fig, name in figures]
-
-
-def _spike_figure(result: StatsResult, sub: str) -> Figure:
-    figure = new_figure(10, 7.5)
-    plot_spike_ranks(result, figure.add_subplot())
-    _, spike = largest_spike(result)
-    token = token_label(result, spike.sequence, spike.token)
-    figure.suptitle(f"Spike dimensions before and after each norm, token {token}\n{sub}")
-    return figure

@@ -1,4 +1,4 @@
-"""Rich tables of result objects (no torch, no transformers)."""
+"""Rich tables of one run's statistics and of the norms found (no torch, no transformers)."""
 
 from __future__ import annotations
 
@@ -8,53 +8,9 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
+from lninspect.render.format import fmt, header, short_names, token_label
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
-
-
-def fmt(value: float) -> str:
-    """A number in 3 significant digits, compact; non-finite values as they are."""
-    if not np.isfinite(value):
-        return str(value)
-    return f"{value:.3g}"
-
-
-def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """Quantiles of the finite entries (NaN when there are none)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return [float("nan")] * len(qs)
-    return [float(q) for q in np.quantile(finite, qs)]
-
-
-def short_names(names: list[str]) -> list[str]:
-    """Drop the dotted prefix that all names share (`transformer.h.0.ln_1` -> `h.0.ln_1`)."""
-    parts = [name.split(".") for name in names]
-    common = 0
-    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
-        common += 1
-    return [".".join(p[common:]) for p in parts]
-
-
-def token_label(result: StatsResult, sequence: int, token: int, width: int = 12) -> str:
-    """`t12 ' fox'` (with `s1 ` in front when there are several sequences)."""
-    pieces = result.input.tokens
-    text = ""
-    if sequence < len(pieces) and token < len(pieces[sequence]):
-        piece = repr(pieces[sequence][token])
-        text = " " + (piece if len(piece) <= width else piece[: width - 1] + "…")
-    prefix = f"s{sequence} " if result.input.num_sequences > 1 else ""
-    return f"{prefix}t{token}{text}"
-
-
-def header(result: NormsResult | StatsResult) -> str:
-    """One line saying what was inspected, on what, and where."""
-    m = result.model
-    line = f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
-    if isinstance(result, StatsResult):
-        i = result.input
-        line += f" · {i.num_sequences} sequence{'s' if i.num_sequences != 1 else ''}, "
-        line += f"{i.num_tokens} tokens"
-    return line + f" · {len(result.norms)} norms"
+from lninspect.summary import nan_quantiles
 
 
 def stats_table(result: StatsResult) -> Table:
