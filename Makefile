@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= lninspect-report
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale,lint]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# ruff (rules in pyproject.toml), the format check, and mypy on the package.
+lint: $(STAMP)
+	$(BIN)/ruff check lninspect tests benchmarks examples scripts
+	$(BIN)/ruff format --check lninspect tests benchmarks examples scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

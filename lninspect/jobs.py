@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,10 @@ def run_stats(options: RunOptions, spikes: SpikeOptions | None = None) -> StatsR
     return _finish(result, prepared, spikes)
 
 
-def _finish(result: StatsResult, prepared: Prepared, spikes: SpikeOptions | None) -> StatsResult:
+Result = TypeVar("Result", bound=StatsResult)
+
+
+def _finish(result: Result, prepared: Prepared, spikes: SpikeOptions | None) -> Result:
     """Add the run's notes and spike settings to a result."""
     result.notes = prepared.loaded.notes + _fired_twice(result) + _nonfinite(result)
     if spikes is not None:
@@ -88,8 +92,7 @@ def run_grads(
     target_id = _target_id(prepared.loaded, target) if loss == "target" else None
     if loss == "ce" and prepared.input_ids.shape[1] < 2:
         raise LninspectError("next-token loss needs at least 2 tokens of text")
-    if _checkpointing(model):
-        model.gradient_checkpointing_disable()
+    if _disable_checkpointing(model):
         prepared.loaded.notes.append(
             "gradient checkpointing switched off so that hooks fire once per module"
         )
@@ -110,11 +113,17 @@ def run_grads(
     return _finish(result, prepared, spikes)
 
 
-def _checkpointing(model: torch.nn.Module) -> bool:
-    """Whether a transformers model recomputes activations in backward (so hooks fire twice)."""
+def _disable_checkpointing(model: torch.nn.Module) -> bool:
+    """Switch off gradient checkpointing (its re-run forward fires every hook twice).
+
+    Returns whether it was on. Only transformers models have it.
+    """
     for attribute in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if hasattr(type(model), attribute):
-            return bool(getattr(model, attribute))
+        if hasattr(type(model), attribute) and getattr(model, attribute):
+            disable = getattr(model, "gradient_checkpointing_disable", None)
+            if callable(disable):
+                disable()
+                return True
     return False
 
 

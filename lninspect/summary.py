@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lninspect.results import GradsResult, NormStats, Spike, StatsResult
+from lninspect.results import GradsResult, GradStats, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
 from lninspect.roles import ordered_roles
 
@@ -147,9 +147,14 @@ def pooled_order(result: StatsResult) -> tuple[float, float] | None:
     return rho, kept
 
 
+def with_grads(result: StatsResult) -> list[tuple[NormStats, GradStats]]:
+    """The norms that have gradients, each with them."""
+    return [(n, n.grad) for n in result.norms if n.grad is not None]
+
+
 def largest_grad_scale(result: GradsResult) -> tuple[NormStats, float] | None:
     """The norm whose median gradient scale |dL/dx| / |dL/dy| over tokens is the largest."""
-    scales = [(n, nan_median(n.grad.scale)) for n in result.norms if n.grad is not None]
+    scales = [(n, nan_median(grad.scale)) for n, grad in with_grads(result)]
     finite = [(n, v) for n, v in scales if np.isfinite(v)]
     return max(finite, key=lambda pair: pair[1], default=None)
 

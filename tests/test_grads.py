@@ -147,3 +147,27 @@ def test_target_loss_scores_one_token(tiny_model_dir: Path):
     assert doc["loss"] == pytest.approx(-torch.log_softmax(logits, -1)[target[0]].item(), rel=1e-5)
     missing = invoke("grads", str(tiny_model_dir), "--loss", "target")
     assert missing.exit_code == 2
+
+
+def test_run_grads_returns_a_grads_result(tiny_model_dir: Path):
+    from lninspect.jobs import run_grads
+    from lninspect.options import RunOptions
+
+    result = run_grads(RunOptions(model=str(tiny_model_dir), text=TEXT))
+    assert type(result) is GradsResult and result.schema == "lninspect.grads/1"
+    assert np.isfinite(result.loss) and result.params
+
+
+def test_param_plot_draws_every_group_outside_the_blocks(grads_run):
+    from dataclasses import replace
+
+    from lninspect.render.grad_plots import plot_param_grads
+    from lninspect.results import ParamGrad
+
+    result = GradsResult.from_json(grads_run[1])
+    outside = ["embed", "head", "norm_weight", "norm_bias", "other"]  # five: more than styles
+    extra = [ParamGrad(f"p.{g}", None, g, 0.5 + i, 4) for i, g in enumerate(outside)]
+    result = replace(result, params=[p for p in result.params if p.layer is not None] + extra)
+    ax = plot_param_grads(result)
+    labels = ax.get_legend_handles_labels()[1]
+    assert sum("outside the blocks" in label for label in labels) == 5

@@ -56,7 +56,8 @@ def param_group(name: str, model: nn.Module, norm_names: set[str]) -> str:
     module = model.get_submodule(module_name) if module_name else model
     if isinstance(module, nn.Embedding):
         return "embed"
-    if hasattr(model, "get_output_embeddings") and module is model.get_output_embeddings():
+    output_embeddings = getattr(model, "get_output_embeddings", None)
+    if callable(output_embeddings) and module is output_embeddings():
         return "head"
     leaf = module_name.rsplit(".", 1)[-1]
     sublayer = in_sublayer(module_name)

@@ -74,7 +74,7 @@ def _read_ids(
     while True:
         text = read_text(options.text, options.file, options.encoding, max_chars=chars)
         ids = loaded.tokenizer.encode(text.text)
-        if text.complete or chars is None or len(ids) >= limit + MARGIN:
+        if text.complete or chars is None or limit is None or len(ids) >= limit + MARGIN:
             return ids, None if text.complete else len(text.text)
         chars *= 2
 

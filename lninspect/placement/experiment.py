@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
-from lninspect.placement.refgpt import GPT, RefGPTConfig
+from lninspect.placement.refgpt import GPT, Block, RefGPTConfig
 from lninspect.results.placement import (
     GRAD_KEYS,
     NORM_KEYS,
@@ -136,8 +137,9 @@ def measure_gradients(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
 def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
     """Frobenius norm of dL/dW per block for each of GRAD_KEYS."""
 
-    def norm(*params: nn.Parameter) -> float:
-        return math.sqrt(sum(float(p.grad.double().square().sum()) for p in params))
+    def norm(*params: torch.Tensor) -> float:
+        grads = [p.grad for p in params if p.grad is not None]
+        return math.sqrt(sum(float(g.double().square().sum()) for g in grads))
 
     rows = [
         (
@@ -146,7 +148,7 @@ def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
             norm(b.attn.out.weight),
             norm(b.ln_1.weight, b.ln_2.weight),
         )
-        for b in model.blocks
+        for b in cast(list[Block], list(model.blocks))
     ]
     columns = np.asarray(rows, dtype=np.float64).T  # (len(GRAD_KEYS), layers)
     return dict(zip(GRAD_KEYS, columns, strict=True))

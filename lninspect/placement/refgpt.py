@@ -62,9 +62,9 @@ class RMSNorm(nn.Module):
         return x / torch.sqrt(x.square().mean(dim=-1, keepdim=True) + self.eps) * self.weight
 
 
-def make_norm(config: RefGPTConfig) -> nn.Module:
+def make_norm(config: RefGPTConfig) -> LayerNorm | RMSNorm:
     """The norm the config asks for, over d_model."""
-    norms = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+    norms: dict[str, type[LayerNorm] | type[RMSNorm]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
     if config.norm not in norms:
         raise ValueError(f"norm must be one of {sorted(norms)}, not {config.norm!r}")
     return norms[config.norm](config.d_model, config.eps)

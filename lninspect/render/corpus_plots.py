@@ -25,7 +25,7 @@ def plot_std_per_position(result: AggregateResult, ax: Axes | None = None) -> Ax
     """One line per role: the mean std (rms) of its modules' inputs at each position."""
     if ax is None:
         ax = new_figure().add_subplot()
-    cycle = colormaps["tab10"].colors
+    cycle = [colormaps["tab10"](i) for i in range(10)]
     for i, (role, curve) in enumerate(role_curves(result).items()):
         positions = np.arange(len(curve))
         ax.plot(positions, curve, color=cycle[i % len(cycle)], label=role, linewidth=1.2)

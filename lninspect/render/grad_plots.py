@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ from matplotlib.figure import Figure
 
 from lninspect.render.figures import figure_of, new_figure, save_figure
 from lninspect.render.format import figure_subtitle
-from lninspect.results import GradsResult
-from lninspect.summary import group_norms, norms_of_role
+from lninspect.results import GradsResult, NormStats
+from lninspect.summary import group_norms, norms_of_role, with_grads
 
 FIGURES = ("grads-params.png", "grads-heatmap.png", "grads-scale-vs-std.png")
 LAYER_GROUPS = {
@@ -42,14 +43,17 @@ def plot_param_grads(result: GradsResult, ax: Axes | None = None) -> Axes:
         if np.isfinite(values).any():
             ax.plot(layers, values, marker="o", label=label)
     outside = {g: v for g, v in norms.get(None, {}).items() if np.isfinite(v)}
-    for (group, value), style in zip(outside.items(), (":", "--", "-.", (0, (1, 4))), strict=False):
+    styles = itertools.cycle((":", "--", "-.", (0, (1, 4)), (0, (5, 1, 1, 1, 1, 1))))
+    for (group, value), style in zip(outside.items(), styles, strict=False):  # every group
         ax.axhline(
             value,
             color="grey",
             linestyle=style,
             label=f"{OUTSIDE_GROUPS.get(group, group)} (outside the blocks)",
         )
-    if any(line.get_ydata().size and np.nanmax(line.get_ydata()) > 0 for line in ax.lines):
+    if any(
+        np.nanmax(np.asarray(line.get_ydata(), dtype=float), initial=0) > 0 for line in ax.lines
+    ):
         ax.set_yscale("log")  # not when every gradient is NaN or 0: nothing to put on a log axis
     ax.set_xlabel("layer")
     ax.set_ylabel("‖∂L/∂θ‖₂ of the group (log)")
@@ -68,12 +72,12 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
     axes = figure.subplots(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
     )[:, 0]
-    values = [n.grad.input_norm[0] for _, rows in panels for n in rows]
+    values = [_through(n) for _, rows in panels for n in rows]
     positive = np.concatenate(values)
     positive = positive[np.isfinite(positive) & (positive > 0)]
     scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
     for ax, (role, rows) in zip(axes, panels, strict=True):
-        grid = np.stack([n.grad.input_norm[0] for n in rows])  # (layers, tokens), sequence 0
+        grid = np.stack([_through(n) for n in rows])  # (layers, tokens), sequence 0
         grid = np.where(grid > 0, grid, np.nan)  # the last token gets no gradient from the loss
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap="viridis")
         ax.set_ylabel(f"{rows[0].name.rsplit('.', 1)[-1]} ({role})\nlayer")
@@ -85,14 +89,22 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
     return figure
 
 
+def _through(norm: NormStats) -> np.ndarray:
+    """|dL/dx| through the norm per token of sequence 0 (NaN without gradients)."""
+    if norm.grad is None:
+        return np.full(norm.input.mean.shape[-1], np.nan)
+    return norm.grad.input_norm[0]
+
+
 def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
     """Per-token gradient scale of each norm against its input std, coloured by layer."""
     ax = ax or new_figure(8, 6).add_subplot()
-    layered = [n for n in result.norms if n.grad is not None]
+    pairs = with_grads(result)
+    layered = [n for n, _ in pairs]
     top = max((n.layer for n in layered if n.layer is not None), default=0)
     layers = [n.layer if n.layer is not None else top + 1 for n in layered]
-    for norm, layer in zip(layered, layers, strict=True):
-        scale, std = norm.grad.scale.ravel(), norm.denominator.ravel()
+    for (norm, grad), layer in zip(pairs, layers, strict=True):
+        scale, std = grad.scale.ravel(), norm.denominator.ravel()
         keep = np.isfinite(scale) & (scale > 0) & np.isfinite(std)
         ax.scatter(
             std[keep],

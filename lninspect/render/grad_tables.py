@@ -8,7 +8,7 @@ from rich.table import Table
 
 from lninspect.render.format import fmt, header, short_names
 from lninspect.results import GradsResult
-from lninspect.summary import group_norms, nan_quantiles
+from lninspect.summary import group_norms, nan_quantiles, with_grads
 
 GROUPS = (
     "embed",
@@ -47,8 +47,9 @@ def grads_table(result: GradsResult) -> Table:
         table.add_column(
             column, justify="left" if column in ("module", "role") else "right", no_wrap=True
         )
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
-        grad = norm.grad
+    pairs = with_grads(result)
+    names = short_names([n.name for n, _ in pairs])
+    for name, (norm, grad) in zip(names, pairs, strict=True):
         cells = [_med_max(v) for v in (grad.output_norm, grad.input_norm, grad.residual_norm)]
         table.add_row(name, norm.role, *cells, fmt(nan_quantiles(grad.scale, (0.5,))[0]))
     return table

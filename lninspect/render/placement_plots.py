@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -15,7 +16,10 @@ from lninspect.results.placement import PlacementResult, growth_exponent
 
 LAYERS_PNG = "placement-layers.png"
 SWEEP_PNG = "placement-sweep.png"
-STYLE = {"pre": {"linestyle": "-", "marker": "o"}, "post": {"linestyle": "--", "marker": "s"}}
+STYLE: dict[str, dict[str, Any]] = {
+    "pre": {"linestyle": "-", "marker": "o"},
+    "post": {"linestyle": "--", "marker": "s"},
+}
 
 
 def figure_names(layers: list[int]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -76,12 +77,15 @@ def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
 def plot_layer_bands(result: StatsResult, values: Values, ax: Axes | None = None) -> Axes:
     """Median per layer with an interquartile band, one series per role."""
     ax = ax or new_figure().add_subplot()
-    cycle = colormaps["tab10"].colors
+    cycle = [colormaps["tab10"](i) for i in range(10)]
     for i, role in enumerate(roles_present(result)):
         xs, qs = layer_quartiles(result, role, values)
         if not xs.size:
             continue
-        style = {"color": cycle[i % len(cycle)], "marker": ROLE_MARKERS.get(role, "o")}
+        style: dict[str, Any] = {
+            "color": cycle[i % len(cycle)],
+            "marker": ROLE_MARKERS.get(role, "o"),
+        }
         label = f"{ROLE_LABELS.get(role, role)} ({role})"
         if xs.size > 1:
             ax.plot(xs, qs[:, 1], label=label, markersize=4, **style)
@@ -149,7 +153,7 @@ def draw_heatmap(
     )[:, 0]
     count = 0
     for ax, (title, rows) in zip(axes, panels, strict=True):
-        grid = _grid([token_row(values(n)) for n in rows])  # (modules, tokens)
+        grid = _grid([_row(values, n) for n in rows])  # (modules, tokens)
         count = max(count, grid.shape[1])
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap=cmap)
         ylabel, labels = _row_labels(result, title, rows)
@@ -163,9 +167,16 @@ def draw_heatmap(
     return figure
 
 
+def _row(values: Values, norm: NormStats) -> np.ndarray:
+    """A norm's values for sequence 0, one per token (NaN where it has none)."""
+    array = values(norm)
+    return token_row(array) if array is not None else np.full(norm.input.mean.shape[-1], np.nan)
+
+
 def symlog_ticks(scale: SymLogNorm) -> list[float]:
     """0 and ± every power of ten from the linear threshold to the limit."""
-    low, high = math.ceil(math.log10(scale.linthresh)), math.floor(math.log10(scale.vmax))
+    low = math.ceil(math.log10(scale.linthresh))
+    high = math.floor(math.log10(scale.vmax if scale.vmax is not None else scale.linthresh))
     powers = [10.0**k for k in range(low, high + 1)]
     return [-p for p in reversed(powers)] + [0.0] + powers
 

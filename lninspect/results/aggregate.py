@@ -33,11 +33,13 @@ class Moments:
     counted in `nonfinite` and kept out of every other field.
     """
 
-    count: np.ndarray = meta(dtype="int64")  # (positions,): finite values seen
-    mean: np.ndarray = meta(dtype="float64")  # (positions,)
-    m2: np.ndarray = meta(dtype="float64")  # (positions,): sum of squared deviations from mean
-    min: np.ndarray = meta(dtype="float64")  # (positions,)
-    max: np.ndarray = meta(dtype="float64")  # (positions,)
+    count: np.ndarray = field(metadata=meta(dtype="int64"))  # (positions,): finite values seen
+    mean: np.ndarray = field(metadata=meta(dtype="float64"))  # (positions,)
+    m2: np.ndarray = field(
+        metadata=meta(dtype="float64")
+    )  # (positions,): sum of squared deviations from mean
+    min: np.ndarray = field(metadata=meta(dtype="float64"))  # (positions,)
+    max: np.ndarray = field(metadata=meta(dtype="float64"))  # (positions,)
     nonfinite: int = 0
 
     @property
@@ -66,8 +68,8 @@ class Histogram:
     and `overflow` values from edges[-1] up. Histograms of several processes add up exactly.
     """
 
-    edges: np.ndarray = meta(dtype="float64")  # (bins + 1,)
-    counts: np.ndarray = meta(dtype="int64")  # (bins,)
+    edges: np.ndarray = field(metadata=meta(dtype="float64"))  # (bins + 1,)
+    counts: np.ndarray = field(metadata=meta(dtype="int64"))  # (bins,)
     underflow: int = 0
     overflow: int = 0
 

@@ -1,8 +1,8 @@
 """The one JSON codec of every result type: dataclasses of numpy arrays <-> plain JSON values.
 
 Encoding walks the dataclass fields in order; decoding reads each field back by its type
-hint. Non-finite floats are written as null and read back as NaN. A field's metadata may
-say, with the helpers below:
+hint. Non-finite floats are written as null and read back as NaN. A field's metadata
+(`field(metadata=meta(...))`) may say:
 - `json`: its key in JSON when it differs from the field name (`cls` is written `class`);
 - `dtype`: the numpy dtype of its arrays (float32 unless told; nested lists and dicts too);
 - `omit_none`: leave the key out when the value is None (something not recorded), so that
@@ -24,12 +24,10 @@ import numpy as np
 T = TypeVar("T")
 
 
-def meta(
-    json: str | None = None, dtype: str | None = None, omit_none: bool = False, **kwargs: Any
-) -> Any:
-    """A dataclass field with codec metadata; `kwargs` go to dataclasses.field (defaults)."""
+def meta(json: str | None = None, dtype: str | None = None, omit_none: bool = False) -> Any:
+    """Codec metadata for a dataclass field: `field(metadata=meta(dtype="int64"))`."""
     metadata = {"json": json, "dtype": dtype, "omit_none": omit_none}
-    return dataclasses.field(metadata={k: v for k, v in metadata.items() if v}, **kwargs)
+    return {k: v for k, v in metadata.items() if v}
 
 
 def to_document(result: Any) -> dict[str, Any]:

@@ -46,11 +46,11 @@ class PlacementRun:
     norm: str
     layers: int
     # GRAD_KEYS -> (layers,) Frobenius norms of dL/dW, and their spread over seeds
-    grad_norm: dict[str, np.ndarray] = meta(dtype="float64")
-    grad_norm_std: dict[str, np.ndarray] = meta(dtype="float64")
+    grad_norm: dict[str, np.ndarray] = field(metadata=meta(dtype="float64"))
+    grad_norm_std: dict[str, np.ndarray] = field(metadata=meta(dtype="float64"))
     # NORM_KEYS -> (layers,) mean per-token sqrt(var(x) + eps), and E|x|^2 / d (Lemma 2's)
-    input_std: dict[str, np.ndarray] = meta(dtype="float64")
-    input_ms: dict[str, np.ndarray] = meta(dtype="float64")
+    input_std: dict[str, np.ndarray] = field(metadata=meta(dtype="float64"))
+    input_ms: dict[str, np.ndarray] = field(metadata=meta(dtype="float64"))
     loss: float  # LM loss at initialization, mean over seeds (about ln vocab_size)
 
     def last(self, key: str = "ffn_out") -> float:

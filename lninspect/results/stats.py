@@ -22,9 +22,9 @@ NORMS_SCHEMA = "lninspect.norms/1"
 
 
 def _statistic(key: str) -> Any:
-    """The dataclass field of one statistic: its dtype, and None when optional and missing."""
+    """Codec metadata of one statistic's field: its dtype; left out of the JSON when optional."""
     s = BY_KEY[key]
-    return meta(dtype=s.dtype, omit_none=s.optional, **({"default": None} if s.optional else {}))
+    return meta(dtype=s.dtype, omit_none=s.optional)
 
 
 def from_record(cls: type[Any], side: str, record: dict[str, np.ndarray]) -> Any:
@@ -36,7 +36,7 @@ def from_record(cls: type[Any], side: str, record: dict[str, np.ndarray]) -> Any
 class ModelInfo:
     """What was inspected: `source` is one of hub, local, random, bundled, module."""
 
-    cls: str = meta(json="class")  # the model's class name
+    cls: str = field(metadata=meta(json="class"))  # the model's class name
     name: str
     source: str
     dtype: str
@@ -59,30 +59,32 @@ class InputInfo:
 class InputStats:
     """Per-token statistics of a norm's input x over its hidden axis."""
 
-    mean: np.ndarray = _statistic("mean")
-    std: np.ndarray = _statistic("std")  # the LayerNorm denominator
-    rms: np.ndarray = _statistic("rms")  # the RMSNorm denominator
-    absmax: np.ndarray = _statistic("absmax")
-    absmax_dim: np.ndarray = _statistic("absmax_dim")
-    nonfinite: np.ndarray | None = _statistic("nonfinite")
+    mean: np.ndarray = field(metadata=_statistic("mean"))
+    std: np.ndarray = field(metadata=_statistic("std"))  # the LayerNorm denominator
+    rms: np.ndarray = field(metadata=_statistic("rms"))  # the RMSNorm denominator
+    absmax: np.ndarray = field(metadata=_statistic("absmax"))
+    absmax_dim: np.ndarray = field(metadata=_statistic("absmax_dim"))
+    nonfinite: np.ndarray | None = field(default=None, metadata=_statistic("nonfinite"))
 
 
 @dataclass
 class OutputStats:
     """Per-token mean and (biased, eps-free) std of a norm's output y."""
 
-    mean: np.ndarray = _statistic("out_mean")
-    std: np.ndarray = _statistic("out_std")
+    mean: np.ndarray = field(metadata=_statistic("out_mean"))
+    std: np.ndarray = field(metadata=_statistic("out_std"))
 
 
 @dataclass
 class GradStats:
     """Per-token gradient norms on both sides of a norm (over its hidden axis)."""
 
-    output_norm: np.ndarray = _statistic("grad_output")
-    input_norm: np.ndarray = _statistic("grad_input")
-    residual_norm: np.ndarray = _statistic("grad_residual")
-    output_nonfinite: np.ndarray | None = _statistic("grad_output_nonfinite")
+    output_norm: np.ndarray = field(metadata=_statistic("grad_output"))
+    input_norm: np.ndarray = field(metadata=_statistic("grad_input"))
+    residual_norm: np.ndarray = field(metadata=_statistic("grad_residual"))
+    output_nonfinite: np.ndarray | None = field(
+        default=None, metadata=_statistic("grad_output_nonfinite")
+    )
 
     @property
     def scale(self) -> np.ndarray:
@@ -124,7 +126,7 @@ class OrderStats:
     within_token_spearman: np.ndarray  # Spearman of x vs y over the hidden dims
     within_token_spearman_z: np.ndarray  # x vs z (before the affine step): 1 by construction
     topk_retention: np.ndarray  # share of the top-k |x - centre| among the top-k |y - bias|
-    spike_count: np.ndarray = meta(dtype="int64")  # dims with |z| >= spike_z
+    spike_count: np.ndarray = field(metadata=meta(dtype="int64"))  # dims with |z| >= spike_z
 
 
 @dataclass
@@ -159,10 +161,14 @@ class NormStats(NormDescription):
     output: OutputStats
     calls: int = 1  # forward calls seen; more than the passes means it fired twice per pass
     # Absent from the JSON when not captured:
-    grad: GradStats | None = meta(omit_none=True, default=None)
-    spikes: list[Spike] | None = meta(omit_none=True, default=None)  # largest |z| first
-    order: OrderStats | None = meta(omit_none=True, default=None)
-    across_token_spearman: list[AcrossToken] | None = meta(omit_none=True, default=None)
+    grad: GradStats | None = field(default=None, metadata=meta(omit_none=True))
+    spikes: list[Spike] | None = field(
+        default=None, metadata=meta(omit_none=True)
+    )  # largest |z| first
+    order: OrderStats | None = field(default=None, metadata=meta(omit_none=True))
+    across_token_spearman: list[AcrossToken] | None = field(
+        default=None, metadata=meta(omit_none=True)
+    )
 
     @property
     def denominator(self) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""The package's layout keeps its promises: where torch may be imported, what is documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lninspect
+from lninspect import statistics
+from lninspect.results import GradStats, InputStats, OutputStats
+from lninspect.roles import PLACEMENTS, ROLES
+
+PACKAGE = Path(lninspect.__file__).parent
+DOCS = Path(__file__).parents[1] / "docs"
+GOLDEN = Path(__file__).parent / "golden"
+# The torch side: loading, discovery, capture, the corpus and placement runs, and jobs.py,
+# which ties them together for one text. Everything else must import without torch.
+TORCH_SIDE = ("model", "norms", "hooks", "corpus", "placement", "jobs.py")
+
+
+def modules(torch_side: bool) -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.name == "__main__.py":
+            continue
+        inside = relative.parts[0] in TORCH_SIDE
+        if inside == torch_side:
+            parts = relative.with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            names.append(".".join(("lninspect", *parts)))
+    return names
+
+
+def test_only_the_torch_side_imports_torch():
+    light = modules(torch_side=False)
+    assert "lninspect.render.report" in light and "lninspect.summary" in light
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in light)
+    code += "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\nassert not heavy, heavy"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_statistics_table_matches_the_result_types():
+    for cls, side in ((InputStats, "input"), (OutputStats, "output"), (GradStats, "grad")):
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert fields == [s.field for s in statistics.on_side(side)], cls.__name__
+
+
+def test_statistics_table_matches_the_reductions():
+    import torch
+
+    from lninspect.hooks.reduce import token_stats
+
+    record = token_stats(torch.randn(2, 3, 8), torch.randn(2, 3, 8), 1e-5)
+    forward = [s.key for s in statistics.STATISTICS if s.side in ("input", "output")]
+    assert sorted(record) == sorted(forward)
+
+
+def test_docs_show_the_statistics_table():
+    assert statistics.markdown_table() in (DOCS / "statistics.md").read_text()
+
+
+def _keys(value: object, prefix: str = "") -> set[str]:
+    """Every object key of a JSON document (without list indices)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.add(key)
+            found |= _keys(item, f"{prefix}{key}.")
+    elif isinstance(value, list):
+        for item in value:
+            found |= _keys(item, prefix)
+    return found
+
+
+def test_every_json_key_and_role_is_documented():
+    docs = "\n".join(p.read_text() for p in DOCS.glob("*.md"))
+    spans = re.findall(r"```.*?```|`[^`]+`|\*\*[^*]+\*\*|\"[^\"\n]+\"", docs, flags=re.S)
+    documented = {word for span in spans for word in re.findall(r"[A-Za-z_][\w+]*", span)}
+    keys = set()
+    for golden in GOLDEN.glob("*.json"):
+        keys |= _keys(json.loads(golden.read_text()))
+    keys -= {"a.txt", "b.txt"}  # file names inside the corpus golden file, not keys
+    assert not sorted(keys - documented), "JSON keys documented nowhere in docs/"
+    assert not sorted(set(ROLES + PLACEMENTS) - documented), "roles documented nowhere"
