@@ -118,12 +118,18 @@ def _disable_checkpointing(model: torch.nn.Module) -> bool:
 
     Returns whether it was on. Only transformers models have it.
     """
-    for attribute in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if hasattr(type(model), attribute) and getattr(model, attribute):
-            disable = getattr(model, "gradient_checkpointing_disable", None)
-            if callable(disable):
-                disable()
-                return True
+    attribute = next(
+        (
+            a
+            for a in ("is_activation_checkpointing", "is_gradient_checkpointing")
+            if hasattr(type(model), a)
+        ),
+        None,
+    )
+    disable = getattr(model, "gradient_checkpointing_disable", None)
+    if attribute is not None and getattr(model, attribute) and callable(disable):
+        disable()
+        return True
     return False
 
 
