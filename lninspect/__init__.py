@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["capture", "find_norms", "StatsResult", "LninspectError"]
+__all__ = ["capture", "find_norms", "SpikeOptions", "StatsResult", "LninspectError"]
 
 _API = {
     "capture": "lninspect.hooks.capture",
     "find_norms": "lninspect.norms.discovery",
+    "SpikeOptions": "lninspect.options",
     "StatsResult": "lninspect.results",
     "LninspectError": "lninspect.errors",
 }

@@ -1,0 +1,1 @@
+"""Drawing results: Rich tables, matplotlib figures, the HTML report. No torch."""
