@@ -256,3 +256,13 @@ def test_rmsnorm_and_multi_axis_layernorm():
         ln(x)
     _, mean, rstd = torch.native_layer_norm(x, (4, 12), ln.weight, ln.bias, ln.eps)
     assert rel_err(cap.result().norms[0].input.std, 1 / rstd.reshape(3)) < RTOL
+
+
+def test_result_without_a_forward_pass_is_a_clear_error(tiny_model):
+    from lninspect.errors import EXIT_RUNTIME, LninspectError
+
+    with capture(tiny_model) as cap:
+        pass
+    with pytest.raises(LninspectError, match="no normalization module ran") as raised:
+        cap.result()
+    assert raised.value.exit_code == EXIT_RUNTIME
