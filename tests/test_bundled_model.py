@@ -88,3 +88,15 @@ def test_beats_unigram_baseline(model: GPT2LMHeadModel, tokenizer, metrics: dict
     with torch.no_grad():
         loss = model(input_ids=ids, labels=ids).loss.item()
     assert loss < unigram, f"loss {loss:.3f} on a validation sentence vs unigram {unigram:.3f}"
+
+
+def test_shipped_training_text_is_the_one_tiny_was_trained_on():
+    import json
+
+    from lninspect.model.sources import BUNDLED_DIR
+    from lninspect.model.text import training_documents
+
+    documents = training_documents()
+    metrics = json.loads((BUNDLED_DIR / "tiny" / "training_metrics.json").read_text())["data"]
+    assert len(documents) == metrics["n_topic_docs"] + metrics["n_docstring_docs"]
+    assert sum(map(len, documents)) == metrics["topic_chars"] + metrics["docstring_chars"]

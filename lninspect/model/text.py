@@ -12,6 +12,8 @@ from pathlib import Path
 
 from lninspect.errors import LninspectError
 
+TRAINING_TEXT = Path(__file__).parents[1] / "bundled" / "text" / "python-docs.txt"
+DOCUMENT_SEPARATOR = "\n\n<|endoftext|>\n\n"  # between the documents of TRAINING_TEXT
 CHUNK_BYTES = 1 << 16  # a file is decoded in chunks of this size, and read no further than needed
 
 # Used when neither --text nor --file is given: plain English prose about the subject.
@@ -30,6 +32,12 @@ class InputText:
 
     text: str
     complete: bool = True
+
+
+def training_documents() -> list[str]:
+    """The documents of the training text shipped in the package (bundled/text/README.md)."""
+    text = TRAINING_TEXT.read_text(encoding="utf-8")
+    return [d.strip() for d in text.split(DOCUMENT_SEPARATOR) if d.strip()]
 
 
 def read_text(
