@@ -1,11 +1,14 @@
 """Capture overhead: lninspect's stats and grads runs against the bare model, same process.
 
     .venv/bin/python benchmarks/overhead.py                 # gpt2-sized, 1024 tokens, CPU
-    .venv/bin/python benchmarks/overhead.py --device cuda --dtype bfloat16
+    .venv/bin/python benchmarks/overhead.py --device cuda --dtype bfloat16 --batch-size 16
 
 Time: median over interleaved repeats of (a) a bare forward (inference mode) against the
 same forward inside `capture(model)`, and (b) a bare forward + backward of the LM loss
-against the same inside `capture(model, grads=True)`.
+against the same inside `capture(model, grads=True)`. Two more rows run the same passes
+with forward hooks that do nothing on every norm (and tensor hooks that do nothing on
+their outputs, backward): at batch 1 a GPU run is launch-bound, and the goal there is
+capture within 1.10x of those.
 Peak memory: the highest total of bytes allocated during one run above what was allocated
 before it (model weights excluded), from torch.cuda's peak counter on CUDA, and on the CPU
 from the PyTorch profiler's allocation events. Goals: stats time <= 1.05, grads time
@@ -17,7 +20,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +32,7 @@ from lninspect import capture, find_norms
 from lninspect.model.loading import load_model
 
 GOALS = {"stats time": 1.05, "stats memory": 1.05, "grads time": 1.10, "grads memory": 1.05}
+NOOP_GOAL = 1.10  # capture against hooks that do nothing (the launch-bound goal at batch 1)
 
 
 def synchronize(device: torch.device) -> None:
@@ -67,12 +73,27 @@ def _peak_once(fn: Callable[[], None], device: torch.device) -> float:
     return float(np.cumsum([bytes_ for _, bytes_ in events]).max())
 
 
-def make_runs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, Callable[[], None]]:
-    """The four runs to compare: bare and captured, forward and forward + backward.
+def make_runs(
+    model: torch.nn.Module, ids: torch.Tensor, reductions: str
+) -> dict[str, Callable[[], None]]:
+    """The runs to compare: bare, no-op hooks and captured; forward and forward + backward.
 
     Norms are found once, as the CLI does; discovery's probe pass is not part of a run.
     """
     norms = find_norms(model)
+
+    @contextmanager
+    def noop_hooks() -> Iterator[None]:
+        def on_output(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(lambda grad: None)
+
+        handles = [n.module.register_forward_hook(on_output) for n in norms]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def forward() -> None:
         with torch.inference_mode():
@@ -82,20 +103,30 @@ def make_runs(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, Callable[[
         model.zero_grad(set_to_none=True)
         model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
 
+    def noop_forward() -> None:
+        with noop_hooks():
+            forward()
+
+    def noop_forward_backward() -> None:
+        with noop_hooks():
+            forward_backward()
+
     def stats() -> None:
-        with capture(model, norms) as cap:
+        with capture(model, norms, reductions=reductions) as cap:
             forward()
         cap.result()
 
     def grads() -> None:
-        with capture(model, norms, grads=True) as cap:
+        with capture(model, norms, grads=True, reductions=reductions) as cap:
             forward_backward()
         cap.result()
 
     return {
         "bare forward": forward,
+        "no-op hooks forward": noop_forward,
         "stats": stats,
         "bare forward+backward": forward_backward,
+        "no-op hooks fwd+bwd": noop_forward_backward,
         "grads": grads,
     }
 
@@ -128,12 +159,19 @@ def report(results: dict[str, tuple[float, float]]) -> None:
             goal = GOALS[f"{run} {what}"]
             verdict = "ok" if ratio <= goal else "MISSED"
             print(f"{run + ' ' + what:<24}{ratio:>10.3f}{'<= ' + str(goal):>8}  {verdict}")
+    noop = {"stats": "no-op hooks forward", "grads": "no-op hooks fwd+bwd"}
+    for run, hooks in noop.items():
+        ratio = results[run][0] / results[hooks][0]
+        verdict = "ok" if ratio <= NOOP_GOAL else "MISSED"
+        print(f"{run + ' / no-op hooks':<24}{ratio:>10.3f}{'<= ' + str(NOOP_GOAL):>8}  {verdict}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="random:gpt2")
     parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=1, help="sequences per pass")
+    parser.add_argument("--reductions", default="auto", choices=("auto", "eager", "compiled"))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
@@ -146,12 +184,14 @@ def main() -> None:
     device = loaded.device
     generator = torch.Generator().manual_seed(0)
     vocab = loaded.model.config.vocab_size
-    ids = torch.randint(0, vocab, (1, args.tokens), generator=generator).to(device)
+    shape = (args.batch_size, args.tokens)
+    ids = torch.randint(0, vocab, shape, generator=generator).to(device)
     print(
-        f"{args.model} · {loaded.info.cls} · {args.dtype} on {device} · {args.tokens} tokens · "
+        f"{args.model} · {loaded.info.cls} · {args.dtype} on {device} · batch "
+        f"{args.batch_size} x {args.tokens} tokens · reductions {args.reductions} · "
         f"{torch.get_num_threads()} threads · torch {torch.__version__}"
     )
-    report(measure(make_runs(loaded.model, ids), device, args.repeats))
+    report(measure(make_runs(loaded.model, ids, args.reductions), device, args.repeats))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ def make_runs(
     options: CorpusOptions,
     seq_len: int,
     batches: list[torch.Tensor],
+    reductions: str = "auto",
 ) -> dict[str, Callable[[], int]]:
     """The bare forward passes over `batches` and the lninspect corpus run that makes them."""
     model, device = loaded.model, loaded.device
@@ -99,7 +100,7 @@ def make_runs(
         return sum(b.numel() for b in batches)
 
     def hooks_only() -> int:  # capture's hooks, records dropped: what aggregation adds is the rest
-        with torch.inference_mode(), capture(model, norms) as cap:
+        with torch.inference_mode(), capture(model, norms, reductions=reductions) as cap:
             for ids in batches:
                 model(input_ids=ids, use_cache=False, **extra)
                 cap.drain()
@@ -108,7 +109,8 @@ def make_runs(
     def lninspect() -> int:
         aggregator = Aggregator(norms, seq_len, device)
         reader = corpus_reader(loaded, paths, options)
-        stream(loaded, aggregator, reader.batches(seq_len, options.batch), None, lambda _: None)
+        batches = reader.batches(seq_len, options.batch)
+        stream(loaded, aggregator, batches, None, lambda _: None, reductions=reductions)
         aggregator.norm_results()
         return aggregator.tokens
 
@@ -204,6 +206,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--reductions", default="auto", choices=("auto", "eager", "compiled"))
     parser.add_argument("--peer", action="store_true", help="also time TransformerLens")
     args = parser.parse_args()
 
@@ -216,13 +219,14 @@ def main() -> None:
             torch.from_numpy(b).to(loaded.device)
             for b in corpus_reader(loaded, paths, options).batches(seq_len, options.batch)
         ]
-        runs = make_runs(loaded, paths, options, seq_len, batches)
+        runs = make_runs(loaded, paths, options, seq_len, batches, args.reductions)
         if args.peer:
             peer_folder = Path(folder) / "peer"
             runs |= peer_runs(loaded, batches, peer_folder)
         print(
             f"{args.model} · {loaded.info.cls} · {args.dtype} on {loaded.device} · "
             f"{args.sequences} sequences x {seq_len} tokens, batches of {args.batch_size} · "
+            f"reductions {args.reductions} · "
             f"{torch.get_num_threads()} threads · torch {torch.__version__}"
         )
         report(measure(runs, loaded.device, args.repeats))

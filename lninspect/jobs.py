@@ -52,7 +52,10 @@ def run_stats(options: RunOptions, spikes: SpikeOptions | None = None) -> StatsR
     """Per-token statistics of every norm (and spikes, if asked), from one forward pass."""
     prepared = prepare(options)
     model = prepared.loaded.model
-    with torch.inference_mode(), capture(model, prepared.norms, spikes=spikes) as cap:
+    with (
+        torch.inference_mode(),
+        capture(model, prepared.norms, spikes=spikes, reductions=options.reductions) as cap,
+    ):
         for ids in prepared.input_ids:
             model(input_ids=ids[None], use_cache=False)
     result = cap.result(model=prepared.loaded.info, input=prepared.input)
@@ -98,7 +101,10 @@ def run_grads(
         )
     model.zero_grad(set_to_none=True)
     losses = []
-    with torch.enable_grad(), capture(model, prepared.norms, grads=True, spikes=spikes) as cap:
+    hooked = capture(
+        model, prepared.norms, grads=True, spikes=spikes, reductions=options.reductions
+    )
+    with torch.enable_grad(), hooked as cap:
         for ids in prepared.input_ids[:, None]:  # (1, tokens): windows add up to the mean loss
             value = _loss(model(input_ids=ids, use_cache=False).logits.float(), ids, target_id)
             (value / len(prepared.input_ids)).backward()

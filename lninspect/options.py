@@ -32,6 +32,9 @@ class RunOptions:
     stride: int | None = None  # windows over the whole text, one every `stride` tokens
     device_map: str | None = None  # accelerate's device_map (model.device_map); None: `device`
     max_memory: str | None = None  # `cuda:0=20GiB,cpu=60GiB`, with device_map
+    reductions: str = (
+        "auto"  # per-token reductions: eager, compiled or auto (lninspect.hooks.fused)
+    )
 
 
 @dataclass(frozen=True)

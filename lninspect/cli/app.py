@@ -17,7 +17,7 @@ import typer
 from typer.exceptions import TyperException
 
 from lninspect import __version__
-from lninspect.cli.console import Output
+from lninspect.cli.console import Output, library_notes
 from lninspect.cli.options import (
     DEFAULT_OUT,
     BatchSizeOpt,
@@ -44,6 +44,8 @@ from lninspect.cli.options import (
     OutOpt,
     PlotOpt,
     QuietOpt,
+    ReductionsMode,
+    ReductionsOpt,
     RevisionOpt,
     SeedOpt,
     SeqLenOpt,
@@ -139,6 +141,7 @@ def stats(
     out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
     force: ForceOpt = False,
+    reductions: ReductionsOpt = ReductionsMode.auto,
     quiet: QuietOpt = False,
 ) -> None:
     """Per-token statistics of the input and output of every normalization module.
@@ -172,6 +175,7 @@ def stats(
         stride=stride,
         device_map=device_map.value if device_map else None,
         max_memory=max_memory,
+        reductions=reductions.value,
     )
     spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
     outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
@@ -234,6 +238,7 @@ def grads(
     out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
     force: ForceOpt = False,
+    reductions: ReductionsOpt = ReductionsMode.auto,
     quiet: QuietOpt = False,
 ) -> None:
     """Gradient norms on both sides of every normalization module, per token and per layer."""
@@ -253,6 +258,7 @@ def grads(
         seed=seed,
         layers=parse_layers(layers) if layers else None,
         stride=stride,
+        reductions=reductions.value,
     )
     outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
     _invoke(ctx, commands.grads, run=run, loss=loss.value, target=target, outputs=outputs)
@@ -285,6 +291,7 @@ def report(
             "--force", help="Write into a non-empty --out, replacing files of the same names."
         ),
     ] = False,
+    reductions: ReductionsOpt = ReductionsMode.auto,
     quiet: QuietOpt = False,
 ) -> None:
     """Stats, spikes and gradients in one run: every figure, the JSON and an index.html."""
@@ -302,6 +309,7 @@ def report(
         revision=revision,
         trust_remote_code=trust_remote_code,
         seed=seed,
+        reductions=reductions.value,
     )
     _invoke(
         ctx,
@@ -381,8 +389,11 @@ def placement(
 def _invoke(ctx: typer.Context, command: Callable[..., None], **request: Any) -> None:
     """Run a command; a failure becomes one red line and an exit code (--debug: traceback)."""
     debug = isinstance(ctx.obj, Settings) and ctx.obj.debug
+    outputs = request.get("outputs")
+    quiet = bool(outputs.quiet if outputs is not None else request.get("quiet", False))
     try:
-        command(**request)
+        with library_notes(Output(quiet), debug):
+            command(**request)
     except KeyboardInterrupt:
         Output().error("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console, RenderableType
 from rich.text import Text
+
+LIBRARY_LOGGER = "lninspect"  # what the library says while it runs (a compile, a fallback)
 
 
 class Output:
@@ -30,3 +36,32 @@ class Output:
     def error(self, message: str) -> None:
         # soft_wrap: one line whatever the terminal's width (the terminal may still fold it)
         self.err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
+
+
+class _NoteHandler(logging.Handler):
+    """Log records of the library as one-line notes on stderr."""
+
+    def __init__(self, output: Output, level: int) -> None:
+        super().__init__(level)
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info and record.levelno <= logging.DEBUG:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.output.note(message)
+
+
+@contextmanager
+def library_notes(output: Output, debug: bool) -> Iterator[None]:
+    """Show the library's log records as notes while a command runs (DEBUG ones with --debug)."""
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    level = logging.DEBUG if debug else logging.INFO
+    handler, before = _NoteHandler(output, level), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)

@@ -219,6 +219,22 @@ MaxMemoryOpt = Annotated[
 ]
 
 
+class ReductionsMode(str, Enum):
+    auto = "auto"
+    eager = "eager"
+    compiled = "compiled"
+
+
+ReductionsOpt = Annotated[
+    ReductionsMode,
+    typer.Option(
+        "--reductions",
+        help="Per-token reductions: compiled (one fused pass per norm, torch.compile), eager, "
+        "or auto (compiled on CUDA, eager elsewhere).",
+    ),
+]
+
+
 class Loss(str, Enum):
     ce = "ce"
     target = "target"

@@ -73,6 +73,7 @@ def run_corpus_stats(
             reader.batches(seq_len, corpus.batch, world.rank, world.size),
             spikes,
             after_batch,
+            reductions=options.reductions,
         )
         if world.distributed:
             aggregator.all_reduce()
@@ -116,6 +117,7 @@ def stream(
     batches: Iterator[np.ndarray],
     spikes: SpikeOptions | None,
     after_batch: Callable[[int], None],
+    reductions: str = "auto",
 ) -> int:
     """Run every batch through the hooked model, aggregating and forgetting its records.
 
@@ -125,7 +127,8 @@ def stream(
     model = loaded.model
     extra = forward_kwargs(model)
     tokens = 0
-    with torch.inference_mode(), capture(model, aggregator.norms, spikes=spikes) as cap:
+    hooked = capture(model, aggregator.norms, spikes=spikes, reductions=reductions)
+    with torch.inference_mode(), hooked as cap:
         for ids in batches:
             model(input_ids=to_device(ids, loaded.device), use_cache=False, **extra)
             aggregator.update(cap.drain(), ids.shape)

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
-from lninspect.hooks.reduce import gather, gather_record, token_nonfinite, token_norm, token_stats
+from lninspect.hooks.fused import Reductions
+from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spikes import collect_spikes, spike_metrics
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
@@ -51,8 +52,15 @@ PreHook = Callable[
 class _Hooks:
     """The hooks of one `capture` block and what they record, per norm and per call."""
 
-    def __init__(self, norms: Sequence[NormInfo], grads: bool, spikes: SpikeOptions | None):
+    def __init__(
+        self,
+        norms: Sequence[NormInfo],
+        grads: bool,
+        spikes: SpikeOptions | None,
+        reductions: Reductions,
+    ) -> None:
         self.norms = list(norms)
+        self.reductions = reductions
         self.grads = grads
         self.spikes = spikes
         self.active = True  # tensor hooks outlive the block on the graph: they check this
@@ -92,7 +100,7 @@ class _Hooks:
             x, y = _first_tensor(args, kwargs), _first_tensor((output,), {})
             if x is None or y is None:
                 return
-            stats = token_stats(x, y, info.eps, info.reduced_dims)
+            stats = self.reductions.stats(x, y, info.eps, info.reduced_dims)
             self.forward[info.name].append(stats)
             if self.spikes is not None:
                 rms, bias = info.kind == "rmsnorm", getattr(module, "bias", None)
@@ -119,11 +127,13 @@ class _Hooks:
         dims = info.reduced_dims
 
         def keep(key: str) -> Callable[[Tensor], None]:
+            count = key == "grad_output"  # the non-finite count of dL/dy rides along
+
             def on_grad(g: Tensor) -> None:
                 if self.active and g is not None:
-                    call[key] = token_norm(g, dims)
-                    if key == "grad_output":
-                        call["grad_output_nonfinite"] = token_nonfinite(g, dims)
+                    call[key], nonfinite = self.reductions.grad(g, dims, count)
+                    if nonfinite is not None:
+                        call["grad_output_nonfinite"] = nonfinite
 
             return on_grad
 
@@ -236,15 +246,18 @@ def capture(
     grads: bool = False,
     spikes: SpikeOptions | None = None,
     eval_mode: bool = True,
+    reductions: str = "auto",
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
     `grads=True` also records gradient norms in the backward passes run inside the block;
     `spikes` also records spike and order metrics (lninspect.hooks.spikes).
     `eval_mode=True` switches off dropout while capturing; the flags are restored on exit.
+    `reductions`: "eager", "compiled" (one fused pass per norm, lninspect.hooks.fused) or
+    "auto" (compiled on CUDA, eager elsewhere).
     """
     norms = find_norms(model) if norms is None else list(norms)
-    hooks = _Hooks(norms, grads, spikes)
+    hooks = _Hooks(norms, grads, spikes, Reductions(reductions))
     training = {m: m.training for m in model.modules()}
     handles = [model.register_forward_pre_hook(hooks.count_pass)]
     try:

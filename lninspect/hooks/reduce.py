@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -75,17 +76,15 @@ def gather_record(records: list[dict[str, Tensor]]) -> dict[str, np.ndarray]:
 
 
 def gather(tensors: list[Tensor]) -> np.ndarray:
-    """Concatenate along axis 0, padding shorter token axes (NaN, or -1 for indices)."""
-    arrays = [t.cpu().numpy() for t in tensors]
-    if len(arrays) == 1:
-        return arrays[0]
-    if arrays[0].ndim >= 2 and len({a.shape[1:] for a in arrays}) > 1:
-        width = max(a.shape[1] for a in arrays)
-        fill = -1 if arrays[0].dtype.kind == "i" else np.nan
-        arrays = [
-            np.pad(
-                a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=fill
-            )
-            for a in arrays
+    """Concatenate along axis 0 on the device, then copy to the CPU once.
+
+    Shorter token axes (axis 1) are padded with NaN, or -1 for integer indices and counts.
+    """
+    if len(tensors) > 1 and tensors[0].ndim >= 2 and len({t.shape[1:] for t in tensors}) > 1:
+        width = max(t.shape[1] for t in tensors)
+        fill = float("nan") if tensors[0].is_floating_point() else -1
+        tensors = [
+            F.pad(t, [0, 0] * (t.ndim - 2) + [0, width - t.shape[1]], value=fill) for t in tensors
         ]
-    return np.concatenate(arrays, axis=0)
+    joined = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
+    return joined.cpu().numpy()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every GPU check of lninspect in one run, for a session that is lent an accelerator:
+#   PYTHONPATH=$PWD bash benchmarks/gpu.sh > gpu.log 2>&1     (about 8 minutes on an H200)
+# 1. exactness on CUDA against the CPU and float64 (float32 and bfloat16);
+# 2. capture overhead against the bare model (and hooks that do nothing), bf16, 1024 tokens,
+#    batch 1 and 16, gpt2 and gpt2-xl (random weights), compiled and eager reductions;
+# 3. corpus throughput of `stats --file`, bf16, 16 x 1024.
+# docs/performance.md's GPU section is written from its output.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+echo "== exactness"
+$PY benchmarks/device_check.py --device cuda
+for model in random:gpt2 random:gpt2-xl; do
+  for batch in 1 16; do
+    echo "== overhead $model bf16 batch $batch"
+    $PY benchmarks/overhead.py --model "$model" --device cuda --dtype bfloat16 \
+        --batch-size "$batch" --repeats 7
+  done
+done
+echo "== overhead random:gpt2 bf16 batch 16, eager reductions (the cost before fusing)"
+$PY benchmarks/overhead.py --model random:gpt2 --device cuda --dtype bfloat16 --batch-size 16 \
+    --repeats 5 --reductions eager
+echo "== throughput"
+$PY benchmarks/throughput.py --device cuda --dtype bfloat16 --seq-len 1024 --batch-size 16 \
+    --sequences 128 --repeats 3

@@ -1,0 +1,136 @@
+"""The fused per-token reductions (lninspect.hooks.fused) against the eager ones and float64.
+
+The formulas are checked without compiling (cheap); one test compiles them on the CPU, as
+inductor does on a GPU, for forward and backward and two token counts (one compile each:
+the token axis is dynamic). Where CUDA is present the same comparison runs there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from lninspect import capture
+from lninspect.hooks import fused
+from lninspect.hooks.fused import STAT_KEYS, Reductions, fused_grad, fused_stats
+from lninspect.hooks.reduce import token_nonfinite, token_norm, token_stats
+
+RTOL = 1e-5
+
+
+def close(got: np.ndarray, want: np.ndarray, rtol: float = RTOL) -> bool:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)) < rtol
+
+
+def reference(x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, np.ndarray]:
+    """Every statistic in float64, from its definition."""
+    x64, y64 = x.double(), y.double()
+    mean, var = x64.mean(-1), x64.var(-1, correction=0)
+    return {
+        "mean": mean.numpy(),
+        "std": (var + eps).sqrt().numpy(),
+        "rms": (x64.square().mean(-1) + eps).sqrt().numpy(),
+        "absmax": x64.abs().amax(-1).numpy(),
+        "absmax_dim": x64.abs().argmax(-1).numpy(),
+        "out_mean": y64.mean(-1).numpy(),
+        "out_std": y64.std(-1, correction=0).numpy(),
+        "nonfinite": (~torch.isfinite(x)).sum(-1).numpy(),
+    }
+
+
+def test_fused_formulas_equal_float64_and_the_eager_reductions():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 96, generator=generator) * 3 + 1.5
+    x[4, 17] = 250.0  # a spike: absmax and its dimension
+    y = torch.randn(37, 96, generator=generator)
+    want = reference(x, y, 1e-5)
+    fused_values = dict(zip(STAT_KEYS, fused_stats(x, y, 1e-5), strict=True))
+    eager = token_stats(x, y, 1e-5)
+    for key in STAT_KEYS:
+        assert close(fused_values[key], want[key]), key
+        assert close(eager[key], want[key]), key
+    norm, nonfinite = fused_grad(x)
+    assert close(norm, x.double().norm(dim=-1).numpy())
+    assert torch.equal(nonfinite, token_nonfinite(x))
+
+
+def test_fused_counts_nonfinite_entries():
+    x = torch.ones(3, 8)
+    x[0, 1], x[0, 2], x[2, 7] = float("nan"), float("inf"), float("-inf")
+    *_, nonfinite = fused_stats(x, x, 1e-5)
+    assert nonfinite.tolist() == [2, 0, 1]
+    assert fused_grad(x)[1].tolist() == [2, 0, 1]
+
+
+def test_fused_reads_bfloat16_without_losing_the_float32_statistics():
+    x = (torch.randn(20, 64) * 4).to(torch.bfloat16)
+    want = reference(x.float(), x.float(), 1e-5)  # float32 statistics of the same bf16 values
+    got = dict(zip(STAT_KEYS, fused_stats(x, x, 1e-5), strict=True))
+    for key in ("mean", "std", "rms", "absmax", "out_mean", "out_std"):
+        assert got[key].dtype == torch.float32
+        assert close(got[key], want[key]), key
+
+
+def compare_paths(model: torch.nn.Module, device: str, lengths: tuple[int, ...]) -> None:
+    """capture() with compiled reductions equals eager capture, forward and backward."""
+    model = model.to(device)
+    results = {}
+    for mode in ("eager", "compiled"):
+        with capture(model, grads=True, reductions=mode) as cap:
+            for tokens in lengths:
+                ids = torch.arange(tokens, device=device)[None] % 300
+                model(ids, labels=ids).loss.backward()
+        results[mode] = cap.result()
+    for eager, compiled in zip(results["eager"].norms, results["compiled"].norms, strict=True):
+        for side in ("input", "output", "grad"):
+            for key, value in vars(getattr(eager, side)).items():
+                other = getattr(getattr(compiled, side), key)
+                if value is None:
+                    assert other is None
+                elif value.dtype.kind in "iu":
+                    np.testing.assert_array_equal(other, value, err_msg=f"{side}.{key}")
+                else:
+                    finite = np.isfinite(value)
+                    assert np.array_equal(finite, np.isfinite(other))
+                    assert close(other[finite], value[finite]), f"{eager.name} {side}.{key}"
+
+
+def test_compiled_capture_equals_eager_on_the_cpu(tiny_model):
+    torch._dynamo.reset()
+    compare_paths(tiny_model, "cpu", lengths=(7, 12))  # two token counts, one compile each
+    assert not fused._COMPILED.failed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_capture_equals_eager_on_cuda(tiny_model):
+    compare_paths(tiny_model, "cuda", lengths=(7, 12, 64))
+
+
+def test_a_compiler_failure_falls_back_to_eager(monkeypatch, caplog):
+    monkeypatch.setattr(fused, "_COMPILED", fused._Compiled())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x = torch.randn(2, 5, 16)
+    with caplog.at_level(logging.DEBUG, logger="lninspect"):
+        got = Reductions("compiled").stats(x, x, 1e-5, 1)
+    assert fused._COMPILED.failed
+    assert "using eager ones" in caplog.text and "no compiler here" in caplog.text
+    want = token_stats(x, x, 1e-5)
+    for key in STAT_KEYS:
+        assert torch.equal(got[key], want[key])
+    norm, count = Reductions("compiled").grad(x, 1, count=False)
+    assert torch.equal(norm, token_norm(x)) and count is None
+
+
+def test_auto_compiles_on_cuda_only():
+    assert not Reductions("auto").compiled_on(torch.device("cpu"))
+    assert Reductions("compiled").compiled_on(torch.device("cpu")) != fused._COMPILED.failed
+    with pytest.raises(ValueError):
+        Reductions("fast")
