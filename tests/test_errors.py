@@ -480,14 +480,14 @@ def test_ctrl_c_mid_run_exits_130_and_leaves_no_file(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from lninspect import files
-    from lninspect.hooks import capture as hooks
+    from lninspect.hooks.fused import Reductions
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     target = tmp_path / "stats.json"
     with monkeypatch.context() as patch:
-        patch.setattr(hooks, "token_stats", interrupt)  # inside the model's forward pass
+        patch.setattr(Reductions, "stats", interrupt)  # inside the model's forward pass
         result = invoke(
             "stats",
             tiny_model_dir,
