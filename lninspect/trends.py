@@ -1,9 +1,11 @@
 """Numbers over training: a captured step reduced to a log record, and a log read back as
 per-norm series, jumps and spikes for the tables and figures of `lninspect run`. No torch.
 
-A jump: a statistic of a norm (median input std, median gradient scale, max |x|) whose value
-at a recorded step is at least JUMP_FACTOR times, or at most 1 / JUMP_FACTOR times, the median
-of its values at the JUMP_WINDOW recorded steps before it.
+A jump: a statistic of a norm (median input std, median gradient scale, max |x|) that, from
+one recorded step to the next, grows or shrinks by JUMP_FACTOR or more, and by JUMP_CONTRAST
+times more (in log scale) than the median change over the JUMP_WINDOW recorded steps before.
+So a steady trend, even a fast one (the residual stream's growth early in training), is no
+jump; a sudden break from it is.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lninspect.summary import nan_quantiles
 
 JUMP_FACTOR = 2.0
 JUMP_WINDOW = 5
+JUMP_CONTRAST = 3.0
 
 # From a captured step to a record ------------------------------------------------------------
 
@@ -173,13 +176,13 @@ def losses(log: WatchLog) -> np.ndarray:
 
 @dataclass
 class Jump:
-    """A statistic of a norm that changed by JUMP_FACTOR or more against its recent median."""
+    """A statistic of a norm that changed suddenly between two recorded steps (see above)."""
 
     step: int
     name: str
     statistic: str  # a key of STATISTICS
-    before: float  # the median of the JUMP_WINDOW recorded values before
-    after: float  # the value at `step`
+    before: float  # its value at the recorded step before
+    after: float  # its value at `step`
 
     @property
     def factor(self) -> float:
@@ -193,15 +196,16 @@ def jumps(log: WatchLog, factor: float = JUMP_FACTOR, window: int = JUMP_WINDOW)
     for s in norm_series(log):
         for key in STATISTICS:
             values = getattr(s, key)
-            for i in range(1, len(values)):
-                recent = values[max(0, i - window) : i]
-                recent = recent[np.isfinite(recent) & (recent > 0)]
-                now = values[i]
-                if not recent.size or not (np.isfinite(now) and now > 0):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                changes = np.abs(np.log(values[1:] / values[:-1]))  # NaN where not both > 0
+            for i in range(1, len(changes)):
+                recent = changes[max(0, i - window) : i]
+                recent = recent[np.isfinite(recent)]
+                change = changes[i]
+                if not recent.size or not np.isfinite(change) or change < math.log(factor):
                     continue
-                before = float(np.median(recent))
-                if now >= factor * before or now * factor <= before:
-                    found.append(Jump(steps[i], s.name, key, before, float(now)))
+                if change >= JUMP_CONTRAST * float(np.median(recent)):
+                    found.append(Jump(steps[i + 1], s.name, key, values[i], values[i + 1]))
     return sorted(found, key=lambda j: -abs(math.log(j.factor)))
 
 
