@@ -3,7 +3,7 @@
     .venv/bin/python examples/train_watch.py                       # 300 steps, ~3 min, 2 cores
     .venv/bin/lninspect run runs/watch-example --plot --out runs/watch-example/figures
 
-A pre-LN GPT (lninspect/placement/refgpt.py: 6 layers, width 128, GPT-2's initialization)
+A pre-LN GPT (lninspect/placement/refgpt.py: 6 layers, width 96, GPT-2's initialization)
 learns next-token prediction on the Python documentation bundled with lninspect
 (lninspect/bundled/text), tokenized by the bundled model's tokenizer. Every `--every` steps
 the watcher records, from that training step's own forward and backward, every norm's input
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--d-model", type=int, default=96)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--probe", action="store_true", help="record a fixed held-out probe")
@@ -75,6 +75,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     tokenizer = AutoTokenizer.from_pretrained(BUNDLED_DIR / "tiny")
+    tokenizer.model_max_length = 1 << 30  # documents are cut into windows below, not here
     train, held_out = token_stream(tokenizer)
     config = RefGPTConfig(
         vocab_size=len(tokenizer),

@@ -261,7 +261,14 @@ def grads(
 @app.command()
 def report(
     ctx: typer.Context,
-    model: ModelArg = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The model (see `stats`); several (a revision as id@revision) make one page "
+            "with them side by side and their comparison.",
+            show_default=False,
+        ),
+    ] = None,
     text: TextOpt = None,
     file: FileOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -287,12 +294,20 @@ def report(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stats, spikes and gradients in one run: every figure, the JSON and an index.html."""
+    """Stats, spikes and gradients in one run: every figure, the JSON and an index.html.
+
+    Several models: each one's figures side by side on one page, with their comparison
+    (as `lninspect compare`; the loss is then next-token cross-entropy).
+    """
     from lninspect.cli import commands
 
     check_target(loss, target)
+    if models and len(models) > 1 and (loss != Loss.ce or revision):
+        raise typer.BadParameter(
+            "several models take neither --loss target nor --revision (write id@revision)"
+        )
     run = RunOptions(
-        model=model,
+        model=models[0] if models else None,
         text=text,
         file=file,
         encoding=encoding,
@@ -303,6 +318,18 @@ def report(
         trust_remote_code=trust_remote_code,
         seed=seed,
     )
+    if models and len(models) > 1:
+        _invoke(
+            ctx,
+            commands.compare_report,
+            models=list(models),
+            run=run,
+            spikes=SpikeOptions(z=spike_z, top_k=top_k),
+            folder=out_dir,
+            force=force,
+            quiet=quiet,
+        )
+        return
     _invoke(
         ctx,
         commands.report,

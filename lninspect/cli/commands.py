@@ -168,6 +168,33 @@ def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: O
     )
 
 
+def compare_report(
+    models: list[str],
+    run: RunOptions,
+    spikes: SpikeOptions,
+    folder: Path,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """`lninspect report A B ...`: every model's report and their comparison on one page."""
+    from lninspect.comparison import compare_results
+    from lninspect.monitor.compare import run_models
+    from lninspect.render.compare_report import INDEX_HTML, write_compare_report
+    from lninspect.render.compare_tables import differences_table, models_table
+    from lninspect.render.report import check_report_folder
+
+    check_report_folder(folder, force)
+    out = Output(quiet)
+    results = run_models(models, run, spikes, lambda spec: out.note(f"running {spec}"))
+    compared = compare_results(results, models)
+    for note in compared.notes:
+        out.note(note)
+    paths = write_compare_report(results, compared, folder)
+    out.show(models_table(compared))
+    out.show(differences_table(compared))
+    out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
+
+
 def _publish(
     outputs: Outputs,
     result: Any,

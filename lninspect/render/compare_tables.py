@@ -55,6 +55,7 @@ def differences_table(result: CompareResult) -> Table:
         title=f"largest differences from A ({len(result.differences)} kept)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
         caption=(
             "std, scale: medians over tokens (std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|); "
             "max|x|: the largest over tokens"

@@ -43,6 +43,7 @@ def run_table(log: WatchLog) -> Table:
         title=run_header(log),
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
         caption=(
             "std, scale: medians over the tokens of the first and last recorded steps "
             "(std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|). max|x|: the largest over "
@@ -86,6 +87,7 @@ def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -
         ),
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     for column, right in (
         ("step", True),
