@@ -23,8 +23,8 @@ import torch
 from transformers import AutoTokenizer
 
 import lninspect
-from lninspect.model.text import training_documents
 from lninspect.model.sources import BUNDLED_DIR
+from lninspect.model.text import training_documents
 from lninspect.placement.experiment import initialize
 from lninspect.placement.refgpt import GPT, RefGPTConfig
 

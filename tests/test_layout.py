@@ -18,7 +18,8 @@ PACKAGE = Path(lninspect.__file__).parent
 DOCS = Path(__file__).parents[1] / "docs"
 GOLDEN = Path(__file__).parent / "golden"
 # The torch side: loading, discovery, capture, the corpus and placement runs, the watcher of
-# training runs and the compare job, and jobs.py, which ties them together for one text. Everything else must import without torch.
+# training runs and the compare job, and jobs.py, which ties them together for one text.
+# Everything else must import without torch.
 TORCH_SIDE = ("model", "norms", "hooks", "corpus", "placement", "monitor", "jobs.py")
 
 
