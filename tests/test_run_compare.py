@@ -227,3 +227,22 @@ def test_report_of_two_models_is_one_page(checkpoints: list[Path], tmp_path: Pat
 )
 def test_revision_in_the_spec(spec: str, expected: tuple[str, str | None]):
     assert split_revision(spec) == expected
+
+
+def test_example_script_trains_and_its_log_reads_back(tmp_path: Path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "examples" / "train_watch.py"
+    args = ["--steps", "5", "--every", "2", "--layers", "2", "--d-model", "32", "--seq-len", "32"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--batch", "2", "--log-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    log = read_log(tmp_path)
+    assert log.steps == [0, 2, 4] and all(r.tokens == 2 * 32 for r in log.records)
+    assert all(math.isfinite(r.loss) and r.lr > 0 for r in log.records)
