@@ -137,8 +137,11 @@ def plot_series_panels(
             ax.set_yscale("log")
             if dims:
                 _mark_dims(ax, drawn, steps)
-            if any(s.layer is None for s in drawn):
-                ax.legend(fontsize="small", loc="upper left")
+            names = [s.name for s in drawn if s.layer is None]
+            if len(names) == 1:  # named in the title: no legend to hide the line
+                title = f"{title}: {names[0]}"
+            elif names:
+                ax.legend(fontsize="small", loc="best")
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -161,9 +164,11 @@ def _mark_dims(ax: Axes, rows: list[NormSeries], steps: np.ndarray) -> None:
             f"dim {s.absmax_dim[i]}",
             (steps[i], s.absmax[i]),
             textcoords="offset points",
-            xytext=(0, 5),
-            ha="center",
+            xytext=(10, -26),  # below and right of the peak: inside the axes, off the title
+            ha="left",
             fontsize="small",
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.8},
         )
 
 
@@ -197,13 +202,13 @@ def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
         )
         for s in marked:
             ax.axvline(s, color="tab:red", alpha=0.15, linewidth=1)
-    else:
+    else:  # bottom left: the loss starts high on the left and falls, the legend is top right
         ax.text(
-            0.99,
-            0.97,
-            f"no statistic jumped by ×{JUMP_FACTOR:g}",
-            ha="right",
-            va="top",
+            0.01,
+            0.03,
+            f"no statistic jumped by ×{JUMP_FACTOR:g} (docs/training.md)",
+            ha="left",
+            va="bottom",
             transform=ax.transAxes,
             color="grey",
         )
