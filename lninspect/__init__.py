@@ -7,6 +7,9 @@ The Python API, for notebooks and scripts:
         model(input_ids)
     result = cap.result()          # lninspect.results.StatsResult
 
+    with lninspect.watch(model, every=50, log_dir="runs/a") as w:   # a training loop
+        ...; w.step(loss=loss)     # once per optimizer step (docs/training.md)
+
 `import lninspect` stays light: torch is imported on first use of the API.
 """
 
@@ -15,10 +18,20 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["capture", "find_norms", "SpikeOptions", "StatsResult", "LninspectError"]
+__all__ = [
+    "capture",
+    "watch",
+    "WatchCallback",
+    "find_norms",
+    "SpikeOptions",
+    "StatsResult",
+    "LninspectError",
+]
 
 _API = {
     "capture": "lninspect.hooks.capture",
+    "watch": "lninspect.monitor.watcher",
+    "WatchCallback": "lninspect.monitor.trainer",
     "find_norms": "lninspect.norms.discovery",
     "SpikeOptions": "lninspect.options",
     "StatsResult": "lninspect.results",

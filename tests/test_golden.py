@@ -30,6 +30,7 @@ CASES = {
     "stats": ["stats", "tiny", "--text", TEXT, "--spikes"],
     "grads": ["grads", "tiny", "--text", TEXT],
     "norms": ["norms", "tiny"],
+    "compare": ["compare", "tiny", "tiny", "--text", TEXT],
     "corpus": [
         "stats",
         "tiny",

@@ -17,9 +17,10 @@ from lninspect.roles import PLACEMENTS, ROLES
 PACKAGE = Path(lninspect.__file__).parent
 DOCS = Path(__file__).parents[1] / "docs"
 GOLDEN = Path(__file__).parent / "golden"
-# The torch side: loading, discovery, capture, the corpus and placement runs, and jobs.py,
-# which ties them together for one text. Everything else must import without torch.
-TORCH_SIDE = ("model", "norms", "hooks", "corpus", "placement", "jobs.py")
+# The torch side: loading, discovery, capture, the corpus and placement runs, the watcher of
+# training runs and the compare job, and jobs.py, which ties them together for one text.
+# Everything else must import without torch.
+TORCH_SIDE = ("model", "norms", "hooks", "corpus", "placement", "monitor", "jobs.py")
 
 
 def modules(torch_side: bool) -> list[str]:

@@ -267,7 +267,14 @@ def grads(
 @app.command()
 def report(
     ctx: typer.Context,
-    model: ModelArg = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The model (see `stats`); several (a revision as id@revision) make one page "
+            "with them side by side and their comparison.",
+            show_default=False,
+        ),
+    ] = None,
     text: TextOpt = None,
     file: FileOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -294,12 +301,20 @@ def report(
     reductions: ReductionsOpt = ReductionsMode.auto,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stats, spikes and gradients in one run: every figure, the JSON and an index.html."""
+    """Stats, spikes and gradients in one run: every figure, the JSON and an index.html.
+
+    Several models: each one's figures side by side on one page, with their comparison
+    (as `lninspect compare`; the loss is then next-token cross-entropy).
+    """
     from lninspect.cli import commands
 
     check_target(loss, target)
+    if models and len(models) > 1 and (loss != Loss.ce or revision):
+        raise typer.BadParameter(
+            "several models take neither --loss target nor --revision (write id@revision)"
+        )
     run = RunOptions(
-        model=model,
+        model=models[0] if models else None,
         text=text,
         file=file,
         encoding=encoding,
@@ -311,6 +326,18 @@ def report(
         seed=seed,
         reductions=reductions.value,
     )
+    if models and len(models) > 1:
+        _invoke(
+            ctx,
+            commands.compare_report,
+            models=list(models),
+            run=run,
+            spikes=SpikeOptions(z=spike_z, top_k=top_k),
+            folder=out_dir,
+            force=force,
+            quiet=quiet,
+        )
+        return
     _invoke(
         ctx,
         commands.report,
@@ -384,6 +411,101 @@ def placement(
     )
     outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
     _invoke(ctx, commands.placement, config=config, text=text, outputs=outputs)
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more models: hub ids (a revision as id@revision), local "
+            "directories, random:ARCH or tiny. The first is the reference, A.",
+            show_default=False,
+        ),
+    ],
+    text: TextOpt = None,
+    file: FileOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    max_tokens: MaxTokensOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DTypeOpt = DType.float32,
+    trust_remote_code: TrustOpt = False,
+    seed: SeedOpt = 0,
+    spike_z: SpikeZOpt = 6.0,
+    plot: PlotOpt = False,
+    out_dir: OutOpt = DEFAULT_OUT,
+    json: JsonOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Several models or checkpoints on one text: norm by norm, their largest differences.
+
+    With the same tokenizer the models are compared token by token on the same tokens;
+    otherwise per layer, norms matched by role and relative depth (the output says which).
+    """
+    from lninspect.cli import commands
+
+    if len(models) < 2:
+        raise typer.BadParameter("give at least two models to compare", param_hint="'MODELS'")
+    run = RunOptions(
+        text=text,
+        file=file,
+        encoding=encoding,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype.value,
+        trust_remote_code=trust_remote_code,
+        seed=seed,
+    )
+    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
+    _invoke(
+        ctx,
+        commands.compare,
+        models=list(models),
+        run=run,
+        spikes=SpikeOptions(z=spike_z),
+        outputs=outputs,
+    )
+
+
+@app.command("run")
+def run_command(
+    ctx: typer.Context,
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="The JSONL log of lninspect.watch, or the log_dir that holds it.",
+            show_default=False,
+        ),
+    ],
+    jump: Annotated[
+        float,
+        typer.Option(
+            callback=_check_factor,
+            help="A statistic jumps when it grows or shrinks this many times against its "
+            "recent median.",
+        ),
+    ] = 2.0,
+    plot: PlotOpt = False,
+    out_dir: OutOpt = DEFAULT_OUT,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Read back a watched training run: norms over steps, jumps, spikes (docs/training.md).
+
+    Works on a log that is still being written (its partial last line is left out).
+    """
+    from lninspect.cli import commands
+
+    outputs = commands.Outputs(None, out_dir if plot else None, force, quiet)
+    _invoke(ctx, commands.run_log, log=log, jump=jump, outputs=outputs)
+
+
+def _check_factor(value: float) -> float:
+    if not value > 1:
+        raise typer.BadParameter(f"{value} is not a factor above 1")
+    return value
 
 
 def _invoke(ctx: typer.Context, command: Callable[..., None], **request: Any) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import RenderableType
 
 from lninspect.cli.console import Output
+from lninspect.errors import LninspectError
 from lninspect.files import STDOUT, check_folder, check_target, make_folder, write_json
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 
@@ -128,6 +129,69 @@ def report(
         out.note(note)
     paths = write_report(result, folder)
     out.show(summary_table(result))
+    out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
+
+
+def run_log(log: Path, jump: float, outputs: Outputs) -> None:
+    """`lninspect run`: a watched run's log read back (also while it is being written)."""
+    from lninspect.render.run_plots import RUN_FIGURES, save_run_figures
+    from lninspect.render.run_tables import jumps_table, run_table
+    from lninspect.results.watch import read_log
+    from lninspect.trends import jumps
+
+    outputs.check(RUN_FIGURES)
+    found = read_log(log)
+    out = outputs.console()
+    if found.partial_line:
+        out.note(f"{found.path}: the last line is still being written; left out")
+    if not found.records:
+        raise LninspectError(f"log '{found.path}' holds no complete record yet")
+    changes = jumps(found, factor=jump)
+    out.show(run_table(found))
+    out.show(jumps_table(found, changes, factor=jump))
+    if outputs.figures is not None:
+        for path in save_run_figures(found, changes, make_folder(outputs.figures)):
+            out.note(f"wrote {path}")
+
+
+def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: Outputs) -> None:
+    """`lninspect compare`: several models or checkpoints on one text, norm by norm."""
+    from lninspect.monitor.compare import run_compare
+    from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
+    from lninspect.render.compare_tables import differences_table, models_table
+
+    outputs.check(COMPARE_FIGURES)
+    out = outputs.console()
+    result = run_compare(models, run, spikes, lambda spec: out.note(f"running {spec}"))
+    _publish(
+        outputs, result, [models_table(result), differences_table(result)], save_compare_figures
+    )
+
+
+def compare_report(
+    models: list[str],
+    run: RunOptions,
+    spikes: SpikeOptions,
+    folder: Path,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """`lninspect report A B ...`: every model's report and their comparison on one page."""
+    from lninspect.comparison import compare_results
+    from lninspect.monitor.compare import run_models
+    from lninspect.render.compare_report import INDEX_HTML, write_compare_report
+    from lninspect.render.compare_tables import differences_table, models_table
+    from lninspect.render.report import check_report_folder
+
+    check_report_folder(folder, force)
+    out = Output(quiet)
+    results = run_models(models, run, spikes, lambda spec: out.note(f"running {spec}"))
+    compared = compare_results(results, models)
+    for note in compared.notes:
+        out.note(note)
+    paths = write_compare_report(results, compared, folder)
+    out.show(models_table(compared))
+    out.show(differences_table(compared))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
 

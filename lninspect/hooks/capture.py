@@ -10,6 +10,11 @@ tensor hooks on the tensors of that call, so the backward pass records per-token
 norms: dL/dy at the output, dL/dx through the norm alone (through an alias of x that only
 the norm sees) and dL/dx in total (x itself: the residual stream in a pre-LN block).
 Every hook is removed on exit, also on error, and the modules' train/eval flags are restored.
+
+For training runs (lninspect.monitor): `Capture.pause()` / `resume()` stop and restart the
+recording of a live block, and `skip_recompute=True` counts each norm once per forward pass
+of the model under gradient checkpointing, whose re-run of a block during backward fires
+the norms' hooks a second time.
 """
 
 from __future__ import annotations
@@ -58,12 +63,17 @@ class _Hooks:
         grads: bool,
         spikes: SpikeOptions | None,
         reductions: Reductions,
+        skip_recompute: bool = False,
     ) -> None:
         self.norms = list(norms)
         self.reductions = reductions
         self.grads = grads
         self.spikes = spikes
         self.active = True  # tensor hooks outlive the block on the graph: they check this
+        self.recording = True  # False while paused: the module hooks return at once
+        self.skip_recompute = skip_recompute
+        self.in_forward = False  # inside the root module's forward (not a checkpoint re-run)
+        self.armed: set[str] = set()  # norms whose gradient hooks are armed in this pass
         self.passes = 0  # forward passes of the root module
         self.forward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
         self.backward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
@@ -71,7 +81,21 @@ class _Hooks:
         self.pending_inputs: dict[str, Tensor] = {}
 
     def count_pass(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        self.passes += 1
+        if self.recording:
+            self.passes += 1
+        self.in_forward, self.armed = True, set()
+
+    def end_pass(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.in_forward = False
+
+    def recompute(self, info: NormInfo) -> bool:
+        """Whether this call re-runs a checkpointed block during backward (skip_recompute).
+
+        The re-run happens after the root module's forward has returned. Its forward
+        statistics repeat the first call's; it only arms the gradient hooks when the first
+        call could not (reentrant checkpointing runs the first forward without grad).
+        """
+        return self.skip_recompute and not self.in_forward
 
     def alias_input(self, info: NormInfo) -> PreHook:
         """Forward pre-hook: give the norm its own alias of x, so dL/dx through it is separable."""
@@ -79,6 +103,8 @@ class _Hooks:
         def hook(
             module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+            if not self.recording or (self.recompute(info) and info.name in self.armed):
+                return None
             found = _first_tensor_slot(args, kwargs)
             if found is None or not found[2].requires_grad:
                 return None
@@ -97,8 +123,15 @@ class _Hooks:
         """Forward hook: reduce x and y to per-token statistics; arm the gradient hooks."""
 
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any):
+            if not self.recording:
+                return
             x, y = _first_tensor(args, kwargs), _first_tensor((output,), {})
             if x is None or y is None:
+                return
+            if self.recompute(info):
+                original = self.pending_inputs.pop(info.name, None)
+                if self.grads and y.requires_grad and info.name not in self.armed:
+                    self._arm_backward(info, x, y, original)
                 return
             stats = self.reductions.stats(x, y, info.eps, info.reduced_dims)
             self.forward[info.name].append(stats)
@@ -122,6 +155,7 @@ class _Hooks:
         return hook
 
     def _arm_backward(self, info: NormInfo, x: Tensor, y: Tensor, original: Tensor | None):
+        self.armed.add(info.name)
         call: Record = {}
         self.backward[info.name].append(call)
         dims = info.reduced_dims
@@ -152,8 +186,19 @@ class Capture:
 
     @property
     def passes(self) -> int:
-        """Forward passes of the model so far inside the block."""
+        """Forward passes of the model so far inside the block (not counting paused ones)."""
         return self._hooks.passes
+
+    def pause(self) -> None:
+        """Record nothing until `resume()`: the hooks stay attached and return at once.
+
+        Gradient hooks armed by a pass recorded before the pause still record its backward.
+        """
+        self._hooks.recording = False
+
+    def resume(self) -> None:
+        """Record again after `pause()`."""
+        self._hooks.recording = True
 
     def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
         """Gather the recorded statistics to the CPU as a StatsResult."""
@@ -247,6 +292,7 @@ def capture(
     spikes: SpikeOptions | None = None,
     eval_mode: bool = True,
     reductions: str = "auto",
+    skip_recompute: bool = False,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -255,11 +301,16 @@ def capture(
     `eval_mode=True` switches off dropout while capturing; the flags are restored on exit.
     `reductions`: "eager", "compiled" (one fused pass per norm, lninspect.hooks.fused) or
     "auto" (compiled on CUDA, eager elsewhere).
+    `skip_recompute=True` records each norm once per forward pass of `model` under gradient
+    checkpointing (calls after the root's forward returned are re-runs: see `recompute`).
     """
     norms = find_norms(model) if norms is None else list(norms)
-    hooks = _Hooks(norms, grads, spikes, Reductions(reductions))
+    hooks = _Hooks(norms, grads, spikes, Reductions(reductions), skip_recompute)
     training = {m: m.training for m in model.modules()}
-    handles = [model.register_forward_pre_hook(hooks.count_pass)]
+    handles = [
+        model.register_forward_pre_hook(hooks.count_pass),
+        model.register_forward_hook(hooks.end_pass, always_call=True),
+    ]
     try:
         if eval_mode:
             model.eval()

@@ -1,0 +1,178 @@
+"""Several models' results on one text made comparable: norms matched across models, the
+numbers of each, and the largest differences (lninspect.results.compare). No torch.
+
+Matching (said in the result and in every output): by module name when every model has the
+same norms (checkpoints of one model, a base model and its fine-tune), otherwise by role and
+relative depth. Values per token are compared only when every model saw the same token ids.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from lninspect.results import GradsResult, NormStats
+from lninspect.results.compare import (
+    ComparedModel,
+    CompareResult,
+    Difference,
+    MatchedRow,
+    NormValues,
+)
+from lninspect.summary import nan_median, token_row
+from lninspect.trends import float32_digits
+
+ROW_STATISTICS = ("input_std", "grad_scale", "absmax")
+MAX_DIFFERENCES = 50
+
+
+def relative_depth(norm: NormStats, layers: int | None) -> float:
+    """layer / (layers - 1); an embedding norm sits at 0, a final (or other outside) one at 1."""
+    if norm.layer is None:
+        return 0.0 if norm.role == "embed" else 1.0
+    return norm.layer / (layers - 1) if layers and layers > 1 else 0.0
+
+
+def _layers(result: GradsResult) -> int | None:
+    layers = [n.layer for n in result.norms if n.layer is not None]
+    return result.model.num_layers or (max(layers) + 1 if layers else None)
+
+
+def norm_values(result: GradsResult, norm: NormStats, per_token: bool) -> NormValues:
+    spikes = [abs(s.z) for s in norm.spikes or [] if math.isfinite(s.z)]
+    absmax = np.asarray(norm.input.absmax, dtype=np.float64).ravel()
+    finite = np.isfinite(absmax)
+    where = int(np.argmax(np.where(finite, absmax, -np.inf))) if finite.any() else 0
+    return NormValues(
+        name=norm.name,
+        layer=norm.layer,
+        depth=relative_depth(norm, _layers(result)),
+        input_std=float32_digits(nan_median(norm.denominator)),
+        grad_scale=float32_digits(nan_median(norm.grad.scale)) if norm.grad else math.nan,
+        absmax=float32_digits(float(absmax[where])) if finite.any() else math.nan,
+        absmax_dim=int(np.ravel(norm.input.absmax_dim)[where]) if finite.any() else -1,
+        spike_z=float32_digits(max(spikes)) if spikes else math.nan,
+        tokens=[float32_digits(v) for v in token_row(norm.denominator)] if per_token else None,
+    )
+
+
+def match_rows(results: Sequence[GradsResult]) -> tuple[list[list[NormStats]], str]:
+    """Per norm of the first model, the matched norm of every model; and how they matched."""
+    names = [[n.name for n in r.norms] for r in results]
+    if all(n == names[0] for n in names):
+        return [[r.norms[i] for r in results] for i in range(len(names[0]))], "names"
+    rows = []
+    for norm in results[0].norms:
+        depth = relative_depth(norm, _layers(results[0]))
+        row = [norm]
+        for other in results[1:]:
+            same_role = [n for n in other.norms if n.role == norm.role]
+            if not same_role:
+                break
+            row.append(min(same_role, key=lambda n: abs(relative_depth(n, _layers(other)) - depth)))
+        else:
+            rows.append(row)
+    return rows, "relative depth"
+
+
+def compare_results(results: Sequence[GradsResult], specs: Sequence[str]) -> CompareResult:
+    """The CompareResult of `results` (one per spec, on the same text, the first the reference)."""
+    ids = [r.input.token_ids for r in results]
+    same_tokens = bool(ids[0]) and all(i == ids[0] for i in ids)
+    matched, matching = match_rows(results)
+    rows = [
+        MatchedRow(
+            role=row[0].role,
+            depth=relative_depth(row[0], _layers(results[0])),
+            models=[norm_values(r, n, same_tokens) for r, n in zip(results, row, strict=True)],
+        )
+        for row in matched
+    ]
+    models = [_model(r, spec) for r, spec in zip(results, specs, strict=True)]
+    return CompareResult(
+        mode="tokens" if same_tokens else "layers",
+        matching=matching,
+        models=models,
+        rows=rows,
+        differences=differences(rows, same_tokens),
+        tokens=results[0].input.tokens[0] if same_tokens and results[0].input.tokens else [],
+        notes=_notes(models, same_tokens, matching, len(matched), results),
+    )
+
+
+def _model(result: GradsResult, spec: str) -> ComparedModel:
+    name, revision = split_revision(spec)
+    return ComparedModel(
+        spec=spec,
+        name=result.model.name,
+        revision=revision,
+        source=result.model.source,
+        cls=result.model.cls,
+        num_layers=_layers(result),
+        num_tokens=result.input.num_tokens,
+        loss=result.loss,
+    )
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """`id@revision` -> (id, revision); a spec without `@`, or a local path, has none."""
+    name, at, revision = spec.rpartition("@")
+    if not at or not name or not revision or "/" in revision or os.path.exists(spec):
+        return spec, None
+    return name, revision
+
+
+def _notes(
+    models: list[ComparedModel],
+    same_tokens: bool,
+    matching: str,
+    rows: int,
+    results: Sequence[GradsResult],
+) -> list[str]:
+    notes = []
+    if not same_tokens:
+        counts = ", ".join(str(m.num_tokens) for m in models)
+        notes.append(
+            f"the models tokenize the text differently ({counts} tokens): compared per "
+            "layer, each on the medians over its own tokens, not token by token"
+        )
+    if matching != "names":
+        depths = " vs ".join(str(m.num_layers) for m in models)
+        notes.append(
+            f"the models' norms differ ({depths} layers): matched by role and relative depth "
+            f"(layer / (layers - 1)); {rows} rows, one per norm of {models[0].spec}"
+        )
+    return notes + [note for r in results for note in r.notes if note.startswith("model:")]
+
+
+def differences(rows: list[MatchedRow], per_token: bool) -> list[Difference]:
+    """Every model's ratio to the first model per row and statistic, largest change first;
+    in "tokens" mode also the token of each row where the input std differs most."""
+    found = []
+    for i, row in enumerate(rows):
+        reference = row.models[0]
+        for m, values in enumerate(row.models[1:], 1):
+            for key in ROW_STATISTICS:
+                found += _difference(key, i, m, getattr(reference, key), getattr(values, key))
+            if per_token and reference.tokens is not None and values.tokens is not None:
+                found += _token_difference(i, m, reference.tokens, values.tokens)
+    found.sort(key=lambda d: -abs(math.log(d.ratio)))
+    return found[:MAX_DIFFERENCES]
+
+
+def _difference(key: str, row: int, model: int, a: float, b: float) -> list[Difference]:
+    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
+        return []
+    return [Difference(key, row, model, a, b, float32_digits(b / a))]
+
+
+def _token_difference(row: int, model: int, a: list[float], b: list[float]) -> list[Difference]:
+    ratio = np.asarray(b, dtype=np.float64) / np.asarray(a, dtype=np.float64)
+    change = np.abs(np.log(np.where(ratio > 0, ratio, np.nan)))
+    if not np.isfinite(change).any():
+        return []
+    t = int(np.nanargmax(change))
+    return [Difference("token_input_std", row, model, a[t], b[t], float32_digits(ratio[t]), t)]

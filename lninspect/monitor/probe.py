@@ -1,0 +1,76 @@
+"""The fixed probe of `watch(text=...)`: one extra forward and backward on the same tokens at
+every recorded step, in eval mode (no dropout), so that the numbers compare across steps.
+
+The probe's gradients come from `torch.autograd.grad`, never into `.grad`: the training
+step's gradients (and DDP's gradient hooks, which sit on `.grad` accumulation) are left
+alone. They cost, for a moment, as much memory as the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lninspect.errors import LninspectError
+from lninspect.hooks.capture import capture
+from lninspect.monitor.params import ParamGradNorms
+from lninspect.norms.discovery import NormInfo
+from lninspect.results import StatsResult
+from lninspect.results.watch import ParamGroupGrad
+
+DEFAULT_PROBE_TOKENS = 256
+CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "context")
+
+
+def probe_ids(
+    model: nn.Module, text: Any, tokenizer: Any | None, max_tokens: int = DEFAULT_PROBE_TOKENS
+) -> torch.Tensor:
+    """(1, tokens) ids of the probe: `text` as a string (needs `tokenizer`) or as token ids."""
+    if isinstance(text, str):
+        if tokenizer is None:
+            raise LninspectError("watch(text='...') needs tokenizer= (or give token ids as text)")
+        ids = list(tokenizer(text)["input_ids"])
+    else:
+        ids = torch.as_tensor(text).reshape(-1).tolist()
+    context = _context(model)
+    limit = min(max_tokens, context) if context else max_tokens
+    ids = ids[:limit]
+    if len(ids) < 2:
+        raise LninspectError(f"the probe text is {len(ids)} token(s): the loss needs at least 2")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.tensor([ids], dtype=torch.long, device=device)
+
+
+def _context(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for attribute in CONTEXT_ATTRIBUTES:
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def logits_of(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The model's logits for `ids`: `.logits` of a transformers output, or the tensor itself."""
+    out = model(ids)
+    logits = getattr(out, "logits", out)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        raise LninspectError("the probe needs a model whose output is (or has) logits (B, T, V)")
+    return logits
+
+
+def run_probe(
+    model: nn.Module, norms: Sequence[NormInfo], params: ParamGradNorms, ids: torch.Tensor
+) -> tuple[StatsResult, float, list[ParamGroupGrad]]:
+    """Statistics, mean next-token loss and parameter gradient norms of the probe."""
+    with torch.enable_grad(), capture(model, norms, grads=True, eval_mode=True) as cap:
+        logits = logits_of(model, ids).float()  # (1, T, vocab); position t predicts t + 1
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        grads = torch.autograd.grad(loss, params.tensors, allow_unused=True)
+    return cap.result(), loss.item(), params.of_grads(grads)

@@ -1,0 +1,288 @@
+"""`lninspect.watch`: norm statistics of a training run, every N optimizer steps, to a log.
+
+    with lninspect.watch(model, every=50, log_dir="runs/a") as w:
+        for batch in batches:
+            loss = model(batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            w.step(loss=loss)           # once per optimizer step
+
+Steps count optimizer updates: the record of step s shows weights that s updates have made.
+With `text=None` the record of step s comes from that step's own forward and backward (the
+s-th call of `step()` ends it): the capture hooks are attached just after the previous
+`step()` and removed at this one, so the steps in between run with no hook at all. While
+attached, a gate on the model pauses the capture for any pass that is not a training pass
+(the model in eval mode, or gradients off), so an evaluation in between is not mixed in.
+With `text=...` the watcher runs that fixed probe (lninspect.monitor.probe) at the start and
+after every N-th step instead.
+
+Under torch.distributed only rank 0 records and writes; the numbers are rank 0's: its own
+micro-batch, and its local gradients before DDP averages them. Every other rank's watcher
+does nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from lninspect.errors import LninspectError
+from lninspect.hooks.capture import Capture, capture
+from lninspect.monitor.params import ParamGradNorms
+from lninspect.monitor.probe import DEFAULT_PROBE_TOKENS, probe_ids, run_probe
+from lninspect.monitor.sinks import Sink, open_sinks
+from lninspect.norms.discovery import NormInfo, find_norms
+from lninspect.results import StatsResult
+from lninspect.results.watch import ParamGroupGrad, WatchRecord
+from lninspect.trends import watch_record
+
+DEFAULT_LOG_DIR = Path("lninspect-watch")
+
+
+class Watcher:
+    """The state of one watched run: its norms, its sinks, and the hooks of a recording step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int,
+        log_dir: str | Path,
+        text: Any = None,
+        *,
+        tokenizer: Any = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        max_tokens: int = DEFAULT_PROBE_TOKENS,
+        start_step: int = 0,
+        resume: bool = False,
+        tensorboard: bool | None = None,
+        wandb: bool | None = None,
+    ) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise LninspectError(f"every must be a positive number of steps, not {every!r}")
+        self.model = unwrap(model)
+        self.every = every
+        self.optimizer = optimizer
+        self.step_index = start_step  # optimizer updates applied so far
+        self.active = is_main_process()
+        self.norms: list[NormInfo] = find_norms(self.model) if self.active else []
+        self.params = ParamGradNorms(self.model, self.norms)
+        self.sinks: list[Sink] = []
+        self.probe: torch.Tensor | None = None
+        self._stack: ExitStack | None = None
+        self._capture: Capture | None = None
+        self._gate: list[RemovableHandle] = []
+        self._losses: list[tuple[torch.Tensor, bool]] = []  # (loss, summed) per training pass
+        self._lr = math.nan
+        if not self.active:
+            return
+        if not self.norms:
+            raise LninspectError("the model has no normalization module to watch")
+        if text is not None:
+            self.probe = probe_ids(self.model, text, tokenizer, max_tokens)
+        self.sinks = open_sinks(Path(log_dir), resume, tensorboard, wandb)
+
+    @property
+    def mode(self) -> str:
+        return "train" if self.probe is None else "probe"
+
+    def records(self, step: int) -> bool:
+        """Whether step `step` (updates applied so far) is recorded."""
+        return self.active and step % self.every == 0
+
+    # The loop's side -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """At the start of the run: probe the weights, or arm the first recording step."""
+        if self.probe is not None:
+            if self.records(self.step_index):
+                self.write_probe(self.step_index)
+        elif self.records(self.step_index):
+            self.arm()
+
+    def step(self, loss: float | torch.Tensor | None = None, lr: float | None = None) -> None:
+        """End one optimizer step: write its record on recording steps, arm the next one.
+
+        `loss` (a float or a tensor: read only on recording steps, so no sync otherwise)
+        and `lr` default to the loss the model returned and the optimizer's learning rate.
+        """
+        if not self.active:
+            self.step_index += 1
+            return
+        if self.probe is None and self.armed:
+            self.finish(self.step_index, loss, lr)
+        self.step_index += 1
+        if self.probe is not None:
+            if self.records(self.step_index):
+                self.write_probe(self.step_index)
+        elif self.records(self.step_index):
+            self.arm()
+
+    def close(self) -> None:
+        """Remove every hook (a step left half-recorded is dropped) and close the sinks."""
+        self.disarm()
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
+
+    # Recording from the training step --------------------------------------------------------
+
+    @property
+    def armed(self) -> bool:
+        return self._capture is not None
+
+    def arm(self) -> None:
+        """Attach the capture, the parameter hooks and the gate for one recording step."""
+        if self.armed or not self.active:
+            return
+        self._losses, self._lr = [], math.nan
+        self._attach_capture()
+        self.params.attach()
+        self._gate = [
+            self.model.register_forward_pre_hook(self._on_pass, prepend=True),
+            self.model.register_forward_hook(self._after_pass, with_kwargs=True),
+        ]
+
+    def _attach_capture(self) -> None:
+        stack = ExitStack()
+        self._capture = stack.enter_context(
+            capture(self.model, self.norms, grads=True, eval_mode=False, skip_recompute=True)
+        )
+        self._capture.pause()  # until a training pass starts (the gate resumes it)
+        self._stack = stack
+
+    def restart(self) -> None:
+        """Forget what the capture holds so far (not the losses): a new micro-batch begins."""
+        if self._stack is not None:
+            self._stack.close()
+            self._attach_capture()
+
+    def disarm(self) -> None:
+        for handle in self._gate:
+            handle.remove()
+        self._gate = []
+        self.params.detach()
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._capture = None, None
+
+    def _on_pass(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Gate: record training passes only (train mode, gradients on)."""
+        assert self._capture is not None
+        training = module.training and torch.is_grad_enabled()
+        if training:
+            self._capture.resume()
+            if not self._losses and self.optimizer is not None:
+                self._lr = float(self.optimizer.param_groups[0]["lr"])
+        else:
+            self._capture.pause()
+
+    def _after_pass(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        """Keep the loss a transformers model returned for a training pass."""
+        loss = getattr(output, "loss", None)
+        if module.training and torch.is_grad_enabled() and isinstance(loss, torch.Tensor):
+            # with num_items_in_batch (Trainer), the loss is summed over the step's tokens and
+            # divided by all of them: the step's mean is the sum over its micro-batches
+            self._losses.append((loss.detach(), kwargs.get("num_items_in_batch") is not None))
+
+    def finish(
+        self, step: int, loss: float | torch.Tensor | None = None, lr: float | None = None
+    ) -> None:
+        """Write the record of the armed step and remove every hook."""
+        assert self._capture is not None
+        try:
+            self._capture.pause()
+            result = self._capture.result() if self._capture.passes else None
+            params = self.params.read()
+            value = self._loss(loss)
+        finally:
+            self.disarm()
+        if result is None:
+            warnings.warn(
+                f"lninspect.watch: step {step} had no training pass through the model "
+                "between step() calls; nothing recorded",
+                stacklevel=3,
+            )
+            return
+        self.write(result, params, step, value, self._lr if lr is None else lr)
+
+    def _loss(self, given: float | torch.Tensor | None) -> float:
+        if given is not None:
+            return float(given.detach().float().mean()) if torch.is_tensor(given) else float(given)
+        if not self._losses:
+            return math.nan
+        values = torch.stack([loss.float() for loss, _ in self._losses])
+        summed = all(flag for _, flag in self._losses)
+        return float(values.sum() if summed else values.mean())
+
+    # Probe and writing -----------------------------------------------------------------------
+
+    def write_probe(self, step: int) -> None:
+        assert self.probe is not None
+        result, loss, params = run_probe(self.model, self.norms, self.params, self.probe)
+        self.write(result, params, step, loss, self.current_lr())
+
+    def current_lr(self) -> float:
+        if self.optimizer is None:
+            return math.nan
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def write(
+        self,
+        result: StatsResult,
+        params: list[ParamGroupGrad],
+        step: int,
+        loss: float,
+        lr: float,
+    ) -> WatchRecord:
+        record = watch_record(result, params, step=step, loss=loss, lr=lr, mode=self.mode)
+        for sink in self.sinks:
+            sink.write(record)
+        return record
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (its norms, and no collective in a probe)."""
+    inner = getattr(model, "module", None)
+    if isinstance(model, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module):
+        return inner
+    return model
+
+
+def is_main_process() -> bool:
+    """Rank 0 of torch.distributed, or the only process."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+@contextmanager
+def watch(
+    model: nn.Module,
+    every: int = 100,
+    log_dir: str | Path = DEFAULT_LOG_DIR,
+    text: Any = None,
+    **options: Any,
+) -> Iterator[Watcher]:
+    """Record norm statistics every `every` optimizer steps into `log_dir` (see the module).
+
+    Options: `tokenizer` (for a probe `text` given as a string), `optimizer` (for the
+    learning rate), `max_tokens` (of the probe, default 256), `start_step`, `resume` (append
+    to an existing log), `tensorboard` / `wandb` (None: when installed / active; True:
+    required; False: off).
+    """
+    watcher = Watcher(model, every, log_dir, text, **options)
+    try:
+        watcher.start()
+        yield watcher
+    finally:
+        watcher.close()

@@ -1,0 +1,164 @@
+"""Figures of a comparison (`lninspect compare --plot`): Figure objects, no pyplot.
+
+`compare-layers.png` overlays the models' per-layer input std, gradient scale and largest
+|x|; `compare-tokens.png` (only when every model saw the same tokens) overlays the per-token
+input std of the norm where the models differ most, token by token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from lninspect.render.compare_tables import how_compared, row_label
+from lninspect.render.figures import new_figure, save_figure
+from lninspect.results.compare import CompareResult, MatchedRow
+from lninspect.roles import ROLE_LABELS, ordered_roles
+
+LAYERS_FIGURE = "compare-layers.png"
+TOKENS_FIGURE = "compare-tokens.png"
+COMPARE_FIGURES = (LAYERS_FIGURE, TOKENS_FIGURE)
+ROLE_MARKERS = {"embed": "v", "attn": "o", "attn+mlp": "D", "mlp": "s", "qk": "P", "final": "^"}
+PANELS = (
+    ("input_std", "median input std"),
+    ("grad_scale", "median |dL/dx| / |dL/dy|"),
+    ("absmax", "largest |x|"),
+)
+
+
+def model_colour(index: int) -> str:
+    """Model A blue, B orange, ...: matplotlib's default colour cycle."""
+    return f"C{index % 10}"
+
+
+def _x(result: CompareResult, row: MatchedRow) -> float:
+    """The first model's layer (names matched) or relative depth; outside norms at the ends."""
+    if result.matching != "names":
+        return row.depth
+    layers = [r.models[0].layer for r in result.rows if r.models[0].layer is not None]
+    layer = row.models[0].layer
+    if layer is not None:
+        return float(layer)
+    return -1.0 if row.role == "embed" else max(layers, default=-1) + 1.0
+
+
+def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Figure:
+    """Three panels over depth (input std, gradient scale, largest |x|), a colour per model."""
+    figure = fig or new_figure(10, 8.5)
+    axes = figure.subplots(len(PANELS), 1, sharex=True, squeeze=False)[:, 0]
+    roles = ordered_roles({r.role for r in result.rows})
+    for ax, (key, label) in zip(axes, PANELS, strict=True):
+        for m in range(len(result.models)):
+            for role in roles:
+                rows = [r for r in result.rows if r.role == role]
+                xs = np.array([_x(result, r) for r in rows])
+                ys = np.array([getattr(r.models[m], key) for r in rows], dtype=float)
+                keep = np.isfinite(ys) & (ys > 0)
+                ax.plot(
+                    xs[keep],
+                    ys[keep],
+                    color=model_colour(m),
+                    marker=ROLE_MARKERS.get(role, "X"),
+                    markersize=4,
+                    linestyle="-" if keep.sum() > 1 else "none",
+                    alpha=0.85,
+                )
+        if any(len(line.get_xdata()) for line in ax.lines):
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no finite values", ha="center", transform=ax.transAxes)
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1].set_xlabel(
+        "layer of model A (final norm right)"
+        if result.matching == "names"
+        else "relative depth: layer / (layers − 1)"
+    )
+    handles = [
+        Line2D([], [], color=model_colour(m), label=f"{chr(65 + m)}: {model.spec}")
+        for m, model in enumerate(result.models)
+    ] + [
+        Line2D(
+            [],
+            [],
+            color="grey",
+            marker=ROLE_MARKERS.get(r, "X"),
+            linestyle="none",
+            label=ROLE_LABELS.get(r, r),
+        )
+        for r in roles
+    ]
+    figure.legend(handles=handles, loc="outside right center", fontsize="small")
+    return figure
+
+
+def token_row_index(result: CompareResult) -> int | None:
+    """The row whose per-token input std differs most between the models (tokens mode)."""
+    found = [d for d in result.differences if d.statistic == "token_input_std"]
+    if found:
+        return found[0].row
+    return len(result.rows) - 1 if result.rows and result.mode == "tokens" else None
+
+
+def plot_compare_tokens(result: CompareResult, fig: Figure | None = None) -> Figure:
+    """Per-token input std of one matched norm, every model over the same tokens, and the
+    ratio of each to model A."""
+    figure = fig or new_figure(11, 6.5)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    index = token_row_index(result)
+    row = result.rows[index] if index is not None else None
+    if row is None or row.models[0].tokens is None:
+        top.text(
+            0.5,
+            0.5,
+            "the models saw different tokens: no token-by-token comparison",
+            ha="center",
+            transform=top.transAxes,
+        )
+        return figure
+    reference = np.asarray(row.models[0].tokens, dtype=float)
+    for m, values in enumerate(row.models):
+        tokens = np.asarray(values.tokens, dtype=float)
+        top.plot(tokens, color=model_colour(m), label=f"{chr(65 + m)}: {result.models[m].spec}")
+        if m:
+            bottom.plot(tokens / reference, color=model_colour(m))
+    top.set_yscale("log")
+    top.set_ylabel("input std (log)")
+    top.set_title(
+        f"{row_label(result, row)} ({ROLE_LABELS.get(row.role, row.role)})",
+        loc="left",
+        fontsize="medium",
+    )
+    top.legend(fontsize="small", loc="upper right")
+    bottom.axhline(1, color=model_colour(0), linewidth=1)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("ratio to A (log)")
+    bottom.set_xlabel("token position")
+    _token_ticks(bottom, result.tokens)
+    for ax in (top, bottom):
+        ax.grid(True, which="both", alpha=0.3)
+    return figure
+
+
+def _token_ticks(ax: Axes, tokens: list[str], most: int = 40) -> None:
+    if len(tokens) <= most:
+        ax.set_xticks(
+            range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=90, fontsize="x-small"
+        )
+
+
+def save_compare_figures(result: CompareResult, folder: Path) -> list[Path]:
+    """Write the overlay figures into `folder` (the token figure only in tokens mode)."""
+    sub = " vs ".join(chr(65 + i) for i in range(len(result.models))) + f" · {how_compared(result)}"
+    layers = plot_compare_layers(result)
+    layers.suptitle(f"Per-layer statistics of each model\n{sub}")
+    paths = [save_figure(layers, folder / LAYERS_FIGURE)]
+    if result.mode == "tokens":
+        tokens = plot_compare_tokens(result)
+        tokens.suptitle(f"Token by token: the norm where the models differ most\n{sub}")
+        paths.append(save_figure(tokens, folder / TOKENS_FIGURE))
+    return paths

@@ -1,0 +1,96 @@
+"""Rich tables of a comparison (`lninspect compare`), made to fit 80 columns."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from lninspect.render.format import fmt, short_names
+from lninspect.results.compare import CompareResult, MatchedRow
+
+LABELS = {
+    "input_std": "std",
+    "grad_scale": "scale",
+    "absmax": "max|x|",
+    "token_input_std": "std@tok",
+}
+MAX_ROWS = 15
+
+
+def how_compared(result: CompareResult) -> str:
+    """One line: token by token or per layer, and how norms were matched."""
+    how = "token by token (same tokens)" if result.mode == "tokens" else "per layer"
+    return f"compared {how}; norms matched by {result.matching}"
+
+
+def models_table(result: CompareResult) -> Table:
+    """One row per model: its spec, class, layers, tokens and loss on the text."""
+    table = Table(title=how_compared(result), title_justify="left", box=box.SIMPLE_HEAD)
+    for column, right in (
+        ("#", True),
+        ("model", False),
+        ("class", False),
+        ("layers", True),
+        ("tokens", True),
+        ("loss", True),
+    ):
+        table.add_column(column, justify="right" if right else "left", no_wrap=not right)
+    for i, m in enumerate(result.models):
+        layers = "—" if m.num_layers is None else str(m.num_layers)
+        table.add_row(chr(65 + i), m.spec, m.cls, layers, str(m.num_tokens), fmt(m.loss))
+    return table
+
+
+def row_label(result: CompareResult, row: MatchedRow) -> str:
+    """The first model's (short) module name, or role@depth when matched by depth."""
+    if result.matching == "names":
+        names = short_names([r.models[0].name for r in result.rows])
+        return names[result.rows.index(row)]
+    return f"{row.role}@{row.depth:.2f}"
+
+
+def differences_table(result: CompareResult) -> Table:
+    """The largest differences from model A: statistic, norm, model, A's value, its value."""
+    table = Table(
+        title=f"largest differences from A ({len(result.differences)} kept)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=(
+            "std, scale: medians over tokens (std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|); "
+            "max|x|: the largest over tokens"
+            + (
+                "; std@tok: the token where the input std differs most"
+                if result.mode == "tokens"
+                else ""
+            )
+        ),
+        caption_justify="left",
+    )
+    for column, right in (
+        ("norm", False),
+        ("stat", False),
+        ("vs", False),
+        ("A", True),
+        ("value", True),
+        ("×", True),
+        ("token", False),
+    ):
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    for d in result.differences[:MAX_ROWS]:
+        token = ""
+        if d.token is not None:
+            piece = result.tokens[d.token] if d.token < len(result.tokens) else ""
+            token = f"t{d.token} {piece[:8]!r}" if piece else f"t{d.token}"
+        table.add_row(
+            row_label(result, result.rows[d.row]),
+            LABELS.get(d.statistic, d.statistic),
+            chr(65 + d.model),
+            fmt(d.reference),
+            fmt(d.value),
+            fmt(d.ratio),
+            token,
+        )
+    if not result.differences:
+        table.add_row("—", "none", "", "", "", "", "")
+    return table

@@ -1,0 +1,119 @@
+"""Rich tables of a watched training run (`lninspect run`), made to fit 80 columns."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from lninspect.render.format import fmt, short_names
+from lninspect.results.watch import WatchLog
+from lninspect.trends import (
+    JUMP_CONTRAST,
+    JUMP_FACTOR,
+    JUMP_WINDOW,
+    STATISTICS,
+    Jump,
+    first_last,
+    losses,
+    norm_series,
+    spike_history,
+)
+
+MAX_JUMPS = 12
+
+
+def run_header(log: WatchLog) -> str:
+    """One line: the log, how many records over which steps, the mode, the loss."""
+    steps = log.steps
+    first, last = first_last(losses(log))
+    modes = sorted({r.mode for r in log.records})
+    loss = f" · loss {fmt(first)} → {fmt(last)}" if first == first else ""
+    return (
+        f"{log.path} · {len(steps)} records, steps {steps[0]}–{steps[-1]} · {'/'.join(modes)}{loss}"
+    )
+
+
+def _arrow(values: tuple[float, float]) -> str:
+    return f"{fmt(values[0])} → {fmt(values[1])}"
+
+
+def run_table(log: WatchLog) -> Table:
+    """Per norm: median input std and gradient scale, first → last; its largest |x| ever."""
+    table = Table(
+        title=run_header(log),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=(
+            "std, scale: medians over the tokens of the first and last recorded steps "
+            "(std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|). max|x|: the largest over "
+            "all steps, its step, its dim, and the first step with the max in that dim."
+        ),
+        caption_justify="left",
+    )
+    for column, right in (
+        ("module", False),
+        ("std", True),
+        ("scale", True),
+        ("max|x|", True),
+        ("step", True),
+        ("dim", True),
+        ("first", True),
+    ):
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    series = norm_series(log)
+    spikes = {s.name: s for s in spike_history(log)}
+    for name, s in zip(short_names([s.name for s in series]), series, strict=True):
+        spike = spikes.get(s.name)
+        cells = (
+            [fmt(spike.value), str(spike.step), str(spike.dim), str(spike.first)]
+            if spike
+            else ["—"] * 4
+        )
+        table.add_row(
+            name, _arrow(first_last(s.input_std)), _arrow(first_last(s.grad_scale)), *cells
+        )
+    return table
+
+
+def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -> Table:
+    """The largest jumps: step, module, statistic, the median before, the value, the factor."""
+    table = Table(
+        title=(
+            f"jumps: ×{factor:g} or ÷{factor:g} from one record to the next, "
+            f"{JUMP_CONTRAST:g}× the median change over the {JUMP_WINDOW} before "
+            f"({len(found)} found"
+            + (f", the {MAX_JUMPS} largest shown)" if len(found) > MAX_JUMPS else ")")
+        ),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column, right in (
+        ("step", True),
+        ("module", False),
+        ("stat", False),
+        ("before", True),
+        ("after", True),
+        ("×", True),
+    ):
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    names = dict(
+        zip(
+            [s.name for s in norm_series(log)],
+            short_names([s.name for s in norm_series(log)]),
+            strict=True,
+        )
+    )
+    for jump in found[:MAX_JUMPS]:
+        table.add_row(
+            str(jump.step),
+            names.get(jump.name, jump.name),
+            STATISTICS[jump.statistic][0],
+            fmt(jump.before),
+            fmt(jump.after),
+            fmt(jump.factor),
+        )
+    if not found:
+        table.add_row("—", "none", "", "", "", "")
+    return table

@@ -1,0 +1,91 @@
+"""The comparison of several models or checkpoints on one text: `lninspect.compare/1`.
+
+Rows match one norm of every model: by module name when every model has the same norms,
+otherwise by role and relative depth (layer / (layers - 1)): for each norm of the first
+model, the norm of the same role nearest in relative depth in each other model. `mode` says
+what the numbers can be compared on: "tokens" when every model saw the same token ids (the
+same tokenizer: values per token, token by token), "layers" otherwise (each model's medians
+over its own tokens). No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lninspect.results.codec import from_document, meta, to_document
+
+COMPARE_SCHEMA = "lninspect.compare/1"
+
+
+@dataclass
+class ComparedModel:
+    """One of the models compared, as its spec named it (`id@revision` for a hub revision)."""
+
+    spec: str
+    name: str
+    revision: str | None
+    source: str
+    cls: str = field(metadata=meta(json="class"))
+    num_layers: int | None
+    num_tokens: int
+    loss: float  # mean next-token cross-entropy of the text
+
+
+@dataclass
+class NormValues:
+    """One model's norm in a row: medians over its tokens, its largest |x| and spike."""
+
+    name: str
+    layer: int | None
+    depth: float  # layer / (layers - 1); 0 for an embedding norm, 1 for a final one
+    input_std: float  # median over tokens (rms for RMSNorm)
+    grad_scale: float  # median over tokens of |dL/dx| / |dL/dy|
+    absmax: float  # the largest |x| over tokens
+    absmax_dim: int
+    spike_z: float  # the largest |z| among its spikes (NaN: none)
+    # per-token input std of sequence 0, only in "tokens" mode:
+    tokens: list[float] | None = field(default=None, metadata=meta(omit_none=True))
+
+
+@dataclass
+class MatchedRow:
+    """The norms matched across the models (one per model, in the order of `models`)."""
+
+    role: str
+    depth: float  # the first model's relative depth
+    models: list[NormValues]
+
+
+@dataclass
+class Difference:
+    """A statistic of a matched row where a model differs from the first one."""
+
+    statistic: str  # input_std, grad_scale, absmax, or token_input_std (one token)
+    row: int  # index into `rows`
+    model: int  # index into `models` (never 0, the reference)
+    reference: float  # the first model's value
+    value: float
+    ratio: float  # value / reference
+    token: int | None = field(default=None, metadata=meta(omit_none=True))  # token_input_std
+
+
+@dataclass
+class CompareResult:
+    """Several models on one text, norm by matched norm, with their largest differences."""
+
+    mode: str  # "tokens" (same token ids: per token) or "layers" (per-layer aggregates)
+    matching: str  # "names" or "relative depth"
+    models: list[ComparedModel]
+    rows: list[MatchedRow]
+    differences: list[Difference]  # largest |log ratio| first
+    tokens: list[str] = field(default_factory=list)  # the token pieces ("tokens" mode)
+    notes: list[str] = field(default_factory=list)
+    schema: str = COMPARE_SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return to_document(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CompareResult:
+        return from_document(cls, doc, (COMPARE_SCHEMA,))

@@ -1,0 +1,255 @@
+"""Numbers over training: a captured step reduced to a log record, and a log read back as
+per-norm series, jumps and spikes for the tables and figures of `lninspect run`. No torch.
+
+A jump: a statistic of a norm (median input std, median gradient scale, max |x|) that, from
+one recorded step to the next, grows or shrinks by JUMP_FACTOR or more, and by JUMP_CONTRAST
+times more (in log scale) than the median change over the JUMP_WINDOW recorded steps before.
+So a steady trend, even a fast one (the residual stream's growth early in training), is no
+jump; a sudden break from it is.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lninspect.results import NormStats, StatsResult
+from lninspect.results.watch import (
+    QUANTILES,
+    NormRecord,
+    ParamGroupGrad,
+    Quantiles,
+    WatchLog,
+    WatchRecord,
+)
+from lninspect.roles import ordered_roles
+from lninspect.summary import nan_quantiles
+
+JUMP_FACTOR = 2.0
+JUMP_WINDOW = 5
+JUMP_CONTRAST = 3.0
+
+# From a captured step to a record ------------------------------------------------------------
+
+
+def quantiles(values: np.ndarray | None) -> Quantiles:
+    """q05 .. q95 and the max of the finite values (NaN for each when there are none)."""
+    if values is None:
+        return Quantiles.of([math.nan] * (len(QUANTILES) + 1))
+    return Quantiles.of([float32_digits(v) for v in nan_quantiles(values, (*QUANTILES, 1.0))])
+
+
+def float32_digits(value: float) -> float:
+    """`value` to 7 significant digits: what a float32 statistic holds, and a shorter log."""
+    return float(f"{value:.7g}") if math.isfinite(value) else value
+
+
+def norm_record(norm: NormStats) -> NormRecord:
+    """One norm's per-token arrays reduced to quantiles over tokens, and its largest |x|."""
+    absmax = np.asarray(norm.input.absmax, dtype=np.float64).ravel()
+    finite = np.isfinite(absmax)
+    if finite.any():
+        where = int(np.argmax(np.where(finite, absmax, -np.inf)))
+        top, dim = float32_digits(absmax[where]), int(np.ravel(norm.input.absmax_dim)[where])
+    else:
+        top, dim = math.nan, -1
+    return NormRecord(
+        name=norm.name,
+        layer=norm.layer,
+        role=norm.role,
+        input_std=quantiles(norm.denominator),
+        output_std=quantiles(norm.output.std),
+        grad_scale=quantiles(norm.grad.scale if norm.grad is not None else None),
+        absmax=top,
+        absmax_dim=dim,
+    )
+
+
+def group_params(rows: Sequence[tuple[int | None, str, float]]) -> list[ParamGroupGrad]:
+    """(layer, group, grad norm) per parameter tensor -> the L2 norm per (layer, group).
+
+    Layers in order (outside the blocks, None, first); a group whose tensors got no gradient
+    (NaN) has a NaN norm.
+    """
+    squares: dict[tuple[int | None, str], float] = {}
+    for layer, group, norm in rows:
+        squares[layer, group] = squares.get((layer, group), 0.0) + norm * norm
+    order = sorted(squares, key=lambda key: -1 if key[0] is None else key[0])
+    return [
+        ParamGroupGrad(layer=k[0], group=k[1], grad_norm=float32_digits(math.sqrt(squares[k])))
+        for k in order
+    ]
+
+
+def watch_record(
+    result: StatsResult,
+    params: list[ParamGroupGrad],
+    *,
+    step: int,
+    loss: float,
+    lr: float,
+    mode: str,
+) -> WatchRecord:
+    """The log record of one recorded step."""
+    return WatchRecord(
+        step=step,
+        loss=loss,
+        lr=lr,
+        norms=[norm_record(n) for n in result.norms],
+        params=params,
+        mode=mode,
+        tokens=result.input.num_tokens,
+    )
+
+
+# From a log back to series -------------------------------------------------------------------
+
+Statistic = Callable[[NormRecord], float]
+STATISTICS: dict[str, tuple[str, Statistic]] = {  # key -> (short label, value)
+    "input_std": ("std", lambda n: n.input_std.q50),
+    "grad_scale": ("scale", lambda n: n.grad_scale.q50),
+    "absmax": ("max|x|", lambda n: n.absmax),
+}
+
+
+@dataclass
+class NormSeries:
+    """One norm over the recorded steps (NaN where a record lacks it)."""
+
+    name: str
+    layer: int | None
+    role: str
+    input_std: np.ndarray  # median over tokens, per step
+    grad_scale: np.ndarray  # median over tokens, per step
+    absmax: np.ndarray
+    absmax_dim: np.ndarray  # int, -1 where unknown
+
+
+def norm_series(log: WatchLog) -> list[NormSeries]:
+    """Every norm of the log in model order (by layer, then role), as series over steps."""
+    first_seen: dict[str, NormRecord] = {}
+    for record in log.records:
+        for norm in record.norms:
+            first_seen.setdefault(norm.name, norm)
+    index = {r.step: i for i, r in enumerate(log.records)}
+    steps = len(log.records)
+    series = []
+    for name, norm in first_seen.items():
+        values = {key: np.full(steps, np.nan) for key in STATISTICS}
+        dims = np.full(steps, -1, dtype=np.int64)
+        for record in log.records:
+            found = next((n for n in record.norms if n.name == name), None)
+            if found is not None:
+                i = index[record.step]
+                for key, (_, value) in STATISTICS.items():
+                    values[key][i] = value(found)
+                dims[i] = found.absmax_dim
+        series.append(
+            NormSeries(name=name, layer=norm.layer, role=norm.role, absmax_dim=dims, **values)
+        )
+    return sorted(series, key=_depth_order(series))
+
+
+def _depth_order(series: list[NormSeries]) -> Callable[[NormSeries], tuple[float, int]]:
+    """Sort key: embed norms first, then by layer and block role, final norms last."""
+    roles = ordered_roles({s.role for s in series})
+    top = max((s.layer for s in series if s.layer is not None), default=0)
+
+    def key(s: NormSeries) -> tuple[float, int]:
+        where = -1.0 if s.role == "embed" else top + 1.0
+        return (float(s.layer) if s.layer is not None else where, roles.index(s.role))
+
+    return key
+
+
+def steps_of(log: WatchLog) -> np.ndarray:
+    return np.array(log.steps, dtype=np.int64)
+
+
+def losses(log: WatchLog) -> np.ndarray:
+    return np.array([r.loss for r in log.records], dtype=np.float64)
+
+
+@dataclass
+class Jump:
+    """A statistic of a norm that changed suddenly between two recorded steps (see above)."""
+
+    step: int
+    name: str
+    statistic: str  # a key of STATISTICS
+    before: float  # its value at the recorded step before
+    after: float  # its value at `step`
+
+    @property
+    def factor(self) -> float:
+        return self.after / self.before
+
+
+def jumps(log: WatchLog, factor: float = JUMP_FACTOR, window: int = JUMP_WINDOW) -> list[Jump]:
+    """Every jump of every norm's statistics, largest change first."""
+    steps = log.steps
+    found = []
+    for s in norm_series(log):
+        for key in STATISTICS:
+            values = getattr(s, key)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                changes = np.abs(np.log(values[1:] / values[:-1]))  # NaN where not both > 0
+            for i in range(1, len(changes)):
+                recent = changes[max(0, i - window) : i]
+                recent = recent[np.isfinite(recent)]
+                change = changes[i]
+                if not recent.size or not np.isfinite(change) or change < math.log(factor):
+                    continue
+                if change >= JUMP_CONTRAST * float(np.median(recent)):
+                    found.append(Jump(steps[i + 1], s.name, key, values[i], values[i + 1]))
+    return sorted(found, key=lambda j: -abs(math.log(j.factor)))
+
+
+def jump_steps(found: list[Jump]) -> list[int]:
+    """The recorded steps where at least one statistic jumped, in order."""
+    return sorted({j.step for j in found})
+
+
+@dataclass
+class SpikeHistory:
+    """The largest |x| of one norm over training: when, where, and since when in that dim."""
+
+    name: str
+    value: float
+    step: int  # the recorded step of the largest |x|
+    dim: int  # its hidden dimension
+    first: int  # the first recorded step whose largest |x| was in that dimension
+
+
+def spike_history(log: WatchLog) -> list[SpikeHistory]:
+    """Per norm (model order): the largest |x| over the log, its step and dimension."""
+    steps = log.steps
+    rows = []
+    for s in norm_series(log):
+        finite = np.isfinite(s.absmax)
+        if not finite.any():
+            continue
+        i = int(np.argmax(np.where(finite, s.absmax, -np.inf)))
+        dim = int(s.absmax_dim[i])
+        first = steps[int(np.argmax(s.absmax_dim == dim))]
+        rows.append(SpikeHistory(s.name, float(s.absmax[i]), steps[i], dim, first))
+    return rows
+
+
+def first_last(values: np.ndarray) -> tuple[float, float]:
+    """The first and the last finite value (NaN, NaN when none)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return math.nan, math.nan
+    return float(finite[0]), float(finite[-1])
+
+
+def stacked(series: list[NormSeries], key: str) -> np.ndarray:
+    """(norms, steps) array of one statistic."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.stack([getattr(s, key) for s in series]) if series else np.zeros((0, 0))
