@@ -217,7 +217,6 @@ def census_rows(result: StatsResult | AggregateResult, limit: int = 8) -> list[D
     Only the norms of the model's width count (the residual stream): a q/k norm's dimension
     is one within a head, another axis.
     """
-    width = result.model.hidden_size
     total = (
         result.corpus.sequences
         if isinstance(result, AggregateResult)
@@ -225,7 +224,7 @@ def census_rows(result: StatsResult | AggregateResult, limit: int = 8) -> list[D
     )
     by_dim: dict[int, list[tuple[NormDescription, CensusEntry]]] = {}
     for norm in result.norms:
-        if width is not None and norm.role == "qk":
+        if norm.role == "qk":
             continue
         for entry in getattr(norm, "census", None) or []:
             by_dim.setdefault(entry.dim, []).append((norm, entry))

@@ -396,3 +396,36 @@ def test_stats_spikes_through_the_cli_on_the_tiny_fixture(tiny_model_dir: Path, 
         len(doc["trajectory"]["norms"]),
     )
     assert StatsResult.from_json(doc).to_json() == doc
+
+
+def test_census_token_table_merges_batches_exactly_within_capacity():
+    """The fixed-size (token id, dim) table, merged batch by batch by sorting, against a
+    plain count; past its capacity it never over-counts and counts what it dropped."""
+    from collections import Counter
+
+    from lninspect.hooks.census import Census
+
+    rng = np.random.default_rng(6)
+    want: Counter[tuple[int, int]] = Counter()
+    census = Census(width=8, device=torch.device("cpu"), capacity=64)
+    small = Census(width=8, device=torch.device("cpu"), capacity=4)
+    for _ in range(5):
+        ids = rng.integers(0, 6, size=(2, 10))
+        dims = rng.integers(-1, 8, size=(2, 10, 1, 3))  # -1: no spike in that slot
+        for (s, t, _, _), j in np.ndenumerate(dims):
+            if j >= 0:
+                want[(int(ids[s, t]), int(j))] += 1
+        keys = torch.where(
+            torch.tensor(dims) >= 0, torch.tensor(ids)[..., None, None] * 8 + torch.tensor(dims), -1
+        ).flatten()
+        for table in (census, small):
+            table._merge(keys, (keys >= 0).to(torch.int64))
+    got = {
+        (int(k) // 8, int(k) % 8): int(n)
+        for k, n in zip(census.keys, census.key_counts, strict=True)
+        if k >= 0
+    }
+    assert got == dict(want) and int(census.evicted) == 0
+    for key, n in zip(small.keys.tolist(), small.key_counts.tolist(), strict=True):
+        assert 0 < n <= want[(key // 8, key % 8)]  # what fell out earlier is not counted
+    assert int(small.evicted) == sum(want.values()) - int(small.key_counts.sum())

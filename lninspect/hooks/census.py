@@ -92,7 +92,7 @@ class Census:
         self.keys = torch.where(best.values > 0, run_keys[best.indices], -1)
         self.key_counts = best.values
 
-    @torch.no_grad()
+    @torch.inference_mode()  # the state was made inside the run's inference mode
     def all_reduce(self) -> None:
         """Combine the censuses of every torch.distributed rank; every rank gets the total."""
         import torch.distributed as dist
@@ -102,13 +102,13 @@ class Census:
         dist.all_reduce(self.max_in, op=dist.ReduceOp.MAX)
         dist.all_reduce(self.max_out, op=dist.ReduceOp.MAX)
         world = dist.get_world_size()
-        keys = torch.empty(world * len(self.keys), dtype=torch.int64, device=self.device)
-        counts = torch.empty_like(keys)
-        dist.all_gather_into_tensor(keys, self.keys)
-        dist.all_gather_into_tensor(counts, self.key_counts)
+        keys = [torch.empty_like(self.keys) for _ in range(world)]
+        counts = [torch.empty_like(self.key_counts) for _ in range(world)]
+        dist.all_gather(keys, self.keys)
+        dist.all_gather(counts, self.key_counts)
         self.keys.fill_(-1)
         self.key_counts.zero_()
-        self._merge(keys, counts)
+        self._merge(torch.cat(keys), torch.cat(counts))
 
     def entries(self, limit: int, piece: Callable[[int], str] | None) -> list[CensusEntry]:
         """The `limit` dimensions with the most spikes (ties: lower dim first), on the host."""

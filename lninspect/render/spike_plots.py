@@ -307,7 +307,7 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
     ax.set_xlim(-0.5, len(norms) - 0.5)
     if grid.size <= 400:  # small enough to print the counts
         for (i, j), value in np.ndenumerate(grid):
-            if value == value:  # noqa: PLR0124 (NaN check)
+            if np.isfinite(value):
                 dark = scale(value) > 0.55
                 ax.text(
                     j,

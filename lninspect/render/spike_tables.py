@@ -3,6 +3,8 @@ order kept per module, the census of spiking dimensions and the ablation (no tor
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from rich import box
 from rich.console import RenderableType
@@ -37,7 +39,7 @@ def spike_tables(result: StatsResult) -> list[RenderableType]:
 
 def magnitude(value: float) -> str:
     """|x|-sized numbers with 4 significant digits, never in exponent form below 1e6."""
-    if abs(value) >= 1e6 or not value == value:  # noqa: PLR0124 (NaN check)
+    if not math.isfinite(value) or abs(value) >= 1e6:
         return fmt(value)
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
 
@@ -137,7 +139,7 @@ def _order_cells(norms: list[NormStats]) -> list[str]:
 
 
 def _percent(share: float) -> str:
-    return "—" if share != share else f"{share:.0%}"  # noqa: PLR0124 (NaN check)
+    return f"{share:.0%}" if math.isfinite(share) else "—"
 
 
 def census_table(result: StatsResult | AggregateResult, limit: int = 8) -> Table:
@@ -190,5 +192,6 @@ def ablation_table(result: StatsResult) -> Table:
         ("set to their mean", ablation.loss_mean),
         ("set to 0", ablation.loss_zero),
     ):
-        table.add_row(label, fmt(loss), f"{loss - ablation.loss:+.3g}" if loss == loss else "—")
+        change = loss - ablation.loss
+        table.add_row(label, fmt(loss), f"{change:+.3g}" if math.isfinite(change) else "—")
     return table
