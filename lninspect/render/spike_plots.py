@@ -70,6 +70,16 @@ def no_spike(ax: Axes, result: StatsResult, what: str = "") -> None:
 NICE = [m * 10**e for e in range(-3, 9) for m in (1, 2, 5)]
 
 
+def _only_message(figure: Figure, result: StatsResult) -> Figure:
+    """The figure with its panels replaced by one centred "no spike" message."""
+    for ax in list(figure.axes):
+        ax.remove()
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    no_spike(ax, result)
+    return figure
+
+
 def _log_ticks(ax: Axes, axes: str = "xy") -> None:
     """Plain numbers (1, 2, 5, 10, ...) on log axes instead of powers of ten."""
     for name in axes:
@@ -93,10 +103,7 @@ def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
     left, right = figure.subplots(1, 2)
     spikes = [s for n in result.norms for s in n.spikes or []]
     if not spikes:
-        for ax in (left, right):
-            ax.set_axis_off()
-        no_spike(left, result)
-        return figure
+        return _only_message(figure, result)
     for stage, colour in STAGE_COLOURS.items():
         mine = [s for s in spikes if s.changed_by == stage]
         if not mine:
@@ -170,10 +177,7 @@ def plot_spike_order(result: StatsResult, fig: Figure | None = None) -> Figure:
     norms = [n for n in result.norms if n.order is not None]
     names = short_names([n.name for n in norms])
     if not any(n.order.spikes for n in norms if n.order is not None):
-        top.set_axis_off()
-        bottom.set_axis_off()
-        no_spike(top, result)
-        return figure
+        return _only_message(figure, result)
     xs = np.arange(len(norms))
     kept = np.array([n.order.rank_kept if n.order else np.nan for n in norms])
     pairs = np.array([n.order.pairs_kept if n.order else np.nan for n in norms])
