@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/overhead.py                 # gpt2-sized, 1024 tokens, CPU
     .venv/bin/python benchmarks/overhead.py --device cuda --dtype bfloat16 --batch-size 16
+    .venv/bin/python benchmarks/overhead.py --spikes --threads 1   # adds `stats --spikes`
 
 Time: median over interleaved repeats of (a) a bare forward (inference mode) against the
 same forward inside `capture(model)`, and (b) a bare forward + backward of the LM loss
-against the same inside `capture(model, grads=True)`. Two more rows run the same passes
-with forward hooks that do nothing on every norm (and tensor hooks that do nothing on
-their outputs, backward): at batch 1 a GPU run is launch-bound, and the goal there is
-capture within 1.10x of those.
+against the same inside `capture(model, grads=True)`; with `--spikes`, (c) the forward
+inside `capture(model, spikes=SpikeOptions())`, against the bare forward (opt-in, no goal).
+Two more rows run the same passes with forward hooks that do nothing on every norm (and
+tensor hooks that do nothing on their outputs, backward): at batch 1 a GPU run is
+launch-bound, and the goal there is capture within 1.10x of those.
 Peak memory: the highest total of bytes allocated during one run above what was allocated
 before it (model weights excluded), from torch.cuda's peak counter on CUDA, and on the CPU
 from the PyTorch profiler's allocation events. Goals: stats time <= 1.05, grads time
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from lninspect import capture, find_norms
+from lninspect import SpikeOptions, capture, find_norms
 from lninspect.model.loading import load_model
 
 GOALS = {"stats time": 1.05, "stats memory": 1.05, "grads time": 1.10, "grads memory": 1.05}
@@ -74,9 +76,10 @@ def _peak_once(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def make_runs(
-    model: torch.nn.Module, ids: torch.Tensor, reductions: str
+    model: torch.nn.Module, ids: torch.Tensor, reductions: str, spikes: bool = False
 ) -> dict[str, Callable[[], None]]:
-    """The runs to compare: bare, no-op hooks and captured; forward and forward + backward.
+    """The runs to compare: bare, no-op hooks and captured; forward and forward + backward
+    (and the forward with spike metrics).
 
     Norms are found once, as the CLI does; discovery's probe pass is not part of a run.
     """
@@ -121,14 +124,16 @@ def make_runs(
             forward_backward()
         cap.result()
 
-    return {
-        "bare forward": forward,
-        "no-op hooks forward": noop_forward,
-        "stats": stats,
-        "bare forward+backward": forward_backward,
-        "no-op hooks fwd+bwd": noop_forward_backward,
-        "grads": grads,
-    }
+    def stats_spikes() -> None:
+        with capture(model, norms, spikes=SpikeOptions(), reductions=reductions) as cap:
+            forward()
+        cap.result()
+
+    runs = {"bare forward": forward, "no-op hooks forward": noop_forward, "stats": stats}
+    if spikes:
+        runs["stats --spikes"] = stats_spikes
+    backward = {"no-op hooks fwd+bwd": noop_forward_backward, "grads": grads}
+    return runs | {"bare forward+backward": forward_backward} | backward
 
 
 def measure(
@@ -148,6 +153,8 @@ def measure(
 
 def report(results: dict[str, tuple[float, float]]) -> None:
     pairs = {"stats": "bare forward", "grads": "bare forward+backward"}
+    if "stats --spikes" in results:
+        pairs = {"stats": "bare forward", "stats --spikes": "bare forward", **pairs}
     print(f"{'run':<24}{'median s':>10}{'peak MiB':>10}")
     for name, (seconds, peak) in results.items():
         print(f"{name:<24}{seconds:>10.4f}{peak / 2**20:>10.1f}")
@@ -156,7 +163,10 @@ def report(results: dict[str, tuple[float, float]]) -> None:
     for run, bare in pairs.items():
         for what, index in (("time", 0), ("memory", 1)):
             ratio = results[run][index] / results[bare][index]
-            goal = GOALS[f"{run} {what}"]
+            goal = GOALS.get(f"{run} {what}")
+            if goal is None:  # opt-in metrics: measured, no goal
+                print(f"{run + ' ' + what:<24}{ratio:>10.3f}{'—':>8}")
+                continue
             verdict = "ok" if ratio <= goal else "MISSED"
             print(f"{run + ' ' + what:<24}{ratio:>10.3f}{'<= ' + str(goal):>8}  {verdict}")
     noop = {"stats": "no-op hooks forward", "grads": "no-op hooks fwd+bwd"}
@@ -176,6 +186,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--spikes", action="store_true", help="also time `stats --spikes`")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -191,7 +202,8 @@ def main() -> None:
         f"{args.batch_size} x {args.tokens} tokens · reductions {args.reductions} · "
         f"{torch.get_num_threads()} threads · torch {torch.__version__}"
     )
-    report(measure(make_runs(loaded.model, ids, args.reductions), device, args.repeats))
+    runs = make_runs(loaded.model, ids, args.reductions, args.spikes)
+    report(measure(runs, device, args.repeats))
 
 
 if __name__ == "__main__":

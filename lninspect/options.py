@@ -39,11 +39,21 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class SpikeOptions:
-    """What counts as a spike, and how much of them to keep (docs/metrics.md)."""
+    """What counts as a spike, and how much of them to keep (docs/metrics.md).
 
-    z: float = 6.0  # a dimension with |z| >= z is a spike
-    top_k: int = 8  # k of the top-k retention
-    max_spikes: int = 100  # per module and forward call, largest |z| first
+    A spike passes the magnitude rule (|x| > `magnitude` and > `ratio` x the median |x| of
+    the module's input in its sequence: Sun et al. 2024's massive activations) or the z rule
+    (|z| >= `z`). The caps keep every buffer on the device a fixed size.
+    """
+
+    z: float = 6.0  # the z rule: |z| >= z
+    magnitude: float = 100.0  # the magnitude rule: |x| > magnitude ...
+    ratio: float = 1000.0  # ... and |x| > ratio x the layer's median |x|
+    top_k: int = 8  # k of the secondary top-k retention column
+    max_spikes: int = 100  # spikes listed per module, largest |x| first
+    per_token: int = 8  # spikes ranked per token (largest |x|); more are counted, not ranked
+    across_dims: int = 16  # (head, dim) columns per call whose across-token order is measured
+    census_dims: int = 16  # census entries per module, most spikes first
 
 
 GLOB_CHARS = frozenset("*?[")

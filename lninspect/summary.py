@@ -9,10 +9,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from lninspect.results import GradsResult, GradStats, NormStats, Spike, StatsResult
+from lninspect.results import (
+    CensusEntry,
+    GradsResult,
+    GradStats,
+    NormDescription,
+    NormStats,
+    Spike,
+    StatsResult,
+)
 from lninspect.results.aggregate import AggregateResult
 from lninspect.roles import ordered_roles
 
@@ -112,14 +121,17 @@ def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, f
 
 
 def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
-    """The module and spike with the largest |z| over the whole result; None without spikes."""
+    """The module and spike with the largest |x| over the whole result; None without spikes.
+
+    By |x|, never by z: |z| is bounded by sqrt(d - 1) and cannot rank spikes.
+    """
     found = [
         (norm, spike)
         for norm in result.norms
         for spike in (norm.spikes or [])
-        if math.isfinite(spike.z)
+        if math.isfinite(spike.value)
     ]
-    return max(found, key=lambda pair: abs(pair[1].z), default=None)
+    return max(found, key=lambda pair: abs(pair[1].value), default=None)
 
 
 def token_spikes(result: StatsResult, sequence: int, token: int) -> list[tuple[NormStats, Spike]]:
@@ -133,18 +145,147 @@ def token_spikes(result: StatsResult, sequence: int, token: int) -> list[tuple[N
 
 
 def has_order(result: StatsResult) -> bool:
-    """Whether the order metrics were captured (stats --spikes, report)."""
+    """Whether the spike metrics were captured (stats --spikes, report)."""
     return any(n.order is not None for n in result.norms)
 
 
-def pooled_order(result: StatsResult) -> tuple[float, float] | None:
-    """(median within-token Spearman, median top-k retention) over every norm and token."""
-    orders = [n.order for n in result.norms if n.order is not None]
-    if not orders:
-        return None
-    rho = nan_median(np.concatenate([o.within_token_spearman.ravel() for o in orders]))
-    kept = nan_median(np.concatenate([o.topk_retention.ravel() for o in orders]))
-    return rho, kept
+@dataclass
+class OrderTotals:
+    """The order counts of several norms added up (OrderStats, pooled)."""
+
+    norms: int  # norms with order metrics
+    spiking: int  # norms with at least one spike
+    spikes: int
+    ranked: int
+    kept: int
+    pairs: int
+    pairs_kept: int
+    centre: int
+    weight: int
+    bias: int
+
+    @property
+    def rank_kept(self) -> float:
+        """Share of ranked spikes whose rank is kept; NaN without one."""
+        return self.kept / self.ranked if self.ranked else float("nan")
+
+    @property
+    def pair_share(self) -> float:
+        """Share of same-token spike pairs whose order is kept; NaN without one."""
+        return self.pairs_kept / self.pairs if self.pairs else float("nan")
+
+
+def order_totals(norms: list[NormStats]) -> OrderTotals:
+    """The counts of `norms` added up; the shares are of the sums (each spike weighs one)."""
+    orders = [n.order for n in norms if n.order is not None]
+    return OrderTotals(
+        norms=len(orders),
+        spiking=sum(o.spikes > 0 for o in orders),
+        spikes=sum(o.spikes for o in orders),
+        ranked=sum(o.ranked for o in orders),
+        kept=sum(round(o.rank_kept * o.ranked) for o in orders if o.ranked),
+        pairs=sum(o.pairs for o in orders),
+        pairs_kept=sum(round(o.pairs_kept * o.pairs) for o in orders if o.pairs),
+        centre=sum(o.changed_by.centre for o in orders),
+        weight=sum(o.changed_by.weight for o in orders),
+        bias=sum(o.changed_by.bias for o in orders),
+    )
+
+
+def pooled_order(result: StatsResult) -> OrderTotals | None:
+    """The order counts over every norm of the result; None when spikes were not captured."""
+    return order_totals(result.norms) if has_order(result) else None
+
+
+@dataclass
+class DimCensus:
+    """One dimension over every norm of a result: where and how much it spikes."""
+
+    dim: int
+    layers: list[int]  # layers of the norms where it is in the census
+    norms: int  # how many norms list it
+    count: int  # spikes over those norms
+    sequences: float  # the largest share of sequences with a spike at one norm
+    first_token_share: float  # share of its spikes on the first token
+    max_abs: float
+    tokens: list[tuple[str, int]]  # the tokens most often carrying it, over the norms
+
+
+def census_rows(result: StatsResult | AggregateResult, limit: int = 8) -> list[DimCensus]:
+    """The `limit` dimensions with the most spikes over the model, from every norm's census.
+
+    Only the norms of the model's width count (the residual stream): a q/k norm's dimension
+    is one within a head, another axis.
+    """
+    total = (
+        result.corpus.sequences
+        if isinstance(result, AggregateResult)
+        else result.input.num_sequences
+    )
+    by_dim: dict[int, list[tuple[NormDescription, CensusEntry]]] = {}
+    for norm in result.norms:
+        if norm.role == "qk":
+            continue
+        for entry in getattr(norm, "census", None) or []:
+            by_dim.setdefault(entry.dim, []).append((norm, entry))
+    rows = [_dim_census(dim, pairs, max(total, 1)) for dim, pairs in by_dim.items()]
+    return sorted(rows, key=lambda r: (-r.count, r.dim))[:limit]
+
+
+def _dim_census(
+    dim: int, pairs: list[tuple[NormDescription, CensusEntry]], total: int
+) -> DimCensus:
+    count = sum(e.count for _, e in pairs)
+    tokens: dict[str, int] = {}
+    for _, entry in pairs:
+        for t in entry.tokens:
+            tokens[t.token] = tokens.get(t.token, 0) + t.count
+    return DimCensus(
+        dim=dim,
+        layers=sorted({n.layer for n, _ in pairs if n.layer is not None}),
+        norms=len(pairs),
+        count=count,
+        sequences=max(e.sequences for _, e in pairs) / total,
+        first_token_share=sum(e.first_token_share * e.count for _, e in pairs) / count,
+        max_abs=max(e.max_abs for _, e in pairs),
+        tokens=sorted(tokens.items(), key=lambda kv: (-kv[1], kv[0]))[:3],
+    )
+
+
+def layer_span(layers: list[int]) -> str:
+    """[2, 3, 4, 7] -> `2-4, 7`; [] -> `—`."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs) or "—"
+
+
+def top_dimension(result: StatsResult) -> int | None:
+    """The dimension of the largest spike, else the first of the trajectory."""
+    found = largest_spike(result)
+    if found is not None:
+        return found[1].dim
+    return result.trajectory.dims[0] if result.trajectory and result.trajectory.dims else None
+
+
+def compression_by_norm(result: StatsResult, dim: int) -> list[tuple[NormStats, float, float]]:
+    """(norm, median compression before, after) of dimension `dim` over sequences (and
+    heads), for the norms that measured it across tokens."""
+    rows = []
+    for norm in result.norms:
+        found = [a for a in norm.across_token or [] if a.dim == dim and a.head is None]
+        if found:
+            rows.append(
+                (
+                    norm,
+                    nan_median(np.array([a.compression_in for a in found])),
+                    nan_median(np.array([a.compression_out for a in found])),
+                )
+            )
+    return rows
 
 
 def with_grads(result: StatsResult) -> list[tuple[NormStats, GradStats]]:

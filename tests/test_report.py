@@ -65,6 +65,7 @@ def test_report_writes_every_file_and_nothing_else(report_run):
     assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # staging removed
     assert "largest spike" in result.stdout and "index.html" in result.stderr
+    assert "spike order kept by the norms" in result.stdout
 
 
 def test_report_pngs_decode_and_are_not_blank(report_run):
@@ -79,7 +80,7 @@ def test_report_pngs_decode_and_are_not_blank(report_run):
 def test_report_json_is_the_grads_result_with_spikes(report_run):
     _, folder = report_run
     doc = json.loads((folder / REPORT_JSON).read_text())
-    assert doc["schema"] == "lninspect.grads/1"
+    assert doc["schema"] == "lninspect.grads/2"
     assert doc["spike_z"] == 2 and doc["top_k"] == 4
     result = GradsResult.from_json(doc)
     assert any(n.spikes for n in result.norms) and all(n.grad for n in result.norms)
@@ -95,7 +96,7 @@ def test_index_html_is_self_contained_and_escaped(report_run, tiny_model_dir: Pa
     assert "script" not in tags and "link" not in tags and "style" in tags
     images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
     pngs = {p.read_bytes() for p in folder.glob("*.png")}
-    assert len(images) == len(pngs) == 8
+    assert len(images) == len(pngs) == 11
     assert {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in images} == pngs
     links = [v for _, attrs in parser.tags for k, v in attrs.items() if k in ("src", "href")]
     assert all(v.startswith(("data:", "#")) for v in links)  # no external resources

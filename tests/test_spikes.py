@@ -1,4 +1,10 @@
-"""Spike and order metrics on planted cases where the answer is known."""
+"""Spikes and their order, on planted cases, against an independent float64 reference.
+
+The worked examples of docs/metrics.md run through the CLI's JSON: a GPT-2 with a byte-level
+vocabulary (no tokenizer is saved, so token ids are the text's bytes) whose position
+embeddings are zero, so that the first norm's input for the letter "A" is exactly the row
+planted in the embedding for it.
+"""
 
 from __future__ import annotations
 
@@ -13,144 +19,413 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
-from lninspect.hooks.spikes import ranks, spearman
+from lninspect.hooks.spikes import average_ranks, spearman
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
 
-D = 64
+D = 96
+FIRST = "transformer.h.0.ln_1"
+STAGES = {1: "centre", 2: "weight", 3: "bias"}
 
 
-DEFAULT_SPIKES = SpikeOptions()
+# An independent reference: float64, counting ranks by the definitions ------------------------
 
 
-def run(norm: nn.Module, x: torch.Tensor, options: SpikeOptions = DEFAULT_SPIKES):
+def reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5, **rules) -> dict:
+    """Spikes of a LayerNorm on x (tokens, d) of one sequence, by the definitions."""
+    z_min, magnitude, ratio = rules.get("z", 6.0), rules.get("abs", 100.0), rules.get("ratio", 1e3)
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    std = np.sqrt(x.var(-1, keepdims=True) + eps)
+    z = (x - mean) / std
+    y = z * w + b
+    size = np.abs(x).ravel()
+    median = np.sort(size)[(size.size - 1) // 2]  # the lower middle value, as torch.median
+    massive = (np.abs(x) > magnitude) & (np.abs(x) > ratio * median)
+    spikes = {}
+    for t, j in zip(*np.nonzero(massive | (np.abs(z) >= z_min)), strict=True):
+        stages = [np.abs(x[t]), np.abs(x[t] - mean[t]), np.abs(y[t] - b), np.abs(y[t])]
+        ranks = [int((a > a[j]).sum()) + 1 for a in stages]
+        first = next((i for i in (1, 2, 3) if ranks[i] != ranks[i - 1]), None)
+        spikes[(int(t), int(j))] = {
+            "value": x[t, j],
+            "out_value": y[t, j],
+            "z": z[t, j],
+            "massive": bool(massive[t, j]),
+            "ranks": ranks,
+            "changed_by": STAGES[first] if ranks[3] != ranks[0] else None,
+        }
+    return spikes
+
+
+# A model whose first norm sees planted rows ---------------------------------------------------
+
+
+def planted_model(
+    folder: Path, rows: dict[str, np.ndarray], weight: dict[int, float] | None = None
+) -> Path:
+    """A 2-layer GPT-2 (width 96, byte vocabulary) with the given embedding rows per letter;
+    the first norm has weight 1 (or `weight` at some dims) and bias 0."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=D, n_head=4, n_positions=32, vocab_size=256)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        model.transformer.wpe.weight.zero_()
+        for letter, row in rows.items():
+            model.transformer.wte.weight[ord(letter)] = torch.tensor(row, dtype=torch.float32)
+        ln = model.transformer.h[0].ln_1
+        ln.weight.fill_(1.0)
+        ln.bias.zero_()
+        for dim, value in (weight or {}).items():
+            ln.weight[dim] = value
+    model.save_pretrained(folder)
+    return folder
+
+
+def stats_json(model: Path, text: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(
+        app,
+        ["stats", str(model), "--text", text, "--spikes", *extra, "--json", str(out), "--force"],
+        env={"COLUMNS": "80", "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def first_norm(doc: dict) -> dict:
+    return next(n for n in doc["norms"] if n["name"] == FIRST)
+
+
+def check_against_reference(norm: dict, want: dict) -> None:
+    got = {(s["token"], s["dim"]): s for s in norm["spikes"]}
+    assert set(got) == set(want)
+    for key, spike in got.items():
+        ref = want[key]
+        assert spike["sequence"] == 0 and spike["head"] is None
+        assert spike["value"] == pytest.approx(ref["value"], rel=1e-6)
+        assert spike["out_value"] == pytest.approx(ref["out_value"], rel=1e-5)
+        assert spike["z"] == pytest.approx(ref["z"], rel=1e-5)
+        assert spike["massive"] is ref["massive"]
+        ranks = [spike[k] for k in ("rank_in", "rank_centred", "rank_weighted", "rank_out")]
+        assert ranks == ref["ranks"], key
+        assert spike["changed_by"] == ref["changed_by"], key
+    values = [abs(s["value"]) for s in norm["spikes"]]
+    assert values == sorted(values, reverse=True)  # largest |x| first
+    order = norm["order"]
+    assert order["spikes"] == order["ranked"] == len(want)
+    kept = sum(r["ranks"][0] == r["ranks"][3] for r in want.values())
+    assert order["rank_kept"] == pytest.approx(kept / len(want))
+    for stage in ("centre", "weight", "bias"):
+        assert order["changed_by"][stage] == sum(r["changed_by"] == stage for r in want.values())
+
+
+def bulk(value: float = 0.1) -> np.ndarray:
+    return np.full(D, value, dtype=np.float32)
+
+
+def test_centring_swaps_two_massive_activations(tmp_path: Path):
+    """+200 and -199.9 on a bulk of 0.1: centring by the mean (~0.1) makes -199.9 larger."""
+    row = bulk()
+    row[3], row[7] = 200.0, -199.9
+    doc = stats_json(planted_model(tmp_path / "m", {"A": row}), "A", tmp_path)
+    norm = first_norm(doc)
+    want = reference(row[None], np.ones(D), np.zeros(D))
+    check_against_reference(norm, want)
+    by_dim = {s["dim"]: s for s in norm["spikes"]}
+    assert [by_dim[3][k] for k in ("rank_in", "rank_centred", "rank_out")] == [1, 2, 2]
+    assert [by_dim[7][k] for k in ("rank_in", "rank_centred", "rank_out")] == [2, 1, 1]
+    assert by_dim[3]["changed_by"] == by_dim[7]["changed_by"] == "centre"
+    assert by_dim[3]["massive"] and by_dim[7]["massive"]
+    assert norm["order"]["pairs"] == 1 and norm["order"]["pairs_kept"] == 0.0
+    assert doc["schema"] == "lninspect.stats/2"
+    assert (doc["spike_abs"], doc["spike_ratio"], doc["spike_z"]) == (100.0, 1000.0, 6.0)
+
+
+def test_a_small_gain_demotes_a_planted_spike(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    row = rng.standard_normal(D).astype(np.float32)
+    row[17] = 40.0
+    model = planted_model(tmp_path / "m", {"A": row}, weight={17: 0.01})
+    norm = first_norm(stats_json(model, "A", tmp_path))
+    w = np.ones(D)
+    w[17] = 0.01
+    want = reference(row[None], w, np.zeros(D))
+    check_against_reference(norm, want)
+    spike = next(s for s in norm["spikes"] if s["dim"] == 17)
+    assert spike["rank_in"] == spike["rank_centred"] == 1 and spike["rank_out"] > 50
+    assert spike["changed_by"] == "weight" and not spike["massive"]
+    assert norm["order"]["rank_kept"] == 0.0 and norm["order"]["changed_by"]["weight"] == 1
+
+
+def test_the_massive_rule_uses_the_layer_median(tmp_path: Path):
+    """5063 on a token whose own bulk is 10: massive against the layer's median |x| (0.1),
+    though not against the token's own (10 x 1000 > 5063); 500 on a sequence whose bulk is
+    1 everywhere is not massive (1000 x 1 > 500), only a z spike."""
+    raised = bulk(10.0)
+    raised[5] = 5063.0
+    high = bulk(1.0)
+    high[9] = 500.0
+    rows = {"A": bulk(0.1), "B": raised, "C": bulk(1.0), "D": high}
+    model = planted_model(tmp_path / "m", rows)
+    norm = first_norm(stats_json(model, "AAAAB", tmp_path))
+    x = np.stack([rows[c] for c in "AAAAB"])
+    check_against_reference(norm, reference(x, np.ones(D), np.zeros(D)))
+    assert [(s["token"], s["dim"], s["massive"]) for s in norm["spikes"]] == [(4, 5, True)]
+    census = norm["census"][0]
+    assert (census["dim"], census["count"], census["first_token_share"]) == (5, 1, 0.0)
+    assert census["tokens"] == [{"token": "B", "count": 1}]  # the byte fallback's piece
+    other = first_norm(stats_json(model, "CCCD", tmp_path))
+    assert [(s["token"], s["dim"], s["massive"]) for s in other["spikes"]] == [(3, 9, False)]
+    x = np.stack([rows[c] for c in "CCCD"])
+    check_against_reference(other, reference(x, np.ones(D), np.zeros(D)))
+
+
+def test_a_constant_token_gives_nan_not_a_number(tmp_path: Path):
+    norm = first_norm(stats_json(planted_model(tmp_path / "m", {"A": bulk(0.5)}), "A", tmp_path))
+    order = norm["order"]
+    assert norm["spikes"] == [] and norm["across_token"] == [] and norm["census"] == []
+    assert order["spikes"] == order["pairs"] == 0
+    assert order["rank_kept"] is None and order["pairs_kept"] is None  # NaN is null
+    assert order["topk_retention"] == [[None]]
+    assert order["spike_count"] == [[0]]
+
+
+def test_ablation_of_the_massive_activation(tmp_path: Path):
+    """Set to its mean over the tokens carrying it (both "B": 3000), the loss is unchanged;
+    set to 0 it is the loss of the same inputs embedded with a 0 there (the head, tied to
+    the embedding, unchanged)."""
+    raised = bulk(0.1)
+    raised[5] = 3000.0
+    rows = {"A": bulk(0.1), "B": raised}
+    model = planted_model(tmp_path / "m", rows)
+    doc = stats_json(model, "ABAB", tmp_path, "--ablate-spikes")
+    ablation = doc["ablation"]
+    assert (ablation["layer"], ablation["dims"], ablation["module"]) == (0, [5], FIRST)
+    assert ablation["entries"] == 2
+    zeroed = raised.copy()
+    zeroed[5] = 0.0
+    ids = torch.tensor([[65, 66, 65, 66]])
+
+    def loss(rows: dict[str, np.ndarray]) -> float:
+        from transformers import GPT2LMHeadModel
+
+        lm = GPT2LMHeadModel.from_pretrained(model).eval()
+        embedded = torch.tensor(np.stack([rows[chr(i)] for i in ids[0].tolist()]))[None]
+        with torch.no_grad():
+            return float(lm(inputs_embeds=embedded, labels=ids).loss)
+
+    assert ablation["loss"] == pytest.approx(loss(rows), rel=1e-5)
+    assert ablation["loss_mean"] == pytest.approx(ablation["loss"], rel=1e-6)
+    assert ablation["loss_zero"] == pytest.approx(loss({**rows, "B": zeroed}), rel=1e-5)
+    assert ablation["loss_zero"] != pytest.approx(ablation["loss"], rel=1e-3)
+
+
+# The API on hand-built modules --------------------------------------------------------------
+
+
+DEFAULT = SpikeOptions()
+
+
+def run(norm: nn.Module, x: torch.Tensor, options: SpikeOptions = DEFAULT):
     with torch.no_grad(), capture(norm, spikes=options) as cap:
         norm(x)
     return cap.result().norms[0]
 
 
-def planted(token: int = 3, dim: int = 17, value: float = 40.0) -> torch.Tensor:
-    torch.manual_seed(0)
-    x = torch.randn(1, 10, D)
-    x[0, token, dim] = value
-    return x
-
-
-def test_ranks_and_spearman_against_numpy():
+def test_average_ranks_and_spearman_against_numpy():
     torch.manual_seed(1)
     a, b = torch.randn(5, 30), torch.randn(5, 30)
-    want_ranks = np.argsort(np.argsort(a.numpy(), axis=-1), axis=-1)
-    np.testing.assert_array_equal(ranks(a).numpy(), want_ranks)
-    ra, rb = want_ranks.astype(float), np.argsort(np.argsort(b.numpy(), -1), -1).astype(float)
+    a[0, :10] = 0.5  # ties share their average rank
+    ra = np.array([_numpy_average_ranks(row) for row in a.numpy()])
+    rb = np.array([_numpy_average_ranks(row) for row in b.numpy()])
+    np.testing.assert_array_equal(average_ranks(a).numpy(), ra)
     want = [np.corrcoef(ra[i], rb[i])[0, 1] for i in range(5)]  # Pearson of ranks
     np.testing.assert_allclose(spearman(a, b).numpy(), want, rtol=1e-12)
+    assert torch.isnan(spearman(torch.ones(4), torch.arange(4.0)))  # constant: undefined
 
 
-def test_planted_spike_is_found_and_unit_weight_keeps_order_exactly():
-    ln = nn.LayerNorm(D)  # weight 1, bias 0
-    norm = run(ln, planted())
-    top = norm.spikes[0]
-    assert (top.sequence, top.token, top.dim) == (0, 3, 17)
-    assert top.value == 40.0 and top.rank_in == 1 and top.rank_out == 1
-    x = planted()[0, 3]
-    assert top.z == pytest.approx(
-        ((x[17] - x.mean()) / (x.var(correction=0) + ln.eps).sqrt()).item(), rel=1e-6
-    )
-    assert top.out_value == pytest.approx(top.z, rel=1e-6)
-    assert not top.massive
-    assert np.all(norm.order.within_token_spearman == 1.0)
-    assert np.all(norm.order.within_token_spearman_z == 1.0)
-    assert np.all(norm.order.topk_retention == 1.0)
-    assert norm.order.spike_count[0, 3] == 1 and norm.order.spike_count.sum() == 1
-    assert [a.dim for a in norm.across_token_spearman] == [17]
+def _numpy_average_ranks(row: np.ndarray) -> np.ndarray:
+    return np.array([(row < v).sum() + ((row == v).sum() + 1) / 2 for v in row])
 
 
-def test_negative_weight_on_the_spike_dimension_changes_the_order():
-    ln = nn.LayerNorm(D)
-    with torch.no_grad():
-        ln.weight[17] = -1.0
-    norm = run(ln, planted())
-    top = norm.spikes[0]
-    assert top.out_value < 0 < top.value
-    assert top.rank_out == 1  # still the largest in magnitude
-    assert norm.order.within_token_spearman[0, 3] < 0.95  # but the order of values changed
-    assert norm.order.within_token_spearman_z[0, 3] == 1.0  # the normalization alone kept it
-
-
-def test_small_weight_demotes_the_spike():
-    ln = nn.LayerNorm(D)
-    with torch.no_grad():
-        ln.weight[17] = 0.01
-    norm = run(ln, planted())
-    top = norm.spikes[0]
-    assert top.rank_in == 1 and top.rank_out > 8
-    assert norm.order.topk_retention[0, 3] == pytest.approx(7 / 8)
-
-
-def test_across_token_order_flips_for_a_token_with_a_huge_std():
+def test_across_token_order_and_compression_for_a_token_with_a_huge_std():
     torch.manual_seed(2)
     x = torch.randn(1, 10, D) * 0.01
     x[0, :, 2] = -50.0  # the same large value in every token: the stds are alike
     x[0, :, 0] = 10.0 + torch.arange(10.0)  # dim 0 grows with the token index
     x[0, 9, 1] = 1000.0  # token 9 also has a massive activation: its std is huge
     norm = run(nn.LayerNorm(D), x, SpikeOptions(z=2.0))
-    rho = {a.dim: a.rho for a in norm.across_token_spearman}
+    across = {a.dim: a for a in norm.across_token}
+    y = torch.nn.functional.layer_norm(x.double(), (D,))[0]
+    column, out = x[0, :, 0].double().numpy(), y[:, 0].numpy()
     # Token 9 goes from the largest x[:, 0] to the smallest y[:, 0]: sum d^2 = 81 + 9 * 1.
-    assert rho[0] == pytest.approx(1 - 6 * 90 / (10 * 99), rel=1e-7)  # stored as float32
-    massive = [s for s in norm.spikes if s.massive]
-    assert [(s.token, s.dim) for s in massive] == [(9, 1)]
+    assert across[0].rho == pytest.approx(1 - 6 * 90 / (10 * 99), rel=1e-6)
+    assert across[0].compression_in == pytest.approx(column.max() / np.sort(column)[4], rel=1e-6)
+    assert across[0].compression_out == pytest.approx(
+        np.abs(out).max() / np.sort(np.abs(out))[4], rel=1e-5
+    )
+    assert across[0].tokens == 10 and across[0].head is None
+    assert [(s.token, s.dim) for s in norm.spikes if s.massive] == [(9, 1)]
 
 
-def test_rmsnorm_centres_at_zero():
+def test_negative_weight_flips_values_but_keeps_the_magnitude_order():
+    ln = nn.LayerNorm(D)
+    with torch.no_grad():
+        ln.weight[17] = -1.0
+    torch.manual_seed(0)
+    x = torch.randn(1, 10, D)
+    x[0, 3, 17] = 40.0
+    norm = run(ln, x)
+    top = norm.spikes[0]
+    assert top.out_value < 0 < top.value and top.rank_out == 1 and top.changed_by is None
+    rho = {a.dim: a for a in norm.across_token}[17]
+    assert rho.rho < 0 < rho.rho_abs  # values reversed across tokens, magnitudes not
+
+
+def test_rmsnorm_never_centres():
     torch.manual_seed(3)
     rms = nn.RMSNorm(D, eps=1e-6)
     x = torch.randn(1, 6, D) + 3.0  # a large mean: centring would matter
-    x[0, 2, 5] = 30.0
-    norm = run(rms, x)
-    top = norm.spikes[0]
-    row = x[0, 2]
-    assert (top.token, top.dim) == (2, 5)
+    x[0, 2, 5] = 60.0
+    top = run(rms, x).spikes[0]
+    row = x[0, 2].double()
+    assert (top.token, top.dim, top.rank_in, top.rank_centred) == (2, 5, 1, 1)
     assert top.z == pytest.approx((row[5] / (row.square().mean() + 1e-6).sqrt()).item(), rel=1e-6)
 
 
-def test_stats_spikes_through_the_cli(tiny_model_dir: Path, tmp_path: Path):
-    path = tmp_path / "spikes.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "stats",
-            str(tiny_model_dir),
-            "--text",
-            "A fox. " * 8,
-            "--spikes",
-            "--spike-z",
-            "2.5",
-            "--json",
-            str(path),
-        ],
-        env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.exit_code == 0, result.output
-    assert "largest spikes" in result.stdout and "order kept" in result.stdout
-    doc = json.loads(path.read_text())
-    assert doc["spike_z"] == 2.5 and doc["top_k"] == 8
+class HeadsFirstNorm(nn.Module):
+    """Gemma 3's q/k norm layout: the norm sees (batch, heads, tokens, head_dim), a view of
+    a (batch, tokens, heads * head_dim) projection."""
+
+    def __init__(self, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = q.shape
+        view = q.view(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
+        return self.q_norm(view)
+
+
+@pytest.mark.parametrize("heads_first", [True, False])
+def test_per_head_spikes_carry_head_and_token(heads_first: bool):
+    heads, head_dim, tokens = 4, 16, 4  # as many heads as tokens: only the layout tells
+    torch.manual_seed(4)
+    q = torch.randn(2, tokens, heads * head_dim)
+    q[1, 2, 3 * head_dim + 5] = 30.0  # sequence 1, token 2, head 3, dim 5
+    if heads_first:
+        module = HeadsFirstNorm(heads, head_dim)
+        with torch.no_grad(), capture(module, spikes=SpikeOptions(z=3.5)) as cap:
+            module(q)
+    else:
+        module = nn.RMSNorm(head_dim, eps=1e-6)
+        with torch.no_grad(), capture(module, spikes=SpikeOptions(z=3.5)) as cap:
+            module(q.view(2, tokens, heads, head_dim))
+    norm = cap.result().norms[0]
+    top = norm.spikes[0]
+    assert (top.sequence, top.token, top.head, top.dim) == (1, 2, 3, 5)
+    count = norm.order.spike_count
+    assert count.shape == ((2, heads, tokens) if heads_first else (2, tokens, heads))
+    assert (count[1, 3, 2] if heads_first else count[1, 2, 3]) >= 1
+    column = next(a for a in norm.across_token if a.sequence == 1 and a.dim == 5)
+    assert column.head == 3 and column.tokens == tokens
+
+
+def test_spikes_beyond_the_per_token_cap_are_counted_not_ranked():
+    torch.manual_seed(5)
+    x = torch.randn(1, 3, D)
+    x[0, 1, :12] = 80.0 + torch.arange(12.0)  # 12 spikes on token 1
+    norm = run(nn.LayerNorm(D), x, SpikeOptions(z=1.5, per_token=4))
+    assert norm.order.spike_count[0, 1] >= 12
+    assert norm.order.spikes == int(norm.order.spike_count.sum())
+    assert norm.order.ranked < norm.order.spikes
+    ranked_on_1 = sorted(s.dim for s in norm.spikes if s.token == 1)
+    assert ranked_on_1 == [8, 9, 10, 11]  # the 4 largest |x| of the token
+
+
+def test_stats_spikes_through_the_cli_on_the_tiny_fixture(tiny_model_dir: Path, tmp_path: Path):
+    doc = stats_json(tiny_model_dir, "A fox. " * 8, tmp_path, "--spike-z", "2.5")
     n = doc["input"]["num_tokens"]
+    keys = [
+        "sequence",
+        "token",
+        "head",
+        "dim",
+        "value",
+        "out_value",
+        "z",
+        "massive",
+        "rank_in",
+        "rank_centred",
+        "rank_weighted",
+        "rank_out",
+        "changed_by",
+    ]
     for entry in doc["norms"]:
-        assert set(entry["order"]) >= {"within_token_spearman", "topk_retention"}
-        assert np.shape(entry["order"]["within_token_spearman"]) == (1, n)
+        assert list(entry["order"])[:6] == [
+            "spikes",
+            "ranked",
+            "rank_kept",
+            "pairs",
+            "pairs_kept",
+            "changed_by",
+        ]
+        assert np.shape(entry["order"]["topk_retention"]) == (1, n)
         for spike in entry["spikes"]:
-            assert set(spike) == {
-                "sequence",
-                "token",
-                "dim",
-                "value",
-                "z",
-                "out_value",
-                "rank_in",
-                "rank_out",
-                "massive",
-            }
+            assert list(spike) == keys
             assert abs(spike["z"]) >= 2.5 or spike["massive"]
-        assert all(set(a) == {"dim", "rho", "tokens"} for a in entry["across_token_spearman"])
+        for a in entry["across_token"]:
+            assert list(a)[:5] == ["dim", "rho", "rho_abs", "compression_in", "compression_out"]
+        for c in entry["census"]:
+            assert list(c)[:6] == [
+                "dim",
+                "count",
+                "max_abs",
+                "first_token_share",
+                "positions",
+                "tokens",
+            ]
     assert any(entry["spikes"] for entry in doc["norms"])
+    assert list(doc["trajectory"]) == ["dims", "norms", "max_abs_in", "max_abs_out"]
+    assert np.shape(doc["trajectory"]["max_abs_in"]) == (
+        len(doc["trajectory"]["dims"]),
+        len(doc["trajectory"]["norms"]),
+    )
     assert StatsResult.from_json(doc).to_json() == doc
+
+
+def test_census_token_table_merges_batches_exactly_within_capacity():
+    """The fixed-size (token id, dim) table, merged batch by batch by sorting, against a
+    plain count; past its capacity it never over-counts and counts what it dropped."""
+    from collections import Counter
+
+    from lninspect.hooks.census import Census
+
+    rng = np.random.default_rng(6)
+    want: Counter[tuple[int, int]] = Counter()
+    census = Census(width=8, device=torch.device("cpu"), capacity=64)
+    small = Census(width=8, device=torch.device("cpu"), capacity=4)
+    for _ in range(5):
+        ids = rng.integers(0, 6, size=(2, 10))
+        dims = rng.integers(-1, 8, size=(2, 10, 1, 3))  # -1: no spike in that slot
+        for (s, t, _, _), j in np.ndenumerate(dims):
+            if j >= 0:
+                want[(int(ids[s, t]), int(j))] += 1
+        keys = torch.where(
+            torch.tensor(dims) >= 0, torch.tensor(ids)[..., None, None] * 8 + torch.tensor(dims), -1
+        ).flatten()
+        for table in (census, small):
+            table._merge(keys, (keys >= 0).to(torch.int64))
+    got = {
+        (int(k) // 8, int(k) % 8): int(n)
+        for k, n in zip(census.keys, census.key_counts, strict=True)
+        if k >= 0
+    }
+    assert got == dict(want) and int(census.evicted) == 0
+    for key, n in zip(small.keys.tolist(), small.key_counts.tolist(), strict=True):
+        assert 0 < n <= want[(key // 8, key % 8)]  # what fell out earlier is not counted
+    assert int(small.evicted) == sum(want.values()) - int(small.key_counts.sum())

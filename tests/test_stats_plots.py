@@ -13,29 +13,38 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.render.figures import DPI, new_figure
+from lninspect.render.spike_plots import (
+    SPIKE_CENSUS,
+    SPIKE_COMPRESSION,
+    SPIKE_ORDER,
+    SPIKE_RANKS,
+    SPIKE_TRAJECTORY,
+)
 from lninspect.render.stats_plots import (
     MEAN_HEATMAP,
-    SPIKE_RANKS,
     STATS_FIGURES,
     STD_HEATMAP,
     STD_PER_LAYER,
-    WITHIN_TOKEN,
     plot_mean_heatmap,
-    plot_spike_ranks,
     plot_std_heatmap,
     plot_std_per_layer,
-    plot_within_token,
     save_stats_figures,
 )
 from lninspect.results import (
+    AcrossToken,
+    CensusEntry,
+    ChangedBy,
     InputInfo,
     InputStats,
     ModelInfo,
     NormStats,
     OrderStats,
     OutputStats,
+    PositionCount,
     Spike,
     StatsResult,
+    TokenCount,
+    Trajectory,
 )
 from lninspect.summary import residual_growth
 
@@ -47,13 +56,17 @@ def spike(token: int, dim: int, z: float, rank_in: int, rank_out: int) -> Spike:
     return Spike(
         sequence=0,
         token=token,
+        head=None,
         dim=dim,
         value=z * 0.5,
-        z=z,
         out_value=1.0,
-        rank_in=rank_in,
-        rank_out=rank_out,
+        z=z,
         massive=False,
+        rank_in=rank_in,
+        rank_centred=rank_in,
+        rank_weighted=rank_out,
+        rank_out=rank_out,
+        changed_by="weight" if rank_out != rank_in else None,
     )
 
 
@@ -84,11 +97,28 @@ def norm_stats(
         depth = layer if layer is not None else LAYERS
         rho = np.full((1, TOKENS), 0.9 - 0.1 * depth, dtype=np.float32)
         stats.order = OrderStats(
-            within_token_spearman=rho,
-            within_token_spearman_z=np.ones_like(rho),
+            spikes=2,
+            ranked=2,
+            rank_kept=0.5,
+            pairs=0,
+            pairs_kept=float("nan"),
+            changed_by=ChangedBy(centre=0, weight=1, bias=0),
+            spike_count=np.ones_like(rho, dtype=np.int64),
             topk_retention=np.full_like(rho, 0.75),
-            spike_count=np.ones_like(rho),
         )
+        stats.across_token = [
+            AcrossToken(dim=7, rho=0.9, rho_abs=0.9, compression_in=8.0, compression_out=2.0)
+        ]
+        stats.census = [
+            CensusEntry(
+                dim=7,
+                count=2,
+                max_abs=25.0,
+                first_token_share=0.0,
+                positions=[PositionCount(4, 8, 2)],
+                tokens=[TokenCount(" jumps", 2)],
+            )
+        ]
         stats.spikes = [spike(SPIKE_TOKEN, 3, 10.0 + depth, 2, 2), spike(8, 5, -9.0, 3, 40)]
     return stats
 
@@ -129,6 +159,14 @@ def synthetic(with_spikes: bool = True) -> StatsResult:
         norms=norms,
         spike_z=6.0 if with_spikes else None,
         top_k=4 if with_spikes else None,
+        trajectory=Trajectory(
+            dims=[7],
+            norms=[n.name for n in norms],
+            max_abs_in=np.array([[2.0 ** (i / 2) for i in range(len(norms))]]),
+            max_abs_out=np.ones((1, len(norms))),
+        )
+        if with_spikes
+        else None,
     )
 
 
@@ -150,8 +188,11 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
         STD_HEATMAP: (11, 5.0),
         MEAN_HEATMAP: (11, 5.0),
         STD_PER_LAYER: (10, 5.5),
-        SPIKE_RANKS: (10, 7.5),
-        WITHIN_TOKEN: (10, 7.5),
+        SPIKE_RANKS: (12, 6),
+        SPIKE_ORDER: (11, 7.5),
+        SPIKE_TRAJECTORY: (11, 6),
+        SPIKE_COMPRESSION: (11, 6),
+        SPIKE_CENSUS: (11, 6),
     }
     for path in paths:
         assert_png(path, *sizes[path.name])
@@ -209,29 +250,6 @@ def test_std_per_layer_plots_medians_and_the_growth():
         1.0,
         4.0,
     )
-
-
-def test_rank_plot_shows_the_planted_spike_token_only():
-    ax = plot_spike_ranks(synthetic(), new_figure().add_subplot())
-    points = np.concatenate([c.get_offsets() for c in ax.collections])
-    # At token 4: every module's (2, 2) spike and the planted (1, 9); token 8's (3, 40) is absent.
-    assert sorted(map(tuple, points.tolist())) == [(1.0, 9.0)] + [(2.0, 2.0)] * (2 * LAYERS + 1)
-    texts = " ".join(t.get_text() for t in ax.texts)
-    assert "transformer.h.2.ln_2, dim 7" in texts and "z = -50" in texts and "×7" in texts
-    assert ax.get_xscale() == "linear"  # ranks 1 to 9 do not span a decade
-
-
-def test_within_token_plot_has_spearman_z_line_and_retention():
-    figure = new_figure()
-    plot_within_token(synthetic(), figure)
-    top, bottom = figure.axes[:2]
-    lines = {line.get_label(): line for line in top.get_lines()}
-    np.testing.assert_allclose(lines["before the MLP (mlp)"].get_ydata(), [0.9, 0.8, 0.7])
-    z_line = next(line for label, line in lines.items() if label.startswith("x vs z"))
-    np.testing.assert_allclose(z_line.get_ydata(), 1.0)
-    retention = {line.get_label(): line for line in bottom.get_lines()}
-    np.testing.assert_allclose(retention["before attention (attn)"].get_ydata(), 0.75)
-    assert "top-4" in bottom.get_ylabel()
 
 
 def test_figures_survive_json_round_trip_with_nan_and_heads(tmp_path: Path):

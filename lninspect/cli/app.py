@@ -20,6 +20,7 @@ from lninspect import __version__
 from lninspect.cli.console import Output, library_notes
 from lninspect.cli.options import (
     DEFAULT_OUT,
+    AblateOpt,
     BatchSizeOpt,
     DeviceMapOpt,
     DeviceOpt,
@@ -49,6 +50,8 @@ from lninspect.cli.options import (
     RevisionOpt,
     SeedOpt,
     SeqLenOpt,
+    SpikeAbsOpt,
+    SpikeRatioOpt,
     SpikeZOpt,
     StrideOpt,
     TargetOpt,
@@ -133,10 +136,14 @@ def stats(
             "--spikes",
             help="Also find activation spikes and measure whether each norm keeps "
             "their order (docs/metrics.md).",
+            rich_help_panel="Spikes (docs/metrics.md)",
         ),
     ] = False,
+    spike_abs: SpikeAbsOpt = 100.0,
+    spike_ratio: SpikeRatioOpt = 1000.0,
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
+    ablate_spikes: AblateOpt = False,
     plot: PlotOpt = False,
     out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
@@ -177,9 +184,19 @@ def stats(
         max_memory=max_memory,
         reductions=reductions.value,
     )
-    spike_options = SpikeOptions(z=spike_z, top_k=top_k) if spikes else None
+    spike_options = (
+        SpikeOptions(z=spike_z, magnitude=spike_abs, ratio=spike_ratio, top_k=top_k)
+        if spikes or ablate_spikes
+        else None
+    )
     outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
     if corpus.requested:
+        if ablate_spikes:
+            raise typer.BadParameter(
+                "applies to one text; a corpus is aggregated without keeping what the "
+                "second and third runs would need",
+                param_hint="'--ablate-spikes'",
+            )
         _invoke(
             ctx,
             commands.corpus_stats,
@@ -189,7 +206,14 @@ def stats(
             outputs=outputs,
         )
     else:
-        _invoke(ctx, commands.stats, run=run, spikes=spike_options, outputs=outputs)
+        _invoke(
+            ctx,
+            commands.stats,
+            run=run,
+            spikes=spike_options,
+            ablate=ablate_spikes,
+            outputs=outputs,
+        )
 
 
 @app.command()
@@ -286,8 +310,11 @@ def report(
     seed: SeedOpt = 0,
     loss: LossOpt = Loss.ce,
     target: TargetOpt = None,
+    spike_abs: SpikeAbsOpt = 100.0,
+    spike_ratio: SpikeRatioOpt = 1000.0,
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
+    ablate_spikes: AblateOpt = False,
     out_dir: Annotated[
         Path,
         typer.Option("--out", help="Folder for the report: the PNGs, report.json and index.html."),
@@ -344,7 +371,8 @@ def report(
         run=run,
         loss=loss.value,
         target=target,
-        spikes=SpikeOptions(z=spike_z, top_k=top_k),
+        spikes=SpikeOptions(z=spike_z, magnitude=spike_abs, ratio=spike_ratio, top_k=top_k),
+        ablate=ablate_spikes,
         folder=out_dir,
         force=force,
         quiet=quiet,

@@ -42,18 +42,20 @@ class Outputs:
             check_folder(self.figures, list(figures), self.force)
 
 
-def stats(run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs) -> None:
+def stats(
+    run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs, ablate: bool = False
+) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
     from lninspect.jobs import run_stats
-    from lninspect.render.spike_tables import order_table, spikes_table
+    from lninspect.render.spike_tables import spike_tables
     from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
     outputs.check(STATS_FIGURES)
-    result = run_stats(run, spikes)
-    tables = [stats_table(result)]
+    result = run_stats(run, spikes, ablate)
+    tables: list[RenderableType] = [stats_table(result)]
     if spikes is not None:
-        tables += [spikes_table(result), order_table(result)]
+        tables += spike_tables(result)
     _publish(outputs, result, tables, save_stats_figures)
 
 
@@ -66,6 +68,7 @@ def corpus_stats(
     from lninspect.corpus.job import run_corpus_stats
     from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
+    from lninspect.render.spike_tables import census_table
 
     outputs.check(CORPUS_FIGURES)
     world = world_from_env()
@@ -74,6 +77,8 @@ def corpus_stats(
         result = run_corpus_stats(run, corpus, spikes, progress.update, world)
     if world.is_main:
         tables = [aggregate_table(result), position_table(result)]
+        if spikes is not None:
+            tables.append(census_table(result))
         _publish(outputs, result, tables, save_corpus_figures)
 
 
@@ -117,6 +122,7 @@ def report(
     folder: Path,
     force: bool,
     quiet: bool,
+    ablate: bool = False,
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
     from lninspect.jobs import run_grads
@@ -124,7 +130,7 @@ def report(
 
     check_report_folder(folder, force)
     out = Output(quiet)
-    result = run_grads(run, loss, target, spikes=spikes)
+    result = run_grads(run, loss, target, spikes=spikes, ablate=ablate)
     for note in result.notes:
         out.note(note)
     paths = write_report(result, folder)

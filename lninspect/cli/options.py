@@ -118,10 +118,53 @@ def _check_positive(value: float) -> float:
     return value
 
 
+SPIKES = "Spikes (docs/metrics.md)"
 SpikeZOpt = Annotated[
-    float, typer.Option(callback=_check_positive, help="A dimension with |z| >= this is a spike.")
+    float,
+    typer.Option(
+        callback=_check_positive,
+        help="The z rule: a dimension with |z| >= this is a spike. |z| can never exceed "
+        "sqrt(d - 1) (LayerNorm) or sqrt(d) (RMSNorm): at d <= 37 the default cannot fire.",
+        rich_help_panel=SPIKES,
+    ),
 ]
-TopKOpt = Annotated[int, typer.Option(min=1, help="k of the top-k retention of spikes.")]
+SpikeAbsOpt = Annotated[
+    float,
+    typer.Option(
+        callback=_check_positive,
+        help="The magnitude rule (Sun et al.'s massive activations): |x| above this and "
+        "above --spike-ratio x the median |x| of the layer. Small models need less (the "
+        "bundled tiny's largest |x| is about 47).",
+        rich_help_panel=SPIKES,
+    ),
+]
+SpikeRatioOpt = Annotated[
+    float,
+    typer.Option(
+        callback=_check_positive,
+        help="The magnitude rule: |x| above this many times the median |x| over every "
+        "token and dimension of the module's input in the sequence.",
+        rich_help_panel=SPIKES,
+    ),
+]
+AblateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ablate-spikes",
+        help="Do the massive activations matter? Set them, at the first layer whose input "
+        "has them, to their mean over the tokens, then to zero, and report the LM loss of "
+        "both runs against the unchanged one (Sun et al. 2024).",
+        rich_help_panel=SPIKES,
+    ),
+]
+TopKOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="k of the secondary top-k retention column (all dimensions, not only spikes).",
+        rich_help_panel=SPIKES,
+    ),
+]
 DEFAULT_OUT = Path("lninspect-report")
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]

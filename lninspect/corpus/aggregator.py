@@ -18,11 +18,13 @@ the model and seq_len only, never on the corpus.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.hooks.census import Census
 from lninspect.norms.discovery import NormInfo
 from lninspect.results.aggregate import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
 from lninspect.statistics import denominator_key
@@ -69,6 +71,7 @@ class Aggregator:
             self.hist["spike"] = self._full((len(self.norms), len(SPIKE_EDGES) + 2), 0)
         den = [self.keys.index(denominator_key(n.kind)) for n in self.norms]
         self._den_row = torch.tensor(den, device=self.device)  # (modules,): row of each's den
+        self.census: dict[str, Census] = {}  # per module, made at its first spike record
 
     def _full(self, shape: tuple[int, ...], value: float) -> Tensor:
         """State: float64 for a float `value`, int64 for an int one, on the state's device."""
@@ -76,9 +79,17 @@ class Aggregator:
         return torch.full(shape, value, dtype=dtype, device=self.device)
 
     @torch.no_grad()
-    def update(self, records: dict[str, list[Record]], batch_shape: tuple[int, int]) -> None:
-        """Merge one batch's per-call records (Capture.drain()) of input ids (batch, tokens)."""
+    def update(
+        self,
+        records: dict[str, list[Record]],
+        batch_shape: tuple[int, int],
+        ids: Tensor | None = None,
+    ) -> None:
+        """Merge one batch's per-call records (Capture.drain()) of input ids (batch, tokens);
+        with spikes, `ids` (the ids on the model's device) name the census's tokens."""
         batch, tokens = batch_shape
+        if "spike" in self.hist:
+            self._update_census(records, ids)
         if tokens > self.positions:
             raise ValueError(f"{tokens} tokens per sequence > {self.positions} positions")
         groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
@@ -94,6 +105,17 @@ class Aggregator:
             self._merge(modules, torch.cat([v for _, v in members]))  # (G * K, samples, tokens)
         self.sequences += batch
         self.tokens += batch * tokens
+
+    def _update_census(self, records: dict[str, list[Record]], ids: Tensor | None) -> None:
+        """Add each call's spike record to its module's census (fixed size, device only)."""
+        for norm in self.norms:
+            for record in records.get(norm.name, []):
+                if "census_count" not in record:
+                    continue
+                if norm.name not in self.census:
+                    width = int(record["census_count"].shape[0])
+                    self.census[norm.name] = Census(width, self.device)
+                self.census[norm.name].update(record, ids)
 
     def _modules(self, indices: tuple[int, ...]) -> Tensor:
         """Module indices as a device tensor, made once (a copy per batch would sync CUDA)."""
@@ -162,13 +184,17 @@ class Aggregator:
         dist.all_reduce(self.max, op=dist.ReduceOp.MAX)
         for tensor in (self.nonfinite, *self.hist.values()):
             dist.all_reduce(tensor)
+        for census in self.census.values():  # every rank saw every module: the same keys
+            census.all_reduce()
         counters = torch.tensor([*self.calls, self.sequences, self.tokens], device=self.device)
         dist.all_reduce(counters)
         *calls, self.sequences, self.tokens = counters.tolist()
         self.calls = calls
 
-    def norm_results(self) -> list[NormAggregate]:
-        """The state as result objects, on the CPU."""
+    def norm_results(
+        self, census_dims: int = 16, piece: Callable[[int], str] | None = None
+    ) -> list[NormAggregate]:
+        """The state as result objects, on the CPU; `piece` names the census's token ids."""
         k = len(self.keys)
         state = {
             name: getattr(self, name).cpu().numpy()
@@ -190,6 +216,9 @@ class Aggregator:
                     denominator_hist=_histogram(DENOMINATOR_EDGES, hists["den"][m]),
                     spike_count_hist=_histogram(SPIKE_EDGES, hists["spike"][m])
                     if "spike" in hists
+                    else None,
+                    census=self.census[norm.name].entries(census_dims, piece)
+                    if norm.name in self.census
                     else None,
                 )
             )

@@ -25,6 +25,7 @@ from lninspect.corpus.reader import (
 )
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
+from lninspect.hooks.census import trajectory
 from lninspect.jobs import load, model_norms, select_layers
 from lninspect.model.loading import LoadedModel, Tokenizer
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
@@ -89,7 +90,10 @@ def run_corpus_stats(
         batch_size=corpus.batch,
         world_size=world.size,
     )
-    results = aggregator.norm_results()
+    piece = loaded.tokenizer.pieces
+    results = aggregator.norm_results(
+        spikes.census_dims if spikes is not None else 0, lambda i: piece([i])[0]
+    )
     return AggregateResult(
         model=loaded.info,
         corpus=info,
@@ -97,6 +101,11 @@ def run_corpus_stats(
         passes=passes,
         notes=loaded.notes + _notes(results, passes),
         spike_z=spikes.z if spikes is not None else None,
+        spike_abs=spikes.magnitude if spikes is not None else None,
+        spike_ratio=spikes.ratio if spikes is not None else None,
+        trajectory=trajectory(aggregator.census, loaded.info.hidden_size)
+        if aggregator.census
+        else None,
     )
 
 
@@ -130,8 +139,9 @@ def stream(
     hooked = capture(model, aggregator.norms, spikes=spikes, reductions=reductions)
     with torch.inference_mode(), hooked as cap:
         for ids in batches:
-            model(input_ids=to_device(ids, loaded.device), use_cache=False, **extra)
-            aggregator.update(cap.drain(), ids.shape)
+            on_device = to_device(ids, loaded.device)
+            model(input_ids=on_device, use_cache=False, **extra)
+            aggregator.update(cap.drain(), ids.shape, on_device)
             tokens += ids.size
             after_batch(tokens)
         return cap.passes

@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
 from lninspect.hooks.reduce import gather, gather_record
-from lninspect.hooks.spikes import collect_spikes, spike_metrics
+from lninspect.hooks.spike_results import collect_spikes
+from lninspect.hooks.spikes import spike_metrics
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
 from lninspect.results import (
@@ -203,7 +205,12 @@ class Capture:
     def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
         """Gather the recorded statistics to the CPU as a StatsResult."""
         hooks = self._hooks
-        norms = [self._norm_stats(info) for info in hooks.norms if hooks.forward[info.name]]
+        spikes = self._collect_spikes(input)
+        norms = [
+            self._norm_stats(info, spikes.get(info.name))
+            for info in hooks.norms
+            if hooks.forward[info.name]
+        ]
         if not norms:
             raise LninspectError(
                 "no normalization module ran inside the capture block", EXIT_RUNTIME
@@ -212,8 +219,14 @@ class Capture:
             shape = norms[0].input.mean.shape
             sequences = shape[0] if len(shape) > 1 else 1
             input = InputInfo(num_sequences=sequences, num_tokens=int(np.prod(shape[:2])))
+        model = model or self._module_info()
+        censuses = {name: census for name, (_, census) in spikes.items()}
         return StatsResult(
-            model=model or self._module_info(), input=input, norms=norms, passes=hooks.passes
+            model=model,
+            input=input,
+            norms=norms,
+            passes=hooks.passes,
+            trajectory=trajectory(censuses, model.hidden_size) if censuses else None,
         )
 
     def drain(self) -> dict[str, list[Record]]:
@@ -232,7 +245,9 @@ class Capture:
             hooks.forward[name], hooks.spike_records[name] = [], []
         return drained
 
-    def _norm_stats(self, info: NormInfo) -> NormStats:
+    def _norm_stats(
+        self, info: NormInfo, spikes: tuple[dict[str, Any], Census] | None
+    ) -> NormStats:
         hooks = self._hooks
         record = gather_record(hooks.forward[info.name])
         description = info.describe()
@@ -242,16 +257,23 @@ class Capture:
             output=from_record(OutputStats, "output", record),
             calls=len(hooks.forward[info.name]),
             grad=self._grad_stats(info, record["mean"].shape) if hooks.grads else None,
-            **self._spike_fields(info),
+            **(spikes[0] if spikes is not None else {}),
         )
 
-    def _spike_fields(self, info: NormInfo) -> dict[str, Any]:
+    def _collect_spikes(self, input: InputInfo | None) -> dict[str, tuple[dict[str, Any], Census]]:
+        """Per norm that ran: its spike fields and census (lninspect.hooks.spike_results)."""
         options = self._hooks.spikes
         if options is None:
             return {}
-        records = self._hooks.spike_records[info.name]
-        spikes, order, across = collect_spikes(records, options.max_spikes)
-        return {"spikes": spikes, "order": order, "across_token_spearman": across}
+        ids = input.token_ids if input is not None else None
+        pieces: dict[int, str] = {}
+        for row_ids, row in zip(ids or [], input.tokens if input is not None else [], strict=False):
+            pieces.update(zip(row_ids, row, strict=False))
+        return {
+            name: collect_spikes(records, options, ids, lambda i: pieces.get(i, str(i)))
+            for name, records in self._hooks.spike_records.items()
+            if records
+        }
 
     def _grad_stats(self, info: NormInfo, shape: tuple[int, ...]) -> GradStats:
         """Per-token gradient norms; NaN where a call got no gradient, None for counts then.

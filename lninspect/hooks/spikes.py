@@ -1,47 +1,102 @@
-"""Spike and order metrics of one norm call, on the device, by sorting (docs/metrics.md).
+"""Spike and order metrics of one norm call, on the device, in fixed-size buffers (docs/metrics.md).
 
 For a token with input x and output y over d hidden dimensions, centre c (the mean for
-LayerNorm, 0 for RMSNorm) and denominator s (std or rms): z = (x - c) / s. A spike is a
-dimension with |z| >= z_min, or a massive activation (|x| > 100 and > 1000 x the token's
-median |x|, Sun et al. 2024). Ranks are ordinal (ties broken by position), 1 = largest.
+LayerNorm, 0 for RMSNorm) and denominator s (std or rms): z = (x - c) / s. A spike passes
+the magnitude rule (|x| > magnitude and > ratio x the median |x| of the module's input in
+the sequence: Sun et al. 2024's massive activations) or the z rule (|z| >= z).
+
+A spike's rank is 1 + the number of the token's dimensions with a strictly larger
+magnitude: a count, never a sort. It is taken after each stage of the norm in turn,
+|x| -> |x - c| (centre) -> |y - b| (weight) -> |y| (bias), so that a change of rank can be
+laid at the stage that caused it. Nothing here reads a value back to the host: every count
+that varies (spikes per token, dimensions that spike) goes into a buffer of fixed size,
+with the overflow counted.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import torch
 
-from lninspect.hooks.reduce import gather, hidden_flat
+from lninspect.hooks.reduce import hidden_flat
 from lninspect.options import SpikeOptions
-from lninspect.results import AcrossToken, OrderStats, Spike
 
 Tensor = torch.Tensor
-MASSIVE_ABS = 100.0
-MASSIVE_RATIO = 1000.0
-ORDER_KEYS = ("within_token_spearman", "within_token_spearman_z", "topk_retention", "spike_count")
+Record = dict[str, Tensor]
+# order_counts: what each entry counts, summed over the calls of a module
+ORDER_COUNTS = (
+    "spikes",
+    "ranked",
+    "rank_kept",
+    "pairs",
+    "pairs_kept",
+    "centre",
+    "weight",
+    "bias",
+)
+STAGE_CODES = {1: "centre", 2: "weight", 3: "bias"}  # spike_stage: 0 = rank kept
 
 
-def ranks(t: Tensor, dim: int = -1) -> Tensor:
-    """Ordinal ranks (0 = smallest) of `t` along `dim`, as int64."""
-    order = t.argsort(dim=dim, stable=True)
-    positions = torch.arange(t.shape[dim], device=t.device)
-    shape = [1] * t.dim()
-    shape[dim] = -1
-    return torch.empty_like(order).scatter_(dim, order, positions.view(shape).expand_as(order))
+@dataclass(frozen=True)
+class Layout:
+    """Where the sequences, tokens and heads of a norm's per-token shape `lead` are.
 
+    The canonical view of an activation is (sequences S, tokens T, heads G, d): axis 0 of
+    `lead` is the sequence axis when lead has two axes or more; the token axis is taken
+    from the tensor's memory layout (the axis with the largest stride among those of size
+    > 1 after axis 0: projections write tokens outermost, so Gemma 3's (batch, heads,
+    tokens) q/k view still has its tokens found); every other axis is a head, flattened
+    in the module's order.
+    """
 
-def spearman(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
-    """Spearman's rho of `a` and `b` along `dim`."""
-    return rank_correlation(ranks(a, dim), ranks(b, dim), dim)
+    lead: tuple[int, ...]
+    token_axis: int  # in lead; 0 for a 1-D lead (tokens, or a flattened batch x tokens)
 
+    @staticmethod
+    def of(x: Tensor, reduced_dims: int) -> Layout:
+        lead = tuple(x.shape[:-reduced_dims])
+        if len(lead) <= 1:
+            return Layout(lead, 0)
+        strides = x.stride()
+        candidates = [a for a in range(1, len(lead)) if lead[a] > 1] or [1]
+        return Layout(lead, max(candidates, key=lambda a: (strides[a], -a)))
 
-def rank_correlation(ra: Tensor, rb: Tensor, dim: int = -1) -> Tensor:
-    """Spearman's rho from ordinal ranks: 1 - 6 sum(d^2) / (n (n^2 - 1)), in float64."""
-    n = ra.shape[dim]
-    if n < 2:
-        return torch.full(ra.sum(dim).shape, float("nan"), device=ra.device, dtype=torch.float64)
-    squared = (ra - rb).square().sum(dim)  # exact in int64
-    return 1.0 - 6.0 * squared.double() / (n * (n * n - 1.0))
+    @property
+    def sequences(self) -> int:
+        return self.lead[0] if len(self.lead) > 1 else 1
+
+    @property
+    def tokens(self) -> int:
+        return self.lead[self.token_axis] if self.lead else 1
+
+    @property
+    def heads(self) -> int:
+        return max(1, int(torch.Size(self.lead).numel()) // (self.sequences * self.tokens))
+
+    def canonical(self, t: Tensor) -> Tensor:
+        """(*lead, ...) -> (S, T, G, ...): a view wherever the memory allows one."""
+        rest = t.shape[len(self.lead) :]
+        if len(self.lead) <= 1:
+            return t.reshape(1, self.tokens, 1, *rest)
+        moved = t.movedim(self.token_axis, 1)
+        return moved.reshape(self.sequences, self.tokens, self.heads, *rest)
+
+    def module_order(self, t: Tensor) -> Tensor:
+        """(S, T, G) per-token values -> the module's own per-token shape `lead`."""
+        if len(self.lead) <= 1:
+            return t.reshape(self.lead)
+        others = [n for a, n in enumerate(self.lead) if a not in (0, self.token_axis)]
+        return t.reshape(self.sequences, self.tokens, *others).movedim(1, self.token_axis)
+
+    def as_tensor(self) -> Tensor:
+        """The layout as a small CPU tensor, to travel inside a record (no device copy)."""
+        return torch.tensor([self.token_axis, *self.lead], dtype=torch.int64)
+
+    @staticmethod
+    def from_tensor(t: Tensor) -> Layout:
+        values = [int(v) for v in t.tolist()]
+        return Layout(tuple(values[1:]), values[0])
 
 
 @torch.no_grad()
@@ -54,109 +109,252 @@ def spike_metrics(
     bias: Tensor | None,
     options: SpikeOptions,
     reduced_dims: int = 1,
-) -> dict[str, Tensor]:
-    """Per-token order measures, the largest spikes, and per-dimension across-token rho.
+) -> Record:
+    """The spike record of one call: ranks, order counts, the listed spikes, across-token
+    order and the census counters, all of fixed size.
 
-    `centre` (the per-token mean; None for RMSNorm) and `scale` (std or rms) are the
-    token's statistics as lninspect.reduce.token_stats computed them, shape x.shape[:-1].
+    `centre` (the per-token mean; None for RMSNorm) and `scale` (std or rms) are the token's
+    statistics as lninspect.hooks.reduce.token_stats computed them, in the module's order.
     """
-    x = hidden_flat(x, reduced_dims).float()
-    d = x.shape[-1]
-    lead = x.shape[:-1]
-    x = x.reshape(-1, d)  # (N, d): every token of the call
-    y = hidden_flat(y, reduced_dims).float().reshape(-1, d)
-    shift = 0.0 if centre is None else centre.reshape(-1, 1)
-    z = (x - shift) / scale.reshape(-1, 1)  # (N, d)
-    size_in = z.abs()  # |x - c| / s: the same order as |x - c| within a token
-    size_out = (y - bias.detach().float().reshape(-1)).abs() if bias is not None else y.abs()
-    magnitude = x.abs()
-    massive = (magnitude > MASSIVE_ABS) & (
-        magnitude > MASSIVE_RATIO * magnitude.median(-1, keepdim=True).values
+    flat_x = hidden_flat(x, reduced_dims)
+    layout = Layout.of(flat_x, reduced_dims=1)
+    X = layout.canonical(flat_x.float())  # (S, T, G, d)
+    Y = layout.canonical(hidden_flat(y, reduced_dims).float())
+    s = layout.canonical(scale.float())  # (S, T, G)
+    c = None if centre is None else layout.canonical(centre.float())
+    size = _magnitudes(X, Y, c, bias)
+    spike, massive = _spike_mask(size["x"], size["centred"], s, options)
+    score = torch.where(spike, size["x"], -1.0)  # |x| of spikes, -1 elsewhere
+    # The per_token spikes of largest |x| in each token: (S, T, G, M) dims, valid where >= 0.
+    top = score.topk(min(options.per_token, X.shape[-1]), dim=-1)
+    valid, dims = top.values >= 0, top.indices
+    ranks = _stage_ranks(size, dims, centred=c is not None, biased=bias is not None)
+    stage = _first_stage(ranks, valid)
+    record: Record = {
+        "spike_count": layout.module_order(spike.sum(-1, dtype=torch.int32)),
+        "topk_retention": layout.module_order(_topk_retention(X, size, options.top_k)),
+        "order_counts": _order_counts(spike, valid, stage, size, dims),
+        "ranked_dims": torch.where(valid, dims, -1).to(torch.int32),  # (S, T, G, M)
+        "layout": layout.as_tensor(),
+    }
+    record |= _listed(X, Y, c, s, massive, dims, valid, ranks, stage, size, options.max_spikes)
+    record |= _across_tokens(X, Y, score, options.across_dims)
+    record |= _census_counters(spike, size)
+    return record
+
+
+def _magnitudes(X: Tensor, Y: Tensor, c: Tensor | None, bias: Tensor | None) -> dict[str, Tensor]:
+    """|x|, |x - c|, |y - b| and |y|, each (S, T, G, d); shared tensors where a stage is absent.
+
+    |y - b| is read from the module's real output, so the effective weight is whatever the
+    module applies (Gemma's 1 + w) and no recomputation's rounding is taken for a change.
+    """
+    a_x = X.abs()
+    a_y = Y.abs()
+    centred = a_x if c is None else (X - c.unsqueeze(-1)).abs_()
+    weighted = a_y
+    if bias is not None:
+        b = bias.detach().float().reshape(-1, X.shape[-1])  # (1 or G, d)
+        weighted = (Y - b).abs_()
+    return {"x": a_x, "centred": centred, "weighted": weighted, "y": a_y}
+
+
+def _spike_mask(
+    a_x: Tensor, centred: Tensor, s: Tensor, options: SpikeOptions
+) -> tuple[Tensor, Tensor]:
+    """(spike, massive) masks (S, T, G, d).
+
+    The magnitude rule compares with the median |x| over every token, head and dimension of
+    the sequence (torch.median: the lower middle value), as Sun et al.'s code does, not
+    with the token's own median. The z rule is |x - c| >= z * s, without a division.
+    """
+    massive = massive_mask(a_x, options)
+    return massive | (centred >= options.z * s.unsqueeze(-1)), massive
+
+
+def massive_mask(a_x: Tensor, options: SpikeOptions) -> Tensor:
+    """Sun et al.'s rule on |x| of shape (sequences, ...): above `magnitude` and above `ratio`
+    x the median over everything of its sequence."""
+    sequences = a_x.shape[0]
+    median = a_x.reshape(sequences, -1).median(dim=-1).values
+    median = median.view(sequences, *[1] * (a_x.dim() - 1))
+    return (a_x > options.magnitude) & (a_x > options.ratio * median)
+
+
+def _rank(size: Tensor, dims: Tensor) -> Tensor:
+    """1 + the number of entries of each token larger than each chosen one: (S, T, G, M).
+
+    Summed in int16 where d allows it: the (S, T, G, M, d) booleans are the largest tensor
+    of the metrics, and their conversion costs half as much as to int32 (CPU).
+    """
+    chosen = size.gather(-1, dims)
+    larger = size.unsqueeze(-2) > chosen.unsqueeze(-1)  # (S, T, G, M, d)
+    count = torch.int16 if size.shape[-1] < 2**15 else torch.int32
+    return larger.sum(-1, dtype=count).to(torch.int32) + 1
+
+
+def _stage_ranks(
+    size: dict[str, Tensor], dims: Tensor, centred: bool, biased: bool
+) -> dict[str, Tensor]:
+    """The rank after each stage; a stage the module does not have keeps the rank before it."""
+    rank_in = _rank(size["x"], dims)
+    rank_centred = _rank(size["centred"], dims) if centred else rank_in
+    rank_weighted = _rank(size["weighted"], dims)
+    rank_out = _rank(size["y"], dims) if biased else rank_weighted
+    return {"in": rank_in, "centred": rank_centred, "weighted": rank_weighted, "out": rank_out}
+
+
+def _first_stage(ranks: dict[str, Tensor], valid: Tensor) -> Tensor:
+    """0 where rank_out == rank_in (or no spike), else the first stage that changed it:
+    1 centre, 2 weight, 3 bias (int8, (S, T, G, M))."""
+    stage = torch.where(
+        ranks["centred"] != ranks["in"],
+        1,
+        torch.where(ranks["weighted"] != ranks["centred"], 2, 3),
     )
-    spike = (size_in >= options.z) | massive  # (N, d)
-    k = min(options.top_k, d)
-    top_in, top_out = size_in.topk(k).indices, size_out.topk(k).indices  # (N, k)
-    kept = (top_in[:, :, None] == top_out[:, None, :]).any(-1).float().mean(-1)
-    rank_x = ranks(x)  # (N, d), shared by both within-token correlations
-    return {
-        "within_token_spearman": rank_correlation(rank_x, ranks(y)).float().reshape(lead),
-        "within_token_spearman_z": rank_correlation(rank_x, ranks(z)).float().reshape(lead),
-        "topk_retention": kept.reshape(lead),
-        "spike_count": spike.sum(-1).reshape(lead),
-        **_largest_spikes(x, y, z, size_in, size_out, spike, massive, options.max_spikes),
-        "across_rho": spearman(x, y, dim=0).float(),  # (d,): every dim; spiking ones kept later
-        "across_spiking": spike.any(0),  # (d,)
-    }
+    changed = valid & (ranks["out"] != ranks["in"])
+    return torch.where(changed, stage, 0).to(torch.int8)
 
 
-def _largest_spikes(
-    x: Tensor,
-    y: Tensor,
-    z: Tensor,
-    size_in: Tensor,
-    size_out: Tensor,
-    spike: Tensor,
-    massive: Tensor,
-    limit: int,
-) -> dict[str, Tensor]:
-    """The `limit` spikes of largest |z| (entries with score -inf are no spikes: dropped later)."""
-    d = x.shape[-1]
-    score = torch.where(spike, size_in, torch.full_like(size_in, -torch.inf)).flatten()
-    top = score.topk(min(limit, score.numel()))
-    token, dim = top.indices // d, top.indices % d
-    return {
-        "spike_valid": torch.isfinite(top.values),
-        "spike_token": token,  # index into the call's flattened tokens
-        "spike_dim": dim,
-        "spike_value": x[token, dim],
-        "spike_z": z[token, dim],
-        "spike_out": y[token, dim],
-        "spike_rank_in": (size_in[token] > size_in[token, dim, None]).sum(-1) + 1,
-        "spike_rank_out": (size_out[token] > size_out[token, dim, None]).sum(-1) + 1,
-        "spike_massive": massive[token, dim],
-    }
+def _order_counts(
+    spike: Tensor, valid: Tensor, stage: Tensor, size: dict[str, Tensor], dims: Tensor
+) -> Tensor:
+    """ORDER_COUNTS of one call as one int64 tensor (8,).
 
-
-def collect_spikes(
-    records: list[dict[str, Tensor]], limit: int
-) -> tuple[list[Spike], OrderStats, list[AcrossToken]]:
-    """Turn the per-call records of one norm into result objects, on the CPU.
-
-    Calls follow each other along the sequence axis, as the statistics do; the spikes of
-    all calls are merged and the `limit` largest |z| kept.
+    A pair is two ranked spikes of one token with different |x|; it is kept when the larger
+    |x| also has the strictly larger |y| (a tie in |y| is not kept).
     """
-    order = OrderStats(**{k: gather([r[k] for r in records]) for k in ORDER_KEYS})
-    spikes, across, offset = [], [], 0
-    for record in records:
-        lead = tuple(record["within_token_spearman"].shape)  # (sequences, tokens, ...) or (tokens,)
-        spikes += _spikes_of_call({k: v.cpu().numpy() for k, v in record.items()}, lead, offset)
-        rho, spiking = record["across_rho"].cpu().numpy(), record["across_spiking"].cpu().numpy()
-        tokens = int(np.prod(lead))
-        across += [
-            AcrossToken(dim=int(j), rho=float(rho[j]), tokens=tokens)
-            for j in np.flatnonzero(spiking)
-        ]
-        offset += lead[0] if len(lead) > 1 else 1
-    spikes.sort(key=lambda s: -abs(s.z))
-    return spikes[:limit], order, across
+    vx, vy = size["x"].gather(-1, dims), size["y"].gather(-1, dims)  # (S, T, G, M)
+    both = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    ordered = both & (vx.unsqueeze(-1) > vx.unsqueeze(-2))  # (S, T, G, M, M)
+    kept = ordered & (vy.unsqueeze(-1) > vy.unsqueeze(-2))
+    counts = [
+        spike.sum(),
+        valid.sum(),
+        (valid & (stage == 0)).sum(),
+        ordered.sum(),
+        kept.sum(),
+        *[(stage == code).sum() for code in STAGE_CODES],
+    ]
+    return torch.stack(counts).to(torch.int64)
 
 
-def _spikes_of_call(r: dict[str, np.ndarray], lead: tuple[int, ...], offset: int) -> list[Spike]:
-    spikes = []
-    for i in np.flatnonzero(r["spike_valid"]):
-        where = np.unravel_index(int(r["spike_token"][i]), lead)
-        sequence, token = (where[0], where[1]) if len(lead) > 1 else (0, where[0])
-        spikes.append(
-            Spike(
-                sequence=int(sequence) + offset,
-                token=int(token),
-                dim=int(r["spike_dim"][i]),
-                value=float(r["spike_value"][i]),
-                z=float(r["spike_z"][i]),
-                out_value=float(r["spike_out"][i]),
-                rank_in=int(r["spike_rank_in"][i]),
-                rank_out=int(r["spike_rank_out"][i]),
-                massive=bool(r["spike_massive"][i]),
-            )
-        )
-    return spikes
+def _listed(
+    X: Tensor,
+    Y: Tensor,
+    c: Tensor | None,
+    s: Tensor,
+    massive: Tensor,
+    dims: Tensor,
+    valid: Tensor,
+    ranks: dict[str, Tensor],
+    stage: Tensor,
+    size: dict[str, Tensor],
+    limit: int,
+) -> Record:
+    """The `limit` ranked spikes of largest |x| in the call, as flat tensors (limit,)."""
+    _, tokens, heads, per_token = dims.shape
+    score = torch.where(valid, size["x"].gather(-1, dims), -1.0).flatten()
+    top = score.topk(min(limit, score.numel()))
+    slot = top.indices  # into the flattened (S, T, G, M)
+    row = slot // per_token
+    seq, tok, head = row // (tokens * heads), (row // heads) % tokens, row % heads
+    dim = dims.flatten()[slot]
+    value = X[seq, tok, head, dim]
+    centre = c[seq, tok, head] if c is not None else torch.zeros_like(value)
+    return {
+        "spike_valid": top.values >= 0,
+        "spike_sequence": seq,
+        "spike_token": tok,
+        "spike_head": head,
+        "spike_dim": dim,
+        "spike_value": value,
+        "spike_out": Y[seq, tok, head, dim],
+        "spike_z": (value - centre) / s[seq, tok, head],
+        "spike_massive": massive[seq, tok, head, dim],
+        **{f"spike_rank_{k}": v.flatten()[slot] for k, v in ranks.items()},
+        "spike_stage": stage.flatten()[slot],
+    }
+
+
+def _topk_retention(X: Tensor, size: dict[str, Tensor], k: int) -> Tensor:
+    """Per token (S, T, G): the share of its k largest |x| among its k largest |y|.
+
+    Over all dimensions, a secondary column; NaN for a token with fewer than two distinct
+    values (or a non-finite one), whose order means nothing.
+    """
+    k = min(k, X.shape[-1])
+    top_x, top_y = size["x"].topk(k, dim=-1).indices, size["y"].topk(k, dim=-1).indices
+    kept = (top_x.unsqueeze(-1) == top_y.unsqueeze(-2)).any(-1).float().mean(-1)
+    low, high = torch.aminmax(X, dim=-1)
+    return torch.where(low < high, kept, torch.nan)  # NaN also where low or high is NaN
+
+
+def _across_tokens(X: Tensor, Y: Tensor, score: Tensor, limit: int) -> Record:
+    """Across-token order of the `limit` (head, dim) columns with the largest spike |x|.
+
+    Per sequence and column: Spearman over tokens of x vs y and of |x| vs |y| (average
+    ranks for ties), and max / median over tokens of |x| and of |y|.
+    """
+    d = X.shape[3]
+    best = score.amax(dim=(0, 1)).flatten()  # (G * d,): the largest spike |x| per column
+    top = best.topk(min(limit, best.numel()))
+    head, dim = top.indices // d, top.indices % d
+    xs, ys = X[:, :, head, dim], Y[:, :, head, dim]  # (S, T, A)
+    return {
+        "across_valid": top.values >= 0,
+        "across_head": head,
+        "across_dim": dim,
+        "across_rho": spearman(xs, ys, dim=1),  # (S, A)
+        "across_rho_abs": spearman(xs.abs(), ys.abs(), dim=1),
+        "across_compression_in": _compression(xs.abs()),
+        "across_compression_out": _compression(ys.abs()),
+    }
+
+
+def _compression(size: Tensor) -> Tensor:
+    """max over tokens / median over tokens (torch.median: the lower middle value), (S, A)."""
+    return size.amax(dim=1) / size.median(dim=1).values
+
+
+def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
+    """Ranks 1..n along `dim`, tied values sharing their average rank (float64).
+
+    One sort; each run of equal sorted values gets the mean of its positions, found from
+    where the run starts (a running max) and ends (a running min from the right).
+    """
+    moved = t.movedim(dim, -1)
+    ordered, order = moved.sort(dim=-1)
+    n = ordered.shape[-1]
+    position = torch.arange(n, device=t.device).expand_as(ordered)
+    new = torch.ones_like(ordered, dtype=torch.bool)
+    new[..., 1:] = ordered[..., 1:] != ordered[..., :-1]  # a run starts here
+    last = torch.ones_like(new)
+    last[..., :-1] = new[..., 1:]  # a run ends here
+    start = torch.where(new, position, 0).cummax(-1).values
+    end = torch.where(last, position, n).flip(-1).cummin(-1).values.flip(-1)
+    mean = (start + end).double() / 2 + 1
+    return torch.empty_like(mean).scatter_(-1, order, mean).movedim(-1, dim)
+
+
+def spearman(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
+    """Spearman's rho of `a` and `b` along `dim`: Pearson's r of their average ranks.
+
+    NaN where either side is constant (or has one value), as the correlation is undefined.
+    """
+    ra, rb = average_ranks(a, dim), average_ranks(b, dim)
+    ra = ra - ra.mean(dim, keepdim=True)
+    rb = rb - rb.mean(dim, keepdim=True)
+    return (ra * rb).sum(dim) / ((ra * ra).sum(dim) * (rb * rb).sum(dim)).sqrt()
+
+
+def _census_counters(spike: Tensor, size: dict[str, Tensor]) -> Record:
+    """Per dimension (heads pooled): spikes, spikes on the first token, sequences with a
+    spike, and the largest |x| and |y| (d,)."""
+    return {
+        "census_count": spike.sum(dim=(0, 1, 2), dtype=torch.int64),
+        "census_first": spike[:, 0].sum(dim=(0, 1), dtype=torch.int64),
+        "census_sequences": spike.any(dim=2).any(dim=1).sum(0, dtype=torch.int64),
+        "census_max_in": size["x"].amax(dim=(0, 1, 2)),
+        "census_max_out": size["y"].amax(dim=(0, 1, 2)),
+    }

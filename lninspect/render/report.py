@@ -22,9 +22,17 @@ from lninspect.files import dump_json
 from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
+from lninspect.render.spike_tables import spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
-from lninspect.summary import largest_grad_scale, largest_spike, pooled_order, residual_growth
+from lninspect.summary import (
+    census_rows,
+    largest_grad_scale,
+    largest_spike,
+    layer_span,
+    pooled_order,
+    residual_growth,
+)
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
@@ -48,16 +56,34 @@ CAPTIONS = {
     ),
     "stats-spike-ranks.png": (
         "Do spikes keep their rank?",
-        "For the token with the largest |z| spike, every "
-        "module's spike dimensions: rank among the token's |x − centre| before the norm (x) "
-        "vs among |y − bias| after it (y). On the dashed line the norm kept the rank; above it "
-        "the affine weight demoted the dimension.",
+        "Every listed spike (the 100 largest |x| per norm): its rank among the token's |x| "
+        "before the norm vs among |y| after it (left, log axes; on the dashed line the rank "
+        "is kept) and its magnitude |x| vs |y| (right). Colour: the first stage of the norm "
+        "that changed the rank (centring, the weight, the bias), grey when kept.",
     ),
-    "stats-within-token-spearman.png": (
-        "Does the norm keep a token's order?",
-        "Spearman ρ between a token's input and output "
-        "over the hidden dims (top; the dashed line, x vs the normalized z before the affine "
-        "step, is 1 by construction) and top-k retention (bottom).",
+    "stats-spike-order.png": (
+        "Does each norm keep the order of its spikes?",
+        "Per norm, in model order: the share of its spikes whose rank is kept and of "
+        "same-token spike pairs whose order is kept (top; × where a norm has no spike, "
+        "which gives no number), and its ranked spikes by the stage that re-ranked them "
+        "(bottom).",
+    ),
+    "stats-spike-trajectory.png": (
+        "The largest dimensions through depth",
+        "Sun et al.'s view: the max |x| over tokens of the dimensions that reach the "
+        "largest |x| anywhere, at every norm of the residual stream (solid), and the "
+        "max |y| after the norm (dashed), log scale.",
+    ),
+    "stats-spike-compression.png": (
+        "Across tokens: compression of the top dimension",
+        "For the dimension of the largest spike: max over tokens of |x| divided by its "
+        "median over tokens, before (x) and after (y) each norm that measured it. Each "
+        "token is divided by its own std, so a token with a huge spike is shrunk most.",
+    ),
+    "stats-spike-census.png": (
+        "Spike census",
+        "Spikes per dimension (rows: the dimensions that spike most over the model) and "
+        "norm (columns), log colour scale; blank: no spike there.",
     ),
     "grads-params.png": (
         "Parameter gradient norms per layer",
@@ -159,7 +185,9 @@ def summary(result: GradsResult) -> list[tuple[str, str]]:
         ("loss", f"{fmt(result.loss)} ({result.loss_kind})"),
         ("residual-stream growth", _growth(result)),
         ("largest spike", _spike(result)),
-        ("order kept by the norms", _order(result)),
+        ("spike order kept by the norms", _order(result)),
+        ("dimension that spikes most", _census(result)),
+        *([("massive activations ablated", _ablation(result))] if result.ablation else []),
         ("largest gradient scale", _grad_scale(result)),
     ]
 
@@ -185,24 +213,59 @@ def _spike(result: GradsResult) -> str:
     found = largest_spike(result)
     if found is None:
         captured = result.spike_z is not None
-        return f"none with |z| ≥ {result.spike_z:g}" if captured else "spikes were not captured"
+        return f"none ({spike_rule(result)})" if captured else "spikes were not captured"
     norm, s = found
     token = token_label(result, s.sequence, s.token, width=20)
+    where = f"dim {s.dim}" if s.head is None else f"head {s.head}, dim {s.dim}"
     return (
-        f"{norm.name}, token {token}, dim {s.dim}: x = {s.value:.4g}, z = {s.z:.3g}, "
-        f"rank {s.rank_in} before → {s.rank_out} after the norm"
-        + (" (a massive activation)" if s.massive else "")
+        f"{norm.name}, token {token}, {where}: x = {s.value:.4g}"
+        + (" (massive)" if s.massive else f", z = {s.z:.3g}")
+        + f"; rank {s.rank_in} by |x| → {s.rank_out} by |y|"
+        + (f", changed by the {s.changed_by}" if s.changed_by else "")
     )
 
 
 def _order(result: GradsResult) -> str:
-    order = pooled_order(result)
-    if order is None:
+    totals = pooled_order(result)
+    if totals is None:
         return "not measured"
-    rho, kept = order
+    if not totals.spikes:
+        return f"no spike in any norm ({spike_rule(result)}): no order to keep"
+    pairs = (
+        f"; same-token pairs kept {totals.pair_share:.0%} of {totals.pairs}" if totals.pairs else ""
+    )
+    changed = totals.centre + totals.weight + totals.bias
+    stages = (
+        f"; re-ranked by centring {totals.centre}, the weight {totals.weight}, "
+        f"the bias {totals.bias}"
+        if changed
+        else ""
+    )
+    ranked = f" ({totals.ranked} ranked)" if totals.ranked < totals.spikes else ""
     return (
-        f"median within-token Spearman ρ(x, y) {fmt(rho)}; median top-{result.top_k} "
-        f"retention {fmt(kept)} (over every norm and token)"
+        f"rank kept for {totals.rank_kept:.0%} of {totals.spikes} spikes{ranked} in "
+        f"{totals.spiking} of {totals.norms} norms{pairs}{stages}"
+    )
+
+
+def _census(result: GradsResult) -> str:
+    rows = census_rows(result, limit=1)
+    if not rows:
+        return "—"
+    row = rows[0]
+    return (
+        f"dim {row.dim}: {row.count} spikes at layers {layer_span(row.layers)}, "
+        f"{row.first_token_share:.0%} on the first token, max |x| {row.max_abs:.4g}"
+    )
+
+
+def _ablation(result: GradsResult) -> str:
+    a = result.ablation
+    if a is None or a.layer is None:
+        return "no massive activation to ablate" if a is not None else ""
+    return (
+        f"layer {a.layer}, dims {', '.join(map(str, a.dims))}: loss {fmt(a.loss)} → "
+        f"{fmt(a.loss_mean)} set to their mean, {fmt(a.loss_zero)} set to 0"
     )
 
 

@@ -1,93 +1,197 @@
-"""Rich tables of spike and order results: the largest spikes, and order kept per module."""
+"""Rich tables of spike results, each fitting an 80-column terminal: the largest spikes, the
+order kept per module, the census of spiking dimensions and the ablation (no torch)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from rich import box
+from rich.console import RenderableType
 from rich.table import Table
 
+from lninspect.options import SpikeOptions
 from lninspect.render.format import fmt, short_names, token_label
 from lninspect.results import NormStats, Spike, StatsResult
-from lninspect.summary import nan_quantiles
+from lninspect.results.aggregate import AggregateResult
+from lninspect.summary import census_rows, layer_span, nan_median, order_totals
+
+NO_SPIKE = "no spike in any module"
+
+
+def spike_rule(result: StatsResult | AggregateResult) -> str:
+    """The two rules in words, with the thresholds of the run."""
+    default = SpikeOptions()
+    magnitude = result.spike_abs if result.spike_abs is not None else default.magnitude
+    ratio = result.spike_ratio if result.spike_ratio is not None else default.ratio
+    z = result.spike_z if result.spike_z is not None else default.z
+    return f"|x| > {magnitude:g} and > {ratio:g} × the layer's median |x| (massive), or |z| ≥ {z:g}"
+
+
+def spike_tables(result: StatsResult) -> list[RenderableType]:
+    """Every spike table of a result, in reading order."""
+    tables: list[RenderableType] = [spikes_table(result), order_table(result)]
+    tables.append(census_table(result))
+    if result.ablation is not None:
+        tables.append(ablation_table(result))
+    return tables
+
+
+def magnitude(value: float) -> str:
+    """|x|-sized numbers with 4 significant digits, never in exponent form below 1e6."""
+    if not math.isfinite(value) or abs(value) >= 1e6:
+        return fmt(value)
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _table(title: str, caption: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
 
 
 def top_spikes(result: StatsResult, limit: int = 20) -> list[tuple[str, Spike]]:
-    """The `limit` spikes of largest |z| over all modules, with their (short) module names."""
-    names = dict(
-        zip(
-            (n.name for n in result.norms), short_names([n.name for n in result.norms]), strict=True
-        )
-    )
+    """The `limit` spikes of largest |x| over all modules, with their (short) module names."""
+    names = dict(zip((n.name for n in result.norms), _short(result), strict=True))
     pairs = [(names[n.name], s) for n in result.norms for s in n.spikes or []]
-    return sorted(pairs, key=lambda pair: -abs(pair[1].z))[:limit]
+    return sorted(pairs, key=lambda pair: -abs(pair[1].value))[:limit]
+
+
+def _short(result: StatsResult | AggregateResult) -> list[str]:
+    return short_names([n.name for n in result.norms])
 
 
 def spikes_table(result: StatsResult, limit: int = 20) -> Table:
-    """The largest spikes: where, how large, and their rank before and after the norm."""
-    table = Table(
-        title=f"largest spikes (|z| >= {fmt(result.spike_z or float('nan'))}, or "
-        "massive: |x| > 100 and > 1000 x the token's median |x|)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        caption_justify="left",
-        caption="rank: 1 = the token's largest |x - centre| (in) and |y - bias| (out)",
+    """The largest spikes by |x|: where, how large, their rank before and after the norm."""
+    table = _table(
+        f"largest spikes: {spike_rule(result)}",
+        "rank: 1 + the dims of the token with a larger |x| (before) or |y| (after); "
+        "by: the first stage that moved it (centre, weight, bias); m: massive",
     )
-    for column in ("module", "token", "dim", "x", "z", "y", "rank in → out", "massive"):
-        table.add_column(column, justify="left" if column in ("module", "token") else "right")
-    for name, spike in top_spikes(result, limit):
+    for column in ("module", "token", "dim", "x", "y", "z", "rank", "by"):
+        left = column in ("module", "token", "by")
+        table.add_column(
+            column,
+            justify="left" if left else "right",
+            no_wrap=column not in ("module", "token"),
+            overflow="fold",
+        )
+    spikes = top_spikes(result, limit)
+    for name, spike in spikes:
         table.add_row(
             name,
-            token_label(result, spike.sequence, spike.token),
-            str(spike.dim),
-            fmt(spike.value),
-            fmt(spike.z),
+            token_label(result, spike.sequence, spike.token, width=8),
+            f"{spike.dim}" if spike.head is None else f"h{spike.head}:{spike.dim}",
+            magnitude(spike.value) + (" m" if spike.massive else ""),
             fmt(spike.out_value),
-            f"{spike.rank_in} → {spike.rank_out}",
-            "yes" if spike.massive else "",
+            fmt(spike.z),
+            f"{spike.rank_in}→{spike.rank_out}",
+            spike.changed_by or "",
         )
+    if not spikes:
+        table.add_row(NO_SPIKE, *[""] * 7)
     return table
 
 
 def order_table(result: StatsResult) -> Table:
-    """Per module: how well the norm keeps the order of each token's activations."""
-    table = Table(
-        title="order kept by each norm",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        caption_justify="left",
-        caption=(
-            "within-token: Spearman of x vs y over the hidden dims (z: before the "
-            "affine step, 1 by construction); top-k: share of the k largest |x - centre| "
-            "among the k largest |y - bias|; across tokens: Spearman of x[:, j] vs "
-            "y[:, j] over tokens, for the dims j that spike somewhere"
-        ),
+    """Per module: how many spikes, whether their ranks and pairwise order survive the norm."""
+    table = _table(
+        "does each norm keep the order of its spikes?",
+        "kept: share of spikes with the same rank by |y| as by |x|; pairs: share of "
+        "same-token spike pairs in the same order; centre / weight / bias: changes of "
+        f"rank laid at each stage; top-{result.top_k}: secondary, all dims (median)",
     )
-    for column in (
-        "module",
-        "role",
-        "spikes",
-        "within-token med / min",
-        "z med",
-        f"top-{result.top_k} kept med",
-        "across tokens med / min (dims)",
-    ):
-        table.add_column(column, justify="left" if column in ("module", "role") else "right")
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
-        table.add_row(name, norm.role, *_order_cells(norm))
+    headers = ("module", "spikes", "kept", "pairs", "centre", "weight", "bias")
+    for column in (*headers, f"top-{result.top_k}"):
+        table.add_column(
+            column,
+            justify="left" if column == "module" else "right",
+            no_wrap=column != "module",
+            overflow="fold",
+        )
+    for name, norm in zip(_short(result), result.norms, strict=True):
+        table.add_row(name, *_order_cells([norm]))
+    table.add_section()
+    table.add_row("all", *_order_cells(result.norms))
     return table
 
 
-def _order_cells(norm: NormStats) -> list[str]:
-    order = norm.order
-    if order is None:
-        return ["—"] * 5
-    within_min, within_med = nan_quantiles(order.within_token_spearman, (0.0, 0.5))
-    across = np.array([a.rho for a in norm.across_token_spearman or []], dtype=np.float64)
-    across_min, across_med = nan_quantiles(across, (0.0, 0.5))
+def _order_cells(norms: list[NormStats]) -> list[str]:
+    totals = order_totals(norms)
+    if not totals.norms:
+        return ["—"] * 7
+    spikes = f"{totals.spikes}" + (f" ({totals.ranked})" if totals.ranked < totals.spikes else "")
+    orders = [n.order.topk_retention.ravel() for n in norms if n.order is not None]
     return [
-        str(int(np.nansum(order.spike_count))),
-        f"{fmt(within_med)} / {fmt(within_min)}",
-        fmt(nan_quantiles(order.within_token_spearman_z, (0.5,))[0]),
-        fmt(nan_quantiles(order.topk_retention, (0.5,))[0]),
-        f"{fmt(across_med)} / {fmt(across_min)} ({across.size})" if across.size else "—",
+        spikes,
+        _percent(totals.rank_kept),
+        _percent(totals.pair_share),
+        str(totals.centre),
+        str(totals.weight),
+        str(totals.bias),
+        fmt(nan_median(np.concatenate(orders))),
     ]
+
+
+def _percent(share: float) -> str:
+    return f"{share:.0%}" if math.isfinite(share) else "—"
+
+
+def census_table(result: StatsResult | AggregateResult, limit: int = 8) -> Table:
+    """The dimensions that spike most over the model: where, how often, on which tokens."""
+    table = _table(
+        "spike census: the dimensions that spike most",
+        "seqs: share of sequences with the spike at one norm at least; t0: share of its "
+        "spikes on the first token; max |x| over every norm",
+    )
+    for column in ("dim", "spikes", "layers", "seqs", "t0", "max |x|", "tokens"):
+        table.add_column(
+            column,
+            justify="left" if column in ("layers", "tokens") else "right",
+            no_wrap=column not in ("layers", "tokens"),
+            overflow="fold",
+        )
+    rows = census_rows(result, limit)
+    for row in rows:
+        table.add_row(
+            str(row.dim),
+            str(row.count),
+            layer_span(row.layers),
+            _percent(row.sequences),
+            _percent(row.first_token_share),
+            magnitude(row.max_abs),
+            ", ".join(f"{token!r} {n}" for token, n in row.tokens),
+        )
+    if not rows:
+        table.add_row(NO_SPIKE, *[""] * 6)
+    return table
+
+
+def ablation_table(result: StatsResult) -> Table:
+    """The loss with the first layer's massive activations replaced (Sun et al. 2024)."""
+    ablation = result.ablation
+    assert ablation is not None
+    if ablation.layer is None:
+        title = "ablation: no massive activation at any residual norm, nothing replaced"
+    else:
+        dims = ", ".join(map(str, ablation.dims))
+        title = (
+            f"ablation at layer {ablation.layer} ({ablation.module}): "
+            f"{ablation.entries} massive entries in dims {dims}"
+        )
+    table = _table(title, "LM loss of the text; Δ: against the unchanged run")
+    for column in ("massive activations", "loss", "Δ"):
+        table.add_column(column, justify="left" if column.startswith("m") else "right")
+    table.add_row("unchanged", fmt(ablation.loss), "")
+    for label, loss in (
+        ("set to their mean", ablation.loss_mean),
+        ("set to 0", ablation.loss_zero),
+    ):
+        change = loss - ablation.loss
+        table.add_row(label, fmt(loss), f"{change:+.3g}" if math.isfinite(change) else "—")
+    return table

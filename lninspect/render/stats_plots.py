@@ -1,4 +1,5 @@
-"""Figures of statistics results: std and mean heatmaps, growth with depth, spikes, order.
+"""Figures of statistics results: std and mean heatmaps, growth with depth (the spike
+figures live in lninspect.render.spike_plots and are saved with these).
 
 Matplotlib Figure objects built directly (no pyplot); no torch. Heatmaps show sequence 0;
 per-layer curves use every token. Norms outside the blocks sit left (embed) or right
@@ -16,33 +17,27 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from lninspect.render.figures import figure_of, new_figure, save_figure
-from lninspect.render.format import figure_subtitle, short_names, token_label
-from lninspect.results import NormStats, Spike, StatsResult
+from lninspect.render.format import figure_subtitle, short_names
+from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
+from lninspect.results import NormStats, StatsResult
 from lninspect.roles import ROLE_LABELS
 from lninspect.summary import (
     Values,
     has_order,
-    largest_spike,
     layer_positions,
     layer_quartiles,
     norms_of_role,
-    pooled_median,
     residual_growth,
     roles_present,
     token_row,
-    token_spikes,
 )
 
 STD_HEATMAP = "stats-std-heatmap.png"
 MEAN_HEATMAP = "stats-mean-heatmap.png"
 STD_PER_LAYER = "stats-std-per-layer.png"
-SPIKE_RANKS = "stats-spike-ranks.png"
-WITHIN_TOKEN = "stats-within-token-spearman.png"
-STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, SPIKE_RANKS, WITHIN_TOKEN)
+STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, *SPIKE_FIGURES)
 ROLE_MARKERS = {
     "embed": "v",
     "attn": "o",
@@ -264,168 +259,6 @@ def plot_std_per_layer(result: StatsResult, ax: Axes | None = None) -> Axes:
     return ax
 
 
-# Spikes -------------------------------------------------------------------------------------
-
-
-def plot_spike_ranks(result: StatsResult, ax: Axes | None = None) -> Axes:
-    """Rank before vs after the norm of the spike dims at the token with the largest spike."""
-    ax = ax or new_figure(10, 7.5).add_subplot()
-    top = largest_spike(result)
-    if top is None:
-        raise ValueError("the result has no spikes")
-    where = layer_positions(result)
-    pairs = token_spikes(result, top[1].sequence, top[1].token)
-    ranks = np.array([[s.rank_in, s.rank_out] for _, s in pairs], dtype=float)  # (spikes, 2)
-    layers = np.array([where[n.name] for n, _ in pairs])
-    scale = Normalize(vmin=min(where.values()), vmax=max(max(where.values()), 1))
-    handles = []
-    for role in roles_present(result):
-        keep = np.array([n.role == role for n, _ in pairs])
-        if keep.any():
-            marker = ROLE_MARKERS.get(role, "o")
-            ax.scatter(
-                ranks[keep, 0],
-                ranks[keep, 1],
-                c=layers[keep],
-                cmap="viridis",
-                norm=scale,
-                marker=marker,
-                s=60,
-                alpha=0.85,
-                edgecolors="black",
-                linewidths=0.5,
-                zorder=3,
-            )
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    marker=marker,
-                    linestyle="none",
-                    color="lightgrey",
-                    markeredgecolor="black",
-                    label=ROLE_LABELS.get(role, role),
-                )
-            )
-    _rank_axes(ax, ranks)
-    _count_stacked(ax, ranks)
-    _annotate_largest(ax, *top)
-    bar = ax.figure.colorbar(
-        ax.collections[0],
-        ax=ax,
-        shrink=0.8,
-        label="layer (after the last: norms outside the blocks)",
-    )
-    bar.locator = MaxNLocator(integer=True)
-    bar.update_ticks()
-    handles.append(Line2D([], [], color="grey", linestyle="--", label="rank kept (y = x)"))
-    ax.legend(
-        handles=handles,
-        fontsize="small",
-        loc="lower right",
-        title=f"{len(pairs)} spikes in {len({n.name for n, _ in pairs})} modules",
-        title_fontsize="small",
-    )
-    return ax
-
-
-def _count_stacked(ax: Axes, ranks: np.ndarray) -> None:
-    """`×n` beside a point that n spikes share (same rank before and after)."""
-    points, counts = np.unique(ranks, axis=0, return_counts=True)
-    for (x, y), count in zip(points, counts, strict=True):
-        if count > 1:
-            ax.annotate(
-                f"×{count}",
-                (x, y),
-                xytext=(7, -12),
-                textcoords="offset points",
-                fontsize="small",
-                zorder=4,
-            )
-
-
-def _annotate_largest(ax: Axes, norm: NormStats, spike: Spike) -> None:
-    ranks = f"rank {spike.rank_in} → {spike.rank_out}"
-    ax.annotate(
-        f"largest |z|: {norm.name}, dim {spike.dim}\n"
-        f"x = {spike.value:.4g}, z = {spike.z:.3g}, {ranks}",
-        (spike.rank_in, spike.rank_out),
-        xytext=(40, 40),
-        textcoords="offset points",
-        fontsize="small",
-        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
-        arrowprops={"arrowstyle": "->", "color": "black"},
-        zorder=5,
-    )
-
-
-def _rank_axes(ax: Axes, ranks: np.ndarray) -> None:
-    """The identity line, square limits, log axes when ranks span a decade or more."""
-    high = max(float(ranks.max()) * 1.25 + 0.5, 3.5)  # room for at least ranks 1 to 3
-    logged = ranks.max() / max(ranks.min(), 1) >= 10
-    low = 0.8 if logged else 0.5
-    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, zorder=1)
-    if logged:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):  # ranks are whole numbers
-        if logged:
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        else:
-            axis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(low, high)
-    ax.set_ylim(low, high)
-    ax.set_aspect("equal", adjustable="box")
-    suffix = " (log)" if logged else ""
-    ax.set_xlabel(f"rank of |x − centre| before the norm (1 = the token's largest){suffix}")
-    ax.set_ylabel(f"rank of |y − bias| after the norm{suffix}")
-    ax.grid(True, which="both", alpha=0.3)
-
-
-def plot_within_token(result: StatsResult, fig: Figure | None = None) -> Figure:
-    """Within-token Spearman of x vs y per layer (top) and top-k retention (bottom)."""
-    figure = fig or new_figure(10, 7.5)
-    top, bottom = figure.subplots(2, 1, sharex=True)
-    plot_layer_bands(result, lambda n: _order_values(n, "within_token_spearman"), top)
-    xs, qs = pooled_median(result, lambda n: _order_values(n, "within_token_spearman_z"))
-    top.plot(
-        xs,
-        qs,
-        color="black",
-        linestyle="--",
-        linewidth=1,
-        label="x vs z, before the affine step (1 by construction)",
-    )
-    top.set_ylabel("Spearman ρ of x vs y\nover the hidden dims")
-    top.set_xlabel("")
-    top.set_ylim(top=1.05)
-    top.set_title(
-        "rank correlation of a token's activations before and after the norm", fontsize="medium"
-    )
-    plot_layer_bands(result, lambda n: _order_values(n, "topk_retention"), bottom)
-    bottom.set_ylim(-0.03, 1.03)
-    k = f"{result.top_k}" if result.top_k else "k"
-    bottom.set_ylabel(f"top-{k} retention\n(share of the {k} largest kept)")
-    bottom.set_title(
-        f"share of the token's {k} largest |x − centre| dims still among its {k} "
-        "largest |y − bias|",
-        fontsize="medium",
-    )
-    figure.legend(
-        handles=top.get_legend_handles_labels()[0],
-        loc="outside lower center",
-        ncols=3,
-        fontsize="small",
-        title="line: median over tokens; band: 25–75%",
-        title_fontsize="small",
-    )
-    return figure
-
-
-def _order_values(norm: NormStats, key: str) -> np.ndarray | None:
-    return getattr(norm.order, key) if norm.order is not None else None
-
-
 # Saving -------------------------------------------------------------------------------------
 
 
@@ -439,14 +272,5 @@ def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
     growth = figure_of(plot_std_per_layer(result, new_figure(10, 5.5).add_subplot()))
     growth.suptitle(f"Residual-stream growth with depth: input std per layer\n{sub}")
     figures = [(std, STD_HEATMAP), (mean, MEAN_HEATMAP), (growth, STD_PER_LAYER)]
-    spike = largest_spike(result)
-    if spike is not None:
-        ranks = figure_of(plot_spike_ranks(result))
-        token = token_label(result, spike[1].sequence, spike[1].token)
-        ranks.suptitle(f"Spike dimensions before and after each norm, token {token}\n{sub}")
-        figures.append((ranks, SPIKE_RANKS))
-    if has_order(result):
-        order = plot_within_token(result)
-        order.suptitle(f"Does the norm keep the order of a token's activations?\n{sub}")
-        figures.append((order, WITHIN_TOKEN))
-    return [save_figure(fig, folder / name) for fig, name in figures]
+    paths = [save_figure(fig, folder / name) for fig, name in figures]
+    return paths + (save_spike_figures(result, folder) if has_order(result) else [])

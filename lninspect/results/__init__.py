@@ -1,7 +1,10 @@
 """Result objects: plain dataclasses of numpy arrays with JSON in and out (no torch)."""
 
 from lninspect.results.stats import (
+    Ablation,
     AcrossToken,
+    CensusEntry,
+    ChangedBy,
     GradsResult,
     GradStats,
     InputInfo,
@@ -13,13 +16,19 @@ from lninspect.results.stats import (
     OrderStats,
     OutputStats,
     ParamGrad,
+    PositionCount,
     Spike,
     StatsResult,
+    TokenCount,
+    Trajectory,
     WeightSummary,
 )
 
 __all__ = [
+    "Ablation",
     "AcrossToken",
+    "CensusEntry",
+    "ChangedBy",
     "GradStats",
     "GradsResult",
     "InputInfo",
@@ -31,7 +40,10 @@ __all__ = [
     "OrderStats",
     "OutputStats",
     "ParamGrad",
+    "PositionCount",
     "Spike",
     "StatsResult",
+    "TokenCount",
+    "Trajectory",
     "WeightSummary",
 ]

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from lninspect.results.codec import from_document, meta, to_document
-from lninspect.results.stats import ModelInfo, NormDescription
+from lninspect.results.stats import CensusEntry, ModelInfo, NormDescription, Trajectory
 from lninspect.statistics import AGGREGATED_KEYS, denominator_key
 
-AGGREGATE_SCHEMA = "lninspect.stats-aggregate/1"
+AGGREGATE_SCHEMA = "lninspect.stats-aggregate/2"
 # The per-token statistics aggregated per position (lninspect.statistics), and spike_count
 # when spikes were captured.
 MOMENT_KEYS = AGGREGATED_KEYS
@@ -109,6 +109,7 @@ class NormAggregate(NormDescription):
     positions: dict[str, Moments]  # MOMENT_KEYS (+ SPIKE_KEY) -> per-position moments
     denominator_hist: Histogram  # per-token std (LayerNorm) or rms (RMSNorm)
     spike_count_hist: Histogram | None = None  # per-token spike counts, when captured
+    census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def denominator(self) -> Moments:
@@ -139,7 +140,11 @@ class AggregateResult:
     norms: list[NormAggregate]
     passes: int = 0  # forward passes of the model, over all processes
     notes: list[str] = field(default_factory=list)
-    spike_z: float | None = None  # the spike threshold, when spikes were captured
+    # The spike rules, when spikes were captured (lninspect.options.SpikeOptions):
+    spike_z: float | None = None
+    spike_abs: float | None = None
+    spike_ratio: float | None = None
+    trajectory: Trajectory | None = field(default=None, metadata=meta(omit_none=True))
     schema: str = AGGREGATE_SCHEMA
 
     def norm(self, name: str) -> NormAggregate:

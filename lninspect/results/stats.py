@@ -16,8 +16,8 @@ import numpy as np
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.statistics import BY_KEY, denominator_key, on_side
 
-STATS_SCHEMA = "lninspect.stats/1"
-GRADS_SCHEMA = "lninspect.grads/1"
+STATS_SCHEMA = "lninspect.stats/2"
+GRADS_SCHEMA = "lninspect.grads/2"
 NORMS_SCHEMA = "lninspect.norms/1"
 
 
@@ -104,38 +104,129 @@ class WeightSummary:
     negative: int
 
 
+STAGES = ("centre", "weight", "bias")  # the stages of a norm that can reorder a token
+
+
 @dataclass
 class Spike:
-    """One large activation: |z| >= spike_z, or massive (Sun et al. 2024)."""
+    """One spike: magnitude rule (massive) or z rule; its rank by magnitude after each stage.
+
+    Ranks are 1 + the number of the token's dimensions with a strictly larger magnitude:
+    rank_in of |x|, rank_centred of |x - c|, rank_weighted of |y - b|, rank_out of |y|.
+    """
 
     sequence: int
     token: int
+    head: int | None  # the head, for a norm that sees heads (q/k norms); None otherwise
     dim: int
     value: float  # x at this dimension
-    z: float  # (x - mean) / std, or x / rms for RMSNorm
     out_value: float  # the norm's output y at this dimension
-    rank_in: int  # 1 = the token's largest |x - centre|
-    rank_out: int  # 1 = the token's largest |y - bias|
-    massive: bool  # |x| > 100 and > 1000 x the token's median |x|
+    z: float  # (x - mean) / std, or x / rms for RMSNorm
+    massive: bool  # passes the magnitude rule (Sun et al. 2024)
+    rank_in: int
+    rank_centred: int
+    rank_weighted: int
+    rank_out: int
+    changed_by: str | None  # the first stage whose rank differs, when rank_out != rank_in
+
+
+@dataclass
+class ChangedBy:
+    """How many spikes' ranks each stage changed (the first stage to change it counts)."""
+
+    centre: int
+    weight: int
+    bias: int
 
 
 @dataclass
 class OrderStats:
-    """Per-token measures of whether the norm keeps the order of a token's activations."""
+    """Whether the norm keeps the order of the spikes, over all spikes of the module."""
 
-    within_token_spearman: np.ndarray  # Spearman of x vs y over the hidden dims
-    within_token_spearman_z: np.ndarray  # x vs z (before the affine step): 1 by construction
-    topk_retention: np.ndarray  # share of the top-k |x - centre| among the top-k |y - bias|
-    spike_count: np.ndarray = field(metadata=meta(dtype="int64"))  # dims with |z| >= spike_z
+    spikes: int  # spikes found (every token, every call)
+    ranked: int  # spikes whose ranks were measured: the per_token largest |x| of each token
+    rank_kept: float  # share of the ranked spikes with rank_out == rank_in; NaN without one
+    pairs: int  # same-token pairs of ranked spikes with different |x|
+    pairs_kept: float  # share of those pairs whose |x| order holds in |y|; NaN without one
+    changed_by: ChangedBy
+    spike_count: np.ndarray = field(metadata=meta(dtype="int64"))  # per token
+    # secondary, over all dimensions: share of the k largest |x| among the k largest |y|
+    topk_retention: np.ndarray
 
 
 @dataclass
 class AcrossToken:
-    """Spearman across the tokens of one forward call between x[:, dim] and y[:, dim]."""
+    """The order across the tokens of one sequence in one dimension that spikes somewhere."""
 
     dim: int
-    rho: float
-    tokens: int  # how many tokens it was computed over
+    rho: float  # Spearman over tokens of x[:, dim] vs y[:, dim]
+    rho_abs: float  # the same of |x| vs |y|: order of magnitudes
+    compression_in: float  # max over tokens of |x[:, dim]| / its median over tokens
+    compression_out: float  # the same of |y[:, dim]|
+    sequence: int = 0
+    head: int | None = None
+    tokens: int = 0  # how many tokens it was computed over
+
+
+@dataclass
+class PositionCount:
+    """Spikes at token positions start .. stop - 1."""
+
+    start: int
+    stop: int
+    count: int
+
+
+@dataclass
+class TokenCount:
+    """Spikes carried by one token (its text)."""
+
+    token: str
+    count: int
+
+
+@dataclass
+class CensusEntry:
+    """One dimension of one module over the whole input: how often and where it spikes."""
+
+    dim: int
+    count: int  # spikes in this dimension (every token, every head)
+    max_abs: float  # max |x| of the dimension over the whole input
+    first_token_share: float  # share of its spikes on the first token of a sequence
+    positions: list[PositionCount]  # ranked spikes per range of positions
+    tokens: list[TokenCount]  # the tokens most often carrying its ranked spikes
+    sequences: int = 0  # sequences in which it spikes at least once
+
+
+@dataclass
+class Trajectory:
+    """Sun et al.'s Fig. 1 view: the top dimensions' max |x| and max |y| at every norm.
+
+    Arrays are [dim][norm]; the norms are those of the model's width, in model order.
+    """
+
+    dims: list[int]
+    norms: list[str]
+    max_abs_in: np.ndarray
+    max_abs_out: np.ndarray
+
+
+@dataclass
+class Ablation:
+    """LM loss with the massive activations at the first layer that has them replaced.
+
+    `loss` is unchanged, `loss_mean` with them set to their mean over the tokens that carry
+    them, `loss_zero` with them set to 0 (Sun et al. 2024, Table 2). `layer` is None (and
+    the losses NaN) when no residual-stream norm saw a massive activation.
+    """
+
+    layer: int | None
+    dims: list[int]
+    loss: float
+    loss_mean: float
+    loss_zero: float
+    module: str | None = None  # the norm whose input (the block's input) was ablated
+    entries: int = 0  # (token, dim) entries replaced, over all sequences
 
 
 @dataclass
@@ -164,11 +255,10 @@ class NormStats(NormDescription):
     grad: GradStats | None = field(default=None, metadata=meta(omit_none=True))
     spikes: list[Spike] | None = field(
         default=None, metadata=meta(omit_none=True)
-    )  # largest |z| first
+    )  # largest |x| first, at most SpikeOptions.max_spikes
     order: OrderStats | None = field(default=None, metadata=meta(omit_none=True))
-    across_token_spearman: list[AcrossToken] | None = field(
-        default=None, metadata=meta(omit_none=True)
-    )
+    across_token: list[AcrossToken] | None = field(default=None, metadata=meta(omit_none=True))
+    census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def denominator(self) -> np.ndarray:
@@ -204,8 +294,13 @@ class StatsResult:
     norms: list[NormStats]
     passes: int = 1  # forward passes of the model while capturing
     notes: list[str] = field(default_factory=list)
-    spike_z: float | None = None  # the spike threshold, when spikes were captured
-    top_k: int | None = None  # the k of top-k retention, when spikes were captured
+    # The spike rules and the k of top-k retention, when spikes were captured:
+    spike_z: float | None = None
+    spike_abs: float | None = None
+    spike_ratio: float | None = None
+    top_k: int | None = None
+    trajectory: Trajectory | None = field(default=None, metadata=meta(omit_none=True))
+    ablation: Ablation | None = field(default=None, metadata=meta(omit_none=True))
     schema: str = STATS_SCHEMA
 
     def norm(self, name: str) -> NormStats:

@@ -1,0 +1,178 @@
+"""The spike census of one module: which dimensions spike, how often, where and on what tokens.
+
+    census = Census(d, device)
+    for record, ids in calls:            # spike records (lninspect.hooks.spikes) and token ids
+        census.update(record, ids)       # device work only, fixed-size state
+    entries = census.entries(16, piece)  # on the host, at the end
+
+The state has a fixed size, whatever the corpus: per dimension the spike count, the spikes
+on the first token, the sequences with a spike, the largest |x| and |y|, and the ranked
+spikes per range of positions; and one table of the `capacity` most frequent (token id,
+dimension) pairs of ranked spikes, merged batch by batch by sorting (exact as long as fewer
+distinct pairs occur; `evicted` counts what fell out otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from lninspect.hooks.spikes import Layout, Record
+from lninspect.results import CensusEntry, PositionCount, TokenCount, Trajectory
+
+Tensor = torch.Tensor
+# Position ranges [0, 1), [1, 2), [2, 3), [3, 4), [4, 8), [8, 16), ... up to 2^20 tokens.
+POSITION_EDGES = np.array([0, 1, 2, 3] + [2**e for e in range(2, 21)], dtype=np.int64)
+TOKEN_TABLE = 4096  # (token id, dim) pairs kept per module
+TOKENS_LISTED = 5  # tokens shown per census entry
+TRAJECTORY_DIMS = 5  # dimensions in the depth trajectory
+
+
+class Census:
+    """Fixed-size spike census of one module with `width` dimensions, on `device`."""
+
+    def __init__(self, width: int, device: torch.device, capacity: int = TOKEN_TABLE) -> None:
+        self.width = width
+        self.device = device
+        zeros = torch.zeros(width, dtype=torch.int64, device=device)
+        self.count, self.first, self.sequences = zeros.clone(), zeros.clone(), zeros.clone()
+        self.max_in = torch.zeros(width, device=device)
+        self.max_out = torch.zeros(width, device=device)
+        bins = len(POSITION_EDGES) - 1
+        self.positions = torch.zeros(width * bins, dtype=torch.int64, device=device)
+        self.keys = torch.full((capacity,), -1, dtype=torch.int64, device=device)
+        self.key_counts = torch.zeros(capacity, dtype=torch.int64, device=device)
+        self.evicted = torch.zeros((), dtype=torch.int64, device=device)
+        self.longest = 0  # the longest token axis seen (a host int, from shapes)
+        self._edges = torch.tensor(POSITION_EDGES[1:-1], device=device)
+
+    @torch.no_grad()
+    def update(self, record: Record, ids: Tensor | None) -> None:
+        """Add one call's spike record; `ids` (sequences, tokens) are its token ids, if known."""
+        layout = Layout.from_tensor(record["layout"])
+        move = {k: record[k].to(self.device) for k in record if k.startswith("census_")}
+        self.count += move["census_count"]
+        self.first += move["census_first"]
+        self.sequences += move["census_sequences"]
+        self.max_in = torch.fmax(self.max_in, move["census_max_in"])  # fmax: NaN is skipped
+        self.max_out = torch.fmax(self.max_out, move["census_max_out"])
+        self.longest = max(self.longest, layout.tokens)
+        ranked = record["ranked_dims"].to(self.device, torch.int64)  # (S, T, G, M)
+        valid = ranked >= 0
+        tokens = ranked.shape[1]
+        position = torch.arange(tokens, device=self.device).view(1, tokens, 1, 1)
+        bin_ = torch.bucketize(position, self._edges, right=True)  # (1, T, 1, 1)
+        where = (ranked.clamp(min=0) * (len(POSITION_EDGES) - 1) + bin_).flatten()
+        self.positions.index_add_(0, where, valid.flatten().to(torch.int64))
+        if ids is not None and ids.numel() == ranked.shape[0] * tokens:
+            ids = ids.to(self.device, torch.int64).reshape(ranked.shape[0], tokens, 1, 1)
+            keys = torch.where(valid, ids * self.width + ranked, -1).flatten()
+            self._merge(keys, valid.flatten().to(torch.int64))
+
+    def _merge(self, keys: Tensor, weights: Tensor) -> None:
+        """Add (key, weight) pairs to the table and keep its `capacity` heaviest keys.
+
+        Fixed sizes throughout: sort table and new pairs together, sum each run of equal
+        keys into the run's first slot, take the top `capacity` sums.
+        """
+        keys = torch.cat([self.keys, keys])
+        weights = torch.cat([self.key_counts, weights])
+        keys = torch.where(weights > 0, keys, -1)
+        ordered, order = keys.sort()
+        starts = torch.ones_like(ordered, dtype=torch.bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        run = starts.cumsum(0) - 1  # the run of each sorted entry
+        sums = torch.zeros_like(weights).index_add_(0, run, weights[order])
+        run_keys = torch.full_like(ordered, -1).scatter_(0, run, ordered)
+        sums = torch.where(run_keys >= 0, sums, 0)
+        best = sums.topk(len(self.keys))
+        self.evicted += sums.sum() - best.values.sum()
+        self.keys = torch.where(best.values > 0, run_keys[best.indices], -1)
+        self.key_counts = best.values
+
+    @torch.inference_mode()  # the state was made inside the run's inference mode
+    def all_reduce(self) -> None:
+        """Combine the censuses of every torch.distributed rank; every rank gets the total."""
+        import torch.distributed as dist
+
+        for tensor in (self.count, self.first, self.sequences, self.positions, self.evicted):
+            dist.all_reduce(tensor)
+        dist.all_reduce(self.max_in, op=dist.ReduceOp.MAX)
+        dist.all_reduce(self.max_out, op=dist.ReduceOp.MAX)
+        world = dist.get_world_size()
+        keys = [torch.empty_like(self.keys) for _ in range(world)]
+        counts = [torch.empty_like(self.key_counts) for _ in range(world)]
+        dist.all_gather(keys, self.keys)
+        dist.all_gather(counts, self.key_counts)
+        self.keys.fill_(-1)
+        self.key_counts.zero_()
+        self._merge(torch.cat(keys), torch.cat(counts))
+
+    def entries(self, limit: int, piece: Callable[[int], str] | None) -> list[CensusEntry]:
+        """The `limit` dimensions with the most spikes (ties: lower dim first), on the host."""
+        count = self.count.cpu().numpy()
+        dims = [int(j) for j in np.argsort(-count, kind="stable")[:limit] if count[j] > 0]
+        first, sequences = self.first.cpu().numpy(), self.sequences.cpu().numpy()
+        max_in = self.max_in.cpu().numpy()
+        positions = self.positions.cpu().numpy().reshape(self.width, -1)
+        keys, key_counts = self.keys.cpu().numpy(), self.key_counts.cpu().numpy()
+        return [
+            CensusEntry(
+                dim=j,
+                count=int(count[j]),
+                max_abs=float(max_in[j]),
+                first_token_share=float(first[j] / count[j]),
+                positions=self._positions(positions[j]),
+                tokens=_tokens(keys, key_counts, j, self.width, piece),
+                sequences=int(sequences[j]),
+            )
+            for j in dims
+        ]
+
+    def _positions(self, counts: np.ndarray) -> list[PositionCount]:
+        return [
+            PositionCount(
+                start=int(POSITION_EDGES[b]),
+                stop=int(min(POSITION_EDGES[b + 1], max(self.longest, POSITION_EDGES[b] + 1))),
+                count=int(n),
+            )
+            for b, n in enumerate(counts)
+            if n > 0
+        ]
+
+
+def _tokens(
+    keys: np.ndarray,
+    counts: np.ndarray,
+    dim: int,
+    width: int,
+    piece: Callable[[int], str] | None,
+) -> list[TokenCount]:
+    """The tokens most often carrying dimension `dim`'s ranked spikes, most first."""
+    if piece is None:
+        return []
+    mine = (keys >= 0) & (keys % width == dim)
+    order = np.lexsort((keys[mine], -counts[mine]))[:TOKENS_LISTED]
+    return [
+        TokenCount(token=piece(int(keys[mine][i] // width)), count=int(counts[mine][i]))
+        for i in order
+    ]
+
+
+def trajectory(
+    censuses: dict[str, Census], width: int | None, limit: int = TRAJECTORY_DIMS
+) -> Trajectory | None:
+    """The `limit` dimensions of largest max |x| over the norms of `width` (the model's
+    width; the most common one when None), with their max |x| and |y| at each of them."""
+    widths = [c.width for c in censuses.values()]
+    if not widths:
+        return None
+    width = width if width in widths else max(set(widths), key=widths.count)
+    names = [name for name, c in censuses.items() if c.width == width]
+    max_in = np.stack([censuses[n].max_in.cpu().numpy() for n in names], axis=1)  # (d, norms)
+    max_out = np.stack([censuses[n].max_out.cpu().numpy() for n in names], axis=1)
+    peak = np.nan_to_num(max_in, nan=-np.inf).max(axis=1)
+    dims = [int(j) for j in np.argsort(-peak, kind="stable")[:limit]]
+    return Trajectory(dims=dims, norms=names, max_abs_in=max_in[dims], max_abs_out=max_out[dims])

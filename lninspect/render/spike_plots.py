@@ -1,0 +1,361 @@
+"""Figures of spikes: rank before vs after by stage, order kept per norm, the depth trajectory,
+across-token compression and the census heatmap (Matplotlib Figures, no pyplot, no torch).
+
+Every figure says so inside itself when the result has no spike, instead of an empty axis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.format import figure_subtitle, short_names
+from lninspect.render.spike_tables import spike_rule
+from lninspect.results import NormStats, StatsResult
+from lninspect.summary import (
+    census_rows,
+    compression_by_norm,
+    largest_spike,
+    order_totals,
+    top_dimension,
+)
+
+SPIKE_RANKS = "stats-spike-ranks.png"
+SPIKE_ORDER = "stats-spike-order.png"
+SPIKE_TRAJECTORY = "stats-spike-trajectory.png"
+SPIKE_COMPRESSION = "stats-spike-compression.png"
+SPIKE_CENSUS = "stats-spike-census.png"
+SPIKE_FIGURES = (SPIKE_RANKS, SPIKE_ORDER, SPIKE_TRAJECTORY, SPIKE_COMPRESSION, SPIKE_CENSUS)
+STAGE_COLOURS = {
+    None: "#8c8c8c",  # rank kept
+    "centre": "#1f77b4",
+    "weight": "#d62728",
+    "bias": "#2ca02c",
+}
+STAGE_LABELS = {
+    None: "rank kept",
+    "centre": "changed by centring",
+    "weight": "changed by the weight",
+    "bias": "changed by the bias",
+}
+MAX_NORM_TICKS = 26
+
+
+def no_spike(ax: Axes, result: StatsResult, what: str = "") -> None:
+    """Say in the axes that there is no spike, with the rules that found none (or `what`
+    there is not, when the result has spikes)."""
+    some = any(n.spikes for n in result.norms)
+    ax.text(
+        0.5,
+        0.5,
+        what if some and what else f"no spike in any norm\n{spike_rule(result)}",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize="large",
+        color="#57606a",
+        bbox={"boxstyle": "round", "facecolor": "#f6f8fa", "edgecolor": "#d0d7de"},
+    )
+
+
+NICE = [m * 10**e for e in range(-3, 9) for m in (1, 2, 5)]
+
+
+def _only_message(figure: Figure, result: StatsResult) -> Figure:
+    """The figure with its panels replaced by one centred "no spike" message."""
+    for ax in list(figure.axes):
+        ax.remove()
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    no_spike(ax, result)
+    return figure
+
+
+def _log_ticks(ax: Axes, axes: str = "xy") -> None:
+    """Plain numbers (1, 2, 5, 10, ...) on log axes instead of powers of ten."""
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        low, high = ax.get_xlim() if name == "x" else ax.get_ylim()
+        ticks = [t for t in NICE if low <= t <= high]
+        if len(ticks) < 3:  # a narrow range: round values of a linear locator
+            ticks = [t for t in MaxNLocator(5).tick_values(low, high) if low <= t <= high > 0]
+        axis.set_ticks(ticks)
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
+# Ranks --------------------------------------------------------------------------------------
+
+
+def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
+    """Every listed spike: rank by |x| vs rank by |y| (left), |x| vs |y| (right), log axes,
+    coloured by the stage that changed its rank."""
+    figure = fig or new_figure(12, 6)
+    left, right = figure.subplots(1, 2)
+    spikes = [s for n in result.norms for s in n.spikes or []]
+    if not spikes:
+        return _only_message(figure, result)
+    for stage, colour in STAGE_COLOURS.items():
+        mine = [s for s in spikes if s.changed_by == stage]
+        if not mine:
+            continue
+        ranks = np.array([[s.rank_in, s.rank_out] for s in mine], dtype=float)
+        points, counts = np.unique(ranks, axis=0, return_counts=True)
+        style = {"color": colour, "edgecolors": "black", "linewidths": 0.4, "zorder": 3}
+        left.scatter(points[:, 0], points[:, 1], s=18 + 14 * np.sqrt(counts), **style)
+        for (x, y), n in zip(points, counts, strict=True):
+            if n > 1:
+                left.annotate(f"×{n}", (x, y), xytext=(6, -10), textcoords="offset points")
+        sizes = np.array([[abs(s.value), abs(s.out_value)] for s in mine])
+        right.scatter(sizes[:, 0], sizes[:, 1], s=16, alpha=0.8, **style)
+    _rank_panel(left, spikes)
+    _size_panel(right)
+    _log_ticks(right)
+    handles = [
+        Patch(color=c, label=f"{STAGE_LABELS[k]} ({sum(s.changed_by == k for s in spikes)})")
+        for k, c in STAGE_COLOURS.items()
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
+    return figure
+
+
+RANK_TICKS = [m * 10**e for e in range(7) for m in (1, 2, 3, 5)]
+
+
+def _rank_panel(ax: Axes, spikes: list) -> None:
+    high = max(max(max(s.rank_in, s.rank_out) for s in spikes) * 1.6 + 1, 4.0)
+    ax.plot([0.8, high], [0.8, high], color="grey", linestyle="--", linewidth=1, zorder=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(0.8, high)
+    ax.set_ylim(0.8, high)
+    ax.set_aspect("equal", adjustable="box")
+    ticks = [t for t in RANK_TICKS if t <= high]  # ranks are whole numbers
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("rank by |x| before the norm (1 = the token's largest; log)")
+    ax.set_ylabel("rank by |y| after the norm (log)")
+    ax.set_title("rank of each spike (dashed: kept)", fontsize="medium")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _size_panel(ax: Axes) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|x| before the norm (log)")
+    ax.set_ylabel("|y| after the norm (log)")
+    ax.set_title("magnitude of each spike: the norm shrinks it", fontsize="medium")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+# Order kept per norm ------------------------------------------------------------------------
+
+
+def _norm_axis(ax: Axes, names: list[str]) -> None:
+    """Norms in model order on the x axis, labelled with their short names."""
+    step = max(1, int(np.ceil(len(names) / MAX_NORM_TICKS)))
+    shown = list(range(0, len(names), step))
+    ax.set_xticks(shown, [names[i] for i in shown], rotation=90, fontsize=7)
+    ax.set_xlim(-0.7, len(names) - 0.3)
+
+
+def plot_spike_order(result: StatsResult, fig: Figure | None = None) -> Figure:
+    """Per norm: the share of spikes whose rank is kept and of pairs kept (top), and how many
+    spikes each stage re-ranked (bottom)."""
+    figure = fig or new_figure(11, 7.5)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    norms = [n for n in result.norms if n.order is not None]
+    names = short_names([n.name for n in norms])
+    if not any(n.order.spikes for n in norms if n.order is not None):
+        return _only_message(figure, result)
+    xs = np.arange(len(norms))
+    kept = np.array([n.order.rank_kept if n.order else np.nan for n in norms])
+    pairs = np.array([n.order.pairs_kept if n.order else np.nan for n in norms])
+    top.plot(xs, kept, "o-", color="black", label="rank kept (share of spikes)")
+    top.plot(xs, pairs, "s--", color="#9467bd", label="same-token pairs kept (share)")
+    silent = [i for i, n in enumerate(norms) if n.order is not None and n.order.spikes == 0]
+    top.scatter(silent, [0.02] * len(silent), marker="x", color="grey", label="no spike here")
+    top.set_ylim(-0.03, 1.05)
+    top.set_ylabel("share kept")
+    top.grid(True, alpha=0.3)
+    base = np.zeros(len(norms))
+    for stage, colour in STAGE_COLOURS.items():
+        counts = np.array([_stage_count(n, stage) for n in norms], dtype=float)
+        bottom.bar(xs, counts, bottom=base, color=colour, label=STAGE_LABELS[stage])
+        base += counts
+    bottom.set_ylabel("ranked spikes")
+    bottom.grid(True, axis="y", alpha=0.3)
+    handles = top.get_legend_handles_labels()[0] + bottom.get_legend_handles_labels()[0]
+    figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
+    _norm_axis(bottom, names)
+    totals = order_totals(norms)
+    top.set_title(
+        f"{totals.spikes} spikes in {totals.spiking} of {totals.norms} norms: rank kept for "
+        f"{totals.rank_kept:.0%}, pairs kept {totals.pair_share:.0%}"
+        if totals.pairs
+        else f"{totals.spikes} spikes in {totals.spiking} of {totals.norms} norms: rank kept "
+        f"for {totals.rank_kept:.0%} (no token has two)",
+        fontsize="medium",
+    )
+    return figure
+
+
+def _stage_count(norm: NormStats, stage: str | None) -> int:
+    order = norm.order
+    if order is None:
+        return 0
+    if stage is None:
+        return round(order.rank_kept * order.ranked) if order.ranked else 0
+    return int(getattr(order.changed_by, stage))
+
+
+# Depth trajectory ---------------------------------------------------------------------------
+
+
+def plot_trajectory(result: StatsResult, ax: Axes | None = None) -> Axes:
+    """Each top dimension's max |x| (solid) and max |y| (dashed) at every norm, log scale."""
+    ax = ax or new_figure(11, 6).add_subplot()
+    path = result.trajectory
+    if path is None or not path.dims:
+        ax.set_axis_off()
+        no_spike(ax, result, "no trajectory in this result")
+        return ax
+    xs = np.arange(len(path.norms))
+    colours = [colormaps["tab10"](i) for i in range(10)]
+    for i, dim in enumerate(path.dims):
+        colour = colours[i % 10]
+        ax.plot(xs, path.max_abs_in[i], "o-", color=colour, markersize=4, label=f"dim {dim}")
+        ax.plot(xs, path.max_abs_out[i], "--", color=colour, linewidth=1)
+    ax.set_yscale("log")
+    ax.set_ylabel("max over tokens of |x| (solid) and |y| (dashed), log")
+    _norm_axis(ax, short_names(path.norms))
+    ax.grid(True, which="both", alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="black", label="before the norm (x)"),
+        Line2D([], [], color="black", linestyle="--", label="after the norm (y)"),
+    ]
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    if not any(n.spikes for n in result.norms):
+        ax.text(
+            0.99,
+            0.03,
+            f"no spike in any norm ({spike_rule(result)}):\nthe dimensions of largest |x|",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+        )
+    return ax
+
+
+# Across-token compression -------------------------------------------------------------------
+
+
+def plot_compression(result: StatsResult, ax: Axes | None = None) -> Axes:
+    """The top dimension's max / median over tokens of |x| and |y| at each norm that
+    measured it: how much per-token division flattens it across tokens."""
+    ax = ax or new_figure(11, 6).add_subplot()
+    dim = top_dimension(result) if largest_spike(result) is not None else None
+    rows = compression_by_norm(result, dim) if dim is not None else []
+    if not rows:
+        ax.set_axis_off()
+        no_spike(ax, result, f"dim {dim} was not measured across tokens")
+        return ax
+    names = short_names([n.name for n, _, _ in rows])
+    xs = np.arange(len(rows))
+    ax.plot(xs, [r[1] for r in rows], "o-", color="#1f77b4", label="before the norm: |x|")
+    ax.plot(xs, [r[2] for r in rows], "s--", color="#d62728", label="after the norm: |y|")
+    ax.axhline(1, color="grey", linewidth=1)
+    ax.set_yscale("log")
+    _log_ticks(ax, "y")
+    ax.set_ylabel(f"dim {dim}: max over tokens / median over tokens (log)")
+    _norm_axis(ax, names)
+    ax.legend(fontsize="small", loc="upper left")
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+# Census heatmap -----------------------------------------------------------------------------
+
+
+def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
+    """Spikes per dimension (rows: the dims that spike most) and norm (columns), log colours."""
+    ax = ax or new_figure(11, 6).add_subplot()
+    rows = census_rows(result, limit=12)
+    norms = [n for n in result.norms if n.census is not None and n.role != "qk"]
+    if not rows or not norms:
+        ax.set_axis_off()
+        no_spike(ax, result, "no census in this result")
+        return ax
+    grid = np.full((len(rows), len(norms)), np.nan)
+    for j, norm in enumerate(norms):
+        counts = {e.dim: e.count for e in norm.census or []}
+        for i, row in enumerate(rows):
+            grid[i, j] = counts.get(row.dim, np.nan)
+    scale = LogNorm(vmin=1, vmax=max(float(np.nanmax(grid)), 2))
+    image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="magma_r", norm=scale)
+    ax.set_yticks(range(len(rows)), [f"dim {r.dim}" for r in rows], fontsize=8)
+    _norm_axis(ax, short_names([n.name for n in norms]))
+    ax.set_xlim(-0.5, len(norms) - 0.5)
+    if grid.size <= 400:  # small enough to print the counts
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                dark = scale(value) > 0.55
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+    bar = ax.figure.colorbar(image, ax=ax, label="spikes (log; blank: none)", pad=0.01)
+    bar.set_ticks([t for t in RANK_TICKS if t <= scale.vmax], labels=None)
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("dimension")
+    return ax
+
+
+# Saving -------------------------------------------------------------------------------------
+
+
+def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
+    """Write the spike figures into `folder` (each says so when there is no spike)."""
+    sub = figure_subtitle(result)
+    ranks = plot_spike_ranks(result)
+    ranks.suptitle(f"Do spikes keep their rank through the norm?\n{sub}")
+    order = plot_spike_order(result)
+    order.suptitle(f"Does each norm keep the order of its spikes?\n{sub}")
+    path = figure_of(plot_trajectory(result))
+    path.suptitle(f"The largest dimensions through depth, before and after each norm\n{sub}")
+    squeeze = figure_of(plot_compression(result))
+    dim = top_dimension(result)
+    squeeze.suptitle(
+        f"Across tokens: how per-token division compresses dim {dim}\n{sub}"
+        if dim is not None
+        else f"Across-token compression\n{sub}"
+    )
+    census = figure_of(plot_census(result))
+    census.suptitle(f"Spike census: which dimensions spike, at which norms\n{sub}")
+    figures = [
+        (ranks, SPIKE_RANKS),
+        (order, SPIKE_ORDER),
+        (path, SPIKE_TRAJECTORY),
+        (squeeze, SPIKE_COMPRESSION),
+        (census, SPIKE_CENSUS),
+    ]
+    return [save_figure(fig, folder / name) for fig, name in figures]

@@ -1,0 +1,273 @@
+"""Spike tables (80 and 120 columns) and figures, on a synthetic result with planted spikes."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex
+from rich.console import Console
+
+from lninspect.render.figures import new_figure
+from lninspect.render.report import summary
+from lninspect.render.spike_plots import (
+    SPIKE_FIGURES,
+    STAGE_COLOURS,
+    plot_census,
+    plot_compression,
+    plot_spike_order,
+    plot_spike_ranks,
+    plot_trajectory,
+    save_spike_figures,
+)
+from lninspect.render.spike_tables import spike_tables
+from lninspect.results import (
+    Ablation,
+    AcrossToken,
+    CensusEntry,
+    ChangedBy,
+    GradsResult,
+    InputInfo,
+    InputStats,
+    ModelInfo,
+    NormStats,
+    OrderStats,
+    OutputStats,
+    PositionCount,
+    Spike,
+    TokenCount,
+    Trajectory,
+)
+
+TOKENS = 6
+PIECES = ["<|endoftext|>", " The", " quick", " brown", "\n", " fox"]
+
+
+def spike(token: int, dim: int, value: float, ranks: tuple[int, int, int, int]) -> Spike:
+    first = next((i for i in (1, 2, 3) if ranks[i] != ranks[i - 1]), None)
+    return Spike(
+        sequence=0,
+        token=token,
+        head=None,
+        dim=dim,
+        value=value,
+        out_value=value / 100,
+        z=9.5,
+        massive=abs(value) > 100,
+        rank_in=ranks[0],
+        rank_centred=ranks[1],
+        rank_weighted=ranks[2],
+        rank_out=ranks[3],
+        changed_by=(None, "centre", "weight", "bias")[first or 0] if ranks[3] != ranks[0] else None,
+    )
+
+
+def norm(layer: int, leaf: str, spikes: list[Spike], census: list[CensusEntry]) -> NormStats:
+    ones = np.ones((1, TOKENS), dtype=np.float32)
+    ranked = len(spikes)
+    kept = sum(s.changed_by is None for s in spikes)
+    stages = {k: sum(s.changed_by == k for s in spikes) for k in ("centre", "weight", "bias")}
+    return NormStats(
+        name=f"model.layers.{layer}.{leaf}",
+        type="LayerNorm",
+        kind="layernorm",
+        layer=layer,
+        role="attn" if leaf == "input_layernorm" else "mlp",
+        eps=1e-5,
+        weight=None,
+        input=InputStats(
+            mean=ones * 0, std=ones, rms=ones, absmax=ones, absmax_dim=ones.astype(np.int64)
+        ),
+        output=OutputStats(mean=ones * 0, std=ones),
+        spikes=spikes,
+        order=OrderStats(
+            spikes=ranked,
+            ranked=ranked,
+            rank_kept=kept / ranked if ranked else float("nan"),
+            pairs=0,
+            pairs_kept=float("nan"),
+            changed_by=ChangedBy(**stages),
+            spike_count=np.zeros((1, TOKENS), dtype=np.int64),
+            topk_retention=ones * 0.75,
+        ),
+        across_token=[
+            AcrossToken(
+                dim=447,
+                rho=0.9,
+                rho_abs=0.95,
+                compression_in=1000.0 * (layer + 1),
+                compression_out=10.0,
+                tokens=TOKENS,
+            )
+        ]
+        if spikes
+        else [],
+        census=census,
+    )
+
+
+def entry(count: int, tokens: list[tuple[str, int]]) -> CensusEntry:
+    return CensusEntry(
+        dim=447,
+        count=count,
+        max_abs=3000.0,
+        first_token_share=1.0,
+        positions=[PositionCount(0, 1, count)],
+        tokens=[TokenCount(t, n) for t, n in tokens],
+        sequences=1,
+    )
+
+
+def synthetic(with_spikes: bool = True) -> GradsResult:
+    """3 layers: layer 0 has no spike; layers 1-2 carry dim 447 (3000, rank kept) and spikes
+    that centring (1 -> 2), the weight (1 -> 40) and the bias (3 -> 4) re-rank."""
+    norms = [norm(0, "input_layernorm", [], [])]
+    if with_spikes:
+        norms += [
+            norm(
+                1,
+                "input_layernorm",
+                [spike(0, 447, 3000.0, (1, 1, 1, 1)), spike(0, 12, -200.0, (2, 1, 1, 1))],
+                [entry(1, [("<|endoftext|>", 1)])],
+            ),
+            norm(
+                2,
+                "input_layernorm",
+                [spike(0, 447, 2900.0, (1, 1, 1, 1)), spike(4, 3, 40.0, (1, 1, 40, 40))],
+                [entry(1, [("<|endoftext|>", 1)])],
+            ),
+            norm(2, "post_attention_layernorm", [spike(4, 9, 30.0, (3, 3, 3, 4))], []),
+        ]
+    else:
+        norms += [norm(1, "input_layernorm", [], []), norm(2, "input_layernorm", [], [])]
+    names = [n.name for n in norms]
+    return GradsResult(
+        model=ModelInfo(
+            cls="LlamaForCausalLM",
+            name="synthetic",
+            source="module",
+            dtype="float32",
+            device="cpu",
+            num_layers=3,
+            hidden_size=512,
+        ),
+        input=InputInfo(num_sequences=1, num_tokens=TOKENS, tokens=[PIECES]),
+        norms=norms,
+        spike_z=6.0,
+        spike_abs=100.0,
+        spike_ratio=1000.0,
+        top_k=8,
+        trajectory=Trajectory(
+            dims=[447, 12],
+            norms=names,
+            max_abs_in=np.array([[1.0, 3000, 2900, 2800], [1, 200, 50, 40]])[:, : len(names)],
+            max_abs_out=np.array([[0.1, 30, 29, 28], [0.1, 2, 0.5, 0.4]])[:, : len(names)],
+        ),
+        ablation=Ablation(
+            layer=1,
+            dims=[447],
+            loss=3.25,
+            loss_mean=3.26,
+            loss_zero=9.8,
+            module="model.layers.1.input_layernorm",
+            entries=1,
+        ),
+        loss=3.25,
+    )
+
+
+def render(table, width: int) -> list[str]:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(table)
+    return console.file.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_spike_tables_fit_the_terminal_and_never_cut_numbers(width: int):
+    result = synthetic()
+    lines = [line for table in spike_tables(result) for line in render(table, width)]
+    assert all(len(line.rstrip()) <= width for line in lines)
+    text = "\n".join(lines)
+    for number in ("3000 m", "-200 m", "1→40", "3→4", "2→1", "40", "100%", "+6.55"):
+        assert re.search(rf"(^|\s){re.escape(number)}(\s|$)", text, re.M), number
+    for header in ("module", "token", "rank", "kept", "pairs", "centre", "weight", "bias"):
+        assert header in text
+    assert "layers.1.input_layernorm" in text.replace("\n", "").replace(" ", "") or width == 80
+
+
+def test_order_table_counts_each_stage_and_says_nan_for_no_spike():
+    lines = render(spike_tables(synthetic())[1], 80)
+    row = next(line for line in lines if line.strip().startswith("0.input"))
+    assert "—" in row  # no spike: no share made up
+    total = next(line for line in lines if line.strip().startswith("all")).split()
+    assert total[1:7] == ["5", "40%", "—", "1", "1", "1"]  # 447 twice kept
+
+
+def test_headline_reads_from_the_spikes():
+    rows = dict(summary(synthetic()))
+    assert rows["largest spike"].startswith("model.layers.1.input_layernorm, token t0")
+    assert "x = 3000 (massive)" in rows["largest spike"]
+    assert rows["spike order kept by the norms"].startswith(
+        "rank kept for 40% of 5 spikes in 3 of 4 norms"
+    )
+    assert "centring 1, the weight 1, the bias 1" in rows["spike order kept by the norms"]
+    assert rows["dimension that spikes most"].startswith("dim 447: 2 spikes at layers 1-2")
+    assert "loss 3.25 → 3.26 set to their mean, 9.8 set to 0" in rows["massive activations ablated"]
+    quiet = dict(summary(synthetic(with_spikes=False)))
+    assert quiet["largest spike"].startswith("none (|x| > 100")
+    assert quiet["spike order kept by the norms"].startswith("no spike in any norm")
+
+
+def test_rank_plot_colours_each_spike_by_the_stage_that_moved_it():
+    figure = plot_spike_ranks(synthetic(), new_figure(12, 6))
+    left, right = figure.axes[:2]
+    points = {}
+    for collection in left.collections:
+        colour = to_hex(collection.get_facecolor()[0])
+        points[colour] = sorted(map(tuple, collection.get_offsets().tolist()))
+    assert points[STAGE_COLOURS[None]] == [(1.0, 1.0)]  # 447 twice: one point, ×2
+    assert points[STAGE_COLOURS["centre"]] == [(2.0, 1.0)]
+    assert points[STAGE_COLOURS["weight"]] == [(1.0, 40.0)]
+    assert points[STAGE_COLOURS["bias"]] == [(3.0, 4.0)]
+    assert "×2" in [t.get_text() for t in left.texts]
+    assert left.get_xscale() == left.get_yscale() == "log" == right.get_xscale()
+    sizes = np.concatenate([c.get_offsets() for c in right.collections])
+    assert sorted(sizes[:, 0].tolist()) == [30.0, 40.0, 200.0, 2900.0, 3000.0]
+
+
+def test_order_plot_shares_and_stage_bars():
+    figure = plot_spike_order(synthetic(), new_figure(11, 7.5))
+    top, bottom = figure.axes[:2]
+    kept = top.get_lines()[0].get_ydata()
+    np.testing.assert_allclose(kept, [np.nan, 0.5, 0.5, 0.0])
+    heights = [p.get_height() for p in bottom.patches]
+    assert sum(heights) == 5  # every ranked spike, stacked by stage
+
+
+def test_trajectory_compression_and_census_draw_their_numbers():
+    result = synthetic()
+    ax = plot_trajectory(result, new_figure(11, 6).add_subplot())
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["dim 447"].get_ydata(), [1, 3000, 2900, 2800])
+    assert ax.get_yscale() == "log"
+    ax = plot_compression(result, new_figure(11, 6).add_subplot())
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [2000, 3000, 3000])
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [10, 10, 10])
+    ax = plot_census(result, new_figure(11, 6).add_subplot())
+    grid = np.asarray(ax.images[0].get_array(), dtype=float)
+    np.testing.assert_allclose(grid, [[np.nan, 1, 1, np.nan]])
+
+
+def test_every_spike_figure_says_when_there_is_no_spike(tmp_path: Path):
+    result = synthetic(with_spikes=False)
+    for plot in (plot_spike_ranks, plot_spike_order):
+        figure = plot(result, new_figure())
+        assert any("no spike in any norm" in t.get_text() for ax in figure.axes for t in ax.texts)
+    for plot in (plot_trajectory, plot_compression, plot_census):
+        ax = plot(result, new_figure().add_subplot())
+        assert any("no spike in any norm" in t.get_text() for t in ax.texts), plot.__name__
+    paths = save_spike_figures(result, tmp_path)
+    assert [p.name for p in paths] == list(SPIKE_FIGURES)
