@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import RenderableType
 
 from lninspect.cli.console import Output
-from lninspect.files import STDOUT, check_folder, check_target, make_folder, write_json
+from lninspect.files import (
+    STDOUT,
+    all_or_nothing,
+    check_folder,
+    check_target,
+    make_folder,
+    write_json,
+)
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
@@ -30,9 +37,10 @@ class Outputs:
     figures: Path | None = None  # the folder for PNGs (--plot), None: no figures
     force: bool = False  # replace existing output files
     quiet: bool = False  # nothing but errors (and JSON on stdout)
+    wide: bool = False  # tables with every column, not only those that fit 80 columns
 
     def console(self) -> Output:
-        return Output(self.quiet, json_stdout=self.json == STDOUT)
+        return Output(self.quiet, json_stdout=self.json == STDOUT, wide=self.wide)
 
     def check(self, figures: Sequence[str] = ()) -> None:
         """Refuse, before any work, existing outputs (without --force) and unwritable ones."""
@@ -50,7 +58,7 @@ def stats(run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs) -> Non
 
     outputs.check(STATS_FIGURES)
     result = run_stats(run, spikes)
-    tables = [stats_table(result)]
+    tables = [stats_table(result, outputs.wide)]
     if spikes is not None:
         tables += [spikes_table(result), order_table(result)]
     _publish(outputs, result, tables, save_stats_figures)
@@ -72,7 +80,7 @@ def corpus_stats(
     with CorpusProgress(err, enabled=world.is_main and not outputs.quiet) as progress:
         result = run_corpus_stats(run, corpus, spikes, progress.update, world)
     if world.is_main:
-        tables = [aggregate_table(result), position_table(result)]
+        tables = [aggregate_table(result, outputs.wide), position_table(result)]
         _publish(outputs, result, tables, save_corpus_figures)
 
 
@@ -83,7 +91,7 @@ def norms(run: RunOptions, outputs: Outputs) -> None:
 
     outputs.check()
     result = describe_norms(run)
-    _publish(outputs, result, [norms_table(result)])
+    _publish(outputs, result, [norms_table(result, outputs.wide)])
 
 
 def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
@@ -94,7 +102,8 @@ def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> N
 
     outputs.check(FIGURES)
     result = run_grads(run, loss, target)
-    _publish(outputs, result, [grads_table(result), layer_grads_table(result)], save_grads_figures)
+    tables = [grads_table(result, outputs.wide), layer_grads_table(result, outputs.wide)]
+    _publish(outputs, result, tables, save_grads_figures)
 
 
 def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> None:
@@ -119,14 +128,14 @@ def report(
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
     from lninspect.jobs import run_grads
-    from lninspect.render.report import INDEX_HTML, check_report_folder, summary_table, write_report
+    from lninspect.render.report import INDEX_HTML, claimed_folder, summary_table, write_report
 
-    check_report_folder(folder, force)
     out = Output(quiet)
-    result = run_grads(run, loss, target, spikes=spikes)
-    for note in result.notes:
-        out.note(note)
-    paths = write_report(result, folder)
+    with claimed_folder(folder, force):
+        result = run_grads(run, loss, target, spikes=spikes)
+        for note in result.notes:
+            out.note(note)
+        paths = write_report(result, folder)
     out.show(summary_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
@@ -143,8 +152,11 @@ def _publish(
         out.note(note)
     for table in tables:
         out.show(table)
-    if outputs.figures is not None and save_figures is not None:
-        for path in save_figures(result, make_folder(outputs.figures)):
-            out.note(f"wrote {path}")
-    if outputs.json:
-        write_json(outputs.json, result.to_json())
+    written: list[Path] = []
+    with all_or_nothing(outputs.force):  # every file, or none of them (a full disk)
+        if outputs.figures is not None and save_figures is not None:
+            written = save_figures(result, make_folder(outputs.figures))
+        if outputs.json:
+            write_json(outputs.json, result.to_json())
+    for path in written:
+        out.note(f"wrote {path}")

@@ -125,6 +125,10 @@ TopKOpt = Annotated[int, typer.Option(min=1, help="k of the top-k retention of s
 DEFAULT_OUT = Path("lninspect-report")
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
+WideOpt = Annotated[
+    bool,
+    typer.Option("--wide", help="Tables with every column (the default ones fit 80 columns)."),
+]
 QuietOpt = Annotated[
     bool,
     typer.Option(
