@@ -124,14 +124,11 @@ def all_or_nothing(force: bool) -> Iterator[None]:
     done = False
     try:
         yield
-        _BATCH.reset(token)
-        token = None
         for kind, target, what in batch.staged:
             _put(kind, target, what, batch.force)
         done = True
     finally:
-        if token is not None:
-            _BATCH.reset(token)
+        _BATCH.reset(token)
         for _, _, what in batch.staged:
             if isinstance(what, Path):
                 what.unlink(missing_ok=True)

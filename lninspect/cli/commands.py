@@ -49,16 +49,32 @@ class Outputs:
             check_folder(self.figures, list(figures), self.force)
 
 
+def check_early(run: RunOptions, text: bool = True) -> None:
+    """The checks that need no torch, before it is imported (seconds): the text, the model's
+    source (a typo, a missing folder, an uncached hub id without network), --max-memory."""
+    from lninspect.model.device_map import check_device_map
+    from lninspect.model.sources import locate
+    from lninspect.model.tokens import check_text
+
+    if text:
+        check_text(run)
+    check_device_map(run.device_map, run.max_memory)
+    if run.model is not None:
+        locate(run.model, run.revision)
+
+
 def stats(run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
-    from lninspect.jobs import run_stats
     from lninspect.render.spike_tables import order_table, spikes_table
     from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
     outputs.check(STATS_FIGURES)
+    check_early(run)
+    from lninspect.jobs import run_stats
+
     result = run_stats(run, spikes)
-    tables = [stats_table(result, outputs.wide)]
+    tables: list[RenderableType] = [stats_table(result, outputs.wide)]
     if spikes is not None:
         tables += [spikes_table(result), order_table(result)]
     _publish(outputs, result, tables, save_stats_figures)
@@ -69,12 +85,14 @@ def corpus_stats(
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
-    from lninspect.corpus.distributed import world_from_env
-    from lninspect.corpus.job import run_corpus_stats
     from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
 
     outputs.check(CORPUS_FIGURES)
+    check_early(run, text=False)
+    from lninspect.corpus.distributed import world_from_env
+    from lninspect.corpus.job import run_corpus_stats
+
     world = world_from_env()
     err = outputs.console().err
     with CorpusProgress(err, enabled=world.is_main and not outputs.quiet) as progress:
@@ -86,21 +104,25 @@ def corpus_stats(
 
 def norms(run: RunOptions, outputs: Outputs) -> None:
     """`lninspect norms`: the normalization modules found, with kind, layer, role and eps."""
-    from lninspect.jobs import describe_norms
     from lninspect.render.stats_tables import norms_table
 
     outputs.check()
+    check_early(run, text=False)
+    from lninspect.jobs import describe_norms
+
     result = describe_norms(run)
     _publish(outputs, result, [norms_table(result, outputs.wide)])
 
 
 def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
-    from lninspect.jobs import run_grads
     from lninspect.render.grad_plots import FIGURES, save_grads_figures
     from lninspect.render.grad_tables import grads_table, layer_grads_table
 
     outputs.check(FIGURES)
+    check_early(run)
+    from lninspect.jobs import run_grads
+
     result = run_grads(run, loss, target)
     tables = [grads_table(result, outputs.wide), layer_grads_table(result, outputs.wide)]
     _publish(outputs, result, tables, save_grads_figures)
@@ -127,11 +149,13 @@ def report(
     quiet: bool,
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
-    from lninspect.jobs import run_grads
     from lninspect.render.report import INDEX_HTML, claimed_folder, summary_table, write_report
 
     out = Output(quiet)
     with claimed_folder(folder, force):
+        check_early(run)
+        from lninspect.jobs import run_grads
+
         result = run_grads(run, loss, target, spikes=spikes)
         for note in result.notes:
             out.note(note)
