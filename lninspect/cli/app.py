@@ -291,6 +291,8 @@ def report(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
+    layers: LayerFilterOpt = None,
+    stride: StrideOpt = None,
     loss: LossOpt = Loss.ce,
     target: TargetOpt = None,
     spike_z: SpikeZOpt = 6.0,
@@ -322,6 +324,8 @@ def report(
         revision=revision,
         trust_remote_code=trust_remote_code,
         seed=seed,
+        layers=parse_layers(layers) if layers else None,
+        stride=stride,
     )
     _invoke(
         ctx,

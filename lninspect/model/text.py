@@ -123,10 +123,12 @@ def _chunks(path: Path) -> Iterator[bytes]:
         yield b""
         return
     key = STDIN if str(path) == STDIN else os.path.realpath(path)
-    if key not in _STREAMS:
-        stream = sys.stdin.buffer if key == STDIN else open(path, "rb")  # noqa: SIM115
-        _STREAMS[key] = _Stream(stream)
-    yield from _STREAMS[key].read()
+    known = _STREAMS.get(key)
+    if key == STDIN and (known is None or known.handle is not sys.stdin.buffer):
+        known = _STREAMS[key] = _Stream(sys.stdin.buffer)  # a new stdin (a test runner's)
+    elif known is None:
+        known = _STREAMS[key] = _Stream(open(path, "rb"))  # noqa: SIM115 - read later on
+    yield from known.read()
 
 
 def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, bool]:
