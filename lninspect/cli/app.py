@@ -442,7 +442,8 @@ def main() -> None:
     stdout = sys.stdout
     try:
         code = app(prog_name="lninspect", standalone_mode=False)
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: the shell closed it (`>&-`)
+            sys.stdout.flush()
     except TyperException as exc:
         context = getattr(exc, "ctx", None)
         where = context.command_path if context is not None else "lninspect"

@@ -2,7 +2,7 @@
 
 A model of the wrong size is refused with the numbers instead of being killed by the kernel
 after minutes of swapping (a GPT-2 folder whose config.json says llama builds a 4096-wide,
-32-layer model: 27 GB). The parameters are counted exactly, on the meta device (shapes, no
+32-layer model: 26 GB for the bundled model's config). The parameters are counted exactly, on the meta device (shapes, no
 storage); activations are estimated from the config (the formulas below). Free memory comes
 from /proc/meminfo's MemAvailable and the cgroup's limit for the CPU, from
 torch.cuda.mem_get_info for a GPU.
@@ -151,14 +151,14 @@ def check_fits(need: Need, device: torch.device, what: str, hint: str) -> None:
     if found is None or need.total <= found[0]:
         return
     free, where = found
-    parts = [f"{size(need.parameters)} of parameters"] if need.parameters else []
-    if need.gradients:
-        parts.append(f"{size(need.gradients)} of their gradients")
-    if need.activations:
-        parts.append(f"~{size(need.activations)} of activations")
-    detail = (
-        f" ({', '.join(parts)})" if len(parts) > 1 else f" ({parts[0]})" if need.activations else ""
-    )
-    raise LninspectError(
-        f"{what} needs ~{size(need.total)}{detail}, but only {size(free)} {where}: {hint}"
-    )
+    parts = [
+        f"{size(count)} {label}"
+        for count, label in (
+            (need.parameters, "of parameters"),
+            (need.gradients, "of parameter gradients"),
+            (need.activations, "of activations"),
+        )
+        if count
+    ]
+    needs = f"~{parts[0]}" if len(parts) == 1 else f"~{size(need.total)} ({', '.join(parts)})"
+    raise LninspectError(f"{what} needs {needs}, but only {size(free)} {where}: {hint}")
