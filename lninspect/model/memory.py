@@ -2,10 +2,10 @@
 
 A model of the wrong size is refused with the numbers instead of being killed by the kernel
 after minutes of swapping (a GPT-2 folder whose config.json says llama builds a 4096-wide,
-32-layer model: 26 GB for the bundled model's config). The parameters are counted exactly, on the meta device (shapes, no
-storage); activations are estimated from the config (the formulas below). Free memory comes
-from /proc/meminfo's MemAvailable and the cgroup's limit for the CPU, from
-torch.cuda.mem_get_info for a GPU.
+32-layer model: 26 GB with the bundled model's config). The parameters are counted exactly,
+on the meta device (shapes, no storage); activations are estimated from the config (the
+formulas below). Free memory comes from /proc/meminfo's MemAvailable and the cgroup's limit
+for the CPU, from torch.cuda.mem_get_info for a GPU.
 """
 
 from __future__ import annotations
