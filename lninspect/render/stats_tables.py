@@ -71,7 +71,7 @@ def _weight_cells(norm: NormDescription) -> list[str]:
 def norms_table(result: NormsResult | StatsResult, wide: bool = False) -> Group:
     """The modules found as a tree by block, with kind, layer, role, placement, eps and weight."""
     table = new_table()
-    columns = ["module", "kind", "layer", "role", "place", "eps", "weight"]
+    columns = ["module", "kind", "layer", "role", "placement", "eps", "weight"]
     if wide:
         columns[1:1] = ["type"]
         columns += ["weight min … max", "w<0"]
