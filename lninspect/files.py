@@ -45,7 +45,8 @@ def output_kind(path: Path) -> tuple[str, Path]:
     if stat.S_ISREG(mode):
         return FILE, real
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-        return STREAM, real
+        # the path as given: /dev/fd/63 (bash's >(...)) resolves to `pipe:[N]`, not a path
+        return STREAM, path
     if stat.S_ISDIR(mode):
         raise LninspectError(f"'{path}' is a directory; give a file name")
     what = "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else ""

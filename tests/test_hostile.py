@@ -68,6 +68,23 @@ def test_a_fifo_is_written_in_place_and_stays_a_fifo(tiny_model_dir: Path, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file
 
 
+def test_a_process_substitution_path_is_written(tiny_model_dir: Path):
+    """`--json >(jq .)`: bash passes /dev/fd/N, a pipe whose real path is `pipe:[...]`."""
+    read_end, write_end = os.pipe()
+    received: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: received.append(os.fdopen(read_end, "rb").read()), daemon=True
+    )
+    reader.start()
+    try:
+        result = invoke("stats", tiny_model_dir, "--text", TEXT, "--json", f"/dev/fd/{write_end}")
+    finally:
+        os.close(write_end)
+    reader.join(30)
+    assert result.exit_code == 0, result.output
+    assert json.loads(received[0])["schema"] == "lninspect.stats/1"
+
+
 def test_a_character_device_is_written_in_place(tiny_model_dir: Path, tmp_path: Path):
     null = tmp_path / "mynull"
     try:

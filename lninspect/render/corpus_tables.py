@@ -16,7 +16,7 @@ def corpus_header(result: AggregateResult) -> str:
     m, c = result.model, result.corpus
     ranks = f" on {c.world_size} processes" if c.world_size > 1 else ""
     return (
-        f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} on {m.device}{ranks} · "
+        f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} · {m.device}{ranks} · "
         f"{plural(len(c.files), 'file')}, {plural(c.documents, 'document')}, "
         f"{plural(c.sequences, 'sequence')} of ≤ {c.seq_len}, {c.tokens:,} tokens · "
         f"{plural(len(result.norms), 'norm')}"
