@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= lninspect-report
+# Not lninspect-report/, where `--plot` writes by default (the README's next command).
+DEMO_OUT ?= lninspect-demo
 
 .PHONY: demo test lint venv clean
 

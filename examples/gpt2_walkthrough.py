@@ -1,7 +1,7 @@
 """A notebook-style walk through GPT-2's LayerNorm statistics, with the Python API.
 
-Uses gpt2 from the Hugging Face cache when it is there, otherwise gpt2's architecture with
-random weights (`random:gpt2`), so it runs offline. Each step prints what it shows.
+Uses gpt2 from the Hugging Face cache when it is there, otherwise the model bundled with
+lninspect (`tiny`, a small trained GPT-2), so it runs offline. Each step prints what it shows.
 
     .venv/bin/python examples/gpt2_walkthrough.py [MODEL]
 """

@@ -7,6 +7,8 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout closed it, as `yes | head` ends
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class LninspectError(Exception):
@@ -19,3 +21,7 @@ class LninspectError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks clean up (the CLI's)."""

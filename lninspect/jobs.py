@@ -14,6 +14,7 @@ from lninspect.hooks.capture import capture
 from lninspect.hooks.params import param_grads
 from lninspect.hooks.spikes import massive_mask
 from lninspect.model.loading import LoadedModel, load_model
+from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, discover
 from lninspect.options import RunOptions, SpikeOptions
@@ -31,13 +32,18 @@ class Prepared:
     input: InputInfo
 
 
-def prepare(options: RunOptions) -> Prepared:
-    """Check the text first (cheap errors first), then load the model, pick norms, encode."""
+def prepare(options: RunOptions, grads: bool = False) -> Prepared:
+    """Check the text first (cheap errors first), then load the model, pick norms, encode.
+
+    Before anything runs, the memory of a pass (and of the gradients, with `grads`) is
+    compared with what is free (lninspect.model.memory).
+    """
     check_text(options)
     loaded = load(options)
     all_norms = model_norms(loaded)
     norms = select_layers(loaded, all_norms, options.layers)
     windows = token_windows(loaded, options)
+    check_run_memory(loaded, max(map(len, windows)), 1, grads, "--max-tokens or --stride")
     info = InputInfo(
         num_sequences=len(windows),
         num_tokens=sum(map(len, windows)),
@@ -102,7 +108,7 @@ def run_grads(
     The model runs in eval mode (no dropout) with gradient checkpointing off, so each norm
     fires once per pass and each backward hook once.
     """
-    prepared = prepare(options)
+    prepared = prepare(options, grads=True)
     model = prepared.loaded.model
     target_id = _target_id(prepared.loaded, target) if loss == "target" else None
     if loss == "ce" and prepared.input_ids.shape[1] < 2:
@@ -281,6 +287,25 @@ def load(options: RunOptions) -> LoadedModel:
         device_map=options.device_map,
         max_memory=options.max_memory,
     )
+
+
+def check_run_memory(loaded: LoadedModel, tokens: int, batch: int, grads: bool, fewer: str) -> None:
+    """Refuse a pass whose activations (and parameter gradients) exceed the free memory.
+
+    Skipped with --device-map: accelerate spreads the activations over the devices.
+    `fewer` names the options that make a pass smaller.
+    """
+    if loaded.info.source != "module" and getattr(loaded.model, "hf_device_map", None):
+        return
+    parameters = [*loaded.model.parameters()]
+    item = parameters[0].element_size() if parameters else 4
+    need = Need(
+        parameters=0,
+        activations=activation_bytes(loaded.model.config, tokens, batch, grads, item),
+        gradients=sum(p.numel() * p.element_size() for p in parameters) if grads else 0,
+    )
+    what = f"a pass of {batch} x {tokens} tokens through '{loaded.info.name}'"
+    check_fits(need, loaded.device, what, f"fewer tokens ({fewer}) or another --device")
 
 
 def model_norms(loaded: LoadedModel) -> list[NormInfo]:

@@ -6,6 +6,7 @@ the Python API take them.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,9 @@ class CorpusOptions:
 
 
 def is_pattern(path: str) -> bool:
-    """Whether a --file value is a glob pattern rather than a path."""
-    return any(c in GLOB_CHARS for c in path)
+    """Whether a --file value is a glob pattern: it has *, ? or [ and names no existing path
+    (so that `notes[draft].txt` is that file)."""
+    return any(c in GLOB_CHARS for c in path) and not os.path.lexists(path)
 
 
 MAX_LAYER = 10_000  # a bound on --layers before the model is known (models have far fewer)

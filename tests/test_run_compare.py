@@ -68,6 +68,7 @@ def test_run_tables_fit_the_terminal(watch_log: Path, columns: int):
     lines = result.stdout.splitlines()
     assert "6 records" in result.stdout and "blocks.2.ln_2" in result.stdout
     assert max(len(line) for line in lines) <= columns
+    assert not [line for line in lines if line != line.rstrip()], "trailing spaces"
 
 
 def test_run_figures_decode_and_are_not_blank(watch_log: Path, tmp_path: Path):

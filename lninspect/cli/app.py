@@ -7,7 +7,10 @@ commands import them when they run. Every failure is one red line and an exit co
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,19 +61,29 @@ from lninspect.cli.options import (
     TextOpt,
     TopKOpt,
     TrustOpt,
+    WideOpt,
     check_depths,
     check_target,
     positive_ints,
 )
-from lninspect.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LninspectError
+from lninspect.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_RUNTIME,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    LninspectError,
+    Terminated,
+)
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions, parse_layers
 
 app = typer.Typer(
     name="lninspect",
     help="Inspect LayerNorm / RMSNorm statistics and gradient scales inside GPT-style models.",
-    no_args_is_help=True,
+    invoke_without_command=True,  # `lninspect` alone: the help (root() prints it)
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: it fits 80 columns, and flags show no value
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -106,6 +119,9 @@ def root(
 ) -> None:
     """Inspect LayerNorm / RMSNorm statistics and gradient scales inside GPT-style models."""
     ctx.obj = Settings(debug=debug)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 @app.command()
@@ -150,6 +166,7 @@ def stats(
     force: ForceOpt = False,
     reductions: ReductionsOpt = ReductionsMode.auto,
     quiet: QuietOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Per-token statistics of the input and output of every normalization module.
 
@@ -189,7 +206,7 @@ def stats(
         if spikes or ablate_spikes
         else None
     )
-    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
+    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet, wide)
     if corpus.requested:
         if ablate_spikes:
             raise typer.BadParameter(
@@ -227,6 +244,7 @@ def norms(
     json: JsonOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """List the normalization modules found: kind, layer, role, eps and weight."""
     from lninspect.cli import commands
@@ -238,7 +256,8 @@ def norms(
         revision=revision,
         trust_remote_code=trust_remote_code,
     )
-    _invoke(ctx, commands.norms, run=run, outputs=commands.Outputs(json, None, force, quiet))
+    outputs = commands.Outputs(json, None, force, quiet, wide)
+    _invoke(ctx, commands.norms, run=run, outputs=outputs)
 
 
 @app.command()
@@ -264,6 +283,7 @@ def grads(
     force: ForceOpt = False,
     reductions: ReductionsOpt = ReductionsMode.auto,
     quiet: QuietOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Gradient norms on both sides of every normalization module, per token and per layer."""
     from lninspect.cli import commands
@@ -284,7 +304,7 @@ def grads(
         stride=stride,
         reductions=reductions.value,
     )
-    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet)
+    outputs = commands.Outputs(json, out_dir if plot else None, force, quiet, wide)
     _invoke(ctx, commands.grads, run=run, loss=loss.value, target=target, outputs=outputs)
 
 
@@ -308,6 +328,8 @@ def report(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
+    layers: LayerFilterOpt = None,
+    stride: StrideOpt = None,
     loss: LossOpt = Loss.ce,
     target: TargetOpt = None,
     spike_abs: SpikeAbsOpt = 100.0,
@@ -352,6 +374,8 @@ def report(
         trust_remote_code=trust_remote_code,
         seed=seed,
         reductions=reductions.value,
+        layers=parse_layers(layers) if layers else None,
+        stride=stride,
     )
     if models and len(models) > 1:
         _invoke(
@@ -359,7 +383,7 @@ def report(
             commands.compare_report,
             models=list(models),
             run=run,
-            spikes=SpikeOptions(z=spike_z, top_k=top_k),
+            spikes=SpikeOptions(z=spike_z, magnitude=spike_abs, ratio=spike_ratio, top_k=top_k),
             folder=out_dir,
             force=force,
             quiet=quiet,
@@ -547,9 +571,14 @@ def _invoke(ctx: typer.Context, command: Callable[..., None], **request: Any) ->
     except KeyboardInterrupt:
         Output().error("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Terminated:
+        Output().error("terminated")
+        raise typer.Exit(EXIT_TERMINATED) from None
+    except BrokenPipeError:
+        raise typer.Exit(_reader_gone()) from None
     except LninspectError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         Output().error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except Exception as exc:  # a bug: still one line, unless --debug
@@ -567,15 +596,46 @@ def main() -> None:
 
     Typer runs without its own error printing, so that a usage error (a bad option value,
     an unknown command) is, like every other failure, one red line and exit code 2.
+    SIGTERM ends a run as Ctrl-C does, through every `finally` (no temporary file is left);
+    a reader that closes stdout (`| head -1`) ends it quietly, exit 141 (128 + SIGPIPE).
     """
+    signal.signal(signal.SIGTERM, _terminate)
+    stdout = sys.stdout
     try:
         code = app(prog_name="lninspect", standalone_mode=False)
+        if sys.stdout is not None:  # None: the shell closed it (`>&-`)
+            sys.stdout.flush()
     except TyperException as exc:
         context = getattr(exc, "ctx", None)
         where = context.command_path if context is not None else "lninspect"
         Output().error(f"{exc.format_message()} (see '{where} --help')")
-        sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+        code = getattr(exc, "exit_code", EXIT_USAGE)
     except (KeyboardInterrupt, typer.Abort):
         Output().error("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        Output().error("terminated")
+        code = EXIT_TERMINATED
+    except BrokenPipeError:
+        code = _reader_gone()
+    except SystemExit as exc:
+        # Typer ends a broken pipe while printing help with exit 1, after wrapping stdout
+        code = EXIT_BROKEN_PIPE if sys.stdout is not stdout else exc.code
+    except OSError as exc:  # stdout on a full disk (/dev/full), ...
+        Output().error(f"cannot write the output: {exc.strerror}")
+        code = EXIT_RUNTIME
     sys.exit(code or 0)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed it: point stdout at /dev/null so that exiting writes nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_BROKEN_PIPE

@@ -16,7 +16,14 @@ from rich.console import RenderableType
 
 from lninspect.cli.console import Output
 from lninspect.errors import LninspectError
-from lninspect.files import STDOUT, check_folder, check_target, make_folder, write_json
+from lninspect.files import (
+    STDOUT,
+    all_or_nothing,
+    check_folder,
+    check_target,
+    make_folder,
+    write_json,
+)
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
@@ -31,9 +38,10 @@ class Outputs:
     figures: Path | None = None  # the folder for PNGs (--plot), None: no figures
     force: bool = False  # replace existing output files
     quiet: bool = False  # nothing but errors (and JSON on stdout)
+    wide: bool = False  # tables with every column, not only those that fit 80 columns
 
     def console(self) -> Output:
-        return Output(self.quiet, json_stdout=self.json == STDOUT)
+        return Output(self.quiet, json_stdout=self.json == STDOUT, wide=self.wide)
 
     def check(self, figures: Sequence[str] = ()) -> None:
         """Refuse, before any work, existing outputs (without --force) and unwritable ones."""
@@ -42,18 +50,34 @@ class Outputs:
             check_folder(self.figures, list(figures), self.force)
 
 
+def check_early(run: RunOptions, text: bool = True) -> None:
+    """The checks that need no torch, before it is imported (seconds): the text, the model's
+    source (a typo, a missing folder, an uncached hub id without network), --max-memory."""
+    from lninspect.model.device_map import check_device_map
+    from lninspect.model.sources import locate
+    from lninspect.model.tokens import check_text
+
+    if text:
+        check_text(run)
+    check_device_map(run.device_map, run.max_memory)
+    if run.model is not None:
+        locate(run.model, run.revision)
+
+
 def stats(
     run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs, ablate: bool = False
 ) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
-    from lninspect.jobs import run_stats
     from lninspect.render.spike_tables import spike_tables
     from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
     outputs.check(STATS_FIGURES)
+    check_early(run)
+    from lninspect.jobs import run_stats
+
     result = run_stats(run, spikes, ablate)
-    tables: list[RenderableType] = [stats_table(result)]
+    tables: list[RenderableType] = [stats_table(result, outputs.wide)]
     if spikes is not None:
         tables += spike_tables(result)
     _publish(outputs, result, tables, save_stats_figures)
@@ -64,19 +88,24 @@ def corpus_stats(
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
-    from lninspect.corpus.distributed import world_from_env
-    from lninspect.corpus.job import run_corpus_stats
     from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
     from lninspect.render.spike_tables import census_table
 
     outputs.check(CORPUS_FIGURES)
+    check_early(run, text=False)
+    from lninspect.corpus.distributed import world_from_env
+    from lninspect.corpus.job import run_corpus_stats
+
     world = world_from_env()
     err = outputs.console().err
     with CorpusProgress(err, enabled=world.is_main and not outputs.quiet) as progress:
         result = run_corpus_stats(run, corpus, spikes, progress.update, world)
     if world.is_main:
-        tables = [aggregate_table(result), position_table(result)]
+        tables: list[RenderableType] = [
+            aggregate_table(result, outputs.wide),
+            position_table(result),
+        ]
         if spikes is not None:
             tables.append(census_table(result))
         _publish(outputs, result, tables, save_corpus_figures)
@@ -84,23 +113,28 @@ def corpus_stats(
 
 def norms(run: RunOptions, outputs: Outputs) -> None:
     """`lninspect norms`: the normalization modules found, with kind, layer, role and eps."""
-    from lninspect.jobs import describe_norms
     from lninspect.render.stats_tables import norms_table
 
     outputs.check()
+    check_early(run, text=False)
+    from lninspect.jobs import describe_norms
+
     result = describe_norms(run)
-    _publish(outputs, result, [norms_table(result)])
+    _publish(outputs, result, [norms_table(result, outputs.wide)])
 
 
 def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
-    from lninspect.jobs import run_grads
     from lninspect.render.grad_plots import FIGURES, save_grads_figures
     from lninspect.render.grad_tables import grads_table, layer_grads_table
 
     outputs.check(FIGURES)
+    check_early(run)
+    from lninspect.jobs import run_grads
+
     result = run_grads(run, loss, target)
-    _publish(outputs, result, [grads_table(result), layer_grads_table(result)], save_grads_figures)
+    tables = [grads_table(result, outputs.wide), layer_grads_table(result, outputs.wide)]
+    _publish(outputs, result, tables, save_grads_figures)
 
 
 def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> None:
@@ -125,15 +159,17 @@ def report(
     ablate: bool = False,
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
-    from lninspect.jobs import run_grads
-    from lninspect.render.report import INDEX_HTML, check_report_folder, summary_table, write_report
+    from lninspect.render.report import INDEX_HTML, claimed_folder, summary_table, write_report
 
-    check_report_folder(folder, force)
     out = Output(quiet)
-    result = run_grads(run, loss, target, spikes=spikes, ablate=ablate)
-    for note in result.notes:
-        out.note(note)
-    paths = write_report(result, folder)
+    with claimed_folder(folder, force):
+        check_early(run)
+        from lninspect.jobs import run_grads
+
+        result = run_grads(run, loss, target, spikes=spikes, ablate=ablate)
+        for note in result.notes:
+            out.note(note)
+        paths = write_report(result, folder)
     out.show(summary_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
@@ -213,8 +249,11 @@ def _publish(
         out.note(note)
     for table in tables:
         out.show(table)
-    if outputs.figures is not None and save_figures is not None:
-        for path in save_figures(result, make_folder(outputs.figures)):
-            out.note(f"wrote {path}")
-    if outputs.json:
-        write_json(outputs.json, result.to_json())
+    written: list[Path] = []
+    with all_or_nothing(outputs.force):  # every file, or none of them (a full disk)
+        if outputs.figures is not None and save_figures is not None:
+            written = save_figures(result, make_folder(outputs.figures))
+        if outputs.json:
+            write_json(outputs.json, result.to_json())
+    for path in written:
+        out.note(f"wrote {path}")

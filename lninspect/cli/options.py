@@ -168,6 +168,10 @@ TopKOpt = Annotated[
 DEFAULT_OUT = Path("lninspect-report")
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
+WideOpt = Annotated[
+    bool,
+    typer.Option("--wide", help="Tables with every column (the default ones fit 80 columns)."),
+]
 QuietOpt = Annotated[
     bool,
     typer.Option(

@@ -26,7 +26,7 @@ from lninspect.corpus.reader import (
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.hooks.census import trajectory
-from lninspect.jobs import load, model_norms, select_layers
+from lninspect.jobs import check_run_memory, load, model_norms, select_layers
 from lninspect.model.loading import LoadedModel, Tokenizer
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
@@ -55,6 +55,7 @@ def run_corpus_stats(
     with process_group(world, loaded.device):
         norms = select_layers(loaded, model_norms(loaded), options.layers)
         seq_len = sequence_length(loaded, corpus.seq_len)
+        check_run_memory(loaded, seq_len, corpus.batch, False, "--seq-len or --batch-size")
         reader = CorpusReader(
             paths,
             corpus,

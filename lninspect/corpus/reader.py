@@ -17,6 +17,7 @@ single process. Imports no torch.
 
 from __future__ import annotations
 
+import codecs
 import glob
 import itertools
 import json
@@ -153,13 +154,21 @@ def _batched(sequences: Iterator[np.ndarray], batch_size: int) -> Iterator[np.nd
 
 def _read(path: Path, encoding: str) -> str:
     with _readable(path, encoding):
-        return path.read_text(encoding=encoding)
+        return path.read_text(encoding=_without_bom(encoding))
 
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """(line number, line) of a text file, read lazily."""
-    with _readable(path, encoding), path.open(encoding=encoding) as handle:
+    with _readable(path, encoding), path.open(encoding=_without_bom(encoding)) as handle:
         yield from enumerate(handle, start=1)
+
+
+def _without_bom(encoding: str) -> str:
+    """utf-8 read as utf-8-sig: a byte order mark at the start of a file is not text."""
+    try:
+        return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    except LookupError:
+        return encoding  # reported by _readable
 
 
 @contextmanager

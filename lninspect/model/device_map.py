@@ -33,6 +33,25 @@ def parse_max_memory(value: str | None) -> dict[int | str, str] | None:
     return limits
 
 
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def memory_budget(max_memory: str | None) -> int | None:
+    """The bytes --max-memory allows in all (None without it); disk is not memory."""
+    limits = parse_max_memory(max_memory)
+    if limits is None:
+        return None
+    total = 0
+    for device, text in limits.items():
+        if device == "disk":
+            continue
+        number = re.match(r"[\d.]+", text)
+        assert number is not None  # parse_max_memory checked the form
+        total += int(float(number.group()) * UNITS[text[number.end() :].upper()])
+    return total
+
+
 def check_device_map(device_map: str | None, max_memory: str | None) -> None:
     """Refuse, before loading, a device map that cannot work here."""
     if device_map is None:

@@ -3,7 +3,10 @@ or the bundled `tiny` model, always through transformers' own loading code."""
 
 from __future__ import annotations
 
+import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +14,24 @@ import torch
 from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
-from lninspect.model.device_map import dispatched, from_pretrained_kwargs
-from lninspect.model.sources import ALTERNATIVES, default_model, hub_offline, locate
+from lninspect.model.causal import check_causal
+from lninspect.model.device_map import (
+    check_device_map,
+    dispatched,
+    from_pretrained_kwargs,
+    memory_budget,
+)
+from lninspect.model.memory import Need, check_fits, parameter_bytes, size
+from lninspect.model.sources import (
+    ALTERNATIVES,
+    Source,
+    default_model,
+    hub_answers,
+    hub_offline,
+    is_cached,
+    locate,
+    unreachable,
+)
 from lninspect.options import is_device_name
 from lninspect.results import ModelInfo
 
@@ -36,7 +55,8 @@ class Tokenizer:
         """Token ids of `text`, with the model's special tokens (BOS) unless told not to."""
         if self.hf is None:
             return list(text.encode("utf-8"))
-        return list(self.hf(text, add_special_tokens=special_tokens)["input_ids"])
+        # verbose=False: no warning that the ids exceed the model's length (lninspect cuts them)
+        return list(self.hf(text, add_special_tokens=special_tokens, verbose=False)["input_ids"])
 
     def pieces(self, ids: list[int]) -> list[str]:
         """One readable string per token id."""
@@ -83,6 +103,7 @@ def load_model(
 
     transformers_logging.disable_progress_bar()
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    check_device_map(device_map, max_memory)
     notes: list[str] = []
     if spec is None:
         spec, why = default_model()
@@ -92,25 +113,35 @@ def load_model(
         if device_map is not None:
             raise LninspectError("--device-map needs a model with weight files, not random:")
         config = _random_config(source.path, trust_remote_code)
-        torch.manual_seed(seed)
-        model = _from_pretrained("from_config", config, trust_remote_code=trust_remote_code)
     else:
         if source.kind == "hub" and source.local_only and not hub_offline():
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
-        model = _from_pretrained(
-            "from_pretrained",
-            source.path,
-            revision=revision,
-            dtype=torch_dtype,
-            trust_remote_code=trust_remote_code,
-            local_files_only=source.local_only or None,
+        config = _config(source, revision, trust_remote_code)
+    _check_parameter_memory(spec, config, torch_dtype, torch_device, device_map, max_memory)
+    if source.kind == "random":
+        torch.manual_seed(seed)
+        with _readable(spec):
+            model = _auto_model().from_config(config, trust_remote_code=trust_remote_code)
+    else:
+        kwargs = {
+            "revision": revision,
+            "local_files_only": source.local_only or None,
             **from_pretrained_kwargs(device_map, max_memory),
-        )
+        }
+        with _readable(spec):
+            model = _auto_model().from_pretrained(
+                source.path,
+                config=config,
+                dtype=torch_dtype,
+                trust_remote_code=trust_remote_code,
+                **{k: v for k, v in kwargs.items() if v is not None},
+            )
     if device_map is None:
         model = model.to(device=torch_device, dtype=torch_dtype).eval()
     else:  # accelerate placed the layers; inputs go where the embeddings are
         torch_device, placed = dispatched(model.eval())
         notes.append(placed)
+    check_causal(model, spec, torch_device)
     # random: weights have no files; a tokenizer of that name is only taken from the cache
     tokenizer = _load_tokenizer(
         source.path,
@@ -119,7 +150,6 @@ def load_model(
         notes,
         local_only=source.local_only or source.kind == "random",
     )
-    config = model.config
     info = ModelInfo(
         name=spec,
         source=source.kind,
@@ -131,6 +161,53 @@ def load_model(
     )
     context = getattr(config, "max_position_embeddings", None)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
+
+
+def _auto_model() -> Any:
+    """transformers' AutoModelForCausalLM: it imports only the modeling module a config names."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM
+
+
+def _config(source: Source, revision: str | None, trust_remote_code: bool) -> Any:
+    """The model's config, read before any weight is (to size the model first)."""
+    from transformers import AutoConfig
+
+    with _readable(source.spec):
+        return AutoConfig.from_pretrained(
+            source.path,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            **({"local_files_only": True} if source.local_only else {}),
+        )
+
+
+def _check_parameter_memory(
+    spec: str,
+    config: Any,
+    dtype: torch.dtype,
+    device: torch.device,
+    device_map: str | None,
+    max_memory: str | None,
+) -> None:
+    """Refuse, before any weight is allocated, a model larger than the memory there is."""
+    with _readable(spec):
+        need = Need(
+            parameters=parameter_bytes(
+                lambda: _auto_model().from_config(config, dtype=dtype), dtype
+            )
+        )
+    if device_map is None:
+        hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
+        check_fits(need, device, f"model '{spec}'", hint)
+        return
+    budget = memory_budget(max_memory)
+    if budget is not None and budget < need.parameters:
+        raise LninspectError(
+            f"model '{spec}' needs ~{size(need.parameters)} of parameters, but --max-memory "
+            f"gives {size(budget)} in all: raise the limits"
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -158,29 +235,44 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 
 def _random_config(arch: str, trust_remote_code: bool) -> Any:
-    """The config of `arch`: known offline for the gpt2 family, else from cache or disk."""
+    """The config of `arch`: built in for the gpt2 family, else from the cache, else from the
+    hub when it answers within seconds (never a download that retries for half a minute)."""
     from transformers import AutoConfig, GPT2Config
 
     if arch in GPT2_FAMILY:
         n_embd, n_layer, n_head = GPT2_FAMILY[arch]
         return GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_head)
+    cached = os.path.isdir(arch) or is_cached(arch)
+    if not (cached or hub_offline() or hub_answers(arch)):
+        raise LninspectError(
+            f"unknown architecture 'random:{arch}': its config is not built in "
+            f"({', '.join(GPT2_FAMILY)}), not in the Hugging Face cache, and {unreachable()}"
+        )
+    local = cached or hub_offline()
     try:
-        return AutoConfig.from_pretrained(arch, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(
+            arch,
+            trust_remote_code=trust_remote_code,
+            **({"local_files_only": True} if local else {}),
+        )
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise _needs_code(arch) from exc
         raise LninspectError(
             f"unknown architecture 'random:{arch}': its config is neither built in "
             f"({', '.join(GPT2_FAMILY)}) nor in the Hugging Face cache ({_first_line(exc)})"
         ) from exc
 
 
-def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
-    """AutoModelForCausalLM.from_pretrained / from_config with errors made readable."""
+@contextmanager
+def _readable(what: str) -> Iterator[None]:
+    """transformers' loading errors as one readable line each (LninspectError)."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM
 
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
-        return getattr(AutoModelForCausalLM, how)(what, **kwargs)
+        yield
+    except LninspectError:
+        raise
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
         raise LninspectError(
             f"cannot load model '{what}': its safetensors weights are damaged "
@@ -195,11 +287,7 @@ def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
     except ValueError as exc:
         if "trust_remote_code" not in str(exc):
             raise _cannot_load(what, exc) from exc
-        raise LninspectError(
-            f"model '{what}' needs its own Python code to load, and "
-            "lninspect runs none unless you pass --trust-remote-code "
-            "(only for a source you trust)"
-        ) from exc
+        raise _needs_code(what) from exc
     except (OSError, KeyError) as exc:
         raise _cannot_load(what, exc) from exc
     except RuntimeError as exc:  # e.g. mismatched shapes, or out of memory
@@ -211,6 +299,14 @@ def _from_pretrained(how: str, what: Any, **kwargs: Any) -> nn.Module:
         raise LninspectError(
             f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME
         ) from exc
+
+
+def _needs_code(what: str) -> LninspectError:
+    return LninspectError(
+        f"model '{what}' needs its own Python code to load, and "
+        "lninspect runs none unless you pass --trust-remote-code "
+        "(only for a source you trust)"
+    )
 
 
 def _cannot_load(what: Any, exc: Exception) -> LninspectError:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,33 +46,70 @@ def hub_offline() -> bool:
 def is_cached(repo_id: str, revision: str | None = None) -> bool:
     """Whether the model's config is in the local Hugging Face cache."""
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except HFValidationError:  # not a hub id at all
+        return False
+    return isinstance(found, str)
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face Hub's address (HF_ENDPOINT, as huggingface_hub reads it)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def http_answers(url: str, timeout: float) -> bool:
+    """Whether `url` gives any HTTP answer (401 and 404 too) within `timeout` seconds.
+
+    urllib, not huggingface_hub's shared client: that client is closed when Python exits,
+    which waits for a request still resolving a name on a machine without network.
+    Proxies set in the environment are used, as huggingface_hub would.
+    """
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "lninspect"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:  # the hub is there; the answer is no
+        return True
+    except (OSError, ValueError):  # no route, no name, refused, timed out, a bad endpoint
+        return False
+
+
+Transport = Callable[[str, float], bool]
 
 
 @functools.lru_cache(maxsize=8)
-def hub_answers(repo_id: str, revision: str | None = None, timeout: float = PROBE_SECONDS) -> bool:
-    """Whether the hub answers about `repo_id` within `timeout` seconds (any HTTP answer)."""
+def hub_answers(
+    repo_id: str,
+    revision: str | None = None,
+    timeout: float = PROBE_SECONDS,
+    transport: Transport = http_answers,
+) -> bool:
+    """Whether the hub answers about `repo_id` within `timeout` seconds.
+
+    The request runs in a daemon thread that this function waits for at most `timeout`
+    seconds, whatever the transport does (a name lookup may ignore socket timeouts); a
+    thread still waiting is abandoned, and does not hold up the exit.
+    """
     if hub_offline():
         return False
+    url = f"{hub_endpoint()}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
     answered: list[bool] = []
-
-    def probe() -> None:
-        from huggingface_hub import model_info
-        from huggingface_hub.errors import HfHubHTTPError
-
-        try:
-            model_info(repo_id, revision=revision, timeout=timeout)
-            answered.append(True)
-        except HfHubHTTPError:  # 401, 404, ...: the hub is there, the answer is no
-            answered.append(True)
-        except Exception:  # no route, no DNS, timeout
-            answered.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
+    thread = threading.Thread(
+        target=lambda: answered.append(transport(url, timeout)), daemon=True, name="hub-probe"
+    )
     thread.start()
     thread.join(timeout)
     return bool(answered and answered[0])
+
+
+def unreachable() -> str:
+    """Why the hub was not used, saying what was tried."""
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    return f"the Hugging Face Hub ({hub_endpoint()}) did not answer within {PROBE_SECONDS:g} s"
 
 
 def locate(spec: str, revision: str | None = None) -> Source:
@@ -87,16 +127,34 @@ def locate(spec: str, revision: str | None = None) -> Source:
         if not (Path(spec) / "config.json").is_file():
             raise LninspectError(f"'{spec}' is a directory but holds no model (no config.json)")
         return Source(spec, "local", spec, local_only=True)
+    if os.path.exists(spec):
+        raise LninspectError(
+            f"'{spec}' is a file, not a model directory (a folder with config.json and weights)"
+        )
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise LninspectError(f"model directory '{spec}' does not exist")
+    _check_hub_id(spec)
     if hub_answers(spec, revision):
         return Source(spec, "hub", spec)
     if is_cached(spec, revision):
         return Source(spec, "hub", spec, local_only=True)
-    why = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
     raise LninspectError(
-        f"model '{spec}' is not in the Hugging Face cache and {why}; {ALTERNATIVES}"
+        f"model '{spec}' is not in the Hugging Face cache and {unreachable()}; {ALTERNATIVES}"
     )
+
+
+def _check_hub_id(spec: str) -> None:
+    """Refuse what is neither a folder nor a hub id (`org/name`: letters, digits, -_.)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as exc:
+        reason = str(exc).strip().splitlines()[0].rstrip(".")
+        raise LninspectError(
+            f"'{spec}' is neither a model folder nor a Hugging Face model id ({reason}); "
+            f"{ALTERNATIVES}"
+        ) from exc
 
 
 def default_model() -> tuple[str, str]:
@@ -105,7 +163,7 @@ def default_model() -> tuple[str, str]:
         return DEFAULT_MODEL, "the default: gpt2, found in the Hugging Face cache"
     if hub_answers(DEFAULT_MODEL):
         return DEFAULT_MODEL, "the default: gpt2, from the Hugging Face Hub"
-    why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
+    why = unreachable()
     if (BUNDLED_DIR / "tiny" / "config.json").is_file():
         return "tiny", f"the default: gpt2 is not cached and {why}, so the bundled model"
     return "random:gpt2", f"the default: gpt2 is not cached and {why}; random weights"

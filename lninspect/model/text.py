@@ -7,8 +7,12 @@ huge file costs no more than the part of it that the run can use.
 from __future__ import annotations
 
 import codecs
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from lninspect.errors import LninspectError
 
@@ -71,38 +75,112 @@ def _check(text: str, complete: bool) -> None:
         )
 
 
+STDIN = "-"
+BOMS = {  # byte order marks of the encodings a utf-8 reading fails on at byte 0 or 1
+    b"\xff\xfe\x00\x00": "utf-32",
+    b"\x00\x00\xfe\xff": "utf-32",
+    b"\xff\xfe": "utf-16",
+    b"\xfe\xff": "utf-16",
+}
+
+
+class _Stream:
+    """A pipe, a device or stdin: read once, its chunks kept, so that reading it again (the
+    check before the model loads, then the run) replays what was read and goes on from there."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.chunks: list[bytes] = []
+        self.ended = False
+
+    def read(self) -> Iterator[bytes]:
+        """Every chunk from the start; b"" at the end."""
+        index = 0
+        while True:
+            if index < len(self.chunks):
+                yield self.chunks[index]
+                index += 1
+            elif self.ended:
+                yield b""
+                return
+            else:
+                chunk = self.handle.read(CHUNK_BYTES)
+                if chunk:
+                    self.chunks.append(chunk)
+                else:
+                    self.ended = True
+
+
+_STREAMS: dict[str, _Stream] = {}
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The bytes of `path` in chunks, ending with b"": a file read afresh, a stream replayed."""
+    if str(path) != STDIN and path.is_file():
+        with path.open("rb") as file:
+            while chunk := file.read(CHUNK_BYTES):
+                yield chunk
+        yield b""
+        return
+    key = STDIN if str(path) == STDIN else os.path.realpath(path)
+    known = _STREAMS.get(key)
+    if key == STDIN and (known is None or known.handle is not sys.stdin.buffer):
+        known = _STREAMS[key] = _Stream(sys.stdin.buffer)  # a new stdin (a test runner's)
+    elif known is None:
+        known = _STREAMS[key] = _Stream(open(path, "rb"))  # noqa: SIM115 - read later on
+    yield from known.read()
+
+
 def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, bool]:
-    """The first `max_chars` characters of a file (all for None) and whether that is all."""
-    if not path.exists():
-        raise LninspectError(f"file '{path}' does not exist")
-    if path.is_dir():
-        raise LninspectError(f"'{path}' is a directory, not a text file")
+    """The first `max_chars` characters of a file (all for None) and whether that is all.
+
+    `-` is stdin; stdin, pipes (`<(...)`) and devices are read once (see _Stream).
+    """
+    if str(path) != STDIN:
+        if not path.exists():
+            raise LninspectError(f"file '{path}' does not exist")
+        if path.is_dir():
+            raise LninspectError(f"'{path}' is a directory, not a text file")
     decoder = _decoder(encoding)
     parts: list[str] = []
     chars = offset = 0  # characters decoded, bytes read
+    head = b""  # the first bytes, for the hint about byte order marks
     try:
-        with path.open("rb") as handle:
-            while max_chars is None or chars <= max_chars:
-                chunk = handle.read(CHUNK_BYTES)
-                pending = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
-                try:
-                    part = decoder.decode(chunk, final=not chunk)
-                except UnicodeDecodeError as exc:  # the state is unchanged: decode up to the error
-                    part = decoder.decode(chunk[: max(exc.start - pending, 0)])
-                    if max_chars is None or chars + len(part) <= max_chars:
-                        raise LninspectError(
-                            f"'{path}' is not valid {encoding} text (byte "
-                            f"{offset - pending + exc.start}); choose the encoding with "
-                            "--encoding"
-                        ) from exc
-                    return ("".join(parts) + part)[:max_chars], False  # bad bytes lie beyond
-                parts.append(part)
-                chars, offset = chars + len(part), offset + len(chunk)
-                if not chunk:
-                    return "".join(parts), True
+        for chunk in _chunks(path):
+            head = head or chunk[:4]
+            pending = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
+            try:
+                part = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:  # the state is unchanged: decode up to the error
+                part = decoder.decode(chunk[: max(exc.start - pending, 0)])
+                if max_chars is None or chars + len(part) <= max_chars:
+                    raise _not_decodable(
+                        path, encoding, offset - pending + exc.start, head
+                    ) from exc
+                return ("".join(parts) + part)[:max_chars], False  # bad bytes lie beyond
+            parts.append(part)
+            chars, offset = chars + len(part), offset + len(chunk)
+            if not chunk:
+                return "".join(parts), True
+            if max_chars is not None and chars > max_chars:
+                break
     except OSError as exc:
         raise LninspectError(f"cannot read '{path}': {exc.strerror}") from exc
     return "".join(parts)[:max_chars], False
+
+
+def _not_decodable(path: Path, encoding: str, byte: int, head: bytes) -> LninspectError:
+    """The decoding error, with the encoding a byte order mark names when the file has one."""
+    name = "stdin" if str(path) == STDIN else f"'{path}'"
+    marked = next((e for bom, e in BOMS.items() if head.startswith(bom)), None)
+    if marked is not None and byte < 4:
+        return LninspectError(
+            f"{name} is not valid {encoding} text (byte {byte}): it starts with a {marked.upper()} "
+            f"byte order mark; use --encoding {marked}"
+        )
+    return LninspectError(
+        f"{name} is not valid {encoding} text (byte {byte}); choose the encoding with --encoding"
+    )
 
 
 def _decoder(encoding: str) -> codecs.IncrementalDecoder:
@@ -113,4 +191,6 @@ def _decoder(encoding: str) -> codecs.IncrementalDecoder:
         raise LninspectError(f"unknown encoding '{encoding}'") from exc
     if not getattr(info, "_is_text_encoding", True):
         raise LninspectError(f"'{encoding}' is not a text encoding: use e.g. utf-8 or latin-1")
+    if info.name == "utf-8":  # a byte order mark at the start is not text (Notepad writes one)
+        info = codecs.lookup("utf-8-sig")
     return info.incrementaldecoder()

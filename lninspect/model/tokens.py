@@ -7,10 +7,14 @@ tokens, one starting every S tokens, each a sequence of its own.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lninspect.errors import LninspectError
-from lninspect.model.loading import LoadedModel
 from lninspect.model.text import read_text
 from lninspect.options import RunOptions
+
+if TYPE_CHECKING:  # check_text runs before torch is imported
+    from lninspect.model.loading import LoadedModel
 
 MARGIN = 16  # tokens read beyond the limit, so that the cut never falls in a partly read word
 CHARS_PER_TOKEN = 8  # a first guess, generous for most text; doubled while it falls short

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lninspect.norms.dataflow import Flow, module_sublayer, probe_input, trace
+from lninspect.norms.dataflow import Flow, module_sublayer, one_thread, probe_input, trace
 from lninspect.norms.formula import measure_formula
 from lninspect.results import NormDescription, WeightSummary
 
@@ -172,9 +172,10 @@ def discover(model: nn.Module) -> Discovery:
     found = [(name, module) for name, module in model.named_modules() if is_norm(module)]
     if not found:
         return Discovery(norms=[])
-    flows, why_not = _probe(model, found)
-    modules = dict(model.named_modules())
-    norms = [_describe(name, module, modules, flows) for name, module in found]
+    with one_thread():  # tiny tensors only (see one_thread)
+        flows, why_not = _probe(model, found)
+        modules = dict(model.named_modules())
+        norms = [_describe(name, module, modules, flows) for name, module in found]
     return Discovery(norms=norms, notes=_notes(model, why_not))
 
 

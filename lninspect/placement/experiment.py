@@ -24,6 +24,7 @@ from torch import nn
 
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
+from lninspect.placement.memory import check_placement_memory
 from lninspect.placement.refgpt import GPT, Block, RefGPTConfig
 from lninspect.results.placement import (
     GRAD_KEYS,
@@ -46,6 +47,7 @@ def run_placement(
 
     `threads`: torch's intra-op threads during the runs (restored after); None keeps them.
     """
+    check_placement_memory(config)  # before any model is built
     text_ids, notes = _text_ids(config, text)
     if text_ids is not None:  # record the shape the text gave: (sequences, tokens + 1)
         config = replace(

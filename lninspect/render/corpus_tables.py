@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from rich import box
-from rich.table import Table
+from rich.console import Group
 
-from lninspect.render.format import fmt, short_names
+from lninspect.escape import visible
+from lninspect.render.format import fmt, new_table, plural, short_names, titled
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
 from lninspect.summary import position_ranges, role_means, roles_present
 
@@ -14,46 +14,47 @@ from lninspect.summary import position_ranges, role_means, roles_present
 def corpus_header(result: AggregateResult) -> str:
     """One line: the model, where it ran, and how much text went through it."""
     m, c = result.model, result.corpus
-    files = f"{len(c.files)} file{'s' if len(c.files) != 1 else ''}"
     ranks = f" on {c.world_size} processes" if c.world_size > 1 else ""
     return (
-        f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}{ranks} · {files}, "
-        f"{c.documents} documents, {c.sequences} sequences of ≤ {c.seq_len}, "
-        f"{c.tokens:,} tokens · {len(result.norms)} norms"
+        f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} · {m.device}{ranks} · "
+        f"{plural(len(c.files), 'file')}, {plural(c.documents, 'document')}, "
+        f"{plural(c.sequences, 'sequence')} of ≤ {c.seq_len}, {c.tokens:,} tokens · "
+        f"{plural(len(result.norms), 'norm')}"
     )
 
 
-def aggregate_table(result: AggregateResult) -> Table:
-    """One row per module: the denominator's spread over the corpus and at the first token."""
+def aggregate_table(result: AggregateResult, wide: bool = False) -> Group:
+    """One row per module: the denominator's spread over the corpus and at the first token.
+
+    The non-finite column appears when some module met NaN or Inf (or with `wide`).
+    """
     spikes = result.spike_z is not None
-    table = Table(
-        title=corpus_header(result),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        caption_justify="left",
-        caption=(
-            "std = sqrt(var + eps) of each token's input (rms for RMSNorm); "
-            "p50 / p99 over every token of the corpus; pos 0 / pos 1+: its mean at "
-            "the first position / at the others; max |x| over the corpus"
-        ),
-    )
-    for column in (
-        "module",
-        "role",
-        "mean",
-        "std p50 / p99",
-        "pos 0",
-        "pos 1+",
-        "0 / 1+",
-        "max |x|",
-        "non-finite",
-    ) + (("spikes/token",) if spikes else ()):
+    nonfinite = wide or any(n.positions["mean"].nonfinite for n in result.norms)
+    table = new_table()
+    columns = ["module", "role"] + (["mean"] if wide else [])
+    columns += ["std p50 / p99", "pos 0", "pos 1+", "0 / 1+", "max |x|"]
+    columns += (["non-finite"] if nonfinite else []) + (["spikes/token"] if spikes else [])
+    for column in columns:
+        left = column in ("module", "role")
         table.add_column(
-            column, justify="left" if column in ("module", "role") else "right", no_wrap=True
+            column,
+            justify="left" if left else "right",
+            no_wrap=column != "module",
+            overflow="fold" if column == "module" else "ellipsis",
         )
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
-        table.add_row(name, norm.role, *_cells(norm, spikes))
-    return table
+        cells = _cells(norm, spikes)
+        if not wide:
+            cells.pop(0)
+        if not nonfinite:
+            cells.pop(6 if wide else 5)
+        table.add_row(name, norm.role, *cells)
+    caption = (
+        "std = sqrt(var + eps) of each token's input (rms for RMSNorm); p50 / p99 over every "
+        "token of the corpus; pos 0 / pos 1+: its mean at the first position / at the "
+        "others; max |x| over the corpus" + ("" if wide else "; --wide adds the mean")
+    )
+    return titled(table, corpus_header(result), caption)
 
 
 def _cells(norm: NormAggregate, spikes: bool) -> list[str]:
@@ -77,16 +78,10 @@ def _cells(norm: NormAggregate, spikes: bool) -> list[str]:
     return cells
 
 
-def position_table(result: AggregateResult) -> Table:
+def position_table(result: AggregateResult) -> Group:
     """Mean std (rms) per position range and role: the first-token effect at a glance."""
     roles = roles_present(result)
-    table = Table(
-        title="mean std per token position",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        caption_justify="left",
-        caption=("over every sequence of the corpus and the modules of each role"),
-    )
+    table = new_table()
     table.add_column("positions", justify="right", no_wrap=True)
     for role in roles:
         table.add_column(role, justify="right", no_wrap=True)
@@ -96,4 +91,5 @@ def position_table(result: AggregateResult) -> Table:
             continue
         label = str(start) if stop == start + 1 else f"{start}–{stop - 1}"
         table.add_row(label, *(fmt(means.get(role, float("nan"))) for role in roles))
-    return table
+    caption = "over every sequence of the corpus and the modules of each role"
+    return titled(table, "mean std per token position", caption)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 
+from lninspect.escape import visible
 from lninspect.results import NormsResult, StatsResult
 
 
@@ -37,16 +42,22 @@ def token_label(result: StatsResult, sequence: int, token: int, width: int = 12)
 def header(result: NormsResult | StatsResult) -> str:
     """One line saying what was inspected, on what, and where."""
     m = result.model
-    line = f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
+    line = f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} · {m.device}"
     if isinstance(result, StatsResult):
         i = result.input
-        line += f" · {i.num_sequences} sequence{'s' if i.num_sequences != 1 else ''}, "
-        line += f"{i.num_tokens} tokens"
-    return line + f" · {len(result.norms)} norms"
+        sequences = plural(i.num_sequences, "sequence") + ", " if i.num_sequences != 1 else ""
+        line += f" · {sequences}{plural(i.num_tokens, 'token')}"
+    return line + f" · {plural(len(result.norms), 'norm')}"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 norm`, `2 norms`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def subtitle(model: str, text: str, width: int = 90) -> str:
     """`model · "text…"`: what every figure names under its title, in about `width` chars."""
+    model, text = visible(model), visible(" ".join(text.split()))
     if len(model) > width // 2:  # a long path: keep its end, which names the model
         model = "…" + model[-(width // 2 - 1) :]
     width = max(20, width - len(model))
@@ -60,3 +71,17 @@ def figure_subtitle(result: StatsResult) -> str:
     """The model and the (start of the) text, for under every title."""
     text = "".join(result.input.tokens[0]) if result.input.tokens else ""
     return subtitle(f"{result.model.name} ({result.model.source})", text)
+
+
+def titled(table: Table, title: str, caption: str | None = None) -> Group:
+    """`table` with its title above and its caption below, as text that wraps at the
+    terminal's width rather than at the table's (a narrow table would fold its title)."""
+    parts: list[Text | Table] = [Text(title, style="bold"), table]
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
+
+
+def new_table() -> Table:
+    """The tables' shared look: a rule under the header, two spaces between columns, no edge."""
+    return Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, show_edge=False)

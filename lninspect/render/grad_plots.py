@@ -7,10 +7,16 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
+from matplotlib.colors import BoundaryNorm, LogNorm
 from matplotlib.figure import Figure
 
-from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.figures import (
+    figure_of,
+    new_figure,
+    readable_log_ticks,
+    save_figure,
+    say_nothing_to_show,
+)
 from lninspect.render.format import figure_subtitle
 from lninspect.results import GradsResult, NormStats
 from lninspect.summary import group_norms, norms_of_role, with_grads
@@ -33,8 +39,12 @@ OUTSIDE_GROUPS = {
 }
 
 
+OUTSIDE_MARKERS = ("s", "D", "^", "v", "P")
+
+
 def plot_param_grads(result: GradsResult, ax: Axes | None = None) -> Axes:
-    """Gradient norm per layer for each parameter group, log axis."""
+    """Gradient norm per layer for each parameter group, log axis; the groups outside the
+    blocks (embeddings, final norm, head) as points side by side at `outside`."""
     ax = ax or new_figure(11, 5).add_subplot()
     norms = group_norms(result)
     layers = sorted(layer for layer in norms if layer is not None)
@@ -42,22 +52,31 @@ def plot_param_grads(result: GradsResult, ax: Axes | None = None) -> Axes:
         values = [norms[layer].get(group, np.nan) for layer in layers]
         if np.isfinite(values).any():
             ax.plot(layers, values, marker="o", label=label)
-    outside = {g: v for g, v in norms.get(None, {}).items() if np.isfinite(v)}
-    styles = itertools.cycle((":", "--", "-.", (0, (1, 4)), (0, (5, 1, 1, 1, 1, 1))))
-    for (group, value), style in zip(outside.items(), styles, strict=False):  # every group
-        ax.axhline(
-            value,
-            color="grey",
-            linestyle=style,
+    outside = {g: v for g, v in norms.get(None, {}).items() if np.isfinite(v) and v > 0}
+    where = (layers[-1] + 1) if layers else 0
+    offsets = np.linspace(-0.2, 0.2, len(outside)) if len(outside) > 1 else [0.0]
+    for (group, value), marker, offset in zip(
+        outside.items(), itertools.cycle(OUTSIDE_MARKERS), offsets, strict=False
+    ):  # side by side: a final norm's weight and bias often have about the same norm
+        ax.plot(
+            [where + offset],
+            [value],
+            marker=marker,
+            markersize=8,
+            linestyle="none",
+            color="0.35",
+            markerfacecolor="white" if "bias" in group else "0.35",
             label=f"{OUTSIDE_GROUPS.get(group, group)} (outside the blocks)",
         )
-    if any(
-        np.nanmax(np.asarray(line.get_ydata(), dtype=float), initial=0) > 0 for line in ax.lines
-    ):
-        ax.set_yscale("log")  # not when every gradient is NaN or 0: nothing to put on a log axis
+    finite = [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines]
+    if not any(np.nanmax(y, initial=0) > 0 for y in finite):
+        say_nothing_to_show(ax, "no finite, non-zero parameter gradient to show")
+        return ax
+    ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel("‖∂L/∂θ‖₂ of the group (log)")
-    ax.set_xticks(layers)
+    ticks = layers + ([where] if outside else [])
+    ax.set_xticks(ticks, [str(t) for t in layers] + (["outside"] if outside else []))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax
@@ -84,6 +103,8 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
         ax.set_yticks(
             range(len(rows)), [str(n.layer) if n.layer is not None else "—" for n in rows]
         )
+    if not positive.size:
+        say_nothing_to_show(axes[0], "no finite, non-zero gradient through the norms")
     axes[-1].set_xlabel("token position (sequence 0; blank: zero gradient)")
     figure.colorbar(image, ax=list(axes), label="‖∂L/∂x‖ through the norm (log)")
     return figure
@@ -100,46 +121,56 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
     """Per-token gradient scale of each norm against its input std, coloured by layer."""
     ax = ax or new_figure(8, 6).add_subplot()
     pairs = with_grads(result)
-    layered = [n for n, _ in pairs]
-    top = max((n.layer for n in layered if n.layer is not None), default=0)
-    layers = [n.layer if n.layer is not None else top + 1 for n in layered]
+    top = max((n.layer for n, _ in pairs if n.layer is not None), default=-1)
+    layers = [n.layer if n.layer is not None else top + 1 for n, _ in pairs]
+    # one colour per layer (a 2-layer model has 3 colours, not a continuous 0.25 ... 1.75)
+    colours = BoundaryNorm(np.arange(-0.5, top + 2.5), 256)
+    points = []
     for (norm, grad), layer in zip(pairs, layers, strict=True):
         scale, std = grad.scale.ravel(), norm.denominator.ravel()
-        keep = np.isfinite(scale) & (scale > 0) & np.isfinite(std)
-        ax.scatter(
-            std[keep],
-            scale[keep],
-            s=10,
-            alpha=0.6,
-            c=np.full(keep.sum(), layer),
-            cmap="plasma",
-            vmin=min(layers),
-            vmax=max(layers),
-            linewidths=0,
-            zorder=2,
-        )
-    stds = np.concatenate([n.denominator.ravel() for n in layered])
-    stds = stds[np.isfinite(stds) & (stds > 0)]
-    if stds.size:
-        xs = np.geomspace(stds.min(), stds.max(), 50)
-        ax.plot(
-            xs,
-            1 / xs,
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            zorder=1,
-            label="1 / std: a norm with unit weight",
-        )
-        ax.legend(fontsize="small")
+        keep = np.isfinite(scale) & (scale > 0) & np.isfinite(std) & (std > 0)
+        if keep.any():
+            points.append(
+                ax.scatter(
+                    std[keep],
+                    scale[keep],
+                    s=10,
+                    alpha=0.6,
+                    c=np.full(keep.sum(), layer),
+                    cmap="plasma",
+                    norm=colours,
+                    linewidths=0,
+                    zorder=2,
+                )
+            )
+    if not points:
+        say_nothing_to_show(ax, "no finite gradient scale to show: every token's is NaN, Inf or 0")
+        return ax
+    stds = np.concatenate([np.asarray(p.get_offsets())[:, 0] for p in points])
+    scales = np.concatenate([np.asarray(p.get_offsets())[:, 1] for p in points])
+    xs = np.geomspace(stds.min(), stds.max(), 50)
+    ax.plot(
+        xs,
+        1 / xs,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        zorder=1,
+        label="1 / std: a norm with unit weight",
+    )
+    ax.legend(fontsize="small")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    readable_log_ticks(ax, "x", float(stds.min()), float(stds.max()))
+    readable_log_ticks(ax, "y", float(scales.min()), float(scales.max()))
     ax.set_xlabel("input std of the token at the norm (log)")
     ax.set_ylabel("‖∂L/∂x‖ / ‖∂L/∂y‖ through the norm (log)")
     ax.grid(True, which="both", alpha=0.3)
-    mappable = ax.collections[0] if ax.collections else None
-    if mappable is not None:
-        ax.figure.colorbar(mappable, ax=ax, label=f"layer ({top + 1}: norms outside the blocks)")
+    bar = figure_of(ax).colorbar(points[0], ax=ax, label="layer")
+    shown = sorted(set(layers))
+    step = max(1, len(shown) // 12)
+    ticks = [t for i, t in enumerate(shown) if i % step == 0 or t == top + 1]
+    bar.set_ticks(ticks, labels=["final" if t == top + 1 else str(t) for t in ticks])
     return ax
 
 

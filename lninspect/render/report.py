@@ -11,6 +11,8 @@ import html
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich import box
@@ -18,7 +20,8 @@ from rich.table import Table
 
 from lninspect import __version__
 from lninspect.errors import EXIT_RUNTIME, LninspectError
-from lninspect.files import dump_json
+from lninspect.escape import visible
+from lninspect.files import STREAM, check_target, dump_json, output_kind
 from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
@@ -37,6 +40,7 @@ from lninspect.summary import (
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
 REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INDEX_HTML)
+FORMER_REPORT_FILES = ("stats-within-token-spearman.png",)  # written by earlier versions
 CAPTIONS = {
     "stats-std-heatmap.png": (
         "Input std per module and token",
@@ -122,15 +126,26 @@ nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-si
 # Checks and writing -------------------------------------------------------------------------
 
 
+LOCK = ".lninspect.lock"  # in a report folder while a run writes it
+
+
 def check_report_folder(folder: Path, force: bool) -> None:
     """Refuse, before any work: a file, a non-empty folder (without --force), no write access."""
     if folder.exists() and not folder.is_dir():
         raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
+    if (folder / LOCK).exists():
+        raise LninspectError(
+            f"folder '{folder}' is being written by another lninspect run ({LOCK} is there); "
+            "wait for it to end, or delete the lock if no run is writing there"
+        )
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise LninspectError(
             f"folder '{folder}' is not empty; use --force to write the report "
             "into it (files of the same names are replaced)"
         )
+    if folder.is_dir():  # what --force would replace must be a file, a link to one, or a pipe
+        for name in REPORT_FILES:
+            check_target(str(folder / name), force=True)
     existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise LninspectError(f"cannot create folder '{folder}': '{existing}' is a file")
@@ -138,8 +153,42 @@ def check_report_folder(folder: Path, force: bool) -> None:
         raise LninspectError(f"cannot write the report: folder '{existing}' is not writable")
 
 
+@contextmanager
+def claimed_folder(folder: Path, force: bool) -> Iterator[Path]:
+    """Check `folder`, then hold it for this run: created if missing, with a lock file inside.
+
+    A second run into the same folder is refused (the lock makes it non-empty, and --force
+    does not take a held folder); a failed run removes the folders it created.
+    """
+    check_report_folder(folder, force)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(folder / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError as exc:
+        raise LninspectError(
+            f"folder '{folder}' is being written by another lninspect run ({LOCK} is there)"
+        ) from exc
+    except OSError as exc:
+        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
+    os.close(descriptor)
+    try:
+        yield folder
+    finally:
+        (folder / LOCK).unlink(missing_ok=True)
+        for path in created:  # innermost first; only the empty ones (a failed run)
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
 def write_report(result: GradsResult, folder: Path) -> list[Path]:
-    """Write the figures, report.json and index.html into `folder`; return their paths."""
+    """Write the figures, report.json and index.html into `folder`; return their paths.
+
+    Files of lninspect's own report names that this run did not write (a spike figure of an
+    older report) are removed, so that the folder shows one run.
+    """
     try:
         folder.absolute().parent.mkdir(parents=True, exist_ok=True)
         staging = Path(
@@ -155,8 +204,9 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
         (staging / INDEX_HTML).write_text(render_html(result, images), encoding="utf-8")
         names = [p.name for p in images] + [REPORT_JSON, INDEX_HTML]  # index.html moves last
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale(folder, names)
         for name in names:
-            os.replace(staging / name, folder / name)
+            _move(staging / name, folder / name)
     except OSError as exc:
         raise LninspectError(
             f"cannot write the report into '{folder}': {exc.strerror}", EXIT_RUNTIME
@@ -164,6 +214,25 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [folder / name for name in names]
+
+
+def _move(staged: Path, target: Path) -> None:
+    """Rename a staged file over `target` (or its symlink's target); write a pipe in place."""
+    kind, real = output_kind(target)
+    if kind == STREAM:
+        with open(real, "wb") as handle:
+            handle.write(staged.read_bytes())
+    else:
+        os.replace(staged, real)
+
+
+def _remove_stale(folder: Path, written: list[str]) -> None:
+    """Remove regular files of report names (this version's or an earlier one's) that this
+    run does not write, so that a report folder never mixes two runs."""
+    for name in (*REPORT_FILES, *FORMER_REPORT_FILES):
+        path = folder / name
+        if name not in written and path.is_file() and not path.is_symlink():
+            path.unlink()
 
 
 # Summary ------------------------------------------------------------------------------------
@@ -177,7 +246,7 @@ def summary(result: GradsResult) -> list[tuple[str, str]]:
     return [
         (
             "model",
-            f"{m.name} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
+            f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
             + (f" · {m.num_layers} layers" if m.num_layers else "")
             + (f", width {m.hidden_size}" if m.hidden_size else ""),
         ),
@@ -194,7 +263,7 @@ def summary(result: GradsResult) -> list[tuple[str, str]]:
 
 def _snippet(text: str, width: int) -> str:
     """The text on one line, cut to `width` characters."""
-    line = " ".join(text.split())
+    line = visible(" ".join(text.split()))
     return line if len(line) <= width else line[: width - 1] + "…"
 
 

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 
-from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.figures import figure_of, new_figure, save_figure, say_nothing_to_show
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
 from lninspect.results import NormStats, StatsResult
@@ -234,13 +234,20 @@ def plot_mean_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
 def plot_std_per_layer(result: StatsResult, ax: Axes | None = None) -> Axes:
     """Median input std per layer with its interquartile band: the residual stream's growth."""
     ax = plot_layer_bands(result, lambda n: n.denominator, ax)
+    if not ax.lines:  # every statistic NaN or Inf
+        say_nothing_to_show(ax, "no finite input std to show: every token's is NaN or Inf")
+        return ax
     ax.set_yscale("log")
     ax.set_ylabel("input std over the hidden dims (rms for RMSNorm; log)")
+    # below the axes, not on them: the curves start anywhere (low at layer 0, high after it)
     ax.legend(
         fontsize="small",
         title="line: median over tokens; band: 25–75%",
         title_fontsize="small",
-        loc="upper left",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncols=4,
+        frameon=False,
     )
     growth = residual_growth(result)
     if growth is not None:

@@ -1,57 +1,62 @@
-"""Rich tables of one run's statistics and of the norms found (no torch, no transformers)."""
+"""Rich tables of one run's statistics and of the norms found (no torch, no transformers).
+
+Each table fits 80 columns (the width of a pipe or a file) for the usual models; `wide=True`
+adds the columns that do not (weights, types, ranges).
+"""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from rich import box
-from rich.table import Table
+from rich.console import Group
 
-from lninspect.render.format import fmt, header, short_names, token_label
+from lninspect.render.format import fmt, header, new_table, short_names, titled, token_label
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
 from lninspect.summary import nan_quantiles
 
+TOKEN_WIDTH = 8  # characters of a token's text in the `at` column (12 with wide)
 
-def stats_table(result: StatsResult) -> Table:
-    """One row per normalization module: input mean and std, the largest |x|, the weight."""
-    table = Table(
-        title=header(result),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        caption=(
-            "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm); "
-            "weight = the module's affine gain"
-        ),
-        caption_justify="left",
-    )
-    table.add_column("module", no_wrap=True)
+
+def stats_table(result: StatsResult, wide: bool = False) -> Group:
+    """One row per normalization module: input mean and std, the largest |x| (the weight)."""
+    table = new_table()
+    table.add_column("module", overflow="fold")
     table.add_column("role", no_wrap=True)
-    table.add_column("mean", justify="right", no_wrap=True)
-    table.add_column("std min / median / max", justify="right", no_wrap=True)
-    table.add_column("max |x|", justify="right", no_wrap=True)
-    table.add_column("at token, dim", overflow="fold")
-    table.add_column("weight", justify="right")
-    table.add_column("w<0", justify="right")
+    for column in ("mean", "std med", "std min…max", "max |x|"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("at", no_wrap=True, overflow="ellipsis")
+    if wide:
+        table.add_column("weight", justify="right", no_wrap=True)
+        table.add_column("w<0", justify="right", no_wrap=True)
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
-        table.add_row(name, norm.role, *_stats_cells(result, norm))
-    return table
+        cells = _stats_cells(result, norm, wide)
+        if wide:
+            cells += _weight_cells(norm)[::2]
+        table.add_row(name, norm.role, *cells)
+    caption = (
+        "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm), "
+        "median and range over tokens; at = the token and dimension of max |x|"
+        + ("; weight = the affine gain, mean ± std" if wide else "; --wide adds the weights")
+    )
+    return titled(table, header(result), caption)
 
 
-def _stats_cells(result: StatsResult, norm: NormStats) -> list[str]:
+def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = float(np.nanmean(norm.input.mean))
-    std = " / ".join(fmt(v) for v in nan_quantiles(norm.denominator, (0.0, 0.5, 1.0)))
+    low, median, high = nan_quantiles(norm.denominator, (0.0, 0.5, 1.0))
     absmax = np.where(np.isfinite(norm.input.absmax), norm.input.absmax, -np.inf)
     where = np.unravel_index(int(np.argmax(absmax)), absmax.shape)
-    token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0)
+    width = 12 if wide else TOKEN_WIDTH
+    token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0, width)
     return [
         fmt(mean),
-        std,
+        fmt(median),
+        f"{fmt(low)}…{fmt(high)}",
         fmt(float(norm.input.absmax[where])),
-        f"{token}, d{int(norm.input.absmax_dim[where])}",
-        *_weight_cells(norm)[::2],
+        f"{token} d{int(norm.input.absmax_dim[where])}",
     ]
 
 
@@ -63,39 +68,45 @@ def _weight_cells(norm: NormDescription) -> list[str]:
     return [f"{fmt(w.mean)} ± {fmt(w.std)}", f"{fmt(w.min)} … {fmt(w.max)}", str(w.negative)]
 
 
-def norms_table(result: NormsResult | StatsResult) -> Table:
+def norms_table(result: NormsResult | StatsResult, wide: bool = False) -> Group:
     """The modules found as a tree by block, with kind, layer, role, placement, eps and weight."""
-    table = Table(title=header(result), title_justify="left", box=box.SIMPLE_HEAD)
-    for column in (
-        "module",
-        "type",
-        "kind",
-        "layer",
-        "role",
-        "placement",
-        "eps",
-        "weight mean ± std",
-        "weight min … max",
-        "w<0",
-    ):
-        table.add_column(column, justify="right" if column in ("layer", "eps", "w<0") else "left")
+    table = new_table()
+    columns = ["module", "kind", "layer", "role", "placement", "eps", "weight"]
+    if wide:
+        columns[1:1] = ["type"]
+        columns += ["weight min … max", "w<0"]
+    for column in columns:
+        right = column in ("layer", "eps", "w<0", "weight")
+        table.add_column(
+            column,
+            justify="right" if right else "left",
+            no_wrap=column != "module",
+            overflow="fold" if column == "module" else "ellipsis",
+        )
     block: str | None = None
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
         parent, leaf = tree_split(name)
         if parent is not None and parent != block:
             table.add_row(parent)  # the block, as a heading for its norms
         block = parent
-        table.add_row(
+        weight = _weight_cells(norm)
+        cells = [
             name if parent is None else f"  {leaf}",
-            norm.type,
             norm.kind,
             "—" if norm.layer is None else str(norm.layer),
             norm.role,
             norm.placement,
             f"{norm.eps:g}",
-            *_weight_cells(norm),
-        )
-    return table
+            weight[0],
+        ]
+        if wide:
+            cells[1:1] = [norm.type]
+            cells += weight[1:]
+        table.add_row(*cells)
+    caption = "weight: the affine gain, mean ± std" + (
+        "" if wide else "; --wide adds the class, the range and the count of negative entries"
+    )
+    return titled(table, header(result), caption)
 
 
 def tree_split(name: str) -> tuple[str | None, str]:

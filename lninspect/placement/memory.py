@@ -1,0 +1,53 @@
+"""The placement experiment's memory, checked before any model is built.
+
+`--layers 10000` once ran for nine minutes before the kernel killed it at 24 GB. The runs
+build one model at a time, so the deepest one bounds the memory: its parameters (counted on
+the meta device: the model with one block, plus L - 1 more blocks), their gradients, and the
+activations its backward pass keeps (lninspect.model.memory.activation_bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import torch
+
+from lninspect.model.memory import Need, activation_bytes, check_fits, parameter_bytes
+from lninspect.placement.refgpt import GPT, Block, RefGPTConfig
+from lninspect.results.placement import PlacementConfig
+
+
+def check_placement_memory(config: PlacementConfig) -> None:
+    """Refuse (exit 2) an experiment whose deepest model does not fit in free memory."""
+    deepest = max(config.layers)
+    shape = RefGPTConfig(
+        vocab_size=config.vocab_size,
+        context=config.seq_len,
+        layers=1,
+        d_model=config.d_model,
+        heads=config.heads,
+        mlp_ratio=config.mlp_ratio,
+        norm=config.norm,
+    )
+    one = parameter_bytes(lambda: GPT(shape), torch.float32)
+    block = parameter_bytes(lambda: Block(replace(shape)), torch.float32)
+    parameters = one + (deepest - 1) * block
+    described = SimpleNamespace(
+        hidden_size=config.d_model,
+        intermediate_size=config.mlp_ratio * config.d_model,
+        num_attention_heads=config.heads,
+        num_hidden_layers=deepest,
+        vocab_size=config.vocab_size,
+    )
+    need = Need(
+        parameters=parameters,
+        gradients=parameters,
+        activations=activation_bytes(described, config.seq_len, config.batch, True, 4),
+    )
+    check_fits(
+        need,
+        torch.device("cpu"),
+        f"the placement experiment at L = {deepest}",
+        "fewer --layers or a smaller --d-model",
+    )

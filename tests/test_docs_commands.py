@@ -1,0 +1,100 @@
+"""Every command of README.md and docs/commands.md runs as written (issue 15).
+
+Commands are read from the documents themselves: the lines of README.md's code blocks that
+call lninspect, and the `lninspect ...` spans of docs/commands.md. They run offline in a
+temporary folder with what they name: `tiny` for gpt2 (and gpt2@main, and an omitted model),
+a saved tiny model for ./my-checkpoint and the other local model folders, small text files for
+notes.txt and corpus/*.txt, a short watch log for runs/a, and the placement experiment at its
+smallest width.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lninspect.cli import app
+from lninspect.results.watch import LOG_NAME
+
+ROOT = Path(__file__).parents[1]
+TEXT = "Layer normalization keeps every token at a steady scale. " * 4
+SMALL_PLACEMENT = ["--d-model", "16", "--heads", "2", "--seeds", "1"]
+LOCAL_MODELS = {"./my-checkpoint", "./ckpt-1000", "./ckpt-2000", "./base", "./finetuned"}
+GOLDEN_WATCH = Path(__file__).parent / "golden" / "watch.json"
+runner = CliRunner()
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if re.match(r"(cat \S+ \| )?lninspect ", line)]
+
+
+def commands_md_commands() -> list[str]:
+    spans = re.findall(r"`(lninspect [^`]*)`", (ROOT / "docs" / "commands.md").read_text())
+    return sorted({span for span in spans if "..." not in span})
+
+
+COMMANDS = [("README.md", c) for c in readme_commands()] + [
+    ("docs/commands.md", c) for c in commands_md_commands()
+]
+
+
+def test_the_documents_have_commands():
+    assert len(readme_commands()) >= 9 and len(commands_md_commands()) >= 6
+
+
+def runnable(command: str, checkpoint: Path) -> tuple[list[str], str | None]:
+    """The arguments after `lninspect`, with the stand-ins, and the text piped in (if any)."""
+    piped = None
+    if command.startswith("cat "):
+        name, command = command.removeprefix("cat ").split(" | ", 1)
+        piped = Path(name).read_text()
+    words = shlex.split(command, comments=True)[1:]
+    words = ["tiny" if w in ("gpt2", "gpt2@main", "[MODEL]") else w for w in words]
+    words = [str(checkpoint) if w in LOCAL_MODELS else w for w in words]
+    words = ["runs/a" if w == "LOG" else w for w in words]
+    if words[:1] == ["placement"]:
+        words += SMALL_PLACEMENT
+    return words, piped
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """A folder per document (its commands run in order, as a reader would), with the files
+    the commands name."""
+    folders = {}
+    for source in ("README.md", "docs/commands.md"):
+        folder = tmp_path_factory.mktemp(source.replace("/", "-"))
+        (folder / "notes.txt").write_text(TEXT)
+        (folder / "corpus").mkdir()
+        for name in ("a.txt", "b.txt"):
+            (folder / "corpus" / name).write_text(TEXT * 3)
+        (folder / "runs" / "a").mkdir(parents=True)
+        record = json.loads(GOLDEN_WATCH.read_text())  # one line of a watch log, three steps
+        lines = [json.dumps(record | {"step": step}) + "\n" for step in (0, 10, 20)]
+        (folder / "runs" / "a" / LOG_NAME).write_text("".join(lines))
+        folders[source] = folder
+    return folders
+
+
+@pytest.mark.parametrize("source, command", COMMANDS, ids=[c for _, c in COMMANDS])
+def test_every_documented_command_runs(
+    source: str,
+    command: str,
+    workdirs: dict[str, Path],
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    folder = workdirs[source]
+    monkeypatch.chdir(folder)
+    args, piped = runnable(command, tiny_model_dir)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "hf-home"), "COLUMNS": "80"}
+    result = runner.invoke(app, args, env=env, input=piped)
+    assert result.exit_code == 0, f"{source}: {command}\n{result.output}"
+    assert "Traceback" not in result.output

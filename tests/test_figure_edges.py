@@ -1,0 +1,71 @@
+"""Figures of issue 15: nothing hidden under a legend, integer layers, outside groups side by
+side, and a figure with nothing to show saying so."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lninspect.jobs import run_grads
+from lninspect.options import RunOptions
+from lninspect.render.figures import figure_of
+from lninspect.render.grad_plots import plot_param_grads, plot_scale_vs_std
+from lninspect.render.stats_plots import plot_std_per_layer
+from lninspect.results import GradsResult
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.fixture(scope="module")
+def result(tiny_model_dir: Path) -> GradsResult:
+    return run_grads(RunOptions(model=str(tiny_model_dir), text=TEXT, device="cpu"))
+
+
+@pytest.fixture
+def all_nan(result: GradsResult) -> GradsResult:
+    broken = copy.deepcopy(result)
+    for norm in broken.norms:
+        for stats in (norm.input, norm.grad):
+            for name, value in vars(stats).items():
+                if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                    setattr(stats, name, np.full_like(value, np.nan))
+    for param in broken.params:
+        param.grad_norm = float("nan")
+    return broken
+
+
+def texts(ax) -> str:
+    return " ".join(t.get_text() for t in ax.texts)
+
+
+def test_the_std_legend_sits_below_the_axes(result: GradsResult):
+    ax = plot_std_per_layer(result)
+    figure = figure_of(ax)
+    figure.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 < ax.get_window_extent().y0  # below, never over the curves
+
+
+def test_scale_vs_std_colours_whole_layers(result: GradsResult):
+    ax = plot_scale_vs_std(result)
+    bar = figure_of(ax).axes[-1]
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert labels == ["0", "1", "final"]  # 2 layers and the final norm, no 0.25 ... 1.75
+    assert not [t for t in ax.get_xticklabels(minor=True) if t.get_text()]
+
+
+def test_outside_groups_are_side_by_side(result: GradsResult):
+    ax = plot_param_grads(result)
+    outside = [line for line in ax.lines if "outside the blocks" in line.get_label()]
+    xs = [float(np.asarray(line.get_xdata())[0]) for line in outside]
+    assert len(outside) >= 3 and len(set(xs)) == len(xs)  # final weight and bias apart
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "outside"
+
+
+def test_all_nan_statistics_say_so(all_nan: GradsResult):
+    assert "no finite gradient scale" in texts(plot_scale_vs_std(all_nan))
+    assert "no finite input std" in texts(plot_std_per_layer(all_nan))
+    assert "no finite, non-zero parameter gradient" in texts(plot_param_grads(all_nan))
