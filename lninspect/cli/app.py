@@ -53,7 +53,6 @@ from lninspect.cli.options import (
     TextOpt,
     TopKOpt,
     TrustOpt,
-    check_depths,
     check_target,
     positive_ints,
 )
@@ -67,6 +66,7 @@ from lninspect.cli.placement_options import (
     TRAIN_WARMUP,
     check_device,
     check_mode,
+    check_optional_depths,
     check_rates,
     positive_floats,
 )
@@ -338,7 +338,7 @@ def placement(
     layers: Annotated[
         str | None,
         typer.Option(
-            callback=check_depths,
+            callback=check_optional_depths,
             help="Depths L, comma-separated; several make a sweep. Default: 12; 6 with --train "
             "(one depth only).",
             show_default=False,

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from lninspect.cli.options import positive_ints
 from lninspect.options import is_device_name
 
 INIT_SEEDS = 8
@@ -49,6 +50,12 @@ def positive_floats(value: str) -> list[float]:
 
 def check_rates(value: str) -> str:
     positive_floats(value)
+    return value
+
+
+def check_optional_depths(value: str | None) -> str | None:
+    if value is not None:
+        positive_ints(value)
     return value
 
 

@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from lninspect.render.format import fmt
 from lninspect.results.placement import PlacementConfig, PlacementResult
@@ -64,8 +65,10 @@ def interval_caption(config: PlacementConfig) -> str:
 
 def placement_report(result: PlacementResult) -> Group:
     """Per depth: the gradient tables and the norm-input table; then the sweep if several."""
+    header = Text(describe(result.config), style="bold")
     if result.training is not None:
-        return Group(*(Padding(t, (0, 0, 1, 0)) for t in training_tables(result)))
+        lines = [header, Text(describe_training(result), style="bold")]
+        return Group(*lines, *(Padding(t, (1, 0, 0, 0)) for t in training_tables(result)))
     tables: list[Table] = []
     for layers in sorted({run.layers for run in result.runs}):
         tables += [
@@ -75,15 +78,14 @@ def placement_report(result: PlacementResult) -> Group:
         ]
     if len(result.sweep) > 1:
         tables.append(sweep_table(result))
-    return Group(*(Padding(table, (0, 0, 1, 0)) for table in tables))
+    return Group(header, *(Padding(table, (1, 0, 0, 0)) for table in tables))
 
 
 def grads_table(result: PlacementResult, layers: int) -> Table:
     """Per layer: the FFN output weight's gradient norm, pre- and post-LN, and their ratio."""
     pre, post = result.run("pre", layers), result.run("post", layers)
     table = _table(
-        f"Gradient of the FFN output weight W^(2,l) at initialization, L={layers}\n"
-        f"{describe(result.config)}",
+        f"Gradient of W^(2,l), the FFN output, L={layers}",
         f"|dloss/dW|_F (Theorem 1's quantity); post/pre per seed; "
         f"{interval_caption(result.config)}. Last rows: block 0 / block {layers - 1}, and the "
         "least-squares slope of ln|dloss/dW| per block",
@@ -102,20 +104,18 @@ def grads_table(result: PlacementResult, layers: int) -> Table:
 
 
 def other_grads_table(result: PlacementResult, layers: int) -> Table:
-    """Per layer: the gradient norms of the FFN input, attention output and norm gains."""
+    """Per layer: the gradient norms of the FFN input and attention output weights."""
     pre, post = result.run("pre", layers), result.run("post", layers)
     table = _table(
         f"Other weights' gradient norms at initialization, L={layers}",
-        "|dloss/dW|_F; norm w: ln_1 and ln_2 gains together",
+        "|dloss/dW|_F; the norms' gains (norm_weight) are in --json",
     )
     table.add_column("layer", justify="right", no_wrap=True)
-    for header in ("ffn_in\npre", "\npost", "attn_out\npre", "\npost", "norm w\npre", "\npost"):
+    for header in ("ffn_in\npre", "\npost", "attn_out\npre", "\npost"):
         table.add_column(header, justify="right", no_wrap=True)
     for i in range(layers):
         cells = [
-            ci(run.grad_norm[key], i)
-            for key in ("ffn_in", "attn_out", "norm_weight")
-            for run in (pre, post)
+            ci(run.grad_norm[key], i) for key in ("ffn_in", "attn_out") for run in (pre, post)
         ]
         table.add_row(str(i), *cells)
     return table
@@ -149,8 +149,10 @@ def _lemma2_pre(blocks: int) -> str:
 
 
 def _table(title: str, caption: str) -> Table:
+    """A table at least as wide as its title, so that the title is one line."""
     return Table(
         title=title,
+        min_width=len(title),
         title_justify="left",
         caption=caption,
         caption_justify="left",
@@ -201,8 +203,7 @@ def training_table(result: PlacementResult, training: TrainingResult) -> Table:
     """Per run: final and best held-out loss, steps to the target loss, divergence."""
     seeds = result.config.seeds
     table = _table(
-        f"Training: pre-LN vs post-LN, with and without warm-up\n{describe(result.config)}\n"
-        f"{describe_training(result)}",
+        "Training: pre-LN vs post-LN, with and without warm-up",
         f"held-out loss in nats per token (step 0: {_start(training)}; the unigram "
         f"frequencies score {training.unigram_loss:.3g}); steps to reach "
         f"{training.target_loss:.3g} "
