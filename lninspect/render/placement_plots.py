@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from lninspect.render.figures import new_figure, save_figure
 from lninspect.render.placement_tables import POST_LEMMA2, ci, describe
@@ -183,6 +184,11 @@ def sweep_figure(result: PlacementResult) -> Figure:
         label=f"sqrt(L/{rows[0].layers}) × ratio at L={rows[0].layers} (Theorem 1's bounds)",
     )
     ratios.set_ylabel("post-LN / pre-LN gradient (ratio)")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ratios.yaxis.set_major_formatter(plain)
+    low, high = ratios.get_ylim()
+    if high < 10 * low:  # less than a decade: label the minor ticks too, plainly
+        ratios.yaxis.set_minor_formatter(plain)
     exponent = result.growth_exponent
     law = "" if exponent is None else f" as $L^{{{ci(exponent)}}}$"
     ratios.set_title(f"Ratio grows{law} (Theorem 1's bounds: $L^{{0.5}}$)", fontsize=10)

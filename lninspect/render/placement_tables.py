@@ -114,9 +114,7 @@ def other_grads_table(result: PlacementResult, layers: int) -> Table:
     for header in ("ffn_in\npre", "\npost", "attn_out\npre", "\npost"):
         table.add_column(header, justify="right", no_wrap=True)
     for i in range(layers):
-        cells = [
-            ci(run.grad_norm[key], i) for key in ("ffn_in", "attn_out") for run in (pre, post)
-        ]
+        cells = [ci(run.grad_norm[key], i) for key in ("ffn_in", "attn_out") for run in (pre, post)]
         table.add_row(str(i), *cells)
     return table
 
