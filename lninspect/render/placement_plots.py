@@ -184,11 +184,6 @@ def sweep_figure(result: PlacementResult) -> Figure:
         label=f"sqrt(L/{rows[0].layers}) × ratio at L={rows[0].layers} (Theorem 1's bounds)",
     )
     ratios.set_ylabel("post-LN / pre-LN gradient (ratio)")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    ratios.yaxis.set_major_formatter(plain)
-    low, high = ratios.get_ylim()
-    if high < 10 * low:  # less than a decade: label the minor ticks too, plainly
-        ratios.yaxis.set_minor_formatter(plain)
     exponent = result.growth_exponent
     law = "" if exponent is None else f" as $L^{{{ci(exponent)}}}$"
     ratios.set_title(f"Ratio grows{law} (Theorem 1's bounds: $L^{{0.5}}$)", fontsize=10)
@@ -199,12 +194,27 @@ def sweep_figure(result: PlacementResult) -> Figure:
         ax.set_xlabel("depth L (blocks)")
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax)
+        _plain_ticks(ax)
     figure.suptitle(
         "Gradient of the last FFN output weight at initialization against depth\n"
         f"{describe(result.config)}",
         fontsize=11,
     )
     return figure
+
+
+def _plain_ticks(ax: Axes) -> None:
+    """Log-axis labels as plain numbers (0.07, not 7×10^-2); minor ones within a decade."""
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    wanted = {2, 3, 4, 5, 6, 7, 8, 9} if high < 10 * low else {2, 5}
+
+    def minor(value: float, _: int) -> str:
+        mantissa = round(value / 10 ** np.floor(np.log10(value)))
+        return f"{value:g}" if mantissa in wanted else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _errorbar(ax: Axes, x: np.ndarray, values: list, **style: Any) -> None:

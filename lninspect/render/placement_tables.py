@@ -51,6 +51,8 @@ def ci(value: OverSeeds, index: int | tuple[int, ...] = ()) -> str:
 
 
 def _pm(mean: float, half: float) -> str:
+    if not math.isfinite(mean):
+        return "—"  # no seed has a value (every run diverged before it)
     return fmt(mean) if not math.isfinite(half) else f"{fmt(mean)}±{half:.2g}"
 
 
