@@ -16,7 +16,13 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from lninspect.cli import app
-from lninspect.cli.placement_options import TRAIN_LRS, TRAIN_STEPS, TRAIN_WARMUP
+from lninspect.cli.placement_options import (
+    TRAIN_EVAL_EVERY,
+    TRAIN_LRS,
+    TRAIN_STATS_EVERY,
+    TRAIN_STEPS,
+    TRAIN_WARMUP,
+)
 from lninspect.files import dump_json
 from lninspect.model.text import DOCUMENT_SEPARATOR, TRAINING_TEXT
 from lninspect.placement.data import held_out_windows, load_tokens, sample_batch
@@ -176,6 +182,7 @@ def test_json_round_trip_and_figures(trained):
 def test_cli_defaults_match_the_train_config():
     config = TrainConfig()
     assert (config.steps, config.warmup) == (TRAIN_STEPS, TRAIN_WARMUP)
+    assert (config.eval_every, config.stats_every) == (TRAIN_EVAL_EVERY, TRAIN_STATS_EVERY)
     assert config.lrs == [float(v) for v in TRAIN_LRS.split(",")]
 
 

@@ -59,9 +59,11 @@ from lninspect.cli.options import (
 from lninspect.cli.placement_options import (
     INIT_SEEDS,
     INIT_SHAPE,
+    TRAIN_EVAL_EVERY,
     TRAIN_LRS,
     TRAIN_SEEDS,
     TRAIN_SHAPE,
+    TRAIN_STATS_EVERY,
     TRAIN_STEPS,
     TRAIN_WARMUP,
     check_device,
@@ -447,13 +449,13 @@ def placement(
     eval_every: Annotated[
         int,
         typer.Option(min=1, help="Held-out loss every N steps.", rich_help_panel=TRAINING),
-    ] = 10,
+    ] = TRAIN_EVAL_EVERY,
     stats_every: Annotated[
         int,
         typer.Option(
             min=1, help="The norms' input statistics every N steps.", rich_help_panel=TRAINING
         ),
-    ] = 10,
+    ] = TRAIN_STATS_EVERY,
     target_loss: Annotated[
         float | None,
         typer.Option(

@@ -35,6 +35,8 @@ TRAIN_SHAPE: dict[str, Any] = {
 TRAIN_STEPS = 300
 TRAIN_WARMUP = 100
 TRAIN_LRS = "1e-3,3e-3"
+TRAIN_EVAL_EVERY = 20
+TRAIN_STATS_EVERY = 25
 
 
 def positive_floats(value: str) -> list[float]:

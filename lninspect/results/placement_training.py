@@ -31,9 +31,9 @@ class TrainConfig:
     warmup: int = 100  # steps of linear warm-up; every cell is also run without one
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3])  # peak learning rates
     dropout: float = 0.1  # on the embeddings and each residual branch's output
-    eval_every: int = 10  # held-out loss every this many steps (and at 0 and at the end)
+    eval_every: int = 20  # held-out loss every this many steps (and at 0 and at the end)
     eval_windows: int = 32  # held-out windows of seq_len + 1 tokens, spread over the text
-    stats_every: int = 10  # the norms' input std every this many steps
+    stats_every: int = 25  # the norms' input std every this many steps
     target_loss: float | None = None  # for `steps to target`; None: chosen from the runs
     device: str = "cpu"
     optimizer: str = "Adam, betas (0.9, 0.98), eps 1e-9, no weight decay"
