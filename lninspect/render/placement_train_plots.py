@@ -34,6 +34,7 @@ TRAIN_FIGURES = (LOSS_PNG, GRADS_PNG, STREAM_PNG)
 COLORS = {"pre": "tab:blue", "post": "tab:red"}
 SMOOTH = 10  # the training loss is drawn as a running mean over this many steps
 GRAD_WINDOW = 5  # the gradient profiles average this many steps from the one named
+MIN_WIDTH = 10.0  # inches: room for the three title lines
 
 
 def save_training_figures(result: PlacementResult, folder: Path) -> list[Path]:
@@ -59,7 +60,7 @@ def loss_figure(result: PlacementResult) -> Figure:
     """One panel per learning rate: the held-out loss of each placement and warm-up."""
     training = _training(result)
     lrs = sorted({run.lr for run in training.runs})
-    figure = new_figure(max(6.0, 5.2 * len(lrs)), 5.6)
+    figure = new_figure(max(MIN_WIDTH, 5.2 * len(lrs)), 5.6)
     axes = figure.subplots(1, len(lrs), sharey=True, squeeze=False)[0]
     for ax, lr in zip(axes, lrs, strict=True):
         plot_losses(training, lr, ax)
@@ -154,7 +155,7 @@ def grads_figure(result: PlacementResult) -> Figure:
     training = _training(result)
     runs = _focus(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
-    figure = new_figure(5.6 * len(warmups), 5.2)
+    figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.2)
     axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
     for ax, warmup in zip(axes, warmups, strict=True):
         plot_layer_grads([run for run in runs if run.warmup == warmup], training, ax)
@@ -213,12 +214,13 @@ def stream_figure(result: PlacementResult) -> Figure:
     training = _training(result)
     runs = _focus(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
-    figure = new_figure(11.0, 4.2 * len(warmups) + 0.8)
-    axes = figure.subplots(len(warmups), 2, sharey=True, squeeze=False)
+    placements = [p for p in ("pre", "post") if any(run.placement == p for run in runs)]
+    figure = new_figure(max(MIN_WIDTH, 5.5 * len(placements)), 4.2 * len(warmups) + 0.8)
+    axes = figure.subplots(len(warmups), len(placements), sharey=True, squeeze=False)
     steps = runs[0].stats_steps
     norm = Normalize(vmin=0, vmax=max(int(steps[-1]), 1))
     for row, warmup in zip(axes, warmups, strict=True):
-        for ax, placement in zip(row, ("pre", "post"), strict=True):
+        for ax, placement in zip(row, placements, strict=True):
             run = next(r for r in runs if r.warmup == warmup and r.placement == placement)
             plot_stream(run, ax, norm)
     figure.colorbar(
