@@ -32,8 +32,8 @@ TRAIN_SHAPE: dict[str, Any] = {
     "seq_len": 64,
     "batch": 8,
 }
-TRAIN_STEPS = 300
-TRAIN_WARMUP = 100
+TRAIN_STEPS = 200
+TRAIN_WARMUP = 50
 TRAIN_LRS = "1e-3,3e-3"
 TRAIN_EVAL_EVERY = 20
 TRAIN_STATS_EVERY = 25

@@ -27,8 +27,8 @@ LAYER_GRAD_KEYS = ("ffn_out", "block")  # W^{2,l} of the paper, and all of block
 class TrainConfig:
     """How every model of the grid is trained (the model's shape is the PlacementConfig's)."""
 
-    steps: int = 300  # optimizer updates per run
-    warmup: int = 100  # steps of linear warm-up; every cell is also run without one
+    steps: int = 200  # optimizer updates per run
+    warmup: int = 50  # steps of linear warm-up; every cell is also run without one
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3])  # peak learning rates
     dropout: float = 0.1  # on the embeddings and each residual branch's output
     eval_every: int = 20  # held-out loss every this many steps (and at 0 and at the end)
