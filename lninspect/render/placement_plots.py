@@ -78,6 +78,7 @@ def plot_layer_grads(result: PlacementResult, ax: Axes | None = None) -> Axes:
     ax.set_title(r"FFN output weight $W^{2,l}$: mean and 95% interval over seeds", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax)
+    plain_ticks(ax)
     return ax
 
 
@@ -142,6 +143,7 @@ def plot_norm_inputs(result: PlacementResult, ax: Axes | None = None) -> Axes:
     )
     if np.nanmax(values) > 30 * np.nanmin(values):  # e.g. GPT-2's init: a tiny pre-LN stream
         ax.set_yscale("log")
+        plain_ticks(ax)
     ax.set_xlabel("layer l (blocks the residual stream has passed)")
     ax.set_ylabel(r"$E\|x\|^2/d$ at the norm's input (mean square)")
     ax.set_title(
@@ -194,7 +196,7 @@ def sweep_figure(result: PlacementResult) -> Figure:
         ax.set_xlabel("depth L (blocks)")
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax)
-        _plain_ticks(ax)
+        plain_ticks(ax)
     figure.suptitle(
         "Gradient of the last FFN output weight at initialization against depth\n"
         f"{describe(result.config)}",
@@ -203,14 +205,15 @@ def sweep_figure(result: PlacementResult) -> Figure:
     return figure
 
 
-def _plain_ticks(ax: Axes) -> None:
-    """Log-axis labels as plain numbers (0.07, not 7×10^-2); minor ones within a decade."""
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    ax.yaxis.set_major_formatter(plain)
-    low, high = ax.get_ylim()
-    wanted = {2, 3, 4, 5, 6, 7, 8, 9} if high < 10 * low else {2, 5}
+def plain_ticks(ax: Axes) -> None:
+    """Log-axis labels as plain numbers (0.07, not 7×10^-2); minor ones where there is room:
+    all within a decade, 2 and 5 within 2.5 decades, none beyond (read when drawn)."""
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
     def minor(value: float, _: int) -> str:
+        low, high = ax.get_ylim()
+        decades = np.log10(high / low)
+        wanted = {2, 3, 4, 5, 6, 7, 8, 9} if decades < 1 else {2, 5} if decades < 2.5 else set()
         mantissa = round(value / 10 ** np.floor(np.log10(value)))
         return f"{value:g}" if mantissa in wanted else ""
 

@@ -22,6 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.placement_plots import plain_ticks
 from lninspect.render.placement_tables import describe, describe_training
 from lninspect.results.placement import PlacementResult
 from lninspect.results.placement_training import TrainingResult, TrainRun, diverged_count
@@ -197,8 +198,9 @@ def plot_layer_grads(
                 label=f"{run.placement}-LN, step {step}",
             )  # fmt: skip
     ax.set_yscale("log")
+    plain_ticks(ax)
     ax.set_xlabel("block l (0 = next to the embeddings)")
-    ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,l}\|_F$")
+    ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,\ell}\|_F$")
     warm = f"warm-up {warmup} steps" if warmup else "no warm-up"
     ax.set_title(f"{warm}: mean over seeds and steps s … s+{GRAD_WINDOW - 1}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
@@ -256,6 +258,7 @@ def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = 
         if np.isfinite(values).any():
             ax.plot(x, values, color=colormaps["viridis"](norm(step)), lw=1.2, marker=".")
     ax.set_yscale("log")
+    plain_ticks(ax)
     ax.set_xlabel(
         "depth: block l (ln_1 at l, ln_2 at l + ½" + (", ln_f at L)" if len(x) % 2 else ")")
     )
