@@ -5,10 +5,11 @@ The model has gpt2's depth (12 layers) and context (1024 positions) but a narrow
 width and a small vocabulary, so that all its files fit in a few megabytes and its
 normalization statistics have the same 12 x 1024 shape as gpt2's.
 
-Data: English prose that ships with CPython itself, under the PSF licence: the
-reference-manual topics in ``pydoc_data.topics`` plus the docstrings of a fixed,
-sorted list of pure-Python standard-library modules. Every 20th document is held
-out for validation. Everything is seeded and the data order is deterministic.
+Data: the training text shipped in the package, lninspect/bundled/text/python-docs.txt
+(its README says where it comes from: CPython's reference-manual topics and the docstrings
+of 199 standard-library modules, PSF licence, drawn once from CPython 3.11.7 and frozen).
+Every 20th document is held out for validation. Everything is seeded and the data order is
+deterministic; the text no longer depends on the running Python.
 
 Reproduce the bundled model (about 25-30 minutes on 2 idle CPU cores)::
 
@@ -22,17 +23,12 @@ A quick end-to-end smoke run::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import inspect
-import io
 import json
 import math
 import os
 import platform
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,44 +48,12 @@ from tokenizers import (  # noqa: E402
 )
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
+from lninspect.model.text import training_documents  # noqa: E402
+
 EOT = "<|endoftext|>"
 VAL_EVERY = 20  # every 20th document (index % 20 == 19) goes to validation
-MIN_DOC_CHARS = 40  # shorter docstrings ("Return self.") are skipped
+TOPIC_DOCS = 79  # the text's first documents are pydoc topics, the rest module docstrings
 SAMPLE_PROMPTS = ("The list", "A function", "def ")
-
-# Fixed, sorted list of pure-Python standard-library modules whose docstrings are used.
-# Chosen so that importing them has no side effects and raises no DeprecationWarning.
-STDLIB_MODULES: tuple[str, ...] = tuple(
-    """
-    abc argparse ast asyncio.base_events asyncio.events asyncio.exceptions asyncio.futures
-    asyncio.locks asyncio.protocols asyncio.queues asyncio.runners asyncio.streams
-    asyncio.taskgroups asyncio.tasks asyncio.timeouts asyncio.transports base64 bdb bz2
-    calendar cmd code codecs codeop collections collections.abc colorsys compileall
-    concurrent.futures.process concurrent.futures.thread configparser contextlib copy copyreg
-    csv dataclasses datetime decimal difflib dis doctest email email.charset email.errors
-    email.feedparser email.generator email.header email.headerregistry email.iterators
-    email.message email.mime.multipart email.mime.text email.parser email.policy email.utils
-    enum filecmp fileinput fnmatch fractions ftplib functools genericpath getopt getpass
-    gettext glob graphlib gzip hashlib heapq hmac html html.parser http http.client
-    http.cookiejar http.cookies http.server imaplib importlib importlib.abc importlib.metadata
-    importlib.util inspect io ipaddress json json.decoder json.encoder keyword linecache locale
-    logging logging.config logging.handlers lzma mailbox mimetypes modulefinder
-    multiprocessing.connection multiprocessing.context multiprocessing.managers
-    multiprocessing.pool multiprocessing.process multiprocessing.queues
-    multiprocessing.shared_memory multiprocessing.synchronize numbers operator optparse os
-    pathlib pdb pickle pickletools pkgutil platform plistlib poplib posixpath pprint profile
-    pstats py_compile pyclbr pydoc queue quopri random re rlcompleter runpy sched secrets
-    selectors shelve shlex shutil signal smtplib socket socketserver ssl statistics string
-    struct subprocess symtable sysconfig tabnanny tarfile tempfile textwrap threading timeit
-    tokenize trace traceback tracemalloc types typing unittest unittest.case unittest.loader
-    unittest.mock unittest.result unittest.runner unittest.suite urllib.error urllib.parse
-    urllib.request urllib.response urllib.robotparser uuid warnings wave weakref webbrowser
-    wsgiref.handlers wsgiref.headers wsgiref.simple_server wsgiref.util wsgiref.validate
-    xml.dom.expatbuilder xml.dom.minidom xml.dom.pulldom xml.dom.xmlbuilder
-    xml.etree.ElementTree xml.sax xml.sax.expatreader xml.sax.handler xml.sax.saxutils
-    xml.sax.xmlreader xmlrpc.client xmlrpc.server zipapp zipfile zipimport
-    """.split()
-)
 
 
 @dataclass
@@ -116,70 +80,16 @@ class Hyper:
 # --------------------------------------------------------------------------- data
 
 
-def pydoc_topic_docs() -> list[str]:
-    """Return the reference-manual topics of ``pydoc_data.topics``, sorted by key."""
-    from pydoc_data.topics import topics
-
-    return [topics[key].strip() for key in sorted(topics)]
-
-
-def _import_quietly(name: str):
-    """Import a stdlib module, silencing warnings and anything it prints."""
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return importlib.import_module(name)
-
-
-def _module_members(module) -> list[object]:
-    """Classes and functions defined in ``module`` and, for classes, their methods/properties."""
-    out: list[object] = []
-    namespace = vars(module)
-    for key in sorted(namespace):
-        obj = namespace[key]
-        is_own = getattr(obj, "__module__", None) == module.__name__
-        if not (is_own and (inspect.isclass(obj) or inspect.isfunction(obj))):
-            continue
-        out.append(obj)
-        if inspect.isclass(obj):
-            for attr in sorted(vars(obj)):
-                member = vars(obj)[attr]
-                if isinstance(member, (staticmethod, classmethod)):
-                    member = member.__func__
-                if inspect.isfunction(member) or isinstance(member, property):
-                    out.append(member)
-    return out
-
-
-def stdlib_docstring_docs(seen: set[str]) -> list[str]:
-    """One document per module in STDLIB_MODULES: its docstrings, deduplicated, in order."""
-    docs = []
-    for name in STDLIB_MODULES:
-        module = _import_quietly(name)
-        parts = []
-        for obj in [module, *_module_members(module)]:
-            doc = inspect.getdoc(obj)
-            if doc and len(doc) >= MIN_DOC_CHARS and doc not in seen:
-                seen.add(doc)
-                parts.append(doc.strip())
-        if parts:
-            docs.append("\n\n".join(parts))
-    return docs
-
-
 def build_corpus() -> tuple[list[str], list[str], dict]:
-    """Collect all documents and split them; return (train_docs, val_docs, stats)."""
-    topics = pydoc_topic_docs()
-    docstrings = stdlib_docstring_docs(seen=set(topics))
-    docs = topics + docstrings
+    """The shipped training text's documents, split; return (train_docs, val_docs, stats)."""
+    docs = training_documents()
+    topics, docstrings = docs[:TOPIC_DOCS], docs[TOPIC_DOCS:]
     train = [d for i, d in enumerate(docs) if i % VAL_EVERY != VAL_EVERY - 1]
     val = [d for i, d in enumerate(docs) if i % VAL_EVERY == VAL_EVERY - 1]
     stats = {
-        "python_version": platform.python_version(),
+        "text": "lninspect/bundled/text/python-docs.txt",
         "n_topic_docs": len(topics),
         "topic_chars": sum(map(len, topics)),
-        "n_stdlib_modules": len(STDLIB_MODULES),
         "n_docstring_docs": len(docstrings),
         "docstring_chars": sum(map(len, docstrings)),
         "n_train_docs": len(train),

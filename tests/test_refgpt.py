@@ -96,3 +96,21 @@ def test_bad_placement_or_norm_is_refused():
         GPT(replace(TINY, placement="sandwich"))
     with pytest.raises(ValueError, match="norm"):
         GPT(replace(TINY, norm="batchnorm"))
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_dropout_acts_in_training_only_and_on_embeddings_and_branches(placement: str):
+    model = GPT(replace(TINY, placement=placement, dropout=0.5))
+    drops = [name for name, m in model.named_modules() if isinstance(m, nn.Dropout)]
+    assert drops == ["drop", "blocks.0.drop", "blocks.1.drop"]
+    ids = torch.randint(TINY.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    plain = GPT(replace(TINY, placement=placement))
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(ids), plain(ids))  # eval mode: dropout is the identity
+    model.train()
+    torch.manual_seed(1)
+    first = model(ids)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(ids), first)  # the masks come from torch's seed
+    assert not torch.allclose(first, plain(ids))

@@ -28,6 +28,7 @@ from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results.placement import PlacementConfig
+    from lninspect.results.placement_training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,21 @@ def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> No
 
     outputs.check(figure_names(config.layers))
     result = run_placement(config, text)
+    _publish(outputs, result, [placement_report(result)], save_placement_figures)
+
+
+def placement_train(
+    config: PlacementConfig, train: TrainConfig, file: Path | None, outputs: Outputs
+) -> None:
+    """`lninspect placement --train`: pre-LN vs post-LN training, with and without warm-up."""
+    from lninspect.cli.progress import StepProgress
+    from lninspect.placement.training import train_placement
+    from lninspect.render.placement_plots import figure_names, save_placement_figures
+    from lninspect.render.placement_tables import placement_report
+
+    outputs.check(figure_names(config.layers, train=True))
+    with StepProgress(outputs.console().err, enabled=not outputs.quiet) as progress:
+        result = train_placement(config, train, file, progress=progress.update)
     _publish(outputs, result, [placement_report(result)], save_placement_figures)
 
 

@@ -1,4 +1,5 @@
-"""A Rich progress bar for corpus runs: bytes read of the corpus, tokens and tokens/s.
+"""Rich progress bars: corpus runs (bytes read of the corpus, tokens and tokens/s) and
+training runs (optimizer steps of the whole grid, and what runs now).
 
 Shown on stderr only when it is a terminal, not with --quiet, and only once a run has
 lasted `delay` seconds, so that quick runs print nothing extra; removed when done.
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -76,3 +78,48 @@ class CorpusProgress:
         self._progress.update(
             self._task, completed=bytes_read, tokens=tokens, rate=tokens / elapsed
         )
+
+
+class StepProgress:
+    """`with StepProgress(console) as progress: ... progress.update(done, total, what)`."""
+
+    def __init__(self, console: Console, enabled: bool = True, delay: float = DELAY_SECONDS):
+        self.console = console
+        self.enabled = enabled and console.is_terminal
+        self.delay = delay
+        self._started = time.perf_counter()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> StepProgress:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, done: int, total: int, what: str) -> None:
+        """After each step: steps done of all runs, steps in all, the run in progress."""
+        if not self.enabled or time.perf_counter() - self._started < self.delay:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._task = self._progress.add_task(what, total=total)
+            self._progress.start()
+        assert self._task is not None
+        self._progress.update(self._task, completed=done, description=what)

@@ -3,7 +3,8 @@
 For each depth L, placement and seed: build the reference GPT, initialize it, compute the
 LM loss on a batch of tokens and backpropagate once, inside lninspect's capture hooks.
 Keep the Frobenius norm of the gradient of every block's weights and the statistics of
-every norm's input (E|x|^2/d, Lemma 2's quantity); average both over the seeds.
+every norm's input (E|x|^2/d, Lemma 2's quantity) per seed; the results summarize them
+(mean and 95% interval over the seeds) and derive the ratios and slopes seed by seed.
 
 The runs use one CPU thread by default: their matrices are small (a few hundred tokens by
 d), where intra-op threads gain little, and on a busy machine spinning threads cost ~10x
@@ -13,7 +14,7 @@ d), where intra-op threads gain little, and on a busy machine spinning threads c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import cast
@@ -32,7 +33,11 @@ from lninspect.results.placement import (
     PlacementConfig,
     PlacementResult,
     PlacementRun,
+    growth_exponent,
+    layer_trend,
+    sweep_rows,
 )
+from lninspect.results.seeds import OverSeeds
 from lninspect.roles import PLACEMENTS
 
 Measured = dict[str, dict[str, np.ndarray]]  # "grad_norm" | "input_std" | "input_ms" -> key -> (L,)
@@ -51,19 +56,26 @@ def run_placement(
     text_ids, notes = _text_ids(config, text)
     if text_ids is not None:  # record the shape the text gave: (sequences, tokens + 1)
         config = replace(
-            config, tokens="text", batch=text_ids.shape[0], seq_len=text_ids.shape[1] - 1
+            config, tokens="bytes", batch=text_ids.shape[0], seq_len=text_ids.shape[1] - 1
         )
-    with _threads(threads):
+    with threads_for(threads):
         runs = [
             _run(config, placement, layers, text_ids)
             for layers in config.layers
             for placement in PLACEMENTS
         ]
-    return PlacementResult(config=config, runs=runs, notes=notes)
+    sweep = sweep_rows(runs)
+    return PlacementResult(
+        config=config,
+        runs=runs,
+        sweep=sweep,
+        growth_exponent=growth_exponent(sweep),
+        notes=notes,
+    )
 
 
 @contextmanager
-def _threads(count: int | None) -> Iterator[None]:
+def threads_for(count: int | None) -> Iterator[None]:
     """Set torch's intra-op thread count for the block, then restore it."""
     before = torch.get_num_threads()
     if count is not None:
@@ -75,7 +87,11 @@ def _threads(count: int | None) -> Iterator[None]:
 
 
 def build_model(
-    config: PlacementConfig, placement: str, layers: int, generator: torch.Generator
+    config: PlacementConfig,
+    placement: str,
+    layers: int,
+    generator: torch.Generator,
+    dropout: float = 0.0,
 ) -> GPT:
     """The reference GPT of this shape, initialized as `config.init` says."""
     model = GPT(
@@ -88,6 +104,7 @@ def build_model(
             mlp_ratio=config.mlp_ratio,
             placement=placement,
             norm=config.norm,
+            dropout=dropout,
         )
     )
     initialize(model, config.init, generator)
@@ -169,27 +186,23 @@ def _run(
         loss, measured = measure_gradients(build_model(config, placement, layers, generator), ids)
         losses.append(loss)
         per_seed.append(measured)
-    mean = {name: _over_seeds(per_seed, name, np.mean) for name in per_seed[0]}
-    spread = _over_seeds(per_seed, "grad_norm", np.std)
+    stacked = {  # name -> key -> (seeds, L)
+        name: {key: np.stack([m[name][key] for m in per_seed]) for key in per_seed[0][name]}
+        for name in per_seed[0]
+    }
+    summary = {name: {k: OverSeeds.of(v) for k, v in d.items()} for name, d in stacked.items()}
+    first_over_last, slope = layer_trend(stacked["grad_norm"]["ffn_out"])
     return PlacementRun(
         placement=placement,
         norm=config.norm,
         layers=layers,
-        grad_norm=mean["grad_norm"],
-        grad_norm_std=spread,
-        input_std=mean["input_std"],
-        input_ms=mean["input_ms"],
-        loss=float(np.mean(losses)),
+        grad_norm=summary["grad_norm"],
+        input_std=summary["input_std"],
+        input_ms=summary["input_ms"],
+        loss=OverSeeds.of(losses),
+        first_over_last=OverSeeds.of(first_over_last),
+        slope=OverSeeds.of(slope),
     )
-
-
-def _over_seeds(
-    per_seed: list[Measured], name: str, reduce: Callable[..., np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Reduce each (seeds, L) stack of `name` over its seed axis."""
-    return {
-        key: reduce(np.stack([m[name][key] for m in per_seed]), axis=0) for key in per_seed[0][name]
-    }
 
 
 def _random_ids(config: PlacementConfig, generator: torch.Generator) -> torch.Tensor:

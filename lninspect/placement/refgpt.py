@@ -3,6 +3,9 @@
     pre:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x));  ...;  logits = head(ln_f(x))
     post: x = ln_1(x + attn(x));  x = ln_2(x + mlp(x));  ...;  logits = head(x)
 
+With `dropout` > 0 (training), dropout acts on the embeddings and on the output of every
+attention and MLP branch before it joins the residual stream, as GPT-2's resid_pdrop does.
+
 The norms are written from their formulas; their class names end in LayerNorm / RMSNorm
 so that lninspect's discovery finds them, and they are named `blocks.{i}.ln_1`,
 `blocks.{i}.ln_2` and `ln_f` as in GPT-2. Initialization is left to the caller
@@ -31,6 +34,7 @@ class RefGPTConfig:
     placement: str = "pre"  # "pre": norm inside the residual branch; "post": after the addition
     norm: str = "layernorm"  # "layernorm" or "rmsnorm"
     eps: float = 1e-5  # added to the variance (mean square) under the square root
+    dropout: float = 0.0  # on the embeddings and each residual branch's output, as in GPT-2
 
 
 class LayerNorm(nn.Module):
@@ -113,13 +117,14 @@ class Block(nn.Module):
         self.placement = config.placement
         self.ln_1, self.attn = make_norm(config), CausalSelfAttention(config)
         self.ln_2, self.mlp = make_norm(config), MLP(config)
+        self.drop = nn.Dropout(config.dropout)  # on each branch's output (identity at 0)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.placement == "pre":
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x))
-        return self.ln_2(x + self.mlp(x))
+            x = x + self.drop(self.attn(self.ln_1(x)))
+            return x + self.drop(self.mlp(self.ln_2(x)))
+        x = self.ln_1(x + self.drop(self.attn(x)))
+        return self.ln_2(x + self.drop(self.mlp(x)))
 
 
 class GPT(nn.Module):
@@ -130,6 +135,7 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         # Post-LN blocks already end in a norm; pre-LN needs one before the head.
         self.ln_f = make_norm(config) if config.placement == "pre" else nn.Identity()
@@ -138,7 +144,7 @@ class GPT(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """Logits of shape (batch, tokens, vocab) for token ids of shape (batch, tokens)."""
         positions = torch.arange(ids.shape[1], device=ids.device)
-        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, d)
+        x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))  # (B, T, d)
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))

@@ -1,0 +1,304 @@
+"""`lninspect placement --train`: the first steps of pre-LN and post-LN training (Xiong et al.
+2020, Sec. 3 and Fig. 1: post-LN needs a learning-rate warm-up, pre-LN does not).
+
+For each seed, placement, warm-up (the given one, and none) and learning rate: build the
+reference GPT (both placements of a seed start from the same weights), then train it with
+Adam (betas (0.9, 0.98), eps 1e-9, no weight decay: the Transformer setting the paper
+studies) on random windows of the training tokens, the same windows for every run of a seed,
+at a learning rate that rises linearly over the warm-up steps and then stays constant.
+
+Step t is the model after t updates. At every step: the training loss of the batch, the
+global gradient norm and per block the gradient norms of W^{2,l} (FFN output) and of the
+whole block. Every `eval_every` steps (and at the end): the held-out loss, in eval mode.
+Every `stats_every` steps: every norm's mean input std, from lninspect's capture hooks on
+the training step itself (dropout on, as the run has it). A run whose loss or gradient is
+not finite, or whose loss exceeds EXPLODED x its first loss, is marked diverged at that step
+and stopped; its remaining steps stay NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import torch
+
+from lninspect.hooks.capture import capture
+from lninspect.model.loading import resolve_device
+from lninspect.norms.discovery import NormInfo, find_norms
+from lninspect.placement.data import (
+    Tokens,
+    check_length,
+    held_out_windows,
+    load_tokens,
+    sample_batch,
+    unigram_loss,
+)
+from lninspect.placement.experiment import build_model, threads_for
+from lninspect.placement.refgpt import GPT, Block
+from lninspect.results.placement import NORM_KEYS, PlacementConfig, PlacementResult
+from lninspect.results.placement_training import (
+    BETAS,
+    EPS,
+    TrainConfig,
+    TrainingResult,
+    TrainRun,
+    auto_target,
+    finish_runs,
+)
+from lninspect.roles import PLACEMENTS
+
+EXPLODED = 1.5  # a training loss above 1.5x the run's first loss counts as diverged
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One cell of the grid: a placement, a warm-up length (0: none) and a learning rate."""
+
+    placement: str
+    warmup: int
+    lr: float
+
+    def label(self) -> str:
+        warm = f"warm-up {self.warmup}" if self.warmup else "no warm-up"
+        return f"{self.placement}-LN, {warm}, lr {self.lr:g}"
+
+
+def train_placement(
+    config: PlacementConfig,
+    train: TrainConfig,
+    file: Path | None = None,
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> PlacementResult:
+    """Every cell of the grid for every seed; `config.layers` holds the one depth trained."""
+    device = resolve_device(train.device)
+    tokens = load_tokens(file)
+    check_length(tokens, config.seq_len)
+    config = replace(config, tokens="text", vocab_size=tokens.vocab_size)
+    train = replace(
+        train,
+        device=str(device),
+        text=tokens.source,
+        train_tokens=len(tokens.train),
+        held_out_tokens=len(tokens.held_out),
+    )
+    grid = [
+        Grid(placement, warmup, lr)
+        for placement in PLACEMENTS
+        for warmup in sorted({train.warmup, 0}, reverse=True)
+        for lr in train.lrs
+    ]
+    records: dict[Grid, list[_Record]] = {cell: [] for cell in grid}
+    norms: dict[str, list[NormInfo]] = {}
+    jobs = [(seed, cell) for seed in range(config.seeds) for cell in grid]
+    with threads_for(threads if device.type == "cpu" else None):
+        for index, (seed, cell) in enumerate(jobs):
+            step_done = _reporter(
+                progress, index * train.steps, len(jobs) * train.steps, seed, cell
+            )
+            records[cell].append(_train_one(config, train, tokens, cell, seed, norms, step_done))
+    runs = [_to_run(cell, records[cell], train) for cell in grid]
+    unigram = unigram_loss(tokens)
+    target = train.target_loss if train.target_loss is not None else auto_target(runs)
+    training = TrainingResult(
+        config=train, runs=finish_runs(runs, target), target_loss=target, unigram_loss=unigram
+    )
+    notes = _notes(train, tokens)
+    return PlacementResult(config=config, runs=[], training=training, notes=notes)
+
+
+def _reporter(
+    progress: Progress | None, done: int, total: int, seed: int, cell: Grid
+) -> Callable[[int], None]:
+    """What one run calls after each step: the grid's progress, counted in steps."""
+
+    def step_done(step: int) -> None:
+        if progress is not None:
+            progress(done + step, total, f"seed {seed}: {cell.label()}")
+
+    return step_done
+
+
+def _notes(train: TrainConfig, tokens: Tokens) -> list[str]:
+    notes = [
+        f"trained on {tokens.source}: {len(tokens.train):,} training and "
+        f"{len(tokens.held_out):,} held-out tokens ({tokens.documents} documents, "
+        "the bundled tokenizer)"
+    ]
+    if train.warmup >= train.steps:
+        notes.append(
+            f"the warm-up ({train.warmup} steps) is not shorter than the run ({train.steps} "
+            "steps): the runs with warm-up never reach their full learning rate"
+        )
+    return notes
+
+
+@dataclass
+class _Record:
+    """What one seed of one grid cell recorded (NaN after a divergence)."""
+
+    train_loss: np.ndarray  # (steps,)
+    grad_norm: np.ndarray  # (steps,) global
+    layer_grads: dict[str, np.ndarray]  # "ffn_out" | "block" -> (steps, L)
+    held_out: np.ndarray  # (evals,)
+    input_std: dict[str, np.ndarray]  # NORM_KEYS -> (strides, L | 1 | 0)
+    diverged_at: int | None
+
+
+def _train_one(
+    config: PlacementConfig,
+    train: TrainConfig,
+    tokens: Tokens,
+    cell: Grid,
+    seed: int,
+    norms: dict[str, list[NormInfo]],
+    step_done: Callable[[int], None],
+) -> _Record:
+    """Train one model of `cell` from seed `seed`; record every step."""
+    device = torch.device(train.device)
+    layers = config.layers[0]
+    model = _model(config, train, cell.placement, layers, seed).to(device)
+    found = _norms_of(model, cell.placement, norms)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cell.lr, betas=BETAS, eps=EPS, weight_decay=0.0
+    )
+    data = torch.Generator().manual_seed(seed)  # the same batches for every cell of a seed
+    torch.manual_seed(seed)  # dropout masks
+    held = held_out_windows(tokens.held_out, train.eval_windows, config.seq_len).to(device)
+    record = _empty_record(train, layers, cell.placement)
+    first = math.nan
+    for step in range(train.steps + 1):
+        if step in train.eval_steps():
+            record.held_out[train.eval_steps().index(step)] = _held_out_loss(model, held, config)
+        if step == train.steps:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cell.lr, cell.warmup)
+        batch = sample_batch(tokens.train, config.batch, config.seq_len, data).to(device)
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        if step % train.stats_every == 0:
+            with capture(model, found, eval_mode=False) as cap:
+                loss = model.loss(batch)
+                loss.backward()
+            _keep_norm_inputs(record, step // train.stats_every, cap.result().norms)
+        else:
+            loss = model.loss(batch)
+            loss.backward()
+        numbers = _step_numbers(model, loss)  # one transfer: loss, global norm, per block
+        first = numbers[0] if step == 0 else first
+        _keep_step(record, step, numbers, layers)
+        step_done(step + 1)
+        if _diverged(numbers[0], numbers[1], first):
+            record.diverged_at = step
+            step_done(train.steps)
+            break
+        optimizer.step()
+    return record
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """The learning rate of update `step` (0-based): linear warm-up over `warmup`, then `lr`."""
+    return lr * min(1.0, (step + 1) / warmup) if warmup else lr
+
+
+def _model(
+    config: PlacementConfig, train: TrainConfig, placement: str, layers: int, seed: int
+) -> GPT:
+    """The seed's initial weights: the same for both placements and every cell."""
+    generator = torch.Generator().manual_seed(seed)
+    return build_model(config, placement, layers, generator, dropout=train.dropout)
+
+
+def _norms_of(model: GPT, placement: str, found: dict[str, list[NormInfo]]) -> list[NormInfo]:
+    """The norms of `model`: found once per placement, then rebound to each new model."""
+    if placement not in found:
+        found[placement] = find_norms(model)
+    return [replace(info, module=model.get_submodule(info.name)) for info in found[placement]]
+
+
+def _diverged(loss: float, grad_norm: float, first: float) -> bool:
+    return not (math.isfinite(loss) and math.isfinite(grad_norm)) or loss > EXPLODED * first
+
+
+@torch.no_grad()
+def _held_out_loss(model: GPT, windows: torch.Tensor, config: PlacementConfig) -> float:
+    """Mean next-token cross-entropy over the held-out windows, dropout off."""
+    model.eval()
+    losses = [model.loss(chunk) for chunk in windows.split(config.batch)]
+    sizes = [len(chunk) for chunk in windows.split(config.batch)]
+    total = sum(loss * size for loss, size in zip(losses, sizes, strict=True))
+    return float(total / sum(sizes))
+
+
+def _step_numbers(model: GPT, loss: torch.Tensor) -> list[float]:
+    """[loss, global gradient norm, |dL/dW^{2,l}| per block, |dL/d block l| per block]."""
+    blocks = cast(list[Block], list(model.blocks))
+    every = [p.grad for p in model.parameters() if p.grad is not None]
+    ffn_out = [_norm([b.mlp.fc_out.weight.grad]) for b in blocks]
+    whole = [_norm([p.grad for p in b.parameters()]) for b in blocks]
+    values = torch.stack([loss.detach().float(), _norm(every), *ffn_out, *whole])
+    return cast(list[float], values.tolist())
+
+
+def _norm(grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    present = [g for g in grads if g is not None]
+    return torch.nn.utils.get_total_norm(present).float()
+
+
+def _keep_step(record: _Record, step: int, numbers: list[float], layers: int) -> None:
+    record.train_loss[step], record.grad_norm[step] = numbers[0], numbers[1]
+    record.layer_grads["ffn_out"][step] = numbers[2 : 2 + layers]
+    record.layer_grads["block"][step] = numbers[2 + layers : 2 + 2 * layers]
+
+
+def _keep_norm_inputs(record: _Record, row: int, stats: Sequence) -> None:
+    """Every norm's mean input std (over the tokens of the batch) at stride row `row`."""
+    columns: dict[str, list[float]] = {key: [] for key in NORM_KEYS}
+    for norm in stats:  # model order: blocks.0.ln_1, blocks.0.ln_2, ..., ln_f
+        columns[norm.name.rsplit(".", 1)[-1]].append(float(np.mean(norm.input.std)))
+    for key, values in columns.items():
+        record.input_std[key][row] = values
+
+
+def _empty_record(train: TrainConfig, layers: int, placement: str) -> _Record:
+    nan = np.full
+    finals = 1 if placement == "pre" else 0  # ln_f exists in pre-LN only
+    strides = len(train.stats_steps())
+    return _Record(
+        train_loss=nan(train.steps, np.nan),
+        grad_norm=nan(train.steps, np.nan),
+        layer_grads={k: nan((train.steps, layers), np.nan) for k in ("ffn_out", "block")},
+        held_out=nan(len(train.eval_steps()), np.nan),
+        input_std={
+            "ln_1": nan((strides, layers), np.nan),
+            "ln_2": nan((strides, layers), np.nan),
+            "ln_f": nan((strides, finals), np.nan),
+        },
+        diverged_at=None,
+    )
+
+
+def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
+    """Stack the seeds of one cell: every array gains a leading seed axis."""
+    return TrainRun(
+        placement=cell.placement,
+        warmup=cell.warmup,
+        lr=cell.lr,
+        train_loss=np.stack([r.train_loss for r in records]),
+        grad_norm=np.stack([r.grad_norm for r in records]),
+        layer_grad_norm={
+            key: np.stack([r.layer_grads[key] for r in records]) for key in ("ffn_out", "block")
+        },
+        held_out_steps=np.asarray(train.eval_steps(), dtype=np.int64),
+        held_out_loss=np.stack([r.held_out for r in records]),
+        stats_steps=np.asarray(train.stats_steps(), dtype=np.int64),
+        input_std={key: np.stack([r.input_std[key] for r in records]) for key in NORM_KEYS},
+        diverged_at=[r.diverged_at for r in records],
+    )

@@ -1,0 +1,271 @@
+"""Figures of `lninspect placement --train` (matplotlib Figure objects; no torch).
+
+- placement-train-loss.png: the held-out loss of every run of the grid, one panel per
+  learning rate (mean over seeds, 95% band; the training loss faint behind it).
+- placement-train-grads.png: |dL/dW^{2,l}| per block at a few steps, pre-LN against post-LN,
+  at the largest learning rate, with and without warm-up.
+- placement-train-stream.png: the residual stream's std through depth (every norm's input)
+  at the captured steps, per placement, at the largest learning rate.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.placement_plots import plain_ticks
+from lninspect.render.placement_tables import describe, describe_training
+from lninspect.results.placement import PlacementResult
+from lninspect.results.placement_training import TrainingResult, TrainRun, diverged_count
+from lninspect.results.seeds import OverSeeds
+
+LOSS_PNG = "placement-train-loss.png"
+GRADS_PNG = "placement-train-grads.png"
+STREAM_PNG = "placement-train-stream.png"
+TRAIN_FIGURES = (LOSS_PNG, GRADS_PNG, STREAM_PNG)
+COLORS = {"pre": "tab:blue", "post": "tab:red"}
+SMOOTH = 10  # the training loss is drawn as a running mean over this many steps
+GRAD_WINDOW = 5  # the gradient profiles average this many steps from the one named
+MIN_WIDTH = 10.0  # inches: room for the three title lines
+
+
+def save_training_figures(result: PlacementResult, folder: Path) -> list[Path]:
+    """Draw the three training figures into `folder`; return the paths written."""
+    figures = [loss_figure(result), grads_figure(result), stream_figure(result)]
+    return [save_figure(f, folder / name) for f, name in zip(figures, TRAIN_FIGURES, strict=True)]
+
+
+def _training(result: PlacementResult) -> TrainingResult:
+    if result.training is None:
+        raise ValueError("the result holds no training runs (run with --train)")
+    return result.training
+
+
+def _suptitle(figure: Figure, title: str, result: PlacementResult) -> None:
+    figure.suptitle(f"{title}\n{describe(result.config)}\n{describe_training(result)}", fontsize=10)
+
+
+# Loss curves --------------------------------------------------------------------------------
+
+
+def loss_figure(result: PlacementResult) -> Figure:
+    """One panel per learning rate: the held-out loss of each placement and warm-up."""
+    training = _training(result)
+    lrs = sorted({run.lr for run in training.runs})
+    figure = new_figure(max(MIN_WIDTH, 5.2 * len(lrs)), 5.6)
+    axes = figure.subplots(1, len(lrs), sharey=True, squeeze=False)[0]
+    for ax, lr in zip(axes, lrs, strict=True):
+        plot_losses(training, lr, ax)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    _suptitle(figure, "Held-out loss of pre-LN and post-LN, with and without warm-up", result)
+    return figure
+
+
+def plot_losses(training: TrainingResult, lr: float, ax: Axes | None = None) -> Axes:
+    """The runs at learning rate `lr`: held-out loss (mean, 95% band), training loss faint."""
+    ax = ax or new_figure().subplots()
+    runs = [run for run in training.runs if run.lr == lr]
+    for run in runs:
+        style: dict[str, Any] = {
+            "color": COLORS[run.placement],
+            "linestyle": "-" if run.warmup else "--",
+        }
+        steps = np.arange(run.train_loss.shape[1])
+        ax.plot(steps, _running_mean(_nanmean(run.train_loss)), alpha=0.25, lw=1, **style)
+        held = OverSeeds.of(run.held_out_loss)
+        ax.plot(run.held_out_steps, held.mean, lw=2, label=_label(run), **style)
+        ax.fill_between(
+            run.held_out_steps, held.low, held.high, color=style["color"], alpha=0.15, lw=0
+        )
+        _mark_divergence(ax, run)
+    warmups = sorted({run.warmup for run in runs if run.warmup})
+    for warmup in warmups:
+        ax.axvline(warmup, color="0.5", lw=0.8, linestyle=":", label=f"end of warm-up ({warmup})")
+    ax.axhline(training.target_loss, color="k", lw=0.8, linestyle="-.", label="target loss")
+    ax.axhline(training.unigram_loss, color="0.6", lw=0.8, label="unigram frequencies")
+    _loss_limits(ax, training)
+    ax.set_xlabel("step (optimizer updates)")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(f"peak learning rate {lr:g}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax
+
+
+def _label(run: TrainRun) -> str:
+    warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
+    diverged = diverged_count(run)
+    tail = f" (diverged: {diverged}/{len(run.diverged_at)})" if diverged else ""
+    return f"{run.placement}-LN, {warm}{tail}"
+
+
+def _mark_divergence(ax: Axes, run: TrainRun) -> None:
+    """A cross where each diverged seed stopped, at the top of the plot."""
+    for step in run.diverged_at:
+        if step is not None:
+            ax.plot(
+                [step], [0.98], marker="X", markersize=9, color=COLORS[run.placement],
+                transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none",
+            )  # fmt: skip
+
+
+def _loss_limits(ax: Axes, training: TrainingResult) -> None:
+    """From a little below the best loss to a little above the loss at step 0."""
+    held = np.concatenate([run.held_out_loss.ravel() for run in training.runs])
+    low = min(np.nanmin(held), training.unigram_loss) if np.isfinite(held).any() else 0.0
+    start = np.nanmax([run.held_out_loss[:, 0] for run in training.runs])
+    ax.set_ylim(low - 0.2, start + 0.6)
+
+
+def _running_mean(values: np.ndarray, width: int = SMOOTH) -> np.ndarray:
+    """The mean of the last `width` values at each step (fewer at the start)."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), width)
+    return (sums[1:] - sums[np.arange(len(values)) + 1 - counts]) / counts
+
+
+def _nanmean(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+# Per-layer gradients -------------------------------------------------------------------------
+
+
+def _focus(training: TrainingResult) -> list[TrainRun]:
+    """The runs at the largest learning rate, with warm-up first: where the effect should be."""
+    lr = max(run.lr for run in training.runs)
+    return sorted(
+        (run for run in training.runs if run.lr == lr), key=lambda r: (-r.warmup, r.placement)
+    )
+
+
+def grads_figure(result: PlacementResult) -> Figure:
+    """|dL/dW^{2,l}| per block at a few steps; one panel per warm-up, both placements."""
+    training = _training(result)
+    runs = _focus(training)
+    warmups = sorted({run.warmup for run in runs}, reverse=True)
+    figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.2)
+    axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
+    for ax, warmup in zip(axes, warmups, strict=True):
+        plot_layer_grads([run for run in runs if run.warmup == warmup], training, ax)
+    _suptitle(
+        figure,
+        f"Gradient of the FFN output weight per block during training, lr {runs[0].lr:g}",
+        result,
+    )
+    return figure
+
+
+def grad_steps(training: TrainingResult, warmup: int) -> list[int]:
+    """The steps the gradient profiles are drawn at: the start, the warm-up's end, the end."""
+    steps = training.config.steps
+    picks = [0, steps // 10, warmup, steps // 2, steps - GRAD_WINDOW]
+    return sorted({min(max(p, 0), steps - 1) for p in picks if p < steps})
+
+
+def plot_layer_grads(
+    runs: list[TrainRun], training: TrainingResult, ax: Axes | None = None
+) -> Axes:
+    """Both placements' per-block |dL/dW^{2,l}| (mean over seeds and GRAD_WINDOW steps)."""
+    ax = ax or new_figure().subplots()
+    warmup = runs[0].warmup
+    steps = grad_steps(training, warmup)
+    shades = np.linspace(0.35, 1.0, len(steps))
+    for run in runs:
+        cmap = colormaps["Blues" if run.placement == "pre" else "Reds"]
+        grads = run.layer_grad_norm["ffn_out"]  # (seeds, steps, L)
+        for step, shade in zip(steps, shades, strict=True):
+            window = grads[:, step : step + GRAD_WINDOW]
+            profile = _nanmean(window.reshape(-1, window.shape[-1]))
+            if not np.isfinite(profile).any():
+                continue
+            ax.plot(
+                np.arange(len(profile)), profile, color=cmap(shade),
+                marker="o" if run.placement == "pre" else "s", markersize=4,
+                linestyle="-" if run.placement == "pre" else "--",
+                label=f"{run.placement}-LN, step {step}",
+            )  # fmt: skip
+    ax.set_yscale("log")
+    plain_ticks(ax)
+    ax.set_xlabel("block l (0 = next to the embeddings)")
+    ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,\ell}\|_F$")
+    warm = f"warm-up {warmup} steps" if warmup else "no warm-up"
+    ax.set_title(f"{warm}: mean over seeds and steps s … s+{GRAD_WINDOW - 1}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return ax
+
+
+# The residual stream ------------------------------------------------------------------------
+
+
+def stream_figure(result: PlacementResult) -> Figure:
+    """The std of every norm's input through depth, coloured by step; placement x warm-up."""
+    training = _training(result)
+    runs = _focus(training)
+    warmups = sorted({run.warmup for run in runs}, reverse=True)
+    placements = [p for p in ("pre", "post") if any(run.placement == p for run in runs)]
+    figure = new_figure(max(MIN_WIDTH, 5.5 * len(placements)), 4.2 * len(warmups) + 0.8)
+    axes = figure.subplots(len(warmups), len(placements), sharey=True, squeeze=False)
+    steps = runs[0].stats_steps
+    norm = Normalize(vmin=0, vmax=max(int(steps[-1]), 1))
+    for row, warmup in zip(axes, warmups, strict=True):
+        for ax, placement in zip(row, placements, strict=True):
+            run = next(r for r in runs if r.warmup == warmup and r.placement == placement)
+            plot_stream(run, ax, norm)
+    figure.colorbar(
+        ScalarMappable(norm=norm, cmap=colormaps["viridis"]), ax=axes, label="step", shrink=0.8
+    )
+    _suptitle(
+        figure,
+        f"The residual stream's std through depth during training, lr {runs[0].lr:g}",
+        result,
+    )
+    return figure
+
+
+def stream_profile(run: TrainRun) -> tuple[np.ndarray, np.ndarray]:
+    """x positions (block l: ln_1 at l, ln_2 at l + 0.5, ln_f at L) and (strides, norms)
+    mean input std over the seeds, interleaved in the order the stream meets the norms."""
+    layers = run.input_std["ln_1"].shape[2]
+    ln_1, ln_2 = _nanmean(run.input_std["ln_1"]), _nanmean(run.input_std["ln_2"])
+    columns = np.stack([ln_1, ln_2], axis=2).reshape(len(ln_1), 2 * layers)
+    x = np.arange(2 * layers) / 2
+    if run.input_std["ln_f"].shape[2]:
+        columns = np.concatenate([columns, _nanmean(run.input_std["ln_f"])], axis=1)
+        x = np.append(x, layers)
+    return x, columns
+
+
+def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = None) -> Axes:
+    """One line per captured step: the std at every norm's input, through depth."""
+    ax = ax or new_figure().subplots()
+    x, profile = stream_profile(run)
+    norm = norm or Normalize(vmin=0, vmax=max(int(run.stats_steps[-1]), 1))
+    for step, values in zip(run.stats_steps, profile, strict=True):
+        if np.isfinite(values).any():
+            ax.plot(x, values, color=colormaps["viridis"](norm(step)), lw=1.2, marker=".")
+    ax.set_yscale("log")
+    plain_ticks(ax)
+    ax.set_xlabel(
+        "depth: block l (ln_1 at l, ln_2 at l + ½" + (", ln_f at L)" if len(x) % 2 else ")")
+    )
+    ax.set_ylabel("mean per-token std of the norm's input")
+    warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
+    diverged = diverged_count(run)
+    tail = f", diverged {diverged}/{len(run.diverged_at)}" if diverged else ""
+    ax.set_title(f"{run.placement}-LN, {warm}{tail}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    return ax

@@ -1,0 +1,136 @@
+"""Results of `lninspect placement --train` (no torch): the training runs of the grid.
+
+Step t is the model after t optimizer updates. Per-step arrays have one row per seed and one
+column per step t = 0 .. steps - 1 (the loss of the batch that update t + 1 learns from);
+held-out losses are at `held_out_steps` (0, every `eval_every`, and `steps`) and the norms'
+input std at `stats_steps` (every `stats_every`). After a run diverged its values are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lninspect.results.codec import meta
+from lninspect.results.seeds import OverSeeds
+
+BETAS = (0.9, 0.98)  # Adam's, as in the Transformer setting of Xiong et al. (and Vaswani et al.)
+EPS = 1e-9
+TARGET_FRACTION = 0.1  # the automatic target loss: 10% of the way back from the best to start
+LAYER_GRAD_KEYS = ("ffn_out", "block")  # W^{2,l} of the paper, and all of block l's weights
+
+
+@dataclass
+class TrainConfig:
+    """How every model of the grid is trained (the model's shape is the PlacementConfig's)."""
+
+    steps: int = 200  # optimizer updates per run
+    warmup: int = 50  # steps of linear warm-up; every cell is also run without one
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3])  # peak learning rates
+    dropout: float = 0.1  # on the embeddings and each residual branch's output
+    eval_every: int = 20  # held-out loss every this many steps (and at 0 and at the end)
+    eval_windows: int = 32  # held-out windows of seq_len + 1 tokens, spread over the text
+    stats_every: int = 25  # the norms' input std every this many steps
+    target_loss: float | None = None  # for `steps to target`; None: chosen from the runs
+    device: str = "cpu"
+    optimizer: str = "Adam, betas (0.9, 0.98), eps 1e-9, no weight decay"
+    text: str = ""  # the text trained on (filled in by the run)
+    train_tokens: int = 0
+    held_out_tokens: int = 0
+
+    def eval_steps(self) -> list[int]:
+        """The steps at which the held-out loss is measured."""
+        return sorted({*range(0, self.steps, self.eval_every), self.steps})
+
+    def stats_steps(self) -> list[int]:
+        """The steps at which the norms' input statistics are captured."""
+        return list(range(0, self.steps, self.stats_every))
+
+
+@dataclass
+class TrainRun:
+    """One cell of the grid (placement, warm-up, learning rate) over the seeds."""
+
+    placement: str  # "pre" or "post"
+    warmup: int  # steps of linear warm-up; 0: none
+    lr: float  # the peak (constant after the warm-up) learning rate
+    train_loss: np.ndarray  # (seeds, steps) nats per token, with dropout on
+    grad_norm: np.ndarray  # (seeds, steps) global norm of the gradient of every parameter
+    # LAYER_GRAD_KEYS -> (seeds, steps, layers): per block, |dL/dW^{2,l}| and |dL/d(block l)|
+    layer_grad_norm: dict[str, np.ndarray]
+    held_out_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (evals,)
+    held_out_loss: np.ndarray = field(metadata=meta(dtype="float64"))  # (seeds, evals)
+    stats_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (strides,)
+    # NORM_KEYS -> (seeds, strides, layers) mean per-token input std (ln_f: 1 column, pre-LN)
+    input_std: dict[str, np.ndarray]
+    diverged_at: list[int | None]  # per seed: the step at which it diverged, or null
+    # filled in by finish_runs:
+    final_held_out: OverSeeds | None = None  # (seeds,) held-out loss after the last step
+    best_held_out: OverSeeds | None = None  # (seeds,) lowest held-out loss of the run
+    steps_to_target: list[int | None] = field(default_factory=list)  # per seed; null: never
+
+    @property
+    def ffn_out_last(self) -> np.ndarray:
+        """(seeds, steps) |dL/dW^{2,L}|, the last block's FFN output weight (Theorem 1's)."""
+        return self.layer_grad_norm["ffn_out"][:, :, -1]
+
+    def label(self) -> str:
+        warm = f"warm-up {self.warmup}" if self.warmup else "no warm-up"
+        return f"{self.placement}-LN, {warm}, lr {self.lr:g}"
+
+
+@dataclass
+class TrainingResult:
+    """Every training run of `lninspect placement --train`."""
+
+    config: TrainConfig
+    runs: list[TrainRun]
+    target_loss: float  # the held-out loss that `steps_to_target` counts the steps to
+    unigram_loss: float  # held-out loss of the training tokens' frequencies: a reference
+
+    def run(self, placement: str, warmup: int, lr: float) -> TrainRun:
+        for run in self.runs:
+            if (run.placement, run.warmup, run.lr) == (placement, warmup, lr):
+                return run
+        raise KeyError((placement, warmup, lr))
+
+
+def auto_target(runs: list[TrainRun]) -> float:
+    """10% of the way from the best held-out loss of any run back to the loss at step 0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        start = float(np.nanmean([run.held_out_loss[:, 0] for run in runs]))
+        best = float(np.nanmin([np.nanmin(run.held_out_loss) for run in runs]))
+    return best + TARGET_FRACTION * (start - best)
+
+
+def finish_runs(runs: list[TrainRun], target: float) -> list[TrainRun]:
+    """Fill in each run's final and best held-out loss and its steps to `target`."""
+    for run in runs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            best = np.nanmin(run.held_out_loss, axis=1)
+        run.final_held_out = OverSeeds.of(run.held_out_loss[:, -1])
+        run.best_held_out = OverSeeds.of(best)
+        run.steps_to_target = [
+            _first_step(run.held_out_steps, losses, target) for losses in run.held_out_loss
+        ]
+    return runs
+
+
+def _first_step(steps: np.ndarray, losses: np.ndarray, target: float) -> int | None:
+    reached = np.flatnonzero(losses <= target)
+    return int(steps[reached[0]]) if len(reached) else None
+
+
+def diverged_count(run: TrainRun) -> int:
+    return sum(step is not None for step in run.diverged_at)
+
+
+def mean_steps(steps: list[int | None]) -> float:
+    """The mean steps to target over the seeds that reached it (NaN when none did)."""
+    reached = [s for s in steps if s is not None]
+    return sum(reached) / len(reached) if reached else math.nan
