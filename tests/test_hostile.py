@@ -358,6 +358,9 @@ def test_placement_sizes_are_checked_before_any_model_is_built(monkeypatch):
     result = invoke("placement", "--layers", "10000")
     assert_error(result, 2, "the placement experiment at L = 10000 needs ~")
     assert "fewer --layers" in result.stderr
+    trained = invoke("placement", "--train", "--layers", "3000", "--steps", "1")
+    assert_error(trained, 2, "the placement experiment at L = 3000 needs ~")
+    assert "of parameter gradients" in trained.stderr  # Adam's moments counted with them
 
 
 # 9, 10, 12, 13. Text in --------------------------------------------------------------------

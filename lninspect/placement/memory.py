@@ -18,8 +18,14 @@ from lninspect.placement.refgpt import GPT, Block, RefGPTConfig
 from lninspect.results.placement import PlacementConfig
 
 
-def check_placement_memory(config: PlacementConfig) -> None:
-    """Refuse (exit 2) an experiment whose deepest model does not fit in free memory."""
+def check_placement_memory(
+    config: PlacementConfig, device: torch.device | None = None, training: bool = False
+) -> None:
+    """Refuse (exit 2) an experiment whose deepest model does not fit in free memory.
+
+    `training` (placement --train) adds Adam's two moment estimates per parameter, counted
+    with the gradients; `device` is where the models run (the CPU by default).
+    """
     deepest = max(config.layers)
     shape = RefGPTConfig(
         vocab_size=config.vocab_size,
@@ -42,12 +48,12 @@ def check_placement_memory(config: PlacementConfig) -> None:
     )
     need = Need(
         parameters=parameters,
-        gradients=parameters,
+        gradients=parameters * (3 if training else 1),
         activations=activation_bytes(described, config.seq_len, config.batch, True, 4),
     )
     check_fits(
         need,
-        torch.device("cpu"),
+        device or torch.device("cpu"),
         f"the placement experiment at L = {deepest}",
         "fewer --layers or a smaller --d-model",
     )

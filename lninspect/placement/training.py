@@ -39,6 +39,7 @@ from lninspect.placement.data import (
     unigram_loss,
 )
 from lninspect.placement.experiment import build_model, threads_for
+from lninspect.placement.memory import check_placement_memory
 from lninspect.placement.refgpt import GPT, Block
 from lninspect.results.placement import NORM_KEYS, PlacementConfig, PlacementResult
 from lninspect.results.placement_training import (
@@ -78,6 +79,7 @@ def train_placement(
 ) -> PlacementResult:
     """Every cell of the grid for every seed; `config.layers` holds the one depth trained."""
     device = resolve_device(train.device)
+    check_placement_memory(config, device, training=True)  # before any model is built
     tokens = load_tokens(file)
     check_length(tokens, config.seq_len)
     config = replace(config, tokens="text", vocab_size=tokens.vocab_size)
