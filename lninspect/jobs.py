@@ -19,6 +19,7 @@ from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, discover
 from lninspect.options import RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, NormStats, StatsResult
+from lninspect.summary import layer_span
 
 
 @dataclass
@@ -334,24 +335,13 @@ def select_layers(
     outside = [layer for layer in layers if layer >= count]
     if outside:
         raise LninspectError(
-            f"--layers {_ranges(outside)} is out of range: model "
+            f"--layers {layer_span(outside, ',')} is out of range: model "
             f"'{loaded.info.name}' has {count} layers (0-{count - 1})"
         )
     chosen = [n for n in norms if n.layer in layers]
     if not chosen:
-        raise LninspectError(f"no normalization module in --layers {_ranges(layers)}")
+        raise LninspectError(f"no normalization module in --layers {layer_span(layers, ',')}")
     return chosen
-
-
-def _ranges(layers: list[int] | tuple[int, ...]) -> str:
-    """[0, 1, 2, 5] -> `0-2,5`."""
-    runs: list[list[int]] = []
-    for layer in layers:
-        if runs and layer == runs[-1][-1] + 1:
-            runs[-1].append(layer)
-        else:
-            runs.append([layer])
-    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def _nonfinite(result: StatsResult) -> list[str]:

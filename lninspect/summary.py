@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,15 +252,15 @@ def _dim_census(
     )
 
 
-def layer_span(layers: list[int]) -> str:
-    """[2, 3, 4, 7] -> `2-4, 7`; [] -> `—`."""
+def layer_span(layers: Sequence[int], sep: str = ", ") -> str:
+    """[2, 3, 4, 7] -> `2-4, 7` (with sep="," as --layers takes it: `2-4,7`); [] -> `—`."""
     runs: list[list[int]] = []
     for layer in layers:
         if runs and layer == runs[-1][-1] + 1:
             runs[-1].append(layer)
         else:
             runs.append([layer])
-    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs) or "—"
+    return sep.join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs) or "—"
 
 
 def top_dimension(result: StatsResult) -> int | None:

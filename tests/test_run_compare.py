@@ -215,6 +215,15 @@ def test_report_of_two_models_is_one_page(checkpoints: list[Path], tmp_path: Pat
     assert f"A: {a}" in page and f"B: {b}" in page and "residual-stream growth" in page
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
+    # Again with --force and two models fewer than a third run had: C's files are stale.
+    (folder / "C-report.json").write_text("{}")
+    (folder / "notes.txt").write_text("mine")
+    assert invoke("report", str(a), str(b), "--text", TEXT, "--out", str(folder)).exit_code == 2
+    again = invoke("report", str(a), str(b), "--text", TEXT, "--out", str(folder), "--force")
+    assert again.exit_code == 0, again.output
+    left = {p.name for p in folder.iterdir()}
+    assert "C-report.json" not in left and "notes.txt" in left and ".lninspect.lock" not in left
+
 
 @pytest.mark.parametrize(
     ("spec", "expected"),

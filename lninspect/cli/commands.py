@@ -235,19 +235,21 @@ def compare_report(
     quiet: bool,
 ) -> None:
     """`lninspect report A B ...`: every model's report and their comparison on one page."""
-    from lninspect.comparison import compare_results
-    from lninspect.monitor.compare import run_models
     from lninspect.render.compare_report import INDEX_HTML, write_compare_report
     from lninspect.render.compare_tables import differences_table, models_table
-    from lninspect.render.report import check_report_folder
+    from lninspect.render.report import claimed_folder
 
-    check_report_folder(folder, force)
     out = Output(quiet)
-    results = run_models(models, run, spikes, lambda spec: out.note(f"running {spec}"))
-    compared = compare_results(results, models)
-    for note in compared.notes:
-        out.note(note)
-    paths = write_compare_report(results, compared, folder)
+    with claimed_folder(folder, force):
+        check_early(run)
+        from lninspect.comparison import compare_results
+        from lninspect.monitor.compare import run_models
+
+        results = run_models(models, run, spikes, lambda spec: out.note(f"running {spec}"))
+        compared = compare_results(results, models)
+        for note in compared.notes:
+            out.note(note)
+        paths = write_compare_report(results, compared, folder)
     out.show(models_table(compared))
     out.show(differences_table(compared))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")

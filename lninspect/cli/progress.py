@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -16,6 +17,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -23,9 +25,49 @@ from rich.progress import (
 )
 
 DELAY_SECONDS = 0.5
+Self = TypeVar("Self", bound="_DelayedProgress")
 
 
-class CorpusProgress:
+class _DelayedProgress:
+    """A transient Rich progress bar that appears only after `delay` seconds, on a terminal."""
+
+    def __init__(self, console: Console, enabled: bool, delay: float) -> None:
+        self.console = console
+        self.enabled = enabled and console.is_terminal
+        self.delay = delay
+        self._started = time.perf_counter()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self: Self) -> Self:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _show(self, columns: tuple[ProgressColumn | str, ...], total: int, **fields: Any) -> None:
+        """Start the bar on the first update past the delay, then update it."""
+        if self._progress is None:
+            self._progress = Progress(*columns, console=self.console, transient=True)
+            self._task = self._progress.add_task(total=total, **fields)  # fields before a draw
+            self._progress.start()
+        assert self._task is not None
+        self._progress.update(self._task, total=total, **fields)
+
+    def _due(self) -> float | None:
+        """Seconds since the start when the bar may show, else None."""
+        elapsed = time.perf_counter() - self._started
+        return elapsed if self.enabled and elapsed >= self.delay else None
+
+
+class CorpusProgress(_DelayedProgress):
     """`with CorpusProgress(console) as progress: ... progress.update(tokens, read, total)`."""
 
     def __init__(
@@ -35,91 +77,48 @@ class CorpusProgress:
         label: str = "corpus",
         delay: float = DELAY_SECONDS,
     ) -> None:
-        self.console = console
-        self.enabled = enabled and console.is_terminal
+        super().__init__(console, enabled, delay)
         self.label = label
-        self.delay = delay
-        self._started = time.perf_counter()
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> CorpusProgress:
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
     def update(self, tokens: int, bytes_read: int, total_bytes: int) -> None:
         """After each batch: tokens run so far, bytes of the corpus read, bytes in all."""
-        elapsed = time.perf_counter() - self._started
-        if not self.enabled or elapsed < self.delay:
+        elapsed = self._due()
+        if elapsed is None:
             return
-        if self._progress is None:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TextColumn("{task.fields[tokens]:,} tokens · {task.fields[rate]:,.0f} tok/s"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._task = self._progress.add_task(self.label, total=total_bytes, tokens=0, rate=0)
-            self._progress.start()
-        assert self._task is not None
-        self._progress.update(
-            self._task, completed=bytes_read, tokens=tokens, rate=tokens / elapsed
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[tokens]:,} tokens · {task.fields[rate]:,.0f} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self._show(
+            columns,
+            total_bytes,
+            description=self.label,
+            completed=bytes_read,
+            tokens=tokens,
+            rate=tokens / elapsed,
         )
 
 
-class StepProgress:
+class StepProgress(_DelayedProgress):
     """`with StepProgress(console) as progress: ... progress.update(done, total, what)`."""
 
     def __init__(self, console: Console, enabled: bool = True, delay: float = DELAY_SECONDS):
-        self.console = console
-        self.enabled = enabled and console.is_terminal
-        self.delay = delay
-        self._started = time.perf_counter()
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> StepProgress:
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        super().__init__(console, enabled, delay)
 
     def update(self, done: int, total: int, what: str) -> None:
         """After each step: steps done of all runs, steps in all, the run in progress."""
-        if not self.enabled or time.perf_counter() - self._started < self.delay:
+        if self._due() is None:
             return
-        if self._progress is None:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("steps"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._task = self._progress.add_task(what, total=total)
-            self._progress.start()
-        assert self._task is not None
-        self._progress.update(self._task, completed=done, description=what)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self._show(columns, total, description=what, completed=done)

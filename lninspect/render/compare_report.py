@@ -11,19 +11,24 @@ from __future__ import annotations
 import base64
 import html
 import os
-import shutil
-import tempfile
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from lninspect import __version__
-from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.files import dump_json
-from lninspect.render.compare_plots import save_compare_figures
+from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
 from lninspect.render.compare_tables import LABELS, how_compared, row_label
 from lninspect.render.format import fmt
 from lninspect.render.grad_plots import save_grads_figures
-from lninspect.render.report import CAPTIONS, CSS, summary
+from lninspect.render.report import (
+    CAPTIONS,
+    CSS,
+    FORMER_REPORT_FILES,
+    REPORT_FILES,
+    summary,
+    write_folder,
+)
 from lninspect.render.stats_plots import save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.results.compare import CompareResult
@@ -49,16 +54,8 @@ def write_compare_report(
     results: Sequence[GradsResult], compared: CompareResult, folder: Path
 ) -> list[Path]:
     """Write every figure, the JSON documents and index.html into `folder`; return the paths."""
-    try:
-        folder.absolute().parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(dir=folder.absolute().parent, prefix=f".{folder.name}.", suffix=".tmp")
-        )
-    except OSError as exc:
-        raise LninspectError(
-            f"cannot write the report next to '{folder}': {exc.strerror}", EXIT_RUNTIME
-        ) from exc
-    try:
+
+    def build(staging: Path) -> list[str]:
         overlays = save_compare_figures(compared, staging)
         per_model = [_model_files(r, i, staging) for i, r in enumerate(results)]
         (staging / COMPARE_JSON).write_text(dump_json(compared.to_json()) + "\n", encoding="utf-8")
@@ -66,17 +63,18 @@ def write_compare_report(
         (staging / INDEX_HTML).write_text(page, encoding="utf-8")
         names = [p.name for p in overlays] + [p.name for files in per_model for p in files]
         names += [f"{letter(i)}-report.json" for i in range(len(results))]
-        names += [COMPARE_JSON, INDEX_HTML]  # index.html moves last
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            os.replace(staging / name, folder / name)
-    except OSError as exc:
-        raise LninspectError(
-            f"cannot write the report into '{folder}': {exc.strerror}", EXIT_RUNTIME
-        ) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return [folder / name for name in names]
+        return names + [COMPARE_JSON, INDEX_HTML]  # index.html moves last
+
+    return write_folder(folder, build, is_compare_file)
+
+
+def is_compare_file(name: str) -> bool:
+    """Whether a file name is one a side-by-side report writes (A-..., compare-..., ...)."""
+    own = name.split("-", 1)[1] if re.match(r"[A-Z]-", name) else None
+    return name in (COMPARE_JSON, INDEX_HTML, *COMPARE_FIGURES) or own in (
+        *REPORT_FILES,
+        *FORMER_REPORT_FILES,
+    )
 
 
 def _model_files(result: GradsResult, index: int, staging: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import html
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -189,6 +189,26 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
     Files of lninspect's own report names that this run did not write (a spike figure of an
     older report) are removed, so that the folder shows one run.
     """
+
+    def build(staging: Path) -> list[str]:
+        images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
+        (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
+        (staging / INDEX_HTML).write_text(render_html(result, images), encoding="utf-8")
+        return [p.name for p in images] + [REPORT_JSON, INDEX_HTML]  # index.html moves last
+
+    return write_folder(folder, build, lambda name: name in (*REPORT_FILES, *FORMER_REPORT_FILES))
+
+
+def write_folder(
+    folder: Path, build: Callable[[Path], list[str]], ours: Callable[[str], bool]
+) -> list[Path]:
+    """Build a report in a hidden sibling folder, then move its files into `folder`.
+
+    `build(staging)` writes the files and returns their names in the order they move (the
+    page last, so that a folder with an index.html is complete). Files in `folder` that
+    `ours(name)` claims and this run did not write are removed first; nothing else is
+    touched. An interrupted run leaves no half-written file.
+    """
     try:
         folder.absolute().parent.mkdir(parents=True, exist_ok=True)
         staging = Path(
@@ -199,12 +219,9 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
             f"cannot write the report next to '{folder}': {exc.strerror}", EXIT_RUNTIME
         ) from exc
     try:
-        images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
-        (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
-        (staging / INDEX_HTML).write_text(render_html(result, images), encoding="utf-8")
-        names = [p.name for p in images] + [REPORT_JSON, INDEX_HTML]  # index.html moves last
+        names = build(staging)
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale(folder, names)
+        _remove_stale(folder, names, ours)
         for name in names:
             _move(staging / name, folder / name)
     except OSError as exc:
@@ -226,13 +243,13 @@ def _move(staged: Path, target: Path) -> None:
         os.replace(staged, real)
 
 
-def _remove_stale(folder: Path, written: list[str]) -> None:
+def _remove_stale(folder: Path, written: list[str], ours: Callable[[str], bool]) -> None:
     """Remove regular files of report names (this version's or an earlier one's) that this
     run does not write, so that a report folder never mixes two runs."""
-    for name in (*REPORT_FILES, *FORMER_REPORT_FILES):
-        path = folder / name
-        if name not in written and path.is_file() and not path.is_symlink():
-            path.unlink()
+    for path in folder.iterdir():
+        if ours(path.name) and path.name not in written and path.is_file():
+            if not path.is_symlink():
+                path.unlink()
 
 
 # Summary ------------------------------------------------------------------------------------
