@@ -155,6 +155,18 @@ def test_text_longer_than_the_context_is_cut_with_a_note(tiny_model_dir: Path):
     assert "kept the first 64 (the model's context)" in result.stderr
 
 
+def test_stride_reads_a_bounded_text(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    from lninspect.model import tokens
+
+    monkeypatch.setattr(tokens, "WHOLE_TEXT_CHARS", 200)  # as a stream that never ends
+    path = tmp_path / "long.txt"
+    path.write_text(TEXT * 20)
+    args = ("stats", tiny_model_dir, "--file", path, "--max-tokens", "16", "--stride", "8")
+    assert_error(invoke(*args), 2, "longer than 200 characters, the most --stride covers")
+    path.write_text(TEXT)  # within the bound: it runs
+    assert invoke(*args).exit_code == 0
+
+
 def test_stride_covers_the_whole_text_in_windows(tiny_model_dir: Path):
     text = TEXT * 2  # 60 tokens of this tokenizer: within the context of 64
     plain = json_doc(

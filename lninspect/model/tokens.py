@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # check_text runs before torch is imported
 MARGIN = 16  # tokens read beyond the limit, so that the cut never falls in a partly read word
 CHARS_PER_TOKEN = 8  # a first guess, generous for most text; doubled while it falls short
 PEEK_CHARS = 1 << 16  # at most this much of a file is checked before the model loads
+# --stride reads the whole text: at most this many characters (about 2M tokens, whose
+# per-token statistics take ~1.6 GB for a 25-norm model), so that a stream that never ends
+# (`yes |`, /dev/urandom) cannot exhaust memory; longer texts are a corpus.
+WHOLE_TEXT_CHARS = 8 << 20
 
 
 def check_text(options: RunOptions) -> None:
@@ -74,11 +78,20 @@ def _read_ids(
 
     Returns the ids and, when a file was read only in part, how many characters were read.
     """
-    chars = None if limit is None else _chars(limit)
+    if limit is None:  # --stride: the whole text, up to WHOLE_TEXT_CHARS (a stream may not end)
+        text = read_text(options.text, options.file, options.encoding, WHOLE_TEXT_CHARS)
+        if not text.complete:
+            raise LninspectError(
+                f"the text is longer than {WHOLE_TEXT_CHARS:,} characters, the most --stride "
+                "covers in one run; give a corpus instead (--file with --seq-len or --lines: "
+                "aggregates streamed in fixed memory, docs/corpus.md)"
+            )
+        return loaded.tokenizer.encode(text.text), None
+    chars = _chars(limit)
     while True:
         text = read_text(options.text, options.file, options.encoding, max_chars=chars)
         ids = loaded.tokenizer.encode(text.text)
-        if text.complete or chars is None or limit is None or len(ids) >= limit + MARGIN:
+        if text.complete or len(ids) >= limit + MARGIN:
             return ids, None if text.complete else len(text.text)
         chars *= 2
 
