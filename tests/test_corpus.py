@@ -86,6 +86,20 @@ def test_documents_are_files_lines_or_jsonl_fields(tmp_path: Path):
             list(CorpusReader([jsonl], CorpusOptions(field="text"), chars).documents())
 
 
+def test_a_document_that_never_ends_is_refused(tmp_path: Path, monkeypatch):
+    from lninspect.corpus import reader
+
+    monkeypatch.setattr(reader, "MAX_DOCUMENT_CHARS", 50)  # as /dev/zero, within the test
+    path = tmp_path / "a.txt"
+    path.write_text("short line\n" + "x" * 80 + "\n")
+    with pytest.raises(LninspectError, match="a.txt': a document longer than 50 characters"):
+        list(CorpusReader([path], CorpusOptions(), chars).documents())
+    lines = CorpusReader([path], CorpusOptions(lines=True), chars).documents()
+    assert next(lines) == "short line"
+    with pytest.raises(LninspectError, match="a.txt:2: a document longer than 50 .* lines"):
+        next(lines)
+
+
 def test_documents_are_packed_with_eos_and_cut_into_sequences(tmp_path: Path):
     path = tmp_path / "a.txt"
     path.write_text("abc\ndefgh\n")

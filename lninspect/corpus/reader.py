@@ -31,6 +31,9 @@ from lninspect.errors import LninspectError
 from lninspect.options import CorpusOptions, is_pattern
 
 DEFAULT_SEQ_LEN = 1024  # when the model's context is longer or unknown
+# Each document is tokenized whole: at most this many characters (about 4M tokens), so that
+# a file or line that never ends (/dev/zero) cannot exhaust memory.
+MAX_DOCUMENT_CHARS = 16 << 20
 
 Encode = Callable[[str], list[int]]
 
@@ -153,14 +156,31 @@ def _batched(sequences: Iterator[np.ndarray], batch_size: int) -> Iterator[np.nd
 
 
 def _read(path: Path, encoding: str) -> str:
-    with _readable(path, encoding):
-        return path.read_text(encoding=_without_bom(encoding))
+    """A whole file as one document, of at most MAX_DOCUMENT_CHARS (a device such as
+    /dev/zero never ends)."""
+    with _readable(path, encoding), path.open(encoding=_without_bom(encoding)) as handle:
+        text = handle.read(MAX_DOCUMENT_CHARS + 1)
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise _too_long(f"'{path}'", "give one document per line with --lines")
+    return text
 
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a text file, read lazily."""
+    """(line number, line) of a text file, read lazily, each of at most MAX_DOCUMENT_CHARS."""
     with _readable(path, encoding), path.open(encoding=_without_bom(encoding)) as handle:
-        yield from enumerate(handle, start=1)
+        number = 0
+        while line := handle.readline(MAX_DOCUMENT_CHARS + 1):
+            number += 1
+            if len(line) > MAX_DOCUMENT_CHARS:
+                raise _too_long(f"{path}:{number}", "split it into lines")
+            yield number, line
+
+
+def _too_long(where: str, hint: str) -> LninspectError:
+    return LninspectError(
+        f"{where}: a document longer than {MAX_DOCUMENT_CHARS:,} characters (each document is "
+        f"tokenized whole); {hint}"
+    )
 
 
 def _without_bom(encoding: str) -> str:
