@@ -127,13 +127,13 @@ def run_grads(
         for ids in prepared.input_ids[:, None]:  # (1, tokens): windows add up to the mean loss
             value = _loss(model(input_ids=ids, use_cache=False).logits.float(), ids, target_id)
             (value / len(prepared.input_ids)).backward()
-            losses.append(value.item())
+            losses.append(value.detach())  # read once after the last window: no sync per window
     stats = cap.result(model=prepared.loaded.info, input=prepared.input)
     params = param_grads(model, prepared.all_norms)
     model.zero_grad(set_to_none=True)
     base = {f.name: getattr(stats, f.name) for f in fields(StatsResult) if f.name != "schema"}
     result = GradsResult(
-        **base, loss=sum(losses) / len(losses), loss_kind=LOSSES[loss], params=params
+        **base, loss=float(torch.stack(losses).mean()), loss_kind=LOSSES[loss], params=params
     )
     if ablate and spikes is not None:
         result.ablation = ablate_spikes(prepared, result, spikes, target_id)

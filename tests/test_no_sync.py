@@ -1,4 +1,5 @@
-"""No hook and no corpus batch reads a value back to the host (issue 14), checked on the CPU.
+"""No hook and no corpus batch reads a value back to the host (issue 14), checked on the CPU;
+and the records of a run reach the host in a few copies, not one per tensor.
 
 A tensor on the meta device has a shape and no data, so every operation that would make a
 GPU wait for its results raises there: `.item()`, `bool()` of a tensor, `.cpu()`,
@@ -20,6 +21,7 @@ from torch import nn
 from lninspect import capture
 from lninspect.corpus.aggregator import Aggregator
 from lninspect.hooks import reduce
+from lninspect.hooks.reduce import copy_together, to_host, transfer_batches
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
 from tests.test_architectures import FAMILIES
@@ -29,6 +31,7 @@ SPIKES = SpikeOptions()
 # LayerNorm (gpt2), per-head RMSNorm with tokens on axis 1 (qwen3) and on axis 2 (gemma3's
 # q/k norms see (batch, heads, tokens)), one norm before parallel branches (phi).
 NAMES = ["gpt2", "qwen3", "gemma3", "phi"]
+DTYPES = (torch.float32, torch.int64, torch.bool)
 
 
 def on_meta(name: str) -> tuple[nn.Module, list[NormInfo], torch.Tensor]:
@@ -85,3 +88,27 @@ def test_a_hook_that_reads_a_value_back_fails_here(monkeypatch: pytest.MonkeyPat
         capture(model, norms, reductions="eager"),
     ):
         model(input_ids=ids)
+
+
+def test_records_reach_the_host_in_one_copy_per_dtype() -> None:
+    """Capture.result() copies a run's records in runs of one dtype, bounded in bytes."""
+    on = {dtype: torch.zeros(4, 8, dtype=dtype, device="meta") for dtype in DTYPES}
+    tensors = [on[torch.float32], on[torch.int64], torch.zeros(3), on[torch.float32]]
+    tensors += [on[torch.bool], on[torch.float32], torch.zeros((), device="meta")]
+    assert sorted(transfer_batches(tensors, limit=2**20)) == [[0, 3, 5, 6], [1], [4]]
+    # 128 bytes per float32 tensor: a run closes before it would pass the limit
+    assert sorted(transfer_batches(tensors, limit=256)) == [[0, 3], [1], [4], [5, 6]]
+    big = torch.zeros(1000, device="meta")  # larger than the limit: a run of its own
+    assert transfer_batches([big, big], limit=100) == [[0], [1]]
+
+
+def test_copied_together_the_values_and_shapes_are_kept() -> None:
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (), (0, 5), (2, 1, 3), (7,)]
+    tensors = [torch.randn(shape, generator=generator) for shape in shapes]
+    tensors.append(torch.randn(4, 6, generator=generator).t())  # not contiguous
+    moved = copy_together(tensors)
+    assert [m.shape for m in moved] == [t.shape for t in tensors]
+    assert all(torch.equal(m, t) for m, t in zip(moved, tensors, strict=True))
+    assert len({m.untyped_storage().data_ptr() for m in moved}) == 1  # one host buffer
+    assert to_host(tensors)[0] is tensors[0]  # already on the host: left as it is

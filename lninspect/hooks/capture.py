@@ -31,7 +31,7 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
-from lninspect.hooks.reduce import gather, gather_record
+from lninspect.hooks.reduce import gather, gather_record, to_host
 from lninspect.hooks.spike_results import collect_spikes
 from lninspect.hooks.spikes import spike_metrics
 from lninspect.norms.discovery import NormInfo, find_norms
@@ -205,6 +205,7 @@ class Capture:
     def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
         """Gather the recorded statistics to the CPU as a StatsResult."""
         hooks = self._hooks
+        self._records_to_host()
         spikes = self._collect_spikes(input)
         norms = [
             self._norm_stats(info, spikes.get(info.name))
@@ -228,6 +229,14 @@ class Capture:
             passes=hooks.passes,
             trajectory=trajectory(censuses, model.hidden_size) if censuses else None,
         )
+
+    def _records_to_host(self) -> None:
+        """Replace every record's tensors by CPU copies, made in one transfer per dtype."""
+        hooks = self._hooks
+        stores = (hooks.forward, hooks.backward, hooks.spike_records)
+        slots = [(r, k) for store in stores for calls in store.values() for r in calls for k in r]
+        for (record, key), tensor in zip(slots, to_host([r[k] for r, k in slots]), strict=True):
+            record[key] = tensor
 
     def drain(self) -> dict[str, list[Record]]:
         """Hand over and forget the forward records so far: norm name -> per-call records.
