@@ -12,6 +12,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
+from torch.fx.experimental import _config as _shape_config
 
 from lninspect import capture
 from lninspect.hooks import fused
@@ -75,14 +77,15 @@ def test_fused_reads_bfloat16_without_losing_the_float32_statistics():
         assert close(got[key], want[key]), key
 
 
-def compare_paths(model: torch.nn.Module, device: str, lengths: tuple[int, ...]) -> None:
-    """capture() with compiled reductions equals eager capture, forward and backward."""
+def compare_paths(model: torch.nn.Module, device: str, shapes: list[tuple[int, int]]) -> None:
+    """capture() with compiled reductions equals eager capture, forward and backward, for
+    passes of (sequences, tokens) in `shapes`."""
     model = model.to(device)
     results = {}
     for mode in ("eager", "compiled"):
         with capture(model, grads=True, reductions=mode) as cap:
-            for tokens in lengths:
-                ids = torch.arange(tokens, device=device)[None] % 300
+            for sequences, tokens in shapes:
+                ids = torch.arange(sequences * tokens, device=device).view(sequences, -1) % 300
                 model(ids, labels=ids).loss.backward()
         results[mode] = cap.result()
     for eager, compiled in zip(results["eager"].norms, results["compiled"].norms, strict=True):
@@ -101,13 +104,16 @@ def compare_paths(model: torch.nn.Module, device: str, lengths: tuple[int, ...])
 
 def test_compiled_capture_equals_eager_on_the_cpu(tiny_model):
     torch._dynamo.reset()
-    compare_paths(tiny_model, "cpu", lengths=(7, 12))  # two token counts, one compile each
+    counters.clear()
+    compare_paths(tiny_model, "cpu", [(1, 7), (2, 12)])  # a batch of one, then of two
     assert not fused._COMPILED.failed
+    if hasattr(_shape_config, "backed_size_oblivious"):  # one graph each for stats and grad
+        assert counters["stats"]["unique_graphs"] == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_capture_equals_eager_on_cuda(tiny_model):
-    compare_paths(tiny_model, "cuda", lengths=(7, 12, 64))
+    compare_paths(tiny_model, "cuda", [(1, 7), (2, 12), (1, 64)])
 
 
 def test_a_compiler_failure_falls_back_to_eager(monkeypatch, caplog):

@@ -12,11 +12,12 @@ accumulating in float32 from the model's dtype without a float32 copy:
     out_var, out_mean = var_mean(y)                     nonfinite = count of NaN / Inf in x
 
 `Reductions` picks, per capture: "eager" (the CPU default: native_layer_norm is ten times
-faster than var_mean there), "compiled" (the CUDA default) or "auto". Inputs are flattened to
-(tokens, d) and the token axis is dynamic, so corpus batches, --stride windows and training
-steps reuse one compiled kernel per (device type, dtype). A compile is announced in one log
-line (logger "lninspect"); a failure falls back to eager for the rest of the process, with
-the reason at debug level (`lninspect --debug`).
+faster than var_mean there), "compiled" (the CUDA default) or "auto". Every axis is dynamic,
+so corpus batches, --stride windows and training steps of any length reuse one compiled
+kernel per (device type, dtype, rank), and the per-token shape comes out of the kernel as
+it is (no reshape per call: at batch 1 a GPU waits on the host's calls). A compile is
+announced in one log line (logger "lninspect"); a failure falls back to eager for the rest
+of the process, with the reason at debug level (`lninspect --debug`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.fx.experimental import _config as _shape_config
 
 from lninspect.hooks.reduce import hidden_flat, token_nonfinite, token_norm, token_stats
 
@@ -35,9 +37,13 @@ STAT_KEYS = ("mean", "std", "rms", "absmax", "absmax_dim", "out_mean", "out_std"
 log = logging.getLogger("lninspect")
 
 
-def fused_stats(x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, ...]:
-    """The STAT_KEYS of x and y, both (tokens, d), in one pass each: (tokens,) tensors."""
-    xf, yf = x.float(), y.float()  # fused into the loads when compiled: no float32 copy
+def fused_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> tuple[Tensor, ...]:
+    """The STAT_KEYS of x and y (..., *hidden) per token, one pass each: (...) tensors.
+
+    The per-token shape comes out of the compiled kernel as it is: no reshape per call.
+    """
+    xf = hidden_flat(x, reduced_dims).float()  # fused into the loads when compiled: no copy
+    yf = hidden_flat(y, reduced_dims).float()
     var, mean = torch.var_mean(xf, dim=-1, correction=0)
     absmax, absmax_dim = xf.abs().max(dim=-1)
     out_var, out_mean = torch.var_mean(yf, dim=-1, correction=0)
@@ -47,9 +53,9 @@ def fused_stats(x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, ...]:
     return mean, std, rms, absmax, absmax_dim, out_mean, torch.sqrt(out_var), nonfinite
 
 
-def fused_grad(g: Tensor) -> tuple[Tensor, Tensor]:
-    """The L2 norm of g (tokens, d) per token, in float32, and its NaN / Inf count: one pass."""
-    gf = g.float()
+def fused_grad(g: Tensor, reduced_dims: int = 1) -> tuple[Tensor, Tensor]:
+    """The L2 norm of g (..., *hidden) per token, in float32, and its NaN / Inf count: one pass."""
+    gf = hidden_flat(g, reduced_dims).float()
     norm = torch.sqrt((gf * gf).sum(dim=-1))
     return norm, (~torch.isfinite(gf)).sum(dim=-1, dtype=torch.int32)
 
@@ -71,30 +77,22 @@ class Reductions:
     def stats(self, x: Tensor, y: Tensor, eps: float, reduced_dims: int) -> dict[str, Tensor]:
         """The forward statistics of one norm call (lninspect.statistics), per token."""
         if self.compiled_on(x.device):
-            x2, y2 = _tokens(x, reduced_dims), _tokens(y, reduced_dims)  # (tokens, d)
-            values = _COMPILED.call("stats", fused_stats, x2, y2, float(eps))
+            x, y = x.detach(), y.detach()  # not views: a view's base would be guarded too
+            values = _COMPILED.call("stats", fused_stats, x, y, float(eps), reduced_dims)
             if values is not None:
-                lead = hidden_flat(x, reduced_dims).shape[:-1]
-                return {k: v.reshape(lead) for k, v in zip(STAT_KEYS, values, strict=True)}
+                return dict(zip(STAT_KEYS, values, strict=True))
         return token_stats(x, y, eps, reduced_dims)
 
     @torch.no_grad()
     def grad(self, g: Tensor, reduced_dims: int, count: bool) -> tuple[Tensor, Tensor | None]:
         """|g| per token and, when `count`, its NaN / Inf entries per token."""
         if self.compiled_on(g.device):
-            values = _COMPILED.call("grad", fused_grad, _tokens(g, reduced_dims))
+            values = _COMPILED.call("grad", fused_grad, g.detach(), reduced_dims)
             if values is not None:
-                lead = hidden_flat(g, reduced_dims).shape[:-1]
-                norm, nonfinite = (v.reshape(lead) for v in values)
+                norm, nonfinite = values
                 return norm, nonfinite if count else None
         norm = token_norm(g, reduced_dims)
         return norm, token_nonfinite(g, reduced_dims) if count else None
-
-
-def _tokens(t: Tensor, reduced_dims: int) -> Tensor:
-    """`t` as (tokens, d): a view for the usual contiguous activations."""
-    flat = hidden_flat(t, reduced_dims)
-    return flat.reshape(-1, flat.shape[-1])
 
 
 class _Compiled:
@@ -102,30 +100,48 @@ class _Compiled:
 
     def __init__(self) -> None:
         self.functions: dict[str, Callable[..., Any]] = {}
-        self.announced: set[tuple[str, str, torch.dtype]] = set()
+        self.announced: set[tuple[str, str, torch.dtype, int]] = set()
         self.failed = False
 
     def call(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
         """function(*args) through torch.compile; None (and eager from now on) on failure."""
         first = args[0]
-        key = (name, first.device.type, first.dtype)
+        key = (name, first.device.type, first.dtype, first.ndim)
         if key not in self.announced:
             self.announced.add(key)
             log.info(
-                "compiling the fused per-token reductions (%s, %s on %s): once per process",
+                "compiling the fused per-token reductions (%s, %s on %s, %d axes): once a process",
                 name,
                 str(first.dtype).removeprefix("torch."),
                 first.device.type,
+                first.ndim,
             )
         try:
             if name not in self.functions:
                 self.functions[name] = torch.compile(function, dynamic=True, fullgraph=True)
-            return self.functions[name](*args)
+            return _size_oblivious(self.functions[name], args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager path is exact
             self.failed = True
             log.info("compiled reductions unavailable, using eager ones (--debug: why)")
             log.debug("torch.compile failed: %s: %s", type(exc).__name__, exc, exc_info=True)
             return None
+
+
+def _size_oblivious(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """function(*args) with sizes of 1 treated like any other size, where torch allows it.
+
+    Dynamic shapes otherwise give a size of 1 a graph of its own, so that a batch of one
+    text, or a corpus's last batch of one sequence, would compile again. Set for this call
+    only, so that the user's own compiled code is left as it is.
+    """
+    if not hasattr(_shape_config, "backed_size_oblivious"):
+        return function(*args)
+    before = _shape_config.backed_size_oblivious
+    _shape_config.backed_size_oblivious = True
+    try:
+        return function(*args)
+    finally:
+        _shape_config.backed_size_oblivious = before
 
 
 _COMPILED = _Compiled()
