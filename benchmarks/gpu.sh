@@ -21,9 +21,11 @@ for model in random:gpt2 random:gpt2-xl; do
         --batch-size "$batch" --repeats 7
   done
 done
-echo "== overhead random:gpt2 bf16 batch 16, eager reductions (the cost before fusing)"
-$PY benchmarks/overhead.py --model random:gpt2 --device cuda --dtype bfloat16 --batch-size 16 \
-    --repeats 5 --reductions eager
+for batch in 1 16; do  # which the default should be at each batch size (launch- or GPU-bound)
+  echo "== overhead random:gpt2 bf16 batch $batch, eager reductions (the cost before fusing)"
+  $PY benchmarks/overhead.py --model random:gpt2 --device cuda --dtype bfloat16 \
+      --batch-size "$batch" --repeats 5 --reductions eager
+done
 echo "== throughput"
 $PY benchmarks/throughput.py --device cuda --dtype bfloat16 --seq-len 1024 --batch-size 16 \
     --sequences 128 --repeats 3

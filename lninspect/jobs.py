@@ -13,6 +13,7 @@ from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.hooks.params import param_grads
 from lninspect.hooks.spikes import massive_mask
+from lninspect.hooks.transfer import descriptions
 from lninspect.model.loading import LoadedModel, load_model
 from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.tokens import check_text, token_windows
@@ -273,7 +274,7 @@ def describe_norms(options: RunOptions) -> NormsResult:
     """The normalization modules of a model; nothing runs through it."""
     loaded = load(options)
     norms = model_norms(loaded)
-    return NormsResult(model=loaded.info, norms=[n.describe() for n in norms], notes=loaded.notes)
+    return NormsResult(model=loaded.info, norms=descriptions(norms), notes=loaded.notes)
 
 
 def load(options: RunOptions) -> LoadedModel:

@@ -17,7 +17,7 @@ from torch.fx.experimental import _config as _shape_config
 
 from lninspect import capture
 from lninspect.hooks import fused
-from lninspect.hooks.fused import STAT_KEYS, Reductions, fused_grad, fused_stats
+from lninspect.hooks.fused import STAT_KEYS, Reductions, as_record, fused_grad, fused_stats
 from lninspect.hooks.reduce import token_nonfinite, token_norm, token_stats
 
 RTOL = 1e-5
@@ -50,7 +50,7 @@ def test_fused_formulas_equal_float64_and_the_eager_reductions():
     x[4, 17] = 250.0  # a spike: absmax and its dimension
     y = torch.randn(37, 96, generator=generator)
     want = reference(x, y, 1e-5)
-    fused_values = dict(zip(STAT_KEYS, fused_stats(x, y, 1e-5), strict=True))
+    fused_values = as_record(fused_stats(x, y, 1e-5))
     eager = token_stats(x, y, 1e-5)
     for key in STAT_KEYS:
         assert close(fused_values[key], want[key]), key
@@ -63,7 +63,7 @@ def test_fused_formulas_equal_float64_and_the_eager_reductions():
 def test_fused_counts_nonfinite_entries():
     x = torch.ones(3, 8)
     x[0, 1], x[0, 2], x[2, 7] = float("nan"), float("inf"), float("-inf")
-    *_, nonfinite = fused_stats(x, x, 1e-5)
+    nonfinite = fused_stats(x, x, 1e-5)[2]
     assert nonfinite.tolist() == [2, 0, 1]
     assert fused_grad(x)[1].tolist() == [2, 0, 1]
 
@@ -71,7 +71,7 @@ def test_fused_counts_nonfinite_entries():
 def test_fused_reads_bfloat16_without_losing_the_float32_statistics():
     x = (torch.randn(20, 64) * 4).to(torch.bfloat16)
     want = reference(x.float(), x.float(), 1e-5)  # float32 statistics of the same bf16 values
-    got = dict(zip(STAT_KEYS, fused_stats(x, x, 1e-5), strict=True))
+    got = as_record(fused_stats(x, x, 1e-5))
     for key in ("mean", "std", "rms", "absmax", "out_mean", "out_std"):
         assert got[key].dtype == torch.float32
         assert close(got[key], want[key]), key

@@ -21,7 +21,7 @@ from torch import nn
 from lninspect import capture
 from lninspect.corpus.aggregator import Aggregator
 from lninspect.hooks import reduce
-from lninspect.hooks.reduce import copy_together, to_host, transfer_batches
+from lninspect.hooks.transfer import copy_together, to_host, transfer_batches
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
 from tests.test_architectures import FAMILIES

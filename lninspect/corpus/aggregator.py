@@ -25,6 +25,7 @@ import torch
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census
+from lninspect.hooks.transfer import descriptions
 from lninspect.norms.discovery import NormInfo
 from lninspect.results.aggregate import MOMENT_KEYS, SPIKE_KEY, Histogram, Moments, NormAggregate
 from lninspect.statistics import denominator_key
@@ -202,9 +203,10 @@ class Aggregator:
         }
         hists = {w: h.cpu().numpy() for w, h in self.hist.items()}
         results = []
-        for m, norm in enumerate(self.norms):
+        for m, (norm, description) in enumerate(
+            zip(self.norms, descriptions(self.norms), strict=True)
+        ):
             positions = {key: _moments(state, m * k + i) for i, key in enumerate(self.keys)}
-            description = norm.describe()
             results.append(
                 NormAggregate(
                     **{

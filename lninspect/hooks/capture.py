@@ -31,9 +31,10 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
-from lninspect.hooks.reduce import gather, gather_record, to_host
+from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
 from lninspect.hooks.spikes import spike_metrics
+from lninspect.hooks.transfer import descriptions, to_host
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
 from lninspect.results import (
@@ -41,6 +42,7 @@ from lninspect.results import (
     InputInfo,
     InputStats,
     ModelInfo,
+    NormDescription,
     NormStats,
     OutputStats,
     StatsResult,
@@ -207,10 +209,10 @@ class Capture:
         hooks = self._hooks
         self._records_to_host()
         spikes = self._collect_spikes(input)
+        ran = [info for info in hooks.norms if hooks.forward[info.name]]
         norms = [
-            self._norm_stats(info, spikes.get(info.name))
-            for info in hooks.norms
-            if hooks.forward[info.name]
+            self._norm_stats(info, description, spikes.get(info.name))
+            for info, description in zip(ran, descriptions(ran), strict=True)
         ]
         if not norms:
             raise LninspectError(
@@ -255,11 +257,13 @@ class Capture:
         return drained
 
     def _norm_stats(
-        self, info: NormInfo, spikes: tuple[dict[str, Any], Census] | None
+        self,
+        info: NormInfo,
+        description: NormDescription,
+        spikes: tuple[dict[str, Any], Census] | None,
     ) -> NormStats:
         hooks = self._hooks
         record = gather_record(hooks.forward[info.name])
-        description = info.describe()
         return NormStats(
             **{k.name: getattr(description, k.name) for k in fields(description)},
             input=from_record(InputStats, "input", record),
@@ -343,7 +347,7 @@ def capture(
         model.register_forward_hook(hooks.end_pass, always_call=True),
     ]
     try:
-        if eval_mode:
+        if eval_mode and any(training.values()):  # most often already in eval mode
             model.eval()
         for info in norms:
             if grads:
@@ -357,7 +361,8 @@ def capture(
         for handle in handles:
             handle.remove()
         for module, flag in training.items():
-            module.training = flag
+            if module.training != flag:  # nn.Module.__setattr__ is slow: set only what changed
+                module.training = flag
 
 
 def _first_tensor_slot(

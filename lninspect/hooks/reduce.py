@@ -8,9 +8,6 @@ here keeps a reference to its input.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,48 +68,6 @@ def token_nonfinite(t: Tensor, reduced_dims: int = 1) -> Tensor:
 def token_norm(g: Tensor, reduced_dims: int = 1) -> Tensor:
     """The L2 norm of `g` over its hidden axis, per token, accumulated in float32."""
     return torch.linalg.vector_norm(hidden_flat(g, reduced_dims), dim=-1, dtype=torch.float32)
-
-
-TRANSFER_BYTES = 64 * 2**20  # the most one copy to the host joins: its extra memory on each side
-
-
-def to_host(tensors: Sequence[Tensor], limit: int = TRANSFER_BYTES) -> list[Tensor]:
-    """The tensors on the CPU, in one copy per (device, dtype) rather than one per tensor.
-
-    Each `.cpu()` of a CUDA tensor waits for the device and pays a copy's latency; a run's
-    records are hundreds of small tensors (statistics x norms x calls). CPU tensors are
-    returned as they are; the others become views of host buffers of at most `limit` bytes.
-    """
-    host = list(tensors)
-    for batch in transfer_batches(host, limit):
-        for i, moved in zip(batch, copy_together([host[i] for i in batch]), strict=True):
-            host[i] = moved
-    return host
-
-
-def transfer_batches(tensors: Sequence[Tensor], limit: int) -> list[list[int]]:
-    """Indices of the tensors not on the CPU, in runs of one (device, dtype) that hold at most
-    `limit` bytes (or one larger tensor), in order within each run."""
-    groups: dict[tuple[torch.device, torch.dtype], list[list[int]]] = defaultdict(lambda: [[]])
-    size: dict[tuple[torch.device, torch.dtype], int] = defaultdict(int)
-    for i, t in enumerate(tensors):
-        if t.device.type == "cpu":
-            continue
-        key, nbytes = (t.device, t.dtype), t.numel() * t.element_size()
-        if groups[key][-1] and size[key] + nbytes > limit:
-            groups[key].append([])
-            size[key] = 0
-        groups[key][-1].append(i)
-        size[key] += nbytes
-    return [batch for runs in groups.values() for batch in runs]
-
-
-def copy_together(tensors: Sequence[Tensor]) -> list[Tensor]:
-    """Tensors of one device and dtype, joined on the device, copied to the CPU at once and
-    split there: views of one host buffer, shaped as before."""
-    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu()
-    pieces = flat.split([t.numel() for t in tensors])
-    return [piece.view(t.shape) for piece, t in zip(pieces, tensors, strict=True)]
 
 
 def gather_record(records: list[dict[str, Tensor]]) -> dict[str, np.ndarray]:
