@@ -13,7 +13,7 @@ from lninspect.jobs import run_grads
 from lninspect.options import RunOptions
 from lninspect.render.figures import figure_of
 from lninspect.render.grad_plots import plot_param_grads, plot_scale_vs_std
-from lninspect.render.stats_plots import plot_std_per_layer
+from lninspect.render.stats_plots import plot_mean_heatmap, plot_std_heatmap, plot_std_per_layer
 from lninspect.results import GradsResult
 
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -69,3 +69,5 @@ def test_all_nan_statistics_say_so(all_nan: GradsResult):
     assert "no finite gradient scale" in texts(plot_scale_vs_std(all_nan))
     assert "no finite input std" in texts(plot_std_per_layer(all_nan))
     assert "no finite, non-zero parameter gradient" in texts(plot_param_grads(all_nan))
+    for heatmap in (plot_std_heatmap(all_nan), plot_mean_heatmap(all_nan)):
+        assert all("nothing finite to show" in texts(ax) for ax in heatmap.axes)  # no bar

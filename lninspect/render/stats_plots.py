@@ -146,16 +146,21 @@ def draw_heatmap(
     axes = figure.subplots(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
     )[:, 0]
-    count = 0
+    count, shown = 0, False
     for ax, (title, rows) in zip(axes, panels, strict=True):
         grid = _grid([_row(values, n) for n in rows])  # (modules, tokens)
         count = max(count, grid.shape[1])
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap=cmap)
+        shown = shown or bool(np.isfinite(grid).any())
+        if not np.isfinite(grid).any():
+            say_nothing_to_show(ax, "nothing finite to show: every token's value is NaN or Inf")
         ylabel, labels = _row_labels(result, title, rows)
         step = max(1, math.ceil(len(rows) / MAX_ROW_TICKS))
         ax.set_yticks(range(0, len(rows), step), labels[::step], fontsize=8)
         ax.set_ylabel(ylabel)
     _token_ticks(axes[-1], result, count)
+    if not shown:  # no colour bar for a scale that nothing uses
+        return figure
     bar = figure.colorbar(image, ax=list(axes), label=label, pad=0.01)
     if isinstance(scale, SymLogNorm):
         bar.set_ticks(symlog_ticks(scale))
@@ -191,7 +196,9 @@ def plot_std_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
     """The norm's denominator (std, rms for RMSNorm) per module and token, log colour scale."""
     values = np.concatenate([token_row(n.denominator) for n in result.norms])
     positive = values[np.isfinite(values) & (values > 0)]
-    scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm()
+    # nothing positive and finite: any valid range (every panel says there is nothing to show)
+    low, high = (positive.min(), positive.max()) if positive.size else (1.0, 10.0)
+    scale = LogNorm(vmin=low, vmax=high)
     return draw_heatmap(
         result,
         fig or new_figure(11, heatmap_height(result)),
