@@ -4,7 +4,8 @@
 # 1. exactness on CUDA against the CPU and float64 (float32 and bfloat16);
 # 2. capture overhead against the bare model (and hooks that do nothing), bf16, 1024 tokens,
 #    batch 1 and 16, gpt2 and gpt2-xl (random weights), compiled and eager reductions;
-# 3. corpus throughput of `stats --file`, bf16, 16 x 1024.
+# 3. the host's time per phase of a run and per reductions call (benchmarks/host_cost.py);
+# 4. corpus throughput of `stats --file`, bf16, 16 x 1024.
 # docs/performance.md's GPU section is written from its output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,9 @@ for batch in 1 16; do  # which the default should be at each batch size (launch-
   $PY benchmarks/overhead.py --model random:gpt2 --device cuda --dtype bfloat16 \
       --batch-size "$batch" --repeats 5 --reductions eager
 done
+echo "== host time per phase and per call, random:gpt2 bf16 batch 1 (what batch 1 waits on)"
+$PY benchmarks/host_cost.py --model random:gpt2 --device cuda --dtype bfloat16 --tokens 1024 \
+    --repeats 20
 echo "== throughput"
 $PY benchmarks/throughput.py --device cuda --dtype bfloat16 --seq-len 1024 --batch-size 16 \
     --sequences 128 --repeats 3
