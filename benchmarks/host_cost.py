@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -85,8 +86,8 @@ def main() -> None:
     x = torch.randn(1, args.tokens, width, device=device).to(loaded.model.dtype)
     with torch.inference_mode():
         for mode in MODES:
-            reductions = Reductions(mode)
-            cost = per_call(lambda: reductions.stats(x, x, 1e-5, 1), device, 500, args.repeats)
+            call = partial(Reductions(mode).stats, x, x, 1e-5, 1)
+            cost = per_call(call, device, 500, args.repeats)
             print(f"one Reductions.stats call, {mode:<8} {cost:8.1f} us")
     names = ("enter capture", "forward with hooks", "leave capture", "result()", "bare forward")
     for mode in MODES:
