@@ -134,7 +134,10 @@ def run_grads(
     model.zero_grad(set_to_none=True)
     base = {f.name: getattr(stats, f.name) for f in fields(StatsResult) if f.name != "schema"}
     result = GradsResult(
-        **base, loss=float(torch.stack(losses).mean()), loss_kind=LOSSES[loss], params=params
+        **base,
+        loss=float(torch.stack(losses).double().mean()),
+        loss_kind=LOSSES[loss],
+        params=params,
     )
     if ablate and spikes is not None:
         result.ablation = ablate_spikes(prepared, result, spikes, target_id)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lninspect.hooks.transfer import to_host
 from lninspect.norms.discovery import NormInfo, layer_index
 from lninspect.results import ParamGrad
 from lninspect.roles import in_sublayer
@@ -69,20 +70,26 @@ def param_group(name: str, model: nn.Module, norm_names: set[str]) -> str:
 
 
 def param_grads(model: nn.Module, norms: Sequence[NormInfo]) -> list[ParamGrad]:
-    """Every parameter tensor with its group, layer and gradient norm (NaN without grad)."""
+    """Every parameter tensor with its group, layer and gradient norm (NaN without grad).
+
+    The norms are computed on the device and read in one copy (not one sync per tensor).
+    """
     norm_names = {n.name for n in norms}
-    rows = []
-    for name, param in model.named_parameters():
-        grad = param.grad
-        norm = (
-            torch.linalg.vector_norm(grad, dtype=torch.float32).item()
-            if grad is not None
-            else float("nan")
+    params = list(model.named_parameters())
+    with torch.no_grad():
+        computed = [
+            torch.linalg.vector_norm(p.grad, dtype=torch.float32)
+            for _, p in params
+            if p.grad is not None
+        ]
+    values = iter(to_host(computed))
+    return [
+        ParamGrad(
+            name=name,
+            layer=layer_index(name),
+            group=param_group(name, model, norm_names),
+            grad_norm=float(next(values)) if param.grad is not None else float("nan"),
+            numel=param.numel(),
         )
-        group = param_group(name, model, norm_names)
-        rows.append(
-            ParamGrad(
-                name=name, layer=layer_index(name), group=group, grad_norm=norm, numel=param.numel()
-            )
-        )
-    return rows
+        for name, param in params
+    ]

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lninspect.hooks.params import param_group
+from lninspect.hooks.transfer import to_host
 from lninspect.norms.discovery import NormInfo, layer_index
 from lninspect.results.watch import ParamGroupGrad
 from lninspect.trends import group_params
@@ -62,12 +63,9 @@ class ParamGradNorms:
     def grouped(self, norms: dict[int, torch.Tensor]) -> list[ParamGroupGrad]:
         """Group per-parameter norms (index -> 0-d tensor); a parameter without one is NaN."""
         values = [math.nan] * len(self.params)
-        if norms:
-            order = sorted(norms)
-            device = norms[order[0]].device  # one stack, one copy to the host
-            stacked = torch.stack([norms[i].to(device) for i in order]).tolist()
-            for i, value in zip(order, stacked, strict=True):
-                values[i] = value
+        order = sorted(norms)
+        for i, value in zip(order, to_host([norms[i] for i in order]), strict=True):
+            values[i] = float(value)  # one copy per device to the host, not one per norm
         return group_params(
             [(layer, group, v) for (_, layer, group), v in zip(self.params, values, strict=True)]
         )
