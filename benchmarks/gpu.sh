@@ -1,35 +1,63 @@
 #!/usr/bin/env bash
 # Every GPU check of lninspect in one run, for a session that is lent an accelerator:
-#   PYTHONPATH=$PWD bash benchmarks/gpu.sh > gpu.log 2>&1     (about 8 minutes on an H200)
-# 1. exactness on CUDA against the CPU and float64 (float32 and bfloat16);
-# 2. capture overhead against the bare model (and hooks that do nothing), bf16, 1024 tokens,
-#    batch 1 and 16, gpt2 and gpt2-xl (random weights), compiled and eager reductions;
-# 3. the host's time per phase of a run and per reductions call (benchmarks/host_cost.py);
-# 4. corpus throughput of `stats --file`, bf16, 16 x 1024.
+#   PYTHONPATH=$PWD bash benchmarks/gpu.sh > gpu.log 2>&1     (all parts; about 8-9 minutes)
+#   PYTHONPATH=$PWD bash benchmarks/gpu.sh exact overhead     (some parts, in this order)
+# Parts:
+#   exact       exactness on CUDA against the CPU and float64 (float32 and bfloat16), sync check;
+#   overhead    capture against the bare model (and hooks that do nothing), bf16, 1024 tokens,
+#               batch 1 and 16, gpt2 and gpt2-xl (random weights), compiled reductions;
+#   eager       the same for gpt2 with the eager reductions, batch 1 and 16 (which should
+#               `auto` pick at each: launch-bound or GPU-bound);
+#   host        the host's time per phase of a run and per reductions call (host_cost.py);
+#   throughput  corpus throughput of `stats --file`, bf16, 16 x 1024.
 # docs/performance.md's GPU section is written from its output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+exact() {
+  echo "== exactness"
+  $PY benchmarks/device_check.py --device cuda
+}
+
+overhead() {
+  for model in random:gpt2 random:gpt2-xl; do
+    for batch in 1 16; do
+      echo "== overhead $model bf16 batch $batch"
+      $PY benchmarks/overhead.py --model "$model" --device cuda --dtype bfloat16 \
+          --batch-size "$batch" --repeats 7
+    done
+  done
+}
+
+eager() {
+  for batch in 1 16; do
+    echo "== overhead random:gpt2 bf16 batch $batch, eager reductions (the cost before fusing)"
+    $PY benchmarks/overhead.py --model random:gpt2 --device cuda --dtype bfloat16 \
+        --batch-size "$batch" --repeats 5 --reductions eager
+  done
+}
+
+host() {
+  echo "== host time per phase and per call, random:gpt2 bf16 batch 1 (what batch 1 waits on)"
+  $PY benchmarks/host_cost.py --model random:gpt2 --device cuda --dtype bfloat16 \
+      --tokens 1024 --repeats 20
+}
+
+throughput() {
+  echo "== throughput"
+  $PY benchmarks/throughput.py --device cuda --dtype bfloat16 --seq-len 1024 --batch-size 16 \
+      --sequences 128 --repeats 3
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-echo "== exactness"
-$PY benchmarks/device_check.py --device cuda
-for model in random:gpt2 random:gpt2-xl; do
-  for batch in 1 16; do
-    echo "== overhead $model bf16 batch $batch"
-    $PY benchmarks/overhead.py --model "$model" --device cuda --dtype bfloat16 \
-        --batch-size "$batch" --repeats 7
-  done
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(exact overhead eager host throughput)
+for part in "${parts[@]}"; do
+  case "$part" in
+    exact | overhead | eager | host | throughput) "$part" ;;
+    *) echo "gpu.sh: unknown part '$part' (exact, overhead, eager, host, throughput)" >&2; exit 2 ;;
+  esac
 done
-for batch in 1 16; do  # which the default should be at each batch size (launch- or GPU-bound)
-  echo "== overhead random:gpt2 bf16 batch $batch, eager reductions (the cost before fusing)"
-  $PY benchmarks/overhead.py --model random:gpt2 --device cuda --dtype bfloat16 \
-      --batch-size "$batch" --repeats 5 --reductions eager
-done
-echo "== host time per phase and per call, random:gpt2 bf16 batch 1 (what batch 1 waits on)"
-$PY benchmarks/host_cost.py --model random:gpt2 --device cuda --dtype bfloat16 --tokens 1024 \
-    --repeats 20
-echo "== throughput"
-$PY benchmarks/throughput.py --device cuda --dtype bfloat16 --seq-len 1024 --batch-size 16 \
-    --sequences 128 --repeats 3
