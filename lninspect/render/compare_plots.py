@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lninspect.render.compare_tables import how_compared, row_label
-from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.figures import new_figure, save_titled
 from lninspect.results.compare import CompareResult, MatchedRow
 from lninspect.roles import ROLE_LABELS, ordered_roles
 
@@ -154,11 +154,8 @@ def _token_ticks(ax: Axes, tokens: list[str], most: int = 40) -> None:
 def save_compare_figures(result: CompareResult, folder: Path) -> list[Path]:
     """Write the overlay figures into `folder` (the token figure only in tokens mode)."""
     sub = " vs ".join(chr(65 + i) for i in range(len(result.models))) + f" · {how_compared(result)}"
-    layers = plot_compare_layers(result)
-    layers.suptitle(f"Per-layer statistics of each model\n{sub}")
-    paths = [save_figure(layers, folder / LAYERS_FIGURE)]
+    figures = [(plot_compare_layers(result), "Per-layer statistics of each model", LAYERS_FIGURE)]
     if result.mode == "tokens":
-        tokens = plot_compare_tokens(result)
-        tokens.suptitle(f"Token by token: the norm where the models differ most\n{sub}")
-        paths.append(save_figure(tokens, folder / TOKENS_FIGURE))
-    return paths
+        title = "Token by token: the norm where the models differ most"
+        figures.append((plot_compare_tokens(result), title, TOKENS_FIGURE))
+    return save_titled(folder, sub, figures)

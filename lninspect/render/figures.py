@@ -46,6 +46,15 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
+def save_titled(folder: Path, subtitle: str, figures: list[tuple[Figure, str, str]]) -> list[Path]:
+    """Title each (figure, title, file name) "title / subtitle" and save it into `folder`."""
+    paths = []
+    for figure, title, name in figures:
+        figure.suptitle(f"{title}\n{subtitle}")
+        paths.append(save_figure(figure, folder / name))
+    return paths
+
+
 def say_nothing_to_show(ax: Axes, why: str) -> None:
     """Write in the middle of `ax` why it is empty, instead of leaving blank axes."""
     ax.text(

@@ -14,14 +14,17 @@ from lninspect.render.figures import (
     figure_of,
     new_figure,
     readable_log_ticks,
-    save_figure,
+    save_titled,
     say_nothing_to_show,
 )
 from lninspect.render.format import figure_subtitle
 from lninspect.results import GradsResult, NormStats
 from lninspect.summary import group_norms, norms_of_role, with_grads
 
-FIGURES = ("grads-params.png", "grads-heatmap.png", "grads-scale-vs-std.png")
+PARAMS_FIGURE = "grads-params.png"
+HEATMAP_FIGURE = "grads-heatmap.png"
+SCALE_FIGURE = "grads-scale-vs-std.png"
+FIGURES = (PARAMS_FIGURE, HEATMAP_FIGURE, SCALE_FIGURE)
 LAYER_GROUPS = {
     "attn_in": "attention in",
     "attn_out": "attention out",
@@ -176,14 +179,10 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
 
 def save_grads_figures(result: GradsResult, folder: Path) -> list[Path]:
     """Write the three gradient figures into `folder`; return their paths."""
-    sub = figure_subtitle(result)
-    params = figure_of(plot_param_grads(result))
-    params.suptitle(f"Parameter gradient norms per layer\n{sub}")
-    heatmap = plot_grad_heatmap(result)
-    heatmap.suptitle(f"Gradient through each LayerNorm, per token\n{sub}")
-    scatter = figure_of(plot_scale_vs_std(result))
-    scatter.suptitle("The backward pass divides by σ: gradient scale vs input std\n" + sub)
-    return [
-        save_figure(fig, folder / name)
-        for fig, name in zip((params, heatmap, scatter), FIGURES, strict=True)
+    scale_title = "The backward pass divides by σ: gradient scale vs input std"
+    figures = [
+        (figure_of(plot_param_grads(result)), "Parameter gradient norms per layer", PARAMS_FIGURE),
+        (plot_grad_heatmap(result), "Gradient through each LayerNorm, per token", HEATMAP_FIGURE),
+        (figure_of(plot_scale_vs_std(result)), scale_title, SCALE_FIGURE),
     ]
+    return save_titled(folder, figure_subtitle(result), figures)

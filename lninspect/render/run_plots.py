@@ -15,7 +15,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.figures import figure_of, new_figure, save_titled
 from lninspect.render.format import short_names
 from lninspect.results.watch import WatchLog
 from lninspect.roles import ROLE_LABELS
@@ -223,16 +223,20 @@ def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
 
 def save_run_figures(log: WatchLog, found: list[Jump], folder: Path) -> list[Path]:
     """Write the four figures of a run into `folder`; return their paths."""
-    sub = f"{log.path} · {len(log.records)} records"
-    heat = figure_of(plot_input_std_heatmap(log))
-    heat.suptitle(f"Input std of every norm over training\n{sub}")
     scale = plot_series_panels(log, "grad_scale", "median |dL/dx| / |dL/dy|")
-    scale.suptitle(f"Gradient scale through each norm over training\n{sub}")
     spikes = plot_series_panels(log, "absmax", "largest |x|", dims=True)
-    spikes.suptitle(f"The largest activation at each norm over training\n{sub}")
-    loss = figure_of(plot_loss(log, found))
-    loss.suptitle(f"Loss, and the steps where a norm statistic jumped\n{sub}")
-    return [
-        save_figure(fig, folder / name)
-        for fig, name in zip((heat, scale, spikes, loss), RUN_FIGURES, strict=True)
+    figures = [
+        (
+            figure_of(plot_input_std_heatmap(log)),
+            "Input std of every norm over training",
+            INPUT_STD,
+        ),
+        (scale, "Gradient scale through each norm over training", GRAD_SCALE),
+        (spikes, "The largest activation at each norm over training", SPIKES),
+        (
+            figure_of(plot_loss(log, found)),
+            "Loss, and the steps where a norm statistic jumped",
+            LOSS,
+        ),
     ]
+    return save_titled(folder, f"{log.path} · {len(log.records)} records", figures)

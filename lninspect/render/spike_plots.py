@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from lninspect.render.figures import figure_of, new_figure, save_figure
+from lninspect.render.figures import figure_of, new_figure, save_titled
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
@@ -335,27 +335,25 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
 
 def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the spike figures into `folder` (each says so when there is no spike)."""
-    sub = figure_subtitle(result)
-    ranks = plot_spike_ranks(result)
-    ranks.suptitle(f"Do spikes keep their rank through the norm?\n{sub}")
-    order = plot_spike_order(result)
-    order.suptitle(f"Does each norm keep the order of its spikes?\n{sub}")
-    path = figure_of(plot_trajectory(result))
-    path.suptitle(f"The largest dimensions through depth, before and after each norm\n{sub}")
-    squeeze = figure_of(plot_compression(result))
     dim = top_dimension(result)
-    squeeze.suptitle(
-        f"Across tokens: how per-token division compresses dim {dim}\n{sub}"
+    squeeze = (
+        f"Across tokens: how per-token division compresses dim {dim}"
         if dim is not None
-        else f"Across-token compression\n{sub}"
+        else "Across-token compression"
     )
-    census = figure_of(plot_census(result))
-    census.suptitle(f"Spike census: which dimensions spike, at which norms\n{sub}")
     figures = [
-        (ranks, SPIKE_RANKS),
-        (order, SPIKE_ORDER),
-        (path, SPIKE_TRAJECTORY),
-        (squeeze, SPIKE_COMPRESSION),
-        (census, SPIKE_CENSUS),
+        (plot_spike_ranks(result), "Do spikes keep their rank through the norm?", SPIKE_RANKS),
+        (plot_spike_order(result), "Does each norm keep the order of its spikes?", SPIKE_ORDER),
+        (
+            figure_of(plot_trajectory(result)),
+            "The largest dimensions through depth, before and after each norm",
+            SPIKE_TRAJECTORY,
+        ),
+        (figure_of(plot_compression(result)), squeeze, SPIKE_COMPRESSION),
+        (
+            figure_of(plot_census(result)),
+            "Spike census: which dimensions spike, at which norms",
+            SPIKE_CENSUS,
+        ),
     ]
-    return [save_figure(fig, folder / name) for fig, name in figures]
+    return save_titled(folder, figure_subtitle(result), figures)

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 
-from lninspect.render.figures import figure_of, new_figure, save_figure, say_nothing_to_show
+from lninspect.render.figures import figure_of, new_figure, save_titled, say_nothing_to_show
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
 from lninspect.results import NormStats, StatsResult
@@ -278,13 +278,11 @@ def plot_std_per_layer(result: StatsResult, ax: Axes | None = None) -> Axes:
 
 def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the statistics figures into `folder`; the spike figures only when captured."""
-    sub = figure_subtitle(result)
-    std = plot_std_heatmap(result)
-    std.suptitle(f"Input std of every norm, per token\n{sub}")
-    mean = plot_mean_heatmap(result)
-    mean.suptitle(f"Input mean of every norm, per token\n{sub}")
     growth = figure_of(plot_std_per_layer(result, new_figure(10, 5.5).add_subplot()))
-    growth.suptitle(f"Residual-stream growth with depth: input std per layer\n{sub}")
-    figures = [(std, STD_HEATMAP), (mean, MEAN_HEATMAP), (growth, STD_PER_LAYER)]
-    paths = [save_figure(fig, folder / name) for fig, name in figures]
+    figures = [
+        (plot_std_heatmap(result), "Input std of every norm, per token", STD_HEATMAP),
+        (plot_mean_heatmap(result), "Input mean of every norm, per token", MEAN_HEATMAP),
+        (growth, "Residual-stream growth with depth: input std per layer", STD_PER_LAYER),
+    ]
+    paths = save_titled(folder, figure_subtitle(result), figures)
     return paths + (save_spike_figures(result, folder) if has_order(result) else [])
