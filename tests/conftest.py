@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("COLUMNS", "200")
+# Set, not defaulted: a shell's exported COLUMNS (empty, or 80) or FORCE_COLOR must not reach
+# the tests' consoles. A test that wants another width passes COLUMNS itself.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["COLUMNS"] = "200"
+for name in ("LINES", "FORCE_COLOR"):
+    os.environ.pop(name, None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

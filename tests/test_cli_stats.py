@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.results import StatsResult
+from tests import processes
 
 runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -171,7 +171,7 @@ def test_help_imports_neither_torch_nor_transformers():
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
@@ -179,7 +179,7 @@ def test_help_imports_neither_torch_nor_transformers():
     )
     assert done.returncode == 0, done.stderr
     assert "stats" in done.stdout and "norms" in done.stdout
-    light = subprocess.run(
+    light = processes.run(
         [sys.executable, "-c", "import lninspect, sys; assert 'transformers' not in sys.modules"],
         capture_output=True,
     )
@@ -187,7 +187,7 @@ def test_help_imports_neither_torch_nor_transformers():
 
 
 def test_python_dash_m_runs_the_cli():
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, "-m", "lninspect", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.startswith("lninspect ")
@@ -197,7 +197,7 @@ def test_python_dash_m_runs_the_cli():
     "args", [["stats", "--max-tokens", "0"], ["stats", "--dtype", "float8"], ["no-such-command"]]
 )
 def test_usage_errors_are_one_line_from_the_real_entry_point(args: list[str]):
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, "-m", "lninspect", *args],
         capture_output=True,
         text=True,

@@ -5,7 +5,9 @@ call lninspect, and the `lninspect ...` spans of docs/commands.md. They run offl
 temporary folder with what they name: `tiny` for gpt2 (and gpt2@main, and an omitted model),
 a saved tiny model for ./my-checkpoint and the other local model folders, small text files for
 notes.txt and corpus/*.txt, a short watch log for runs/a, and the placement experiment at its
-smallest width.
+smallest settings (a documented command is tested for its code path, not for its default
+size), and each is checked for what it wrote: JSON that parses, PNGs that are not blank, a
+report's index.html.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from lninspect.cli import app
@@ -23,7 +26,16 @@ from lninspect.results.watch import LOG_NAME
 
 ROOT = Path(__file__).parents[1]
 TEXT = "Layer normalization keeps every token at a steady scale. " * 4
-SMALL_PLACEMENT = ["--d-model", "16", "--heads", "2", "--seeds", "1"]
+SMALL_PLACEMENT = {"--d-model": "16", "--heads": "2", "--seeds": "1", "--seq-len": "16"}
+SMALL_TRAINING = {
+    "--layers": "2",
+    "--batch": "2",
+    "--steps": "4",
+    "--warmup": "2",
+    "--lr": "1e-3",
+    "--eval-every": "2",
+    "--stats-every": "2",
+}
 LOCAL_MODELS = {"./my-checkpoint", "./ckpt-1000", "./ckpt-2000", "./base", "./finetuned"}
 GOLDEN_WATCH = Path(__file__).parent / "golden" / "watch.json"
 runner = CliRunner()
@@ -60,8 +72,35 @@ def runnable(command: str, checkpoint: Path) -> tuple[list[str], str | None]:
     words = [str(checkpoint) if w in LOCAL_MODELS else w for w in words]
     words = ["runs/a" if w == "LOG" else w for w in words]
     if words[:1] == ["placement"]:
-        words += SMALL_PLACEMENT
+        small = SMALL_PLACEMENT | (SMALL_TRAINING if "--train" in words else {})
+        words += [
+            word
+            for option, value in small.items()
+            if option not in words
+            for word in (option, value)
+        ]
     return words, piped
+
+
+def written(folder: Path) -> dict[Path, int]:
+    """Every file below `folder`, with the time it was last written."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def assert_wrote_what_it_promises(args: list[str], before: dict[Path, int], folder: Path) -> None:
+    """JSON that parses, PNGs that are not blank, a report's page: whatever the command names."""
+    new = [p for p, t in written(folder).items() if before.get(p) != t]
+    if "--json" in args and args[args.index("--json") + 1] != "-":
+        assert any(p.suffix == ".json" and "schema" in json.loads(p.read_text()) for p in new)
+    if "--plot" in args:
+        pngs = [p for p in new if p.suffix == ".png"]
+        assert pngs, f"no PNG written: {args}"
+        for png in pngs:
+            with Image.open(png) as image:
+                low, high = image.convert("L").getextrema()
+                assert high > low, f"{png.name} is blank"
+    if args[:1] == ["report"]:
+        assert any(p.name == "index.html" for p in new), f"no report page: {args}"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +134,8 @@ def test_every_documented_command_runs(
     monkeypatch.chdir(folder)
     args, piped = runnable(command, tiny_model_dir)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "hf-home"), "COLUMNS": "80"}
+    before = written(folder)
     result = runner.invoke(app, args, env=env, input=piped)
     assert result.exit_code == 0, f"{source}: {command}\n{result.output}"
     assert "Traceback" not in result.output
+    assert_wrote_what_it_promises(args, before, folder)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
+from tests import processes
 
 runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -541,7 +542,7 @@ def test_two_runs_writing_the_same_file(tiny_model_dir: Path, tmp_path: Path):
         for _ in range(2)
     ]
     for run in runs:
-        out, err = run.communicate(timeout=120)
+        out, err = processes.communicate(run, command)
         assert run.returncode == 0, err.decode()
         assert b"Traceback" not in err
     assert json.loads(target.read_text())["schema"] == "lninspect.stats/2"

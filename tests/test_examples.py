@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
+
+from tests import processes
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def test_gpt_block_example_finds_the_planted_spike():
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, str(EXAMPLES / "gpt_block.py")],
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "ln_1" in done.stdout and "ln_2" in done.stdout

@@ -26,6 +26,7 @@ from lninspect import capture
 from lninspect.cli import app
 from lninspect.model import memory
 from lninspect.render.report import LOCK, claimed_folder
+from tests import processes
 
 runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -46,9 +47,7 @@ def assert_error(result, code: int, message: str) -> None:
 def lninspect(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """The real entry point in a fresh process (for stdout and signal cases)."""
     env = {**os.environ, **ENV, **kwargs.pop("env", {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lninspect", *args], env=env, timeout=300, **kwargs
-    )
+    return processes.run([sys.executable, "-m", "lninspect", *args], env=env, **kwargs)
 
 
 # 1. Output paths that are not regular files ------------------------------------------------
@@ -173,12 +172,11 @@ def test_sigterm_during_a_report_leaves_nothing(tiny_model_dir: Path, tmp_path: 
         f"sys.argv = ['lninspect', 'report', {str(tiny_model_dir)!r}, '--out', {str(out)!r}]\n"
         "main()\n"
     )
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env={**os.environ, **ENV},
-        timeout=300,
     )
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "error: terminated"
@@ -247,7 +245,7 @@ def test_max_memory_is_checked_before_torch_is_imported():
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
         "assert code == 2 and 'torch' not in sys.modules, (code, 'torch' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = processes.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "--max-memory needs --device-map" in done.stderr
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import lninspect
 from lninspect import statistics
 from lninspect.results import GradStats, InputStats, OutputStats
 from lninspect.roles import PLACEMENTS, ROLES
+from tests import processes
 
 PACKAGE = Path(lninspect.__file__).parent
 DOCS = Path(__file__).parents[1] / "docs"
@@ -42,7 +42,7 @@ def test_only_the_torch_side_imports_torch():
     assert "lninspect.render.report" in light and "lninspect.summary" in light
     code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in light)
     code += "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\nassert not heavy, heavy"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = processes.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from lninspect.results.watch import (
 )
 from lninspect.summary import nan_median
 from lninspect.trends import JUMP_FACTOR, jumps, spike_history
+from tests import processes
 from tests.conftest import build_tokenizer, tiny_gpt2
 from tests.test_watch import batches, ref_gpt
 
@@ -240,16 +242,12 @@ def test_revision_in_the_spec(spec: str, expected: tuple[str, str | None]):
 
 
 def test_example_script_trains_and_its_log_reads_back(tmp_path: Path):
-    import subprocess
-    import sys
-
     script = Path(__file__).parents[1] / "examples" / "train_watch.py"
     args = ["--steps", "5", "--every", "2", "--layers", "2", "--d-model", "32", "--seq-len", "32"]
-    done = subprocess.run(
+    done = processes.run(
         [sys.executable, str(script), *args, "--batch", "2", "--log-dir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr

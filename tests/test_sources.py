@@ -15,6 +15,7 @@ import pytest
 
 from lninspect.errors import LninspectError
 from lninspect.model.sources import http_answers, hub_answers, locate
+from tests import processes
 
 ENV = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
 
@@ -23,12 +24,11 @@ def lninspect(*args: str, offline: bool, hf_home: Path, **env: str) -> subproces
     env = {**ENV, "HF_HOME": str(hf_home), "COLUMNS": "200", **env}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "lninspect", *args],
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
     )
 
 

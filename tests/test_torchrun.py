@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lninspect.cli import app
+from tests import processes
 
 pytest.importorskip("torch.distributed")
 WORDS = "the quick brown fox jumps over lazy dog layer norm keeps every token steady".split()
@@ -59,7 +59,7 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path):
     }
     env |= {"HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     two = tmp_path / "two.json"
-    done = subprocess.run(
+    done = processes.run(
         [
             *torchrun(),
             "--standalone",
@@ -74,7 +74,6 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("h.0.ln_1") == 1  # rank 0 alone prints
