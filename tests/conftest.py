@@ -63,6 +63,12 @@ def tiny_gpt2(
     return model
 
 
+def words(text: str) -> str:
+    """`text` with every run of white space made one space: what a phrase reads as whatever the
+    console's width (Rich wraps at spaces; only a word longer than a line, a path, is folded)."""
+    return " ".join(text.split())
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 with its tokenizer, saved with save_pretrained (what --model DIR loads)."""
