@@ -56,6 +56,16 @@ def sharded(model: GPT) -> nn.Module:
     return fully_shard(model)
 
 
+def weight_summaries(model: nn.Module) -> list[dict[str, float]]:
+    """The weight summary of every norm, as `lninspect stats` describes it."""
+    from dataclasses import asdict
+
+    from lninspect.hooks.transfer import descriptions
+    from lninspect.norms.discovery import find_norms
+
+    return [asdict(d.weight) for d in descriptions(find_norms(model)) if d.weight is not None]
+
+
 def trainer_run(out: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
@@ -88,7 +98,12 @@ def main(out: Path) -> None:
     mine = global_batch()[rank::size]
     model = build_model()
     train(nn.parallel.DistributedDataParallel(model), mine, out / "ddp")
-    train(sharded(build_model()), mine, out / "fsdp")
+    fsdp = sharded(build_model())
+    train(fsdp, mine, out / "fsdp")
+    weights = weight_summaries(fsdp)  # a collective under FSDP2: on every rank
+    if rank == 0:
+        sharded_now = type(fsdp.ln_f.weight).__name__ == "DTensor"  # a shard on the module
+        (out / "fsdp" / "weights.json").write_text(json.dumps([sharded_now, weights]))
     trainer_run(out / "trainer")
     dist.destroy_process_group()
 

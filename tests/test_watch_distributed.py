@@ -62,6 +62,7 @@ def reference() -> list[dict]:
         steps.append({"combined": combined, "params": params.grouped(grads)})
         optimizer.step()
         optimizer.zero_grad()
+    steps.append({"weights": job.weight_summaries(model)})  # after the last step
     return steps
 
 
@@ -76,7 +77,7 @@ def test_combined_log_equals_one_process(
 ):
     log = read_log(two_processes / folder)
     assert [r.step for r in log.records] == list(range(job.STEPS))
-    for record, want in zip(log.records, one_process, strict=True):
+    for record, want in zip(log.records, one_process[: job.STEPS], strict=True):
         combined = want["combined"]
         assert (record.world_size, record.grads) == (2, grads)
         assert record.tokens == combined.tokens == job.SEQUENCES * (job.TOKENS - 1)
@@ -102,6 +103,18 @@ def test_combined_log_equals_one_process(
             rtol=1e-5,
             atol=1e-8,
         )
+
+
+def test_sharded_norm_weights_summarised_whole(two_processes: Path, one_process: list[dict]):
+    """FSDP2 leaves a shard on each norm: its summary is the whole weight's (gathered)."""
+    sharded, got = json.loads((two_processes / "fsdp" / "weights.json").read_text())
+    assert sharded
+    want = one_process[-1]["weights"]
+    assert len(got) == len(want) == 5 and [w["negative"] for w in got] == [
+        w["negative"] for w in want
+    ]
+    for key in ("mean", "std", "min", "max"):
+        np.testing.assert_allclose([w[key] for w in got], [w[key] for w in want], rtol=1e-5)
 
 
 def test_quantiles_from_bins_near_exact_ones(two_processes: Path, tmp_path: Path):
