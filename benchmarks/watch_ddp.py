@@ -4,9 +4,10 @@
 
 The reference GPT (6 layers, width 256 unless told) trains on random tokens, each rank its
 own batch, under DDP with `lninspect.watch(every=2)`. Printed by rank 0: the median time
-of a recorded and of a step that is not recorded (and their spread), the time of the
-record combined over the ranks (`Watcher.finish`: the ranks' collectives, the record, the
-line), and the log's last record in short. Printed; never asserted.
+of a recorded and of a step that is not recorded (and their spread), the time of the end
+of a recorded step (`Watcher.finish`: the record, the line) and of the combining over the
+ranks in it (lninspect.monitor.ranks.combine: bins, two collectives), and the log's last
+record in short. Printed; never asserted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lninspect
+from lninspect.monitor import watcher as watcher_module
 from lninspect.monitor.watcher import Watcher
 from lninspect.placement.experiment import initialize
 from lninspect.placement.refgpt import GPT, RefGPTConfig
@@ -49,8 +52,9 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="lninspect-ddp-")) if rank == 0 else Path("unused")
     times: dict[bool, list[float]] = {True: [], False: []}
     finish: list[float] = []
+    combining: list[float] = []
     with lninspect.watch(ddp, every=2, log_dir=folder, tensorboard=False) as w:
-        timed_finish(w, finish)
+        timed_finish(w, finish, combining)
         for step in range(args.steps):
             ids = torch.randint(0, 3072, (args.batch, args.tokens + 1), generator=generator)
             start = time.perf_counter()
@@ -63,24 +67,35 @@ def main() -> None:
             if step >= 2:  # the first two are warm-up
                 times[step % 2 == 0].append(time.perf_counter() - start)
     if rank == 0:
-        report(args, times, finish, folder)
+        report(args, times, finish, combining, folder)
     dist.destroy_process_group()
 
 
-def timed_finish(watcher: Watcher, seconds: list[float]) -> None:
-    """Time every `finish` of the watcher (the end of a recorded step)."""
-    finish = watcher.finish
+def timed_finish(watcher: Watcher, seconds: list[float], combining: list[float]) -> None:
+    """Time every `finish` of the watcher (the end of a recorded step), and its `combine`."""
+    finish, combine = watcher.finish, watcher_module.combine
 
-    def timed(*args: object, **kwargs: object) -> None:
+    def timed(*args: Any, **kwargs: Any) -> None:
         start = time.perf_counter()
-        finish(*args, **kwargs)  # type: ignore[arg-type]
+        finish(*args, **kwargs)
         seconds.append(time.perf_counter() - start)
 
+    def timed_combine(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        combined = combine(*args, **kwargs)
+        combining.append(time.perf_counter() - start)
+        return combined
+
     watcher.finish = timed  # type: ignore[method-assign]
+    watcher_module.combine = timed_combine  # type: ignore[assignment]
 
 
 def report(
-    args: argparse.Namespace, times: dict[bool, list[float]], finish: list[float], folder: Path
+    args: argparse.Namespace,
+    times: dict[bool, list[float]],
+    finish: list[float],
+    combining: list[float],
+    folder: Path,
 ) -> None:
     world = dist.get_world_size()
     print(
@@ -93,7 +108,10 @@ def report(
             f"{label:<14} median {statistics.median(values):.3f} s  "
             f"(min {min(values):.3f}, max {max(values):.3f}, {len(values)} steps)"
         )
-    print(f"finish (collectives, record, line): median {statistics.median(finish):.4f} s")
+    print(
+        f"end of a recorded step (Watcher.finish): median {statistics.median(finish):.4f} s, "
+        f"of which combining over the ranks {statistics.median(combining):.4f} s"
+    )
     record = read_log(folder).records[-1]
     top = max(record.norms, key=lambda n: n.absmax)
     print(

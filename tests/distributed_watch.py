@@ -1,11 +1,12 @@
 """Run by tests/test_watch_distributed.py under `torchrun --nproc_per_node 2` (gloo, CPU).
 
-Each rank takes its half of one global batch and trains the reference GPT one step under
-`lninspect.watch` (every=1, two records: steps 0 and 1), wrapped in DDP, then sharded with
-FSDP2's `fully_shard`; then a transformers Trainer with `WatchCallback` takes two steps.
-The logs go to `<out>/ddp`, `<out>/fsdp` and `<out>/trainer/lninspect` (with the Trainer's
-log history in `<out>/trainer/history.json`). The test builds the
-same model and batch from the functions below and runs them in one process.
+Rank 0 first meets an existing log (every rank must stop). Then each rank takes its half
+of one global batch and trains the reference GPT two steps under `lninspect.watch`
+(every=1: records of steps 0 and 1), wrapped in DDP, then sharded with FSDP2's
+`fully_shard`; then a transformers Trainer with `WatchCallback` takes two steps. The logs
+go to `<out>/ddp`, `<out>/fsdp` and `<out>/trainer/lninspect` (with the Trainer's log
+history in `<out>/trainer/history.json`). The test builds the same model and batch from
+the functions below and runs them in one process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import lninspect
+from lninspect.errors import LninspectError
 from lninspect.placement.refgpt import GPT, RefGPTConfig
+from lninspect.results.watch import LOG_NAME
 
 SEQUENCES, TOKENS, STEPS = 4, 17, 2
 
@@ -92,9 +95,25 @@ def trainer_run(out: Path) -> None:
         (out / "history.json").write_text(json.dumps(trainer.state.log_history))
 
 
+def refused(out: Path, rank: int) -> None:
+    """Rank 0 cannot open the log (it exists): every rank stops with an error, none waits."""
+    folder = out / "taken"
+    if rank == 0:
+        folder.mkdir()
+        (folder / LOG_NAME).write_text("")
+    dist.barrier()
+    try:
+        with lninspect.watch(build_model(), log_dir=folder, tensorboard=False):
+            message = "no error"
+    except LninspectError as exc:
+        message = str(exc)
+    (out / f"refused-{rank}.txt").write_text(message)
+
+
 def main(out: Path) -> None:
     dist.init_process_group("gloo")
     rank, size = dist.get_rank(), dist.get_world_size()
+    refused(out, rank)
     mine = global_batch()[rank::size]
     model = build_model()
     train(nn.parallel.DistributedDataParallel(model), mine, out / "ddp")

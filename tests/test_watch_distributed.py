@@ -133,6 +133,11 @@ def test_quantiles_from_bins_near_exact_ones(two_processes: Path, tmp_path: Path
                 )
 
 
+def test_every_rank_stops_when_rank_0_cannot_open_the_log(two_processes: Path):
+    messages = [(two_processes / f"refused-{rank}.txt").read_text() for rank in (0, 1)]
+    assert "already exists" in messages[0] and "another rank could not start" in messages[1]
+
+
 def test_trainer_under_torchrun_writes_one_log(two_processes: Path):
     folder = two_processes / "trainer"
     assert [p.name for p in (folder / "lninspect").iterdir()] == ["lninspect-watch.jsonl"]

@@ -68,7 +68,7 @@ class Watcher:
         resume: bool = False,
         tensorboard: bool | None = None,
         wandb: bool | None = None,
-        data_parallel: bool | None = None,
+        data_parallel: bool = False,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise LninspectError(f"every must be a positive number of steps, not {every!r}")
@@ -81,7 +81,7 @@ class Watcher:
         self.norms: list[NormInfo] = find_norms(self.model) if self.active else []
         self.params = ParamGradNorms(self.model, self.norms)
         self.params.averaged = self.world_size > 1 and (
-            isinstance(model, nn.parallel.DistributedDataParallel) or bool(data_parallel)
+            isinstance(model, nn.parallel.DistributedDataParallel) or data_parallel
         )
         self.sinks: list[Sink] = []
         self.probe: torch.Tensor | None = None
@@ -93,6 +93,25 @@ class Watcher:
         # set by WatchCallback: the Trainer divides each rank's summed loss by the step's
         # tokens over all ranks, so the step's loss is the sum of the ranks' (not their mean)
         self.tokens_over_ranks = False
+        try:
+            self._open(text, tokenizer, max_tokens, Path(log_dir), resume, tensorboard, wandb)
+        except BaseException:
+            agree(False, self.world_size)  # the other ranks stop too, rather than wait
+            raise
+        if not agree(True, self.world_size):
+            raise LninspectError(f"another rank could not start watching (log_dir '{log_dir}')")
+
+    def _open(
+        self,
+        text: Any,
+        tokenizer: Any,
+        max_tokens: int,
+        log_dir: Path,
+        resume: bool,
+        tensorboard: bool | None,
+        wandb: bool | None,
+    ) -> None:
+        """Check the model and the probe, and open the sinks (on rank 0)."""
         if not self.active:
             return
         if not self.norms:
@@ -102,13 +121,7 @@ class Watcher:
                 raise LninspectError("watch(text=...) does not run a probe under FSDP")
             self.probe = probe_ids(self.model, text, tokenizer, max_tokens)
         if self.rank == 0:
-            try:
-                self.sinks = open_sinks(Path(log_dir), resume, tensorboard, wandb)
-            except BaseException:
-                agree(False, self.world_size)  # the other ranks stop too, rather than wait
-                raise
-        if not agree(True, self.world_size):
-            raise LninspectError(f"rank 0 could not open the log in '{log_dir}'")
+            self.sinks = open_sinks(log_dir, resume, tensorboard, wandb)
 
     @property
     def mode(self) -> str:
@@ -326,7 +339,8 @@ def watch(
     Options: `tokenizer` (for a probe `text` given as a string), `optimizer` (for the
     learning rate), `max_tokens` (of the probe, default 256), `start_step`, `resume` (append
     to an existing log), `tensorboard` / `wandb` (None: when installed / active; True:
-    required; False: off).
+    required; False: off), `data_parallel` (several processes: the gradients are averaged
+    over the ranks before `step()`, as by DDP; a model wrapped in DDP says so itself).
     """
     watcher = Watcher(model, every, log_dir, text, **options)
     try:
