@@ -6,20 +6,26 @@
 Three copies of one model (same weights), each with its own AdamW, take training steps in
 turn (forward, backward of the LM loss, optimizer step, zero_grad): bare; watched on a step
 that is not recorded (the watcher exists, `step()` is called, no hook is attached); watched
-on a recorded step (every=1: capture hooks, parameter-gradient hooks, the record built,
-one JSONL line written and fsynced). Time: median over interleaved repeats. Peak memory: as
-in benchmarks/overhead.py (the bytes allocated above the level before the step). Goals:
-a step that is not recorded costs nothing (time <= 1.01), a recorded one stays within the
-capture goal of grads (time <= 1.10, memory <= 1.05). Printed as ratios; never asserted.
+on a recorded step (every=1: capture hooks, the parameter gradient norms, the record built,
+one JSONL line written and fsynced). Each round of repeats starts with the next copy in
+turn. Time: wall and process CPU time (the latter less disturbed by other jobs), each the
+median of the per-round ratios to the bare step, with their quartiles. Peak
+memory: as in benchmarks/overhead.py (the bytes allocated above the level before the step).
+Goals: a step that is not recorded costs nothing (time <= 1.01), a recorded one at most
+5 % (time <= 1.05, memory <= 1.05). Printed; never asserted. `--profile`: one recorded step
+under cProfile, its time split by phase (hooks, parameter norms, record, fsync).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import cProfile
+import pstats
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +39,7 @@ from lninspect.model.loading import load_model  # noqa: E402
 from lninspect.placement.experiment import initialize  # noqa: E402
 from lninspect.placement.refgpt import GPT, RefGPTConfig  # noqa: E402
 
-GOALS = {"not recorded time": 1.01, "recorded time": 1.10, "recorded memory": 1.05}
+GOALS = {"not recorded time": 1.01, "recorded time": 1.05, "recorded memory": 1.05}
 
 
 def build(name: str, device: str, tokens: int) -> tuple[torch.nn.Module, Callable, int]:
@@ -58,6 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--profile", action="store_true", help="where a recorded step's time goes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,27 +96,90 @@ def main() -> None:
         runs = {name: step(name) for name in models}
         for run in runs.values():  # warm-up
             run()
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, run in runs.items():
-                times[name].append(timed(run, device))
+        times = interleaved(runs, args.repeats, device)
         peaks = {name: peak_bytes(run, device) for name, run in runs.items()}
-    medians = {name: statistics.median(values) for name, values in times.items()}
+        phases = profile_phases(runs["recorded"]) if args.profile else None
+    report(args, device, times, peaks)
+    if phases is not None:
+        print_phases(*phases)
+
+
+def interleaved(
+    runs: dict[str, Callable[[], None]], repeats: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of each run per round; each round starts with the next run in
+    turn, so that none always pays for coming first (its weights out of the caches). The
+    process's CPU time is what other jobs on a shared machine disturb least."""
+    names = list(runs)
+    times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    for i in range(repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            cpu = time.process_time()
+            times[name]["wall"].append(timed(runs[name], device))
+            times[name]["cpu"].append(time.process_time() - cpu)
+    return times
+
+
+def report(
+    args: argparse.Namespace,
+    device: torch.device,
+    times: dict[str, dict[str, list[float]]],
+    peaks: dict[str, float],
+) -> None:
+    """Median times and peaks, and the ratios to bare: median of the per-round ratios, with
+    their quartiles as the spread."""
     print(
         f"{args.model} · {args.batch} x {args.tokens} tokens · {device} · "
         f"{torch.get_num_threads()} threads · torch {torch.__version__} · {args.repeats} repeats"
     )
-    print(f"{'training step':<16}{'median s':>10}{'peak MiB':>10}")
-    for name in runs:
-        print(f"{name:<16}{medians[name]:>10.4f}{peaks[name] / 2**20:>10.1f}")
-    print(f"\n{'ratio to bare':<24}{'measured':>10}{'goal':>8}")
-    for what, value in (
-        ("not recorded time", medians["not recorded"] / medians["bare"]),
-        ("recorded time", medians["recorded"] / medians["bare"]),
-        ("recorded memory", peaks["recorded"] / peaks["bare"]),
-    ):
-        verdict = "ok" if value <= GOALS[what] else "MISSED"
-        print(f"{what:<24}{value:>10.3f}{'<= ' + str(GOALS[what]):>8}  {verdict}")
+    print(f"{'training step':<16}{'wall s':>10}{'cpu s':>10}{'peak MiB':>10}")
+    for name, clocks in times.items():
+        wall, cpu = (statistics.median(clocks[c]) for c in ("wall", "cpu"))
+        print(f"{name:<16}{wall:>10.4f}{cpu:>10.4f}{peaks[name] / 2**20:>10.1f}")
+    print(f"\n{'ratio to bare':<28}{'median':>8}{'q25':>8}{'q75':>8}{'goal':>9}")
+    for what, name in (("not recorded time", "not recorded"), ("recorded time", "recorded")):
+        for clock in ("wall", "cpu"):
+            pairs = zip(times[name][clock], times["bare"][clock], strict=True)
+            q25, median, q75 = statistics.quantiles([a / b for a, b in pairs], n=4)
+            label = f"{what} ({clock})"
+            print(f"{label:<28}{median:>8.3f}{q25:>8.3f}{q75:>8.3f}{verdict(what, median):>9}")
+    memory = peaks["recorded"] / peaks["bare"]
+    print(f"{'recorded memory':<28}{memory:>8.3f}{'':>16}{verdict('recorded memory', memory):>9}")
+
+
+def verdict(what: str, value: float) -> str:
+    return ("<= " if value <= GOALS[what] else "> ") + str(GOALS[what])
+
+
+PHASES = {  # what a recorded step adds: (file, functions) at the top of each phase
+    "capture forward hooks": ("capture.py", ("hook",)),
+    "capture gradient hooks": ("capture.py", ("on_grad",)),
+    "parameter grad norms": ("params.py", ("_take",)),
+    "arm the next step, gate": ("watcher.py", ("arm", "_on_pass", "_after_pass")),
+    "record: result, line": ("watcher.py", ("finish",)),
+    "  of which fsync": ("~", ("<built-in method posix.fsync>",)),
+}
+
+
+def profile_phases(run: Callable[[], None]) -> tuple[float, dict[str, float]]:
+    """One recorded step under cProfile: its seconds, and the cumulative seconds per phase."""
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.runcall(run)
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    phases = dict.fromkeys(PHASES, 0.0)
+    for (file, _, function), (_, _, _, cumulative, _) in stats.items():
+        for phase, (where, functions) in PHASES.items():
+            if Path(file).name == where and function in functions:
+                phases[phase] += cumulative
+    return total, phases
+
+
+def print_phases(total: float, phases: dict[str, float]) -> None:
+    print(f"\none recorded step under cProfile: {total:.3f} s")
+    for phase, seconds in phases.items():
+        print(f"  {phase:<36}{seconds:>8.4f} s{100 * seconds / total:>7.1f} %")
 
 
 if __name__ == "__main__":

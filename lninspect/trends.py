@@ -61,12 +61,19 @@ def norm_record(norm: NormStats) -> NormRecord:
         name=norm.name,
         layer=norm.layer,
         role=norm.role,
-        input_std=quantiles(norm.denominator),
-        output_std=quantiles(norm.output.std),
-        grad_scale=quantiles(norm.grad.scale if norm.grad is not None else None),
+        **{key: quantiles(values) for key, values in token_values(norm).items()},  # type: ignore[arg-type]
         absmax=top,
         absmax_dim=dim,
     )
+
+
+def token_values(norm: NormStats) -> dict[str, np.ndarray | None]:
+    """The per-token arrays a record's quantiles are over, by NormRecord field (None: absent)."""
+    return {
+        "input_std": norm.denominator,
+        "output_std": norm.output.std,
+        "grad_scale": norm.grad.scale if norm.grad is not None else None,
+    }
 
 
 def group_params(rows: Sequence[tuple[int | None, str, float]]) -> list[ParamGroupGrad]:

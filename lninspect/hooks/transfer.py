@@ -66,7 +66,7 @@ def descriptions(norms: Sequence[NormInfo]) -> list[NormDescription]:
     stack per kind of weight (device, dtype, shape, offset), one copy to the host for all."""
     groups: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = defaultdict(list)
     for i, norm in enumerate(norms):
-        weight = getattr(norm.module, "weight", None)
+        weight = full_weight(getattr(norm.module, "weight", None))
         if isinstance(weight, torch.Tensor):
             kind = (weight.device, weight.dtype, weight.shape, norm.weight_offset)
             groups[kind].append((i, weight.detach()))
@@ -79,3 +79,14 @@ def descriptions(norms: Sequence[NormInfo]) -> list[NormDescription]:
         for (i, _), row in zip(members, rows.tolist(), strict=True):
             summaries[i] = weight_summary(row)
     return [norm.describe(summary) for norm, summary in zip(norms, summaries, strict=True)]
+
+
+def full_weight(weight: Any) -> Any:
+    """A norm's weight whole: FSDP2 leaves a DTensor shard on the module between passes, so it
+    is gathered (a collective: every rank summarises its norms at the same point)."""
+    if torch.distributed.is_available():
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(weight, DTensor):
+            return weight.full_tensor()
+    return weight

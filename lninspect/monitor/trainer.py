@@ -8,7 +8,8 @@ an accumulated step: the capture is attached at `on_step_begin` and started afre
 gradient norms are those of the whole accumulated gradient, taken as the last micro-batch's
 backward adds to it). Under gradient checkpointing each norm counts once per pass (the
 capture's `skip_recompute`). The loss is the step's, over all its micro-batches, as the
-model returned it. Under DDP rank 0 alone records and writes (its own numbers).
+model returned it. Under torchrun / accelerate launch every rank records and rank 0 writes
+the records combined over all ranks (lninspect.monitor.watcher).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ class WatchCallback(TrainerCallback):
             **self.options,
             "start_step": state.global_step,
             "optimizer": optimizer,
+            "data_parallel": args.parallel_mode.value == "distributed",  # DDP averages grads
         }
         log_dir = self.log_dir or Path(args.output_dir or ".") / LOG_SUBDIR
         self.watcher = Watcher(model, self.every, log_dir, self.text, **options)
+        self.watcher.tokens_over_ranks = bool(getattr(args, "average_tokens_across_devices", 0))
         if self.watcher.probe is not None:
             self.watcher.start()
 

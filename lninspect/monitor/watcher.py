@@ -17,9 +17,11 @@ attached, a gate on the model pauses the capture for any pass that is not a trai
 With `text=...` the watcher runs that fixed probe (lninspect.monitor.probe) at the start and
 after every N-th step instead.
 
-Under torch.distributed only rank 0 records and writes; the numbers are rank 0's: its own
-micro-batch, and its local gradients before DDP averages them. Every other rank's watcher
-does nothing.
+Under torch.distributed (DDP, or FSDP2's `fully_shard`) every rank records its own tokens
+on the same steps, and the records are combined over the ranks (lninspect.monitor.ranks;
+parameter gradient norms: lninspect.monitor.params); rank 0 alone writes. With a probe,
+rank 0 alone runs it (on the module inside DDP: no collective), as every rank would see
+the same numbers.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from lninspect.errors import LninspectError
 from lninspect.hooks.capture import Capture, capture
 from lninspect.monitor.params import ParamGradNorms
 from lninspect.monitor.probe import DEFAULT_PROBE_TOKENS, probe_ids, run_probe
+from lninspect.monitor.ranks import Combined, agree, combine, world
 from lninspect.monitor.sinks import Sink, open_sinks
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.results import StatsResult
@@ -65,6 +68,7 @@ class Watcher:
         resume: bool = False,
         tensorboard: bool | None = None,
         wandb: bool | None = None,
+        data_parallel: bool = False,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise LninspectError(f"every must be a positive number of steps, not {every!r}")
@@ -72,9 +76,13 @@ class Watcher:
         self.every = every
         self.optimizer = optimizer
         self.step_index = start_step  # optimizer updates applied so far
-        self.active = is_main_process()
+        self.rank, self.world_size = world()
+        self.active = self.rank == 0 or text is None  # a probe runs on rank 0 alone
         self.norms: list[NormInfo] = find_norms(self.model) if self.active else []
         self.params = ParamGradNorms(self.model, self.norms)
+        self.params.averaged = self.world_size > 1 and (
+            isinstance(model, nn.parallel.DistributedDataParallel) or data_parallel
+        )
         self.sinks: list[Sink] = []
         self.probe: torch.Tensor | None = None
         self._stack: ExitStack | None = None
@@ -82,13 +90,38 @@ class Watcher:
         self._gate: list[RemovableHandle] = []
         self._losses: list[tuple[torch.Tensor, bool]] = []  # (loss, summed) per training pass
         self._lr = math.nan
+        # set by WatchCallback: the Trainer divides each rank's summed loss by the step's
+        # tokens over all ranks, so the step's loss is the sum of the ranks' (not their mean)
+        self.tokens_over_ranks = False
+        try:
+            self._open(text, tokenizer, max_tokens, Path(log_dir), resume, tensorboard, wandb)
+        except BaseException:
+            agree(False, self.world_size)  # the other ranks stop too, rather than wait
+            raise
+        if not agree(True, self.world_size):
+            raise LninspectError(f"another rank could not start watching (log_dir '{log_dir}')")
+
+    def _open(
+        self,
+        text: Any,
+        tokenizer: Any,
+        max_tokens: int,
+        log_dir: Path,
+        resume: bool,
+        tensorboard: bool | None,
+        wandb: bool | None,
+    ) -> None:
+        """Check the model and the probe, and open the sinks (on rank 0)."""
         if not self.active:
             return
         if not self.norms:
             raise LninspectError("the model has no normalization module to watch")
         if text is not None:
+            if self.params.sharded:
+                raise LninspectError("watch(text=...) does not run a probe under FSDP")
             self.probe = probe_ids(self.model, text, tokenizer, max_tokens)
-        self.sinks = open_sinks(Path(log_dir), resume, tensorboard, wandb)
+        if self.rank == 0:
+            self.sinks = open_sinks(log_dir, resume, tensorboard, wandb)
 
     @property
     def mode(self) -> str:
@@ -189,8 +222,11 @@ class Watcher:
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> None:
         """Keep the loss a transformers model returned for a training pass."""
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        self.params.watch_output(output)
         loss = getattr(output, "loss", None)
-        if module.training and torch.is_grad_enabled() and isinstance(loss, torch.Tensor):
+        if isinstance(loss, torch.Tensor):
             # with num_items_in_batch (Trainer), the loss is summed over the step's tokens and
             # divided by all of them: the step's mean is the sum over its micro-batches
             self._losses.append((loss.detach(), kwargs.get("num_items_in_batch") is not None))
@@ -207,14 +243,43 @@ class Watcher:
             value = self._loss(loss)
         finally:
             self.disarm()
-        if result is None:
-            warnings.warn(
-                f"lninspect.watch: step {step} had no training pass through the model "
-                "between step() calls; nothing recorded",
-                stacklevel=3,
-            )
+        lr = self._lr if lr is None else lr
+        if self.world_size > 1:
+            summed = self.tokens_over_ranks and loss is None and self._summed()
+            combined = combine(self.norms, result, value, sum_losses=summed)
+            self.write_combined(combined, params, step, lr)
+        elif result is None:
+            self.warn_empty(step)
+        else:
+            self.write(result, params, step, value, lr)
+
+    def warn_empty(self, step: int) -> None:
+        warnings.warn(
+            f"lninspect.watch: step {step} had no training pass through the model "
+            "between step() calls; nothing recorded",
+            stacklevel=4,
+        )
+
+    def write_combined(
+        self, combined: Combined, params: list[ParamGroupGrad], step: int, lr: float
+    ) -> None:
+        """Write the record of a step combined over the ranks (from rank 0)."""
+        if combined.tokens == 0:
+            self.warn_empty(step)
             return
-        self.write(result, params, step, value, self._lr if lr is None else lr)
+        record = WatchRecord(
+            step=step,
+            loss=combined.loss,
+            lr=lr,
+            norms=combined.norms,
+            params=params,
+            mode=self.mode,
+            tokens=combined.tokens,
+            world_size=self.world_size,
+            grads=self.params.kind,
+        )
+        for sink in self.sinks:
+            sink.write(record)
 
     def _loss(self, given: float | torch.Tensor | None) -> float:
         if given is not None:
@@ -222,8 +287,10 @@ class Watcher:
         if not self._losses:
             return math.nan
         values = torch.stack([loss.float() for loss, _ in self._losses])
-        summed = all(flag for _, flag in self._losses)
-        return float(values.sum() if summed else values.mean())
+        return float(values.sum() if self._summed() else values.mean())
+
+    def _summed(self) -> bool:
+        return bool(self._losses) and all(flag for _, flag in self._losses)
 
     # Probe and writing -----------------------------------------------------------------------
 
@@ -259,12 +326,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def is_main_process() -> bool:
-    """Rank 0 of torch.distributed, or the only process."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 @contextmanager
 def watch(
     model: nn.Module,
@@ -278,7 +339,8 @@ def watch(
     Options: `tokenizer` (for a probe `text` given as a string), `optimizer` (for the
     learning rate), `max_tokens` (of the probe, default 256), `start_step`, `resume` (append
     to an existing log), `tensorboard` / `wandb` (None: when installed / active; True:
-    required; False: off).
+    required; False: off), `data_parallel` (several processes: the gradients are averaged
+    over the ranks before `step()`, as by DDP; a model wrapped in DDP says so itself).
     """
     watcher = Watcher(model, every, log_dir, text, **options)
     try:

@@ -5,6 +5,11 @@
      q95, max}, "output_std": {...}, "grad_scale": {...}, "absmax", "absmax_dim"}],
      "params": [{"layer", "group", "grad_norm"}]}
 
+A run of several processes (torch.distributed) adds "world_size" and "grads" (what the
+parameter gradient norms are of: "local", "averaged" by DDP, "full" from FSDP2's shards) to
+the record, and "absmax_rank", "absmax_token", "nonfinite", "grad_nonfinite" to each norm;
+its quantiles come from lninspect.monitor.bins (docs/training.md).
+
 A line is appended, flushed and synced per recorded step (lninspect.monitor.sinks), so a
 crash loses at most the line being written. The reader below therefore accepts a log that
 is still being written: a last line without its newline is left out (and said), a damaged
@@ -14,16 +19,17 @@ line elsewhere is an error. No torch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lninspect.errors import LninspectError
-from lninspect.results.codec import from_document, to_document
+from lninspect.results.codec import from_document, meta, to_document
 
 WATCH_SCHEMA = "lninspect.watch/1"
 LOG_NAME = "lninspect-watch.jsonl"  # the log's file name inside watch(log_dir=...)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_ranks = meta(omit_none=True)  # keys of a multi-process record, absent from a single process's
 
 
 @dataclass
@@ -55,6 +61,11 @@ class NormRecord:
     grad_scale: Quantiles  # |dL/dx through the norm| / |dL/dy|, per token
     absmax: float  # the largest |x| over the step's tokens
     absmax_dim: int  # the hidden dimension where it sits (-1: none finite)
+    # Written only by a run of several processes (lninspect.monitor.ranks):
+    absmax_rank: int | None = field(default=None, metadata=_ranks)  # the rank of absmax
+    absmax_token: int | None = field(default=None, metadata=_ranks)  # its token on that rank
+    nonfinite: int | None = field(default=None, metadata=_ranks)  # non-finite entries of x
+    grad_nonfinite: int | None = field(default=None, metadata=_ranks)  # of dL/dy
 
 
 @dataclass
@@ -64,6 +75,11 @@ class ParamGroupGrad:
     layer: int | None
     group: str  # embed, attn_in, attn_out, mlp_in, mlp_out, norm_weight, norm_bias, head, other
     grad_norm: float
+
+
+QUANTILE_FIELDS = tuple(
+    name for name, hint in NormRecord.__annotations__.items() if hint == "Quantiles"
+)
 
 
 @dataclass
@@ -76,7 +92,9 @@ class WatchRecord:
     norms: list[NormRecord]
     params: list[ParamGroupGrad]
     mode: str = "train"  # "train": the step's own batch; "probe": the fixed text of watch(text=)
-    tokens: int = 0  # tokens the statistics are over
+    tokens: int = 0  # tokens the statistics are over (over all ranks)
+    world_size: int | None = field(default=None, metadata=_ranks)  # processes (None: one)
+    grads: str | None = field(default=None, metadata=_ranks)  # local, averaged or full
     schema: str = WATCH_SCHEMA
 
     def to_json(self) -> dict[str, Any]:
