@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
+from lninspect.files import LOCK
 from lninspect.model import memory
-from lninspect.render.report import LOCK, claimed_folder
+from lninspect.render.report import claimed_folder
 
 runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."

@@ -1,0 +1,125 @@
+"""Hostile inputs of issue 27: bounded memory and time on every input, the right exit code.
+
+Most cases call the library layer directly (fast); a few go through the CLI on the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lninspect.cli import app
+from lninspect.errors import LninspectError
+from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
+
+runner = CliRunner()
+TEXT = "The quick brown fox jumps over the lazy dog."
+ENV = {"COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+NAMES = ("index.html",)
+
+
+def invoke(*args: object, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], env=ENV, **kwargs)
+
+
+def assert_error(result, code: int, message: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and message in lines[-1], result.stderr
+
+
+def dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+# 12. Long names ------------------------------------------------------------------------------
+
+
+def test_a_255_byte_json_name_is_written(tmp_path: Path):
+    target = tmp_path / ("a" * 250 + ".json")
+    check_target(str(target), force=False)
+    write_json(str(target), {"x": 1})
+    assert json.loads(target.read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_name_too_long_is_refused_before_the_run(tiny_model_dir: Path, tmp_path: Path):
+    with pytest.raises(LninspectError, match="at most 255"):
+        check_target(str(tmp_path / ("a" * 256)), force=False)
+    result = invoke("stats", tiny_model_dir, "--text", TEXT, "--json", tmp_path / ("b" * 260))
+    assert_error(result, 2, "at most 255")
+
+
+def test_a_report_folder_of_a_250_byte_name_is_written(tmp_path: Path):
+    folder = tmp_path / ("r" * 250)
+
+    def build(staging: Path) -> list[str]:
+        (staging / "index.html").write_text("page")
+        return ["index.html"]
+
+    with claim_folder(folder, NAMES, force=False):
+        write_folder(folder, build, lambda name: name in NAMES)
+    assert sorted(p.name for p in folder.iterdir()) == ["index.html"]
+
+
+# 13. Stale locks -----------------------------------------------------------------------------
+
+
+def test_a_lock_names_its_process_and_host(tmp_path: Path):
+    folder = tmp_path / "r"
+    with claim_folder(folder, NAMES, force=False):
+        assert (folder / LOCK).read_text().split() == [str(os.getpid()), socket.gethostname()]
+    assert not folder.exists()
+
+
+def test_a_killed_runs_lock_and_staging_are_taken_over(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / LOCK).write_text(f"{dead_pid()} {socket.gethostname()}\n")
+    (folder / ".lninspect-abc.tmp").mkdir()
+    (folder / ".lninspect-abc.tmp" / "stats.png").write_bytes(b"half")
+    with claim_folder(folder, NAMES, force=False):
+        assert [p.name for p in folder.iterdir()] == [LOCK]
+    assert list(folder.iterdir()) == []
+
+
+def test_a_lock_that_names_no_process_needs_force(tmp_path: Path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / LOCK).write_bytes(b"")  # kill -9 between the lock's creation and its write
+    with pytest.raises(LninspectError, match="--force"):
+        with claim_folder(folder, NAMES, force=False):
+            pass
+    with claim_folder(folder, NAMES, force=True):
+        pass
+    assert list(folder.iterdir()) == []
+
+
+def test_a_living_runs_lock_is_refused_even_with_force(tmp_path: Path):
+    folder = tmp_path / "r"
+    with claim_folder(folder, NAMES, force=False):
+        with pytest.raises(LninspectError, match=f"process {os.getpid()}"):
+            with claim_folder(folder, NAMES, force=True):
+                pass
+
+
+def test_a_report_folder_in_a_symlink_loop_says_so(tmp_path: Path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(LninspectError, match="symlink loop"):
+        with claim_folder(loop / "r", NAMES, force=False):
+            pass
