@@ -49,7 +49,7 @@ def output_kind(path: Path) -> tuple[str, Path]:
     except (FileNotFoundError, NotADirectoryError):  # the parent checks say more
         return NEW, real
     except OSError as exc:  # a symlink loop, a component that is a file, no permission
-        raise LninspectError(f"cannot write '{path}': {_reason(exc)}") from exc
+        raise LninspectError(f"cannot write '{path}': {os_reason(exc)}") from exc
     if stat.S_ISREG(mode):
         return FILE, real
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
@@ -205,7 +205,7 @@ def _put(kind: str, target: Path, what: Path | bytes, force: bool) -> None:
             f"'{target}' appeared while this run ran; use --force to overwrite it", EXIT_RUNTIME
         ) from exc
     except OSError as exc:
-        raise LninspectError(f"cannot write '{target}': {_reason(exc)}", EXIT_RUNTIME) from exc
+        raise LninspectError(f"cannot write '{target}': {os_reason(exc)}", EXIT_RUNTIME) from exc
 
 
 def open_stream(target: Path) -> BinaryIO:
@@ -234,7 +234,7 @@ def open_input(path: Path) -> BinaryIO:
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     """An OSError in words that do not mislead (a symlink loop is not 'does not exist')."""
     if exc.errno == errno.ELOOP:
         return "a symlink loop (a link that points back to itself)"
@@ -400,7 +400,7 @@ def check_report_folder(folder: Path, names: Sequence[str], force: bool) -> None
     except FileNotFoundError:
         pass
     except OSError as exc:  # a symlink loop, no permission to look
-        raise LninspectError(f"cannot write the report into '{folder}': {_reason(exc)}") from exc
+        raise LninspectError(f"cannot write the report into '{folder}': {os_reason(exc)}") from exc
     if folder.exists() and not folder.is_dir():
         raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
     if folder.is_dir():
@@ -438,7 +438,7 @@ def claim_folder(folder: Path, names: Sequence[str], force: bool) -> Iterator[Pa
             f"folder '{folder}' is being written by another lninspect run ({LOCK} is there)"
         ) from exc
     except OSError as exc:
-        raise LninspectError(f"cannot create folder '{folder}': {_reason(exc)}") from exc
+        raise LninspectError(f"cannot create folder '{folder}': {os_reason(exc)}") from exc
     try:
         os.write(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode())
     finally:
@@ -470,7 +470,7 @@ def write_folder(
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=TEMPORARY, suffix=".tmp"))
     except OSError as exc:
         raise LninspectError(
-            f"cannot write the report into '{folder}': {_reason(exc)}", EXIT_RUNTIME
+            f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
         ) from exc
     done = False
     try:
@@ -481,7 +481,7 @@ def write_folder(
         done = True
     except OSError as exc:
         raise LninspectError(
-            f"cannot write the report into '{folder}': {_reason(exc)}", EXIT_RUNTIME
+            f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
         ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)

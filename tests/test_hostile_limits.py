@@ -123,3 +123,78 @@ def test_a_report_folder_in_a_symlink_loop_says_so(tmp_path: Path):
     with pytest.raises(LninspectError, match="symlink loop"):
         with claim_folder(loop / "r", NAMES, force=False):
             pass
+
+
+# 2, 9, 10. The watch log: bounded, every field checked, order noted -------------------------
+
+RECORD = {
+    "schema": "lninspect.watch/1",
+    "step": 1,
+    "loss": 1.0,
+    "lr": 0.1,
+    "norms": [],
+    "params": [],
+    "mode": "train",
+    "tokens": 8,
+}
+
+
+def write_log(path: Path, *records: object) -> Path:
+    path.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"step": "abc"}, "step: expected an integer"),
+        ({"step": None}, "step: expected an integer"),
+        ({"step": True}, "step: expected an integer"),
+        ({"step": 1.5}, "step: expected an integer"),
+        ({"step": 10**30}, "outside"),
+        ({"step": -4}, "outside"),
+        ({"mode": 5}, "mode: expected a string"),
+        ({"norms": [{"name": ["x"]}]}, "name: expected a string"),
+        ({"norms": "x"}, "norms: expected a list"),
+    ],
+)
+def test_a_log_record_of_wrong_types_is_refused(tmp_path: Path, change: dict, message: str):
+    from lninspect.results.watch import read_log
+
+    log = write_log(tmp_path / "log.jsonl", RECORD, {**RECORD, **change})
+    with pytest.raises(LninspectError, match="line 2 is not") as caught:
+        read_log(log)
+    assert message in str(caught.value)
+
+
+def test_a_log_of_infinite_step_deep_nesting_or_huge_numbers_is_refused(tmp_path: Path):
+    from lninspect.results.watch import read_log
+
+    for text, message in [
+        ('{"schema": "lninspect.watch/1", "step": 1e999}\n', "expected an integer"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+        ('{"step": ' + "9" * 5000 + "}\n", "digits"),
+    ]:
+        with pytest.raises(LninspectError, match=message):
+            read_log(write_log(tmp_path / "log.jsonl", text))
+
+
+def test_a_device_or_a_huge_line_is_refused_not_read_whole(monkeypatch, tmp_path: Path):
+    from lninspect.results import watch
+
+    monkeypatch.setattr(watch, "MAX_LINE_BYTES", 1000)
+    with pytest.raises(LninspectError, match="longer than"):
+        watch.read_log(Path("/dev/zero"))
+    monkeypatch.setattr(watch, "MAX_LOG_BYTES", 1000)
+    log = write_log(tmp_path / "log.jsonl", *[RECORD] * 20)
+    with pytest.raises(LninspectError, match="larger than"):
+        watch.read_log(log)
+
+
+def test_steps_out_of_order_are_noted_and_a_folder_without_log_named(tmp_path: Path):
+    from lninspect.results.watch import read_log
+
+    found = read_log(write_log(tmp_path / "log.jsonl", {**RECORD, "step": 3}, RECORD))
+    assert "step 1 after 3" in found.notes[0]
+    with pytest.raises(LninspectError, match="holds no lninspect-watch.jsonl"):
+        read_log(tmp_path)

@@ -28,9 +28,8 @@ def run_header(log: WatchLog) -> str:
     first, last = first_last(losses(log))
     modes = sorted({r.mode for r in log.records})
     loss = f" · loss {fmt(first)} → {fmt(last)}" if first == first else ""
-    return (
-        f"{log.path} · {len(steps)} records, steps {steps[0]}–{steps[-1]} · {'/'.join(modes)}{loss}"
-    )
+    span = f"steps {min(steps)}–{max(steps)}"  # the file's order may differ (a note says so)
+    return f"{log.path} · {len(steps)} records, {span} · {'/'.join(modes)}{loss}"
 
 
 def _arrow(values: tuple[float, float]) -> str:
