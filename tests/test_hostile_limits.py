@@ -198,3 +198,88 @@ def test_steps_out_of_order_are_noted_and_a_folder_without_log_named(tmp_path: P
     assert "step 1 after 3" in found.notes[0]
     with pytest.raises(LninspectError, match="holds no lninspect-watch.jsonl"):
         read_log(tmp_path)
+
+
+# 2, 4, 9. Text and corpus -------------------------------------------------------------------
+
+
+def test_a_text_file_without_end_is_refused(monkeypatch):
+    from lninspect.model import text
+
+    monkeypatch.setattr(text, "MAX_TEXT_CHARS", 1 << 16)
+    with pytest.raises(LninspectError, match="longer than 65,536 characters"):
+        text.read_text(None, Path("/dev/zero"))
+
+
+def test_undecodable_command_line_bytes_and_closed_stdin_are_refused(monkeypatch):
+    from lninspect.model.text import read_text
+
+    with pytest.raises(LninspectError, match="not valid UTF-8"):
+        read_text(os.fsdecode(b"abc\xff"), None)
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(LninspectError, match="stdin is closed"):
+        read_text(None, Path("-"))
+
+
+def test_a_fifo_text_is_announced(tmp_path: Path, caplog):
+    import threading
+
+    from lninspect.model.text import read_text
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("hello world"), daemon=True)
+    writer.start()
+    with caplog.at_level("WARNING", logger="lninspect"):
+        assert read_text(None, fifo).text == "hello world"
+    writer.join(10)
+    assert "waiting for a writer" in caplog.text
+
+
+def test_a_symlink_loop_is_not_missing(tmp_path: Path):
+    from lninspect.model.text import read_text
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(LninspectError, match="symlink loop"):
+        read_text(None, loop)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"text": ' + "9" * 5000 + "}", "digits"),
+    ],
+)
+def test_a_corpus_line_too_deep_or_too_long_a_number_is_refused(tmp_path, line, message):
+    from lninspect.corpus.reader import _json_field
+
+    with pytest.raises(LninspectError, match=message):
+        _json_field(tmp_path / "c.jsonl", 1, line, "text")
+
+
+def test_a_json_fifo_without_reader_says_it_waits(tmp_path: Path):
+    import logging
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+
+    class StartReader(logging.Handler):  # the reader comes once the wait is announced
+        def emit(self, record: logging.LogRecord) -> None:
+            self.message = record.getMessage()
+            threading.Thread(target=lambda: received.append(fifo.read_bytes())).start()
+
+    handler = StartReader()
+    logging.getLogger("lninspect").addHandler(handler)
+    try:
+        write_json(str(fifo), {"x": 1})
+    finally:
+        logging.getLogger("lninspect").removeHandler(handler)
+    assert "waiting for a reader" in handler.message
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(10)
+    assert json.loads(received[0]) == {"x": 1}
