@@ -283,3 +283,73 @@ def test_a_json_fifo_without_reader_says_it_waits(tmp_path: Path):
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join(10)
     assert json.loads(received[0]) == {"x": 1}
+
+
+# 3, 9, 16. A model folder's config, checked before anything is built -------------------------
+
+
+@pytest.fixture(scope="module")
+def config_base() -> dict:
+    from lninspect.model.sources import BUNDLED_DIR
+
+    return json.loads((BUNDLED_DIR / "tiny" / "config.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("null", "a JSON object is expected"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ({"n_head": 0}, "'n_head' is 0"),
+        ({"n_layer": "twelve"}, "'n_layer' is 'twelve', not a whole number"),
+        ({"n_layer": 2.5}, "not a whole number"),
+        ({"n_layer": -1}, "between 1 and"),
+        ({"n_layer": 1_000_000}, "between 1 and"),
+        ({"n_embd": 10**9}, "between 1 and"),
+        ({"n_embd": 90}, "does not split into 4 attention heads"),
+    ],
+)
+def test_a_bad_config_is_one_sentence(tmp_path: Path, config_base: dict, text, message: str):
+    from lninspect.model.checks import check_folder
+
+    body = text if isinstance(text, str) else json.dumps({**config_base, **text})
+    (tmp_path / "config.json").write_text(body)
+    with pytest.raises(LninspectError, match=message) as caught:
+        check_folder(tmp_path, "m")
+    assert caught.value.exit_code == 2
+
+
+def test_a_shard_index_leaving_the_folder_is_refused(tmp_path: Path):
+    from lninspect.model.checks import check_folder
+
+    (tmp_path / "config.json").write_text("{}")
+    index = {"weight_map": {"w": "../../../../etc/passwd"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(LninspectError, match="outside the folder"):
+        check_folder(tmp_path, "m")
+
+
+def test_a_deep_config_is_sized_from_its_numbers(config_base: dict):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lninspect.model.checks import estimated_parameters
+    from lninspect.model.memory import parameter_bytes
+
+    small = GPT2Config(**{**config_base, "n_layer": 3})
+    exact = parameter_bytes(lambda: GPT2LMHeadModel(small), torch.float32) // 4
+    assert abs(estimated_parameters(small) - exact) <= 0.01 * exact  # biases aside, the same
+    deep = GPT2Config(**{**config_base, "n_layer": 100_000})
+    assert estimated_parameters(deep) > 10**10  # refused as memory, never built
+
+
+def test_missing_weights_are_an_error(tmp_path: Path, config_base: dict):
+    import shutil
+
+    from lninspect.model.sources import BUNDLED_DIR
+
+    folder = tmp_path / "m"
+    shutil.copytree(BUNDLED_DIR / "tiny", folder)
+    (folder / "config.json").write_text(json.dumps({**config_base, "n_layer": 13}))
+    result = invoke("stats", folder, "--text", TEXT)
+    assert_error(result, 2, "lacks 12 weights the config asks for")

@@ -8,6 +8,7 @@ import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.model.causal import check_causal
+from lninspect.model.checks import check_fields, check_folder, dimension, estimated_parameters
 from lninspect.model.device_map import (
     check_device_map,
     dispatched,
@@ -35,6 +37,7 @@ from lninspect.model.sources import (
 from lninspect.options import is_device_name
 from lninspect.results import ModelInfo
 
+MAX_BUILT_LAYERS = 2048  # deeper configs are sized from their numbers alone (not built)
 # The gpt2 family's shapes (n_embd, n_layer, n_head), so that random:gpt2* needs no download.
 GPT2_FAMILY = {
     "gpt2": (768, 12, 12),
@@ -117,7 +120,10 @@ def load_model(
         if source.kind == "hub" and source.local_only and not hub_offline():
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
         config = _config(source, revision, trust_remote_code)
-    _check_parameter_memory(spec, config, torch_dtype, torch_device, device_map, max_memory)
+    check_fields(lambda name: getattr(config, name, None), spec)
+    _check_parameter_memory(
+        spec, config, (torch_dtype, trust_remote_code), torch_device, device_map, max_memory
+    )
     if source.kind == "random":
         torch.manual_seed(seed)
         with _readable(spec):
@@ -129,13 +135,15 @@ def load_model(
             **from_pretrained_kwargs(device_map, max_memory),
         }
         with _readable(spec):
-            model = _auto_model().from_pretrained(
+            model, loading = _auto_model().from_pretrained(
                 source.path,
                 config=config,
                 dtype=torch_dtype,
                 trust_remote_code=trust_remote_code,
+                output_loading_info=True,
                 **{k: v for k, v in kwargs.items() if v is not None},
             )
+        _check_complete(spec, loading)
     if device_map is None:
         model = model.to(device=torch_device, dtype=torch_dtype).eval()
     else:  # accelerate placed the layers; inputs go where the embeddings are
@@ -174,6 +182,8 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
     """The model's config, read before any weight is (to size the model first)."""
     from transformers import AutoConfig
 
+    if source.kind == "local":
+        check_folder(Path(source.path), source.spec)
     with _readable(source.spec):
         return AutoConfig.from_pretrained(
             source.path,
@@ -186,21 +196,34 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
 def _check_parameter_memory(
     spec: str,
     config: Any,
-    dtype: torch.dtype,
+    build: tuple[torch.dtype, bool],
     device: torch.device,
     device_map: str | None,
     max_memory: str | None,
 ) -> None:
-    """Refuse, before any weight is allocated, a model larger than the memory there is."""
-    with _readable(spec):
-        need = Need(
-            parameters=parameter_bytes(
-                lambda: _auto_model().from_config(config, dtype=dtype), dtype
-            )
-        )
+    """Refuse, before any weight is allocated, a model larger than the memory there is.
+
+    The config's numbers give an estimate first; only a model that fits by it, and of at
+    most MAX_BUILT_LAYERS layers, is built on the meta device for the exact count.
+    `build`: the dtype and whether its own code may run (--trust-remote-code).
+    """
+    dtype, trust_remote_code = build
+    item = torch.empty((), dtype=dtype).element_size()
+    need = Need(parameters=estimated_parameters(config) * item)
     if device_map is None:
-        hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
-        check_fits(need, device, f"model '{spec}'", hint)
+        _fits(need, device, spec)
+    if (dimension(config, "layers") or 0) <= MAX_BUILT_LAYERS:
+        with _readable(spec):
+            need = Need(
+                parameters=parameter_bytes(
+                    lambda: _auto_model().from_config(
+                        config, dtype=dtype, trust_remote_code=trust_remote_code
+                    ),
+                    dtype,
+                )
+            )
+    if device_map is None:
+        _fits(need, device, spec)
         return
     budget = memory_budget(max_memory)
     if budget is not None and budget < need.parameters:
@@ -208,6 +231,24 @@ def _check_parameter_memory(
             f"model '{spec}' needs ~{size(need.parameters)} of parameters, but --max-memory "
             f"gives {size(budget)} in all: raise the limits"
         )
+
+
+def _check_complete(spec: str, loading: dict[str, Any]) -> None:
+    """Refuse a checkpoint that lacks weights the config asks for (transformers would fill
+    them with random numbers and only warn): the config and the weights do not match."""
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        raise LninspectError(
+            f"model '{spec}': the checkpoint lacks {len(missing)} weights the config asks for "
+            f"({shown}); they would be random: the config does not match the weights"
+        )
+
+
+def _fits(need: Need, device: torch.device, spec: str) -> None:
+    hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
+    check_fits(need, device, f"model '{spec}'", hint)
 
 
 def resolve_device(device: str) -> torch.device:
