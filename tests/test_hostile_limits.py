@@ -353,3 +353,47 @@ def test_missing_weights_are_an_error(tmp_path: Path, config_base: dict):
     (folder / "config.json").write_text(json.dumps({**config_base, "n_layer": 13}))
     result = invoke("stats", folder, "--text", TEXT)
     assert_error(result, 2, "lacks 12 weights the config asks for")
+
+
+# 6. What libraries and logs say reaches the terminal escaped, one note each -----------------
+
+
+def test_warnings_and_transformers_records_are_one_escaped_note(capsys):
+    import logging
+    import warnings
+
+    from lninspect.cli.console import Output, library_notes
+
+    for debug in (False, True):
+        with library_notes(Output(), debug):
+            warnings.warn("overflow \x1b[2J encountered\nin divide", RuntimeWarning, stacklevel=1)
+            report = (
+                "\x1b[1mGPT2 LOAD REPORT\x1b[0m from: m\nKey | Status\nh.0.\x1b]0;x\x07 | MISSING"
+            )
+            logging.getLogger("transformers.modeling_utils").warning(report)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 2 and "\x1b" not in err, err
+        assert lines[0].startswith("RuntimeWarning: overflow \\x1b[2J encountered")
+        assert lines[1].startswith("transformers: GPT2 LOAD REPORT from: m")
+        assert ("MISSING" in lines[1]) == debug and ("more lines" in lines[1]) != debug
+
+
+def test_norm_names_of_a_log_are_escaped_in_run(tmp_path: Path):
+    quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
+    norm = {
+        "name": "h.0.ln_1\x1b[2J\x1b]0;title\x07",
+        "layer": 0,
+        "role": "attn_in",
+        "input_std": quantiles,
+        "output_std": quantiles,
+        "grad_scale": quantiles,
+        "absmax": 1.0,
+        "absmax_dim": 0,
+    }
+    log = write_log(
+        tmp_path / "log.jsonl", {**RECORD, "norms": [norm]}, {**RECORD, "step": 2, "norms": [norm]}
+    )
+    result = invoke("run", log)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\\x1b[2J" in result.stdout

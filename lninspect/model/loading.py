@@ -105,6 +105,7 @@ def load_model(
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    _logs_as_notes(transformers_logging.get_logger())
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     check_device_map(device_map, max_memory)
     notes: list[str] = []
@@ -169,6 +170,16 @@ def load_model(
     )
     context = getattr(config, "max_position_embeddings", None)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
+
+
+def _logs_as_notes(logger: Any) -> None:
+    """When the CLI shows transformers' records as notes (a handler with `displaced`), its
+    own stderr handler steps aside until the command ends (its report holds raw escapes)."""
+    ours = [h for h in logger.handlers if isinstance(getattr(h, "displaced", None), list)]
+    if ours:
+        for other in [h for h in logger.handlers if h not in ours]:
+            logger.removeHandler(other)
+            ours[0].displaced.append(other)
 
 
 def _auto_model() -> Any:
