@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
+from lninspect.norms.discovery import find_norms
 
 runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -397,3 +398,97 @@ def test_norm_names_of_a_log_are_escaped_in_run(tmp_path: Path):
     result = invoke("run", log)
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\\x1b[2J" in result.stdout
+
+
+# 7, 8. The watcher: disarmed for good, a raised pass dropped, a torn line cut -----------------
+
+
+def _ref_model():
+    import torch
+
+    from lninspect.placement.refgpt import GPT, RefGPTConfig
+
+    torch.manual_seed(0)
+    return GPT(RefGPTConfig(vocab_size=64, context=32, layers=2, d_model=16, heads=2))
+
+
+def _hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_a_step_after_the_block_arms_nothing(tmp_path: Path):
+    import torch
+
+    import lninspect
+    from lninspect.results.watch import read_log
+
+    model, ids = _ref_model(), torch.randint(0, 64, (2, 8))
+    with lninspect.watch(model, every=1, log_dir=tmp_path) as w:
+        model.loss(ids).backward()
+        w.step()
+    w.step()  # stray
+    assert _hooks(model) == 0
+    model.loss(ids).backward()
+    w.step()
+    assert _hooks(model) == 0 and read_log(tmp_path).steps == [0]
+
+
+def test_a_pass_that_raised_is_not_mixed_into_the_record(tmp_path: Path):
+    import torch
+
+    import lninspect
+    from lninspect.results.watch import read_log
+
+    model, ids = _ref_model(), torch.randint(0, 64, (1, 8))
+    norm = find_norms(model)[2].module
+    calls: list[int] = []
+
+    def fails_once(module, args, output):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory, say")
+
+    norm.register_forward_hook(fails_once)
+    with lninspect.watch(model, every=1, log_dir=tmp_path) as w:
+        with pytest.raises(RuntimeError):
+            model.loss(ids)
+        model.loss(ids).backward()  # the loop retries
+        w.step()
+    assert read_log(tmp_path).records[0].tokens == 7  # 8 ids, 7 inputs; mixed: 14
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"start_step": -5}, "start_step"),
+        ({"start_step": 1.5}, "start_step"),
+        ({"text": [1, 2, 3], "max_tokens": -1}, "max_tokens"),
+        ({"text": [1, 999]}, "vocabulary"),
+    ],
+)
+def test_watch_options_are_checked(tmp_path: Path, options: dict, message: str):
+    import lninspect
+
+    with pytest.raises(LninspectError, match=message):
+        with lninspect.watch(_ref_model(), log_dir=tmp_path, **options):
+            pass
+
+
+def test_resuming_cuts_a_torn_last_line(tmp_path: Path, caplog):
+    import torch
+
+    import lninspect
+    from lninspect.results.watch import LOG_NAME, read_log
+
+    model, ids = _ref_model(), torch.randint(0, 64, (1, 8))
+    with lninspect.watch(model, every=1, log_dir=tmp_path) as w:
+        model.loss(ids).backward()
+        w.step()
+    with (tmp_path / LOG_NAME).open("ab") as log:
+        log.write(b'{"schema": "lninspect.watch/1", "st')  # a full disk mid-write
+    with caplog.at_level("WARNING", logger="lninspect"):
+        with lninspect.watch(model, every=1, log_dir=tmp_path, resume=True, start_step=1) as w:
+            model.loss(ids).backward()
+            w.step()
+    assert "cut a torn last line" in caplog.text
+    assert read_log(tmp_path).steps == [0, 1]
