@@ -492,3 +492,15 @@ def test_resuming_cuts_a_torn_last_line(tmp_path: Path, caplog):
             w.step()
     assert "cut a torn last line" in caplog.text
     assert read_log(tmp_path).steps == [0, 1]
+
+
+# 1. --stride sized before its windows are built ----------------------------------------------
+
+
+def test_a_stride_run_beyond_memory_is_refused_first(monkeypatch):
+    from lninspect.model import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (30 << 20, "is free"))
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 250)
+    result = invoke("stats", "tiny", "--text", text, "--max-tokens", 16, "--stride", 1)
+    assert_error(result, 2, "windows of 16 tokens needs")

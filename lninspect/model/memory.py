@@ -42,8 +42,8 @@ class Need:
 
 
 def size(count: float) -> str:
-    """Bytes as `27 GB`, `310 MB`, `12 kB` (decimal units, 2-3 significant digits)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    """Bytes as `1.1 TB`, `27 GB`, `310 MB`, `12 kB` (decimal units, 2-3 significant digits)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
             return f"{count / scale:.3g} {unit}"
     return f"{int(count)} bytes"
