@@ -504,3 +504,50 @@ def test_a_stride_run_beyond_memory_is_refused_first(monkeypatch):
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 250)
     result = invoke("stats", "tiny", "--text", text, "--max-tokens", 16, "--stride", 1)
     assert_error(result, 2, "windows of 16 tokens needs")
+
+
+# 14, 15. A SIGTERM that a finalizer swallowed; --max-memory of a missing device ---------------
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_swallowed_by_a_finalizer_still_exits_143(monkeypatch, capsys):
+    import importlib
+    import signal
+
+    cli_app = importlib.import_module("lninspect.cli.app")
+
+    class Finalized:
+        def __del__(self) -> None:
+            cli_app._terminate(signal.SIGTERM, None)  # Python prints "Exception ignored"
+
+    def run(**kwargs) -> int:
+        Finalized()
+        return 0
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli_app, "app", run)
+    monkeypatch.setattr(cli_app, "_SIGNALS", [])
+    try:
+        with pytest.raises(SystemExit) as done:
+            cli_app.main()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert done.value.code == 143
+    assert capsys.readouterr().err.strip().endswith("error: terminated")
+
+
+def test_max_memory_of_a_missing_device_is_a_usage_error():
+    pytest.importorskip("accelerate")
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("eight GPUs")
+    result = invoke(
+        "stats", "tiny", "--text", TEXT, "--device-map", "auto", "--max-memory", "cuda:7=1GiB"
+    )
+    assert_error(result, 2, "device 'cuda:7' is not available")
+
+
+def test_a_seed_out_of_range_and_a_huge_placement_are_refused_first():
+    assert_error(invoke("stats", "tiny", "--text", TEXT, "--seed", 10**23), 2, "outside 0..2**64-1")
+    assert_error(invoke("placement", "--d-model", 10**12), 2, "TB of parameters")

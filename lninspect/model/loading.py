@@ -22,6 +22,7 @@ from lninspect.model.device_map import (
     dispatched,
     from_pretrained_kwargs,
     memory_budget,
+    parse_max_memory,
 )
 from lninspect.model.memory import Need, check_fits, parameter_bytes, size
 from lninspect.model.sources import (
@@ -104,10 +105,15 @@ def load_model(
     """
     from transformers.utils import logging as transformers_logging
 
+    if not 0 <= seed < 1 << 64:  # torch.manual_seed's range, checked before loading
+        raise LninspectError(f"--seed {seed} is outside 0..2**64-1")
     transformers_logging.disable_progress_bar()
     _logs_as_notes(transformers_logging.get_logger())
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     check_device_map(device_map, max_memory)
+    for name in parse_max_memory(max_memory) or {}:  # the documented answer, not accelerate's
+        if name not in ("cpu", "disk"):
+            resolve_device(f"cuda:{name}" if isinstance(name, int) else str(name))
     notes: list[str] = []
     if spec is None:
         spec, why = default_model()
