@@ -551,3 +551,34 @@ def test_max_memory_of_a_missing_device_is_a_usage_error():
 def test_a_seed_out_of_range_and_a_huge_placement_are_refused_first():
     assert_error(invoke("stats", "tiny", "--text", TEXT, "--seed", 10**23), 2, "outside 0..2**64-1")
     assert_error(invoke("placement", "--d-model", 10**12), 2, "TB of parameters")
+
+
+# 5, 17. Model code's prints kept off stdout; options that do nothing are said -----------------
+
+
+def test_ignored_options_are_noted_and_prints_kept_off_stdout(tiny_model_dir: Path, monkeypatch):
+    from lninspect.model import loading
+
+    def chatty():
+        print("running the folder's own code")  # as custom modeling code may
+        return original()
+
+    original = loading._auto_model
+    monkeypatch.setattr(loading, "_auto_model", chatty)
+    result = invoke(
+        "grads",
+        tiny_model_dir,
+        "--text",
+        TEXT,
+        "--target",
+        " fox",
+        "--revision",
+        "v1",
+        "--json",
+        "-",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["schema"].startswith("lninspect.grads/")
+    assert "running the folder's own code" in result.stderr
+    assert "--target is used by --loss target only" in result.stderr
+    assert "--revision v1 ignored" in result.stderr

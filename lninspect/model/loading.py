@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,9 @@ def load_model(
         spec, why = default_model()
         notes.append(f"model: {spec} ({why})")
     source = locate(spec, revision)
+    if revision is not None and source.kind != "hub":
+        notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
+        revision = None
     if source.kind == "random":
         if device_map is not None:
             raise LninspectError("--device-map needs a model with weight files, not random:")
@@ -324,11 +328,13 @@ def _random_config(arch: str, trust_remote_code: bool) -> Any:
 
 @contextmanager
 def _readable(what: str) -> Iterator[None]:
-    """transformers' loading errors as one readable line each (LninspectError)."""
+    """transformers' loading errors as one readable line each (LninspectError); what a
+    model's own code prints goes to stderr (stdout may carry the JSON, `--json -`)."""
     from safetensors import SafetensorError
 
     try:
-        yield
+        with redirect_stdout(sys.stderr):
+            yield
     except LninspectError:
         raise
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
