@@ -75,8 +75,8 @@ def check_target(path: str | None, force: bool) -> None:
     if not path.strip():
         raise LninspectError("the output path is empty: give a file name (or - for stdout)")
     check_name_length(Path(path))
-    if Path(path).is_dir():  # the message that names the JSON, for the common case
-        raise LninspectError(f"'{path}' is a directory; give a file name for the JSON")
+    if Path(path).is_dir():
+        raise LninspectError(f"'{path}' is a directory; give a file name")
     kind, real = output_kind(Path(path))
     if kind == STREAM:
         if not os.access(real, os.W_OK):

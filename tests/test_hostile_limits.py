@@ -582,3 +582,20 @@ def test_ignored_options_are_noted_and_prints_kept_off_stdout(tiny_model_dir: Pa
     assert "running the folder's own code" in result.stderr
     assert "--target is used by --loss target only" in result.stderr
     assert "--revision v1 ignored" in result.stderr
+
+
+# 11. Messages that say what is wrong ----------------------------------------------------------
+
+
+def test_a_damaged_tokenizer_and_unreadable_weights_are_named(tmp_path: Path):
+    import shutil
+
+    from lninspect.model.sources import BUNDLED_DIR
+
+    folder = tmp_path / "m"
+    shutil.copytree(BUNDLED_DIR / "tiny", folder)
+    (folder / "tokenizer.json").write_text("{garbage")
+    assert_error(invoke("stats", folder, "--text", TEXT), 2, "tokenizer.json is damaged")
+    if os.geteuid() != 0:  # root reads anything
+        (folder / "model.safetensors").chmod(0)
+        assert_error(invoke("stats", folder, "--text", TEXT), 2, "is not readable")

@@ -38,6 +38,9 @@ def check_folder(folder: Path, spec: str) -> None:
     if not os.access(folder, os.R_OK | os.X_OK):
         raise LninspectError(f"cannot read model folder '{spec}': permission denied")
     read_config_file(folder, spec)
+    for weights in [*folder.glob("*.safetensors"), *folder.glob("*.bin")]:
+        if not os.access(weights, os.R_OK):
+            raise LninspectError(f"cannot load model '{spec}': '{weights.name}' is not readable")
     for name in INDEXES:
         _check_index(folder, folder / name, spec)
 

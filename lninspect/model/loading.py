@@ -394,8 +394,12 @@ def _load_tokenizer(
         # transformers 5 builds an empty tokenizer from a config alone: that is none either
         if hf("a b", add_special_tokens=False)["input_ids"]:
             return Tokenizer(hf)
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        if os.path.isfile(os.path.join(source, "tokenizer.json")):  # one is there, damaged
+            raise LninspectError(
+                f"cannot load the tokenizer of '{source}': its tokenizer.json is damaged "
+                f"({_first_line(exc)[:120]})"
+            ) from exc
     notes.append(
         f"no tokenizer found for '{source}': using a byte-level fallback "
         "(token ids are the UTF-8 bytes of the text)"
