@@ -139,7 +139,14 @@ def library_notes(output: Output, debug: bool) -> Iterator[None]:
     transformers.addHandler(handler)
     logger.setLevel(level)
 
-    def show(message: Any, category: Any, filename: str, lineno: int, *args: Any) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
         where = f" ({filename}:{lineno})" if debug else ""
         output.note(f"{category.__name__}: {one_note(str(message), debug)}{where}")
 

@@ -149,15 +149,16 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 def _stdin() -> BinaryIO:
     """stdin's bytes, or one sentence when the shell closed it (`<&-`)."""
-    stream = getattr(sys.stdin, "buffer", None)
+    stream: BinaryIO | None = getattr(sys.stdin, "buffer", None)
     try:
         if stream is None or stream.closed:
             raise ValueError
         os.fstat(stream.fileno())
+    except (AttributeError, io.UnsupportedOperation):  # before OSError, its base
+        pass  # no descriptor (a test runner's stdin)
     except (OSError, ValueError):
         raise LninspectError("stdin is closed: there is no text to read for --file -") from None
-    except (AttributeError, io.UnsupportedOperation):
-        pass  # no descriptor (a test runner's stdin)
+    assert stream is not None
     return stream
 
 
