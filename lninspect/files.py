@@ -315,7 +315,7 @@ def make_folder(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
+        raise LninspectError(f"cannot create folder '{folder}': {os_reason(exc)}") from exc
     batch = _BATCH.get()
     if batch is not None:
         batch.folders.extend(reversed(missing))  # outermost first; removed innermost first

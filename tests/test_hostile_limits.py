@@ -599,3 +599,15 @@ def test_a_damaged_tokenizer_and_unreadable_weights_are_named(tmp_path: Path):
     if os.geteuid() != 0:  # root reads anything
         (folder / "model.safetensors").chmod(0)
         assert_error(invoke("stats", folder, "--text", TEXT), 2, "is not readable")
+
+
+def test_a_model_folder_or_figure_folder_in_a_symlink_loop_says_so(tmp_path: Path):
+    from lninspect.files import make_folder
+    from lninspect.model.sources import locate
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(LninspectError, match="symlink loop"):
+        locate(str(loop))
+    with pytest.raises(LninspectError, match="symlink loop"):
+        make_folder(loop / "r")
