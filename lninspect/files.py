@@ -9,28 +9,36 @@ What sits at an output path decides how it is written:
 - anything else (a directory, a socket, a block device): refused before any work.
 
 Inside `all_or_nothing()` the writes of one command are staged and only put in place once
-every one of them succeeded, so a full disk leaves none of them.
+every one of them succeeded, so a full disk leaves none of them. A report folder is written
+the same way (`claim_folder`, `write_folder`): held by a lock file that names its process,
+built in a staging folder inside it, moved into place file by file.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import shutil
+import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 
 STDOUT = "-"
 NEW, FILE, STREAM = "new", "file", "stream"  # what an output path holds (output_kind)
+TEMPORARY = ".lninspect-"  # the prefix of staged files and folders: short, whatever the name
+NAME_MAX = 255  # bytes of one path component where pathconf cannot tell
+log = logging.getLogger("lninspect")
 
 
 def output_kind(path: Path) -> tuple[str, Path]:
@@ -41,7 +49,7 @@ def output_kind(path: Path) -> tuple[str, Path]:
     except (FileNotFoundError, NotADirectoryError):  # the parent checks say more
         return NEW, real
     except OSError as exc:  # a symlink loop, a component that is a file, no permission
-        raise LninspectError(f"cannot write '{path}': {exc.strerror}") from exc
+        raise LninspectError(f"cannot write '{path}': {os_reason(exc)}") from exc
     if stat.S_ISREG(mode):
         return FILE, real
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
@@ -66,8 +74,9 @@ def check_target(path: str | None, force: bool) -> None:
         return
     if not path.strip():
         raise LninspectError("the output path is empty: give a file name (or - for stdout)")
-    if Path(path).is_dir():  # the message that names the JSON, for the common case
-        raise LninspectError(f"'{path}' is a directory; give a file name for the JSON")
+    check_name_length(Path(path))
+    if Path(path).is_dir():
+        raise LninspectError(f"'{path}' is a directory; give a file name")
     kind, real = output_kind(Path(path))
     if kind == STREAM:
         if not os.access(real, os.W_OK):
@@ -163,8 +172,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _temporary(real: Path, data: bytes) -> Path:
-    """`data` in a new file `.NAME.XXXX.tmp` beside `real`, with the usual permissions."""
-    fd, name = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    """`data` in a new file `.lninspect-XXXX.tmp` beside `real` (short, whatever the length of
+    its name), with the usual permissions."""
+    fd, name = tempfile.mkstemp(dir=real.parent, prefix=TEMPORARY, suffix=".tmp")
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -180,7 +190,7 @@ def _put(kind: str, target: Path, what: Path | bytes, force: bool) -> None:
     """Put one staged write in place: write a stream, rename (or link) a temporary file."""
     try:
         if isinstance(what, bytes):  # a pipe or a device: written as it is, never renamed over
-            with open(target, "wb") as handle:
+            with open_stream(target) as handle:
                 handle.write(what)
             return
         try:
@@ -195,7 +205,63 @@ def _put(kind: str, target: Path, what: Path | bytes, force: bool) -> None:
             f"'{target}' appeared while this run ran; use --force to overwrite it", EXIT_RUNTIME
         ) from exc
     except OSError as exc:
-        raise LninspectError(f"cannot write '{target}': {exc.strerror}", EXIT_RUNTIME) from exc
+        raise LninspectError(f"cannot write '{target}': {os_reason(exc)}", EXIT_RUNTIME) from exc
+
+
+def open_stream(target: Path) -> BinaryIO:
+    """Open a pipe or a device for writing; for a FIFO with no reader yet, say so on stderr
+    first (the open waits for one; Ctrl-C ends the wait, exit 130)."""
+    try:
+        descriptor = os.open(target, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: a FIFO that no process reads yet
+            raise
+        log.warning(f"waiting for a reader of the FIFO '{target}' (Ctrl-C to stop)")
+        return open(target, "wb")  # noqa: SIM115 - the caller closes it
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "wb")
+
+
+def open_input(path: Path) -> BinaryIO:
+    """Open a file for reading; for a FIFO, say on stderr first that the open may wait for a
+    writer (Ctrl-C ends the wait, exit 130)."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False  # the open below says why
+    if fifo:
+        log.warning(f"reading the FIFO '{path}': waiting for a writer (Ctrl-C to stop)")
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in words that do not mislead (a symlink loop is not 'does not exist')."""
+    if exc.errno == errno.ELOOP:
+        return "a symlink loop (a link that points back to itself)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the file name is too long"
+    return exc.strerror or str(exc)
+
+
+def check_name_length(path: Path) -> None:
+    """Refuse, before any work, a path with a component longer than its file system takes."""
+    limit = NAME_MAX
+    try:
+        limit = os.pathconf(_existing(path), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        pass
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise LninspectError(
+                f"the name '{part[:40]}...' is {len(os.fsencode(part))} bytes long; the file "
+                f"system takes at most {limit}"
+            )
+
+
+def _existing(path: Path) -> Path:
+    """The nearest folder of `path` that exists (for pathconf)."""
+    absolute = Path(os.path.abspath(path))
+    return next((p for p in absolute.parents if p.is_dir()), Path("/"))
 
 
 def _link_new(tmp: Path, target: Path) -> None:
@@ -249,7 +315,7 @@ def make_folder(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
+        raise LninspectError(f"cannot create folder '{folder}': {os_reason(exc)}") from exc
     batch = _BATCH.get()
     if batch is not None:
         batch.folders.extend(reversed(missing))  # outermost first; removed innermost first
@@ -267,3 +333,178 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# A report folder: held by a lock, written through a staging folder ---------------------------
+
+LOCK = ".lninspect.lock"  # in a report folder while a run writes it: "PID HOST"
+
+
+def _lock_owner(lock: Path) -> tuple[int, str] | None:
+    """(PID, host) written in a lock file, or None when it names none (empty, damaged)."""
+    try:
+        pid, host = lock.read_text(encoding="utf-8", errors="replace").split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _check_lock(folder: Path, force: bool) -> None:
+    """Refuse a folder another run holds; clear the lock and staging of one that was killed
+    (its process gone from this host), and with --force a lock that names no process."""
+    lock = folder / LOCK
+    if not lock.exists():
+        return
+    owner = _lock_owner(lock)
+    here = socket.gethostname()
+    if owner is not None and (owner[1] != here or _alive(owner[0])):
+        raise LninspectError(
+            f"folder '{folder}' is being written by another lninspect run (process {owner[0]} "
+            f"on {owner[1]}, {LOCK}); wait for it to end"
+            + ("" if owner[1] == here else ", or delete the lock if no run is writing there")
+        )
+    if owner is None and not force:
+        raise LninspectError(
+            f"folder '{folder}' holds a lock ({LOCK}) that names no process, left by an "
+            "earlier version or a killed run; use --force to take the folder over"
+        )
+    what = "a lock that names no process" if owner is None else f"process {owner[0]} is gone"
+    log.warning(f"'{folder}': clearing a stale lock and staging files ({what})")
+    _clear_stale(folder)
+
+
+def _clear_stale(folder: Path) -> None:
+    """Remove the lock and the staging folders and files of a killed run."""
+    for path in folder.iterdir():
+        if path.name.startswith(TEMPORARY) and not path.is_symlink():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (folder / LOCK).unlink(missing_ok=True)
+
+
+def check_report_folder(folder: Path, names: Sequence[str], force: bool) -> None:
+    """Refuse, before any work: a file, a non-empty folder (without --force), no write access,
+    a folder another run holds; `names` are the files --force may replace."""
+    check_name_length(folder)
+    try:
+        os.stat(folder)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a symlink loop, no permission to look
+        raise LninspectError(f"cannot write the report into '{folder}': {os_reason(exc)}") from exc
+    if folder.exists() and not folder.is_dir():
+        raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
+    if folder.is_dir():
+        _check_lock(folder, force)
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise LninspectError(
+            f"folder '{folder}' is not empty; use --force to write the report "
+            "into it (files of the same names are replaced)"
+        )
+    if folder.is_dir():  # what --force would replace must be a file, a link to one, or a pipe
+        for name in names:
+            check_target(str(folder / name), force=True)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise LninspectError(f"cannot create folder '{folder}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LninspectError(f"cannot write the report: folder '{existing}' is not writable")
+
+
+@contextmanager
+def claim_folder(folder: Path, names: Sequence[str], force: bool) -> Iterator[Path]:
+    """Check `folder`, then hold it for this run: created if missing, with a lock file inside
+    that names this process and host.
+
+    A second run into the same folder is refused (--force does not take a folder a living
+    run holds); a failed run removes the folders it created.
+    """
+    check_report_folder(folder, names, force)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(folder / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError as exc:
+        raise LninspectError(
+            f"folder '{folder}' is being written by another lninspect run ({LOCK} is there)"
+        ) from exc
+    except OSError as exc:
+        raise LninspectError(f"cannot create folder '{folder}': {os_reason(exc)}") from exc
+    try:
+        os.write(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    finally:
+        os.close(descriptor)
+    try:
+        yield folder
+    finally:
+        (folder / LOCK).unlink(missing_ok=True)
+        for path in created:  # innermost first; only the empty ones (a failed run)
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+def write_folder(
+    folder: Path, build: Callable[[Path], list[str]], ours: Callable[[str], bool]
+) -> list[Path]:
+    """Build a report in a staging folder inside `folder`, then move its files into place.
+
+    `build(staging)` writes the files and returns their names in the order they move (the
+    page last, so that a folder with an index.html is complete). Files in `folder` that
+    `ours(name)` claims and this run did not write are removed first; nothing else is
+    touched. An interrupted run leaves no half-written file, and no folder it created.
+    """
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=TEMPORARY, suffix=".tmp"))
+    except OSError as exc:
+        raise LninspectError(
+            f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
+        ) from exc
+    done = False
+    try:
+        names = build(staging)
+        _remove_stale(folder, names, ours)
+        for name in names:
+            _move(staging / name, folder / name)
+        done = True
+    except OSError as exc:
+        raise LninspectError(
+            f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
+        ) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for path in created:  # innermost first
+                _remove_if_empty(path)
+    return [folder / name for name in names]
+
+
+def _move(staged: Path, target: Path) -> None:
+    """Rename a staged file over `target` (or its symlink's target); write a pipe in place."""
+    kind, real = output_kind(target)
+    if kind == STREAM:
+        with open_stream(real) as handle:
+            handle.write(staged.read_bytes())
+    else:
+        os.replace(staged, real)
+
+
+def _remove_stale(folder: Path, written: list[str], ours: Callable[[str], bool]) -> None:
+    """Remove regular files of report names (this version's or an earlier one's) that this
+    run does not write, so that a report folder never mixes two runs."""
+    for path in folder.iterdir():
+        if ours(path.name) and path.name not in written and path.is_file():
+            if not path.is_symlink():
+                path.unlink()

@@ -113,6 +113,10 @@ def run_grads(
     prepared = prepare(options, grads=True)
     model = prepared.loaded.model
     target_id = _target_id(prepared.loaded, target) if loss == "target" else None
+    if target is not None and loss != "target":
+        prepared.loaded.notes.append(
+            f"--target is used by --loss target only; ignored (--loss {loss})"
+        )
     if loss == "ce" and prepared.input_ids.shape[1] < 2:
         raise LninspectError("next-token loss needs at least 2 tokens of text")
     if _disable_checkpointing(model):

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
+from lninspect.files import LOCK
 from lninspect.model import memory
-from lninspect.render.report import LOCK, claimed_folder
+from lninspect.render.report import claimed_folder
 from tests import processes
 
 runner = CliRunner()
@@ -346,7 +347,8 @@ def test_a_model_larger_than_free_memory_is_refused(tmp_path: Path, monkeypatch)
 
 
 def test_a_pass_larger_than_free_memory_is_refused(tiny_model_dir: Path, monkeypatch):
-    free = iter([(10**9, "of memory is available"), (10**5, "of memory is available")])
+    # the model's estimate and its exact count fit; the pass does not
+    free = iter([(10**9, "of memory is available")] * 2 + [(10**5, "of memory is available")])
     monkeypatch.setattr(memory, "available_bytes", lambda device: next(free))
     result = invoke("grads", tiny_model_dir, "--text", TEXT)
     assert_error(result, 2, "of activations")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import distributed_watch as job
@@ -22,8 +21,8 @@ from lninspect.monitor.params import ParamGradNorms
 from lninspect.monitor.ranks import combine
 from lninspect.norms.discovery import find_norms
 from lninspect.results.watch import QUANTILE_FIELDS, QUANTILES, read_log
+from tests import processes
 
-HANG_GUARD_S = 600  # far above the ~30 s the run takes on 2 loaded cores: only a hang meets it
 BIN_WIDTH = 2 ** (1 / 32) - 1  # the relative error bound of a quantile from the bins
 
 
@@ -34,12 +33,7 @@ def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     command = [*torchrun(), "--standalone", "--nproc_per_node", "2", job.__file__, str(out)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"torchrun hung: no exit after {HANG_GUARD_S} s")
+    done = processes.run(command, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 

@@ -122,6 +122,8 @@ def main() -> None:
         code = app(prog_name="lninspect", standalone_mode=False)
         if sys.stdout is not None:  # None: the shell closed it (`>&-`)
             sys.stdout.flush()
+        if _SIGNALS and not code:  # raised in a finalizer, which Python ignores: still 143
+            raise Terminated()
     except TyperException as exc:
         context = getattr(exc, "ctx", None)
         where = context.command_path if context is not None else "lninspect"
@@ -144,7 +146,11 @@ def main() -> None:
     sys.exit(code or 0)
 
 
+_SIGNALS: list[int] = []  # SIGTERMs received
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    _SIGNALS.append(signum)
     raise Terminated()
 
 

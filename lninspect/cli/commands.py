@@ -202,6 +202,8 @@ def run_log(log: Path, jump: float, outputs: Outputs) -> None:
     out = outputs.console()
     if found.partial_line:
         out.note(f"{found.path}: the last line is still being written; left out")
+    for note in found.notes:
+        out.note(note)
     if not found.records:
         raise LninspectError(f"log '{found.path}' holds no complete record yet")
     changes = jumps(found, factor=jump)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
@@ -96,29 +99,64 @@ def _rstrip(line: list[Segment]) -> list[Text]:
 
 
 class _NoteHandler(logging.Handler):
-    """Log records of the library as one-line notes on stderr."""
+    """Log records of the library (and of transformers) as one-line notes on stderr."""
 
-    def __init__(self, output: Output, level: int) -> None:
+    def __init__(self, output: Output, level: int, debug: bool) -> None:
         super().__init__(level)
         self.output = output
+        self.debug = debug
+        self.displaced: list[logging.Handler] = []  # transformers' own, while this one runs
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if record.exc_info and record.levelno <= logging.DEBUG:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
-        self.output.note(message)
+        where = "" if record.name.split(".")[0] == LIBRARY_LOGGER else "transformers: "
+        self.output.note(where + one_note(message, self.debug))
+
+
+_STYLE = re.compile(r"\x1b\[[0-9;]*m")  # a library's own bold and colours, not the content's
+
+
+def one_note(message: str, debug: bool) -> str:
+    """A library's message as one line (all of it with --debug), its styling removed."""
+    lines = [line.rstrip() for line in _STYLE.sub("", message).splitlines() if line.strip()]
+    if debug or len(lines) <= 1:
+        return " | ".join(lines)
+    return f"{lines[0]} ({len(lines) - 1} more lines; --debug shows them)"
 
 
 @contextmanager
 def library_notes(output: Output, debug: bool) -> Iterator[None]:
-    """Show the library's log records as notes while a command runs (DEBUG ones with --debug)."""
+    """Show what the libraries say while a command runs as escaped one-line notes: the
+    library's log records (DEBUG ones with --debug), transformers' (model/loading.py hands
+    them over), and Python warnings of torch, numpy, ... (one note each)."""
     logger = logging.getLogger(LIBRARY_LOGGER)
     level = logging.DEBUG if debug else logging.INFO
-    handler, before = _NoteHandler(output, level), logger.level
+    handler, before = _NoteHandler(output, level, debug), logger.level
+    transformers = logging.getLogger("transformers")
     logger.addHandler(handler)
+    transformers.addHandler(handler)
     logger.setLevel(level)
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        where = f" ({filename}:{lineno})" if debug else ""
+        output.note(f"{category.__name__}: {one_note(str(message), debug)}{where}")
+
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            yield
     finally:
         logger.removeHandler(handler)
+        transformers.removeHandler(handler)
+        for displaced in handler.displaced:
+            transformers.addHandler(displaced)
         logger.setLevel(before)

@@ -214,6 +214,10 @@ def _json_field(path: Path, number: int, line: str, field: str) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise LninspectError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
+    except RecursionError:
+        raise LninspectError(f"{path}:{number}: not a JSON line (nested too deeply)") from None
+    except ValueError as exc:  # a number of more digits than Python converts
+        raise LninspectError(f"{path}:{number}: not a JSON line ({exc})") from exc
     if not isinstance(record, dict) or field not in record:
         raise LninspectError(f"{path}:{number}: no field '{field}' (choose with --field)")
     value = record[field]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,11 +17,13 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.model.causal import check_causal
+from lninspect.model.checks import check_fields, check_folder, dimension, estimated_parameters
 from lninspect.model.device_map import (
     check_device_map,
     dispatched,
     from_pretrained_kwargs,
     memory_budget,
+    parse_max_memory,
 )
 from lninspect.model.memory import Need, check_fits, parameter_bytes, size
 from lninspect.model.sources import (
@@ -35,6 +39,7 @@ from lninspect.model.sources import (
 from lninspect.options import is_device_name
 from lninspect.results import ModelInfo
 
+MAX_BUILT_LAYERS = 2048  # deeper configs are sized from their numbers alone (not built)
 # The gpt2 family's shapes (n_embd, n_layer, n_head), so that random:gpt2* needs no download.
 GPT2_FAMILY = {
     "gpt2": (768, 12, 12),
@@ -101,14 +106,23 @@ def load_model(
     """
     from transformers.utils import logging as transformers_logging
 
+    if not 0 <= seed < 1 << 64:  # torch.manual_seed's range, checked before loading
+        raise LninspectError(f"--seed {seed} is outside 0..2**64-1")
     transformers_logging.disable_progress_bar()
+    _logs_as_notes(transformers_logging.get_logger())
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     check_device_map(device_map, max_memory)
+    for name in parse_max_memory(max_memory) or {}:  # the documented answer, not accelerate's
+        if name not in ("cpu", "disk"):
+            resolve_device(f"cuda:{name}" if isinstance(name, int) else str(name))
     notes: list[str] = []
     if spec is None:
         spec, why = default_model()
         notes.append(f"model: {spec} ({why})")
     source = locate(spec, revision)
+    if revision is not None and source.kind != "hub":
+        notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
+        revision = None
     if source.kind == "random":
         if device_map is not None:
             raise LninspectError("--device-map needs a model with weight files, not random:")
@@ -117,7 +131,10 @@ def load_model(
         if source.kind == "hub" and source.local_only and not hub_offline():
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
         config = _config(source, revision, trust_remote_code)
-    _check_parameter_memory(spec, config, torch_dtype, torch_device, device_map, max_memory)
+    check_fields(lambda name: getattr(config, name, None), spec)
+    _check_parameter_memory(
+        spec, config, (torch_dtype, trust_remote_code), torch_device, device_map, max_memory
+    )
     if source.kind == "random":
         torch.manual_seed(seed)
         with _readable(spec):
@@ -129,13 +146,15 @@ def load_model(
             **from_pretrained_kwargs(device_map, max_memory),
         }
         with _readable(spec):
-            model = _auto_model().from_pretrained(
+            model, loading = _auto_model().from_pretrained(
                 source.path,
                 config=config,
                 dtype=torch_dtype,
                 trust_remote_code=trust_remote_code,
+                output_loading_info=True,
                 **{k: v for k, v in kwargs.items() if v is not None},
             )
+        _check_complete(spec, loading)
     if device_map is None:
         model = model.to(device=torch_device, dtype=torch_dtype).eval()
     else:  # accelerate placed the layers; inputs go where the embeddings are
@@ -163,6 +182,16 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
 
 
+def _logs_as_notes(logger: Any) -> None:
+    """When the CLI shows transformers' records as notes (a handler with `displaced`), its
+    own stderr handler steps aside until the command ends (its report holds raw escapes)."""
+    ours = [h for h in logger.handlers if isinstance(getattr(h, "displaced", None), list)]
+    if ours:
+        for other in [h for h in logger.handlers if h not in ours]:
+            logger.removeHandler(other)
+            ours[0].displaced.append(other)
+
+
 def _auto_model() -> Any:
     """transformers' AutoModelForCausalLM: it imports only the modeling module a config names."""
     from transformers import AutoModelForCausalLM
@@ -174,6 +203,8 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
     """The model's config, read before any weight is (to size the model first)."""
     from transformers import AutoConfig
 
+    if source.kind == "local":
+        check_folder(Path(source.path), source.spec)
     with _readable(source.spec):
         return AutoConfig.from_pretrained(
             source.path,
@@ -186,21 +217,34 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
 def _check_parameter_memory(
     spec: str,
     config: Any,
-    dtype: torch.dtype,
+    build: tuple[torch.dtype, bool],
     device: torch.device,
     device_map: str | None,
     max_memory: str | None,
 ) -> None:
-    """Refuse, before any weight is allocated, a model larger than the memory there is."""
-    with _readable(spec):
-        need = Need(
-            parameters=parameter_bytes(
-                lambda: _auto_model().from_config(config, dtype=dtype), dtype
-            )
-        )
+    """Refuse, before any weight is allocated, a model larger than the memory there is.
+
+    The config's numbers give an estimate first; only a model that fits by it, and of at
+    most MAX_BUILT_LAYERS layers, is built on the meta device for the exact count.
+    `build`: the dtype and whether its own code may run (--trust-remote-code).
+    """
+    dtype, trust_remote_code = build
+    item = torch.empty((), dtype=dtype).element_size()
+    need = Need(parameters=estimated_parameters(config) * item)
     if device_map is None:
-        hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
-        check_fits(need, device, f"model '{spec}'", hint)
+        _fits(need, device, spec)
+    if (dimension(config, "layers") or 0) <= MAX_BUILT_LAYERS:
+        with _readable(spec):
+            need = Need(
+                parameters=parameter_bytes(
+                    lambda: _auto_model().from_config(
+                        config, dtype=dtype, trust_remote_code=trust_remote_code
+                    ),
+                    dtype,
+                )
+            )
+    if device_map is None:
+        _fits(need, device, spec)
         return
     budget = memory_budget(max_memory)
     if budget is not None and budget < need.parameters:
@@ -208,6 +252,24 @@ def _check_parameter_memory(
             f"model '{spec}' needs ~{size(need.parameters)} of parameters, but --max-memory "
             f"gives {size(budget)} in all: raise the limits"
         )
+
+
+def _check_complete(spec: str, loading: dict[str, Any]) -> None:
+    """Refuse a checkpoint that lacks weights the config asks for (transformers would fill
+    them with random numbers and only warn): the config and the weights do not match."""
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        raise LninspectError(
+            f"model '{spec}': the checkpoint lacks {len(missing)} weights the config asks for "
+            f"({shown}); they would be random: the config does not match the weights"
+        )
+
+
+def _fits(need: Need, device: torch.device, spec: str) -> None:
+    hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
+    check_fits(need, device, f"model '{spec}'", hint)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -266,11 +328,13 @@ def _random_config(arch: str, trust_remote_code: bool) -> Any:
 
 @contextmanager
 def _readable(what: str) -> Iterator[None]:
-    """transformers' loading errors as one readable line each (LninspectError)."""
+    """transformers' loading errors as one readable line each (LninspectError); what a
+    model's own code prints goes to stderr (stdout may carry the JSON, `--json -`)."""
     from safetensors import SafetensorError
 
     try:
-        yield
+        with redirect_stdout(sys.stderr):
+            yield
     except LninspectError:
         raise
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
@@ -330,8 +394,12 @@ def _load_tokenizer(
         # transformers 5 builds an empty tokenizer from a config alone: that is none either
         if hf("a b", add_special_tokens=False)["input_ids"]:
             return Tokenizer(hf)
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        if os.path.isfile(os.path.join(source, "tokenizer.json")):  # one is there, damaged
+            raise LninspectError(
+                f"cannot load the tokenizer of '{source}': its tokenizer.json is damaged "
+                f"({_first_line(exc)[:120]})"
+            ) from exc
     notes.append(
         f"no tokenizer found for '{source}': using a byte-level fallback "
         "(token ids are the UTF-8 bytes of the text)"

@@ -2,10 +2,11 @@
 
 A model of the wrong size is refused with the numbers instead of being killed by the kernel
 after minutes of swapping (a GPT-2 folder whose config.json says llama builds a 4096-wide,
-32-layer model: 26 GB with the bundled model's config). The parameters are counted exactly,
-on the meta device (shapes, no storage); activations are estimated from the config (the
-formulas below). Free memory comes from /proc/meminfo's MemAvailable and the cgroup's limit
-for the CPU, from torch.cuda.mem_get_info for a GPU.
+32-layer model: 26 GB with the bundled model's config). The parameters are estimated from
+the config's numbers first (model/checks.py), then, for a model that fits by that estimate,
+counted exactly on the meta device (shapes, no storage); activations are estimated from the
+config (the formulas below). Free memory comes from /proc/meminfo's MemAvailable, the cgroup's limit
+and the address-space limit (`ulimit -v`) for the CPU, from torch.cuda.mem_get_info for a GPU.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from lninspect.errors import LninspectError
+from lninspect.model.checks import dimension
 
 GiB = 1 << 30
 CGROUP_V2 = Path("/sys/fs/cgroup")
@@ -40,8 +42,8 @@ class Need:
 
 
 def size(count: float) -> str:
-    """Bytes as `27 GB`, `310 MB`, `12 kB` (decimal units, 2-3 significant digits)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    """Bytes as `1.1 TB`, `27 GB`, `310 MB`, `12 kB` (decimal units, 2-3 significant digits)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
             return f"{count / scale:.3g} {unit}"
     return f"{int(count)} bytes"
@@ -67,24 +69,16 @@ def activation_bytes(config: Any, tokens: int, batch: int, grads: bool, item: in
     and the logits are held three times (logits, log-softmax, their gradient).
     h: hidden size, i: MLP width, a: heads, T: tokens.
     """
-    h = _first(config, "hidden_size", "n_embd", "d_model") or 0
-    i = _first(config, "intermediate_size", "n_inner", "ffn_dim") or 4 * h
-    a = _first(config, "num_attention_heads", "n_head") or 1
-    layers = _first(config, "num_hidden_layers", "n_layer") or 1
-    vocab = _first(config, "vocab_size") or 0
+    h = dimension(config, "width") or 0
+    i = dimension(config, "mlp") or 4 * h
+    a = dimension(config, "heads") or 1
+    layers = dimension(config, "layers") or 1
+    vocab = dimension(config, "vocab") or 0
     t = tokens
     if grads:
         per_layer = t * (10 * h + 2 * i) + 2 * a * t * t
         return batch * (layers * per_layer * item + 3 * t * vocab * 4)
     return batch * ((t * (4 * h + i) + a * t * t) * item + 2 * t * vocab * 4)
-
-
-def _first(config: Any, *names: str) -> int | None:
-    for name in names:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def available_bytes(device: torch.device) -> tuple[int, str] | None:
@@ -93,7 +87,11 @@ def available_bytes(device: torch.device) -> tuple[int, str] | None:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free), f"is free on {device}"
     if device.type in ("cpu", "mps"):  # mps shares the machine's memory
-        found = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+        found = [
+            v
+            for v in (_meminfo_available(), _cgroup_available(), _address_space_left())
+            if v is not None
+        ]
         if found:
             return min(found), "of memory is available"
     return None
@@ -109,6 +107,21 @@ def _meminfo_available() -> int | None:
     try:  # other Unix systems: free pages (less generous than MemAvailable)
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _address_space_left() -> int | None:
+    """What the process may still map under `ulimit -v` (prlimit --as): the limit less its
+    present size (None: no limit)."""
+    try:
+        import resource
+
+        limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if limit == resource.RLIM_INFINITY:
+            return None
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        return max(limit - pages * os.sysconf("SC_PAGE_SIZE"), 0)
+    except (ImportError, OSError, ValueError, IndexError):
         return None
 
 

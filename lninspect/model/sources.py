@@ -131,6 +131,8 @@ def locate(spec: str, revision: str | None = None) -> Source:
         raise LninspectError(
             f"'{spec}' is a file, not a model directory (a folder with config.json and weights)"
         )
+    if os.path.islink(spec):  # a link that leads nowhere, or back to itself
+        raise LninspectError(f"model directory '{spec}' is a broken link or a symlink loop")
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise LninspectError(f"model directory '{spec}' does not exist")
     _check_hub_id(spec)

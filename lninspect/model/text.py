@@ -7,6 +7,7 @@ huge file costs no more than the part of it that the run can use.
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lninspect.errors import LninspectError
+from lninspect.files import open_input, os_reason
 
 TRAINING_TEXT = Path(__file__).parents[1] / "bundled" / "text" / "python-docs.txt"
 DOCUMENT_SEPARATOR = "\n\n<|endoftext|>\n\n"  # between the documents of TRAINING_TEXT
 CHUNK_BYTES = 1 << 16  # a file is decoded in chunks of this size, and read no further than needed
+MAX_TEXT_CHARS = 64 << 20  # read as one text at most (a stream such as /dev/zero never ends)
 
 # Used when neither --text nor --file is given: plain English prose about the subject.
 SAMPLE_TEXT = (
@@ -52,7 +55,12 @@ def read_text(
         raise LninspectError("give either --text or --file, not both")
     complete = True
     if file is not None:
-        text, complete = _read_file(file, encoding, max_chars)
+        text, complete = _read_file(file, encoding, max_chars or MAX_TEXT_CHARS)
+        if not complete and max_chars is None:
+            raise LninspectError(
+                f"'{file}' is longer than {MAX_TEXT_CHARS:,} characters, the most lninspect "
+                "reads as one text; give a shorter file"
+            )
     elif text is None:
         return InputText(SAMPLE_TEXT)
     _check(text, complete)
@@ -67,6 +75,12 @@ def _check(text: str, complete: bool) -> None:
         raise LninspectError(
             f"the text is only whitespace ({len(text)} characters): "
             "give some words with --text or --file"
+        )
+    undecodable = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
+    if undecodable is not None:  # bytes of the command line that are not UTF-8
+        raise LninspectError(
+            f"the text holds bytes that are not valid UTF-8 (at character {undecodable}): "
+            "give it in a file with --file and its --encoding"
         )
     if "\0" in text:
         raise LninspectError(
@@ -124,11 +138,28 @@ def _chunks(path: Path) -> Iterator[bytes]:
         return
     key = STDIN if str(path) == STDIN else os.path.realpath(path)
     known = _STREAMS.get(key)
-    if key == STDIN and (known is None or known.handle is not sys.stdin.buffer):
-        known = _STREAMS[key] = _Stream(sys.stdin.buffer)  # a new stdin (a test runner's)
+    if key == STDIN:
+        stdin = _stdin()
+        if known is None or known.handle is not stdin:
+            known = _STREAMS[key] = _Stream(stdin)  # a new stdin (a test runner's)
     elif known is None:
-        known = _STREAMS[key] = _Stream(open(path, "rb"))  # noqa: SIM115 - read later on
+        known = _STREAMS[key] = _Stream(open_input(path))  # a FIFO: said that it may wait
     yield from known.read()
+
+
+def _stdin() -> BinaryIO:
+    """stdin's bytes, or one sentence when the shell closed it (`<&-`)."""
+    stream: BinaryIO | None = getattr(sys.stdin, "buffer", None)
+    try:
+        if stream is None or stream.closed:
+            raise ValueError
+        os.fstat(stream.fileno())
+    except (AttributeError, io.UnsupportedOperation):  # before OSError, its base
+        pass  # no descriptor (a test runner's stdin)
+    except (OSError, ValueError):
+        raise LninspectError("stdin is closed: there is no text to read for --file -") from None
+    assert stream is not None
+    return stream
 
 
 def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, bool]:
@@ -137,8 +168,12 @@ def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, b
     `-` is stdin; stdin, pipes (`<(...)`) and devices are read once (see _Stream).
     """
     if str(path) != STDIN:
-        if not path.exists():
-            raise LninspectError(f"file '{path}' does not exist")
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            raise LninspectError(f"file '{path}' does not exist") from None
+        except OSError as exc:  # a symlink loop, no permission to look
+            raise LninspectError(f"cannot read '{path}': {os_reason(exc)}") from exc
         if path.is_dir():
             raise LninspectError(f"'{path}' is a directory, not a text file")
     decoder = _decoder(encoding)
@@ -165,7 +200,7 @@ def _read_file(path: Path, encoding: str, max_chars: int | None) -> tuple[str, b
             if max_chars is not None and chars > max_chars:
                 break
     except OSError as exc:
-        raise LninspectError(f"cannot read '{path}': {exc.strerror}") from exc
+        raise LninspectError(f"cannot read '{path}': {os_reason(exc)}") from exc
     return "".join(parts)[:max_chars], False
 
 

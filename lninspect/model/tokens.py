@@ -96,6 +96,24 @@ def _read_ids(
         chars *= 2
 
 
+# What a run keeps per token of every window: its id and its text (~80 bytes), and per norm
+# ~12 float32 statistics of x and y on the device and again on the host.
+TOKEN_BYTES = 80
+NORM_TOKEN_BYTES = 2 * 12 * 4
+
+
+def _check_windows(loaded: LoadedModel, count: int, window: int, stride: int) -> None:
+    """Refuse, before the window lists are built, a --stride run whose windows x what each
+    keeps exceeds the free memory (stride 1 over a long text: ~10^5 windows)."""
+    from lninspect.model.checks import dimension
+    from lninspect.model.memory import Need, check_fits
+
+    norms = 2 * (dimension(loaded.model.config, "layers") or 1) + 1
+    need = Need(parameters=0, activations=count * window * (TOKEN_BYTES + norms * NORM_TOKEN_BYTES))
+    what = f"--stride {stride}: {count:,} windows of {window} tokens"
+    check_fits(need, loaded.device, what, "a larger --stride, a shorter text or fewer --max-tokens")
+
+
 def _chars(tokens: int) -> int:
     """Characters to read first for `tokens` tokens."""
     return CHARS_PER_TOKEN * (tokens + MARGIN)
@@ -117,6 +135,8 @@ def _windows(
         )
     if len(ids) <= window:
         return [ids]
+    count = len(range(0, len(ids) - window + 1, stride)) + 1  # at most one more at the end
+    _check_windows(loaded, count, window, stride)
     starts = list(range(0, len(ids) - window + 1, stride))
     if starts[-1] + window < len(ids):
         starts.append(len(ids) - window)

@@ -30,6 +30,8 @@ def probe_ids(
     model: nn.Module, text: Any, tokenizer: Any | None, max_tokens: int = DEFAULT_PROBE_TOKENS
 ) -> torch.Tensor:
     """(1, tokens) ids of the probe: `text` as a string (needs `tokenizer`) or as token ids."""
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 2:
+        raise LninspectError(f"max_tokens must be a whole number >= 2, not {max_tokens!r}")
     if isinstance(text, str):
         if tokenizer is None:
             raise LninspectError("watch(text='...') needs tokenizer= (or give token ids as text)")
@@ -39,10 +41,22 @@ def probe_ids(
     context = _context(model)
     limit = min(max_tokens, context) if context else max_tokens
     ids = ids[:limit]
+    vocab = _vocabulary(model)
+    if vocab is not None and any(not 0 <= i < vocab for i in ids):
+        raise LninspectError(f"the probe holds token ids outside the vocabulary (0..{vocab - 1})")
     if len(ids) < 2:
         raise LninspectError(f"the probe text is {len(ids)} token(s): the loss needs at least 2")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     return torch.tensor([ids], dtype=torch.long, device=device)
+
+
+def _vocabulary(model: nn.Module) -> int | None:
+    """Rows of the input embedding (the model's own, or its first nn.Embedding)."""
+    get = getattr(model, "get_input_embeddings", None)
+    found = get() if callable(get) else None
+    found = found or next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    rows = getattr(found, "num_embeddings", None)
+    return rows if isinstance(rows, int) else None
 
 
 def _context(model: nn.Module) -> int | None:

@@ -13,6 +13,7 @@ used when installed (and, for wandb, when a run is active); neither is a depende
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
 import stat
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.files import dump_json
 from lninspect.results.watch import LOG_NAME, WatchRecord
+
+log = logging.getLogger("lninspect")
 
 PREFIX = "lninspect"
 
@@ -53,7 +56,8 @@ class JsonlSink:
                     "or choose another log_dir"
                 )
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            _cut_torn_line(self.fd, self.path)
         except OSError as exc:
             raise LninspectError(f"cannot open '{self.path}': {exc.strerror}") from exc
         self.syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lninspect-fsync")
@@ -61,6 +65,7 @@ class JsonlSink:
 
     def write(self, record: WatchRecord) -> None:
         data = (dump_json(record.to_json()) + "\n").encode("utf-8")
+        size = os.fstat(self.fd).st_size
         try:
             self._wait()
             written = os.write(self.fd, data)
@@ -68,6 +73,10 @@ class JsonlSink:
                 written += os.write(self.fd, data[written:])
             self.sync = self.syncer.submit(os.fsync, self.fd)
         except OSError as exc:
+            try:
+                os.ftruncate(self.fd, size)  # no half-written line (a full disk)
+            except OSError:
+                pass
             raise LninspectError(
                 f"cannot write to '{self.path}': {exc.strerror}", EXIT_RUNTIME
             ) from exc
@@ -91,6 +100,27 @@ class JsonlSink:
             self.syncer.shutdown()
             os.close(self.fd)
             self.fd = -1
+
+
+def _cut_torn_line(fd: int, path: Path) -> None:
+    """Resuming: cut a last line without its newline (a crash or a full disk mid-write),
+    and say so, so that the lines appended after it stay readable."""
+    size = os.fstat(fd).st_size
+    end = size
+    if not size:
+        return
+    while end > 0:
+        start = max(end - (1 << 16), 0)
+        chunk = os.pread(fd, end - start, start)
+        if start + len(chunk) == size and chunk.endswith(b"\n"):
+            return  # the last line is whole
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    log.warning(f"'{path}': cut a torn last line ({size - end} bytes) before resuming")
 
 
 def scalars(record: WatchRecord) -> dict[str, float]:

@@ -72,6 +72,8 @@ class Watcher:
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise LninspectError(f"every must be a positive number of steps, not {every!r}")
+        if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
+            raise LninspectError(f"start_step must be a whole number >= 0, not {start_step!r}")
         self.model = unwrap(model)
         self.every = every
         self.optimizer = optimizer
@@ -89,6 +91,7 @@ class Watcher:
         self._capture: Capture | None = None
         self._gate: list[RemovableHandle] = []
         self._losses: list[tuple[torch.Tensor, bool]] = []  # (loss, summed) per training pass
+        self._pass_open = False  # a pass began and has not ended (it raised, if another begins)
         self._lr = math.nan
         # set by WatchCallback: the Trainer divides each rank's summed loss by the step's
         # tokens over all ranks, so the step's loss is the sum of the ranks' (not their mean)
@@ -160,7 +163,9 @@ class Watcher:
             self.arm()
 
     def close(self) -> None:
-        """Remove every hook (a step left half-recorded is dropped) and close the sinks."""
+        """Remove every hook (a step left half-recorded is dropped) and close the sinks; for
+        good: a `step()` after the block records nothing and arms nothing."""
+        self.active = False
         self.disarm()
         for sink in self.sinks:
             sink.close()
@@ -210,6 +215,10 @@ class Watcher:
     def _on_pass(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Gate: record training passes only (train mode, gradients on)."""
         assert self._capture is not None
+        raised = self._pass_open  # the last pass raised part-way: its partial statistics go
+        if raised:
+            self.restart()
+        self._pass_open = True
         training = module.training and torch.is_grad_enabled()
         if training:
             self._capture.resume()
@@ -217,11 +226,14 @@ class Watcher:
                 self._lr = float(self.optimizer.param_groups[0]["lr"])
         else:
             self._capture.pause()
+        if raised:  # the new capture's own root hook joins from the next pass
+            self._capture._hooks.count_pass(module, args)
 
     def _after_pass(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> None:
         """Keep the loss a transformers model returned for a training pass."""
+        self._pass_open = False
         if not (module.training and torch.is_grad_enabled()):
             return
         self.params.watch_output(output)

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
+from lninspect.model.checks import estimated_parameters
 from lninspect.model.memory import Need, activation_bytes, check_fits, parameter_bytes
 from lninspect.placement.refgpt import GPT, Block, RefGPTConfig
 from lninspect.results.placement import PlacementConfig
@@ -36,9 +37,6 @@ def check_placement_memory(
         mlp_ratio=config.mlp_ratio,
         norm=config.norm,
     )
-    one = parameter_bytes(lambda: GPT(shape), torch.float32)
-    block = parameter_bytes(lambda: Block(replace(shape)), torch.float32)
-    parameters = one + (deepest - 1) * block
     described = SimpleNamespace(
         hidden_size=config.d_model,
         intermediate_size=config.mlp_ratio * config.d_model,
@@ -46,14 +44,23 @@ def check_placement_memory(
         num_hidden_layers=deepest,
         vocab_size=config.vocab_size,
     )
+    estimate = estimated_parameters(SimpleNamespace(**vars(described), n_positions=config.seq_len))
+    _fits(Need(parameters=4 * estimate), device, deepest)  # before building anything
+    one = parameter_bytes(lambda: GPT(shape), torch.float32)
+    block = parameter_bytes(lambda: Block(replace(shape)), torch.float32)
+    parameters = one + (deepest - 1) * block
     need = Need(
         parameters=parameters,
         gradients=parameters * (3 if training else 1),
         activations=activation_bytes(described, config.seq_len, config.batch, True, 4),
     )
+    _fits(need, device, deepest)
+
+
+def _fits(need: Need, device: torch.device | None, deepest: int) -> None:
     check_fits(
         need,
         device or torch.device("cpu"),
         f"the placement experiment at L = {deepest}",
-        "fewer --layers or a smaller --d-model",
+        "fewer --layers, a smaller --d-model, --mlp-ratio, --seq-len or --batch",
     )

@@ -3,7 +3,7 @@
 One folder: the comparison's overlay figures, every model's figures (prefixed A-, B-, ...),
 compare.json, each model's grads document (A-report.json, ...) and an index.html that puts
 the models' summaries in columns and their figures in rows, side by side. Written into a
-temporary sibling folder and moved into place file by file, index.html last.
+staging folder and moved into place file by file, index.html last (files.write_folder).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lninspect import __version__
-from lninspect.files import dump_json
+from lninspect.files import dump_json, write_folder
 from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
 from lninspect.render.compare_tables import LABELS, how_compared, row_label
 from lninspect.render.format import fmt
@@ -27,7 +27,6 @@ from lninspect.render.report import (
     FORMER_REPORT_FILES,
     REPORT_FILES,
     summary,
-    write_folder,
 )
 from lninspect.render.stats_plots import save_stats_figures
 from lninspect.results import GradsResult

@@ -20,12 +20,13 @@ def fmt(value: float) -> str:
 
 
 def short_names(names: list[str]) -> list[str]:
-    """Drop the dotted prefix that all names share (`transformer.h.0.ln_1` -> `h.0.ln_1`)."""
+    """Drop the dotted prefix that all names share (`transformer.h.0.ln_1` -> `h.0.ln_1`);
+    control characters made visible (a log's names may hold any)."""
     parts = [name.split(".") for name in names]
     common = 0
     while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
         common += 1
-    return [".".join(p[common:]) for p in parts]
+    return [visible(".".join(p[common:])) for p in parts]
 
 
 def token_label(result: StatsResult, sequence: int, token: int, width: int = 12) -> str:

@@ -1,27 +1,23 @@
 """The report folder: every figure, the JSON and a self-contained index.html (no torch).
 
-Everything is written into a temporary sibling folder first and then moved into place file
-by file, index.html last, so that an interrupted run leaves no half-written file.
+Everything is written into a staging folder first and then moved into place file by file,
+index.html last, so that an interrupted run leaves no half-written file (files.write_folder).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from rich import box
 from rich.table import Table
 
 from lninspect import __version__
-from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.escape import visible
-from lninspect.files import STREAM, check_target, dump_json, output_kind
+from lninspect.files import check_report_folder as check_folder
+from lninspect.files import claim_folder, dump_json, write_folder
 from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
@@ -126,61 +122,14 @@ nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-si
 # Checks and writing -------------------------------------------------------------------------
 
 
-LOCK = ".lninspect.lock"  # in a report folder while a run writes it
-
-
 def check_report_folder(folder: Path, force: bool) -> None:
-    """Refuse, before any work: a file, a non-empty folder (without --force), no write access."""
-    if folder.exists() and not folder.is_dir():
-        raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
-    if (folder / LOCK).exists():
-        raise LninspectError(
-            f"folder '{folder}' is being written by another lninspect run ({LOCK} is there); "
-            "wait for it to end, or delete the lock if no run is writing there"
-        )
-    if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise LninspectError(
-            f"folder '{folder}' is not empty; use --force to write the report "
-            "into it (files of the same names are replaced)"
-        )
-    if folder.is_dir():  # what --force would replace must be a file, a link to one, or a pipe
-        for name in REPORT_FILES:
-            check_target(str(folder / name), force=True)
-    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise LninspectError(f"cannot create folder '{folder}': '{existing}' is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LninspectError(f"cannot write the report: folder '{existing}' is not writable")
+    """Refuse, before any work, a folder the report cannot be written into (files.py)."""
+    check_folder(folder, REPORT_FILES, force)
 
 
-@contextmanager
-def claimed_folder(folder: Path, force: bool) -> Iterator[Path]:
-    """Check `folder`, then hold it for this run: created if missing, with a lock file inside.
-
-    A second run into the same folder is refused (the lock makes it non-empty, and --force
-    does not take a held folder); a failed run removes the folders it created.
-    """
-    check_report_folder(folder, force)
-    created = [p for p in (folder, *folder.parents) if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(folder / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError as exc:
-        raise LninspectError(
-            f"folder '{folder}' is being written by another lninspect run ({LOCK} is there)"
-        ) from exc
-    except OSError as exc:
-        raise LninspectError(f"cannot create folder '{folder}': {exc.strerror}") from exc
-    os.close(descriptor)
-    try:
-        yield folder
-    finally:
-        (folder / LOCK).unlink(missing_ok=True)
-        for path in created:  # innermost first; only the empty ones (a failed run)
-            try:
-                path.rmdir()
-            except OSError:
-                break
+def claimed_folder(folder: Path, force: bool) -> AbstractContextManager[Path]:
+    """The report folder, checked and held by this run (files.claim_folder)."""
+    return claim_folder(folder, REPORT_FILES, force)
 
 
 def write_report(result: GradsResult, folder: Path) -> list[Path]:
@@ -197,59 +146,6 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
         return [p.name for p in images] + [REPORT_JSON, INDEX_HTML]  # index.html moves last
 
     return write_folder(folder, build, lambda name: name in (*REPORT_FILES, *FORMER_REPORT_FILES))
-
-
-def write_folder(
-    folder: Path, build: Callable[[Path], list[str]], ours: Callable[[str], bool]
-) -> list[Path]:
-    """Build a report in a hidden sibling folder, then move its files into `folder`.
-
-    `build(staging)` writes the files and returns their names in the order they move (the
-    page last, so that a folder with an index.html is complete). Files in `folder` that
-    `ours(name)` claims and this run did not write are removed first; nothing else is
-    touched. An interrupted run leaves no half-written file.
-    """
-    try:
-        folder.absolute().parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(dir=folder.absolute().parent, prefix=f".{folder.name}.", suffix=".tmp")
-        )
-    except OSError as exc:
-        raise LninspectError(
-            f"cannot write the report next to '{folder}': {exc.strerror}", EXIT_RUNTIME
-        ) from exc
-    try:
-        names = build(staging)
-        folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale(folder, names, ours)
-        for name in names:
-            _move(staging / name, folder / name)
-    except OSError as exc:
-        raise LninspectError(
-            f"cannot write the report into '{folder}': {exc.strerror}", EXIT_RUNTIME
-        ) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return [folder / name for name in names]
-
-
-def _move(staged: Path, target: Path) -> None:
-    """Rename a staged file over `target` (or its symlink's target); write a pipe in place."""
-    kind, real = output_kind(target)
-    if kind == STREAM:
-        with open(real, "wb") as handle:
-            handle.write(staged.read_bytes())
-    else:
-        os.replace(staged, real)
-
-
-def _remove_stale(folder: Path, written: list[str], ours: Callable[[str], bool]) -> None:
-    """Remove regular files of report names (this version's or an earlier one's) that this
-    run does not write, so that a report folder never mixes two runs."""
-    for path in folder.iterdir():
-        if ours(path.name) and path.name not in written and path.is_file():
-            if not path.is_symlink():
-                path.unlink()
 
 
 # Summary ------------------------------------------------------------------------------------

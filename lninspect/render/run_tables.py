@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
+from lninspect.escape import visible
 from lninspect.render.format import fmt, short_names
 from lninspect.results.watch import WatchLog
 from lninspect.trends import (
@@ -28,9 +29,8 @@ def run_header(log: WatchLog) -> str:
     first, last = first_last(losses(log))
     modes = sorted({r.mode for r in log.records})
     loss = f" · loss {fmt(first)} → {fmt(last)}" if first == first else ""
-    return (
-        f"{log.path} · {len(steps)} records, steps {steps[0]}–{steps[-1]} · {'/'.join(modes)}{loss}"
-    )
+    span = f"steps {min(steps)}–{max(steps)}"  # the file's order may differ (a note says so)
+    return f"{visible(log.path)} · {len(steps)} records, {span} · {'/'.join(modes)}{loss}"
 
 
 def _arrow(values: tuple[float, float]) -> str:
@@ -108,7 +108,7 @@ def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -
     for jump in found[:MAX_JUMPS]:
         table.add_row(
             str(jump.step),
-            names.get(jump.name, jump.name),
+            names.get(jump.name, visible(jump.name)),
             STATISTICS[jump.statistic][0],
             fmt(jump.before),
             fmt(jump.after),

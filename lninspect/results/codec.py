@@ -75,16 +75,31 @@ def decode(hint: Any, value: Any, dtype: str | None = None) -> Any:
         inner = [a for a in args if a is not type(None)]
         return None if value is None else decode(inner[0], value, dtype)
     if dataclasses.is_dataclass(hint):
-        return _decode_dataclass(hint, value)
+        return _decode_dataclass(hint, _expect(value, dict, "an object"))
     if origin is list:
-        return [decode(args[0], v, dtype) for v in value]
+        return [decode(args[0], v, dtype) for v in _expect(value, list, "a list")]
     if origin is dict:
-        return {k: decode(args[1], v, dtype) for k, v in value.items()}
+        return {k: decode(args[1], v, dtype) for k, v in _expect(value, dict, "an object").items()}
     if hint is np.ndarray:
         return _array(value, dtype or "float32")
     if hint is float:
-        return math.nan if value is None else float(value)
+        if value is None:
+            return math.nan
+        return float(_expect(value, (int, float), "a number"))
+    if hint in SCALARS:
+        return _expect(value, hint, SCALARS[hint])
     return value
+
+
+SCALARS: dict[Any, str] = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """`value` if it is of `kind` (a bool is no number here), else a ValueError saying so."""
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    shown = repr(value) if len(repr(value)) <= 40 else f"{type(value).__name__} ..."
+    raise ValueError(f"expected {what}, got {shown}")
 
 
 def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
@@ -93,7 +108,10 @@ def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
     for f in dataclasses.fields(cls):
         key = f.metadata.get("json", f.name)
         if key in doc:
-            kwargs[f.name] = decode(hints[f.name], doc[key], f.metadata.get("dtype"))
+            try:
+                kwargs[f.name] = decode(hints[f.name], doc[key], f.metadata.get("dtype"))
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{cls.__name__}: the document has no '{key}'")
     return cls(**kwargs)

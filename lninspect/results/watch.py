@@ -18,18 +18,26 @@ line elsewhere is an error. No torch.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lninspect.errors import LninspectError
+from lninspect.files import open_input, os_reason
 from lninspect.results.codec import from_document, meta, to_document
 
 WATCH_SCHEMA = "lninspect.watch/1"
 LOG_NAME = "lninspect-watch.jsonl"  # the log's file name inside watch(log_dir=...)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _ranks = meta(omit_none=True)  # keys of a multi-process record, absent from a single process's
+MODES = ("train", "probe")
+MAX_LINE_BYTES = 16 << 20  # a record of ~30k norms; a longer line is no log of ours
+MAX_LOG_BYTES = 512 << 20  # read at once (~100k steps of a 12-layer model)
+MAX_STEP = 1 << 53  # steps are exact in float64 (figures) below this
 
 
 @dataclass
@@ -112,6 +120,7 @@ class WatchLog:
     path: str
     records: list[WatchRecord]
     partial_line: bool = False  # the last line had no newline yet (a run still writing)
+    notes: list[str] = field(default_factory=list)  # what the reader noticed (steps out of order)
 
     @property
     def steps(self) -> list[int]:
@@ -124,21 +133,72 @@ def log_path(target: Path) -> Path:
 
 
 def read_log(target: Path) -> WatchLog:
-    """Read a watch log (or the one inside a log_dir); a partial last line is left out."""
+    """Read a watch log (or the one inside a log_dir); a partial last line is left out.
+
+    Read line by line, at most MAX_LINE_BYTES a line and MAX_LOG_BYTES in all (a device or
+    a damaged file is refused, never read whole); every record is checked field by field.
+    """
     path = log_path(target)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise LninspectError(f"log '{target}' does not exist") from None
-    except OSError as exc:
-        raise LninspectError(f"cannot read log '{path}': {exc.strerror}") from exc
-    lines = data.split(b"\n")
-    partial = lines[-1].strip() != b""  # bytes after the last newline: a line being written
-    records = [_parse(path, number, line) for number, line in enumerate(lines[:-1], 1)]
-    found = [r for r in records if r is not None]
-    if not found and not partial:
+    records: list[WatchRecord] = []
+    partial = False
+    with _opened(target, path) as handle, _readable(path):
+        total = 0
+        for number in itertools.count(1):
+            line = handle.readline(MAX_LINE_BYTES + 1)
+            total += len(line)
+            if len(line) > MAX_LINE_BYTES:
+                raise LninspectError(
+                    f"'{path}' line {number} is longer than {MAX_LINE_BYTES >> 20} MiB: not a "
+                    f"{WATCH_SCHEMA} log"
+                )
+            if total > MAX_LOG_BYTES:
+                raise LninspectError(
+                    f"log '{path}' is larger than {MAX_LOG_BYTES >> 20} MiB, more than lninspect "
+                    "reads at once; record less often (watch(every=...))"
+                )
+            if not line.endswith(b"\n"):  # the end, or a line still being written
+                partial = line.strip() != b""
+                break
+            record = _parse(path, number, line)
+            if record is not None:
+                records.append(record)
+    if not records and not partial:
         raise LninspectError(f"log '{path}' holds no recorded step yet")
-    return WatchLog(path=str(path), records=found, partial_line=partial)
+    return WatchLog(path=str(path), records=records, partial_line=partial, notes=_order(records))
+
+
+@contextmanager
+def _opened(target: Path, path: Path) -> Iterator[BinaryIO]:
+    """The log opened for reading, or one sentence that says why it cannot be."""
+    try:
+        handle = open_input(path)
+    except FileNotFoundError:
+        where = f"folder '{target}' holds no {LOG_NAME}" if target.is_dir() else None
+        raise LninspectError(where or f"log '{target}' does not exist") from None
+    except OSError as exc:
+        raise LninspectError(f"cannot read log '{path}': {os_reason(exc)}") from exc
+    with handle:
+        yield handle
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise LninspectError(f"cannot read log '{path}': {os_reason(exc)}") from exc
+
+
+def _order(records: list[WatchRecord]) -> list[str]:
+    """A note when the steps do not increase: two runs in one log, or a resumed run."""
+    for number, (before, after) in enumerate(itertools.pairwise(records), 2):
+        if after.step <= before.step:
+            return [
+                f"the steps do not increase (record {number}: step {after.step} after "
+                f"{before.step}): two runs in one log, or a run resumed from an earlier "
+                "checkpoint? The series follow the file's order"
+            ]
+    return []
 
 
 def _parse(path: Path, number: int, line: bytes) -> WatchRecord | None:
@@ -146,9 +206,19 @@ def _parse(path: Path, number: int, line: bytes) -> WatchRecord | None:
         return None
     try:
         doc = json.loads(line)
-        return WatchRecord.from_json(doc)
-    except (ValueError, TypeError, KeyError) as exc:
+        record = WatchRecord.from_json(doc)
+        _check_record(record)
+        return record
+    except RecursionError:
+        reason = "nested too deeply"
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LninspectError(
-            f"'{path}' line {number} is not a {WATCH_SCHEMA} record ({reason})"
-        ) from exc
+    raise LninspectError(f"'{path}' line {number} is not a {WATCH_SCHEMA} record ({reason})")
+
+
+def _check_record(record: WatchRecord) -> None:
+    """What the codec's types do not say: the step's range, the mode."""
+    if not 0 <= record.step < MAX_STEP:
+        raise ValueError(f"step {record.step} is outside 0..{MAX_STEP - 1}")
+    if record.mode not in MODES:
+        raise ValueError(f"mode {record.mode!r} is not one of {', '.join(MODES)}")
