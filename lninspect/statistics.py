@@ -1,16 +1,30 @@
-"""The one table of per-token statistics: what each is, where it comes from, where it goes.
+"""The one declaration of every per-token statistic: what it is, how it is reduced, where it goes.
 
-Every reduction in lninspect.hooks.reduce returns a record keyed by `Statistic.key`; the
-capture turns a record into the result fields named here; the corpus aggregate keeps
-per-position moments of the `aggregated` ones under the same keys; docs/statistics.md prints
-this table (a test keeps it in step). A new statistic is one entry here, its reduction, and
-the result field of that name (a test checks that the result types and this table agree).
-No torch, no numpy: everything may read it.
+An entry holds a statistic's record key, the result field and JSON key it is written under,
+its unit and definition, its per-token reduction (for the forward statistics), and where
+else it appears: per position over a corpus (`aggregated`), as a per-norm summary in the
+watch log, `run` and `compare` (`summary`), as a column of the `stats` table (`column`).
+The eager and the compiled reductions both run `reduce` (lninspect.hooks.reduce); the
+result blocks, the JSON codec, the corpus aggregate, the watch log, the comparison, the
+tables and docs/statistics.md read the entries (tests/test_layout.py keeps them in step).
+A new statistic is one entry here: docs/architecture.md, "Add a statistic".
+
+No torch, no numpy at import (everything may read this): a reduction takes the shared
+per-token intermediates (lninspect.hooks.reduce.Tokens) and calls tensor methods only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lninspect.hooks.reduce import Tokens
+
+Reduction = Callable[["Tokens"], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +39,10 @@ class Statistic:
     definition: str
     dtype: str = "float32"  # of its arrays (float32 statistics, integer indices and counts)
     aggregated: bool = True  # per-position moments over a corpus (`stats --file`)
-    optional: bool = False  # None (absent from the JSON) when not recorded
+    optional: bool = False  # None (absent from the JSON) when not recorded or not yet known
+    reduce: Reduction | None = None  # (..., d) -> (...): the forward hook's reduction
+    summary: str | None = None  # its key as a per-norm summary (watch log, run, compare)
+    column: str | None = None  # its column (the median over tokens) in `stats --wide`
 
     @property
     def json(self) -> str:
@@ -33,26 +50,39 @@ class Statistic:
         return f"{self.side}.{self.field}"
 
 
+def count_nonfinite(t: Tensor) -> Tensor:
+    """How many entries of each token of t (..., d) are NaN or Inf (int32).
+
+    t * 0 is 0 where t is finite and NaN elsewhere; mapping NaN to 1 and summing counts
+    them in one cheap pass (a boolean isfinite reduction costs several times more).
+    """
+    return (t * 0).nan_to_num(nan=1.0, posinf=1.0, neginf=1.0).sum(-1).int()
+
+
 # fmt: off
 STATISTICS = (
     Statistic("mean", "input", "mean", "forward hook, x", "activation",
-              "mean_j x_j: the centre a LayerNorm subtracts"),
+              "mean_j x_j: the centre a LayerNorm subtracts", reduce=lambda t: t.mean),
     Statistic("std", "input", "std", "forward hook, x", "activation",
-              "sqrt(var_j x_j + eps), variance biased (over d): a LayerNorm's denominator"),
+              "sqrt(var_j x_j + eps), variance biased (over d): a LayerNorm's denominator",
+              reduce=lambda t: t.std),
     Statistic("rms", "input", "rms", "forward hook, x", "activation",
-              "sqrt(mean_j x_j^2 + eps): an RMSNorm's denominator"),
+              "sqrt(mean_j x_j^2 + eps): an RMSNorm's denominator",
+              reduce=lambda t: t.std.hypot(t.mean)),  # sqrt(var + eps + mean^2)
     Statistic("absmax", "input", "absmax", "forward hook, x", "activation",
-              "max_j abs(x_j): the token's largest activation"),
+              "max_j abs(x_j): the token's largest activation", reduce=lambda t: t.absmax),
     Statistic("absmax_dim", "input", "absmax_dim", "forward hook, x", "index",
               "argmax_j abs(x_j): the hidden dimension where it sits",
-              dtype="int64", aggregated=False),
+              dtype="int64", aggregated=False, reduce=lambda t: t.absmax_dim),
     Statistic("nonfinite", "input", "nonfinite", "forward hook, x", "count",
               "NaN and Inf entries of x; a token with any has NaN (or Inf) statistics",
-              dtype="int32", aggregated=False, optional=True),
+              dtype="int32", aggregated=False, optional=True,
+              reduce=lambda t: count_nonfinite(t.x)),
     Statistic("out_mean", "output", "mean", "forward hook, y", "activation",
-              "mean_j y_j: what the norm hands on"),
+              "mean_j y_j: what the norm hands on", reduce=lambda t: t.out_mean),
     Statistic("out_std", "output", "std", "forward hook, y", "activation",
-              "sqrt(var_j y_j), biased, no eps: the output's spread"),
+              "sqrt(var_j y_j), biased, no eps: the output's spread",
+              reduce=lambda t: t.out_std, summary="output_std"),
     Statistic("grad_output", "grad", "output_norm", "tensor hook on y", "gradient",
               "norm of dL/dy: the gradient arriving at the norm's output", aggregated=False),
     Statistic("grad_input", "grad", "input_norm", "tensor hook on the norm's alias of x",
@@ -65,6 +95,7 @@ STATISTICS = (
 )
 # fmt: on
 BY_KEY = {s.key: s for s in STATISTICS}
+FORWARD = tuple(s for s in STATISTICS if s.reduce is not None)  # what the forward hook records
 
 
 def on_side(side: str) -> tuple[Statistic, ...]:
