@@ -41,8 +41,16 @@ class Statistic:
     aggregated: bool = True  # per-position moments over a corpus (`stats --file`)
     optional: bool = False  # None (absent from the JSON) when not recorded or not yet known
     reduce: Reduction | None = None  # (..., d) -> (...): the forward hook's reduction
+    label: str = ""  # short, for table columns and figure axes (the key when empty)
     summary: str | None = None  # its key as a per-norm summary (watch log, run, compare)
-    column: str | None = None  # its column (the median over tokens) in `stats --wide`
+    column: bool = False  # a column of `stats --wide`: the median over tokens
+    signed: bool = False  # may be <= 0: linear axes, and no ratios (differences, jumps)
+    since: int = 1  # the generation that added it: older documents do not hold it
+
+    @property
+    def may_be_absent(self) -> bool:
+        """None when not recorded, or in a document older than the statistic."""
+        return self.optional or self.since > 1
 
     @property
     def json(self) -> str:
@@ -82,7 +90,7 @@ STATISTICS = (
               "mean_j y_j: what the norm hands on", reduce=lambda t: t.out_mean),
     Statistic("out_std", "output", "std", "forward hook, y", "activation",
               "sqrt(var_j y_j), biased, no eps: the output's spread",
-              reduce=lambda t: t.out_std, summary="output_std"),
+              reduce=lambda t: t.out_std, label="out std", summary="output_std"),
     Statistic("grad_output", "grad", "output_norm", "tensor hook on y", "gradient",
               "norm of dL/dy: the gradient arriving at the norm's output", aggregated=False),
     Statistic("grad_input", "grad", "input_norm", "tensor hook on the norm's alias of x",
@@ -96,6 +104,55 @@ STATISTICS = (
 # fmt: on
 BY_KEY = {s.key: s for s in STATISTICS}
 FORWARD = tuple(s for s in STATISTICS if s.reduce is not None)  # what the forward hook records
+
+
+GENERATION = max(s.since for s in STATISTICS)  # what the newest documents can hold
+
+
+# The documents that hold statistics, and their version that held generation 1: each
+# generation since adds one, so a version says which statistics it can hold (`since`).
+FIRST_VERSIONS = {"stats": 2, "grads": 2, "stats-aggregate": 2, "watch": 1, "compare": 2}
+
+
+def schemas(name: str) -> tuple[str, ...]:
+    """The versions of a document that holds statistics, oldest first, the current last."""
+    first = FIRST_VERSIONS[name]
+    return tuple(f"lninspect.{name}/{first + g - 1}" for g in range(1, GENERATION + 1))
+
+
+def generation_of(schema: str) -> int:
+    """The generation of statistics a document of `schema` holds (1 for versions before)."""
+    name, _, version = schema.removeprefix("lninspect.").partition("/")
+    return max(1, int(version) - FIRST_VERSIONS[name] + 1)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A number per norm over the tokens of a watched step (`watch`, `run`) or of a text
+    (`compare`): the quantiles of a per-token array (the median shown), or for `peak` the
+    largest finite value with its hidden dimension."""
+
+    key: str  # in the watch log's norm records, run's series, compare's rows and differences
+    label: str  # short, for tables
+    title: str  # for figure axes
+    of: str  # the per-token array: a Statistic key, "denominator" or "grad_scale"
+    peak: bool = False
+    signed: bool = False  # may be <= 0: linear axes, no ratios
+    since: int = 1
+
+
+SUMMARIES = (
+    Summary("input_std", "std", "median input std", "denominator"),  # rms for an RMSNorm
+    Summary("grad_scale", "scale", "median |dL/dx| / |dL/dy|", "grad_scale"),
+    Summary("absmax", "max|x|", "largest |x|", "absmax", peak=True),
+    *(
+        Summary(s.summary, s.label or s.key, f"median {s.label or s.key}", s.key,
+                signed=s.signed, since=s.since)
+        for s in STATISTICS
+        if s.summary
+    ),
+)  # fmt: skip
+SUMMARY = {s.key: s for s in SUMMARIES}
 
 
 def on_side(side: str) -> tuple[Statistic, ...]:
@@ -112,7 +169,51 @@ def denominator_key(kind: str) -> str:
 
 
 def markdown_table() -> str:
-    """The table as docs/statistics.md shows it."""
-    rows = ["| JSON key | definition | unit | computed by |", "|---|---|---|---|"]
-    rows += [f"| `{s.json}` | {s.definition} | {s.unit} | {s.source} |" for s in STATISTICS]
+    """The table of statistics as docs/statistics.md shows it."""
+    rows = ["| JSON key | definition | unit | computed by | since |", "|---|---|---|---|---|"]
+    rows += [
+        f"| `{s.json}` | {s.definition} | {s.unit} | {s.source} | {s.since} |" for s in STATISTICS
+    ]
     return "\n".join(rows)
+
+
+def summaries_table() -> str:
+    """The per-norm summaries of the watch log, `run` and `compare`, for the docs."""
+    rows = [
+        "| key | label | of the per-token | reduced over tokens to | since |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SUMMARIES:
+        how = (
+            "the largest finite value (`absmax_dim`: its dimension)"
+            if s.peak
+            else ("quantiles `q05` .. `q95`, `max` (watch); the median (`run`, `compare`)")
+        )
+        sign = "; may be <= 0: linear axes, no ratios or jumps" if s.signed else ""
+        label = s.label.replace("|", "\\|")  # a pipe would end the cell
+        rows.append(f"| `{s.key}` | {label} | `{s.of}` | {how}{sign} | {s.since} |")
+    return "\n".join(rows)
+
+
+def aggregated_list() -> str:
+    """The statistics a corpus run aggregates per position, for docs/corpus.md."""
+    return ", ".join(f"`{key}`" for key in AGGREGATED_KEYS)
+
+
+def schemas_table() -> str:
+    """Which version of each document holds which generation of statistics."""
+    rows = ["| generation | " + " | ".join(FIRST_VERSIONS) + " |"]
+    rows.append("|---|" + "---|" * len(FIRST_VERSIONS))
+    for g in range(1, GENERATION + 1):
+        cells = [f"`{schemas(name)[g - 1].removeprefix('lninspect.')}`" for name in FIRST_VERSIONS]
+        rows.append(f"| {g} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+# The docs' generated blocks: name -> its text (lninspect.docs_tables writes them).
+GENERATED = {
+    "statistics": markdown_table,
+    "summaries": summaries_table,
+    "aggregated": aggregated_list,
+    "schemas": schemas_table,
+}

@@ -32,6 +32,15 @@ class Tokens:
     mean and std (no eps) the same way; max |x| and its dimension in one pass.
     """
 
+    x: Tensor  # (..., d) float32
+    y: Tensor
+    mean: Tensor  # (...) of x
+    std: Tensor
+    out_mean: Tensor  # (...) of y
+    out_std: Tensor
+    absmax: Tensor
+    absmax_dim: Tensor  # int64
+
     def __init__(self, x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> None:
         self.x = hidden_flat(x, reduced_dims).float()  # (..., d)
         self.y = hidden_flat(y, reduced_dims).float()
