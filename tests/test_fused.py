@@ -44,7 +44,15 @@ def reference(x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, np.ndar
         "out_mean": y64.mean(-1).numpy(),
         "out_std": y64.std(-1, correction=0).numpy(),
         "nonfinite": (~torch.isfinite(x)).sum(-1).numpy(),
+        "kurtosis": kurtosis(x64),
+        "out_kurtosis": kurtosis(y64),
     }
+
+
+def kurtosis(t: torch.Tensor) -> np.ndarray:
+    """Excess kurtosis in float64: the fourth central moment over the squared variance - 3."""
+    deviation = t - t.mean(-1, keepdim=True)
+    return ((deviation**4).mean(-1) / deviation.square().mean(-1).square() - 3).numpy()
 
 
 def test_fused_formulas_equal_float64_and_the_eager_reductions():
@@ -62,6 +70,14 @@ def test_fused_formulas_equal_float64_and_the_eager_reductions():
     norm, nonfinite = fused_grad(x)
     assert close(norm, x.double().norm(dim=-1).numpy())
     assert torch.equal(nonfinite, token_nonfinite(x))
+
+
+def test_the_kurtosis_of_a_constant_token_is_nan():
+    x = torch.stack([torch.full((8,), 3.0), torch.arange(8.0)])
+    for record in (token_stats(x, x, 1e-5), as_record(stacked_stats(x, x, 1e-5))):
+        constant, even = record["kurtosis"].tolist()
+        assert np.isnan(constant)  # var = 0: 0 / 0
+        assert even == pytest.approx(-6 * 65 / (5 * 63), rel=1e-5)  # 8 evenly spaced values
 
 
 def test_fused_counts_nonfinite_entries():
