@@ -163,7 +163,7 @@ SUMMARIES = (
     Summary("grad_scale", "scale", "median |dL/dx| / |dL/dy|", "grad_scale"),
     Summary("absmax", "max|x|", "largest |x|", "absmax", peak=True),
     *(
-        Summary(s.summary, s.label or s.key, f"median {s.label or s.key}", s.key,
+        Summary(s.summary, s.label or s.key, f"median {s.summary.replace('_', ' ')}", s.key,
                 signed=s.signed, since=s.since)
         for s in STATISTICS
         if s.summary

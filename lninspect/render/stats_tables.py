@@ -45,6 +45,7 @@ def stats_table(result: StatsResult, wide: bool = False) -> Group:
         "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm), "
         "median and range over tokens; at = the token and dimension of max |x|"
         + ("; weight = the affine gain, mean ± std" if wide else "; --wide adds the weights")
+        + "".join(f"; {s.label or s.key} = median {s.json}" for s in columns)
     )
     return titled(table, header(result), caption)
 
