@@ -60,15 +60,23 @@ class Peak:
     where: tuple[int, ...] | None
 
 
+def largest_finite(values: np.ndarray) -> tuple[int, ...] | None:
+    """The index of the largest finite entry of `values` (None when none is finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    where = np.unravel_index(int(np.argmax(np.where(finite, values, -np.inf))), values.shape)
+    return tuple(int(i) for i in where)
+
+
 def largest_abs(norm: NormStats) -> Peak:
     """The largest finite |x| of a norm, where it sits and in which dimension."""
-    absmax = np.asarray(norm.input.absmax, dtype=np.float64)
-    finite = np.isfinite(absmax)
-    if not finite.any():
+    index = largest_finite(norm.input.absmax)
+    if index is None:
         return Peak(math.nan, -1, None)
-    where = np.unravel_index(int(np.argmax(np.where(finite, absmax, -np.inf))), absmax.shape)
-    index = tuple(int(i) for i in where)
-    return Peak(float(absmax[index]), int(np.asarray(norm.input.absmax_dim)[index]), index)
+    value = float(np.asarray(norm.input.absmax)[index])
+    return Peak(value, int(np.asarray(norm.input.absmax_dim)[index]), index)
 
 
 def nan_median(values: np.ndarray) -> float:

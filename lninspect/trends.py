@@ -29,7 +29,7 @@ from lninspect.results.watch import (
 )
 from lninspect.roles import ordered_roles
 from lninspect.statistics import SUMMARIES, Summary
-from lninspect.summary import largest_abs, nan_quantiles, per_token
+from lninspect.summary import largest_abs, largest_finite, nan_quantiles, per_token
 
 JUMP_FACTOR = 2.0
 JUMP_WINDOW = 5
@@ -223,10 +223,10 @@ def spike_history(log: WatchLog) -> list[SpikeHistory]:
     rows = []
     for s in norm_series(log):
         absmax = s.values["absmax"]
-        finite = np.isfinite(absmax)
-        if not finite.any():
+        index = largest_finite(absmax)
+        if index is None:
             continue
-        i = int(np.argmax(np.where(finite, absmax, -np.inf)))
+        (i,) = index
         dim = int(s.absmax_dim[i])
         first = steps[int(np.argmax(s.absmax_dim == dim))]
         rows.append(SpikeHistory(s.name, float(absmax[i]), steps[i], dim, first))
