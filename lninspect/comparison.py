@@ -22,10 +22,11 @@ from lninspect.results.compare import (
     MatchedRow,
     NormValues,
 )
-from lninspect.summary import nan_median, token_row
+from lninspect.statistics import SUMMARIES
+from lninspect.summary import largest_abs, nan_median, token_row
+from lninspect.summary import per_token as token_values
 from lninspect.trends import float32_digits
 
-ROW_STATISTICS = ("input_std", "grad_scale", "absmax")
 MAX_DIFFERENCES = 50
 
 
@@ -43,19 +44,22 @@ def _layers(result: GradsResult) -> int | None:
 
 def norm_values(result: GradsResult, norm: NormStats, per_token: bool) -> NormValues:
     spikes = [abs(s.z) for s in norm.spikes or [] if math.isfinite(s.z)]
-    absmax = np.asarray(norm.input.absmax, dtype=np.float64).ravel()
-    finite = np.isfinite(absmax)
-    where = int(np.argmax(np.where(finite, absmax, -np.inf))) if finite.any() else 0
+    peak = largest_abs(norm)
+    medians = {
+        s.key: float32_digits(nan_median(values)) if values is not None else math.nan
+        for s in SUMMARIES
+        if not s.peak
+        for values in (token_values(norm, s.of),)
+    }
     return NormValues(
         name=norm.name,
         layer=norm.layer,
         depth=relative_depth(norm, _layers(result)),
-        input_std=float32_digits(nan_median(norm.denominator)),
-        grad_scale=float32_digits(nan_median(norm.grad.scale)) if norm.grad else math.nan,
-        absmax=float32_digits(float(absmax[where])) if finite.any() else math.nan,
-        absmax_dim=int(np.ravel(norm.input.absmax_dim)[where]) if finite.any() else -1,
-        spike_z=float32_digits(max(spikes)) if spikes else math.nan,
+        absmax=float32_digits(peak.value),
+        absmax_dim=peak.dim,
+        max_abs_z=float32_digits(max(spikes)) if spikes else math.nan,
         tokens=[float32_digits(v) for v in token_row(norm.denominator)] if per_token else None,
+        medians=medians,
     )
 
 
@@ -155,8 +159,8 @@ def differences(rows: list[MatchedRow], per_token: bool) -> list[Difference]:
     for i, row in enumerate(rows):
         reference = row.models[0]
         for m, values in enumerate(row.models[1:], 1):
-            for key in ROW_STATISTICS:
-                found += _difference(key, i, m, getattr(reference, key), getattr(values, key))
+            for key in (s.key for s in SUMMARIES if not s.signed):
+                found += _difference(key, i, m, reference.value(key), values.value(key))
             if per_token and reference.tokens is not None and values.tokens is not None:
                 found += _token_difference(i, m, reference.tokens, values.tokens)
     found.sort(key=lambda d: -abs(math.log(d.ratio)))

@@ -24,6 +24,7 @@ from lninspect.results import (
 )
 from lninspect.results.aggregate import AggregateResult
 from lninspect.roles import ordered_roles
+from lninspect.statistics import BY_KEY
 
 Values = Callable[[NormStats], np.ndarray | None]  # a per-token array of a norm, if it has one
 
@@ -35,6 +36,47 @@ def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     if finite.size == 0:
         return [float("nan")] * len(qs)
     return [float(q) for q in np.quantile(finite, qs)]
+
+
+def per_token(norm: NormStats, of: str) -> np.ndarray | None:
+    """A norm's per-token array named by a Summary's `of`: a statistic's key, "denominator"
+    (std, or rms for an RMSNorm) or "grad_scale"; None where the norm did not record it."""
+    if of == "denominator":
+        return norm.denominator
+    if of == "grad_scale":
+        return norm.grad.scale if norm.grad is not None else None
+    statistic = BY_KEY[of]
+    block = getattr(norm, statistic.side)
+    return None if block is None else block.get(statistic.field)
+
+
+@dataclass
+class Peak:
+    """A norm's largest finite |x| over its tokens: the value, its hidden dimension, and the
+    token's index into the per-token arrays (NaN, -1, None when no |x| is finite)."""
+
+    value: float
+    dim: int
+    where: tuple[int, ...] | None
+
+
+def largest_finite(values: np.ndarray) -> tuple[int, ...] | None:
+    """The index of the largest finite entry of `values` (None when none is finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    where = np.unravel_index(int(np.argmax(np.where(finite, values, -np.inf))), values.shape)
+    return tuple(int(i) for i in where)
+
+
+def largest_abs(norm: NormStats) -> Peak:
+    """The largest finite |x| of a norm, where it sits and in which dimension."""
+    index = largest_finite(norm.input.absmax)
+    if index is None:
+        return Peak(math.nan, -1, None)
+    value = float(np.asarray(norm.input.absmax)[index])
+    return Peak(value, int(np.asarray(norm.input.absmax_dim)[index]), index)
 
 
 def nan_median(values: np.ndarray) -> float:
@@ -91,21 +133,6 @@ def layer_quartiles(
     return np.asarray(xs), np.asarray(qs).reshape(-1, 3)
 
 
-def pooled_median(result: StatsResult, values: Values) -> tuple[np.ndarray, np.ndarray]:
-    """Median over tokens and over the norms at each x position."""
-    where = layer_positions(result)
-    pooled: dict[float, list[np.ndarray]] = {}
-    for norm in result.norms:
-        array = values(norm)
-        if array is not None:
-            pooled.setdefault(where[norm.name], []).append(np.ravel(array))
-    xs = np.array(sorted(pooled))
-    return xs, np.array([nan_median(np.concatenate(pooled[x])) for x in xs])
-
-
-# Headline numbers ---------------------------------------------------------------------------
-
-
 def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, float] | None:
     """The first norm of the first and of the last layer with their median input std."""
     layered = [n for n in result.norms if n.layer is not None]
@@ -132,16 +159,6 @@ def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
         if math.isfinite(spike.value)
     ]
     return max(found, key=lambda pair: abs(pair[1].value), default=None)
-
-
-def token_spikes(result: StatsResult, sequence: int, token: int) -> list[tuple[NormStats, Spike]]:
-    """Every module's spikes at one token, in module order."""
-    return [
-        (norm, spike)
-        for norm in result.norms
-        for spike in (norm.spikes or [])
-        if spike.sequence == sequence and spike.token == token
-    ]
 
 
 def has_order(result: StatsResult) -> bool:

@@ -1,7 +1,8 @@
 """Numbers over training: a captured step reduced to a log record, and a log read back as
 per-norm series, jumps and spikes for the tables and figures of `lninspect run`. No torch.
 
-A jump: a statistic of a norm (median input std, median gradient scale, max |x|) that, from
+A jump: a summary of a norm (lninspect.statistics SUMMARIES, those that are positive:
+median input std, median gradient scale, max |x|, ...) that, from
 one recorded step to the next, grows or shrinks by JUMP_FACTOR or more, and by JUMP_CONTRAST
 times more (in log scale) than the median change over the JUMP_WINDOW recorded steps before.
 So a steady trend, even a fast one (the residual stream's growth early in training), is no
@@ -27,7 +28,8 @@ from lninspect.results.watch import (
     WatchRecord,
 )
 from lninspect.roles import ordered_roles
-from lninspect.summary import nan_quantiles
+from lninspect.statistics import SUMMARIES, Summary
+from lninspect.summary import largest_abs, largest_finite, nan_quantiles, per_token
 
 JUMP_FACTOR = 2.0
 JUMP_WINDOW = 5
@@ -49,31 +51,22 @@ def float32_digits(value: float) -> float:
 
 
 def norm_record(norm: NormStats) -> NormRecord:
-    """One norm's per-token arrays reduced to quantiles over tokens, and its largest |x|."""
-    absmax = np.asarray(norm.input.absmax, dtype=np.float64).ravel()
-    finite = np.isfinite(absmax)
-    if finite.any():
-        where = int(np.argmax(np.where(finite, absmax, -np.inf)))
-        top, dim = float32_digits(absmax[where]), int(np.ravel(norm.input.absmax_dim)[where])
-    else:
-        top, dim = math.nan, -1
+    """One norm's per-token arrays reduced to quantiles over tokens (lninspect.statistics
+    SUMMARIES), and its largest |x|."""
+    peak = largest_abs(norm)
     return NormRecord(
         name=norm.name,
         layer=norm.layer,
         role=norm.role,
-        **{key: quantiles(values) for key, values in token_values(norm).items()},  # type: ignore[arg-type]
-        absmax=top,
-        absmax_dim=dim,
+        absmax=float32_digits(peak.value),
+        absmax_dim=peak.dim,
+        quantiles={key: quantiles(values) for key, values in token_values(norm).items()},
     )
 
 
 def token_values(norm: NormStats) -> dict[str, np.ndarray | None]:
-    """The per-token arrays a record's quantiles are over, by NormRecord field (None: absent)."""
-    return {
-        "input_std": norm.denominator,
-        "output_std": norm.output.std,
-        "grad_scale": norm.grad.scale if norm.grad is not None else None,
-    }
+    """The per-token arrays a record's quantiles are over, by summary key (None: absent)."""
+    return {s.key: per_token(norm, s.of) for s in SUMMARIES if not s.peak}
 
 
 def group_params(rows: Sequence[tuple[int | None, str, float]]) -> list[ParamGroupGrad]:
@@ -115,12 +108,13 @@ def watch_record(
 
 # From a log back to series -------------------------------------------------------------------
 
-Statistic = Callable[[NormRecord], float]
-STATISTICS: dict[str, tuple[str, Statistic]] = {  # key -> (short label, value)
-    "input_std": ("std", lambda n: n.input_std.q50),
-    "grad_scale": ("scale", lambda n: n.grad_scale.q50),
-    "absmax": ("max|x|", lambda n: n.absmax),
-}
+
+def summary_value(norm: NormRecord, summary: Summary) -> float:
+    """A summary of a record's norm: the largest |x|, or the median over the step's tokens."""
+    if summary.peak:
+        return norm.absmax
+    found = norm.quantiles.get(summary.key)
+    return found.q50 if found is not None else math.nan
 
 
 @dataclass
@@ -130,9 +124,7 @@ class NormSeries:
     name: str
     layer: int | None
     role: str
-    input_std: np.ndarray  # median over tokens, per step
-    grad_scale: np.ndarray  # median over tokens, per step
-    absmax: np.ndarray
+    values: dict[str, np.ndarray]  # Summary.key -> per step (medians over tokens; max |x|)
     absmax_dim: np.ndarray  # int, -1 where unknown
 
 
@@ -146,18 +138,16 @@ def norm_series(log: WatchLog) -> list[NormSeries]:
     steps = len(log.records)
     series = []
     for name, norm in first_seen.items():
-        values = {key: np.full(steps, np.nan) for key in STATISTICS}
+        values = {s.key: np.full(steps, np.nan) for s in SUMMARIES}
         dims = np.full(steps, -1, dtype=np.int64)
         for record in log.records:
             found = next((n for n in record.norms if n.name == name), None)
             if found is not None:
                 i = index[record.step]
-                for key, (_, value) in STATISTICS.items():
-                    values[key][i] = value(found)
+                for summary in SUMMARIES:
+                    values[summary.key][i] = summary_value(found, summary)
                 dims[i] = found.absmax_dim
-        series.append(
-            NormSeries(name=name, layer=norm.layer, role=norm.role, absmax_dim=dims, **values)
-        )
+        series.append(NormSeries(name, norm.layer, norm.role, values, dims))
     return sorted(series, key=_depth_order(series))
 
 
@@ -187,7 +177,7 @@ class Jump:
 
     step: int
     name: str
-    statistic: str  # a key of STATISTICS
+    statistic: str  # a Summary.key
     before: float  # its value at the recorded step before
     after: float  # its value at `step`
 
@@ -201,8 +191,8 @@ def jumps(log: WatchLog, factor: float = JUMP_FACTOR, window: int = JUMP_WINDOW)
     steps = log.steps
     found = []
     for s in norm_series(log):
-        for key in STATISTICS:
-            values = getattr(s, key)
+        for key in (summary.key for summary in SUMMARIES if not summary.signed):
+            values = s.values[key]
             with np.errstate(divide="ignore", invalid="ignore"):
                 changes = np.abs(np.log(values[1:] / values[:-1]))  # NaN where not both > 0
             for i in range(1, len(changes)):
@@ -237,13 +227,14 @@ def spike_history(log: WatchLog) -> list[SpikeHistory]:
     steps = log.steps
     rows = []
     for s in norm_series(log):
-        finite = np.isfinite(s.absmax)
-        if not finite.any():
+        absmax = s.values["absmax"]
+        index = largest_finite(absmax)
+        if index is None:
             continue
-        i = int(np.argmax(np.where(finite, s.absmax, -np.inf)))
+        (i,) = index
         dim = int(s.absmax_dim[i])
         first = steps[int(np.argmax(s.absmax_dim == dim))]
-        rows.append(SpikeHistory(s.name, float(s.absmax[i]), steps[i], dim, first))
+        rows.append(SpikeHistory(s.name, float(absmax[i]), steps[i], dim, first))
     return rows
 
 
@@ -259,4 +250,4 @@ def stacked(series: list[NormSeries], key: str) -> np.ndarray:
     """(norms, steps) array of one statistic."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.stack([getattr(s, key) for s in series]) if series else np.zeros((0, 0))
+        return np.stack([s.values[key] for s in series]) if series else np.zeros((0, 0))

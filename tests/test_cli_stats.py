@@ -12,8 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from lninspect import statistics
 from lninspect.cli import app
 from lninspect.results import StatsResult
+from lninspect.results.stats import STATS_SCHEMA
 from tests import processes
 
 runner = CliRunner()
@@ -30,7 +32,7 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
     assert result.exit_code == 0, result.output
     assert "h.0.ln_1" in result.stdout and "attn" in result.stdout
     doc = json.loads(path.read_text())
-    assert doc["schema"] == "lninspect.stats/2"
+    assert doc["schema"] == STATS_SCHEMA
     assert set(doc["model"]) >= {
         "name",
         "source",
@@ -58,7 +60,7 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
         "output",
         "weight",
     }
-    assert set(first["input"]) == {"mean", "std", "rms", "absmax", "absmax_dim", "nonfinite"}
+    assert set(first["input"]) == {s.field for s in statistics.FORWARD if s.side == "input"}
     assert np.shape(first["input"]["std"]) == (1, n)
     assert set(first["weight"]) == {"mean", "std", "min", "max", "negative"}
 
@@ -80,7 +82,7 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
 def test_json_to_stdout_is_the_only_stdout(tiny_model_dir: Path):
     result = invoke("stats", str(tiny_model_dir), "--text", TEXT, "--json", "-")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["schema"] == "lninspect.stats/2"
+    assert json.loads(result.stdout)["schema"] == STATS_SCHEMA
 
 
 def test_norms_lists_modules_and_roles(tiny_model_dir: Path):
@@ -144,7 +146,7 @@ def test_existing_json_is_not_overwritten_without_force(tiny_model_dir: Path, tm
     assert path.read_text() == "mine"
     forced = invoke("stats", str(tiny_model_dir), "--text", TEXT, "--json", str(path), "--force")
     assert forced.exit_code == 0
-    assert json.loads(path.read_text())["schema"] == "lninspect.stats/2"
+    assert json.loads(path.read_text())["schema"] == STATS_SCHEMA
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 

@@ -20,6 +20,8 @@ from lninspect.hooks.capture import capture
 from lninspect.norms.discovery import find_norms
 from lninspect.options import CorpusOptions
 from lninspect.results.aggregate import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
+from lninspect.results.stats import STATS_SCHEMA
+from lninspect.statistics import AGGREGATED_KEYS
 
 runner = CliRunner()
 LINES = [
@@ -185,7 +187,7 @@ def test_non_finite_values_are_counted_and_left_out():
     norms = find_norms(torch.nn.Sequential(torch.nn.LayerNorm(4)))
     aggregator = Aggregator(norms, positions=3, device=torch.device("cpu"))
     std = torch.tensor([[1.0, float("nan"), 2.0], [3.0, 4.0, float("inf")]])
-    record = {k: std.clone() for k in ("mean", "std", "rms", "absmax", "out_mean", "out_std")}
+    record = {k: std.clone() for k in AGGREGATED_KEYS}
     aggregator.update({norms[0].name: [record]}, (2, 3))
     moments = aggregator.norm_results()[0].positions["std"]
     assert moments.nonfinite == 2
@@ -248,15 +250,7 @@ def test_cli_corpus_json_round_trips(tiny_model_dir: Path, tmp_path: Path):
     assert doc["schema"] == AGGREGATE_SCHEMA
     assert doc["corpus"]["documents"] == 18 and doc["corpus"]["seq_len"] == 16
     first = doc["norms"][0]
-    assert set(first["positions"]) == {
-        "mean",
-        "std",
-        "rms",
-        "absmax",
-        "out_mean",
-        "out_std",
-        "spike_count",
-    }
+    assert set(first["positions"]) == {*AGGREGATED_KEYS, "spike_count"}
     assert set(first["positions"]["std"]) == {"count", "mean", "m2", "min", "max", "nonfinite"}
     assert len(first["positions"]["std"]["mean"]) == 16
     assert sum(first["positions"]["std"]["count"]) == doc["corpus"]["tokens"]
@@ -272,7 +266,7 @@ def test_one_file_alone_keeps_single_text_mode(tiny_model_dir: Path, tmp_path: P
         "stats", str(tiny_model_dir), "--file", str(tmp_path / "one.txt"), "--json", "-"
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["schema"] == "lninspect.stats/2"
+    assert json.loads(result.stdout)["schema"] == STATS_SCHEMA
 
 
 def test_corpus_mode_refuses_text_and_empty_corpora(tiny_model_dir: Path, tmp_path: Path):

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
+from lninspect.results.stats import STATS_SCHEMA
 from tests import processes
 
 runner = CliRunner()
@@ -545,5 +546,5 @@ def test_two_runs_writing_the_same_file(tiny_model_dir: Path, tmp_path: Path):
         out, err = processes.communicate(run, command)
         assert run.returncode == 0, err.decode()
         assert b"Traceback" not in err
-    assert json.loads(target.read_text())["schema"] == "lninspect.stats/2"
+    assert json.loads(target.read_text())["schema"] == STATS_SCHEMA
     assert [p.name for p in tmp_path.iterdir()] == ["same.json"]

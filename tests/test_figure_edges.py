@@ -29,9 +29,9 @@ def all_nan(result: GradsResult) -> GradsResult:
     broken = copy.deepcopy(result)
     for norm in broken.norms:
         for stats in (norm.input, norm.grad):
-            for name, value in vars(stats).items():
-                if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                    setattr(stats, name, np.full_like(value, np.nan))
+            for statistic, value in stats.items():
+                if value is not None and value.dtype.kind == "f":
+                    setattr(stats, statistic.field, np.full_like(value, np.nan))
     for param in broken.params:
         param.grad_norm = float("nan")
     return broken

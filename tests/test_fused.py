@@ -17,8 +17,11 @@ from torch.fx.experimental import _config as _shape_config
 
 from lninspect import capture
 from lninspect.hooks import fused
-from lninspect.hooks.fused import STAT_KEYS, Reductions, as_record, fused_grad, fused_stats
+from lninspect.hooks.fused import Reductions, as_record, fused_grad, stacked_stats
 from lninspect.hooks.reduce import token_nonfinite, token_norm, token_stats
+from lninspect.statistics import FORWARD, on_side
+
+STAT_KEYS = [s.key for s in FORWARD]
 
 RTOL = 1e-5
 
@@ -29,7 +32,7 @@ def close(got: np.ndarray, want: np.ndarray, rtol: float = RTOL) -> bool:
 
 
 def reference(x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, np.ndarray]:
-    """Every statistic in float64, from its definition."""
+    """Every forward statistic in float64, from its definition (a new one adds its line)."""
     x64, y64 = x.double(), y.double()
     mean, var = x64.mean(-1), x64.var(-1, correction=0)
     return {
@@ -41,7 +44,15 @@ def reference(x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, np.ndar
         "out_mean": y64.mean(-1).numpy(),
         "out_std": y64.std(-1, correction=0).numpy(),
         "nonfinite": (~torch.isfinite(x)).sum(-1).numpy(),
+        "kurtosis": kurtosis(x64),
+        "out_kurtosis": kurtosis(y64),
     }
+
+
+def kurtosis(t: torch.Tensor) -> np.ndarray:
+    """Excess kurtosis in float64: the fourth central moment over the squared variance - 3."""
+    deviation = t - t.mean(-1, keepdim=True)
+    return ((deviation**4).mean(-1) / deviation.square().mean(-1).square() - 3).numpy()
 
 
 def test_fused_formulas_equal_float64_and_the_eager_reductions():
@@ -50,7 +61,8 @@ def test_fused_formulas_equal_float64_and_the_eager_reductions():
     x[4, 17] = 250.0  # a spike: absmax and its dimension
     y = torch.randn(37, 96, generator=generator)
     want = reference(x, y, 1e-5)
-    fused_values = as_record(fused_stats(x, y, 1e-5))
+    assert sorted(want) == sorted(STAT_KEYS)
+    fused_values = as_record(stacked_stats(x, y, 1e-5))
     eager = token_stats(x, y, 1e-5)
     for key in STAT_KEYS:
         assert close(fused_values[key], want[key]), key
@@ -60,10 +72,18 @@ def test_fused_formulas_equal_float64_and_the_eager_reductions():
     assert torch.equal(nonfinite, token_nonfinite(x))
 
 
+def test_the_kurtosis_of_a_constant_token_is_nan():
+    x = torch.stack([torch.full((8,), 3.0), torch.arange(8.0)])
+    for record in (token_stats(x, x, 1e-5), as_record(stacked_stats(x, x, 1e-5))):
+        constant, even = record["kurtosis"].tolist()
+        assert np.isnan(constant)  # var = 0: 0 / 0
+        assert even == pytest.approx(-6 * 65 / (5 * 63), rel=1e-5)  # 8 evenly spaced values
+
+
 def test_fused_counts_nonfinite_entries():
     x = torch.ones(3, 8)
     x[0, 1], x[0, 2], x[2, 7] = float("nan"), float("inf"), float("-inf")
-    nonfinite = fused_stats(x, x, 1e-5)[2]
+    nonfinite = as_record(stacked_stats(x, x, 1e-5))["nonfinite"]
     assert nonfinite.tolist() == [2, 0, 1]
     assert fused_grad(x)[1].tolist() == [2, 0, 1]
 
@@ -71,8 +91,8 @@ def test_fused_counts_nonfinite_entries():
 def test_fused_reads_bfloat16_without_losing_the_float32_statistics():
     x = (torch.randn(20, 64) * 4).to(torch.bfloat16)
     want = reference(x.float(), x.float(), 1e-5)  # float32 statistics of the same bf16 values
-    got = as_record(fused_stats(x, x, 1e-5))
-    for key in ("mean", "std", "rms", "absmax", "out_mean", "out_std"):
+    got = as_record(stacked_stats(x, x, 1e-5))
+    for key in (s.key for s in FORWARD if s.dtype == "float32"):
         assert got[key].dtype == torch.float32
         assert close(got[key], want[key]), key
 
@@ -90,8 +110,11 @@ def compare_paths(model: torch.nn.Module, device: str, shapes: list[tuple[int, i
         results[mode] = cap.result()
     for eager, compiled in zip(results["eager"].norms, results["compiled"].norms, strict=True):
         for side in ("input", "output", "grad"):
-            for key, value in vars(getattr(eager, side)).items():
-                other = getattr(getattr(compiled, side), key)
+            for key in (s.field for s in on_side(side)):
+                value, other = (
+                    getattr(getattr(eager, side), key),
+                    getattr(getattr(compiled, side), key),
+                )
                 if value is None:
                     assert other is None
                 elif value.dtype.kind in "iu":

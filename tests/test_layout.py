@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 import lninspect
-from lninspect import statistics
+from lninspect import docs_tables, statistics
 from lninspect.results import GradStats, InputStats, OutputStats
+from lninspect.results.codec import encode
 from lninspect.roles import PLACEMENTS, ROLES
 from tests import processes
 
@@ -46,10 +49,18 @@ def test_only_the_torch_side_imports_torch():
     assert done.returncode == 0, done.stderr
 
 
-def test_statistics_table_matches_the_result_types():
+def test_the_result_blocks_hold_the_declared_statistics():
+    """Each block reads and writes exactly its side's statistics, in declaration order."""
     for cls, side in ((InputStats, "input"), (OutputStats, "output"), (GradStats, "grad")):
-        fields = [f.name for f in dataclasses.fields(cls)]
-        assert fields == [s.field for s in statistics.on_side(side)], cls.__name__
+        record = {s.key: np.zeros((1, 2), dtype=s.dtype) for s in statistics.on_side(side)}
+        block = cls.from_record(record)
+        assert list(block.to_fields()) == [s.field for s in statistics.on_side(side)]
+        again = cls.from_fields(json.loads(json.dumps(encode(block))))
+        for s, value in again.items():
+            assert value is not None and value.dtype == np.dtype(s.dtype), s.key
+        required = [s for s in statistics.on_side(side) if not s.optional]
+        with pytest.raises(TypeError):
+            cls(**{s.field: record[s.key] for s in required[1:]})
 
 
 def test_statistics_table_matches_the_reductions():
@@ -59,11 +70,19 @@ def test_statistics_table_matches_the_reductions():
 
     record = token_stats(torch.randn(2, 3, 8), torch.randn(2, 3, 8), 1e-5)
     forward = [s.key for s in statistics.STATISTICS if s.side in ("input", "output")]
-    assert sorted(record) == sorted(forward)
+    assert list(record) == forward
+    for key, value in record.items():
+        assert value.shape == (2, 3) and str(value.dtype) == f"torch.{statistics.BY_KEY[key].dtype}"
 
 
-def test_docs_show_the_statistics_table():
-    assert statistics.markdown_table() in (DOCS / "statistics.md").read_text()
+def test_docs_show_the_generated_tables():
+    """Every page of docs/ is as `python -m lninspect.docs_tables` writes it."""
+    found = []
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text()
+        assert docs_tables.refresh(text) == text, f"{page.name}: python -m lninspect.docs_tables"
+        found += docs_tables.blocks(text)
+    assert sorted(found) == sorted(statistics.GENERATED)
 
 
 def _keys(value: object, prefix: str = "") -> set[str]:

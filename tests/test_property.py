@@ -10,8 +10,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from lninspect import statistics
 from lninspect.cli import app
 from lninspect.results import StatsResult
+from lninspect.results.stats import STATS_SCHEMA
 
 runner = CliRunner()
 NORM_KEYS = {
@@ -27,7 +29,7 @@ NORM_KEYS = {
     "output",
     "calls",
 }
-INPUT_KEYS = {"mean", "std", "rms", "absmax", "absmax_dim", "nonfinite"}
+INPUT_KEYS = {s.field for s in statistics.FORWARD if s.side == "input"}
 
 # Any Unicode but lone surrogates (they cannot be encoded), NUL and emoji included.
 texts = st.one_of(
@@ -47,7 +49,7 @@ options = st.fixed_dictionaries(
 
 def validate(doc: dict) -> None:
     """The documented keys, and per-token arrays of shape (sequences, tokens per sequence)."""
-    assert doc["schema"] == "lninspect.stats/2"
+    assert doc["schema"] == STATS_SCHEMA
     assert set(doc) >= {"model", "input", "norms", "passes", "notes"}
     inp = doc["input"]
     ids = inp["token_ids"]

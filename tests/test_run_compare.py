@@ -22,12 +22,14 @@ from lninspect.results import GradsResult
 from lninspect.results.compare import COMPARE_SCHEMA, CompareResult
 from lninspect.results.watch import (
     LOG_NAME,
+    WATCH_SCHEMA,
     NormRecord,
     Quantiles,
     WatchLog,
     WatchRecord,
     read_log,
 )
+from lninspect.statistics import SUMMARIES
 from lninspect.summary import nan_median
 from lninspect.trends import JUMP_FACTOR, jumps, spike_history
 from tests import processes
@@ -103,7 +105,8 @@ def test_run_reads_a_log_still_being_written(
 
 def _record(step: int, std: float, dim: int = 3) -> WatchRecord:
     q = Quantiles(std, std, std, std, std, std)
-    norm = NormRecord("h.0.ln_1", 0, "attn", q, q, q, absmax=10 * std, absmax_dim=dim)
+    quantiles = {s.key: q for s in SUMMARIES if not s.peak}
+    norm = NormRecord("h.0.ln_1", 0, "attn", absmax=10 * std, absmax_dim=dim, quantiles=quantiles)
     return WatchRecord(step=step, loss=1.0, lr=0.1, norms=[norm], params=[])
 
 
@@ -114,9 +117,7 @@ def test_jumps_are_sudden_changes_not_trends():
     log = WatchLog("b", [_record(10 * i, v, dim=7 if i >= 5 else 2) for i, v in enumerate(steady)])
     found = jumps(log)
     assert {(j.step, j.statistic) for j in found} == {
-        (50, "input_std"),
-        (50, "grad_scale"),
-        (50, "absmax"),
+        (50, s.key) for s in SUMMARIES if not s.signed
     }
     assert found[0].factor == pytest.approx(4.0 / 1.15) and found[0].factor > JUMP_FACTOR
     (spike,) = spike_history(log)
@@ -134,7 +135,7 @@ def test_watch_record_golden(tmp_path: Path):
     if os.environ.get("LNINSPECT_UPDATE_GOLDEN") == "1":
         golden.write_text(json.dumps(doc, ensure_ascii=False) + "\n")
     want = json.loads(golden.read_text())
-    assert list(doc) == list(want) and doc["schema"] == "lninspect.watch/1"
+    assert list(doc) == list(want) and doc["schema"] == WATCH_SCHEMA
     for got, expected in zip(doc["norms"], want["norms"], strict=True):
         assert got["name"] == expected["name"] and got["absmax_dim"] == expected["absmax_dim"]
         assert got["input_std"]["q50"] == pytest.approx(expected["input_std"]["q50"], rel=1e-4)
@@ -184,8 +185,12 @@ def test_compare_two_local_checkpoints_token_by_token(
     for row in compared.rows:
         for values, result_m in zip(row.models, separate, strict=True):
             norm = result_m.norm(values.name)
-            assert values.input_std == pytest.approx(nan_median(norm.denominator), rel=1e-6)
-            assert values.grad_scale == pytest.approx(nan_median(norm.grad.scale), rel=1e-6)
+            assert values.value("input_std") == pytest.approx(
+                nan_median(norm.denominator), rel=1e-6
+            )
+            assert values.value("grad_scale") == pytest.approx(
+                nan_median(norm.grad.scale), rel=1e-6
+            )
             assert values.tokens == pytest.approx(norm.denominator[0].tolist(), rel=1e-6)
     for d in compared.differences:
         assert d.ratio == pytest.approx(d.value / d.reference, rel=1e-6) and d.model == 1

@@ -22,6 +22,7 @@ from lninspect.cli import app
 from lninspect.hooks.spikes import average_ranks, spearman
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
+from lninspect.results.stats import STATS_SCHEMA
 
 D = 96
 FIRST = "transformer.h.0.ln_1"
@@ -140,7 +141,7 @@ def test_centring_swaps_two_massive_activations(tmp_path: Path):
     assert by_dim[3]["changed_by"] == by_dim[7]["changed_by"] == "centre"
     assert by_dim[3]["massive"] and by_dim[7]["massive"]
     assert norm["order"]["pairs"] == 1 and norm["order"]["pairs_kept"] == 0.0
-    assert doc["schema"] == "lninspect.stats/2"
+    assert doc["schema"] == STATS_SCHEMA
     assert (doc["spike_abs"], doc["spike_ratio"], doc["spike_z"]) == (100.0, 1000.0, 6.0)
 
 

@@ -96,8 +96,8 @@ def test_trainer_callback_writes_the_plain_loop_log(tmp_path: Path):
         for x, y in zip(a.norms, b.norms, strict=True):
             assert x.name == y.name and x.absmax_dim == y.absmax_dim
             for key in ("input_std", "output_std", "grad_scale"):
-                assert [getattr(getattr(x, key), k) for k in KEYS] == pytest.approx(
-                    [getattr(getattr(y, key), k) for k in KEYS], rel=1e-4
+                assert [getattr(x.quantiles[key], k) for k in KEYS] == pytest.approx(
+                    [getattr(y.quantiles[key], k) for k in KEYS], rel=1e-4
                 )
         assert [p.grad_norm for p in a.params] == pytest.approx(
             [p.grad_norm for p in b.params], rel=1e-4

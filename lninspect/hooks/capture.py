@@ -47,7 +47,6 @@ from lninspect.results import (
     OutputStats,
     StatsResult,
 )
-from lninspect.results.stats import from_record
 from lninspect.statistics import denominator_key, on_side
 
 Tensor = torch.Tensor
@@ -266,8 +265,8 @@ class Capture:
         record = gather_record(hooks.forward[info.name])
         return NormStats(
             **{k.name: getattr(description, k.name) for k in fields(description)},
-            input=from_record(InputStats, "input", record),
-            output=from_record(OutputStats, "output", record),
+            input=InputStats.from_record(record),
+            output=OutputStats.from_record(record),
             calls=len(hooks.forward[info.name]),
             grad=self._grad_stats(info, record["mean"].shape) if hooks.grads else None,
             **(spikes[0] if spikes is not None else {}),
@@ -302,7 +301,7 @@ class Capture:
                 record[statistic.key] = gather(values)
             elif not statistic.optional:
                 record[statistic.key] = np.full(shape, np.nan, dtype=np.float32)
-        return from_record(GradStats, "grad", record)
+        return GradStats.from_record(record)
 
     def _module_info(self) -> ModelInfo:
         """ModelInfo for a plain nn.Module handed to the API, from its first norm's weights."""

@@ -1,15 +1,12 @@
-"""The per-token reductions in one pass per norm, and the choice between them and the eager ones.
+"""The per-token reductions compiled into one pass per norm, and the choice of the path.
 
 On a GPU the eager reductions (lninspect.hooks.reduce) cost many passes and kernel launches
 per norm: a float32 copy of a bfloat16 activation, native_layer_norm's discarded output,
 abs, max, three passes for the non-finite count. That is 2-3.5x the model's own time on an
-H200, although the arithmetic is a few percent of what the matmuls do. Written as one
-function, torch.compile fuses the same numbers into a kernel that reads x and y once,
-accumulating in float32 from the model's dtype without a float32 copy:
-
-    var, mean = var_mean(x)       (Welford, biased)     std = sqrt(var + eps)
-    rms = sqrt(var + mean^2 + eps)                      absmax, absmax_dim = max |x|
-    out_var, out_mean = var_mean(y)                     nonfinite = count of NaN / Inf in x
+H200, although the arithmetic is a few percent of what the matmuls do. The same function,
+`token_stats` (every reduction of lninspect.statistics), run through torch.compile, fuses
+into a kernel that reads x and y once, accumulating in float32 from the model's dtype
+without a float32 copy (the discarded normalized output is dropped).
 
 `Reductions` picks, per capture: "eager" (the CPU default: native_layer_norm is ten times
 faster than var_mean there), "compiled" (the CUDA default) or "auto". Every axis is dynamic,
@@ -29,48 +26,41 @@ from typing import Any
 import torch
 from torch.fx.experimental import _config as _shape_config
 
-from lninspect.hooks.reduce import hidden_flat, token_nonfinite, token_norm, token_stats
+from lninspect.hooks.reduce import token_nonfinite, token_norm, token_stats
+from lninspect.statistics import FORWARD
 
 Tensor = torch.Tensor
 MODES = ("auto", "eager", "compiled")
-FLOAT_KEYS = ("mean", "std", "rms", "absmax", "out_mean", "out_std")  # one stacked output
-STAT_KEYS = (*FLOAT_KEYS, "absmax_dim", "nonfinite")
+# The forward statistics' keys by dtype, in declaration order: one stacked output per dtype.
+DTYPES = tuple(dict.fromkeys(s.dtype for s in FORWARD))
+GROUPS = tuple(tuple(s.key for s in FORWARD if s.dtype == dtype) for dtype in DTYPES)
 log = logging.getLogger("lninspect")
 
 
-def fused_stats(
-    x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The statistics of x and y (..., *hidden) per token, one pass each: the FLOAT_KEYS
-    stacked (6, ...) in float32, absmax_dim (...) int64 and nonfinite (...) int32.
+def stacked_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> tuple[Tensor, ...]:
+    """token_stats(x, y) stacked by dtype (GROUPS): the function torch.compile fuses.
 
-    Three outputs, not eight: each output of a compiled function costs the host time on
-    every call. The per-token shape comes out of the kernel as it is: no reshape per call.
+    One output per dtype (float32, int64, int32), not one per statistic: each output of a
+    compiled function costs the host time on every call. The per-token shape comes out of
+    the kernel as it is: no reshape per call.
     """
-    xf = hidden_flat(x, reduced_dims).float()  # fused into the loads when compiled: no copy
-    yf = hidden_flat(y, reduced_dims).float()
-    var, mean = torch.var_mean(xf, dim=-1, correction=0)
-    absmax, absmax_dim = xf.abs().max(dim=-1)
-    out_var, out_mean = torch.var_mean(yf, dim=-1, correction=0)
-    nonfinite = (~torch.isfinite(xf)).sum(dim=-1, dtype=torch.int32)
-    std = torch.sqrt(var + eps)
-    rms = torch.sqrt(var + mean * mean + eps)
-    floats = torch.stack([mean, std, rms, absmax, out_mean, torch.sqrt(out_var)])
-    return floats, absmax_dim, nonfinite
+    record = token_stats(x, y, eps, reduced_dims)
+    return tuple(torch.stack([record[key] for key in keys]) for keys in GROUPS)
 
 
-def as_record(values: tuple[Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
-    """fused_stats' outputs as a record keyed by statistic: views, no copy."""
-    floats, absmax_dim, nonfinite = values
-    record = dict(zip(FLOAT_KEYS, floats.unbind(0), strict=True))
-    return record | {"absmax_dim": absmax_dim, "nonfinite": nonfinite}
+def as_record(values: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    """stacked_stats' outputs as a record keyed by statistic: views, no copy."""
+    return {
+        key: value
+        for keys, stacked in zip(GROUPS, values, strict=True)
+        for key, value in zip(keys, stacked.unbind(0), strict=True)
+    }
 
 
 def fused_grad(g: Tensor, reduced_dims: int = 1) -> tuple[Tensor, Tensor]:
-    """The L2 norm of g (..., *hidden) per token, in float32, and its NaN / Inf count: one pass."""
-    gf = hidden_flat(g, reduced_dims).float()
-    norm = torch.sqrt((gf * gf).sum(dim=-1))
-    return norm, (~torch.isfinite(gf)).sum(dim=-1, dtype=torch.int32)
+    """|g| (..., *hidden) per token in float32 and its NaN / Inf count: the eager reductions
+    of a gradient, together, for torch.compile to fuse into one pass."""
+    return token_norm(g, reduced_dims), token_nonfinite(g, reduced_dims)
 
 
 class Reductions:
@@ -91,7 +81,7 @@ class Reductions:
         """The forward statistics of one norm call (lninspect.statistics), per token."""
         if self.compiled_on(x.device):
             x, y = x.detach(), y.detach()  # not views: a view's base would be guarded too
-            values = _COMPILED.call("stats", fused_stats, x, y, float(eps), reduced_dims)
+            values = _COMPILED.call("stats", stacked_stats, x, y, float(eps), reduced_dims)
             if values is not None:
                 return as_record(values)
         return token_stats(x, y, eps, reduced_dims)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lninspect.statistics import FORWARD, count_nonfinite
+
 Tensor = torch.Tensor
 
 
@@ -20,31 +22,41 @@ def hidden_flat(t: Tensor, reduced_dims: int) -> Tensor:
     return t.detach().flatten(-reduced_dims) if reduced_dims > 1 else t.detach()
 
 
-@torch.no_grad()
-def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict[str, Tensor]:
-    """Statistics of a norm's input x and output y, per token, in float32.
+class Tokens:
+    """The per-token intermediates of one norm call that the statistics' reductions share.
 
-    Mean and std = sqrt(biased var + eps) come from `torch.native_layer_norm` itself (its
-    mean and rstd: LayerNorm's own numbers, computed in one Welford pass, and on the CPU ten
-    times faster than `var_mean`). rms = sqrt(mean(x^2) + eps) = sqrt(std^2 + mean^2) needs
-    no pass of its own. `nonfinite` counts the NaN and Inf entries of x; the statistics of a
-    token that has any are NaN (or Inf).
+    x and y are float32 views (..., d); no copy when already float32. Mean and std =
+    sqrt(biased var + eps) come from `torch.native_layer_norm` itself (its mean and rstd:
+    LayerNorm's own numbers, computed in one Welford pass, and on the CPU ten times faster
+    than `var_mean`; compiled, inductor reduces it to one pass with the rest). The output's
+    mean and std (no eps) the same way; max |x| and its dimension in one pass.
     """
-    x = hidden_flat(x, reduced_dims).float()  # (..., d); no copy when already float32
-    y = hidden_flat(y, reduced_dims).float()
-    mean, std = _mean_std(x, eps)
-    absmax, absmax_dim = x.abs().max(dim=-1)
-    out_mean, out_std = _mean_std(y, 0.0)
-    return {
-        "mean": mean,
-        "std": std,
-        "rms": torch.hypot(std, mean),
-        "absmax": absmax,
-        "absmax_dim": absmax_dim,
-        "out_mean": out_mean,
-        "out_std": out_std,
-        "nonfinite": token_nonfinite(x),
-    }
+
+    x: Tensor  # (..., d) float32
+    y: Tensor
+    mean: Tensor  # (...) of x
+    std: Tensor
+    out_mean: Tensor  # (...) of y
+    out_std: Tensor
+    absmax: Tensor
+    absmax_dim: Tensor  # int64
+
+    def __init__(self, x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> None:
+        self.x = hidden_flat(x, reduced_dims).float()  # (..., d)
+        self.y = hidden_flat(y, reduced_dims).float()
+        self.mean, self.std = _mean_std(self.x, eps)  # (...) each
+        self.out_mean, self.out_std = _mean_std(self.y, 0.0)
+        self.absmax, self.absmax_dim = self.x.abs().max(dim=-1)
+
+
+def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict[str, Tensor]:
+    """The forward statistics (lninspect.statistics.FORWARD) of x and y, per token.
+
+    The one function of both paths: run as it is (eager) or through torch.compile
+    (lninspect.hooks.fused). A token with a NaN or Inf entry has NaN (or Inf) statistics.
+    """
+    tokens = Tokens(x, y, eps, reduced_dims)
+    return {s.key: s.reduce(tokens) for s in FORWARD if s.reduce is not None}
 
 
 def _mean_std(t: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -55,13 +67,8 @@ def _mean_std(t: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def token_nonfinite(t: Tensor, reduced_dims: int = 1) -> Tensor:
-    """How many entries of each token are NaN or Inf (int32).
-
-    t * 0 is 0 where t is finite and NaN elsewhere; mapping NaN to 1 and summing counts
-    them in one cheap pass (a boolean isfinite reduction costs several times more).
-    """
-    flags = (hidden_flat(t, reduced_dims).float() * 0).nan_to_num(nan=1.0, posinf=1.0, neginf=1.0)
-    return flags.sum(-1).to(torch.int32)
+    """How many entries of each token are NaN or Inf (int32): statistics.count_nonfinite."""
+    return count_nonfinite(hidden_flat(t, reduced_dims).float())
 
 
 @torch.no_grad()

@@ -152,7 +152,7 @@ def combined_record(info: NormInfo, ranks: np.ndarray, summed: np.ndarray) -> No
         name=info.name,
         layer=info.layer,
         role=info.role,
-        **stats,
+        quantiles=stats,
         absmax=float32_digits(top) if found else math.nan,
         absmax_dim=int(ranks[owner, 1]) if found else -1,
         absmax_rank=owner if found else -1,

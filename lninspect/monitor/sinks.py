@@ -127,9 +127,8 @@ def scalars(record: WatchRecord) -> dict[str, float]:
     """The record's numbers as flat `lninspect/...` scalar names (finite values only)."""
     values = {f"{PREFIX}/loss": record.loss, f"{PREFIX}/lr": record.lr}
     for norm in record.norms:
-        values[f"{PREFIX}/input_std/{norm.name}"] = norm.input_std.q50
-        values[f"{PREFIX}/output_std/{norm.name}"] = norm.output_std.q50
-        values[f"{PREFIX}/grad_scale/{norm.name}"] = norm.grad_scale.q50
+        for key, quantiles in norm.quantiles.items():  # the medians of the summaries
+            values[f"{PREFIX}/{key}/{norm.name}"] = quantiles.q50
         values[f"{PREFIX}/absmax/{norm.name}"] = norm.absmax
     for p in record.params:
         layer = "outside" if p.layer is None else f"layer{p.layer}"

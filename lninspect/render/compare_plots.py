@@ -1,8 +1,9 @@
 """Figures of a comparison (`lninspect compare --plot`): Figure objects, no pyplot.
 
-`compare-layers.png` overlays the models' per-layer input std, gradient scale and largest
-|x|; `compare-tokens.png` (only when every model saw the same tokens) overlays the per-token
-input std of the norm where the models differ most, token by token.
+`compare-layers.png` overlays the models' per-layer summaries (input std, gradient scale,
+largest |x|, ...: lninspect.statistics SUMMARIES); `compare-tokens.png` (only when every
+model saw the same tokens) overlays the per-token input std of the norm where the models
+differ most, token by token.
 """
 
 from __future__ import annotations
@@ -18,16 +19,12 @@ from lninspect.render.compare_tables import how_compared, row_label
 from lninspect.render.figures import new_figure, save_titled
 from lninspect.results.compare import CompareResult, MatchedRow
 from lninspect.roles import ROLE_LABELS, ordered_roles
+from lninspect.statistics import SUMMARIES
 
 LAYERS_FIGURE = "compare-layers.png"
 TOKENS_FIGURE = "compare-tokens.png"
 COMPARE_FIGURES = (LAYERS_FIGURE, TOKENS_FIGURE)
 ROLE_MARKERS = {"embed": "v", "attn": "o", "attn+mlp": "D", "mlp": "s", "qk": "P", "final": "^"}
-PANELS = (
-    ("input_std", "median input std"),
-    ("grad_scale", "median |dL/dx| / |dL/dy|"),
-    ("absmax", "largest |x|"),
-)
 
 
 def model_colour(index: int) -> str:
@@ -47,17 +44,18 @@ def _x(result: CompareResult, row: MatchedRow) -> float:
 
 
 def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Figure:
-    """Three panels over depth (input std, gradient scale, largest |x|), a colour per model."""
-    figure = fig or new_figure(10, 8.5)
-    axes = figure.subplots(len(PANELS), 1, sharex=True, squeeze=False)[:, 0]
+    """A panel per summary over depth (input std, gradient scale, largest |x|, ...:
+    lninspect.statistics SUMMARIES), a colour per model; log y unless it can be <= 0."""
+    figure = fig or new_figure(10, 2.4 + 2.0 * len(SUMMARIES))
+    axes = figure.subplots(len(SUMMARIES), 1, sharex=True, squeeze=False)[:, 0]
     roles = ordered_roles({r.role for r in result.rows})
-    for ax, (key, label) in zip(axes, PANELS, strict=True):
+    for ax, summary in zip(axes, SUMMARIES, strict=True):
         for m in range(len(result.models)):
             for role in roles:
                 rows = [r for r in result.rows if r.role == role]
                 xs = np.array([_x(result, r) for r in rows])
-                ys = np.array([getattr(r.models[m], key) for r in rows], dtype=float)
-                keep = np.isfinite(ys) & (ys > 0)
+                ys = np.array([r.models[m].value(summary.key) for r in rows], dtype=float)
+                keep = np.isfinite(ys) & (summary.signed or ys > 0)
                 ax.plot(
                     xs[keep],
                     ys[keep],
@@ -67,11 +65,11 @@ def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Fig
                     linestyle="-" if keep.sum() > 1 else "none",
                     alpha=0.85,
                 )
-        if any(len(line.get_xdata()) for line in ax.lines):
-            ax.set_yscale("log")
-        else:
+        if not any(len(line.get_xdata()) for line in ax.lines):
             ax.text(0.5, 0.5, "no finite values", ha="center", transform=ax.transAxes)
-        ax.set_ylabel(label)
+        elif not summary.signed:
+            ax.set_yscale("log")
+        ax.set_ylabel(summary.title)
         ax.grid(True, which="both", alpha=0.3)
     axes[-1].set_xlabel(
         "layer of model A (final norm right)"

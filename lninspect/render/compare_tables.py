@@ -7,13 +7,9 @@ from rich.table import Table
 
 from lninspect.render.format import fmt, short_names
 from lninspect.results.compare import CompareResult, MatchedRow
+from lninspect.statistics import SUMMARIES
 
-LABELS = {
-    "input_std": "std",
-    "grad_scale": "scale",
-    "absmax": "max|x|",
-    "token_input_std": "std@tok",
-}
+LABELS = {s.key: s.label for s in SUMMARIES} | {"token_input_std": "std@tok"}
 MAX_ROWS = 15
 
 

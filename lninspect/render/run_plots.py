@@ -19,9 +19,9 @@ from lninspect.render.figures import figure_of, new_figure, save_titled
 from lninspect.render.format import short_names
 from lninspect.results.watch import WatchLog
 from lninspect.roles import ROLE_LABELS
+from lninspect.statistics import SUMMARY
 from lninspect.trends import (
     JUMP_FACTOR,
-    STATISTICS,
     Jump,
     NormSeries,
     jump_steps,
@@ -116,7 +116,7 @@ def plot_series_panels(
         styles = iter(("-", "--", ":", "-."))
         drawn = []
         for s in rows:
-            values = getattr(s, key)
+            values = s.values[key]
             keep = np.isfinite(values) & (values > 0)
             if not keep.any():
                 continue
@@ -132,7 +132,7 @@ def plot_series_panels(
             )
             drawn.append(s)
         if not drawn:
-            _no_data(ax, f"no finite {STATISTICS[key][0]} at these norms")
+            _no_data(ax, f"no finite {SUMMARY[key].label} at these norms")
         else:
             ax.set_yscale("log")
             if dims:
@@ -156,13 +156,13 @@ ANNOTATED = 1
 
 def _mark_dims(ax: Axes, rows: list[NormSeries], steps: np.ndarray) -> None:
     """Name the dimension at the peak of the ANNOTATED norms with the largest |x| in a panel."""
-    peaks = sorted(rows, key=lambda s: -np.nanmax(s.absmax))[:ANNOTATED]
+    peaks = sorted(rows, key=lambda s: -np.nanmax(s.values["absmax"]))[:ANNOTATED]
     for s in peaks:
-        i = int(np.nanargmax(s.absmax))
+        i = int(np.nanargmax(s.values["absmax"]))
         ax.annotate(
             f"{short_names([s.name])[0].rsplit('.', 1)[-1] if s.layer is None else s.name}: "
             f"dim {s.absmax_dim[i]}",
-            (steps[i], s.absmax[i]),
+            (steps[i], s.values["absmax"][i]),
             textcoords="offset points",
             xytext=(10, -26),  # below and right of the peak: inside the axes, off the title
             ha="left",

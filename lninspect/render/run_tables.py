@@ -8,11 +8,11 @@ from rich.table import Table
 from lninspect.escape import visible
 from lninspect.render.format import fmt, short_names
 from lninspect.results.watch import WatchLog
+from lninspect.statistics import SUMMARY
 from lninspect.trends import (
     JUMP_CONTRAST,
     JUMP_FACTOR,
     JUMP_WINDOW,
-    STATISTICS,
     Jump,
     first_last,
     losses,
@@ -71,7 +71,10 @@ def run_table(log: WatchLog) -> Table:
             else ["—"] * 4
         )
         table.add_row(
-            name, _arrow(first_last(s.input_std)), _arrow(first_last(s.grad_scale)), *cells
+            name,
+            _arrow(first_last(s.values["input_std"])),
+            _arrow(first_last(s.values["grad_scale"])),
+            *cells,
         )
     return table
 
@@ -109,7 +112,7 @@ def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -
         table.add_row(
             str(jump.step),
             names.get(jump.name, visible(jump.name)),
-            STATISTICS[jump.statistic][0],
+            SUMMARY[jump.statistic].label,
             fmt(jump.before),
             fmt(jump.after),
             fmt(jump.factor),

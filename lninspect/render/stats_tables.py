@@ -13,7 +13,8 @@ from rich.console import Group
 
 from lninspect.render.format import fmt, header, new_table, short_names, titled, token_label
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
-from lninspect.summary import nan_quantiles
+from lninspect.statistics import STATISTICS
+from lninspect.summary import largest_abs, nan_median, nan_quantiles, per_token
 
 TOKEN_WIDTH = 8  # characters of a token's text in the `at` column (12 with wide)
 
@@ -26,11 +27,17 @@ def stats_table(result: StatsResult, wide: bool = False) -> Group:
     for column in ("mean", "std med", "std min…max", "max |x|"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("at", no_wrap=True, overflow="ellipsis")
+    columns = [s for s in STATISTICS if s.column] if wide else []
+    for statistic in columns:
+        table.add_column(statistic.label or statistic.key, justify="right", no_wrap=True)
     if wide:
         table.add_column("weight", justify="right", no_wrap=True)
         table.add_column("w<0", justify="right", no_wrap=True)
     for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
         cells = _stats_cells(result, norm, wide)
+        for statistic in columns:
+            values = per_token(norm, statistic.key)
+            cells.append(fmt(nan_median(values)) if values is not None else "—")
         if wide:
             cells += _weight_cells(norm)[::2]
         table.add_row(name, norm.role, *cells)
@@ -38,6 +45,7 @@ def stats_table(result: StatsResult, wide: bool = False) -> Group:
         "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm), "
         "median and range over tokens; at = the token and dimension of max |x|"
         + ("; weight = the affine gain, mean ± std" if wide else "; --wide adds the weights")
+        + "".join(f"; {s.label or s.key} = median {s.json}" for s in columns)
     )
     return titled(table, header(result), caption)
 
@@ -47,16 +55,16 @@ def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = float(np.nanmean(norm.input.mean))
     low, median, high = nan_quantiles(norm.denominator, (0.0, 0.5, 1.0))
-    absmax = np.where(np.isfinite(norm.input.absmax), norm.input.absmax, -np.inf)
-    where = np.unravel_index(int(np.argmax(absmax)), absmax.shape)
+    peak = largest_abs(norm)
+    where = peak.where or (0,)
     width = 12 if wide else TOKEN_WIDTH
-    token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0, width)
+    token = token_label(result, where[0], where[1] if len(where) > 1 else 0, width)
     return [
         fmt(mean),
         fmt(median),
         f"{fmt(low)}…{fmt(high)}",
-        fmt(float(norm.input.absmax[where])),
-        f"{token} d{int(norm.input.absmax_dim[where])}",
+        fmt(peak.value),
+        f"{token} d{peak.dim}" if peak.where is not None else "—",
     ]
 
 

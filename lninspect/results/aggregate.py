@@ -14,9 +14,10 @@ import numpy as np
 
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.results.stats import CensusEntry, ModelInfo, NormDescription, Trajectory
-from lninspect.statistics import AGGREGATED_KEYS, denominator_key
+from lninspect.statistics import AGGREGATED_KEYS, denominator_key, schemas
 
-AGGREGATE_SCHEMA = "lninspect.stats-aggregate/2"
+AGGREGATE_SCHEMAS = schemas("stats-aggregate")  # oldest first (lninspect.statistics)
+AGGREGATE_SCHEMA = AGGREGATE_SCHEMAS[-1]
 # The per-token statistics aggregated per position (lninspect.statistics), and spike_count
 # when spikes were captured.
 MOMENT_KEYS = AGGREGATED_KEYS
@@ -160,4 +161,4 @@ class AggregateResult:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AggregateResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
-        return from_document(cls, doc, (AGGREGATE_SCHEMA,))
+        return from_document(cls, doc, AGGREGATE_SCHEMAS)

@@ -6,7 +6,12 @@ hint. Non-finite floats are written as null and read back as NaN. A field's meta
 - `json`: its key in JSON when it differs from the field name (`cls` is written `class`);
 - `dtype`: the numpy dtype of its arrays (float32 unless told; nested lists and dicts too);
 - `omit_none`: leave the key out when the value is None (something not recorded), so that
-  a document without it reads back the same.
+  a document without it reads back the same;
+- `was`: the key an older schema wrote it under, read when the current key is absent;
+- `spread`: a dict field whose items sit at the level of the other fields (a document's
+  keys that no other field claims), for entries named by a declaration (lninspect.statistics).
+A class that is not a dataclass takes part through `to_fields()` (JSON key -> value) and a
+classmethod `from_fields(doc)`: lninspect.results.blocks, whose fields are declared elsewhere.
 """
 
 from __future__ import annotations
@@ -24,9 +29,15 @@ import numpy as np
 T = TypeVar("T")
 
 
-def meta(json: str | None = None, dtype: str | None = None, omit_none: bool = False) -> Any:
+def meta(
+    json: str | None = None,
+    dtype: str | None = None,
+    omit_none: bool = False,
+    was: str = "",
+    spread: bool = False,
+) -> Any:
     """Codec metadata for a dataclass field: `field(metadata=meta(dtype="int64"))`."""
-    metadata = {"json": json, "dtype": dtype, "omit_none": omit_none}
+    metadata = {"json": json, "dtype": dtype, "omit_none": omit_none, "was": was, "spread": spread}
     return {k: v for k, v in metadata.items() if v}
 
 
@@ -43,8 +54,13 @@ def encode(value: Any) -> Any:
             item = getattr(value, f.name)
             if f.name == "schema" or (item is None and f.metadata.get("omit_none")):
                 continue
+            if f.metadata.get("spread"):
+                doc.update(encode(item))
+                continue
             doc[f.metadata.get("json", f.name)] = encode(item)
         return doc
+    if hasattr(value, "to_fields"):
+        return {k: encode(v) for k, v in value.to_fields().items()}
     if isinstance(value, np.ndarray):
         return encode(value.tolist())
     if isinstance(value, (list, tuple)):
@@ -76,6 +92,8 @@ def decode(hint: Any, value: Any, dtype: str | None = None) -> Any:
         return None if value is None else decode(inner[0], value, dtype)
     if dataclasses.is_dataclass(hint):
         return _decode_dataclass(hint, _expect(value, dict, "an object"))
+    if hasattr(hint, "from_fields"):
+        return hint.from_fields(_expect(value, dict, "an object"))
     if origin is list:
         return [decode(args[0], v, dtype) for v in _expect(value, list, "a list")]
     if origin is dict:
@@ -105,8 +123,15 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
 def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
     hints = _hints(cls)
     kwargs = {}
+    claimed = {f.metadata.get(k, f.name) for f in dataclasses.fields(cls) for k in ("json", "was")}
     for f in dataclasses.fields(cls):
+        if f.metadata.get("spread"):
+            rest = {k: v for k, v in doc.items() if k not in claimed}
+            kwargs[f.name] = decode(hints[f.name], rest, f.metadata.get("dtype"))
+            continue
         key = f.metadata.get("json", f.name)
+        if key not in doc and f.metadata.get("was") in doc:
+            key = f.metadata["was"]
         if key in doc:
             try:
                 kwargs[f.name] = decode(hints[f.name], doc[key], f.metadata.get("dtype"))

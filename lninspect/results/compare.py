@@ -10,12 +10,17 @@ over its own tokens). No torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from lninspect.results.codec import from_document, meta, to_document
+from lninspect.statistics import schemas
 
-COMPARE_SCHEMA = "lninspect.compare/1"
+# compare/2 renamed a row's spike_z (the largest |z|, not the z rule) max_abs_z; from there,
+# each generation of statistics adds one (lninspect.statistics.schemas).
+COMPARE_SCHEMAS = ("lninspect.compare/1", *schemas("compare"))
+COMPARE_SCHEMA = COMPARE_SCHEMAS[-1]
 
 
 @dataclass
@@ -39,13 +44,18 @@ class NormValues:
     name: str
     layer: int | None
     depth: float  # layer / (layers - 1); 0 for an embedding norm, 1 for a final one
-    input_std: float  # median over tokens (rms for RMSNorm)
-    grad_scale: float  # median over tokens of |dL/dx| / |dL/dy|
     absmax: float  # the largest |x| over tokens
     absmax_dim: int
-    spike_z: float  # the largest |z| among its spikes (NaN: none)
+    max_abs_z: float = field(metadata=meta(was="spike_z"))  # largest |z| of its spikes; NaN: none
     # per-token input std of sequence 0, only in "tokens" mode:
     tokens: list[float] | None = field(default=None, metadata=meta(omit_none=True))
+    # Summary.key -> the median over tokens (input_std: rms for RMSNorm; grad_scale:
+    # |dL/dx| / |dL/dy|; ...), as keys of the row itself; one newer than the document is absent:
+    medians: dict[str, float] = field(default_factory=dict, metadata=meta(spread=True))
+
+    def value(self, key: str) -> float:
+        """A summary (lninspect.statistics SUMMARIES) of this norm; NaN when not held."""
+        return self.absmax if key == "absmax" else self.medians.get(key, math.nan)
 
 
 @dataclass
@@ -61,7 +71,7 @@ class MatchedRow:
 class Difference:
     """A statistic of a matched row where a model differs from the first one."""
 
-    statistic: str  # input_std, grad_scale, absmax, or token_input_std (one token)
+    statistic: str  # a Summary.key (input_std, ...), or token_input_std (one token)
     row: int  # index into `rows`
     model: int  # index into `models` (never 0, the reference)
     reference: float  # the first model's value
@@ -88,4 +98,4 @@ class CompareResult:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CompareResult:
-        return from_document(cls, doc, (COMPARE_SCHEMA,))
+        return from_document(cls, doc, COMPARE_SCHEMAS)

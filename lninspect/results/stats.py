@@ -3,7 +3,8 @@
 Imports neither torch nor transformers, so that rendering and JSON work without them.
 Per-token arrays have the shape of the norm's input without its hidden axis, normally
 (sequences, tokens); a per-head norm keeps its head axis. The statistics themselves are
-defined in lninspect.statistics; the JSON codec is lninspect.results.codec.
+defined in lninspect.statistics and held in lninspect.results.blocks; the JSON codec is
+lninspect.results.codec.
 """
 
 from __future__ import annotations
@@ -13,23 +14,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
-from lninspect.statistics import BY_KEY, denominator_key, on_side
+from lninspect.statistics import denominator_key, schemas
 
-STATS_SCHEMA = "lninspect.stats/2"
-GRADS_SCHEMA = "lninspect.grads/2"
+# Oldest first; a generation of statistics adds a version (lninspect.statistics.schemas).
+STATS_SCHEMAS = schemas("stats")
+GRADS_SCHEMAS = schemas("grads")
+STATS_SCHEMA, GRADS_SCHEMA = STATS_SCHEMAS[-1], GRADS_SCHEMAS[-1]
 NORMS_SCHEMA = "lninspect.norms/1"
-
-
-def _statistic(key: str) -> Any:
-    """Codec metadata of one statistic's field: its dtype; left out of the JSON when optional."""
-    s = BY_KEY[key]
-    return meta(dtype=s.dtype, omit_none=s.optional)
-
-
-def from_record(cls: type[Any], side: str, record: dict[str, np.ndarray]) -> Any:
-    """InputStats, OutputStats or GradStats from a gathered record keyed by Statistic.key."""
-    return cls(**{s.field: record[s.key] for s in on_side(side) if s.key in record})
 
 
 @dataclass
@@ -53,44 +46,6 @@ class InputInfo:
     num_tokens: int
     tokens: list[list[str]] = field(default_factory=list)
     token_ids: list[list[int]] = field(default_factory=list)
-
-
-@dataclass
-class InputStats:
-    """Per-token statistics of a norm's input x over its hidden axis."""
-
-    mean: np.ndarray = field(metadata=_statistic("mean"))
-    std: np.ndarray = field(metadata=_statistic("std"))  # the LayerNorm denominator
-    rms: np.ndarray = field(metadata=_statistic("rms"))  # the RMSNorm denominator
-    absmax: np.ndarray = field(metadata=_statistic("absmax"))
-    absmax_dim: np.ndarray = field(metadata=_statistic("absmax_dim"))
-    nonfinite: np.ndarray | None = field(default=None, metadata=_statistic("nonfinite"))
-
-
-@dataclass
-class OutputStats:
-    """Per-token mean and (biased, eps-free) std of a norm's output y."""
-
-    mean: np.ndarray = field(metadata=_statistic("out_mean"))
-    std: np.ndarray = field(metadata=_statistic("out_std"))
-
-
-@dataclass
-class GradStats:
-    """Per-token gradient norms on both sides of a norm (over its hidden axis)."""
-
-    output_norm: np.ndarray = field(metadata=_statistic("grad_output"))
-    input_norm: np.ndarray = field(metadata=_statistic("grad_input"))
-    residual_norm: np.ndarray = field(metadata=_statistic("grad_residual"))
-    output_nonfinite: np.ndarray | None = field(
-        default=None, metadata=_statistic("grad_output_nonfinite")
-    )
-
-    @property
-    def scale(self) -> np.ndarray:
-        """How much the norm scales the gradient: |dL/dx through it| / |dL/dy|."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.input_norm / self.output_norm
 
 
 @dataclass
@@ -287,7 +242,7 @@ class NormsResult:
 class StatsResult:
     """The statistics of every normalization module of one model on one input."""
 
-    SCHEMAS: ClassVar[tuple[str, ...]] = (STATS_SCHEMA, GRADS_SCHEMA)  # what from_json reads
+    SCHEMAS: ClassVar[tuple[str, ...]] = STATS_SCHEMAS + GRADS_SCHEMAS  # what from_json reads
 
     model: ModelInfo
     input: InputInfo
@@ -335,7 +290,7 @@ class ParamGrad:
 class GradsResult(StatsResult):
     """StatsResult plus gradients: each norm's `grad`, the loss, every parameter's grad norm."""
 
-    SCHEMAS: ClassVar[tuple[str, ...]] = (GRADS_SCHEMA,)
+    SCHEMAS: ClassVar[tuple[str, ...]] = GRADS_SCHEMAS
 
     loss: float = float("nan")
     loss_kind: str = "next-token cross-entropy, mean over predicted tokens"

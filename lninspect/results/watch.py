@@ -1,14 +1,17 @@
 """The log of a watched training run: one JSON document per line, `lninspect.watch/1`.
 
     {"schema": "lninspect.watch/1", "step": 40, "loss": 3.21, "lr": 0.0006, "mode": "train",
-     "tokens": 2048, "norms": [{"name", "layer", "role", "input_std": {q05, q25, q50, q75,
-     q95, max}, "output_std": {...}, "grad_scale": {...}, "absmax", "absmax_dim"}],
+     "tokens": 2048, "norms": [{"name", "layer", "role", "absmax", "absmax_dim",
+     "input_std": {q05, q25, q50, q75, q95, max}, "output_std": {...}, "grad_scale": {...}}],
      "params": [{"layer", "group", "grad_norm"}]}
 
 A run of several processes (torch.distributed) adds "world_size" and "grads" (what the
 parameter gradient norms are of: "local", "averaged" by DDP, "full" from FSDP2's shards) to
 the record, and "absmax_rank", "absmax_token", "nonfinite", "grad_nonfinite" to each norm;
 its quantiles come from lninspect.monitor.bins (docs/training.md).
+
+A norm's quantile blocks are the summaries that lninspect.statistics declares (SUMMARIES);
+the schema's version says which it can hold (`Summary.since`).
 
 A line is appended, flushed and synced per recorded step (lninspect.monitor.sinks), so a
 crash loses at most the line being written. The reader below therefore accepts a log that
@@ -29,8 +32,10 @@ from typing import Any, BinaryIO
 from lninspect.errors import LninspectError
 from lninspect.files import open_input, os_reason
 from lninspect.results.codec import from_document, meta, to_document
+from lninspect.statistics import SUMMARIES, schemas
 
-WATCH_SCHEMA = "lninspect.watch/1"
+WATCH_SCHEMAS = schemas("watch")  # oldest first
+WATCH_SCHEMA = WATCH_SCHEMAS[-1]
 LOG_NAME = "lninspect-watch.jsonl"  # the log's file name inside watch(log_dir=...)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _ranks = meta(omit_none=True)  # keys of a multi-process record, absent from a single process's
@@ -64,11 +69,11 @@ class NormRecord:
     name: str
     layer: int | None
     role: str
-    input_std: Quantiles  # sqrt(var + eps) of the input; rms for an RMSNorm (its denominator)
-    output_std: Quantiles  # the output's std (biased, no eps)
-    grad_scale: Quantiles  # |dL/dx through the norm| / |dL/dy|, per token
     absmax: float  # the largest |x| over the step's tokens
     absmax_dim: int  # the hidden dimension where it sits (-1: none finite)
+    # Summary.key -> its quantiles over the step's tokens (input_std, grad_scale, ...), as
+    # keys of the record itself; a summary newer than the log is absent:
+    quantiles: dict[str, Quantiles] = field(default_factory=dict, metadata=meta(spread=True))
     # Written only by a run of several processes (lninspect.monitor.ranks):
     absmax_rank: int | None = field(default=None, metadata=_ranks)  # the rank of absmax
     absmax_token: int | None = field(default=None, metadata=_ranks)  # its token on that rank
@@ -85,9 +90,7 @@ class ParamGroupGrad:
     grad_norm: float
 
 
-QUANTILE_FIELDS = tuple(
-    name for name, hint in NormRecord.__annotations__.items() if hint == "Quantiles"
-)
+QUANTILE_FIELDS = tuple(s.key for s in SUMMARIES if not s.peak)  # NormRecord.quantiles' keys
 
 
 @dataclass
@@ -110,7 +113,7 @@ class WatchRecord:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> WatchRecord:
-        return from_document(cls, doc, (WATCH_SCHEMA,))
+        return from_document(cls, doc, WATCH_SCHEMAS)
 
 
 @dataclass
