@@ -3,8 +3,9 @@
 Each rank counts its tokens' values of a statistic in the same fixed bins, log-spaced in
 |value| at BINS_PER_OCTAVE per factor of two from 2**LOW_OCTAVE to 2**HIGH_OCTAVE, on both
 sides of zero (a kurtosis may be negative), with one bin around zero and one beyond each
-end. Counts add up exactly across ranks (an all-reduce sum), so the merged counts are those a single process would count over the whole global batch; the
-exact minimum and maximum are reduced beside them. A quantile is then read from the counts:
+end. Counts add up exactly across ranks (an all-reduce sum), so the merged counts are those
+a single process would count over the whole global batch; the exact minimum and maximum are
+reduced beside them. A quantile is then read from the counts:
 numpy's linear definition (position q * (n - 1) in sorted order) with each sorted value
 placed log-uniformly inside its bin, the bin clipped to [min, max]. Its relative error is
 at most one bin's width, 2**(1/32) - 1 = 2.2 %, and far less where a bin holds many tokens;
