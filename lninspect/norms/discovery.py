@@ -278,6 +278,7 @@ def _describe(
     flow = flows.get(name)
     width = flow.width if flow is not None and flow.width else _hidden_size(model)
     formula: Formula | None = None
+    note: str | None = None
     try:
         formula = measure_formula(module, eps, stated, width)
     except ProbeFailed as why:

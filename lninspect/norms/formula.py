@@ -84,7 +84,7 @@ def measure_formula(
 def affine_names(module: nn.Module) -> tuple[str | None, str | None]:
     """(gain, bias) parameter names: `weight` / `bias` when present, else the module's one
     parameter not named as a bias is its gain (ScaleNorm's `g`), a BIAS_NAMES one its bias."""
-    own = {n: p for n, p in module.named_parameters(recurse=False)}
+    own: dict[str, Tensor] = dict(module.named_parameters(recurse=False))
     own.update(
         {n: v for n in ("weight", "bias") if isinstance(v := getattr(module, n, None), Tensor)}
     )
