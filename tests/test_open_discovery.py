@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +138,11 @@ def test_formula_failure_is_a_note() -> None:
         "0: formula not measured (its width is unknown: no normalized_shape, vector gain or "
         "probe input); its kind is read from its class name, eps 1e-05 assumed"
     )
+
+
+def test_the_recipe_in_the_architecture_doc_runs() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("## Recipe: add a norm class", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    exec(compile(code.group(1), "architecture.md", "exec"), {"__name__": "recipe"})
