@@ -208,8 +208,9 @@ def discover(model: nn.Module, include: Iterable[type[nn.Module]] = ()) -> Disco
         flows, seen, why_not = _probe(model, found)
         modules = dict(model.named_modules())
         described = [_describe(name, module, modules, flows, model) for name, module in found]
+        unhooked = _unhooked(seen)
     notes = _notes(model, why_not) if found else []
-    notes += [note for _, note in described if note] + _unhooked(seen)
+    notes += [note for _, note in described if note] + unhooked
     return Discovery(norms=[norm for norm, _ in described], notes=notes)
 
 
