@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ def prepare(options: RunOptions, grads: bool = False) -> Prepared:
     """
     check_text(options)
     loaded = load(options)
-    all_norms = model_norms(loaded)
+    all_norms = model_norms(loaded, options.norm_classes)
     norms = select_layers(loaded, all_norms, options.layers)
     windows = token_windows(loaded, options)
     check_run_memory(loaded, max(map(len, windows)), 1, grads, "--max-tokens or --stride")
@@ -280,7 +281,7 @@ def _target_id(loaded: LoadedModel, target: str | None) -> int:
 def describe_norms(options: RunOptions) -> NormsResult:
     """The normalization modules of a model; nothing runs through it."""
     loaded = load(options)
-    norms = model_norms(loaded)
+    norms = model_norms(loaded, options.norm_classes)
     return NormsResult(model=loaded.info, norms=descriptions(norms), notes=loaded.notes)
 
 
@@ -317,16 +318,29 @@ def check_run_memory(loaded: LoadedModel, tokens: int, batch: int, grads: bool, 
     check_fits(need, loaded.device, what, f"fewer tokens ({fewer}) or another --device")
 
 
-def model_norms(loaded: LoadedModel) -> list[NormInfo]:
-    """The model's norms; how they were found goes to the notes (generic discovery)."""
-    found = discover(loaded.model)
+def model_norms(loaded: LoadedModel, norm_classes: tuple[str, ...] = ()) -> list[NormInfo]:
+    """The model's norms (and those of the classes named by --norm-class); how they were
+    found goes to the notes (generic discovery, modules that look like norms)."""
+    found = discover(loaded.model, norm_classes_of(loaded.model, norm_classes))
     if not found.norms:
-        raise LninspectError(
-            f"model '{loaded.info.name}' has no normalization module "
-            "(no LayerNorm or RMSNorm found)"
-        )
+        why = "; ".join(found.notes) or "no LayerNorm or RMSNorm found"
+        raise LninspectError(f"model '{loaded.info.name}' has no normalization module ({why})")
     loaded.notes.extend(found.notes)
     return found.norms
+
+
+def norm_classes_of(model: torch.nn.Module, names: tuple[str, ...]) -> tuple[type, ...]:
+    """The classes of the model's modules named by --norm-class; a name no module has is
+    refused, with the closest class names the model does have."""
+    classes = {type(m).__name__: type(m) for m in model.modules()}
+    for name in names:
+        if name not in classes:
+            close = difflib.get_close_matches(name, classes, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise LninspectError(
+                f"--norm-class {name}: no module of the model has that class{hint}"
+            )
+    return tuple(classes[name] for name in names)
 
 
 def select_layers(

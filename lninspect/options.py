@@ -36,6 +36,7 @@ class RunOptions:
     reductions: str = (
         "auto"  # per-token reductions: eager, compiled or auto (lninspect.hooks.fused)
     )
+    norm_classes: tuple[str, ...] = ()  # class names of the model's modules hooked as norms too
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ def report_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         "4",
         "--out",
         str(folder),
+        "--json",
+        str(folder.parent / "copy.json"),  # the document also where --json says
     )
     assert result.exit_code == 0, result.output
     return result, folder
@@ -83,6 +85,7 @@ def test_report_json_is_the_grads_result_with_spikes(report_run):
     _, folder = report_run
     doc = json.loads((folder / REPORT_JSON).read_text())
     assert doc["schema"] == GRADS_SCHEMA
+    assert json.loads((folder.parent / "copy.json").read_text()) == doc
     assert doc["spike_z"] == 2 and doc["top_k"] == 4
     result = GradsResult.from_json(doc)
     assert any(n.spikes for n in result.norms) and all(n.grad for n in result.norms)

@@ -170,15 +170,16 @@ def report(
     target: str | None,
     spikes: SpikeOptions,
     folder: Path,
-    force: bool,
-    quiet: bool,
+    outputs: Outputs,
     ablate: bool = False,
 ) -> None:
-    """`lninspect report`: stats, spikes and gradients of one run, written as a folder."""
+    """`lninspect report`: stats, spikes and gradients of one run, written as a folder
+    (and, with --json, the document also to that file)."""
     from lninspect.render.report import INDEX_HTML, claimed_folder, summary_table, write_report
 
-    out = Output(quiet)
-    with claimed_folder(folder, force):
+    out = outputs.console()
+    check_target(outputs.json, outputs.force)
+    with claimed_folder(folder, outputs.force):
         check_early(run)
         from lninspect.jobs import run_grads
 
@@ -186,6 +187,7 @@ def report(
         for note in result.notes:
             out.note(note)
         paths = write_report(result, folder)
+    _write_json(outputs, result)
     out.show(summary_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
@@ -229,20 +231,17 @@ def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: O
 
 
 def compare_report(
-    models: list[str],
-    run: RunOptions,
-    spikes: SpikeOptions,
-    folder: Path,
-    force: bool,
-    quiet: bool,
+    models: list[str], run: RunOptions, spikes: SpikeOptions, folder: Path, outputs: Outputs
 ) -> None:
-    """`lninspect report A B ...`: every model's report and their comparison on one page."""
+    """`lninspect report A B ...`: every model's report and their comparison on one page
+    (and, with --json, the comparison's document also to that file)."""
     from lninspect.render.compare_report import INDEX_HTML, write_compare_report
     from lninspect.render.compare_tables import differences_table, models_table
     from lninspect.render.report import claimed_folder
 
-    out = Output(quiet)
-    with claimed_folder(folder, force):
+    out = outputs.console()
+    check_target(outputs.json, outputs.force)
+    with claimed_folder(folder, outputs.force):
         check_early(run)
         from lninspect.comparison import compare_results
         from lninspect.monitor.compare import run_models
@@ -252,9 +251,16 @@ def compare_report(
         for note in compared.notes:
             out.note(note)
         paths = write_compare_report(results, compared, folder)
+    _write_json(outputs, compared)
     out.show(models_table(compared))
     out.show(differences_table(compared))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
+
+
+def _write_json(outputs: Outputs, result: Any) -> None:
+    if outputs.json:
+        with all_or_nothing(outputs.force):
+            write_json(outputs.json, result.to_json())
 
 
 def _publish(

@@ -249,6 +249,16 @@ MaxSequencesOpt = Annotated[
         rich_help_panel=CORPUS,
     ),
 ]
+NormClassOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--norm-class",
+        help="Also hook the modules of this class as norms (a class of the model's own, "
+        "e.g. ScaleNorm; repeat it for several). Modules that look like norms but are not "
+        "hooked are named in a note.",
+        show_default=False,
+    ),
+]
 DeviceMapOpt = Annotated[
     DeviceMap | None,
     typer.Option(
@@ -324,8 +334,3 @@ def positive_ints(value: str) -> list[int]:
     if numbers[0] < 1:
         raise typer.BadParameter(f"'{value}': every depth must be at least 1")
     return numbers
-
-
-def check_depths(value: str) -> str:
-    positive_ints(value)
-    return value

@@ -53,7 +53,7 @@ def run_corpus_stats(
         )
     loaded = load(replace(options, device=rank_device(world, options.device)))
     with process_group(world, loaded.device):
-        norms = select_layers(loaded, model_norms(loaded), options.layers)
+        norms = select_layers(loaded, model_norms(loaded, options.norm_classes), options.layers)
         seq_len = sequence_length(loaded, corpus.seq_len)
         check_run_memory(loaded, seq_len, corpus.batch, False, "--seq-len or --batch-size")
         reader = CorpusReader(

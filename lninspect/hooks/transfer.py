@@ -66,8 +66,8 @@ def descriptions(norms: Sequence[NormInfo]) -> list[NormDescription]:
     stack per kind of weight (device, dtype, shape, offset), one copy to the host for all."""
     groups: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = defaultdict(list)
     for i, norm in enumerate(norms):
-        weight = full_weight(getattr(norm.module, "weight", None))
-        if isinstance(weight, torch.Tensor):
+        weight = full_weight(norm.gain_tensor())
+        if weight is not None:
             kind = (weight.device, weight.dtype, weight.shape, norm.weight_offset)
             groups[kind].append((i, weight.detach()))
     numbers = [  # (norms of the kind, 5) each; the offset is added in float32, as by the norm

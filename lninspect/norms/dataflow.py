@@ -46,6 +46,18 @@ class Flow:
     input_added: bool = False  # its input (or a view or cast of it) entered an addition
     output_added: bool = False  # its output (or a view or cast of it) entered an addition
     after: str | None = None  # the last attention / MLP sub-layer to finish before it ran
+    width: int | None = None  # the size of the last axis of its first input
+
+
+@dataclass
+class Seen:
+    """A leaf module that is not a hooked norm, on its first call of the probe pass: one
+    floating-point tensor in, one of the same shape out (what a norm would look like)."""
+
+    name: str
+    module: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
 
 
 def module_sublayer(name: str, module: nn.Module) -> str | None:
@@ -67,8 +79,9 @@ def probe_input(model: nn.Module) -> torch.Tensor | None:
 
 def trace(
     model: nn.Module, norms: Sequence[tuple[str, nn.Module]], ids: torch.Tensor
-) -> dict[str, Flow]:
-    """Run `model(ids)` once, in eval mode and without gradients, and follow every norm.
+) -> tuple[dict[str, Flow], list[Seen]]:
+    """Run `model(ids)` once, in eval mode and without gradients, and follow every norm;
+    also the other leaf modules that map one tensor to one of its shape (`Seen`).
 
     The forward hooks already on the model (a `capture` block around this one, the user's
     own) are set aside for the pass, so that none of them sees the probe's tokens.
@@ -91,7 +104,7 @@ def trace(
                 handle.remove()
             for module, flag in training.items():
                 module.training = flag
-    return tracer.flows
+    return tracer.flows, [*tracer.seen.values()]
 
 
 # Where nn.Module keeps its forward hooks (per module, and for every module), as torch 2.x
@@ -158,6 +171,7 @@ class _Tracer(TorchFunctionMode):
         self.labels: dict[int, set[tuple[str, str]]] = {}
         self.alive: list[torch.Tensor] = []  # keeps labelled storage from being reused
         self.last_sublayer: str | None = None
+        self.seen: dict[str, Seen] = {}
 
     def label(self, value: Any) -> set[tuple[str, str]]:
         if isinstance(value, torch.Tensor) and value.numel():
@@ -179,18 +193,25 @@ class _Tracer(TorchFunctionMode):
                     if side == "output" and source != norm:
                         self.flows[source].consumers.add(name)
             if norm is not None:
-                self.mark(_first_tensor((*args, *kwargs.values())), {(norm, "input")})
+                x = _first_tensor((*args, *kwargs.values()))
+                self.flows[norm].width = self.flows[norm].width or _width(x)
+                self.mark(x, {(norm, "input")})
 
         return hook
 
     def leave(self, name: str, module: nn.Module) -> Any:
         norm, kind = self.norm_names.get(module), module_sublayer(name, module)
 
+        leaf = next(module.children(), None) is None
+
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             if norm is not None:
                 self.mark(_first_tensor((output,)), {(norm, "output")})
-            elif kind is not None:
+                return
+            if kind is not None:
                 self.last_sublayer = name
+            if leaf and name not in self.seen and _one_to_one(args, output):
+                self.seen[name] = Seen(name, module, args[0], output)
 
         return hook
 
@@ -216,6 +237,22 @@ def _first_tensor(values: tuple) -> torch.Tensor | None:
         if isinstance(value, torch.Tensor):
             return value
     return None
+
+
+def _width(x: torch.Tensor | None) -> int | None:
+    return int(x.shape[-1]) if x is not None and x.ndim else None
+
+
+def _one_to_one(args: tuple, output: Any) -> bool:
+    """One floating-point tensor in (with tokens: at least 2-d), one of its shape out."""
+    if (
+        len(args) != 1
+        or not isinstance(args[0], torch.Tensor)
+        or not isinstance(output, torch.Tensor)
+    ):
+        return False
+    x = args[0]
+    return x.is_floating_point() and x.ndim >= 2 and output.shape == x.shape
 
 
 def _no_cache(model: nn.Module) -> dict[str, Any]:

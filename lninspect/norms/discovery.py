@@ -2,15 +2,19 @@
 
 Three steps, each checked against the module's behaviour rather than its name alone:
 
-1. Candidates: nn.LayerNorm / nn.RMSNorm, and leaf modules whose class name ends in
-   LayerNorm / RMSNorm (custom norms: nanoGPT's, LlamaRMSNorm, OlmoLayerNorm, ...).
-2. What each computes (lninspect.norms.formula): LayerNorm or RMSNorm, weight w or 1 + w
-   (Gemma), the axes it reduces; eps is read from the module (`eps`, `variance_epsilon`,
-   ...) and measured when it keeps none (OLMo).
-3. Where each sits (lninspect.norms.dataflow): one probe forward pass on a few token ids shows
+1. Candidates: nn.LayerNorm / nn.RMSNorm, leaf modules whose class name ends in
+   LayerNorm / RMSNorm (custom norms: nanoGPT's, LlamaRMSNorm, OlmoLayerNorm, ...), and
+   instances of the classes the caller names (`include=`, `--norm-class`).
+2. Where each sits (lninspect.norms.dataflow): one probe forward pass on a few token ids shows
    which sub-layers a norm feeds and whether its output joins the residual stream. Models
    the probe cannot run (no `config.vocab_size`, or the pass fails) fall back on module
-   names, and `discover` says so in a one-line note.
+   names, and `discover` says so in a one-line note. The same pass finds the modules that
+   look like norms but are not candidates: leaf modules whose output is unchanged when
+   their input is scaled (formula.scale_invariant); a note names them.
+3. What each computes (lninspect.norms.formula): LayerNorm or RMSNorm, gain w or 1 + w
+   (Gemma), scalar or vector, the axes it reduces; eps is read from the module (`eps`,
+   `variance_epsilon`, ...) and measured when it keeps none (OLMo). A module whose formula
+   cannot be measured gets a note saying why; an eps assumed (DEFAULT_EPS) gets one too.
 
 Roles and placements are listed and explained in lninspect.roles.
 """
@@ -18,14 +22,27 @@ Roles and placements are listed and explained in lninspect.roles.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lninspect.norms.dataflow import Flow, module_sublayer, one_thread, probe_input, trace
-from lninspect.norms.formula import measure_formula
+from lninspect.norms.dataflow import (
+    Flow,
+    Seen,
+    module_sublayer,
+    one_thread,
+    probe_input,
+    trace,
+)
+from lninspect.norms.formula import (
+    Formula,
+    ProbeFailed,
+    affine_names,
+    measure_formula,
+    scale_invariant,
+)
 from lninspect.results import NormDescription, WeightSummary
 
 # Attribute names under which norm implementations keep their epsilon.
@@ -106,6 +123,7 @@ class NormInfo:
     reduced_dims: int  # how many trailing axes the norm reduces over (normalized_shape)
     placement: str = "pre"  # one of lninspect.roles.PLACEMENTS
     weight_offset: float = 0.0  # 1.0 for norms that multiply by 1 + weight (Gemma)
+    gain: str | None = "weight"  # the name of its gain parameter (0-d or a vector), if any
 
     @property
     def type(self) -> str:
@@ -132,16 +150,20 @@ class NormInfo:
 
     def effective_weight(self) -> torch.Tensor | None:
         """The gain the output is multiplied by (1 + w for Gemma); None for a norm without one."""
-        weight = getattr(self.module, "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            return None
-        return weight.detach().float() + self.weight_offset
+        weight = self.gain_tensor()
+        return None if weight is None else weight.detach().float() + self.weight_offset
+
+    def gain_tensor(self) -> torch.Tensor | None:
+        """The module's gain parameter as it is (`weight`, or a ScaleNorm's scalar `g`)."""
+        weight = getattr(self.module, self.gain, None) if self.gain else None
+        return weight if isinstance(weight, torch.Tensor) else None
 
 
 def weight_numbers(weights: torch.Tensor) -> torch.Tensor:
-    """Mean, std, min, max and count of negative entries of each of n weights (n, ...):
-    (n, 5) float64 on their device, in a few kernels for all n and no host sync."""
-    flat = weights.flatten(1).float()
+    """Mean, std, min, max and count of negative entries of each of n weights (n, ...), a
+    0-d gain being one entry: (n, 5) float64 on their device, in a few kernels for all n
+    and no host sync."""
+    flat = weights.reshape(len(weights), -1).float()
     negative = (flat < 0).sum(1).to(flat.dtype)  # exact in float32 up to 2^24 entries
     columns = [flat.mean(1), flat.std(1, correction=0), flat.amin(1), flat.amax(1), negative]
     return torch.stack(columns, dim=1).double()
@@ -161,44 +183,70 @@ class Discovery:
     notes: list[str] = field(default_factory=list)
 
 
-def is_norm(module: nn.Module) -> bool:
-    """LayerNorm / RMSNorm, or a leaf module whose class name says it is one."""
-    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+def is_norm(module: nn.Module, include: tuple[type[nn.Module], ...] = ()) -> bool:
+    """LayerNorm / RMSNorm, an instance of an `include` class, or a leaf module whose class
+    name says it is a norm."""
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm, *include)):
         return True
     name = type(module).__name__.lower()
     has_children = next(module.children(), None) is not None
     return not has_children and name.endswith(NORM_CLASS_SUFFIXES)
 
 
-def find_norms(model: nn.Module) -> list[NormInfo]:
-    """Every normalization module of `model`, in registration order."""
-    return discover(model).norms
+def find_norms(model: nn.Module, include: Iterable[type[nn.Module]] = ()) -> list[NormInfo]:
+    """Every normalization module of `model`, in registration order; `include`: classes of
+    the model's own norms that discovery does not recognise (a ScaleNorm)."""
+    return discover(model, include).norms
 
 
-def discover(model: nn.Module) -> Discovery:
-    """The norms of `model` with their roles, and notes when generic discovery was used."""
-    found = [(name, module) for name, module in model.named_modules() if is_norm(module)]
-    if not found:
-        return Discovery(norms=[])
+def discover(model: nn.Module, include: Iterable[type[nn.Module]] = ()) -> Discovery:
+    """The norms of `model` with their roles, and notes on how they were found: generic
+    discovery, modules that look like norms but are not hooked, formulas not measured."""
+    classes = tuple(include)
+    found = [(n, m) for n, m in model.named_modules() if is_norm(m, classes)]
     with one_thread():  # tiny tensors only (see one_thread)
-        flows, why_not = _probe(model, found)
+        flows, seen, why_not = _probe(model, found)
         modules = dict(model.named_modules())
-        norms = [_describe(name, module, modules, flows) for name, module in found]
-    return Discovery(norms=norms, notes=_notes(model, why_not))
+        described = [_describe(name, module, modules, flows, model) for name, module in found]
+        unhooked = _unhooked(seen)
+    notes = _notes(model, why_not) if found else []
+    notes += [note for _, note in described if note] + unhooked
+    return Discovery(norms=[norm for norm, _ in described], notes=notes)
 
 
 def _probe(
     model: nn.Module, found: Sequence[tuple[str, nn.Module]]
-) -> tuple[dict[str, Flow], str | None]:
-    """The dataflow of one probe pass, or ({}, why it could not run)."""
+) -> tuple[dict[str, Flow], list[Seen], str | None]:
+    """The dataflow of one probe pass, or ({}, [], why it could not run)."""
     ids = probe_input(model)
     if ids is None:
-        return {}, "no probe forward pass: the model has no config.vocab_size"
+        return {}, [], "no probe forward pass: the model has no config.vocab_size"
     try:
-        return trace(model, found, ids), None
+        flows, seen = trace(model, found, ids)
     except Exception as exc:  # noqa: BLE001 - any model may refuse a probe; names remain
         first_line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        return {}, f"the probe forward pass failed: {first_line}"
+        return {}, [], f"the probe forward pass failed: {first_line}"
+    return flows, seen, None
+
+
+UNHOOKED_SHOWN = 3  # module names a note lists before "..."
+
+
+def _unhooked(seen: Sequence[Seen]) -> list[str]:
+    """One note naming the modules that look like norms (formula.scale_invariant) but are
+    not hooked, and their classes for --norm-class."""
+    with torch.no_grad():
+        looks = [s for s in seen if scale_invariant(s.module, s.x, s.y)]
+    if not looks:
+        return []
+    names = ", ".join(s.name for s in looks[:UNHOOKED_SHOWN])
+    more = ", ..." if len(looks) > UNHOOKED_SHOWN else ""
+    classes = sorted({type(s.module).__name__ for s in looks})
+    verb = "looks" if len(looks) == 1 else "look"
+    return [
+        f"{len(looks)} module{'s' if len(looks) > 1 else ''} {verb} like norms but were not "
+        f"hooked: {names}{more}; pass " + " ".join(f"--norm-class {c}" for c in classes)
+    ]
 
 
 def _notes(model: nn.Module, why_not: str | None) -> list[str]:
@@ -219,26 +267,50 @@ def _notes(model: nn.Module, why_not: str | None) -> list[str]:
 
 
 def _describe(
-    name: str, module: nn.Module, modules: dict[str, nn.Module], flows: dict[str, Flow]
-) -> NormInfo:
+    name: str,
+    module: nn.Module,
+    modules: dict[str, nn.Module],
+    flows: dict[str, Flow],
+    model: nn.Module,
+) -> tuple[NormInfo, str | None]:
+    """The norm, and a note when its formula could not be measured or its eps is assumed."""
     eps = _read_eps(module)
     stated = _stated_dims(module)
-    formula = measure_formula(module, eps, stated)
-    measured_eps = formula.eps if formula is not None else None
+    flow = flows.get(name)
+    width = flow.width if flow is not None and flow.width else _hidden_size(model)
+    formula: Formula | None = None
+    note: str | None = None
+    try:
+        formula = measure_formula(module, eps, stated, width)
+    except ProbeFailed as why:
+        note = f"{name}: formula not measured ({why}); its kind is read from its class name"
+    known = eps if eps is not None else formula.eps if formula is not None else None
+    if formula is not None:
+        note = None if known is not None else f"{name}: eps {DEFAULT_EPS:g} assumed"
     layer = layer_index(name)
     role, placement = _place(name, layer, modules, flows)
-    return NormInfo(
+    norm = NormInfo(
         name=name,
         module=module,
         kind=formula.kind if formula else _kind_by_name(module),
         layer=layer,
         role=role,
-        eps=eps if eps is not None else measured_eps if measured_eps is not None else DEFAULT_EPS,
-        eps_known=eps is not None or measured_eps is not None,
+        eps=known if known is not None else DEFAULT_EPS,
+        eps_known=known is not None,
         reduced_dims=formula.reduced_dims if formula else stated or 1,
         placement=placement,
         weight_offset=formula.weight_offset if formula else _offset_by_name(module),
+        gain=affine_names(module)[0],
     )
+    if note is not None and not norm.eps_known and formula is None:
+        note += f", eps {DEFAULT_EPS:g} assumed"
+    return norm, note
+
+
+def _hidden_size(model: nn.Module) -> int | None:
+    """config.hidden_size (n_embd, d_model, ...) when the model has a config that says it."""
+    size = getattr(getattr(model, "config", None), "hidden_size", None)
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def _place(

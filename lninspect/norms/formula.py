@@ -9,7 +9,11 @@ compared with every candidate formula
     rmsnorm:    y = x / sqrt(mean(x^2) + eps) * (offset + w) + b
 
 for offset 0 or 1 and reductions over the last 1 .. n axes; the candidates differ by O(1),
-so the match is unambiguous. A module that keeps its eps nowhere readable gets it measured
+so the match is unambiguous. The gain w is the module's `weight`, else its one parameter
+not named as a bias (a ScaleNorm's scalar `g`); a 0-d gain broadcasts like a vector one. The
+probe's width is the module's normalized_shape, else its gain's shape, else the width of
+the input the dataflow pass saw it receive (lninspect.norms.dataflow), else the model
+config's hidden size. A module that keeps its eps nowhere readable gets it measured
 from a second input whose variance is close to eps (resolution about 1e-11).
 """
 
@@ -26,7 +30,11 @@ Tensor = torch.Tensor
 
 MATCH_TOLERANCE = 1e-3  # relative; wrong candidates are off by O(1)
 EPS_PROBE_VARIANCE = 1e-5  # variance of the eps probe: eps near it is resolved best
-FALLBACK_WIDTH = 16  # hidden width for a module that says nothing about its shape
+BIAS_NAMES = ("bias", "beta", "b", "shift")  # parameter names read as the additive term
+
+
+class ProbeFailed(Exception):
+    """Why a module's formula could not be measured (turned into a note by discovery)."""
 
 
 @dataclass(frozen=True)
@@ -40,38 +48,67 @@ class Formula:
 
 
 def measure_formula(
-    module: nn.Module, eps: float | None, reduced_dims: int | None
-) -> Formula | None:
-    """The formula `module` computes, or None when no candidate matches or it cannot run.
+    module: nn.Module, eps: float | None, reduced_dims: int | None, width: int | None = None
+) -> Formula:
+    """The formula `module` computes; ProbeFailed says why when it cannot be measured.
 
     `eps` is the module's own eps when it has one (then only the formula is measured);
-    `reduced_dims` is fixed when the module states its normalized shape.
+    `reduced_dims` is fixed when the module states its normalized shape; `width` is the
+    size of the last axis of its input when known (the dataflow pass, the config).
     """
-    shape = probe_shape(module)
-    try:
-        clone = copy.deepcopy(module).float()
-        weight, bias = _param(clone, "weight"), _param(clone, "bias")
-        x = _probe_input(shape, weight)
-        with torch.no_grad():
-            y = clone.forward(x).double()  # .forward: no hooks of the original run
-            formula = _match(x, y, weight, bias, eps, reduced_dims, len(shape))
-            if formula is None or eps is not None:
-                return formula
-            measured = _measure_eps(clone, x, formula, weight, bias)
-    except Exception:  # noqa: BLE001 - any module may refuse a probe (meta device, odd inputs)
-        return None
+    shape = probe_shape(module, width)
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        raise ProbeFailed("its weights are on the meta device")
+    gain, shift = affine_names(module)
+    with torch.no_grad():
+        try:  # a float32 copy, so that the module's own weights and state stay as they are
+            clone = copy.deepcopy(module).float()
+            weight, bias = _param(clone, gain), _param(clone, shift)
+            x = _probe_input(shape, weight)
+            y = clone.forward(x)  # .forward: no hooks of the original run
+        except Exception as exc:  # noqa: BLE001 - a user's module may raise anything; reported
+            raise ProbeFailed(f"its forward on a float32 probe raised {_first_line(exc)}") from exc
+        if not isinstance(y, Tensor) or y.shape != x.shape:
+            raise ProbeFailed(
+                f"its output on a {tuple(x.shape)} probe is not one tensor of that shape"
+            )
+        formula = _match(x, y.double(), weight, bias, eps, reduced_dims, len(shape))
+        if formula is None:
+            raise ProbeFailed("its output matches neither LayerNorm nor RMSNorm")
+        if eps is not None:
+            return formula
+        measured = _measure_eps(clone, x, formula, weight, bias)
     return Formula(formula.kind, formula.weight_offset, formula.reduced_dims, measured)
 
 
-def probe_shape(module: nn.Module) -> tuple[int, ...]:
-    """The trailing shape the module expects: normalized_shape, else its weight's shape."""
+def affine_names(module: nn.Module) -> tuple[str | None, str | None]:
+    """(gain, bias) parameter names: `weight` / `bias` when present, else the module's one
+    parameter not named as a bias is its gain (ScaleNorm's `g`), a BIAS_NAMES one its bias."""
+    own: dict[str, Tensor] = dict(module.named_parameters(recurse=False))
+    own.update(
+        {n: v for n in ("weight", "bias") if isinstance(v := getattr(module, n, None), Tensor)}
+    )
+    bias = next((n for n in BIAS_NAMES if n in own), None)
+    if "weight" in own:
+        return "weight", bias
+    others = [n for n in own if n not in BIAS_NAMES]
+    return (others[0] if len(others) == 1 else None), bias
+
+
+def probe_shape(module: nn.Module, width: int | None = None) -> tuple[int, ...]:
+    """The trailing shape the module expects: normalized_shape, else its gain's shape (a
+    vector), else (`width`,)."""
     shape = getattr(module, "normalized_shape", None)
     if isinstance(shape, int):
         return (shape,)
     if isinstance(shape, (tuple, list)) and shape and all(isinstance(s, int) for s in shape):
         return tuple(shape)
-    weight = _param(module, "weight")
-    return tuple(weight.shape) if weight is not None and weight.ndim else (FALLBACK_WIDTH,)
+    weight = _param(module, affine_names(module)[0])
+    if weight is not None and weight.ndim:
+        return tuple(weight.shape)
+    if width is None:
+        raise ProbeFailed("its width is unknown: no normalized_shape, vector gain or probe input")
+    return (width,)
 
 
 def normalize(x: Tensor, kind: str, eps: float, dims: int) -> tuple[Tensor, Tensor]:
@@ -135,6 +172,49 @@ def _probe_input(shape: tuple[int, ...], weight: Tensor | None) -> Tensor:
     return x.to(weight.device) if weight is not None else x
 
 
-def _param(module: nn.Module, name: str) -> Tensor | None:
-    value = getattr(module, name, None)
+def _param(module: nn.Module, name: str | None) -> Tensor | None:
+    value = getattr(module, name, None) if name is not None else None
     return value if isinstance(value, torch.Tensor) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    line = next(iter(str(exc).strip().splitlines()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+SCALES = (0.25, 4.0)  # a normalizer's output is the same for c * x, c > 0
+
+
+def scale_invariant(module: nn.Module, x: Tensor, y: Tensor) -> bool:
+    """Whether `module` looks like a norm: its output y for x (..., tokens, d), as the probe
+    pass saw it, is not constant over the tokens, and is unchanged on its largest token when
+    x is scaled (y(c x) = y(x) for c in SCALES, to the precision of its dtype). Linear maps,
+    activations and dropout scale with x; only normalizers do not.
+
+    A module holding a weight matrix (a parameter of at least d^2 entries) is taken for a
+    linear map without running it again; the others run on that one token (measured: the check
+    adds 10 ms to the discovery of gpt2, whose 36 other one-tensor leaves it reruns). A
+    module that cannot run on that token alone is not a per-token norm, and is not reported.
+    """
+    width = x.shape[-1]
+    if any(p.numel() >= width * width for p in module.parameters(recurse=False)):
+        return False
+    tolerance = max(1e-3, 8 * torch.finfo(y.dtype).eps)
+    flat = y.detach().double().reshape(-1, width)
+    scale = flat.abs().amax().item()
+    if not scale > 0 or len(flat) < 2 or (flat - flat[:1]).abs().amax().item() <= tolerance * scale:
+        return False
+    row = int(flat.square().sum(-1).argmax())  # the token whose output is largest
+    one = (1,) * (x.ndim - 1) + (width,)
+    token, want = x.reshape(-1, width)[row].reshape(one), flat[row].reshape(one)
+    bound = tolerance * want.abs().amax().item()
+    for c in SCALES:
+        try:
+            other = module.forward(token * c)
+        except Exception:  # noqa: BLE001 - not a per-token module: not reported (see above)
+            return False
+        if not isinstance(other, Tensor) or other.shape != want.shape:
+            return False
+        if (other.double() - want).abs().amax().item() > bound:
+            return False
+    return True
