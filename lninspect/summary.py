@@ -144,6 +144,14 @@ def token_spikes(result: StatsResult, sequence: int, token: int) -> list[tuple[N
     ]
 
 
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard deviation with n - 1) of `values`; NaN where undefined."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return float("nan"), float("nan")
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else float("nan")
+
+
 def has_order(result: StatsResult) -> bool:
     """Whether the spike metrics were captured (stats --spikes, report)."""
     return any(n.order is not None for n in result.norms)

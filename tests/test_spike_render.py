@@ -174,6 +174,9 @@ def synthetic(with_spikes: bool = True) -> GradsResult:
             loss_zero=9.8,
             module="model.layers.1.input_layernorm",
             entries=1,
+            texts=3,
+            changes_mean=[0.01, 0.02, 0.03],
+            changes_zero=[6.0, 7.0, 8.0],
         ),
         loss=3.25,
     )
@@ -215,7 +218,8 @@ def test_headline_reads_from_the_spikes():
     )
     assert "centring 1, the weight 1, the bias 1" in rows["spike order kept by the norms"]
     assert rows["dimension that spikes most"].startswith("dim 447: 2 spikes at layers 1-2")
-    assert "loss 3.25 → 3.26 set to their mean, 9.8 set to 0" in rows["massive activations ablated"]
+    ablated = rows["massive activations ablated"]
+    assert "loss 3.25 → 3.26 set to their mean over 3 other texts (Δ +0.01), 9.8 set to 0" in ablated
     quiet = dict(summary(synthetic(with_spikes=False)))
     assert quiet["largest spike"].startswith("none (|x| > 100")
     assert quiet["spike order kept by the norms"].startswith("no spike in any norm")

@@ -14,6 +14,7 @@ import typer
 from lninspect.cli.app import app, invoke
 from lninspect.cli.options import (
     DEFAULT_OUT,
+    AblateFileOpt,
     AblateOpt,
     BatchSizeOpt,
     DeviceMapOpt,
@@ -25,6 +26,7 @@ from lninspect.cli.options import (
     FileOpt,
     FilesOpt,
     ForceOpt,
+    GgufFileOpt,
     JsonOpt,
     LayerFilterOpt,
     LinesOpt,
@@ -67,6 +69,7 @@ def stats(
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.float32,
     revision: RevisionOpt = None,
+    gguf_file: GgufFileOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
     layers: LayerFilterOpt = None,
@@ -92,6 +95,7 @@ def stats(
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
     ablate_spikes: AblateOpt = False,
+    ablate_file: AblateFileOpt = None,
     plot: PlotOpt = False,
     out_dir: OutOpt = DEFAULT_OUT,
     json: JsonOpt = None,
@@ -125,6 +129,7 @@ def stats(
         device=device,
         dtype=dtype.value,
         revision=revision,
+        gguf_file=gguf_file,
         trust_remote_code=trust_remote_code,
         seed=seed,
         layers=parse_layers(layers) if layers else None,
@@ -134,7 +139,9 @@ def stats(
         reductions=reductions.value,
     )
     spike_options = (
-        SpikeOptions(z=spike_z, magnitude=spike_abs, ratio=spike_ratio, top_k=top_k)
+        SpikeOptions(
+            z=spike_z, spike_abs=spike_abs, ratio=spike_ratio, top_k=top_k, ablate_file=ablate_file
+        )
         if spikes or ablate_spikes
         else None
     )
@@ -172,6 +179,7 @@ def norms(
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.float32,
     revision: RevisionOpt = None,
+    gguf_file: GgufFileOpt = None,
     trust_remote_code: TrustOpt = False,
     json: JsonOpt = None,
     force: ForceOpt = False,
@@ -186,6 +194,7 @@ def norms(
         device=device,
         dtype=dtype.value,
         revision=revision,
+        gguf_file=gguf_file,
         trust_remote_code=trust_remote_code,
     )
     outputs = commands.Outputs(json, None, force, quiet, wide)
@@ -203,6 +212,7 @@ def grads(
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.float32,
     revision: RevisionOpt = None,
+    gguf_file: GgufFileOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
     layers: LayerFilterOpt = None,
@@ -230,6 +240,7 @@ def grads(
         device=device,
         dtype=dtype.value,
         revision=revision,
+        gguf_file=gguf_file,
         trust_remote_code=trust_remote_code,
         seed=seed,
         layers=parse_layers(layers) if layers else None,
@@ -258,6 +269,7 @@ def report(
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = DType.float32,
     revision: RevisionOpt = None,
+    gguf_file: GgufFileOpt = None,
     trust_remote_code: TrustOpt = False,
     seed: SeedOpt = 0,
     layers: LayerFilterOpt = None,
@@ -269,6 +281,7 @@ def report(
     spike_z: SpikeZOpt = 6.0,
     top_k: TopKOpt = 8,
     ablate_spikes: AblateOpt = False,
+    ablate_file: AblateFileOpt = None,
     out_dir: Annotated[
         Path,
         typer.Option("--out", help="Folder for the report: the PNGs, report.json and index.html."),
@@ -303,6 +316,7 @@ def report(
         device=device,
         dtype=dtype.value,
         revision=revision,
+        gguf_file=gguf_file,
         trust_remote_code=trust_remote_code,
         seed=seed,
         reductions=reductions.value,
@@ -315,7 +329,13 @@ def report(
             commands.compare_report,
             models=list(models),
             run=run,
-            spikes=SpikeOptions(z=spike_z, magnitude=spike_abs, ratio=spike_ratio, top_k=top_k),
+            spikes=SpikeOptions(
+                z=spike_z,
+                spike_abs=spike_abs,
+                ratio=spike_ratio,
+                top_k=top_k,
+                ablate_file=ablate_file,
+            ),
             folder=out_dir,
             force=force,
             quiet=quiet,
@@ -327,7 +347,9 @@ def report(
         run=run,
         loss=loss.value,
         target=target,
-        spikes=SpikeOptions(z=spike_z, magnitude=spike_abs, ratio=spike_ratio, top_k=top_k),
+        spikes=SpikeOptions(
+            z=spike_z, spike_abs=spike_abs, ratio=spike_ratio, top_k=top_k, ablate_file=ablate_file
+        ),
         ablate=ablate_spikes,
         folder=out_dir,
         force=force,

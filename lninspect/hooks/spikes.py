@@ -178,7 +178,7 @@ def massive_mask(a_x: Tensor, options: SpikeOptions) -> Tensor:
     sequences = a_x.shape[0]
     median = a_x.reshape(sequences, -1).median(dim=-1).values
     median = median.view(sequences, *[1] * (a_x.dim() - 1))
-    return (a_x > options.magnitude) & (a_x > options.ratio * median)
+    return (a_x > options.spike_abs) & (a_x > options.ratio * median)
 
 
 def _rank(size: Tensor, dims: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from lninspect.files import STREAM, check_target, dump_json, output_kind
 from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
-from lninspect.render.spike_tables import spike_rule
+from lninspect.render.spike_tables import loss_change, spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.summary import (
@@ -349,9 +349,12 @@ def _ablation(result: GradsResult) -> str:
     a = result.ablation
     if a is None or a.layer is None:
         return "no massive activation to ablate" if a is not None else ""
+    mean = "their mean (which is their own value)" if a.mean_is_value else "their mean"
     return (
         f"layer {a.layer}, dims {', '.join(map(str, a.dims))}: loss {fmt(a.loss)} → "
-        f"{fmt(a.loss_mean)} set to their mean, {fmt(a.loss_zero)} set to 0"
+        f"{fmt(a.loss_mean)} set to {mean} over {a.texts} other texts "
+        f"(Δ {loss_change(a.loss_mean - a.loss)}), {fmt(a.loss_zero)} set to 0 "
+        f"(Δ {loss_change(a.loss_zero - a.loss)})"
     )
 
 

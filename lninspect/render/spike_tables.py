@@ -12,9 +12,9 @@ from rich.table import Table
 
 from lninspect.options import SpikeOptions
 from lninspect.render.format import fmt, short_names, token_label
-from lninspect.results import NormStats, Spike, StatsResult
+from lninspect.results import Ablation, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
-from lninspect.summary import census_rows, layer_span, nan_median, order_totals
+from lninspect.summary import census_rows, layer_span, nan_median, order_totals, spread
 
 NO_SPIKE = "no spike in any module"
 
@@ -22,7 +22,7 @@ NO_SPIKE = "no spike in any module"
 def spike_rule(result: StatsResult | AggregateResult) -> str:
     """The two rules in words, with the thresholds of the run."""
     default = SpikeOptions()
-    magnitude = result.spike_abs if result.spike_abs is not None else default.magnitude
+    magnitude = result.spike_abs if result.spike_abs is not None else default.spike_abs
     ratio = result.spike_ratio if result.spike_ratio is not None else default.ratio
     z = result.spike_z if result.spike_z is not None else default.z
     return f"|x| > {magnitude:g} and > {ratio:g} × the layer's median |x| (massive), or |z| ≥ {z:g}"
@@ -173,7 +173,8 @@ def census_table(result: StatsResult | AggregateResult, limit: int = 8) -> Table
 
 
 def ablation_table(result: StatsResult) -> Table:
-    """The loss with the first layer's massive activations replaced (Sun et al. 2024)."""
+    """The loss with the first layer's massive activations replaced (Sun et al. 2024): the
+    run's own change, and its spread over the other texts the mean was taken over."""
     ablation = result.ablation
     assert ablation is not None
     if ablation.layer is None:
@@ -184,14 +185,43 @@ def ablation_table(result: StatsResult) -> Table:
             f"ablation at layer {ablation.layer} ({ablation.module}): "
             f"{ablation.entries} massive entries in dims {dims}"
         )
-    table = _table(title, "LM loss of the text; Δ: against the unchanged run")
-    for column in ("massive activations", "loss", "Δ"):
+    table = _table(title, ablation_caption(ablation))
+    columns = ("massive activations", "loss", "Δ", f"Δ over {ablation.texts} other texts")
+    for column in columns:
         table.add_column(column, justify="left" if column.startswith("m") else "right")
-    table.add_row("unchanged", fmt(ablation.loss), "")
-    for label, loss in (
-        ("set to their mean", ablation.loss_mean),
-        ("set to 0", ablation.loss_zero),
+    table.add_row("unchanged", fmt(ablation.loss), "", "")
+    for label, loss, changes in (
+        (
+            f"set to their mean over {ablation.texts} other texts",
+            ablation.loss_mean,
+            ablation.changes_mean,
+        ),
+        ("set to 0", ablation.loss_zero, ablation.changes_zero),
     ):
-        change = loss - ablation.loss
-        table.add_row(label, fmt(loss), f"{change:+.3g}" if math.isfinite(change) else "—")
+        table.add_row(label, fmt(loss), loss_change(loss - ablation.loss), _spread(changes))
     return table
+
+
+def ablation_caption(ablation: Ablation) -> str:
+    """What the mean is, and what it cannot show."""
+    parts = [
+        "LM loss of the text; Δ: against the unchanged run; over other texts: mean ± sd "
+        "of the same change on each (its mean over the rest)"
+    ]
+    if ablation.mean_is_value:
+        parts.append("every mean equals the value it replaces: that row tests nothing")
+    if ablation.no_mean:
+        dims = ", ".join(map(str, ablation.no_mean))
+        parts.append(f"dims {dims}: no other text has them, so they are kept in that row")
+    return "; ".join(parts)
+
+
+def loss_change(change: float) -> str:
+    return f"{change:+.3g}" if math.isfinite(change) else "—"
+
+
+def _spread(changes: list[float]) -> str:
+    mean, sd = spread(changes)
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:+.3g} ± {sd:.2g}" if math.isfinite(sd) else f"{mean:+.3g}"

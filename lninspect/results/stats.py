@@ -215,9 +215,11 @@ class Trajectory:
 class Ablation:
     """LM loss with the massive activations at the first layer that has them replaced.
 
-    `loss` is unchanged, `loss_mean` with them set to their mean over the tokens that carry
-    them, `loss_zero` with them set to 0 (Sun et al. 2024, Table 2). `layer` is None (and
-    the losses NaN) when no residual-stream norm saw a massive activation.
+    `loss` is unchanged, `loss_mean` with them set to their dimension's mean over the
+    massive entries of `texts` other texts, `loss_zero` with them set to 0 (Sun et al. 2024,
+    Table 2). `changes_mean` / `changes_zero`: the same change of the loss for each of the
+    other texts, with the mean over the rest (the spread). `layer` is None (and the losses
+    NaN) when no residual-stream norm saw a massive activation.
     """
 
     layer: int | None
@@ -227,6 +229,12 @@ class Ablation:
     loss_zero: float
     module: str | None = None  # the norm whose input (the block's input) was ablated
     entries: int = 0  # (token, dim) entries replaced, over all sequences
+    texts: int = 0  # other texts the mean is taken over
+    reference_entries: int = 0  # massive entries of those texts at that norm
+    no_mean: list[int] = field(default_factory=list)  # dims the other texts never had: kept
+    mean_is_value: bool = False  # every mean equalled the value it replaced: no test at all
+    changes_mean: list[float] = field(default_factory=list)  # per other text
+    changes_zero: list[float] = field(default_factory=list)
 
 
 @dataclass
