@@ -30,7 +30,7 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
     assert result.exit_code == 0, result.output
     assert "h.0.ln_1" in result.stdout and "attn" in result.stdout
     doc = json.loads(path.read_text())
-    assert doc["schema"] == "lninspect.stats/2"
+    assert doc["schema"] == "lninspect.stats/3"
     assert set(doc["model"]) >= {
         "name",
         "source",
@@ -80,7 +80,7 @@ def test_stats_json_round_trips_and_matches_the_model(tiny_model_dir: Path, tmp_
 def test_json_to_stdout_is_the_only_stdout(tiny_model_dir: Path):
     result = invoke("stats", str(tiny_model_dir), "--text", TEXT, "--json", "-")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["schema"] == "lninspect.stats/2"
+    assert json.loads(result.stdout)["schema"] == "lninspect.stats/3"
 
 
 def test_norms_lists_modules_and_roles(tiny_model_dir: Path):
@@ -144,7 +144,7 @@ def test_existing_json_is_not_overwritten_without_force(tiny_model_dir: Path, tm
     assert path.read_text() == "mine"
     forced = invoke("stats", str(tiny_model_dir), "--text", TEXT, "--json", str(path), "--force")
     assert forced.exit_code == 0
-    assert json.loads(path.read_text())["schema"] == "lninspect.stats/2"
+    assert json.loads(path.read_text())["schema"] == "lninspect.stats/3"
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 

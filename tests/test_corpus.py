@@ -272,7 +272,7 @@ def test_one_file_alone_keeps_single_text_mode(tiny_model_dir: Path, tmp_path: P
         "stats", str(tiny_model_dir), "--file", str(tmp_path / "one.txt"), "--json", "-"
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["schema"] == "lninspect.stats/2"
+    assert json.loads(result.stdout)["schema"] == "lninspect.stats/3"
 
 
 def test_corpus_mode_refuses_text_and_empty_corpora(tiny_model_dir: Path, tmp_path: Path):

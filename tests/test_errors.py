@@ -544,5 +544,5 @@ def test_two_runs_writing_the_same_file(tiny_model_dir: Path, tmp_path: Path):
         out, err = run.communicate(timeout=120)
         assert run.returncode == 0, err.decode()
         assert b"Traceback" not in err
-    assert json.loads(target.read_text())["schema"] == "lninspect.stats/2"
+    assert json.loads(target.read_text())["schema"] == "lninspect.stats/3"
     assert [p.name for p in tmp_path.iterdir()] == ["same.json"]

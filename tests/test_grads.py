@@ -67,7 +67,7 @@ def grads_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_grads_json_matches_autograd(grads_run, tiny_model_dir: Path):
     _, doc, _ = grads_run
-    assert doc["schema"] == "lninspect.grads/2"
+    assert doc["schema"] == "lninspect.grads/3"
     model, loss, outputs = reference(tiny_model_dir, doc["input"]["token_ids"])
     assert doc["loss"] == pytest.approx(loss, rel=1e-6)
     n = doc["input"]["num_tokens"]
@@ -154,7 +154,7 @@ def test_run_grads_returns_a_grads_result(tiny_model_dir: Path):
     from lninspect.options import RunOptions
 
     result = run_grads(RunOptions(model=str(tiny_model_dir), text=TEXT))
-    assert type(result) is GradsResult and result.schema == "lninspect.grads/2"
+    assert type(result) is GradsResult and result.schema == "lninspect.grads/3"
     assert np.isfinite(result.loss) and result.params
 
 

@@ -64,7 +64,7 @@ def test_a_fifo_is_written_in_place_and_stays_a_fifo(tiny_model_dir: Path, tmp_p
     reader.join(30)
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
-    assert json.loads(received[0])["schema"] == "lninspect.stats/2"
+    assert json.loads(received[0])["schema"] == "lninspect.stats/3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file
 
 
@@ -82,7 +82,7 @@ def test_a_process_substitution_path_is_written(tiny_model_dir: Path):
         os.close(write_end)
     reader.join(30)
     assert result.exit_code == 0, result.output
-    assert json.loads(received[0])["schema"] == "lninspect.stats/2"
+    assert json.loads(received[0])["schema"] == "lninspect.stats/3"
 
 
 def test_a_character_device_is_written_in_place(tiny_model_dir: Path, tmp_path: Path):
@@ -106,7 +106,7 @@ def test_a_symlink_is_followed_and_stays_a_link(tiny_model_dir: Path, tmp_path: 
     result = invoke("stats", tiny_model_dir, "--text", TEXT, "--json", link, "--force", "-q")
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and os.readlink(link) == str(target)
-    assert json.loads(target.read_text())["schema"] == "lninspect.stats/2"
+    assert json.loads(target.read_text())["schema"] == "lninspect.stats/3"
     dangling = tmp_path / "dangling.json"
     dangling.symlink_to(tmp_path / "new.json")
     result = invoke("stats", tiny_model_dir, "--text", TEXT, "--json", dangling, "-q")
@@ -383,7 +383,7 @@ def test_a_file_name_with_brackets_is_that_file(tiny_model_dir: Path, tmp_path: 
     path = tmp_path / "notes[draft].txt"
     path.write_text(TEXT)
     doc = json.loads(invoke("stats", tiny_model_dir, "--file", path, "--json", "-").stdout)
-    assert doc["schema"] == "lninspect.stats/2"  # one text, not a corpus glob
+    assert doc["schema"] == "lninspect.stats/3"  # one text, not a corpus glob
     missing = invoke("stats", tiny_model_dir, "--file", tmp_path / "no[ne].txt")
     assert_error(missing, 2, "matches no file")
 

@@ -47,7 +47,7 @@ options = st.fixed_dictionaries(
 
 def validate(doc: dict) -> None:
     """The documented keys, and per-token arrays of shape (sequences, tokens per sequence)."""
-    assert doc["schema"] == "lninspect.stats/2"
+    assert doc["schema"] == "lninspect.stats/3"
     assert set(doc) >= {"model", "input", "norms", "passes", "notes"}
     inp = doc["input"]
     ids = inp["token_ids"]

@@ -80,7 +80,7 @@ def test_report_pngs_decode_and_are_not_blank(report_run):
 def test_report_json_is_the_grads_result_with_spikes(report_run):
     _, folder = report_run
     doc = json.loads((folder / REPORT_JSON).read_text())
-    assert doc["schema"] == "lninspect.grads/2"
+    assert doc["schema"] == "lninspect.grads/3"
     assert doc["spike_z"] == 2 and doc["top_k"] == 4
     result = GradsResult.from_json(doc)
     assert any(n.spikes for n in result.norms) and all(n.grad for n in result.norms)

@@ -140,7 +140,7 @@ def test_centring_swaps_two_massive_activations(tmp_path: Path):
     assert by_dim[3]["changed_by"] == by_dim[7]["changed_by"] == "centre"
     assert by_dim[3]["massive"] and by_dim[7]["massive"]
     assert norm["order"]["pairs"] == 1 and norm["order"]["pairs_kept"] == 0.0
-    assert doc["schema"] == "lninspect.stats/2"
+    assert doc["schema"] == "lninspect.stats/3"
     assert (doc["spike_abs"], doc["spike_ratio"], doc["spike_z"]) == (100.0, 1000.0, 6.0)
 
 
@@ -176,7 +176,9 @@ def test_the_massive_rule_uses_the_layer_median(tmp_path: Path):
     assert [(s["token"], s["dim"], s["massive"]) for s in norm["spikes"]] == [(4, 5, True)]
     census = norm["census"][0]
     assert (census["dim"], census["count"], census["first_token_share"]) == (5, 1, 0.0)
-    assert census["tokens"] == [{"token": "B", "count": 1}]  # the byte fallback's piece
+    assert census["tokens"] == [{"token": "B", "count": 1, "id": 66}]  # the byte fallback's
+    assert census["massive_tokens"] == census["tokens"] and census["outlier_tokens"] == []
+    assert (census["massive"], census["massive_first_share"], census["max_at"]) == (1, 0.0, [0, 4])
     other = first_norm(stats_json(model, "CCCD", tmp_path))
     assert [(s["token"], s["dim"], s["massive"]) for s in other["spikes"]] == [(3, 9, False)]
     x = np.stack([rows[c] for c in "CCCD"])
@@ -370,6 +372,8 @@ def test_stats_spikes_through_the_cli_on_the_tiny_fixture(tiny_model_dir: Path, 
         "rank_weighted",
         "rank_out",
         "changed_by",
+        "gain",
+        "bias",
     ]
     for entry in doc["norms"]:
         assert list(entry["order"])[:6] == [
@@ -384,6 +388,10 @@ def test_stats_spikes_through_the_cli_on_the_tiny_fixture(tiny_model_dir: Path, 
         for spike in entry["spikes"]:
             assert list(spike) == keys
             assert abs(spike["z"]) >= 2.5 or spike["massive"]
+            # (y - b) / z is the LayerNorm's own weight at that dimension
+            assert spike["gain"] == pytest.approx(
+                (spike["out_value"] - spike["bias"]) / spike["z"], rel=1e-6
+            )
         for a in entry["across_token"]:
             assert list(a)[:5] == ["dim", "rho", "rho_abs", "compression_in", "compression_out"]
         for c in entry["census"]:

@@ -13,10 +13,16 @@ from typing import Any
 import numpy as np
 
 from lninspect.results.codec import from_document, meta, to_document
-from lninspect.results.stats import CensusEntry, ModelInfo, NormDescription, Trajectory
+from lninspect.results.stats import (
+    CensusEntry,
+    DimensionStats,
+    ModelInfo,
+    NormDescription,
+    Trajectory,
+)
 from lninspect.statistics import AGGREGATED_KEYS, denominator_key
 
-AGGREGATE_SCHEMA = "lninspect.stats-aggregate/2"
+AGGREGATE_SCHEMA = "lninspect.stats-aggregate/3"
 # The per-token statistics aggregated per position (lninspect.statistics), and spike_count
 # when spikes were captured.
 MOMENT_KEYS = AGGREGATED_KEYS
@@ -110,6 +116,7 @@ class NormAggregate(NormDescription):
     denominator_hist: Histogram  # per-token std (LayerNorm) or rms (RMSNorm)
     spike_count_hist: Histogram | None = None  # per-token spike counts, when captured
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
+    dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def denominator(self) -> Moments:

@@ -16,8 +16,11 @@ import numpy as np
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.statistics import BY_KEY, denominator_key, on_side
 
-STATS_SCHEMA = "lninspect.stats/2"
-GRADS_SCHEMA = "lninspect.grads/2"
+STATS_SCHEMA = "lninspect.stats/3"
+GRADS_SCHEMA = "lninspect.grads/3"
+# /3 added the spike kinds (order.massive, order.outlier), the census's massive counts, the
+# per-dimension statistics (dimensions) and Sun et al.'s ablation; /2 documents still read
+OLDER = ("lninspect.stats/2", "lninspect.grads/2")
 NORMS_SCHEMA = "lninspect.norms/1"
 
 
@@ -128,6 +131,8 @@ class Spike:
     rank_weighted: int
     rank_out: int
     changed_by: str | None  # the first stage whose rank differs, when rank_out != rank_in
+    gain: float = float("nan")  # the effective weight at this dim: (y - b) / z
+    bias: float | None = None  # the bias at this dim (None: the norm has none)
 
 
 @dataclass
@@ -140,8 +145,21 @@ class ChangedBy:
 
 
 @dataclass
+class KindOrder:
+    """The order counts of one kind of spike: massive activations, or z-rule outliers."""
+
+    spikes: int
+    ranked: int
+    rank_kept: float  # NaN without a ranked spike
+    pairs: int  # same-token pairs of ranked spikes of this kind with different |x|
+    pairs_kept: float
+    changed_by: ChangedBy
+
+
+@dataclass
 class OrderStats:
-    """Whether the norm keeps the order of the spikes, over all spikes of the module."""
+    """Whether the norm keeps the order of the spikes, over all spikes of the module, and
+    for each kind apart (`massive`, `outlier`: the z-rule spikes that are not massive)."""
 
     spikes: int  # spikes found (every token, every call)
     ranked: int  # spikes whose ranks were measured: the per_token largest |x| of each token
@@ -152,6 +170,8 @@ class OrderStats:
     spike_count: np.ndarray = field(metadata=meta(dtype="int64"))  # per token
     # secondary, over all dimensions: share of the k largest |x| among the k largest |y|
     topk_retention: np.ndarray
+    massive: KindOrder | None = field(default=None, metadata=meta(omit_none=True))
+    outlier: KindOrder | None = field(default=None, metadata=meta(omit_none=True))
 
 
 @dataclass
@@ -181,8 +201,9 @@ class PositionCount:
 class TokenCount:
     """Spikes carried by one token (its text)."""
 
-    token: str
+    token: str  # its text, or #id without a tokenizer
     count: int
+    id: int = -1
 
 
 @dataclass
@@ -196,6 +217,27 @@ class CensusEntry:
     positions: list[PositionCount]  # ranked spikes per range of positions
     tokens: list[TokenCount]  # the tokens most often carrying its ranked spikes
     sequences: int = 0  # sequences in which it spikes at least once
+    massive: int = 0  # of `count`, the massive activations
+    massive_first_share: float = float("nan")  # share of those on the first token
+    max_at: list[int] = field(default_factory=list)  # [sequence, token] of the max |x|
+    massive_tokens: list[TokenCount] = field(default_factory=list)  # of the massive ones
+    outlier_tokens: list[TokenCount] = field(default_factory=list)  # of the z-rule ones
+
+
+@dataclass
+class DimensionStats:
+    """Per feature dimension j over every token: mean and max of |x_j| (input) and |y_j|
+    (output), and the outlier dimensions, whose mean is more than k standard deviations
+    (over dimensions) above the mean over dimensions (Kovaleva et al. 2021)."""
+
+    tokens: int  # (token, head) rows the means are over
+    k: float
+    mean_abs_in: np.ndarray
+    max_abs_in: np.ndarray
+    mean_abs_out: np.ndarray
+    max_abs_out: np.ndarray
+    outliers_in: list[int]  # largest mean first
+    outliers_out: list[int]
 
 
 @dataclass
@@ -267,6 +309,7 @@ class NormStats(NormDescription):
     order: OrderStats | None = field(default=None, metadata=meta(omit_none=True))
     across_token: list[AcrossToken] | None = field(default=None, metadata=meta(omit_none=True))
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
+    dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def denominator(self) -> np.ndarray:
@@ -295,7 +338,7 @@ class NormsResult:
 class StatsResult:
     """The statistics of every normalization module of one model on one input."""
 
-    SCHEMAS: ClassVar[tuple[str, ...]] = (STATS_SCHEMA, GRADS_SCHEMA)  # what from_json reads
+    SCHEMAS: ClassVar[tuple[str, ...]] = (STATS_SCHEMA, GRADS_SCHEMA, *OLDER)  # from_json reads
 
     model: ModelInfo
     input: InputInfo
@@ -343,7 +386,7 @@ class ParamGrad:
 class GradsResult(StatsResult):
     """StatsResult plus gradients: each norm's `grad`, the loss, every parameter's grad norm."""
 
-    SCHEMAS: ClassVar[tuple[str, ...]] = (GRADS_SCHEMA,)
+    SCHEMAS: ClassVar[tuple[str, ...]] = (GRADS_SCHEMA, OLDER[1])
 
     loss: float = float("nan")
     loss_kind: str = "next-token cross-entropy, mean over predicted tokens"
