@@ -92,9 +92,9 @@ def run_corpus_stats(
         world_size=world.size,
     )
     piece = loaded.tokenizer.pieces
-    options = spikes if spikes is not None else SpikeOptions(census_dims=0)
+    chosen = spikes if spikes is not None else SpikeOptions(census_dims=0)
     results = aggregator.norm_results(
-        options.census_dims, lambda i: piece([i])[0], options.outlier_k
+        chosen.census_dims, lambda i: piece([i])[0], chosen.outlier_k
     )
     return AggregateResult(
         model=loaded.info,

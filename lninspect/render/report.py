@@ -368,7 +368,9 @@ def _census(result: GradsResult, kind: str) -> str:
     if not rows:
         return "—"
     row = rows[0]
-    at = f" at {token_label(result, *row.max_at, width=12)}" if len(row.max_at) == 2 else ""
+    at = ""
+    if len(row.max_at) == 2:
+        at = f" at {token_label(result, row.max_at[0], row.max_at[1], width=12)}"
     return (
         f"dim {row.dim}: {row.count} at layers {layer_span(row.layers)}, "
         f"{row.first_token_share:.0%} of them on the first token, max |x| {row.max_abs:.4g}{at}"
