@@ -262,6 +262,17 @@ def spike_share(result: StatsResult) -> float:
     return float((pooled > 0).mean()) if pooled.size else float("nan")
 
 
+def dimension_scores(norms: Sequence[NormStats], side: str = "in") -> np.ndarray:
+    """(norms, d): each dimension's mean |value| over tokens as a z over dimensions, the
+    quantity the outlier rule compares with k."""
+    rows = []
+    for norm in norms:
+        assert norm.dimensions is not None
+        mean = np.asarray(getattr(norm.dimensions, f"mean_abs_{side}"), dtype=np.float64)
+        rows.append((mean - mean.mean()) / (mean.std() or 1.0))
+    return np.stack(rows)
+
+
 def outlier_dimensions(
     result: StatsResult | AggregateResult, side: str = "in", limit: int = 5
 ) -> list[tuple[int, int, int]]:

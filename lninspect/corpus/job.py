@@ -93,9 +93,7 @@ def run_corpus_stats(
     )
     piece = loaded.tokenizer.pieces
     chosen = spikes if spikes is not None else SpikeOptions(census_dims=0)
-    results = aggregator.norm_results(
-        chosen.census_dims, lambda i: piece([i])[0], chosen.outlier_k
-    )
+    results = aggregator.norm_results(chosen.census_dims, lambda i: piece([i])[0], chosen.outlier_k)
     return AggregateResult(
         model=loaded.info,
         corpus=info,
