@@ -64,22 +64,14 @@ class Real:
 
 
 @pytest.fixture(scope="session")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
-    from lninspect.model.loading import load_model
+def real(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Real:
+    from transformers import AutoModelForCausalLM
 
-    path = gguf_file()
-    assert path is not None
-    loaded = load_model(str(path), device="cpu")  # the .gguf path, dequantized once
-    assert loaded.info.source == "gguf" and loaded.tokenizer.hf is not None
-    folder = tmp_path_factory.mktemp("smollm2")
-    model = loaded.model
-    model.hf_quantizer = None  # dequantized already: plain float weights to save
-    model.config.__dict__.pop("quantization_config", None)
-    model.save_pretrained(folder)
-    loaded.tokenizer.hf.save_pretrained(folder)
-    others = folder / "others.txt"
+    folder = dequantized(request.config.cache.mkdir("lninspect-smollm2"))
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    others = tmp_path_factory.mktemp("smollm2") / "others.txt"
     others.write_text("\n".join(OTHERS) + "\n")
-    out = folder / "out.json"
+    out = others.with_name("out.json")
     args = ["stats", str(folder), "--text", TEXT, "--spikes", "--ablate-spikes"]
     args += ["--ablate-file", str(others), "--device", "cpu", "--json", str(out)]
     ran = CliRunner().invoke(app, args, env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
@@ -93,11 +85,31 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
         x=x,
         y=y,
         weight={k: m.weight.detach().double().numpy() for k, m in norms.items()},
-        eps={
-            k: float(getattr(m, "variance_epsilon", getattr(m, "eps", 0.0)))
-            for k, m in norms.items()
-        },
+        eps={k: float(getattr(m, "variance_epsilon", 0.0)) for k, m in norms.items()},
     )
+
+
+def dequantized(cache: Path) -> Path:
+    """The GGUF dequantized through lninspect's loader (the .gguf path) and saved as a plain
+    folder, once per checkout: pytest's cache keeps it, keyed by the file's size, so that
+    later runs skip the ~45 s of dequantizing."""
+    from lninspect.model.loading import load_model
+
+    path = gguf_file()
+    assert path is not None
+    folder = cache / f"{path.stem}-{path.stat().st_size}"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    loaded = load_model(str(path), device="cpu")
+    assert loaded.info.source == "gguf" and loaded.tokenizer.hf is not None
+    model = loaded.model
+    model.hf_quantizer = None  # dequantized already: plain float weights to save
+    model.config.__dict__.pop("quantization_config", None)
+    staging = cache / f"{folder.name}.partial"
+    model.save_pretrained(staging)
+    loaded.tokenizer.hf.save_pretrained(staging)
+    staging.replace(folder)  # whole or not at all
+    return folder
 
 
 def _modules(model: torch.nn.Module, result: StatsResult):
@@ -192,6 +204,8 @@ def test_rank_kept_by_input_norms_demoted_by_mlp_norms_with_the_gain(real: Real)
     assert attn.ranked and attn.kept == attn.ranked  # every input_layernorm keeps rank 1
     assert mlp.ranked and mlp.kept < mlp.ranked / 2 and rows["mlp"].stage == "weight"
     assert rows["mlp"].gain < 0.05  # the MLP norms' weight at that dimension is tiny
+    assert (attn.centre, attn.weight, attn.bias) == (0, 0, 0)
+    assert (mlp.centre, mlp.weight, mlp.bias) == (0, mlp.ranked - mlp.kept, 0)
 
 
 def test_ablation_after_sun_et_al(real: Real):

@@ -246,7 +246,7 @@ def _order_counts(
         (valid & (stage == 0)).sum(),
         ordered.sum(),
         kept.sum(),
-        *[(stage == code).sum() for code in STAGE_CODES],
+        *[(valid & (stage == code)).sum() for code in STAGE_CODES],
     ]
     return torch.stack(counts).to(torch.int64)
 
