@@ -35,8 +35,8 @@ from lninspect.render.stats_plots import (
 from lninspect.results import (
     AcrossToken,
     CensusEntry,
-    DimensionStats,
     ChangedBy,
+    DimensionStats,
     InputInfo,
     InputStats,
     ModelInfo,
