@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 
 from lninspect.errors import LninspectError
+from lninspect.hooks.ablation import ablate_spikes, lm_loss
 from lninspect.hooks.capture import capture
 from lninspect.hooks.params import param_grads
-from lninspect.hooks.spikes import massive_mask
 from lninspect.hooks.transfer import descriptions
 from lninspect.model.loading import LoadedModel, load_model
 from lninspect.model.memory import Need, activation_bytes, check_fits
+from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, discover
 from lninspect.options import RunOptions, SpikeOptions
-from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, NormStats, StatsResult
+from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.summary import layer_span
 
 
@@ -77,8 +76,31 @@ def run_stats(
             model(input_ids=ids[None], use_cache=False)
     result = cap.result(model=prepared.loaded.info, input=prepared.input)
     if ablate and spikes is not None:
-        result.ablation = ablate_spikes(prepared, result, spikes)
+        result.ablation = _ablation(prepared, result, spikes)
     return _finish(result, prepared, spikes)
+
+
+ABLATION_TEXTS = 8  # bundled documents the ablation's mean is taken over, by default
+ABLATION_TOKENS = 64  # tokens of each
+
+
+def _ablation(
+    prepared: Prepared, result: StatsResult, spikes: SpikeOptions, target_id: int | None = None
+) -> Ablation:
+    """Sun et al.'s ablation (lninspect.hooks.ablation) of the run's text, with the mean
+    over other texts: the lines of --ablate-file, else the first bundled documents."""
+    if spikes.ablate_file is not None:
+        text = read_text(None, spikes.ablate_file).text
+        texts = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        texts = training_documents()[:ABLATION_TEXTS]
+    device = prepared.loaded.device
+    tokens = min(ABLATION_TOKENS, prepared.loaded.context or ABLATION_TOKENS)
+    encoded = [prepared.loaded.tokenizer.encode(t)[:tokens] for t in texts]
+    others = [torch.tensor([ids], device=device) for ids in encoded if len(ids) >= 2]
+    sequences = list(prepared.input_ids[:, None])
+    model = prepared.loaded.model
+    return ablate_spikes(model, result, sequences, others, spikes, target_id)
 
 
 Result = TypeVar("Result", bound=StatsResult)
@@ -89,7 +111,7 @@ def _finish(result: Result, prepared: Prepared, spikes: SpikeOptions | None) -> 
     result.notes = prepared.loaded.notes + _fired_twice(result) + _nonfinite(result)
     if spikes is not None:
         result.spike_z, result.top_k = spikes.z, spikes.top_k
-        result.spike_abs, result.spike_ratio = spikes.magnitude, spikes.ratio
+        result.spike_abs, result.spike_ratio = spikes.spike_abs, spikes.ratio
     return result
 
 
@@ -131,7 +153,7 @@ def run_grads(
     )
     with torch.enable_grad(), hooked as cap:
         for ids in prepared.input_ids[:, None]:  # (1, tokens): windows add up to the mean loss
-            value = _loss(model(input_ids=ids, use_cache=False).logits.float(), ids, target_id)
+            value = lm_loss(model(input_ids=ids, use_cache=False).logits.float(), ids, target_id)
             (value / len(prepared.input_ids)).backward()
             losses.append(value.detach())  # read once after the last window: no sync per window
     stats = cap.result(model=prepared.loaded.info, input=prepared.input)
@@ -145,100 +167,8 @@ def run_grads(
         params=params,
     )
     if ablate and spikes is not None:
-        result.ablation = ablate_spikes(prepared, result, spikes, target_id)
+        result.ablation = _ablation(prepared, result, spikes, target_id)
     return _finish(result, prepared, spikes)
-
-
-# Do the spikes matter? ------------------------------------------------------------------------
-
-RESIDUAL_ROLES = ("attn", "attn+mlp", "mlp")  # pre norms whose input is the residual stream
-
-
-def ablate_spikes(
-    prepared: Prepared, result: StatsResult, spikes: SpikeOptions, target_id: int | None = None
-) -> Ablation:
-    """Sun et al.'s test: the LM loss with the massive activations of the first layer whose
-    residual stream has them set to their mean over the tokens that carry them, and to 0.
-
-    The entries are found again in each run by the same rule (the magnitude rule, at the
-    input of that layer's first residual norm) and replaced in place in that input, which a
-    pre-LN block shares with its residual stream. Each sequence runs as a pass of its own,
-    as in the capture run; the loss is the same as `grads`' (mean next-token cross-entropy,
-    or -log p(target)), averaged over sequences.
-    """
-    norm = first_massive_norm(result)
-    loss = _forward_loss(prepared, target_id)
-    if norm is None:
-        return Ablation(
-            layer=None, dims=[], loss=loss, loss_mean=float("nan"), loss_zero=float("nan")
-        )
-    module = dict(prepared.loaded.model.named_modules())[norm.name]
-    runs: dict[str, float] = {}
-    found: dict[str, torch.Tensor] = {}
-    for how in ("mean", "zero"):
-        found = {}
-        hook = module.register_forward_pre_hook(_replace_massive(spikes, how, found))
-        try:
-            runs[how] = _forward_loss(prepared, target_id)
-        finally:
-            hook.remove()
-    count = found["count"].cpu() if found else torch.zeros(0, dtype=torch.int64)
-    return Ablation(
-        layer=norm.layer,
-        dims=[int(j) for j in count.nonzero().flatten()],
-        loss=loss,
-        loss_mean=runs["mean"],
-        loss_zero=runs["zero"],
-        module=norm.name,
-        entries=int(count.sum()),
-    )
-
-
-def first_massive_norm(result: StatsResult) -> NormStats | None:
-    """The first residual-stream pre norm, in layer order, whose input has a massive spike."""
-    candidates = [
-        n
-        for n in result.norms
-        if n.layer is not None
-        and n.role in RESIDUAL_ROLES
-        and n.placement == "pre"
-        and any(s.massive for s in n.spikes or [])
-    ]
-    return min(candidates, key=lambda n: n.layer or 0, default=None)
-
-
-def _replace_massive(
-    spikes: SpikeOptions, how: str, found: dict[str, torch.Tensor]
-) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
-    """A forward pre-hook that replaces, in place, the massive entries of the norm's input
-    (batch, tokens, d) by their per-dimension mean over the tokens carrying them, or by 0.
-    `found["count"]` adds up the entries per dimension on the device (no sync in the pass);
-    it is read once the runs are over."""
-
-    def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        x = args[0]
-        mask = massive_mask(x.detach().abs().float(), spikes)  # (batch, tokens, d)
-        count = mask.sum(dim=tuple(range(mask.dim() - 1)))  # (d,)
-        if how == "mean":
-            total = torch.where(mask, x.float(), 0).sum(dim=tuple(range(mask.dim() - 1)))
-            value = (total / count.clamp(min=1)).to(x.dtype).expand_as(x)
-        else:
-            value = torch.zeros_like(x)
-        x.copy_(torch.where(mask, value, x))
-        found["count"] = found["count"] + count if "count" in found else count
-
-    return hook
-
-
-def _forward_loss(prepared: Prepared, target_id: int | None) -> float:
-    """The LM loss of the prepared sequences, one pass each, averaged over sequences."""
-    model = prepared.loaded.model
-    losses = []
-    with torch.inference_mode():
-        for ids in prepared.input_ids[:, None]:
-            logits = model(input_ids=ids, use_cache=False).logits.float()
-            losses.append(_loss(logits, ids, target_id))
-    return float(torch.stack(losses).mean())
 
 
 def _disable_checkpointing(model: torch.nn.Module) -> bool:
@@ -259,13 +189,6 @@ def _disable_checkpointing(model: torch.nn.Module) -> bool:
         disable()
         return True
     return False
-
-
-def _loss(logits: torch.Tensor, ids: torch.Tensor, target_id: int | None) -> torch.Tensor:
-    """Mean next-token cross-entropy, or -log p(target) at the last position."""
-    if target_id is None:  # logits: (B, T, vocab); position t predicts token t + 1
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
-    return -F.log_softmax(logits[:, -1], dim=-1)[:, target_id].mean()
 
 
 def _target_id(loaded: LoadedModel, target: str | None) -> int:
@@ -296,6 +219,7 @@ def load(options: RunOptions) -> LoadedModel:
         seed=options.seed,
         device_map=options.device_map,
         max_memory=options.max_memory,
+        gguf_file=options.gguf_file,
     )
 
 

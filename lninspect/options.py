@@ -37,25 +37,28 @@ class RunOptions:
         "auto"  # per-token reductions: eager, compiled or auto (lninspect.hooks.fused)
     )
     norm_classes: tuple[str, ...] = ()  # class names of the model's modules hooked as norms too
+    gguf_file: str | None = None  # a GGUF file in the folder `model` (a .gguf `model` needs none)
 
 
 @dataclass(frozen=True)
 class SpikeOptions:
     """What counts as a spike, and how much of them to keep (docs/metrics.md).
 
-    A spike passes the magnitude rule (|x| > `magnitude` and > `ratio` x the median |x| of
+    A spike passes the magnitude rule (|x| > `spike_abs` and > `ratio` x the median |x| of
     the module's input in its sequence: Sun et al. 2024's massive activations) or the z rule
     (|z| >= `z`). The caps keep every buffer on the device a fixed size.
     """
 
     z: float = 6.0  # the z rule: |z| >= z
-    magnitude: float = 100.0  # the magnitude rule: |x| > magnitude ...
+    spike_abs: float = 100.0  # the magnitude rule (--spike-abs): |x| > spike_abs ...
     ratio: float = 1000.0  # ... and |x| > ratio x the layer's median |x|
     top_k: int = 8  # k of the secondary top-k retention column
     max_spikes: int = 100  # spikes listed per module, largest |x| first
     per_token: int = 8  # spikes ranked per token (largest |x|); more are counted, not ranked
     across_dims: int = 16  # (head, dim) columns per call whose across-token order is measured
     census_dims: int = 16  # census entries per module, most spikes first
+    outlier_k: float = 3.0  # an outlier dimension: mean |x_j| > k std above the mean over j
+    ablate_file: Path | None = None  # the other texts of the ablation's mean (None: bundled)
 
 
 GLOB_CHARS = frozenset("*?[")

@@ -21,6 +21,7 @@ from lninspect.results import (
     NormStats,
     Spike,
     StatsResult,
+    TokenCount,
 )
 from lninspect.results.aggregate import AggregateResult
 from lninspect.roles import ordered_roles
@@ -161,6 +162,14 @@ def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
     return max(found, key=lambda pair: abs(pair[1].value), default=None)
 
 
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, standard deviation with n - 1) of `values`; NaN where undefined."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return float("nan"), float("nan")
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else float("nan")
+
+
 def has_order(result: StatsResult) -> bool:
     """Whether the spike metrics were captured (stats --spikes, report)."""
     return any(n.order is not None for n in result.norms)
@@ -192,26 +201,107 @@ class OrderTotals:
         return self.pairs_kept / self.pairs if self.pairs else float("nan")
 
 
-def order_totals(norms: list[NormStats]) -> OrderTotals:
-    """The counts of `norms` added up; the shares are of the sums (each spike weighs one)."""
+KINDS = ("massive", "outlier")  # the two kinds of spike, in the order they are reported
+KIND_NAMES = {"massive": "massive activations", "outlier": "z-rule outliers"}
+
+
+def order_totals(norms: Sequence[NormStats], kind: str = "all") -> OrderTotals:
+    """The counts of `norms` added up, of every spike or of one kind ("massive", "outlier");
+    the shares are of the sums (each spike weighs one)."""
     orders = [n.order for n in norms if n.order is not None]
+    kinds = [o if kind == "all" else getattr(o, kind) for o in orders]
+    counts = [k for k in kinds if k is not None]
     return OrderTotals(
         norms=len(orders),
-        spiking=sum(o.spikes > 0 for o in orders),
-        spikes=sum(o.spikes for o in orders),
-        ranked=sum(o.ranked for o in orders),
-        kept=sum(round(o.rank_kept * o.ranked) for o in orders if o.ranked),
-        pairs=sum(o.pairs for o in orders),
-        pairs_kept=sum(round(o.pairs_kept * o.pairs) for o in orders if o.pairs),
-        centre=sum(o.changed_by.centre for o in orders),
-        weight=sum(o.changed_by.weight for o in orders),
-        bias=sum(o.changed_by.bias for o in orders),
+        spiking=sum(k.spikes > 0 for k in counts),
+        spikes=sum(k.spikes for k in counts),
+        ranked=sum(k.ranked for k in counts),
+        kept=sum(round(k.rank_kept * k.ranked) for k in counts if k.ranked),
+        pairs=sum(k.pairs for k in counts),
+        pairs_kept=sum(round(k.pairs_kept * k.pairs) for k in counts if k.pairs),
+        centre=sum(k.changed_by.centre for k in counts),
+        weight=sum(k.changed_by.weight for k in counts),
+        bias=sum(k.changed_by.bias for k in counts),
     )
 
 
-def pooled_order(result: StatsResult) -> OrderTotals | None:
+def pooled_order(result: StatsResult, kind: str = "all") -> OrderTotals | None:
     """The order counts over every norm of the result; None when spikes were not captured."""
-    return order_totals(result.norms) if has_order(result) else None
+    return order_totals(result.norms, kind) if has_order(result) else None
+
+
+@dataclass
+class RoleOrder:
+    """What the norms of one role do to one kind of spike: how many keep its rank, and the
+    stage and median gain at the spike's dimension where the rank changed."""
+
+    role: str
+    leaf: str  # the norms' own name (input_layernorm), the most common one
+    totals: OrderTotals
+    stage: str | None  # the stage that changed most ranks
+    gain: float  # median effective weight at the listed spikes whose rank changed
+
+
+def role_orders(result: StatsResult, kind: str = "massive") -> list[RoleOrder]:
+    """Per role, in the order of a block, with at least one spike of `kind`."""
+    rows = []
+    for role in roles_present(result):
+        norms = norms_of_role(result, role)
+        totals = order_totals(norms, kind)
+        if not totals.spikes:
+            continue
+        stages = {"centre": totals.centre, "weight": totals.weight, "bias": totals.bias}
+        changed = [
+            s.gain
+            for n in norms
+            for s in n.spikes or []
+            if s.changed_by and s.massive == (kind == "massive")
+        ]
+        leaves = [n.name.rsplit(".", 1)[-1] for n in norms]
+        rows.append(
+            RoleOrder(
+                role=role,
+                leaf=max(set(leaves), key=lambda leaf: (leaves.count(leaf), leaf)),
+                totals=totals,
+                stage=max(stages, key=lambda k: stages[k]) if any(stages.values()) else None,
+                gain=nan_median(np.abs(np.array(changed))) if changed else float("nan"),
+            )
+        )
+    return rows
+
+
+def spike_share(result: StatsResult) -> float:
+    """Share of (token, norm) pairs with at least one spike, of either kind; NaN without."""
+    counts = [np.ravel(n.order.spike_count) for n in result.norms if n.order is not None]
+    if not counts:
+        return float("nan")
+    pooled = np.concatenate(counts)
+    return float((pooled > 0).mean()) if pooled.size else float("nan")
+
+
+def dimension_scores(norms: Sequence[NormStats], side: str = "in") -> np.ndarray:
+    """(norms, d): each dimension's mean |value| over tokens as a z over dimensions, the
+    quantity the outlier rule compares with k."""
+    rows = []
+    for norm in norms:
+        assert norm.dimensions is not None
+        mean = np.asarray(getattr(norm.dimensions, f"mean_abs_{side}"), dtype=np.float64)
+        rows.append((mean - mean.mean()) / (mean.std() or 1.0))
+    return np.stack(rows)
+
+
+def outlier_dimensions(
+    result: StatsResult | AggregateResult, side: str = "in", limit: int = 5
+) -> list[tuple[int, int, int]]:
+    """(dim, norms where it is an outlier dimension, norms measured) for the dimensions that
+    are outliers at the most norms of the model's width (Kovaleva et al.'s view)."""
+    dims = [n.dimensions for n in result.norms if n.role != "qk" and n.dimensions is not None]
+    found: dict[int, int] = {}
+    for d in dims:
+        for j in d.outliers_in if side == "in" else d.outliers_out:
+            found[j] = found.get(j, 0) + 1
+    ranked = sorted(found, key=lambda j: (-found[j], j))[:limit]
+    return [(j, found[j], len(dims)) for j in ranked]
 
 
 @dataclass
@@ -226,10 +316,14 @@ class DimCensus:
     first_token_share: float  # share of its spikes on the first token
     max_abs: float
     tokens: list[tuple[str, int]]  # the tokens most often carrying it, over the norms
+    max_at: list[int]  # [sequence, token] of its largest |x|, at the norm where it is largest
 
 
-def census_rows(result: StatsResult | AggregateResult, limit: int = 8) -> list[DimCensus]:
-    """The `limit` dimensions with the most spikes over the model, from every norm's census.
+def census_rows(
+    result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all"
+) -> list[DimCensus]:
+    """The `limit` dimensions with the most spikes (of `kind`: all, massive, outlier) over the
+    model, from every norm's census.
 
     Only the norms of the model's width count (the residual stream): a q/k norm's dimension
     is one within a head, another axis.
@@ -244,18 +338,40 @@ def census_rows(result: StatsResult | AggregateResult, limit: int = 8) -> list[D
         if norm.role == "qk":
             continue
         for entry in getattr(norm, "census", None) or []:
-            by_dim.setdefault(entry.dim, []).append((norm, entry))
-    rows = [_dim_census(dim, pairs, max(total, 1)) for dim, pairs in by_dim.items()]
+            if _kind_count(entry, kind):
+                by_dim.setdefault(entry.dim, []).append((norm, entry))
+    rows = [_dim_census(dim, pairs, max(total, 1), kind) for dim, pairs in by_dim.items()]
     return sorted(rows, key=lambda r: (-r.count, r.dim))[:limit]
 
 
+def _kind_count(entry: CensusEntry, kind: str) -> int:
+    if kind == "massive":
+        return entry.massive
+    return entry.count - entry.massive if kind == "outlier" else entry.count
+
+
+def _kind_first(entry: CensusEntry, kind: str) -> float:
+    """Spikes of `kind` on the first token (a count, from the entry's shares)."""
+    massive = entry.massive_first_share * entry.massive if entry.massive else 0.0
+    if kind == "massive":
+        return massive
+    every = entry.first_token_share * entry.count
+    return every - massive if kind == "outlier" else every
+
+
+def _kind_tokens(entry: CensusEntry, kind: str) -> list[TokenCount]:
+    if kind == "massive":
+        return entry.massive_tokens
+    return entry.outlier_tokens if kind == "outlier" else entry.tokens
+
+
 def _dim_census(
-    dim: int, pairs: list[tuple[NormDescription, CensusEntry]], total: int
+    dim: int, pairs: list[tuple[NormDescription, CensusEntry]], total: int, kind: str
 ) -> DimCensus:
-    count = sum(e.count for _, e in pairs)
+    count = sum(_kind_count(e, kind) for _, e in pairs)
     tokens: dict[str, int] = {}
     for _, entry in pairs:
-        for t in entry.tokens:
+        for t in _kind_tokens(entry, kind):
             tokens[t.token] = tokens.get(t.token, 0) + t.count
     return DimCensus(
         dim=dim,
@@ -263,8 +379,9 @@ def _dim_census(
         norms=len(pairs),
         count=count,
         sequences=max(e.sequences for _, e in pairs) / total,
-        first_token_share=sum(e.first_token_share * e.count for _, e in pairs) / count,
+        first_token_share=round(sum(_kind_first(e, kind) for _, e in pairs)) / count,
         max_abs=max(e.max_abs for _, e in pairs),
+        max_at=max(pairs, key=lambda pair: pair[1].max_abs)[1].max_at,
         tokens=sorted(tokens.items(), key=lambda kv: (-kv[1], kv[0]))[:3],
     )
 

@@ -69,7 +69,7 @@ def test_report_writes_every_file_and_nothing_else(report_run):
     assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # staging removed
     assert "largest spike" in words(result.stdout) and "index.html" in result.stderr
-    assert "spike order kept by the norms" in words(result.stdout)
+    assert "z-rule outliers kept by the norms" in words(result.stdout)
 
 
 def test_report_pngs_decode_and_are_not_blank(report_run):
@@ -78,7 +78,9 @@ def test_report_pngs_decode_and_are_not_blank(report_run):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 800 and image.height >= 500
             pixels = np.asarray(image.convert("L"), dtype=np.float32)
-        assert pixels.std() > 10 and (pixels < 128).mean() > 0.01, path.name
+        # tiny has no massive activation: that figure is the message that says so
+        dark = 0.005 if path.name == "stats-spike-roles.png" else 0.01
+        assert pixels.std() > 10 and (pixels < 128).mean() > dark, path.name
 
 
 def test_report_json_is_the_grads_result_with_spikes(report_run):
@@ -101,7 +103,7 @@ def test_index_html_is_self_contained_and_escaped(report_run, tiny_model_dir: Pa
     assert "script" not in tags and "link" not in tags and "style" in tags
     images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
     pngs = {p.read_bytes() for p in folder.glob("*.png")}
-    assert len(images) == len(pngs) == 11
+    assert len(images) == len(pngs) == 13
     assert {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in images} == pngs
     links = [v for _, attrs in parser.tags for k, v in attrs.items() if k in ("src", "href")]
     assert all(v.startswith(("data:", "#")) for v in links)  # no external resources

@@ -32,6 +32,7 @@ from lninspect.results import (
     GradsResult,
     InputInfo,
     InputStats,
+    KindOrder,
     ModelInfo,
     NormStats,
     OrderStats,
@@ -70,6 +71,10 @@ def norm(layer: int, leaf: str, spikes: list[Spike], census: list[CensusEntry]) 
     ranked = len(spikes)
     kept = sum(s.changed_by is None for s in spikes)
     stages = {k: sum(s.changed_by == k for s in spikes) for k in ("centre", "weight", "bias")}
+    kinds = {
+        kind: kind_order([s for s in spikes if s.massive == (kind == "massive")])
+        for kind in ("massive", "outlier")
+    }
     return NormStats(
         name=f"model.layers.{layer}.{leaf}",
         type="LayerNorm",
@@ -92,6 +97,7 @@ def norm(layer: int, leaf: str, spikes: list[Spike], census: list[CensusEntry]) 
             changed_by=ChangedBy(**stages),
             spike_count=np.zeros((1, TOKENS), dtype=np.int64),
             topk_retention=ones * 0.75,
+            **kinds,
         ),
         across_token=[
             AcrossToken(
@@ -109,6 +115,19 @@ def norm(layer: int, leaf: str, spikes: list[Spike], census: list[CensusEntry]) 
     )
 
 
+def kind_order(spikes: list[Spike]) -> KindOrder:
+    kept = sum(s.changed_by is None for s in spikes)
+    stages = {k: sum(s.changed_by == k for s in spikes) for k in ("centre", "weight", "bias")}
+    return KindOrder(
+        spikes=len(spikes),
+        ranked=len(spikes),
+        rank_kept=kept / len(spikes) if spikes else float("nan"),
+        pairs=0,
+        pairs_kept=float("nan"),
+        changed_by=ChangedBy(**stages),
+    )
+
+
 def entry(count: int, tokens: list[tuple[str, int]]) -> CensusEntry:
     return CensusEntry(
         dim=447,
@@ -118,6 +137,10 @@ def entry(count: int, tokens: list[tuple[str, int]]) -> CensusEntry:
         positions=[PositionCount(0, 1, count)],
         tokens=[TokenCount(t, n) for t, n in tokens],
         sequences=1,
+        massive=count,
+        massive_first_share=1.0,
+        max_at=[0, 0],
+        massive_tokens=[TokenCount(t, n) for t, n in tokens],
     )
 
 
@@ -174,6 +197,9 @@ def synthetic(with_spikes: bool = True) -> GradsResult:
             loss_zero=9.8,
             module="model.layers.1.input_layernorm",
             entries=1,
+            texts=3,
+            changes_mean=[0.01, 0.02, 0.03],
+            changes_zero=[6.0, 7.0, 8.0],
         ),
         loss=3.25,
     )
@@ -203,22 +229,29 @@ def test_order_table_counts_each_stage_and_says_nan_for_no_spike():
     row = next(line for line in lines if line.strip().startswith("0.input"))
     assert "—" in row  # no spike: no share made up
     total = next(line for line in lines if line.strip().startswith("all")).split()
-    assert total[1:7] == ["5", "40%", "—", "1", "1", "1"]  # 447 twice kept
+    # massive: 447 twice kept, -200 re-ranked by centring; outliers: 40 (weight), 30 (bias)
+    assert total[1:8] == ["2/3", "2", "0%", "—", "0", "1", "1"]
 
 
 def test_headline_reads_from_the_spikes():
     rows = dict(summary(synthetic()))
     assert rows["largest spike"].startswith("model.layers.1.input_layernorm, token t0")
     assert "x = 3000 (massive)" in rows["largest spike"]
-    assert rows["spike order kept by the norms"].startswith(
-        "rank kept for 40% of 5 spikes in 3 of 4 norms"
+    massive = rows["massive activations kept by the norms"]
+    assert massive == ("3 in 2 of 4 norms; attn (input_layernorm): demoted in 1/3, by the centre")
+    outliers = rows["z-rule outliers kept by the norms"]
+    assert outliers.startswith("rank kept for 0% of 2 spikes in 2 of 4 norms")
+    assert "centring 0, the weight 1, the bias 1" in outliers
+    assert rows["massive dimension"].startswith(
+        "dim 447: 2 at layers 1-2, 100% of them on the first token"
     )
-    assert "centring 1, the weight 1, the bias 1" in rows["spike order kept by the norms"]
-    assert rows["dimension that spikes most"].startswith("dim 447: 2 spikes at layers 1-2")
-    assert "loss 3.25 → 3.26 set to their mean, 9.8 set to 0" in rows["massive activations ablated"]
+    ablated = rows["massive activations ablated"]
+    assert (
+        "loss 3.25 → 3.26 set to their mean over 3 other texts (Δ +0.01), 9.8 set to 0" in ablated
+    )
     quiet = dict(summary(synthetic(with_spikes=False)))
     assert quiet["largest spike"].startswith("none (|x| > 100")
-    assert quiet["spike order kept by the norms"].startswith("no spike in any norm")
+    assert quiet["massive activations kept by the norms"].startswith("no massive activation")
 
 
 def test_rank_plot_colours_each_spike_by_the_stage_that_moved_it():

@@ -177,7 +177,9 @@ def test_the_massive_rule_uses_the_layer_median(tmp_path: Path):
     assert [(s["token"], s["dim"], s["massive"]) for s in norm["spikes"]] == [(4, 5, True)]
     census = norm["census"][0]
     assert (census["dim"], census["count"], census["first_token_share"]) == (5, 1, 0.0)
-    assert census["tokens"] == [{"token": "B", "count": 1}]  # the byte fallback's piece
+    assert census["tokens"] == [{"token": "B", "count": 1, "id": 66}]  # the byte fallback's
+    assert census["massive_tokens"] == census["tokens"] and census["outlier_tokens"] == []
+    assert (census["massive"], census["massive_first_share"], census["max_at"]) == (1, 0.0, [0, 4])
     other = first_norm(stats_json(model, "CCCD", tmp_path))
     assert [(s["token"], s["dim"], s["massive"]) for s in other["spikes"]] == [(3, 9, False)]
     x = np.stack([rows[c] for c in "CCCD"])
@@ -194,34 +196,40 @@ def test_a_constant_token_gives_nan_not_a_number(tmp_path: Path):
     assert order["spike_count"] == [[0]]
 
 
-def test_ablation_of_the_massive_activation(tmp_path: Path):
-    """Set to its mean over the tokens carrying it (both "B": 3000), the loss is unchanged;
-    set to 0 it is the loss of the same inputs embedded with a 0 there (the head, tied to
-    the embedding, unchanged)."""
-    raised = bulk(0.1)
-    raised[5] = 3000.0
-    rows = {"A": bulk(0.1), "B": raised}
+def test_ablation_follows_sun_et_al(tmp_path: Path):
+    """B carries 3000 at dim 5, C 1000: with the other texts "AC" and "CAC" (--ablate-file),
+    B's entries are set to the mean over theirs (1000), then to 0, and the losses are those
+    of the same inputs embedded with 1000 or 0 there (the head, tied to the embedding,
+    unchanged). Each other text, ablated with the mean of the rest (1000 again), changes
+    nothing: that is its spread."""
+    rows = {"A": bulk(0.1), "B": bulk(0.1), "C": bulk(0.1)}
+    rows["B"][5], rows["C"][5] = 3000.0, 1000.0
     model = planted_model(tmp_path / "m", rows)
-    doc = stats_json(model, "ABAB", tmp_path, "--ablate-spikes")
+    others = tmp_path / "others.txt"
+    others.write_text("AC\n\nCAC\n")
+    doc = stats_json(model, "ABAB", tmp_path, "--ablate-spikes", "--ablate-file", str(others))
     ablation = doc["ablation"]
     assert (ablation["layer"], ablation["dims"], ablation["module"]) == (0, [5], FIRST)
-    assert ablation["entries"] == 2
-    zeroed = raised.copy()
-    zeroed[5] = 0.0
-    ids = torch.tensor([[65, 66, 65, 66]])
+    assert (ablation["entries"], ablation["texts"], ablation["reference_entries"]) == (2, 2, 3)
+    assert ablation["no_mean"] == [] and ablation["mean_is_value"] is False
 
-    def loss(rows: dict[str, np.ndarray]) -> float:
+    def loss(text: str, **planted: float) -> float:
         from transformers import GPT2LMHeadModel
 
         lm = GPT2LMHeadModel.from_pretrained(model).eval()
-        embedded = torch.tensor(np.stack([rows[chr(i)] for i in ids[0].tolist()]))[None]
+        ids = torch.tensor([[ord(c) for c in text]])
+        embedded = np.stack([rows[c] for c in text]).copy()
+        for letter, value in planted.items():
+            embedded[[i for i, c in enumerate(text) if c == letter], 5] = value
         with torch.no_grad():
-            return float(lm(inputs_embeds=embedded, labels=ids).loss)
+            return float(lm(inputs_embeds=torch.tensor(embedded)[None], labels=ids).loss)
 
-    assert ablation["loss"] == pytest.approx(loss(rows), rel=1e-5)
-    assert ablation["loss_mean"] == pytest.approx(ablation["loss"], rel=1e-6)
-    assert ablation["loss_zero"] == pytest.approx(loss({**rows, "B": zeroed}), rel=1e-5)
-    assert ablation["loss_zero"] != pytest.approx(ablation["loss"], rel=1e-3)
+    assert ablation["loss"] == pytest.approx(loss("ABAB"), rel=1e-5)
+    assert ablation["loss_mean"] == pytest.approx(loss("ABAB", B=1000.0), rel=1e-5)
+    assert ablation["loss_zero"] == pytest.approx(loss("ABAB", B=0.0), rel=1e-5)
+    assert ablation["changes_mean"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    zero = [loss(t, C=0.0) - loss(t) for t in ("AC", "CAC")]
+    assert ablation["changes_zero"] == pytest.approx(zero, rel=1e-4)
 
 
 # The API on hand-built modules --------------------------------------------------------------
@@ -365,6 +373,8 @@ def test_stats_spikes_through_the_cli_on_the_tiny_fixture(tiny_model_dir: Path, 
         "rank_weighted",
         "rank_out",
         "changed_by",
+        "gain",
+        "bias",
     ]
     for entry in doc["norms"]:
         assert list(entry["order"])[:6] == [
@@ -379,6 +389,10 @@ def test_stats_spikes_through_the_cli_on_the_tiny_fixture(tiny_model_dir: Path, 
         for spike in entry["spikes"]:
             assert list(spike) == keys
             assert abs(spike["z"]) >= 2.5 or spike["massive"]
+            # (y - b) / z is the LayerNorm's own weight at that dimension
+            assert spike["gain"] == pytest.approx(
+                (spike["out_value"] - spike["bias"]) / spike["z"], rel=1e-6
+            )
         for a in entry["across_token"]:
             assert list(a)[:5] == ["dim", "rho", "rho_abs", "compression_in", "compression_out"]
         for c in entry["census"]:

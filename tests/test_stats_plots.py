@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.render.figures import DPI, new_figure
 from lninspect.render.spike_plots import (
+    OUTLIER_DIMS,
     SPIKE_CENSUS,
     SPIKE_COMPRESSION,
     SPIKE_ORDER,
     SPIKE_RANKS,
+    SPIKE_ROLES,
     SPIKE_TRAJECTORY,
 )
 from lninspect.render.stats_plots import (
@@ -34,6 +36,7 @@ from lninspect.results import (
     AcrossToken,
     CensusEntry,
     ChangedBy,
+    DimensionStats,
     InputInfo,
     InputStats,
     ModelInfo,
@@ -120,6 +123,19 @@ def norm_stats(
             )
         ]
         stats.spikes = [spike(SPIKE_TOKEN, 3, 10.0 + depth, 2, 2), spike(8, 5, -9.0, 3, 40)]
+        stats.spikes[0].massive = True  # one massive activation per norm, for the roles figure
+        mean_abs = np.linspace(0.5, 1.5, 16)
+        mean_abs[3] = 20.0 + depth  # an outlier dimension at every norm
+        stats.dimensions = DimensionStats(
+            tokens=TOKENS,
+            k=3.0,
+            mean_abs_in=mean_abs,
+            max_abs_in=mean_abs * 4,
+            mean_abs_out=mean_abs / 10,
+            max_abs_out=mean_abs / 2,
+            outliers_in=[3],
+            outliers_out=[3],
+        )
     return stats
 
 
@@ -193,6 +209,8 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
         SPIKE_TRAJECTORY: (11, 6),
         SPIKE_COMPRESSION: (11, 6),
         SPIKE_CENSUS: (11, 6),
+        SPIKE_ROLES: (11, 5),
+        OUTLIER_DIMS: (12, 5),
     }
     for path in paths:
         assert_png(path, *sizes[path.name])

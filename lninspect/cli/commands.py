@@ -92,6 +92,7 @@ def corpus_stats(
     from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
     from lninspect.render.spike_tables import census_table
+    from lninspect.summary import KINDS
 
     outputs.check(CORPUS_FIGURES)
     check_early(run, text=False)
@@ -108,7 +109,7 @@ def corpus_stats(
             position_table(result),
         ]
         if spikes is not None:
-            tables.append(census_table(result))
+            tables += [census_table(result, kind=kind) for kind in KINDS]
         _publish(outputs, result, tables, save_corpus_figures)
 
 

@@ -31,8 +31,9 @@ def _check_device(value: str) -> str:
 ModelArg = Annotated[
     str | None,
     typer.Argument(
-        help="Hub id (gpt2), local model directory, random:ARCH (random weights) or tiny "
-        "(bundled). Default: gpt2 if cached, else the bundled model.",
+        help="Hub id (gpt2), local model directory, a .gguf file (dequantized; needs the "
+        "gguf extra), random:ARCH (random weights) or tiny (bundled). Default: gpt2 if "
+        "cached, else the bundled model.",
         show_default=False,
     ),
 ]
@@ -60,6 +61,14 @@ DeviceOpt = Annotated[
 ]
 DTypeOpt = Annotated[
     DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
+]
+GgufFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gguf-file",
+        help="A GGUF file inside the folder MODEL (MODEL may also be the .gguf file itself).",
+        show_default=False,
+    ),
 ]
 RevisionOpt = Annotated[
     str | None, typer.Option(help="Hub revision (branch, tag or commit).", show_default=False)
@@ -152,8 +161,19 @@ AblateOpt = Annotated[
     typer.Option(
         "--ablate-spikes",
         help="Do the massive activations matter? Set them, at the first layer whose input "
-        "has them, to their mean over the tokens, then to zero, and report the LM loss of "
-        "both runs against the unchanged one (Sun et al. 2024).",
+        "has them, to their mean over other texts (--ablate-file, else the bundled sample "
+        "texts), then to zero, and report both changes of the LM loss with their spread "
+        "over those texts (Sun et al. 2024).",
+        rich_help_panel=SPIKES,
+    ),
+]
+AblateFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ablate-file",
+        help="The other texts of --ablate-spikes, one per non-empty line (default: the "
+        "bundled sample texts).",
+        show_default=False,
         rich_help_panel=SPIKES,
     ),
 ]

@@ -72,6 +72,7 @@ MODEL = (
     Shared("device", opt.DeviceOpt, ("run",)),
     Shared("dtype", opt.DTypeOpt, ("run",), default=opt.DType.float32),
     Shared("revision", opt.RevisionOpt, ("run",)),
+    Shared("gguf_file", opt.GgufFileOpt, ("run",)),
     Shared("trust_remote_code", opt.TrustOpt, ("run",)),
     Shared("seed", opt.SeedOpt, ("run",)),
     Shared("device_map", opt.DeviceMapOpt, ("run",)),
@@ -96,12 +97,15 @@ CORPUS = (  # stats: several --file, or a glob, make a corpus (lninspect.options
     Shared("max_sequences", opt.MaxSequencesOpt, ("corpus",)),
 )
 SPIKES = (
-    Shared("spike_abs", opt.SpikeAbsOpt, ("spikes",), "magnitude"),
+    Shared("spike_abs", opt.SpikeAbsOpt, ("spikes",)),
     Shared("spike_ratio", opt.SpikeRatioOpt, ("spikes",), "ratio"),
     Shared("spike_z", opt.SpikeZOpt, ("spikes",), "z"),
     Shared("top_k", opt.TopKOpt, ("spikes",)),
 )
-ABLATE = (Shared("ablate_spikes", opt.AblateOpt, (), default=False),)
+ABLATE = (
+    Shared("ablate_spikes", opt.AblateOpt, (), default=False),
+    Shared("ablate_file", opt.AblateFileOpt, ("spikes",)),
+)
 FIGURES = (  # Outputs.figures is --out when --plot is given
     Shared("plot", opt.PlotOpt, (), default=False),
     Shared("out_dir", opt.OutOpt, (), default=opt.DEFAULT_OUT),

@@ -193,7 +193,10 @@ class Aggregator:
         self.calls = calls
 
     def norm_results(
-        self, census_dims: int = 16, piece: Callable[[int], str] | None = None
+        self,
+        census_dims: int = 16,
+        piece: Callable[[int], str] | None = None,
+        outlier_k: float = 3.0,
     ) -> list[NormAggregate]:
         """The state as result objects, on the CPU; `piece` names the census's token ids."""
         k = len(self.keys)
@@ -220,6 +223,9 @@ class Aggregator:
                     if "spike" in hists
                     else None,
                     census=self.census[norm.name].entries(census_dims, piece)
+                    if norm.name in self.census
+                    else None,
+                    dimensions=self.census[norm.name].dimensions(outlier_k)
                     if norm.name in self.census
                     else None,
                 )

@@ -92,9 +92,8 @@ def run_corpus_stats(
         world_size=world.size,
     )
     piece = loaded.tokenizer.pieces
-    results = aggregator.norm_results(
-        spikes.census_dims if spikes is not None else 0, lambda i: piece([i])[0]
-    )
+    chosen = spikes if spikes is not None else SpikeOptions(census_dims=0)
+    results = aggregator.norm_results(chosen.census_dims, lambda i: piece([i])[0], chosen.outlier_k)
     return AggregateResult(
         model=loaded.info,
         corpus=info,
@@ -102,7 +101,7 @@ def run_corpus_stats(
         passes=passes,
         notes=loaded.notes + _notes(results, passes),
         spike_z=spikes.z if spikes is not None else None,
-        spike_abs=spikes.magnitude if spikes is not None else None,
+        spike_abs=spikes.spike_abs if spikes is not None else None,
         spike_ratio=spikes.ratio if spikes is not None else None,
         trajectory=trajectory(aggregator.census, loaded.info.hidden_size)
         if aggregator.census

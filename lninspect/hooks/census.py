@@ -15,12 +15,13 @@ distinct pairs occur; `evicted` counts what fell out otherwise).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
 
 from lninspect.hooks.spikes import Layout, Record
-from lninspect.results import CensusEntry, PositionCount, TokenCount, Trajectory
+from lninspect.results import CensusEntry, DimensionStats, PositionCount, TokenCount, Trajectory
 
 Tensor = torch.Tensor
 # Position ranges [0, 1), [1, 2), [2, 3), [3, 4), [4, 8), [8, 16), ... up to 2^20 tokens.
@@ -38,8 +39,14 @@ class Census:
         self.device = device
         zeros = torch.zeros(width, dtype=torch.int64, device=device)
         self.count, self.first, self.sequences = zeros.clone(), zeros.clone(), zeros.clone()
+        self.massive, self.massive_first = zeros.clone(), zeros.clone()
+        self.max_sequence, self.max_token = zeros.clone(), zeros.clone()
         self.max_in = torch.zeros(width, device=device)
         self.max_out = torch.zeros(width, device=device)
+        self.sum_in = torch.zeros(width, device=device)  # sum over tokens of |x_j|
+        self.sum_out = torch.zeros(width, device=device)
+        self.tokens = 0  # (token, head) rows summed, a host int from shapes
+        self.seen = 0  # sequences seen, a host int from shapes
         bins = len(POSITION_EDGES) - 1
         self.positions = torch.zeros(width * bins, dtype=torch.int64, device=device)
         self.keys = torch.full((capacity,), -1, dtype=torch.int64, device=device)
@@ -53,14 +60,21 @@ class Census:
         """Add one call's spike record; `ids` (sequences, tokens) are its token ids, if known."""
         layout = Layout.from_tensor(record["layout"])
         move = {k: record[k].to(self.device) for k in record if k.startswith("census_")}
-        self.count += move["census_count"]
-        self.first += move["census_first"]
-        self.sequences += move["census_sequences"]
+        for key in ("count", "first", "massive", "massive_first", "sequences", "sum_in", "sum_out"):
+            getattr(self, key).add_(move[f"census_{key}"])
+        larger = move["census_max_in"] > self.max_in  # the first largest is kept
+        self.max_sequence = torch.where(
+            larger, move["census_max_sequence"] + self.seen, self.max_sequence
+        )
+        self.max_token = torch.where(larger, move["census_max_token"], self.max_token)
         self.max_in = torch.fmax(self.max_in, move["census_max_in"])  # fmax: NaN is skipped
         self.max_out = torch.fmax(self.max_out, move["census_max_out"])
         self.longest = max(self.longest, layout.tokens)
+        self.tokens += layout.sequences * layout.tokens * layout.heads
+        self.seen += layout.sequences
         ranked = record["ranked_dims"].to(self.device, torch.int64)  # (S, T, G, M)
         valid = ranked >= 0
+        kind = record["ranked_massive"].to(self.device, torch.int64)  # 1: massive
         tokens = ranked.shape[1]
         position = torch.arange(tokens, device=self.device).view(1, tokens, 1, 1)
         bin_ = torch.bucketize(position, self._edges, right=True)  # (1, T, 1, 1)
@@ -68,7 +82,7 @@ class Census:
         self.positions.index_add_(0, where, valid.flatten().to(torch.int64))
         if ids is not None and ids.numel() == ranked.shape[0] * tokens:
             ids = ids.to(self.device, torch.int64).reshape(ranked.shape[0], tokens, 1, 1)
-            keys = torch.where(valid, ids * self.width + ranked, -1).flatten()
+            keys = torch.where(valid, (ids * self.width + ranked) * 2 + kind, -1).flatten()
             self._merge(keys, valid.flatten().to(torch.int64))
 
     def _merge(self, keys: Tensor, weights: Tensor) -> None:
@@ -97,7 +111,8 @@ class Census:
         """Combine the censuses of every torch.distributed rank; every rank gets the total."""
         import torch.distributed as dist
 
-        for tensor in (self.count, self.first, self.sequences, self.positions, self.evicted):
+        summed = (self.count, self.first, self.massive, self.massive_first, self.sequences)
+        for tensor in (*summed, self.sum_in, self.sum_out, self.positions, self.evicted):
             dist.all_reduce(tensor)
         dist.all_reduce(self.max_in, op=dist.ReduceOp.MAX)
         dist.all_reduce(self.max_out, op=dist.ReduceOp.MAX)
@@ -111,25 +126,51 @@ class Census:
         self._merge(torch.cat(keys), torch.cat(counts))
 
     def entries(self, limit: int, piece: Callable[[int], str] | None) -> list[CensusEntry]:
-        """The `limit` dimensions with the most spikes (ties: lower dim first), on the host."""
-        count = self.count.cpu().numpy()
+        """The `limit` dimensions with the most spikes (ties: lower dim first), on the host;
+        `piece` names the tokens (without it, tokens are listed by id)."""
+        host = {
+            key: getattr(self, key).cpu().numpy()
+            for key in ("count", "first", "massive", "massive_first", "sequences", "max_in")
+            + ("max_sequence", "max_token", "keys", "key_counts", "positions")
+        }
+        count, massive = host["count"], host["massive"]
         dims = [int(j) for j in np.argsort(-count, kind="stable")[:limit] if count[j] > 0]
-        first, sequences = self.first.cpu().numpy(), self.sequences.cpu().numpy()
-        max_in = self.max_in.cpu().numpy()
-        positions = self.positions.cpu().numpy().reshape(self.width, -1)
-        keys, key_counts = self.keys.cpu().numpy(), self.key_counts.cpu().numpy()
+        positions = host["positions"].reshape(self.width, -1)
+        tokens = partial(_tokens, host["keys"], host["key_counts"], width=self.width, piece=piece)
         return [
             CensusEntry(
                 dim=j,
                 count=int(count[j]),
-                max_abs=float(max_in[j]),
-                first_token_share=float(first[j] / count[j]),
+                max_abs=float(host["max_in"][j]),
+                first_token_share=float(host["first"][j] / count[j]),
                 positions=self._positions(positions[j]),
-                tokens=_tokens(keys, key_counts, j, self.width, piece),
-                sequences=int(sequences[j]),
+                tokens=tokens(j, None),
+                sequences=int(host["sequences"][j]),
+                massive=int(massive[j]),
+                massive_first_share=_share(host["massive_first"][j], massive[j]),
+                max_at=[int(host["max_sequence"][j]), int(host["max_token"][j])],
+                massive_tokens=tokens(j, True),
+                outlier_tokens=tokens(j, False),
             )
             for j in dims
         ]
+
+    def dimensions(self, k: float) -> DimensionStats:
+        """Per-dimension |x| and |y| over every token seen, and the outlier dimensions: mean
+        |x_j| more than k standard deviations above the mean over dimensions."""
+        rows = max(self.tokens, 1)
+        mean_in = (self.sum_in / rows).cpu().numpy()
+        mean_out = (self.sum_out / rows).cpu().numpy()
+        return DimensionStats(
+            tokens=self.tokens,
+            k=k,
+            mean_abs_in=mean_in,
+            max_abs_in=self.max_in.cpu().numpy(),
+            mean_abs_out=mean_out,
+            max_abs_out=self.max_out.cpu().numpy(),
+            outliers_in=outlier_dims(mean_in, k),
+            outliers_out=outlier_dims(mean_out, k),
+        )
 
     def _positions(self, counts: np.ndarray) -> list[PositionCount]:
         return [
@@ -147,18 +188,38 @@ def _tokens(
     keys: np.ndarray,
     counts: np.ndarray,
     dim: int,
+    massive: bool | None,
     width: int,
     piece: Callable[[int], str] | None,
 ) -> list[TokenCount]:
-    """The tokens most often carrying dimension `dim`'s ranked spikes, most first."""
-    if piece is None:
+    """The tokens most often carrying dimension `dim`'s ranked spikes (of one kind, or
+    both), most first; ties: the lower token id first."""
+    pair, kind = keys // 2, keys % 2
+    mine = (keys >= 0) & (pair % width == dim)
+    if massive is not None:
+        mine &= kind == int(massive)
+    ids = pair[mine] // width
+    total: dict[int, int] = {}
+    for i, n in zip(ids.tolist(), counts[mine].tolist(), strict=True):
+        total[i] = total.get(i, 0) + n
+    order = sorted(total, key=lambda i: (-total[i], i))[:TOKENS_LISTED]
+    return [TokenCount(token=piece(i) if piece else f"#{i}", count=total[i], id=i) for i in order]
+
+
+def _share(part: float, whole: float) -> float:
+    return float(part / whole) if whole else float("nan")
+
+
+def outlier_dims(mean_abs: np.ndarray, k: float) -> list[int]:
+    """Dimensions whose mean |value| is more than k standard deviations (over dimensions)
+    above the mean over dimensions (Kovaleva et al. 2021; Puccetti et al. 2022), largest first."""
+    values = np.asarray(mean_abs, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size < 2:
         return []
-    mine = (keys >= 0) & (keys % width == dim)
-    order = np.lexsort((keys[mine], -counts[mine]))[:TOKENS_LISTED]
-    return [
-        TokenCount(token=piece(int(keys[mine][i] // width)), count=int(counts[mine][i]))
-        for i in order
-    ]
+    limit = finite.mean() + k * finite.std()
+    found = np.flatnonzero(values > limit)
+    return [int(j) for j in found[np.argsort(-values[found], kind="stable")]]
 
 
 def trajectory(

@@ -15,9 +15,9 @@ import torch
 
 from lninspect.hooks.census import Census
 from lninspect.hooks.reduce import gather
-from lninspect.hooks.spikes import ORDER_COUNTS, STAGE_CODES, Layout, Record
+from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Layout, Record
 from lninspect.options import SpikeOptions
-from lninspect.results import AcrossToken, ChangedBy, OrderStats, Spike
+from lninspect.results import AcrossToken, ChangedBy, KindOrder, OrderStats, Spike
 
 Pieces = Callable[[int], str]  # token id -> its text
 
@@ -50,23 +50,39 @@ def collect_spikes(
         "spikes": spikes[: options.max_spikes],
         "order": _order(records),
         "across_token": across,
-        "census": census.entries(options.census_dims, piece if token_ids else None),
+        "census": census.entries(options.census_dims, piece),
+        "dimensions": census.dimensions(options.outlier_k),
     }
     return fields, census
 
 
 def _order(records: list[Record]) -> OrderStats:
-    summed = torch.stack([r["order_counts"].cpu() for r in records]).sum(0)
-    totals = dict(zip(ORDER_COUNTS, summed.tolist(), strict=True))
+    summed = torch.stack([r["order_counts"].cpu() for r in records]).sum(0)  # (kinds, counts)
+    kinds = {kind: _kind(row) for kind, row in zip(KINDS, summed.tolist(), strict=True)}
+    every = kinds["all"]
     return OrderStats(
+        spikes=every.spikes,
+        ranked=every.ranked,
+        rank_kept=every.rank_kept,
+        pairs=every.pairs,
+        pairs_kept=every.pairs_kept,
+        changed_by=every.changed_by,
+        spike_count=gather([r["spike_count"] for r in records]).astype(np.int64),
+        topk_retention=gather([r["topk_retention"] for r in records]),
+        massive=kinds["massive"],
+        outlier=kinds["outlier"],
+    )
+
+
+def _kind(counts: list[int]) -> KindOrder:
+    totals = dict(zip(ORDER_COUNTS, counts, strict=True))
+    return KindOrder(
         spikes=totals["spikes"],
         ranked=totals["ranked"],
         rank_kept=_share(totals["rank_kept"], totals["ranked"]),
         pairs=totals["pairs"],
         pairs_kept=_share(totals["pairs_kept"], totals["pairs"]),
         changed_by=ChangedBy(**{stage: totals[stage] for stage in STAGE_CODES.values()}),
-        spike_count=gather([r["spike_count"] for r in records]).astype(np.int64),
-        topk_retention=gather([r["topk_retention"] for r in records]),
     )
 
 
@@ -92,6 +108,8 @@ def _spikes(r: dict[str, np.ndarray], offset: int, layout: Layout) -> list[Spike
             rank_weighted=int(r["spike_rank_weighted"][i]),
             rank_out=int(r["spike_rank_out"][i]),
             changed_by=STAGE_CODES.get(int(r["spike_stage"][i])),
+            gain=float(r["spike_gain"][i]),
+            bias=float(r["spike_bias"][i]) if "spike_bias" in r else None,
         )
         for i in np.flatnonzero(r["spike_valid"])
     ]

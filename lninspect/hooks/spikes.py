@@ -36,6 +36,8 @@ ORDER_COUNTS = (
     "bias",
 )
 STAGE_CODES = {1: "centre", 2: "weight", 3: "bias"}  # spike_stage: 0 = rank kept
+# order_counts rows: every spike, the massive ones, the z-rule outliers that are not massive
+KINDS = ("all", "massive", "outlier")
 
 
 @dataclass(frozen=True)
@@ -130,16 +132,26 @@ def spike_metrics(
     valid, dims = top.values >= 0, top.indices
     ranks = _stage_ranks(size, dims, centred=c is not None, biased=bias is not None)
     stage = _first_stage(ranks, valid)
+    ranked_massive = valid & massive.gather(-1, dims)  # (S, T, G, M)
+    kinds = {
+        "all": (spike, valid),
+        "massive": (massive, ranked_massive),
+        "outlier": (spike & ~massive, valid & ~ranked_massive),
+    }
     record: Record = {
         "spike_count": layout.module_order(spike.sum(-1, dtype=torch.int32)),
         "topk_retention": layout.module_order(_topk_retention(X, size, options.top_k)),
-        "order_counts": _order_counts(spike, valid, stage, size, dims),
+        "order_counts": torch.stack(
+            [_order_counts(*kinds[kind], stage, size, dims) for kind in KINDS]
+        ),  # (kinds, ORDER_COUNTS)
         "ranked_dims": torch.where(valid, dims, -1).to(torch.int32),  # (S, T, G, M)
+        "ranked_massive": ranked_massive,
         "layout": layout.as_tensor(),
     }
-    record |= _listed(X, Y, c, s, massive, dims, valid, ranks, stage, size, options.max_spikes)
+    listed = _listed(X, Y, c, s, massive, dims, valid, ranks, stage, size, options.max_spikes)
+    record |= listed | _gains(listed, bias, X.shape[-1])
     record |= _across_tokens(X, Y, score, options.across_dims)
-    record |= _census_counters(spike, size)
+    record |= _census_counters(spike, massive, size)
     return record
 
 
@@ -178,7 +190,7 @@ def massive_mask(a_x: Tensor, options: SpikeOptions) -> Tensor:
     sequences = a_x.shape[0]
     median = a_x.reshape(sequences, -1).median(dim=-1).values
     median = median.view(sequences, *[1] * (a_x.dim() - 1))
-    return (a_x > options.magnitude) & (a_x > options.ratio * median)
+    return (a_x > options.spike_abs) & (a_x > options.ratio * median)
 
 
 def _rank(size: Tensor, dims: Tensor) -> Tensor:
@@ -234,7 +246,7 @@ def _order_counts(
         (valid & (stage == 0)).sum(),
         ordered.sum(),
         kept.sum(),
-        *[(stage == code).sum() for code in STAGE_CODES],
+        *[(valid & (stage == code)).sum() for code in STAGE_CODES],
     ]
     return torch.stack(counts).to(torch.int64)
 
@@ -275,6 +287,18 @@ def _listed(
         **{f"spike_rank_{k}": v.flatten()[slot] for k, v in ranks.items()},
         "spike_stage": stage.flatten()[slot],
     }
+
+
+def _gains(listed: Record, bias: Tensor | None, d: int) -> Record:
+    """The effective weight (y - b) / z and the bias at each listed spike's dimension."""
+    if bias is None:
+        b = torch.zeros_like(listed["spike_out"])
+    else:
+        table = bias.detach().float().reshape(-1, d)  # (1 or G, d)
+        head = listed["spike_head"].clamp(max=table.shape[0] - 1)
+        b = table[head, listed["spike_dim"]]
+    gains = {"spike_gain": (listed["spike_out"] - b) / listed["spike_z"]}
+    return gains | ({"spike_bias": b} if bias is not None else {})
 
 
 def _topk_retention(X: Tensor, size: dict[str, Tensor], k: int) -> Tensor:
@@ -348,13 +372,24 @@ def spearman(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
     return (ra * rb).sum(dim) / ((ra * ra).sum(dim) * (rb * rb).sum(dim)).sqrt()
 
 
-def _census_counters(spike: Tensor, size: dict[str, Tensor]) -> Record:
-    """Per dimension (heads pooled): spikes, spikes on the first token, sequences with a
-    spike, and the largest |x| and |y| (d,)."""
+def _census_counters(spike: Tensor, massive: Tensor, size: dict[str, Tensor]) -> Record:
+    """Per dimension (heads pooled), (d,): spikes, spikes on the first token, the same of
+    the massive ones, sequences with a spike, the largest |x| and |y| with the (sequence,
+    token) of the largest |x|, and the sums of |x| and |y| over tokens (the outlier
+    dimensions' means)."""
+    a_x = size["x"]
+    _, tokens, heads, d = a_x.shape
+    where = a_x.nan_to_num(nan=-1.0).flatten(0, 2).argmax(0)  # (d,) into (S, T, G)
     return {
         "census_count": spike.sum(dim=(0, 1, 2), dtype=torch.int64),
         "census_first": spike[:, 0].sum(dim=(0, 1), dtype=torch.int64),
+        "census_massive": massive.sum(dim=(0, 1, 2), dtype=torch.int64),
+        "census_massive_first": massive[:, 0].sum(dim=(0, 1), dtype=torch.int64),
         "census_sequences": spike.any(dim=2).any(dim=1).sum(0, dtype=torch.int64),
-        "census_max_in": size["x"].amax(dim=(0, 1, 2)),
+        "census_max_in": a_x.amax(dim=(0, 1, 2)),
         "census_max_out": size["y"].amax(dim=(0, 1, 2)),
+        "census_max_sequence": where // (tokens * heads),
+        "census_max_token": (where // heads) % tokens,
+        "census_sum_in": a_x.sum(dim=(0, 1, 2)),
+        "census_sum_out": size["y"].sum(dim=(0, 1, 2)),
     }

@@ -1,8 +1,9 @@
-"""Load a causal LM and its tokenizer from a hub id, a local directory, `random:ARCH`
-or the bundled `tiny` model, always through transformers' own loading code."""
+"""Load a causal LM and its tokenizer from a hub id, a local directory, a `.gguf` file,
+`random:ARCH` or the bundled `tiny` model, always through transformers' own loading code."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import sys
@@ -95,8 +96,11 @@ def load_model(
     seed: int = 0,
     device_map: str | None = None,
     max_memory: str | None = None,
+    gguf_file: str | None = None,
 ) -> LoadedModel:
-    """Load `spec` (hub id, directory, random:ARCH or tiny; None: the default) in eval mode.
+    """Load `spec` (hub id, directory, .gguf file, random:ARCH or tiny; None: the default) in
+    eval mode. A GGUF file (`spec`, or `gguf_file` in the folder `spec`) is dequantized to
+    float by transformers, which needs the `gguf` package.
 
     `device_map` (with `max_memory`) spreads the layers over devices through accelerate
     (lninspect.model.device_map); `device` is then not used.
@@ -119,10 +123,12 @@ def load_model(
     if spec is None:
         spec, why = default_model()
         notes.append(f"model: {spec} ({why})")
-    source = locate(spec, revision)
+    source = locate(spec, revision, gguf_file)
     if revision is not None and source.kind != "hub":
         notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
         revision = None
+    if source.kind == "gguf":
+        _check_gguf_reader()
     if source.kind == "random":
         if device_map is not None:
             raise LninspectError("--device-map needs a model with weight files, not random:")
@@ -143,6 +149,7 @@ def load_model(
         kwargs = {
             "revision": revision,
             "local_files_only": source.local_only or None,
+            "gguf_file": source.gguf_file,
             **from_pretrained_kwargs(device_map, max_memory),
         }
         with _readable(spec):
@@ -168,6 +175,7 @@ def load_model(
         trust_remote_code,
         notes,
         local_only=source.local_only or source.kind == "random",
+        gguf_file=source.gguf_file,
     )
     info = ModelInfo(
         name=spec,
@@ -211,6 +219,16 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
             revision=revision,
             trust_remote_code=trust_remote_code,
             **({"local_files_only": True} if source.local_only else {}),
+            **({"gguf_file": source.gguf_file} if source.gguf_file else {}),
+        )
+
+
+def _check_gguf_reader() -> None:
+    """transformers reads GGUF files through the `gguf` package, an optional dependency."""
+    if importlib.util.find_spec("gguf") is None:
+        raise LninspectError(
+            "a .gguf model needs the `gguf` package, which is not installed: "
+            "pip install 'lninspect[gguf]'"
         )
 
 
@@ -379,9 +397,15 @@ def _cannot_load(what: Any, exc: Exception) -> LninspectError:
 
 
 def _load_tokenizer(
-    source: str, revision: str | None, trust_remote_code: bool, notes: list[str], local_only: bool
+    source: str,
+    revision: str | None,
+    trust_remote_code: bool,
+    notes: list[str],
+    local_only: bool,
+    gguf_file: str | None = None,
 ) -> Tokenizer:
-    """The model's own tokenizer, or a byte-level fallback (said in `notes`)."""
+    """The model's own tokenizer (a GGUF file holds one), or a byte-level fallback (said in
+    `notes`)."""
     from transformers import AutoTokenizer
 
     try:
@@ -390,6 +414,7 @@ def _load_tokenizer(
             revision=revision,
             local_files_only=local_only,
             trust_remote_code=trust_remote_code,
+            **({"gguf_file": gguf_file} if gguf_file else {}),
         )
         # transformers 5 builds an empty tokenizer from a config alone: that is none either
         if hf("a b", add_special_tokens=False)["input_ids"]:

@@ -1,5 +1,6 @@
-"""Where a model comes from: the bundled `tiny`, `random:ARCH`, a local directory, or the
-Hugging Face Hub (its local cache, or the network when it answers within seconds).
+"""Where a model comes from: the bundled `tiny`, `random:ARCH`, a local directory, a `.gguf`
+file (or a folder and `--gguf-file`), or the Hugging Face Hub (its local cache, or the
+network when it answers within seconds).
 
 Deciding is quick by design: a plain `from_pretrained` on a machine without network spends
 about 28 s in retries, so the cache is looked at first and any hub probe is bounded.
@@ -24,17 +25,19 @@ BUNDLED_NAMES = ("tiny",)
 RANDOM_PREFIX = "random:"
 DEFAULT_MODEL = "gpt2"
 PROBE_SECONDS = 3.0
+GGUF_SUFFIX = ".gguf"
 ALTERNATIVES = "try `tiny` (bundled), `random:gpt2` (random weights) or a local model directory"
 
 
 @dataclass(frozen=True)
 class Source:
-    """How to load a model spec: `kind` is hub, local, random or bundled."""
+    """How to load a model spec: `kind` is hub, local, gguf, random or bundled."""
 
     spec: str
     kind: str
     path: str  # what from_pretrained gets (a directory or a hub id; the arch for random)
     local_only: bool = False  # load from the cache without asking the hub
+    gguf_file: str | None = None  # a GGUF file in `path`, dequantized by transformers
 
 
 def hub_offline() -> bool:
@@ -112,8 +115,10 @@ def unreachable() -> str:
     return f"the Hugging Face Hub ({hub_endpoint()}) did not answer within {PROBE_SECONDS:g} s"
 
 
-def locate(spec: str, revision: str | None = None) -> Source:
+def locate(spec: str, revision: str | None = None, gguf_file: str | None = None) -> Source:
     """Where `spec` comes from; a hub model that can be neither found nor fetched fails here."""
+    if gguf_file is not None or spec.lower().endswith(GGUF_SUFFIX):
+        return _gguf_source(spec, gguf_file)
     if spec.startswith(RANDOM_PREFIX):
         return Source(spec, "random", spec.removeprefix(RANDOM_PREFIX))
     if spec in BUNDLED_NAMES:
@@ -125,7 +130,11 @@ def locate(spec: str, revision: str | None = None) -> Source:
         return Source(spec, "bundled", str(BUNDLED_DIR / spec), local_only=True)
     if os.path.isdir(spec):
         if not (Path(spec) / "config.json").is_file():
-            raise LninspectError(f"'{spec}' is a directory but holds no model (no config.json)")
+            found = sorted(p.name for p in Path(spec).glob(f"*{GGUF_SUFFIX}"))
+            hint = f"; it holds {', '.join(found)}: pass --gguf-file NAME" if found else ""
+            raise LninspectError(
+                f"'{spec}' is a directory but holds no model (no config.json){hint}"
+            )
         return Source(spec, "local", spec, local_only=True)
     if os.path.exists(spec):
         raise LninspectError(
@@ -143,6 +152,21 @@ def locate(spec: str, revision: str | None = None) -> Source:
     raise LninspectError(
         f"model '{spec}' is not in the Hugging Face cache and {unreachable()}; {ALTERNATIVES}"
     )
+
+
+def _gguf_source(spec: str, gguf_file: str | None) -> Source:
+    """A GGUF file: `spec` itself (folder/name.gguf), or `gguf_file` inside the folder `spec`."""
+    if gguf_file is None:
+        folder, name = os.path.dirname(spec) or ".", os.path.basename(spec)
+    elif os.path.isdir(spec):
+        folder, name = spec, gguf_file
+    else:
+        raise LninspectError(
+            f"--gguf-file needs MODEL to be the folder that holds it, not '{spec}'"
+        )
+    if not os.path.isfile(os.path.join(folder, name)):
+        raise LninspectError(f"GGUF file '{os.path.join(folder, name)}' does not exist")
+    return Source(spec, "gguf", folder, local_only=True, gguf_file=name)
 
 
 def _check_hub_id(spec: str) -> None:

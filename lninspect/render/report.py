@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from lninspect.files import claim_folder, dump_json, write_folder
 from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
-from lninspect.render.spike_tables import spike_rule
+from lninspect.render.spike_tables import loss_change, spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.summary import (
@@ -29,8 +30,11 @@ from lninspect.summary import (
     largest_grad_scale,
     largest_spike,
     layer_span,
+    outlier_dimensions,
     pooled_order,
     residual_growth,
+    role_orders,
+    spike_share,
 )
 
 REPORT_JSON = "report.json"
@@ -167,8 +171,11 @@ def summary(result: GradsResult) -> list[tuple[str, str]]:
         ("loss", f"{fmt(result.loss)} ({result.loss_kind})"),
         ("residual-stream growth", _growth(result)),
         ("largest spike", _spike(result)),
-        ("spike order kept by the norms", _order(result)),
-        ("dimension that spikes most", _census(result)),
+        ("massive activations kept by the norms", _massive_order(result)),
+        ("z-rule outliers kept by the norms", _order(result, "outlier")),
+        ("massive dimension", _census(result, "massive")),
+        ("dimension with the most z-rule outliers", _census(result, "outlier")),
+        ("outlier dimensions (mean |x_j| > k sd)", _outlier_dims(result)),
         *([("massive activations ablated", _ablation(result))] if result.ablation else []),
         ("largest gradient scale", _grad_scale(result)),
     ]
@@ -207,12 +214,32 @@ def _spike(result: GradsResult) -> str:
     )
 
 
-def _order(result: GradsResult) -> str:
-    totals = pooled_order(result)
+def _massive_order(result: GradsResult) -> str:
+    """Per role: how many massive activations keep their rank, and what demoted the rest."""
+    totals = pooled_order(result, "massive")
     if totals is None:
         return "not measured"
     if not totals.spikes:
-        return f"no spike in any norm ({spike_rule(result)}): no order to keep"
+        return f"no massive activation in any norm ({spike_rule(result)})"
+    parts = []
+    for row in role_orders(result, "massive"):
+        t = row.totals
+        name = f"{row.role} ({row.leaf})"
+        if t.kept == t.ranked:
+            parts.append(f"{name}: rank kept {t.kept}/{t.ranked}")
+        else:
+            gain = f" (|gain| {row.gain:.2g} at the dim)" if math.isfinite(row.gain) else ""
+            by = f", by the {row.stage}{gain}" if row.stage else ""
+            parts.append(f"{name}: demoted in {t.ranked - t.kept}/{t.ranked}{by}")
+    return f"{totals.spikes} in {totals.spiking} of {totals.norms} norms; " + "; ".join(parts)
+
+
+def _order(result: GradsResult, kind: str = "all") -> str:
+    totals = pooled_order(result, kind)
+    if totals is None:
+        return "not measured"
+    if not totals.spikes:
+        return f"none in any norm ({spike_rule(result)})"
     pairs = (
         f"; same-token pairs kept {totals.pair_share:.0%} of {totals.pairs}" if totals.pairs else ""
     )
@@ -224,30 +251,50 @@ def _order(result: GradsResult) -> str:
         else ""
     )
     ranked = f" ({totals.ranked} ranked)" if totals.ranked < totals.spikes else ""
+    share = spike_share(result)
     return (
         f"rank kept for {totals.rank_kept:.0%} of {totals.spikes} spikes{ranked} in "
-        f"{totals.spiking} of {totals.norms} norms{pairs}{stages}"
+        f"{totals.spiking} of {totals.norms} norms{pairs}{stages}; "
+        f"{share:.1%} of token × norm pairs have a spike"
     )
 
 
-def _census(result: GradsResult) -> str:
-    rows = census_rows(result, limit=1)
+def _census(result: GradsResult, kind: str) -> str:
+    rows = census_rows(result, limit=1, kind=kind)
     if not rows:
         return "—"
     row = rows[0]
+    at = ""
+    if len(row.max_at) == 2:
+        at = f" at {token_label(result, row.max_at[0], row.max_at[1], width=12)}"
     return (
-        f"dim {row.dim}: {row.count} spikes at layers {layer_span(row.layers)}, "
-        f"{row.first_token_share:.0%} on the first token, max |x| {row.max_abs:.4g}"
+        f"dim {row.dim}: {row.count} at layers {layer_span(row.layers)}, "
+        f"{row.first_token_share:.0%} of them on the first token, max |x| {row.max_abs:.4g}{at}"
     )
+
+
+def _outlier_dims(result: GradsResult) -> str:
+    found = outlier_dimensions(result, "in")
+    if not found:
+        return "—" if not any(n.dimensions for n in result.norms) else "none"
+    out = outlier_dimensions(result, "out")
+
+    def words(rows: list[tuple[int, int, int]]) -> str:
+        return ", ".join(f"dim {j} at {n}/{total} norms" for j, n, total in rows) or "none"
+
+    return f"input: {words(found)}; output: {words(out)}"
 
 
 def _ablation(result: GradsResult) -> str:
     a = result.ablation
     if a is None or a.layer is None:
         return "no massive activation to ablate" if a is not None else ""
+    mean = "their mean (which is their own value)" if a.mean_is_value else "their mean"
     return (
         f"layer {a.layer}, dims {', '.join(map(str, a.dims))}: loss {fmt(a.loss)} → "
-        f"{fmt(a.loss_mean)} set to their mean, {fmt(a.loss_zero)} set to 0"
+        f"{fmt(a.loss_mean)} set to {mean} over {a.texts} other texts "
+        f"(Δ {loss_change(a.loss_mean - a.loss)}), {fmt(a.loss_zero)} set to 0 "
+        f"(Δ {loss_change(a.loss_zero - a.loss)})"
     )
 
 

@@ -24,8 +24,11 @@ from lninspect.results import NormStats, StatsResult
 from lninspect.summary import (
     census_rows,
     compression_by_norm,
+    dimension_scores,
     largest_spike,
     order_totals,
+    outlier_dimensions,
+    roles_present,
     top_dimension,
 )
 
@@ -34,7 +37,18 @@ SPIKE_ORDER = "stats-spike-order.png"
 SPIKE_TRAJECTORY = "stats-spike-trajectory.png"
 SPIKE_COMPRESSION = "stats-spike-compression.png"
 SPIKE_CENSUS = "stats-spike-census.png"
-SPIKE_FIGURES = (SPIKE_RANKS, SPIKE_ORDER, SPIKE_TRAJECTORY, SPIKE_COMPRESSION, SPIKE_CENSUS)
+SPIKE_ROLES = "stats-spike-roles.png"
+OUTLIER_DIMS = "stats-outlier-dims.png"
+SPIKE_FIGURES = (
+    SPIKE_RANKS,
+    SPIKE_ORDER,
+    SPIKE_TRAJECTORY,
+    SPIKE_ROLES,
+    SPIKE_COMPRESSION,
+    SPIKE_CENSUS,
+    OUTLIER_DIMS,
+)
+ROLE_MARKERS = "os^vDP"
 STAGE_COLOURS = {
     None: "#8c8c8c",  # rank kept
     "centre": "#1f77b4",
@@ -260,6 +274,83 @@ def plot_trajectory(result: StatsResult, ax: Axes | None = None) -> Axes:
     return ax
 
 
+# Massive activations per role -----------------------------------------------------------------
+
+
+def plot_massive_roles(result: StatsResult, ax: Axes | None = None) -> Axes:
+    """Each massive activation's rank after the norm (rank 1: still the token's largest), by
+    layer, one marker per role, coloured by the stage that moved it."""
+    ax = ax or new_figure(11, 5).add_subplot()
+    markers: list[tuple[str, str]] = []  # (marker, role label) for the legend
+    d = result.model.hidden_size or 1
+    for i, role in enumerate(roles_present(result)):
+        marker = ROLE_MARKERS[i % len(ROLE_MARKERS)]
+        norms = [n for n in result.norms if n.role == role]
+        spikes = [(n, s) for n in norms for s in n.spikes or [] if s.massive]
+        if not spikes:
+            continue
+        leaf = norms[0].name.rsplit(".", 1)[-1]
+        markers.append((marker, f"{role} ({leaf})"))
+        xs = [n.layer if n.layer is not None else -1 for n, _ in spikes]
+        ax.scatter(
+            xs,
+            [s.rank_out for _, s in spikes],
+            marker=marker,
+            c=[STAGE_COLOURS[s.changed_by] for _, s in spikes],
+            edgecolors="black",
+            linewidths=0.4,
+            s=40,
+        )
+        d = max(d, max(s.rank_out for _, s in spikes))
+    if not markers:
+        ax.set_axis_off()
+        no_spike(ax, result, "no massive activation in any norm")
+        return ax
+    ax.set_yscale("log")
+    ax.set_ylim(d * 1.5, 0.7)  # rank 1 at the top
+    ticks = [t for t in NICE if 1 <= t <= d * 1.5]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("layer (final norm at -1)")
+    ax.set_ylabel("rank by |y| after the norm (1 = largest; log)")
+    ax.grid(True, which="both", alpha=0.3)
+    handles: list = [
+        Line2D([], [], marker=m, linestyle="", color="white", markeredgecolor="black", label=t)
+        for m, t in markers
+    ]
+    handles += [Patch(color=STAGE_COLOURS[k], label=STAGE_LABELS[k]) for k in STAGE_COLOURS]
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return ax
+
+
+# Outlier dimensions --------------------------------------------------------------------------
+
+
+def plot_outlier_dimensions(result: StatsResult, fig: Figure | None = None) -> Figure:
+    """Per norm, how far the outlier dimensions' mean |x_j| (left) and |y_j| (right) stand
+    above the other dimensions: (mean_j - mean over j) / sd over j, with the rule's k."""
+    fig = fig or new_figure(12, 5)
+    measured = [n for n in result.norms if n.dimensions is not None and n.role != "qk"]
+    if not measured:
+        _only_message(fig, result)
+        return fig
+    axes = fig.subplots(1, 2, sharey=True)
+    k = measured[0].dimensions.k if measured[0].dimensions else 3.0
+    for ax, side, what in zip(axes, ("in", "out"), ("input |x_j|", "output |y_j|"), strict=True):
+        dims = [j for j, _, _ in outlier_dimensions(result, side)]
+        xs = np.arange(len(measured))
+        scores = dimension_scores(measured, side)  # (norms, d)
+        for i, j in enumerate(dims):
+            ax.plot(xs, scores[:, j], "o-", markersize=3, label=f"dim {j}", color=f"C{i}")
+        ax.axhline(k, color="black", linestyle="--", linewidth=1, label=f"k = {k:g}")
+        ax.set_title(f"{what}: the dimensions that are outliers at most norms", fontsize=10)
+        _norm_axis(ax, short_names([n.name for n in measured]))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", loc="upper left")
+    axes[0].set_ylabel("mean over tokens, as z over dims")
+    return fig
+
+
 # Across-token compression -------------------------------------------------------------------
 
 
@@ -349,11 +440,21 @@ def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
             "The largest dimensions through depth, before and after each norm",
             SPIKE_TRAJECTORY,
         ),
+        (
+            figure_of(plot_massive_roles(result)),
+            "Massive activations: their rank after each norm, per role",
+            SPIKE_ROLES,
+        ),
         (figure_of(plot_compression(result)), squeeze, SPIKE_COMPRESSION),
         (
             figure_of(plot_census(result)),
             "Spike census: which dimensions spike, at which norms",
             SPIKE_CENSUS,
+        ),
+        (
+            plot_outlier_dimensions(result),
+            "Outlier dimensions: mean magnitude over tokens against the other dimensions",
+            OUTLIER_DIMS,
         ),
     ]
     return save_titled(folder, figure_subtitle(result), figures)

@@ -12,9 +12,16 @@ from rich.table import Table
 
 from lninspect.options import SpikeOptions
 from lninspect.render.format import fmt, short_names, token_label
-from lninspect.results import NormStats, Spike, StatsResult
+from lninspect.results import Ablation, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
-from lninspect.summary import census_rows, layer_span, nan_median, order_totals
+from lninspect.summary import (
+    KINDS,
+    census_rows,
+    layer_span,
+    nan_median,
+    order_totals,
+    spread,
+)
 
 NO_SPIKE = "no spike in any module"
 
@@ -22,7 +29,7 @@ NO_SPIKE = "no spike in any module"
 def spike_rule(result: StatsResult | AggregateResult) -> str:
     """The two rules in words, with the thresholds of the run."""
     default = SpikeOptions()
-    magnitude = result.spike_abs if result.spike_abs is not None else default.magnitude
+    magnitude = result.spike_abs if result.spike_abs is not None else default.spike_abs
     ratio = result.spike_ratio if result.spike_ratio is not None else default.ratio
     z = result.spike_z if result.spike_z is not None else default.z
     return f"|x| > {magnitude:g} and > {ratio:g} × the layer's median |x| (massive), or |z| ≥ {z:g}"
@@ -31,7 +38,7 @@ def spike_rule(result: StatsResult | AggregateResult) -> str:
 def spike_tables(result: StatsResult) -> list[RenderableType]:
     """Every spike table of a result, in reading order."""
     tables: list[RenderableType] = [spikes_table(result), order_table(result)]
-    tables.append(census_table(result))
+    tables += [census_table(result, kind=kind) for kind in KINDS]
     if result.ablation is not None:
         tables.append(ablation_table(result))
     return tables
@@ -71,9 +78,10 @@ def spikes_table(result: StatsResult, limit: int = 20) -> Table:
     table = _table(
         f"largest spikes: {spike_rule(result)}",
         "rank: 1 + the dims of the token with a larger |x| (before) or |y| (after); "
-        "by: the first stage that moved it (centre, weight, bias); m: massive",
+        "by: the first stage that moved it (centre, weight, bias); gain: the weight at "
+        "the dim, (y - b) / z; m: massive",
     )
-    for column in ("module", "token", "dim", "x", "y", "z", "rank", "by"):
+    for column in ("module", "token", "dim", "x", "y", "z", "gain", "rank", "by"):
         left = column in ("module", "token", "by")
         table.add_column(
             column,
@@ -90,23 +98,26 @@ def spikes_table(result: StatsResult, limit: int = 20) -> Table:
             magnitude(spike.value) + (" m" if spike.massive else ""),
             fmt(spike.out_value),
             fmt(spike.z),
+            fmt(spike.gain),
             f"{spike.rank_in}→{spike.rank_out}",
             spike.changed_by or "",
         )
     if not spikes:
-        table.add_row(NO_SPIKE, *[""] * 7)
+        table.add_row(NO_SPIKE, *[""] * 8)
     return table
 
 
 def order_table(result: StatsResult) -> Table:
-    """Per module: how many spikes, whether their ranks and pairwise order survive the norm."""
+    """Per module: the massive activations' ranks kept, then whether the z-rule outliers'
+    ranks and pairwise order survive the norm."""
     table = _table(
         "does each norm keep the order of its spikes?",
-        "kept: share of spikes with the same rank by |y| as by |x|; pairs: share of "
-        "same-token spike pairs in the same order; centre / weight / bias: changes of "
+        "massive: massive activations whose rank by |y| is their rank by |x|, of all; the "
+        "other columns are of the z-rule outliers (not massive): kept, the same share; "
+        "pairs: same-token pairs in the same order; centre / weight / bias: changes of "
         f"rank laid at each stage; top-{result.top_k}: secondary, all dims (median)",
     )
-    headers = ("module", "spikes", "kept", "pairs", "centre", "weight", "bias")
+    headers = ("module", "massive", "outliers", "kept", "pairs", "centre", "weight", "bias")
     for column in (*headers, f"top-{result.top_k}"):
         table.add_column(
             column,
@@ -122,12 +133,13 @@ def order_table(result: StatsResult) -> Table:
 
 
 def _order_cells(norms: list[NormStats]) -> list[str]:
-    totals = order_totals(norms)
+    massive, totals = order_totals(norms, "massive"), order_totals(norms, "outlier")
     if not totals.norms:
-        return ["—"] * 7
+        return ["—"] * 8
     spikes = f"{totals.spikes}" + (f" ({totals.ranked})" if totals.ranked < totals.spikes else "")
     orders = [n.order.topk_retention.ravel() for n in norms if n.order is not None]
     return [
+        f"{massive.kept}/{massive.ranked}" if massive.ranked else "—",
         spikes,
         _percent(totals.rank_kept),
         _percent(totals.pair_share),
@@ -142,21 +154,29 @@ def _percent(share: float) -> str:
     return f"{share:.0%}" if math.isfinite(share) else "—"
 
 
-def census_table(result: StatsResult | AggregateResult, limit: int = 8) -> Table:
-    """The dimensions that spike most over the model: where, how often, on which tokens."""
+CENSUS_TITLES = {
+    "massive": "massive activations by dimension (Sun et al.'s rule)",
+    "outlier": "z-rule outliers by dimension (not massive)",
+    "all": "spike census: the dimensions that spike most",
+}
+
+
+def census_table(result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all") -> Table:
+    """The dimensions with the most spikes of `kind` over the model: where, how often, on
+    which tokens, and where the largest |x| sits."""
     table = _table(
-        "spike census: the dimensions that spike most",
-        "seqs: share of sequences with the spike at one norm at least; t0: share of its "
-        "spikes on the first token; max |x| over every norm",
+        CENSUS_TITLES[kind],
+        "seqs: share of sequences with one at one norm at least; t0: share of them on the "
+        "first token; max |x| over every norm, at: its sequence/token",
     )
-    for column in ("dim", "spikes", "layers", "seqs", "t0", "max |x|", "tokens"):
+    for column in ("dim", "count", "layers", "seqs", "t0", "max |x|", "at", "tokens"):
         table.add_column(
             column,
-            justify="left" if column in ("layers", "tokens") else "right",
+            justify="left" if column in ("layers", "tokens", "at") else "right",
             no_wrap=column not in ("layers", "tokens"),
             overflow="fold",
         )
-    rows = census_rows(result, limit)
+    rows = census_rows(result, limit, kind)
     for row in rows:
         table.add_row(
             str(row.dim),
@@ -165,15 +185,17 @@ def census_table(result: StatsResult | AggregateResult, limit: int = 8) -> Table
             _percent(row.sequences),
             _percent(row.first_token_share),
             magnitude(row.max_abs),
+            f"s{row.max_at[0]} t{row.max_at[1]}" if len(row.max_at) == 2 else "",
             ", ".join(f"{token!r} {n}" for token, n in row.tokens),
         )
     if not rows:
-        table.add_row(NO_SPIKE, *[""] * 6)
+        table.add_row("none of this kind in any module", *[""] * 7)
     return table
 
 
 def ablation_table(result: StatsResult) -> Table:
-    """The loss with the first layer's massive activations replaced (Sun et al. 2024)."""
+    """The loss with the first layer's massive activations replaced (Sun et al. 2024): the
+    run's own change, and its spread over the other texts the mean was taken over."""
     ablation = result.ablation
     assert ablation is not None
     if ablation.layer is None:
@@ -184,14 +206,43 @@ def ablation_table(result: StatsResult) -> Table:
             f"ablation at layer {ablation.layer} ({ablation.module}): "
             f"{ablation.entries} massive entries in dims {dims}"
         )
-    table = _table(title, "LM loss of the text; Δ: against the unchanged run")
-    for column in ("massive activations", "loss", "Δ"):
+    table = _table(title, ablation_caption(ablation))
+    columns = ("massive activations", "loss", "Δ", f"Δ over {ablation.texts} other texts")
+    for column in columns:
         table.add_column(column, justify="left" if column.startswith("m") else "right")
-    table.add_row("unchanged", fmt(ablation.loss), "")
-    for label, loss in (
-        ("set to their mean", ablation.loss_mean),
-        ("set to 0", ablation.loss_zero),
+    table.add_row("unchanged", fmt(ablation.loss), "", "")
+    for label, loss, changes in (
+        (
+            f"set to their mean over {ablation.texts} other texts",
+            ablation.loss_mean,
+            ablation.changes_mean,
+        ),
+        ("set to 0", ablation.loss_zero, ablation.changes_zero),
     ):
-        change = loss - ablation.loss
-        table.add_row(label, fmt(loss), f"{change:+.3g}" if math.isfinite(change) else "—")
+        table.add_row(label, fmt(loss), loss_change(loss - ablation.loss), _spread(changes))
     return table
+
+
+def ablation_caption(ablation: Ablation) -> str:
+    """What the mean is, and what it cannot show."""
+    parts = [
+        "LM loss of the text; Δ: against the unchanged run; over other texts: mean ± sd "
+        "of the same change on each (its mean over the rest)"
+    ]
+    if ablation.mean_is_value:
+        parts.append("every mean equals the value it replaces: that row tests nothing")
+    if ablation.no_mean:
+        dims = ", ".join(map(str, ablation.no_mean))
+        parts.append(f"dims {dims}: no other text has them, so they are kept in that row")
+    return "; ".join(parts)
+
+
+def loss_change(change: float) -> str:
+    return f"{change:+.3g}" if math.isfinite(change) else "—"
+
+
+def _spread(changes: list[float]) -> str:
+    mean, sd = spread(changes)
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:+.3g} ± {sd:.2g}" if math.isfinite(sd) else f"{mean:+.3g}"

@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 
 from lninspect.results.codec import from_document, meta, to_document
-from lninspect.results.stats import CensusEntry, ModelInfo, NormDescription, Trajectory
+from lninspect.results.stats import (
+    CensusEntry,
+    DimensionStats,
+    ModelInfo,
+    NormDescription,
+    Trajectory,
+)
 from lninspect.statistics import AGGREGATED_KEYS, denominator_key, schemas
 
 AGGREGATE_SCHEMAS = schemas("stats-aggregate")  # oldest first (lninspect.statistics)
@@ -111,6 +117,7 @@ class NormAggregate(NormDescription):
     denominator_hist: Histogram  # per-token std (LayerNorm) or rms (RMSNorm)
     spike_count_hist: Histogram | None = None  # per-token spike counts, when captured
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
+    dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def denominator(self) -> Moments:

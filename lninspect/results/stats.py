@@ -83,6 +83,8 @@ class Spike:
     rank_weighted: int
     rank_out: int
     changed_by: str | None  # the first stage whose rank differs, when rank_out != rank_in
+    gain: float = float("nan")  # the effective weight at this dim: (y - b) / z
+    bias: float | None = None  # the bias at this dim (None: the norm has none)
 
 
 @dataclass
@@ -95,8 +97,21 @@ class ChangedBy:
 
 
 @dataclass
+class KindOrder:
+    """The order counts of one kind of spike: massive activations, or z-rule outliers."""
+
+    spikes: int
+    ranked: int
+    rank_kept: float  # NaN without a ranked spike
+    pairs: int  # same-token pairs of ranked spikes of this kind with different |x|
+    pairs_kept: float
+    changed_by: ChangedBy
+
+
+@dataclass
 class OrderStats:
-    """Whether the norm keeps the order of the spikes, over all spikes of the module."""
+    """Whether the norm keeps the order of the spikes, over all spikes of the module, and
+    for each kind apart (`massive`, `outlier`: the z-rule spikes that are not massive)."""
 
     spikes: int  # spikes found (every token, every call)
     ranked: int  # spikes whose ranks were measured: the per_token largest |x| of each token
@@ -107,6 +122,8 @@ class OrderStats:
     spike_count: np.ndarray = field(metadata=meta(dtype="int64"))  # per token
     # secondary, over all dimensions: share of the k largest |x| among the k largest |y|
     topk_retention: np.ndarray
+    massive: KindOrder | None = field(default=None, metadata=meta(omit_none=True))
+    outlier: KindOrder | None = field(default=None, metadata=meta(omit_none=True))
 
 
 @dataclass
@@ -136,8 +153,9 @@ class PositionCount:
 class TokenCount:
     """Spikes carried by one token (its text)."""
 
-    token: str
+    token: str  # its text, or #id without a tokenizer
     count: int
+    id: int = -1
 
 
 @dataclass
@@ -151,6 +169,27 @@ class CensusEntry:
     positions: list[PositionCount]  # ranked spikes per range of positions
     tokens: list[TokenCount]  # the tokens most often carrying its ranked spikes
     sequences: int = 0  # sequences in which it spikes at least once
+    massive: int = 0  # of `count`, the massive activations
+    massive_first_share: float = float("nan")  # share of those on the first token
+    max_at: list[int] = field(default_factory=list)  # [sequence, token] of the max |x|
+    massive_tokens: list[TokenCount] = field(default_factory=list)  # of the massive ones
+    outlier_tokens: list[TokenCount] = field(default_factory=list)  # of the z-rule ones
+
+
+@dataclass
+class DimensionStats:
+    """Per feature dimension j over every token: mean and max of |x_j| (input) and |y_j|
+    (output), and the outlier dimensions, whose mean is more than k standard deviations
+    (over dimensions) above the mean over dimensions (Kovaleva et al. 2021)."""
+
+    tokens: int  # (token, head) rows the means are over
+    k: float
+    mean_abs_in: np.ndarray
+    max_abs_in: np.ndarray
+    mean_abs_out: np.ndarray
+    max_abs_out: np.ndarray
+    outliers_in: list[int]  # largest mean first
+    outliers_out: list[int]
 
 
 @dataclass
@@ -170,9 +209,11 @@ class Trajectory:
 class Ablation:
     """LM loss with the massive activations at the first layer that has them replaced.
 
-    `loss` is unchanged, `loss_mean` with them set to their mean over the tokens that carry
-    them, `loss_zero` with them set to 0 (Sun et al. 2024, Table 2). `layer` is None (and
-    the losses NaN) when no residual-stream norm saw a massive activation.
+    `loss` is unchanged, `loss_mean` with them set to their dimension's mean over the
+    massive entries of `texts` other texts, `loss_zero` with them set to 0 (Sun et al. 2024,
+    Table 2). `changes_mean` / `changes_zero`: the same change of the loss for each of the
+    other texts, with the mean over the rest (the spread). `layer` is None (and the losses
+    NaN) when no residual-stream norm saw a massive activation.
     """
 
     layer: int | None
@@ -182,6 +223,12 @@ class Ablation:
     loss_zero: float
     module: str | None = None  # the norm whose input (the block's input) was ablated
     entries: int = 0  # (token, dim) entries replaced, over all sequences
+    texts: int = 0  # other texts the mean is taken over
+    reference_entries: int = 0  # massive entries of those texts at that norm
+    no_mean: list[int] = field(default_factory=list)  # dims the other texts never had: kept
+    mean_is_value: bool = False  # every mean equalled the value it replaced: no test at all
+    changes_mean: list[float] = field(default_factory=list)  # per other text
+    changes_zero: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -214,6 +261,7 @@ class NormStats(NormDescription):
     order: OrderStats | None = field(default=None, metadata=meta(omit_none=True))
     across_token: list[AcrossToken] | None = field(default=None, metadata=meta(omit_none=True))
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
+    dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def denominator(self) -> np.ndarray:

