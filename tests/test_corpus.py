@@ -242,7 +242,7 @@ def test_cli_corpus_json_round_trips(tiny_model_dir: Path, tmp_path: Path):
         str(png),
     )
     assert result.exit_code == 0, result.output
-    assert "h.0.ln_1" in result.stdout and "pos 0" in result.stdout
+    assert "0.ln_1" in result.stdout and "pos 0" in result.stdout
     assert "spikes/token" in result.stdout
     doc = json.loads(path.read_text())
     assert doc["schema"] == AGGREGATE_SCHEMA

@@ -66,7 +66,7 @@ def test_run_tables_fit_the_terminal(watch_log: Path, columns: int):
     result = invoke("run", str(watch_log), columns=columns)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "6 records" in result.stdout and "blocks.2.ln_2" in result.stdout
+    assert "6 records" in result.stdout and "2.ln_2" in result.stdout
     assert max(len(line) for line in lines) <= columns
     assert not [line for line in lines if line != line.rstrip()], "trailing spaces"
 
@@ -113,6 +113,29 @@ def test_jumps_are_sudden_changes_not_trends():
     assert found[0].factor == pytest.approx(4.0 / 1.15) and found[0].factor > JUMP_FACTOR
     (spike,) = spike_history(log)
     assert (spike.value, spike.step, spike.dim, spike.first) == (42.0, 70, 7, 50)
+
+
+def test_jumps_table_all_and_the_first_interval(tmp_path: Path):
+    from rich.console import Console
+
+    from lninspect.render.run_tables import MAX_JUMPS, jumps_table
+
+    # a break at the start, then five breaks between steady levels (each: 3 statistics)
+    values = [v * level for level in (1, 9, 1, 9, 1, 9) for v in (1.0, 1.05, 1.0, 1.05, 1.0)]
+    log = WatchLog("c", [_record(10 * i, v) for i, v in enumerate([50.0, *values])])
+    found = jumps(log)
+    assert len(found) > MAX_JUMPS and all(j.step != 10 for j in found)  # not the first
+    console = Console(width=80, record=True)
+    console.print(jumps_table(log, found))
+    text = console.export_text()
+    assert f"the {MAX_JUMPS} largest shown (--all: every one)" in text
+    assert "first record to the second is never flagged" in " ".join(text.split())
+    console = Console(width=200, record=True)
+    console.print(jumps_table(log, found, limit=None))
+    rows = [line for line in console.export_text().splitlines() if "0.ln_1" in line]
+    assert len(rows) == len(found)
+    help_text = invoke("run", "--help").stdout
+    assert "--all" in help_text and "--json" not in help_text
 
 
 def test_watch_record_golden(tmp_path: Path):

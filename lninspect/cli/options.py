@@ -178,6 +178,12 @@ QuietOpt = Annotated[
         "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -)."
     ),
 ]
+# For the commands that have no --json (run):
+QuietNoJsonOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+AllJumpsOpt = Annotated[
+    bool,
+    typer.Option("--all", help="Every jump in the jumps table (the default: the largest 12)."),
+]
 
 
 def _check_max_memory(value: str | None) -> str | None:
