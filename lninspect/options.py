@@ -36,6 +36,8 @@ class RunOptions:
     reductions: str = (
         "auto"  # per-token reductions: eager, compiled or auto (lninspect.hooks.fused)
     )
+    bos: str = "auto"  # a BOS token first: auto (as the tokenizer does), yes, no
+    chat_template: bool = False  # the text as a user turn of the tokenizer's chat template
 
 
 @dataclass(frozen=True)

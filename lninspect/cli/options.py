@@ -55,6 +55,29 @@ MaxTokensOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+class Bos(str, Enum):
+    auto = "auto"
+    yes = "yes"
+    no = "no"
+
+
+BosOpt = Annotated[
+    Bos,
+    typer.Option(
+        "--bos",
+        help="A BOS token first: auto (as the tokenizer does), yes (added when missing), "
+        "no (removed).",
+    ),
+]
+ChatTemplateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--chat-template",
+        help="Wrap the text as a user turn of the tokenizer's chat template (instruct models).",
+    ),
+]
 DeviceOpt = Annotated[
     str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
 ]

@@ -58,6 +58,26 @@ class Tokenizer:
         # verbose=False: no warning that the ids exceed the model's length (lninspect cuts them)
         return list(self.hf(text, add_special_tokens=special_tokens, verbose=False)["input_ids"])
 
+    def encode_text(self, text: str, bos: str = "auto", chat_template: bool = False) -> list[int]:
+        """Token ids of a run's text: `bos` auto (the tokenizer's own choice), yes (a BOS
+        first, added when the tokenizer adds none) or no (a leading BOS removed);
+        `chat_template`: the text as one user turn of the tokenizer's chat template."""
+        if chat_template:
+            template = getattr(self.hf, "chat_template", None)
+            if not template:
+                raise LninspectError("--chat-template: the tokenizer has no chat template")
+            turn = [{"role": "user", "content": text}]
+            text = self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        ids = self.encode(text, special_tokens=not chat_template)
+        first = getattr(self.hf, "bos_token_id", None)
+        if bos == "yes" and (not ids or ids[0] != first):
+            if first is None:
+                raise LninspectError("--bos yes: the tokenizer has no BOS token")
+            ids = [first, *ids]
+        elif bos == "no" and ids and first is not None and ids[0] == first:
+            ids = ids[1:]
+        return ids
+
     def pieces(self, ids: list[int]) -> list[str]:
         """One readable string per token id."""
         if self.hf is None:

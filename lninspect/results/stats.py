@@ -50,9 +50,13 @@ class InputInfo:
     """The token sequences the statistics are about."""
 
     num_sequences: int
-    num_tokens: int
+    num_tokens: int  # real tokens: padding (attention mask 0) is not counted here
     tokens: list[list[str]] = field(default_factory=list)
     token_ids: list[list[int]] = field(default_factory=list)
+    # Pad positions left out of every statistic (NaN there), when an attention mask had some:
+    padding: int | None = field(default=None, metadata=meta(omit_none=True))
+    # Each sequence's token positions, when some do not start at 0 (generation, KV cache):
+    positions: list[list[int]] | None = field(default=None, metadata=meta(omit_none=True))
 
 
 @dataclass
