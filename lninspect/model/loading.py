@@ -64,7 +64,7 @@ class Tokenizer:
         `chat_template`: the text as one user turn of the tokenizer's chat template."""
         if chat_template:
             template = getattr(self.hf, "chat_template", None)
-            if not template:
+            if not template or self.hf is None:
                 raise LninspectError("--chat-template: the tokenizer has no chat template")
             turn = [{"role": "user", "content": text}]
             text = self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)

@@ -323,6 +323,12 @@ class StatsResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
         return from_document(cls, doc, cls.SCHEMAS)
 
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame in long format, one row per number (lninspect.results.frames)."""
+        from lninspect.results.frames import stats_frame
+
+        return stats_frame(self)
+
 
 @dataclass
 class ParamGrad:
