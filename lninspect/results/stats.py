@@ -329,6 +329,12 @@ class StatsResult:
 
         return stats_frame(self)
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: the stats table and a small figure (lninspect.render.notebook)."""
+        from lninspect.render.notebook import stats_html
+
+        return stats_html(self)
+
 
 @dataclass
 class ParamGrad:
