@@ -279,3 +279,27 @@ def test_example_script_trains_and_its_log_reads_back(tmp_path: Path):
     log = read_log(tmp_path)
     assert log.steps == [0, 2, 4] and all(r.tokens == 2 * 32 for r in log.records)
     assert all(math.isfinite(r.loss) and r.lr > 0 for r in log.records)
+
+
+def test_compare_keeps_the_models_notes_and_counts_the_rows_shown(tiny_model_dir: Path):
+    from rich.console import Console
+
+    from lninspect.render.compare_tables import MAX_ROWS, differences_table
+    from lninspect.results.compare import CompareResult, Difference
+
+    long_text = "The quick brown fox jumps over the lazy dog. " * 20  # > the 64-token context
+    model = str(tiny_model_dir)
+    result = invoke("compare", model, model, "--text", long_text, "--json", "-", "-q")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any("kept the first 64" in note for note in notes), notes
+    assert len([n for n in notes if "kept the first" in n]) == 1  # said once for both
+    compared = CompareResult.from_json(json.loads(result.stdout))
+    compared.differences = [
+        Difference("input_std", 0, 1, 1.0, 2.0 + i, 2.0 + i) for i in range(MAX_ROWS + 5)
+    ]
+    console = Console(width=200, record=True)
+    console.print(differences_table(compared))
+    text = console.export_text()
+    assert f"({MAX_ROWS} shown of {MAX_ROWS + 5} kept; every one in --json)" in text
+    assert sum(" std " in f" {line} " for line in text.splitlines()) - 1 == MAX_ROWS

@@ -110,8 +110,13 @@ def load_model(
     seed: int = 0,
     device_map: str | None = None,
     max_memory: str | None = None,
+    layers: tuple[int, ...] | None = None,
+    tokenizer: bool = True,
 ) -> LoadedModel:
     """Load `spec` (hub id, directory, random:ARCH or tiny; None: the default) in eval mode.
+
+    `layers` (--layers) are checked against the config's depth before any weight loads;
+    `tokenizer=False` (lninspect norms: nothing is encoded) skips the tokenizer.
 
     `device_map` (with `max_memory`) spreads the layers over devices through accelerate
     (lninspect.model.device_map); `device` is then not used.
@@ -137,6 +142,7 @@ def load_model(
         if source.kind == "hub" and source.local_only and not hub_offline():
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
         config = _config(source, revision, trust_remote_code)
+    check_layer_range(spec, _config_depth(config), layers)
     _check_parameter_memory(spec, config, torch_dtype, torch_device, device_map, max_memory)
     if source.kind == "random":
         torch.manual_seed(seed)
@@ -163,12 +169,16 @@ def load_model(
         notes.append(placed)
     check_causal(model, spec, torch_device)
     # random: weights have no files; a tokenizer of that name is only taken from the cache
-    tokenizer = _load_tokenizer(
-        source.path,
-        revision,
-        trust_remote_code,
-        notes,
-        local_only=source.local_only or source.kind == "random",
+    text_tokenizer = (
+        _load_tokenizer(
+            source.path,
+            revision,
+            trust_remote_code,
+            notes,
+            local_only=source.local_only or source.kind == "random",
+        )
+        if tokenizer
+        else Tokenizer(None)
     )
     info = ModelInfo(
         name=spec,
@@ -180,7 +190,9 @@ def load_model(
         hidden_size=getattr(config, "hidden_size", None),
     )
     context = getattr(config, "max_position_embeddings", None)
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
+    return LoadedModel(
+        model=model, tokenizer=text_tokenizer, info=info, context=context, notes=notes
+    )
 
 
 def _auto_model() -> Any:
@@ -332,6 +344,27 @@ def _needs_code(what: str) -> LninspectError:
 def _cannot_load(what: Any, exc: Exception) -> LninspectError:
     name = what if isinstance(what, str) else type(what).__name__
     return LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}")
+
+
+def _config_depth(config: Any) -> int | None:
+    """The number of blocks a config states (num_hidden_layers, n_layer), else None."""
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_layer_range(name: str, count: int | None, layers: tuple[int, ...] | None) -> None:
+    """Refuse --layers past the model's `count` blocks (nothing to check without either)."""
+    from lninspect.summary import layer_span
+
+    outside = [layer for layer in layers or () if count and layer >= count]
+    if count and outside:
+        raise LninspectError(
+            f"--layers {layer_span(outside, ',')} is out of range: model "
+            f"'{name}' has {count} layers (0-{count - 1})"
+        )
 
 
 def _load_tokenizer(
