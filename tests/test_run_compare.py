@@ -303,3 +303,22 @@ def test_compare_keeps_the_models_notes_and_counts_the_rows_shown(tiny_model_dir
     text = console.export_text()
     assert f"({MAX_ROWS} shown of {MAX_ROWS + 5} kept; every one in --json)" in text
     assert sum(" std " in f" {line} " for line in text.splitlines()) - 1 == MAX_ROWS
+
+
+def test_run_figures_name_each_line_and_tick_whole_steps(watch_log: Path):
+    from lninspect.render.run_plots import plot_series_panels
+
+    figure = plot_series_panels(read_log(watch_log), "absmax", "largest |x|", dims=True)
+    axes = figure.axes
+    assert len(axes) == 3  # the panels only: a legend per line, no continuous colour bar
+    legend = axes[0].get_legend()
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == [
+        "0.ln_1",
+        "1.ln_1",
+        "2.ln_1",
+    ]
+    ticks = axes[-1].get_xticks()
+    assert np.allclose(ticks, np.round(ticks))  # whole optimizer steps
+    notes = [a.get_text() for ax in axes for a in ax.texts]
+    short = {f"{layer}.ln_{i}" for layer in range(3) for i in (1, 2)} | {"final"}
+    assert notes and all(n.split(":")[0] in short for n in notes)
