@@ -93,7 +93,7 @@ CAPTIONS = {
     "grads-params.png": (
         "Parameter gradient norms per layer",
         "L2 norm of the gradient of each parameter group "
-        "per layer, log scale; grey lines: parameters outside the blocks.",
+        "per layer, log scale; grey markers: parameters outside the blocks.",
     ),
     "grads-heatmap.png": (
         "Gradient through each norm",
