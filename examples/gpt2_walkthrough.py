@@ -13,8 +13,7 @@ import sys
 import numpy as np
 import torch
 
-from lninspect import capture
-from lninspect.model.loading import load_model
+from lninspect import capture, load_model
 from lninspect.model.text import SAMPLE_TEXT
 
 

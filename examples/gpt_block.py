@@ -10,6 +10,8 @@ reports per-token statistics without keeping a single activation.
 
 from __future__ import annotations
 
+import textwrap
+
 import torch
 from rich.console import Console
 from torch import nn
@@ -59,9 +61,10 @@ def main() -> None:
     with torch.no_grad(), capture(block) as cap:
         block(x)
     result = cap.result()
-    Console(width=140).print(stats_table(result))
+    Console(width=80).print(stats_table(result))  # the width of a pipe or a file
     ln_1 = result.norm("ln_1")
-    print("per-token std at ln_1, sequence 0:", ln_1.input.std[0].round(2))
+    stds = " ".join(f"{v:.2f}" for v in ln_1.input.std[0])
+    print("per-token std at ln_1, sequence 0:", *textwrap.wrap(stds, 78), sep="\n  ")
     print(
         "largest |x| at ln_1:", ln_1.input.absmax.max(), "in dimension", ln_1.input.absmax_dim[0, 5]
     )

@@ -2,10 +2,13 @@
 
 The Python API, for notebooks and scripts:
 
-    from lninspect import capture
-    with capture(model) as cap:
+    import lninspect
+    loaded = lninspect.load_model("tiny")   # or a hub id, a directory, random:ARCH
+    model, tokenizer = loaded.model, loaded.tokenizer
+    with lninspect.capture(model) as cap:
         model(input_ids)
     result = cap.result()          # lninspect.results.StatsResult
+    result.to_dataframe()          # long format (pip install 'lninspect[pandas]')
 
     with lninspect.watch(model, every=50, log_dir="runs/a") as w:   # a training loop
         ...; w.step(loss=loss)     # once per optimizer step (docs/training.md)
@@ -20,6 +23,7 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = [
     "capture",
+    "load_model",
     "watch",
     "WatchCallback",
     "find_norms",
@@ -30,6 +34,7 @@ __all__ = [
 
 _API = {
     "capture": "lninspect.hooks.capture",
+    "load_model": "lninspect.model.loading",
     "watch": "lninspect.monitor.watcher",
     "WatchCallback": "lninspect.monitor.trainer",
     "find_norms": "lninspect.norms.discovery",

@@ -149,7 +149,17 @@ def _notes(
             f"the models' norms differ ({depths} layers): matched by role and relative depth "
             f"(layer / (layers - 1)); {rows} rows, one per norm of {models[0].spec}"
         )
-    return notes + [note for r in results for note in r.notes if note.startswith("model:")]
+    return notes + _model_notes(models, results)
+
+
+def _model_notes(models: list[ComparedModel], results: Sequence[GradsResult]) -> list[str]:
+    """Every model's own notes (text cut to the context, tokenizer fallback, ...): once
+    when all the models have it, else with the model's spec in front."""
+    every = set.intersection(*(set(r.notes) for r in results)) if results else set()
+    notes = [n for n in results[0].notes if n in every] if results else []
+    for model, result in zip(models, results, strict=True):
+        notes += [f"{model.spec}: {n}" for n in result.notes if n not in every]
+    return list(dict.fromkeys(notes))
 
 
 def differences(rows: list[MatchedRow], per_token: bool) -> list[Difference]:

@@ -13,7 +13,7 @@ from lninspect.hooks.ablation import ablate_spikes, lm_loss
 from lninspect.hooks.capture import capture
 from lninspect.hooks.params import param_grads
 from lninspect.hooks.transfer import descriptions
-from lninspect.model.loading import LoadedModel, load_model
+from lninspect.model.loading import LoadedModel, check_layer_range, load_model
 from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
@@ -203,13 +203,14 @@ def _target_id(loaded: LoadedModel, target: str | None) -> int:
 
 def describe_norms(options: RunOptions) -> NormsResult:
     """The normalization modules of a model; nothing runs through it."""
-    loaded = load(options)
-    norms = model_norms(loaded, options.norm_classes)
+    loaded = load(options, tokenizer=False)
+    norms = select_layers(loaded, model_norms(loaded, options.norm_classes), options.layers)
     return NormsResult(model=loaded.info, norms=descriptions(norms), notes=loaded.notes)
 
 
-def load(options: RunOptions) -> LoadedModel:
-    """The model and tokenizer that `options` name, on their device."""
+def load(options: RunOptions, tokenizer: bool = True) -> LoadedModel:
+    """The model and tokenizer that `options` name, on their device (--layers checked
+    against the config before the weights load)."""
     return load_model(
         options.model,
         revision=options.revision,
@@ -220,6 +221,8 @@ def load(options: RunOptions) -> LoadedModel:
         device_map=options.device_map,
         max_memory=options.max_memory,
         gguf_file=options.gguf_file,
+        layers=options.layers,
+        tokenizer=tokenizer,
     )
 
 
@@ -278,12 +281,7 @@ def select_layers(
     )
     if not count:
         raise LninspectError(f"model '{loaded.info.name}' has no layers to select with --layers")
-    outside = [layer for layer in layers if layer >= count]
-    if outside:
-        raise LninspectError(
-            f"--layers {layer_span(outside, ',')} is out of range: model "
-            f"'{loaded.info.name}' has {count} layers (0-{count - 1})"
-        )
+    check_layer_range(loaded.info.name, count, layers)
     chosen = [n for n in norms if n.layer in layers]
     if not chosen:
         raise LninspectError(f"no normalization module in --layers {layer_span(layers, ',')}")

@@ -38,6 +38,8 @@ class RunOptions:
     )
     norm_classes: tuple[str, ...] = ()  # class names of the model's modules hooked as norms too
     gguf_file: str | None = None  # a GGUF file in the folder `model` (a .gguf `model` needs none)
+    bos: str = "auto"  # a BOS token first: auto (as the tokenizer does), yes, no
+    chat_template: bool = False  # the text as a user turn of the tokenizer's chat template
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,7 @@ def test_cli_corpus_json_round_trips(tiny_model_dir: Path, tmp_path: Path):
         str(png),
     )
     assert result.exit_code == 0, result.output
-    assert "h.0.ln_1" in result.stdout and "pos 0" in result.stdout
+    assert "0.ln_1" in result.stdout and "pos 0" in result.stdout
     assert "spikes/token" in result.stdout
     doc = json.loads(path.read_text())
     assert doc["schema"] == AGGREGATE_SCHEMA
@@ -335,18 +335,39 @@ def test_device_map_goes_through_accelerate(tiny_model_dir: Path, tmp_path: Path
     assert refused.exit_code == 2 and "random:" in refused.output
 
 
-def test_progress_bar_shows_tokens_per_second_only_on_a_terminal():
+def test_progress_a_bar_on_a_terminal_lines_on_a_pipe():
     from rich.console import Console
 
-    from lninspect.cli.progress import CorpusProgress
+    from lninspect.cli.progress import CorpusProgress, StepProgress
 
-    for terminal, enabled, shown in (
-        (True, True, True),
-        (False, True, False),
-        (True, False, False),
-    ):
+    for terminal, enabled, shown in ((True, True, True), (False, True, True), (True, False, False)):
         buffer = io.StringIO()
         console = Console(file=buffer, force_terminal=terminal, width=150)
-        with CorpusProgress(console, enabled=enabled, delay=0.0) as progress:
+        with CorpusProgress(console, enabled=enabled, delay=0.0, interval=0.0) as progress:
             progress.update(tokens=4096, bytes_read=50, total_bytes=100)
         assert ("tok/s" in buffer.getvalue()) == shown, (terminal, enabled)
+    now = [0.0]  # an injected clock: step k happens at second k
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=80)
+    with StepProgress(console, delay=0.0, interval=3.0, clock=lambda: now[0]) as steps:
+        for step in range(1, 13):
+            now[0] = float(step)
+            steps.update(step, 12, "seed 0: pre-LN")
+    lines = buffer.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["3", "6", "9", "12"]  # every 3 seconds
+    assert lines[0] == "3 of 12 steps (25%) · seed 0: pre-LN · 0:03 elapsed"
+    assert all("elapsed" in line and "\x1b" not in line for line in lines)  # plain text
+
+
+def test_one_document_is_not_read_in_full_at_the_first_batch(tmp_path: Path):
+    from lninspect.corpus.reader import CorpusReader
+    from lninspect.options import CorpusOptions
+
+    path = tmp_path / "one.txt"
+    path.write_text("abcdefgh" * 64)
+    reader = CorpusReader([path], CorpusOptions(files=(str(path),)), lambda t: list(t.encode()))
+    sequences = reader.sequences(64)
+    next(sequences)
+    assert 0 < reader.bytes_read < reader.total_bytes / 2
+    list(sequences)
+    assert reader.bytes_read == reader.total_bytes

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.render import report
+from lninspect.render.interactive import INTERACTIVE_HTML
 from lninspect.render.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
 from lninspect.results import GradsResult
 from lninspect.results.stats import GRADS_SCHEMA
@@ -106,7 +107,9 @@ def test_index_html_is_self_contained_and_escaped(report_run, tiny_model_dir: Pa
     assert len(images) == len(pngs) == 13
     assert {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in images} == pngs
     links = [v for _, attrs in parser.tags for k, v in attrs.items() if k in ("src", "href")]
-    assert all(v.startswith(("data:", "#")) for v in links)  # no external resources
+    # no external resources; one link to the interactive page beside it
+    assert all(v.startswith(("data:", "#")) or v == INTERACTIVE_HTML for v in links)
+    assert (folder / INTERACTIVE_HTML).read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     text = " ".join(parser.text)
     assert str(tiny_model_dir) in text and "loss" in text and "largest spike" in text
     assert '<script>alert("x")</script>' in text  # shown as text...

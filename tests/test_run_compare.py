@@ -73,7 +73,7 @@ def test_run_tables_fit_the_terminal(
     result = invoke("run", LOG_NAME, columns=columns)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "6 records" in words(result.stdout) and "blocks.2.ln_2" in result.stdout
+    assert "6 records" in words(result.stdout) and "2.ln_2" in result.stdout
     assert max(len(line) for line in lines) <= columns
     assert not [line for line in lines if line != line.rstrip()], "trailing spaces"
 
@@ -122,6 +122,29 @@ def test_jumps_are_sudden_changes_not_trends():
     assert found[0].factor == pytest.approx(4.0 / 1.15) and found[0].factor > JUMP_FACTOR
     (spike,) = spike_history(log)
     assert (spike.value, spike.step, spike.dim, spike.first) == (42.0, 70, 7, 50)
+
+
+def test_jumps_table_all_and_the_first_interval(tmp_path: Path):
+    from rich.console import Console
+
+    from lninspect.render.run_tables import MAX_JUMPS, jumps_table
+
+    # a break at the start, then five breaks between steady levels (each: 3 statistics)
+    values = [v * level for level in (1, 9, 1, 9, 1, 9) for v in (1.0, 1.05, 1.0, 1.05, 1.0)]
+    log = WatchLog("c", [_record(10 * i, v) for i, v in enumerate([50.0, *values])])
+    found = jumps(log)
+    assert len(found) > MAX_JUMPS and all(j.step != 10 for j in found)  # not the first
+    console = Console(width=80, record=True)
+    console.print(jumps_table(log, found))
+    text = console.export_text()
+    assert f"the {MAX_JUMPS} largest shown (--all: every one)" in text
+    assert "first record to the second is never flagged" in " ".join(text.split())
+    console = Console(width=200, record=True)
+    console.print(jumps_table(log, found, limit=None))
+    rows = [line for line in console.export_text().splitlines() if "0.ln_1" in line]
+    assert len(rows) == len(found)
+    help_text = invoke("run", "--help").stdout
+    assert "--all" in help_text and "--json" not in help_text
 
 
 def test_watch_record_golden(tmp_path: Path):
@@ -269,3 +292,46 @@ def test_example_script_trains_and_its_log_reads_back(tmp_path: Path):
     log = read_log(tmp_path)
     assert log.steps == [0, 2, 4] and all(r.tokens == 2 * 32 for r in log.records)
     assert all(math.isfinite(r.loss) and r.lr > 0 for r in log.records)
+
+
+def test_compare_keeps_the_models_notes_and_counts_the_rows_shown(tiny_model_dir: Path):
+    from rich.console import Console
+
+    from lninspect.render.compare_tables import MAX_ROWS, differences_table
+    from lninspect.results.compare import CompareResult, Difference
+
+    long_text = "The quick brown fox jumps over the lazy dog. " * 20  # > the 64-token context
+    model = str(tiny_model_dir)
+    result = invoke("compare", model, model, "--text", long_text, "--json", "-", "-q")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any("kept the first 64" in note for note in notes), notes
+    assert len([n for n in notes if "kept the first" in n]) == 1  # said once for both
+    compared = CompareResult.from_json(json.loads(result.stdout))
+    compared.differences = [
+        Difference("input_std", 0, 1, 1.0, 2.0 + i, 2.0 + i) for i in range(MAX_ROWS + 5)
+    ]
+    console = Console(width=200, record=True)
+    console.print(differences_table(compared))
+    text = console.export_text()
+    assert f"({MAX_ROWS} shown of {MAX_ROWS + 5} kept; every one in --json)" in text
+    assert sum(" std " in f" {line} " for line in text.splitlines()) - 1 == MAX_ROWS
+
+
+def test_run_figures_name_each_line_and_tick_whole_steps(watch_log: Path):
+    from lninspect.render.run_plots import plot_series_panels
+
+    figure = plot_series_panels(read_log(watch_log), "absmax", "largest |x|", dims=True)
+    axes = figure.axes
+    assert len(axes) == 3  # the panels only: a legend per line, no continuous colour bar
+    legend = axes[0].get_legend()
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == [
+        "0.ln_1",
+        "1.ln_1",
+        "2.ln_1",
+    ]
+    ticks = axes[-1].get_xticks()
+    assert np.allclose(ticks, np.round(ticks))  # whole optimizer steps
+    notes = [a.get_text() for ax in axes for a in ax.texts]
+    short = {f"{layer}.ln_{i}" for layer in range(3) for i in (1, 2)} | {"final"}
+    assert notes and all(n.split(":")[0] in short for n in notes)

@@ -226,7 +226,7 @@ def test_spike_tables_fit_the_terminal_and_never_cut_numbers(width: int):
 
 def test_order_table_counts_each_stage_and_says_nan_for_no_spike():
     lines = render(spike_tables(synthetic())[1], 80)
-    row = next(line for line in lines if line.strip().startswith("0.input"))
+    row = next(line for line in lines if line.strip().startswith("0.in "))
     assert "—" in row  # no spike: no share made up
     total = next(line for line in lines if line.strip().startswith("all")).split()
     # massive: 447 twice kept, -200 re-ranked by centring; outliers: 40 (weight), 30 (bias)

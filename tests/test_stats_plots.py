@@ -287,7 +287,7 @@ def test_figures_survive_json_round_trip_with_nan_and_heads(tmp_path: Path):
     figure = new_figure()
     plot_std_heatmap(result, figure)
     other = [ax for ax in figure.axes if ax.images][-1]
-    assert [t.get_text() for t in other.get_yticklabels()] == ["h.1.attn.q_norm", "ln_f"]
+    assert [t.get_text() for t in other.get_yticklabels()] == ["1.attn.q_norm", "final"]
 
 
 def test_stats_plot_cli_writes_the_figures(tiny_model_dir: Path, tmp_path: Path):

@@ -193,10 +193,10 @@ def report(
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
 
-def run_log(log: Path, jump: float, outputs: Outputs) -> None:
+def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -> None:
     """`lninspect run`: a watched run's log read back (also while it is being written)."""
     from lninspect.render.run_plots import RUN_FIGURES, save_run_figures
-    from lninspect.render.run_tables import jumps_table, run_table
+    from lninspect.render.run_tables import MAX_JUMPS, jumps_table, run_table
     from lninspect.results.watch import read_log
     from lninspect.trends import jumps
 
@@ -211,7 +211,7 @@ def run_log(log: Path, jump: float, outputs: Outputs) -> None:
         raise LninspectError(f"log '{found.path}' holds no complete record yet")
     changes = jumps(found, factor=jump)
     out.show(run_table(found))
-    out.show(jumps_table(found, changes, factor=jump))
+    out.show(jumps_table(found, changes, factor=jump, limit=None if all_jumps else MAX_JUMPS))
     if outputs.figures is not None:
         for path in save_run_figures(found, changes, make_folder(outputs.figures)):
             out.note(f"wrote {path}")

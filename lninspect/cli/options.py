@@ -56,6 +56,29 @@ MaxTokensOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+class Bos(str, Enum):
+    auto = "auto"
+    yes = "yes"
+    no = "no"
+
+
+BosOpt = Annotated[
+    Bos,
+    typer.Option(
+        "--bos",
+        help="A BOS token first: auto (as the tokenizer does), yes (added when missing), "
+        "no (removed).",
+    ),
+]
+ChatTemplateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--chat-template",
+        help="Wrap the text as a user turn of the tokenizer's chat template (instruct models).",
+    ),
+]
 DeviceOpt = Annotated[
     str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
 ]
@@ -197,6 +220,12 @@ QuietOpt = Annotated[
     typer.Option(
         "--quiet", "-q", help="Print nothing but errors (and JSON asked for with --json -)."
     ),
+]
+# For the commands that have no --json (run):
+QuietNoJsonOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+AllJumpsOpt = Annotated[
+    bool,
+    typer.Option("--all", help="Every jump in the jumps table (the default: the largest 12)."),
 ]
 
 

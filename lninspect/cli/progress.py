@@ -1,13 +1,15 @@
 """Rich progress bars: corpus runs (bytes read of the corpus, tokens and tokens/s) and
 training runs (optimizer steps of the whole grid, and what runs now).
 
-Shown on stderr only when it is a terminal, not with --quiet, and only once a run has
-lasted `delay` seconds, so that quick runs print nothing extra; removed when done.
+On a terminal: a bar on stderr, once a run has lasted `delay` seconds (quick runs print
+nothing extra), removed when done. On a pipe or a file (`| tee`, a CI log): a plain line
+every `interval` seconds. Neither with --quiet.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,23 +27,43 @@ from rich.progress import (
 )
 
 DELAY_SECONDS = 0.5
+PIPE_INTERVAL = 5.0  # seconds between two progress lines on a pipe
 Self = TypeVar("Self", bound="_DelayedProgress")
 
 
 class _DelayedProgress:
     """A transient Rich progress bar that appears only after `delay` seconds, on a terminal."""
 
-    def __init__(self, console: Console, enabled: bool, delay: float) -> None:
+    def __init__(
+        self,
+        console: Console,
+        enabled: bool,
+        delay: float,
+        interval: float = PIPE_INTERVAL,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.console = console
-        self.enabled = enabled and console.is_terminal
-        self.delay = delay
-        self._started = time.perf_counter()
+        self.enabled = enabled
+        self.terminal = console.is_terminal
+        self.delay, self.interval, self.clock = delay, interval, clock
+        self._started = clock()
+        self._last_line: float | None = None  # when the last plain line was written
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
     def __enter__(self: Self) -> Self:
-        self._started = time.perf_counter()
+        self._started = self.clock()
         return self
+
+    def _line(self, text: str, elapsed: float) -> None:
+        """On a pipe: `text` as one plain line every `interval` seconds (the first one after
+        `interval` seconds: a quick run prints none)."""
+        if elapsed - (self._last_line or 0.0) < self.interval:
+            return
+        self._last_line = elapsed
+        seconds = int(elapsed)
+        self.console.file.write(f"{text} · {seconds // 60}:{seconds % 60:02d} elapsed\n")
+        self.console.file.flush()
 
     def __exit__(
         self,
@@ -63,7 +85,7 @@ class _DelayedProgress:
 
     def _due(self) -> float | None:
         """Seconds since the start when the bar may show, else None."""
-        elapsed = time.perf_counter() - self._started
+        elapsed = self.clock() - self._started
         return elapsed if self.enabled and elapsed >= self.delay else None
 
 
@@ -76,14 +98,25 @@ class CorpusProgress(_DelayedProgress):
         enabled: bool = True,
         label: str = "corpus",
         delay: float = DELAY_SECONDS,
+        interval: float = PIPE_INTERVAL,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        super().__init__(console, enabled, delay)
+        super().__init__(console, enabled, delay, interval, clock)
         self.label = label
 
     def update(self, tokens: int, bytes_read: int, total_bytes: int) -> None:
         """After each batch: tokens run so far, bytes of the corpus read, bytes in all."""
         elapsed = self._due()
         if elapsed is None:
+            return
+        if not self.terminal:
+            share = bytes_read / total_bytes if total_bytes else 1.0
+            rate = tokens / elapsed if elapsed > 0 else 0.0
+            self._line(
+                f"{self.label}: {share:.0%} of {total_bytes:,} bytes · {tokens:,} tokens · "
+                f"{rate:,.0f} tok/s",
+                elapsed,
+            )
             return
         columns = (
             TextColumn("{task.description}"),
@@ -99,19 +132,31 @@ class CorpusProgress(_DelayedProgress):
             description=self.label,
             completed=bytes_read,
             tokens=tokens,
-            rate=tokens / elapsed,
+            rate=tokens / elapsed if elapsed > 0 else 0.0,
         )
 
 
 class StepProgress(_DelayedProgress):
     """`with StepProgress(console) as progress: ... progress.update(done, total, what)`."""
 
-    def __init__(self, console: Console, enabled: bool = True, delay: float = DELAY_SECONDS):
-        super().__init__(console, enabled, delay)
+    def __init__(
+        self,
+        console: Console,
+        enabled: bool = True,
+        delay: float = DELAY_SECONDS,
+        interval: float = PIPE_INTERVAL,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        super().__init__(console, enabled, delay, interval, clock)
 
     def update(self, done: int, total: int, what: str) -> None:
         """After each step: steps done of all runs, steps in all, the run in progress."""
-        if self._due() is None:
+        elapsed = self._due()
+        if elapsed is None:
+            return
+        if not self.terminal:
+            share = done / max(1, total)
+            self._line(f"{done:,} of {total:,} steps ({share:.0%}) · {what}", elapsed)
             return
         columns = (
             TextColumn("{task.description}"),

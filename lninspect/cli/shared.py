@@ -83,6 +83,8 @@ TEXT = (
     Shared("text", opt.TextOpt, ("run",)),
     Shared("encoding", opt.EncodingOpt, ("run", "corpus")),
     Shared("max_tokens", opt.MaxTokensOpt, ("run",)),
+    Shared("bos", opt.BosOpt, ("run",), default=opt.Bos.auto),
+    Shared("chat_template", opt.ChatTemplateOpt, ("run",)),
     Shared("stride", opt.StrideOpt, ("run",)),
     Shared("layers", opt.LayerFilterOpt, ("run",), convert=_layers),
     Shared("reductions", opt.ReductionsOpt, ("run",), default=opt.ReductionsMode.auto),

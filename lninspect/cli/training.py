@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from lninspect.cli.app import app, invoke
-from lninspect.cli.options import DEFAULT_OUT, ForceOpt, OutOpt, PlotOpt, QuietOpt
+from lninspect.cli.options import (
+    DEFAULT_OUT,
+    AllJumpsOpt,
+    ForceOpt,
+    OutOpt,
+    PlotOpt,
+    QuietNoJsonOpt,
+)
 from lninspect.cli.placement_options import PLACEMENT, placement_config, train_config
 from lninspect.cli.shared import FIGURES, FORCE, JSON, QUIET, Given, shared
 
@@ -49,10 +56,11 @@ def run_command(
             "recent median.",
         ),
     ] = 2.0,
+    all_jumps: AllJumpsOpt = False,
     plot: PlotOpt = False,
     out_dir: OutOpt = DEFAULT_OUT,
     force: ForceOpt = False,
-    quiet: QuietOpt = False,
+    quiet: QuietNoJsonOpt = False,
 ) -> None:
     """Read back a watched training run: norms over steps, jumps, spikes (docs/training.md).
 
@@ -61,7 +69,7 @@ def run_command(
     from lninspect.cli import commands
 
     outputs = commands.Outputs(None, out_dir if plot else None, force, quiet)
-    invoke(ctx, commands.run_log, log=log, jump=jump, outputs=outputs)
+    invoke(ctx, commands.run_log, log=log, jump=jump, outputs=outputs, all_jumps=all_jumps)
 
 
 def _check_factor(value: float) -> float:

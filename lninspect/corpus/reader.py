@@ -80,21 +80,25 @@ class CorpusReader:
         self.eos = eos
         self.vocab_size = vocab_size
         self.total_bytes = sum(p.stat().st_size for p in paths)
-        self.bytes_read = 0  # of the files whose documents have been handed out
+        # of the documents whose tokens have been handed out, the current one in proportion
+        # to its tokens handed out (a one-document corpus is not read in full at once)
+        self.bytes_read = 0
         self.document_count = 0
+        self._settled = 0  # bytes of the documents before the current one
+        self._current = 0  # bytes of the current document
 
     def documents(self) -> Iterator[str]:
         """Every document of every file, in order; line-wise files are read line by line."""
         for path in self.paths:
             if self.options.field is None and not self.options.lines:
                 text = _read(path, self.options.encoding)
-                self.bytes_read += path.stat().st_size
+                self._next_document(path.stat().st_size)
                 if text.strip():
                     self.document_count += 1
                     yield text
                 continue
             for number, line in _lines(path, self.options.encoding):
-                self.bytes_read += len(line.encode(self.options.encoding, errors="replace"))
+                self._next_document(len(line.encode(self.options.encoding, errors="replace")))
                 document = (
                     line.rstrip("\r\n")
                     if self.options.field is None
@@ -103,6 +107,15 @@ class CorpusReader:
                 if document.strip():
                     self.document_count += 1
                     yield document
+        self._next_document(0)  # every document handed out: all bytes read
+
+    def _next_document(self, size: int) -> None:
+        self._settled += self._current
+        self._current, self.bytes_read = size, self._settled
+
+    def _consumed(self, share: float) -> None:
+        """`share` of the current document's tokens have been handed out."""
+        self.bytes_read = self._settled + round(self._current * min(1.0, share))
 
     def token_ids(self) -> Iterator[list[int]]:
         """Each document's token ids, followed by the end-of-text token when there is one."""
@@ -124,8 +137,10 @@ class CorpusReader:
             buffer = np.concatenate([rest, np.asarray(ids, dtype=np.int64)])
             full = len(buffer) - len(buffer) % seq_len
             for start in range(0, full, seq_len):
+                self._consumed((start + seq_len - len(rest)) / max(1, len(ids)))
                 yield buffer[start : start + seq_len]
             rest = buffer[full:]
+        self._consumed(1.0)
         if len(rest):
             yield rest
 

@@ -31,6 +31,7 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
+from lninspect.hooks.padding import PassInput, mask_record
 from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
 from lninspect.hooks.spikes import spike_metrics
@@ -82,10 +83,20 @@ class _Hooks:
         self.backward: dict[str, list[Record]] = {n.name: [] for n in self.norms}
         self.spike_records: dict[str, list[Record]] = {n.name: [] for n in self.norms}
         self.pending_inputs: dict[str, Tensor] = {}
+        self.attention_mask: Tensor | None = None  # given to capture(): for every pass
+        self.pass_inputs: dict[int, PassInput] = {}  # pass index -> its mask and positions
+        self.call_pass: dict[str, list[int]] = {n.name: [] for n in self.norms}
 
-    def count_pass(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def count_pass(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> None:
+        # kwargs None: torch calls a hook removed during this very pass (a watcher restarting
+        # its capture) without them, as it no longer knows the hook took them
         if self.recording:
             self.passes += 1
+            self.pass_inputs[self.passes - 1] = PassInput.of(
+                args, kwargs or {}, self.attention_mask
+            )
         self.in_forward, self.armed = True, set()
 
     def end_pass(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -138,6 +149,7 @@ class _Hooks:
                 return
             stats = self.reductions.stats(x, y, info.eps, info.reduced_dims)
             self.forward[info.name].append(stats)
+            self.call_pass[info.name].append(self.passes - 1)
             if self.spikes is not None:
                 rms, bias = info.kind == "rmsnorm", getattr(module, "bias", None)
                 self.spike_records[info.name].append(
@@ -207,6 +219,7 @@ class Capture:
         """Gather the recorded statistics to the CPU as a StatsResult."""
         hooks = self._hooks
         self._records_to_host()
+        reals = self._mask_padding()
         spikes = self._collect_spikes(input)
         ran = [info for info in hooks.norms if hooks.forward[info.name]]
         norms = [
@@ -217,10 +230,8 @@ class Capture:
             raise LninspectError(
                 "no normalization module ran inside the capture block", EXIT_RUNTIME
             )
-        if input is None:  # per-token arrays are (sequences, tokens, ...) or just (tokens,)
-            shape = norms[0].input.mean.shape
-            sequences = shape[0] if len(shape) > 1 else 1
-            input = InputInfo(num_sequences=sequences, num_tokens=int(np.prod(shape[:2])))
+        if input is None:
+            input = self._input_info(ran[0].name, norms[0].input.mean.shape, reals)
         model = model or self._module_info()
         censuses = {name: census for name, (_, census) in spikes.items()}
         return StatsResult(
@@ -229,6 +240,45 @@ class Capture:
             norms=norms,
             passes=hooks.passes,
             trajectory=trajectory(censuses, model.hidden_size) if censuses else None,
+        )
+
+    def _mask_padding(self) -> dict[int, Tensor | None]:
+        """Pad positions of every call set to NaN / -1 (lninspect.hooks.padding); per pass,
+        its real tokens on the host (None without a mask)."""
+        hooks = self._hooks
+        reals = {index: p.real() for index, p in hooks.pass_inputs.items()}
+        for name, calls in hooks.forward.items():
+            passes = hooks.call_pass[name]
+            for index, (call, grad) in enumerate(_with_grads(calls, hooks.backward[name])):
+                real = reals.get(passes[index]) if index < len(passes) else None
+                for record in (call, grad):
+                    if real is not None and record is not None:
+                        mask_record(record, real)
+        return reals
+
+    def _input_info(
+        self, name: str, shape: tuple[int, ...], reals: dict[int, Tensor | None]
+    ) -> InputInfo:
+        """Sequences, real tokens and padding of the passes that the norm `name` recorded:
+        one sequence per row of each call; positions when some call starts past 0."""
+        hooks = self._hooks
+        found = [hooks.pass_inputs.get(p) for p in hooks.call_pass[name]]
+        passes = [p for p in found if p is not None and p.tokens is not None]
+        if not passes or len(passes) != len(found):  # a plain module's input
+            sequences = shape[0] if len(shape) > 1 else 1
+            return InputInfo(num_sequences=sequences, num_tokens=int(np.prod(shape[:2])))
+        real = [reals.get(p) for p in hooks.call_pass[name]]
+        rows = [int(call["mean"].shape[0]) for call in hooks.forward[name]]
+        sizes = [n * int(p.tokens or 0) for n, p in zip(rows, passes, strict=True)]
+        kept = [size if r is None else int(r.sum()) for size, r in zip(sizes, real, strict=True)]
+        padding = sum(sizes) - sum(kept)
+        positions = [row for n, p in zip(rows, passes, strict=True) for row in p.token_positions(n)]
+        starts_past_zero = any(row and row[0] > 0 for row in positions)
+        return InputInfo(
+            num_sequences=sum(rows),
+            num_tokens=sum(kept),
+            padding=padding or None,
+            positions=positions if starts_past_zero else None,
         )
 
     def _records_to_host(self) -> None:
@@ -253,6 +303,8 @@ class Capture:
                 [{**f, **s} for f, s in zip(calls, spikes, strict=True)] if spikes else calls
             )
             hooks.forward[name], hooks.spike_records[name] = [], []
+            hooks.call_pass[name] = []
+        hooks.pass_inputs.clear()  # a stream of batches keeps none of their masks
         return drained
 
     def _norm_stats(
@@ -327,6 +379,7 @@ def capture(
     eval_mode: bool = True,
     reductions: str = "auto",
     skip_recompute: bool = False,
+    attention_mask: Tensor | None = None,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -337,12 +390,16 @@ def capture(
     "auto" (compiled on CUDA, eager elsewhere).
     `skip_recompute=True` records each norm once per forward pass of `model` under gradient
     checkpointing (calls after the root's forward returned are re-runs: see `recompute`).
+    `attention_mask` (batch, tokens), 1 on real tokens: padding to leave out of every
+    statistic; without it, the `attention_mask` of each forward call's keyword arguments.
+    Under a KV cache (generation) each call is a record of its own, with its positions.
     """
     norms = find_norms(model) if norms is None else list(norms)
     hooks = _Hooks(norms, grads, spikes, Reductions(reductions), skip_recompute)
+    hooks.attention_mask = attention_mask
     training = {m: m.training for m in model.modules()}
     handles = [
-        model.register_forward_pre_hook(hooks.count_pass),
+        model.register_forward_pre_hook(hooks.count_pass, with_kwargs=True),
         model.register_forward_hook(hooks.end_pass, always_call=True),
     ]
     try:
@@ -362,6 +419,12 @@ def capture(
         for module, flag in training.items():
             if module.training != flag:  # nn.Module.__setattr__ is slow: set only what changed
                 module.training = flag
+
+
+def _with_grads(calls: list[Record], grads: list[Record]) -> list[tuple[Record, Record | None]]:
+    """Each forward call with its gradient record when every call has one (one per pass)."""
+    paired: list[Record | None] = list(grads) if len(grads) == len(calls) else [None] * len(calls)
+    return list(zip(calls, paired, strict=True))
 
 
 def _first_tensor_slot(

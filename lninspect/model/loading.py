@@ -64,6 +64,26 @@ class Tokenizer:
         # verbose=False: no warning that the ids exceed the model's length (lninspect cuts them)
         return list(self.hf(text, add_special_tokens=special_tokens, verbose=False)["input_ids"])
 
+    def encode_text(self, text: str, bos: str = "auto", chat_template: bool = False) -> list[int]:
+        """Token ids of a run's text: `bos` auto (the tokenizer's own choice), yes (a BOS
+        first, added when the tokenizer adds none) or no (a leading BOS removed);
+        `chat_template`: the text as one user turn of the tokenizer's chat template."""
+        if chat_template:
+            template = getattr(self.hf, "chat_template", None)
+            if not template or self.hf is None:
+                raise LninspectError("--chat-template: the tokenizer has no chat template")
+            turn = [{"role": "user", "content": text}]
+            text = self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        ids = self.encode(text, special_tokens=not chat_template)
+        first = getattr(self.hf, "bos_token_id", None)
+        if bos == "yes" and (not ids or ids[0] != first):
+            if first is None:
+                raise LninspectError("--bos yes: the tokenizer has no BOS token")
+            ids = [first, *ids]
+        elif bos == "no" and ids and first is not None and ids[0] == first:
+            ids = ids[1:]
+        return ids
+
     def pieces(self, ids: list[int]) -> list[str]:
         """One readable string per token id."""
         if self.hf is None:
@@ -97,10 +117,15 @@ def load_model(
     device_map: str | None = None,
     max_memory: str | None = None,
     gguf_file: str | None = None,
+    layers: tuple[int, ...] | None = None,
+    tokenizer: bool = True,
 ) -> LoadedModel:
     """Load `spec` (hub id, directory, .gguf file, random:ARCH or tiny; None: the default) in
     eval mode. A GGUF file (`spec`, or `gguf_file` in the folder `spec`) is dequantized to
     float by transformers, which needs the `gguf` package.
+
+    `layers` (--layers) are checked against the config's depth before any weight loads;
+    `tokenizer=False` (lninspect norms: nothing is encoded) skips the tokenizer.
 
     `device_map` (with `max_memory`) spreads the layers over devices through accelerate
     (lninspect.model.device_map); `device` is then not used.
@@ -138,6 +163,7 @@ def load_model(
             notes.append(f"the Hugging Face Hub cannot be reached: using the cached '{spec}'")
         config = _config(source, revision, trust_remote_code)
     check_fields(lambda name: getattr(config, name, None), spec)
+    check_layer_range(spec, _config_depth(config), layers)
     _check_parameter_memory(
         spec, config, (torch_dtype, trust_remote_code), torch_device, device_map, max_memory
     )
@@ -169,13 +195,17 @@ def load_model(
         notes.append(placed)
     check_causal(model, spec, torch_device)
     # random: weights have no files; a tokenizer of that name is only taken from the cache
-    tokenizer = _load_tokenizer(
-        source.path,
-        revision,
-        trust_remote_code,
-        notes,
-        local_only=source.local_only or source.kind == "random",
-        gguf_file=source.gguf_file,
+    text_tokenizer = (
+        _load_tokenizer(
+            source.path,
+            revision,
+            trust_remote_code,
+            notes,
+            local_only=source.local_only or source.kind == "random",
+            gguf_file=source.gguf_file,
+        )
+        if tokenizer
+        else Tokenizer(None)
     )
     info = ModelInfo(
         name=spec,
@@ -187,7 +217,9 @@ def load_model(
         hidden_size=getattr(config, "hidden_size", None),
     )
     context = getattr(config, "max_position_embeddings", None)
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info, context=context, notes=notes)
+    return LoadedModel(
+        model=model, tokenizer=text_tokenizer, info=info, context=context, notes=notes
+    )
 
 
 def _logs_as_notes(logger: Any) -> None:
@@ -394,6 +426,27 @@ def _needs_code(what: str) -> LninspectError:
 def _cannot_load(what: Any, exc: Exception) -> LninspectError:
     name = what if isinstance(what, str) else type(what).__name__
     return LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}")
+
+
+def _config_depth(config: Any) -> int | None:
+    """The number of blocks a config states (num_hidden_layers, n_layer), else None."""
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_layer_range(name: str, count: int | None, layers: tuple[int, ...] | None) -> None:
+    """Refuse --layers past the model's `count` blocks (nothing to check without either)."""
+    from lninspect.summary import layer_span
+
+    outside = [layer for layer in layers or () if count and layer >= count]
+    if count and outside:
+        raise LninspectError(
+            f"--layers {layer_span(outside, ',')} is out of range: model "
+            f"'{name}' has {count} layers (0-{count - 1})"
+        )
 
 
 def _load_tokenizer(

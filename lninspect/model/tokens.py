@@ -86,11 +86,11 @@ def _read_ids(
                 "covers in one run; give a corpus instead (--file with --seq-len or --lines: "
                 "aggregates streamed in fixed memory, docs/corpus.md)"
             )
-        return loaded.tokenizer.encode(text.text), None
+        return _encode(loaded, options, text.text), None
     chars = _chars(limit)
     while True:
         text = read_text(options.text, options.file, options.encoding, max_chars=chars)
-        ids = loaded.tokenizer.encode(text.text)
+        ids = _encode(loaded, options, text.text)
         if text.complete or len(ids) >= limit + MARGIN:
             return ids, None if text.complete else len(text.text)
         chars *= 2
@@ -112,6 +112,10 @@ def _check_windows(loaded: LoadedModel, count: int, window: int, stride: int) ->
     need = Need(parameters=0, activations=count * window * (TOKEN_BYTES + norms * NORM_TOKEN_BYTES))
     what = f"--stride {stride}: {count:,} windows of {window} tokens"
     check_fits(need, loaded.device, what, "a larger --stride, a shorter text or fewer --max-tokens")
+
+
+def _encode(loaded: LoadedModel, options: RunOptions, text: str) -> list[int]:
+    return loaded.tokenizer.encode_text(text, options.bos, options.chat_template)
 
 
 def _chars(tokens: int) -> int:

@@ -185,7 +185,7 @@ class Watcher:
         self._attach_capture()
         self.params.attach()
         self._gate = [
-            self.model.register_forward_pre_hook(self._on_pass, prepend=True),
+            self.model.register_forward_pre_hook(self._on_pass, prepend=True, with_kwargs=True),
             self.model.register_forward_hook(self._after_pass, with_kwargs=True),
         ]
 
@@ -212,7 +212,7 @@ class Watcher:
             self._stack.close()
         self._stack, self._capture = None, None
 
-    def _on_pass(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def _on_pass(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Gate: record training passes only (train mode, gradients on)."""
         assert self._capture is not None
         raised = self._pass_open  # the last pass raised part-way: its partial statistics go
@@ -227,7 +227,7 @@ class Watcher:
         else:
             self._capture.pause()
         if raised:  # the new capture's own root hook joins from the next pass
-            self._capture._hooks.count_pass(module, args)
+            self._capture._hooks.count_pass(module, args, kwargs)
 
     def _after_pass(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rich import box
+from rich.console import Group
 from rich.table import Table
 
-from lninspect.render.format import fmt, short_names
+from lninspect.render.format import fmt, new_table, short_names, titled
 from lninspect.results.compare import CompareResult, MatchedRow
 from lninspect.statistics import SUMMARIES
 
@@ -45,24 +46,26 @@ def row_label(result: CompareResult, row: MatchedRow) -> str:
     return f"{row.role}@{row.depth:.2f}"
 
 
-def differences_table(result: CompareResult) -> Table:
+def differences_title(result: CompareResult) -> str:
+    """`largest differences from A (15 shown of 50 kept; every one in --json)`."""
+    kept, shown = len(result.differences), min(len(result.differences), MAX_ROWS)
+    if shown == kept:
+        return f"largest differences from A ({kept} kept)"
+    return f"largest differences from A ({shown} shown of {kept} kept; every one in --json)"
+
+
+def differences_table(result: CompareResult) -> Group:
     """The largest differences from model A: statistic, norm, model, A's value, its value."""
-    table = Table(
-        title=f"largest differences from A ({len(result.differences)} kept)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        caption=(
-            "std, scale: medians over tokens (std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|); "
-            "max|x|: the largest over tokens"
-            + (
-                "; std@tok: the token where the input std differs most"
-                if result.mode == "tokens"
-                else ""
-            )
-        ),
-        caption_justify="left",
+    caption = (
+        "std, scale: medians over tokens (std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|); "
+        "max|x|: the largest over tokens"
+        + (
+            "; std@tok: the token where the input std differs most"
+            if result.mode == "tokens"
+            else ""
+        )
     )
+    table = new_table()
     for column, right in (
         ("norm", False),
         ("stat", False),
@@ -89,4 +92,4 @@ def differences_table(result: CompareResult) -> Table:
         )
     if not result.differences:
         table.add_row("—", "none", "", "", "", "", "")
-    return table
+    return titled(table, differences_title(result), caption)

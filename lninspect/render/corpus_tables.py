@@ -6,7 +6,7 @@ import numpy as np
 from rich.console import Group
 
 from lninspect.escape import visible
-from lninspect.render.format import fmt, new_table, plural, short_names, titled
+from lninspect.render.format import fmt, new_table, plural, table_names, titled
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
 from lninspect.summary import position_ranges, role_means, roles_present
 
@@ -39,10 +39,11 @@ def aggregate_table(result: AggregateResult, wide: bool = False) -> Group:
         table.add_column(
             column,
             justify="left" if left else "right",
-            no_wrap=column != "module",
+            no_wrap=column != "module" or not wide,
             overflow="fold" if column == "module" else "ellipsis",
         )
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
+    names = table_names([n.name for n in result.norms], wide)
+    for name, norm in zip(names, result.norms, strict=True):
         cells = _cells(norm, spikes)
         if not wide:
             cells.pop(0)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from rich import box
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -19,14 +22,71 @@ def fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+# The one abbreviation rule of module names in tables and figures (JSON and --wide keep the
+# full name): the words that name a sub-layer written short, the words that only say "norm"
+# dropped where a word of two letters or more remains, the container of the blocks dropped
+# (`model.layers.12.post_attention_layernorm` -> `12.post_attn`), a norm outside the blocks
+# that is left with no name of its own called `final` (`model.norm`, `transformer.ln_f`).
+WORD_ABBREVIATIONS = {
+    "input": "in",
+    "attention": "attn",
+    "self": "",
+    "feedforward": "ffn",
+    "feed": "",
+    "forward": "ffn",
+    "embeddings": "embed",
+    "word": "",
+}
+NORM_WORDS = frozenset({"layernorm", "layer", "norm", "ln", "rmsnorm", "final", "f"})
+
+
 def short_names(names: list[str]) -> list[str]:
-    """Drop the dotted prefix that all names share (`transformer.h.0.ln_1` -> `h.0.ln_1`);
+    """Each name by the abbreviation rule above; the names with only their shared dotted
+    prefix dropped (`transformer.h.0.ln_1` -> `h.0.ln_1`) where the rule would make two equal;
     control characters made visible (a log's names may hold any)."""
+    short = [_abbreviate(name) for name in names]
+    kept = short if len(set(short)) == len(set(names)) else _without_common_prefix(names)
+    return [visible(name) for name in kept]
+
+
+def table_names(names: list[str], wide: bool = False) -> list[str]:
+    """The names a table shows: short (the rule above), or in full with `wide`."""
+    return [visible(name) for name in names] if wide else short_names(names)
+
+
+def _without_common_prefix(names: list[str]) -> list[str]:
     parts = [name.split(".") for name in names]
     common = 0
     while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
         common += 1
     return [visible(".".join(p[common:])) for p in parts]
+
+
+def _abbreviate(name: str) -> str:
+    parts = name.split(".")
+    index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    layer, inner = ([], parts) if index is None else ([parts[index]], parts[index + 1 :])
+    if index is not None and not inner:  # the block itself
+        return name
+    if index is None:
+        inner = parts[-1:]  # outside the blocks: the leaf names it
+    words = [_abbreviate_part(p) for p in inner]
+    if index is None and words[-1] == "":
+        words[-1] = "final"
+    if index is not None and words[-1] in ("", "final"):  # OPT's in-block `final_layer_norm`
+        words[-1] = inner[-1]
+    return ".".join(layer + [w for w in words if w])
+
+
+def _abbreviate_part(part: str) -> str:
+    """`post_attention_layernorm` -> `post_attn`, `ln_1` -> `ln_1`, `q_norm` -> `q_norm`."""
+    words = [w for w in (WORD_ABBREVIATIONS.get(w, w) for w in part.split("_")) if w]
+    kept = [w for w in words if w not in NORM_WORDS]
+    if any(len(w) >= 2 and not w.isdigit() for w in kept):
+        return "_".join(kept)
+    if words and all(w in NORM_WORDS for w in words):  # nothing but norm words: `norm`, `ln_f`
+        return "final" if "final" in words or words[-1] == "f" else ""
+    return "_".join(words)
 
 
 def token_label(result: StatsResult, sequence: int, token: int, width: int = 12) -> str:
@@ -76,11 +136,41 @@ def figure_subtitle(result: StatsResult) -> str:
 
 def titled(table: Table, title: str, caption: str | None = None) -> Group:
     """`table` with its title above and its caption below, as text that wraps at the
-    terminal's width rather than at the table's (a narrow table would fold its title)."""
-    parts: list[Text | Table] = [Text(title, style="bold"), table]
+    terminal's width rather than at the table's (a narrow table would fold its title), and
+    only between phrases: the title's ` · ` parts, the caption's `; ` parts."""
+    parts: list[Phrases | Table] = [Phrases(title, " · ", "bold"), table]
     if caption:
-        parts.append(Text(caption, style="dim"))
+        parts.append(Phrases(caption, "; ", "dim"))
     return Group(*parts)
+
+
+class Phrases:
+    """Text that breaks lines only between its phrases (at `separator`, which ends the line),
+    and inside a phrase only where the phrase alone is wider than the console."""
+
+    def __init__(self, text: str, separator: str, style: str = "") -> None:
+        self.phrases = text.split(separator)
+        self.separator, self.style = separator, style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width, tail = max(1, options.max_width), self.separator.rstrip()
+        joiner = self.separator[len(tail) :]
+        line = ""
+        for index, phrase in enumerate(self.phrases):
+            piece = phrase + ("" if index == len(self.phrases) - 1 else tail)
+            if line and len(line) + len(joiner) + len(piece) > width:
+                yield Text(line, style=self.style)
+                line = ""
+            line = f"{line}{joiner}{piece}" if line else piece
+            if len(line) > width:  # a phrase wider than the console: words wrap inside it
+                *full, line = textwrap.wrap(line, width, break_on_hyphens=False)
+                yield from (Text(f, style=self.style) for f in full)
+        if line:
+            yield Text(line, style=self.style)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        text = self.separator.join(self.phrases)
+        return Measurement(min(len(text), max(map(len, self.phrases))), len(text))
 
 
 def new_table() -> Table:

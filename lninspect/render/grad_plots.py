@@ -17,7 +17,7 @@ from lninspect.render.figures import (
     save_titled,
     say_nothing_to_show,
 )
-from lninspect.render.format import figure_subtitle
+from lninspect.render.format import figure_subtitle, short_names
 from lninspect.results import GradsResult, NormStats
 from lninspect.summary import group_norms, norms_of_role, with_grads
 
@@ -56,7 +56,8 @@ def plot_param_grads(result: GradsResult, ax: Axes | None = None) -> Axes:
         if np.isfinite(values).any():
             ax.plot(layers, values, marker="o", label=label)
     outside = {g: v for g, v in norms.get(None, {}).items() if np.isfinite(v) and v > 0}
-    where = (layers[-1] + 1) if layers else 0
+    every = max(1, int(np.ceil(len(layers) / 12)))  # at most about 12 layer labels
+    where = (layers[-1] + every) if layers else 0  # a label's width away from the last layer
     offsets = np.linspace(-0.2, 0.2, len(outside)) if len(outside) > 1 else [0.0]
     for (group, value), marker, offset in zip(
         outside.items(), itertools.cycle(OUTSIDE_MARKERS), offsets, strict=False
@@ -78,11 +79,15 @@ def plot_param_grads(result: GradsResult, ax: Axes | None = None) -> Axes:
     ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel("‖∂L/∂θ‖₂ of the group (log)")
-    ticks = layers + ([where] if outside else [])
-    ax.set_xticks(ticks, [str(t) for t in layers] + (["outside"] if outside else []))
+    shown = layers[::every]
+    ticks = shown + ([where] if outside else [])
+    ax.set_xticks(ticks, [str(t) for t in shown] + (["outside"] if outside else []))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ax
+
+
+MAX_LAYER_LABELS = 12  # per heatmap panel
 
 
 def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
@@ -102,10 +107,11 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
         grid = np.stack([_through(n) for n in rows])  # (layers, tokens), sequence 0
         grid = np.where(grid > 0, grid, np.nan)  # the last token gets no gradient from the loss
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap="viridis")
-        ax.set_ylabel(f"{rows[0].name.rsplit('.', 1)[-1]} ({role})\nlayer")
-        ax.set_yticks(
-            range(len(rows)), [str(n.layer) if n.layer is not None else "—" for n in rows]
-        )
+        leaf = short_names([rows[0].name])[0].split(".")[-1]
+        ax.set_ylabel(f"{leaf} ({role})\nlayer")
+        every = max(1, int(np.ceil(len(rows) / MAX_LAYER_LABELS)))  # labels that do not overlap
+        labels = [str(n.layer) if n.layer is not None else "—" for n in rows]
+        ax.set_yticks(range(0, len(rows), every), labels[::every])
     if not positive.size:
         say_nothing_to_show(axes[0], "no finite, non-zero gradient through the norms")
     axes[-1].set_xlabel("token position (sequence 0; blank: zero gradient)")
@@ -182,7 +188,7 @@ def save_grads_figures(result: GradsResult, folder: Path) -> list[Path]:
     scale_title = "The backward pass divides by σ: gradient scale vs input std"
     figures = [
         (figure_of(plot_param_grads(result)), "Parameter gradient norms per layer", PARAMS_FIGURE),
-        (plot_grad_heatmap(result), "Gradient through each LayerNorm, per token", HEATMAP_FIGURE),
+        (plot_grad_heatmap(result), "Gradient through each norm, per token", HEATMAP_FIGURE),
         (figure_of(plot_scale_vs_std(result)), scale_title, SCALE_FIGURE),
     ]
     return save_titled(folder, figure_subtitle(result), figures)

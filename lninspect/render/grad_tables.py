@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Group
 
-from lninspect.render.format import fmt, header, new_table, short_names, titled
+from lninspect.render.format import fmt, header, new_table, table_names, titled
 from lninspect.results import GradsResult
 from lninspect.summary import group_norms, nan_quantiles, with_grads
 
@@ -39,12 +39,12 @@ def grads_table(result: GradsResult, wide: bool = False) -> Group:
     columns = ["|dL/dy|", "|dL/dx|", "residual", "scale"]
     if wide:
         columns = ["|dL/dy| med / max", "|dL/dx| med / max", "residual med / max", "scale med"]
-    table.add_column("module", overflow="fold")
+    table.add_column("module", no_wrap=not wide, overflow="fold")
     table.add_column("role", no_wrap=True)
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     pairs = with_grads(result)
-    names = short_names([n.name for n, _ in pairs])
+    names = table_names([n.name for n, _ in pairs], wide)
     cell = _med_max if wide else _median
     for name, (norm, grad) in zip(names, pairs, strict=True):
         cells = [cell(v) for v in (grad.output_norm, grad.input_norm, grad.residual_norm)]

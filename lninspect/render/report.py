@@ -22,6 +22,7 @@ from lninspect.files import claim_folder, dump_json, write_folder
 from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
+from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
 from lninspect.render.spike_tables import loss_change, spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
@@ -39,7 +40,7 @@ from lninspect.summary import (
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
-REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INDEX_HTML)
+REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML)
 FORMER_REPORT_FILES = ("stats-within-token-spearman.png",)  # written by earlier versions
 CAPTIONS = {
     "stats-std-heatmap.png": (
@@ -92,7 +93,7 @@ CAPTIONS = {
     "grads-params.png": (
         "Parameter gradient norms per layer",
         "L2 norm of the gradient of each parameter group "
-        "per layer, log scale; grey lines: parameters outside the blocks.",
+        "per layer, log scale; grey markers: parameters outside the blocks.",
     ),
     "grads-heatmap.png": (
         "Gradient through each norm",
@@ -146,8 +147,11 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
     def build(staging: Path) -> list[str]:
         images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
         (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
+        page = interactive_html(result)
+        (staging / INTERACTIVE_HTML).write_text(page, encoding="utf-8")
         (staging / INDEX_HTML).write_text(render_html(result, images), encoding="utf-8")
-        return [p.name for p in images] + [REPORT_JSON, INDEX_HTML]  # index.html moves last
+        # index.html moves last
+        return [p.name for p in images] + [REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML]
 
     return write_folder(folder, build, lambda name: name in (*REPORT_FILES, *FORMER_REPORT_FILES))
 
@@ -347,6 +351,8 @@ def render_html(result: GradsResult, images: list[Path]) -> str:
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 <details><summary>the text</summary><pre>{e(text)}</pre></details>
 <h2>Figures</h2>
+<p>The token heatmaps with hover (token, position, value, layer):
+<a href="{INTERACTIVE_HTML}">{INTERACTIVE_HTML}</a>.</p>
 <nav>{nav}</nav>
 {figures}
 <footer>Every number is in <code>{REPORT_JSON}</code> (schema <code>{e(result.schema)}</code>).

@@ -12,8 +12,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.colors import BoundaryNorm, LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lninspect.render.figures import figure_of, new_figure, save_titled
 from lninspect.render.format import short_names
@@ -70,6 +71,7 @@ def plot_input_std_heatmap(log: WatchLog, ax: Axes | None = None) -> Axes:
     every = max(1, int(np.ceil(len(series) / MAX_ROW_LABELS)))
     ax.set_yticks(range(0, len(series), every), names[::every], fontsize="small")
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure_of(ax).colorbar(image, ax=ax, label="median input std over the step's tokens (log)")
     return ax
 
@@ -92,9 +94,16 @@ def _panels(series: list[NormSeries]) -> list[tuple[str, list[NormSeries]]]:
     return [(t, rows) for t, rows in (*named, ("outside the blocks", rest)) if rows]
 
 
-def _layer_scale(series: list[NormSeries]) -> Normalize | None:
-    layers = [s.layer for s in series if s.layer is not None]
-    return Normalize(vmin=min(layers), vmax=max(max(layers), min(layers) + 1)) if layers else None
+MAX_LEGEND_LAYERS = 8  # up to this many layers: a legend entry per line, no colour bar
+
+
+def _layer_scale(series: list[NormSeries]) -> BoundaryNorm | None:
+    """One colour per integer layer (a bin around each), not a continuous scale."""
+    layers = sorted({s.layer for s in series if s.layer is not None})
+    if not layers:
+        return None
+    bounds = np.arange(layers[0] - 0.5, layers[-1] + 1.5)
+    return BoundaryNorm(bounds, colormaps["viridis"].N)
 
 
 def plot_series_panels(
@@ -112,6 +121,8 @@ def plot_series_panels(
         return figure
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     steps, scale, cmap = steps_of(log), _layer_scale(series), colormaps["viridis"]
+    layers = {s.layer for s in series if s.layer is not None}
+    few = len(layers) <= MAX_LEGEND_LAYERS  # each line in the legend, no colour bar
     for ax, (title, rows) in zip(axes, panels, strict=True):
         styles = iter(("-", "--", ":", "-."))
         drawn = []
@@ -127,7 +138,7 @@ def plot_series_panels(
                 values[keep],
                 color=colour,
                 linestyle=next(styles, "-") if outside else "-",
-                label=s.name if outside else None,
+                label=short_names([s.name])[0] if outside or few else f"layer {s.layer}",
                 marker="." if keep.sum() < 3 else None,
             )
             drawn.append(s)
@@ -138,16 +149,19 @@ def plot_series_panels(
             if dims:
                 _mark_dims(ax, drawn, steps)
             names = [s.name for s in drawn if s.layer is None]
-            if len(names) == 1:  # named in the title: no legend to hide the line
-                title = f"{title}: {names[0]}"
-            elif names:
-                ax.legend(fontsize="small", loc="best")
+            if len(names) == 1 and len(drawn) == 1:  # named in the title: no legend
+                title = f"{title}: {short_names(names)[0]}"
+            elif few or names:
+                ax.legend(fontsize="small", loc="best", ncols=2 if len(drawn) > 4 else 1)
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[-1].set_xlabel("optimizer step")
-    if scale is not None:
-        figure.colorbar(ScalarMappable(norm=scale, cmap=cmap), ax=list(axes), label="layer")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    if scale is not None and not few:
+        bar = figure.colorbar(ScalarMappable(norm=scale, cmap=cmap), ax=list(axes), label="layer")
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     return figure
 
 
@@ -157,15 +171,16 @@ ANNOTATED = 1
 def _mark_dims(ax: Axes, rows: list[NormSeries], steps: np.ndarray) -> None:
     """Name the dimension at the peak of the ANNOTATED norms with the largest |x| in a panel."""
     peaks = sorted(rows, key=lambda s: -np.nanmax(s.values["absmax"]))[:ANNOTATED]
+    low, high = float(steps.min()), float(steps.max())
     for s in peaks:
         i = int(np.nanargmax(s.values["absmax"]))
+        right = high > low and (steps[i] - low) / (high - low) > 0.5  # text towards the middle
         ax.annotate(
-            f"{short_names([s.name])[0].rsplit('.', 1)[-1] if s.layer is None else s.name}: "
-            f"dim {s.absmax_dim[i]}",
+            f"{short_names([s.name])[0]}: dim {s.absmax_dim[i]}",
             (steps[i], s.values["absmax"][i]),
             textcoords="offset points",
-            xytext=(10, -26),  # below and right of the peak: inside the axes, off the title
-            ha="left",
+            xytext=(-10 if right else 10, -26),  # below the peak, inside the axes
+            ha="right" if right else "left",
             fontsize="small",
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
             arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.8},
@@ -213,6 +228,7 @@ def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
             color="grey",
         )
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(
         f"loss ({'probe' if {r.mode for r in log.records} == {'probe'} else 'training step'})"
     )

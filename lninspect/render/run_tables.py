@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from rich import box
-from rich.table import Table
+from rich.console import Group
 
 from lninspect.escape import visible
-from lninspect.render.format import fmt, short_names
+from lninspect.render.format import fmt, new_table, short_names, titled
 from lninspect.results.watch import WatchLog
 from lninspect.statistics import SUMMARY
 from lninspect.trends import (
@@ -37,20 +36,9 @@ def _arrow(values: tuple[float, float]) -> str:
     return f"{fmt(values[0])} → {fmt(values[1])}"
 
 
-def run_table(log: WatchLog) -> Table:
+def run_table(log: WatchLog) -> Group:
     """Per norm: median input std and gradient scale, first → last; its largest |x| ever."""
-    table = Table(
-        title=run_header(log),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        caption=(
-            "std, scale: medians over the tokens of the first and last recorded steps "
-            "(std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|). max|x|: the largest over "
-            "all steps, its step, its dim, and the first step with the max in that dim."
-        ),
-        caption_justify="left",
-    )
+    table = new_table()
     for column, right in (
         ("module", False),
         ("std", True),
@@ -76,22 +64,29 @@ def run_table(log: WatchLog) -> Table:
             _arrow(first_last(s.values["grad_scale"])),
             *cells,
         )
-    return table
-
-
-def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -> Table:
-    """The largest jumps: step, module, statistic, the median before, the value, the factor."""
-    table = Table(
-        title=(
-            f"jumps: ×{factor:g} or ÷{factor:g} from one record to the next, "
-            f"{JUMP_CONTRAST:g}× the median change over the {JUMP_WINDOW} before "
-            f"({len(found)} found"
-            + (f", the {MAX_JUMPS} largest shown)" if len(found) > MAX_JUMPS else ")")
-        ),
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    caption = (
+        "std, scale: medians over the tokens of the first and last recorded steps "
+        "(std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|); max|x|: the largest over "
+        "all steps, its step, its dim, and the first step with the max in that dim"
     )
+    return titled(table, run_header(log), caption)
+
+
+def jumps_table(
+    log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR, limit: int | None = MAX_JUMPS
+) -> Group:
+    """The largest jumps (`limit` of them, all with None): step, module, statistic, the
+    median before, the value, the factor."""
+    shown = found if limit is None else found[:limit]
+    title = f"jumps: ×{factor:g} or ÷{factor:g} from one record to the next · {len(found)} found"
+    if shown != found:
+        title += f" · the {len(shown)} largest shown (--all: every one)"
+    caption = (
+        f"a jump is also {JUMP_CONTRAST:g}× larger (in log scale) than the median of the (up "
+        f"to {JUMP_WINDOW}) changes before it; so the change from the first record to the "
+        "second is never flagged: the rule needs at least one change before it"
+    )
+    table = new_table()
     for column, right in (
         ("step", True),
         ("module", False),
@@ -108,7 +103,7 @@ def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -
             strict=True,
         )
     )
-    for jump in found[:MAX_JUMPS]:
+    for jump in shown:
         table.add_row(
             str(jump.step),
             names.get(jump.name, visible(jump.name)),
@@ -119,4 +114,4 @@ def jumps_table(log: WatchLog, found: list[Jump], factor: float = JUMP_FACTOR) -
         )
     if not found:
         table.add_row("—", "none", "", "", "", "")
-    return table
+    return titled(table, title, caption)

@@ -11,43 +11,63 @@ import warnings
 import numpy as np
 from rich.console import Group
 
-from lninspect.render.format import fmt, header, new_table, short_names, titled, token_label
+from lninspect.render.format import fmt, header, new_table, table_names, titled, token_label
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
-from lninspect.statistics import STATISTICS
+from lninspect.statistics import STATISTICS, denominator_key
 from lninspect.summary import largest_abs, nan_median, nan_quantiles, per_token
 
 TOKEN_WIDTH = 8  # characters of a token's text in the `at` column (12 with wide)
 
 
 def stats_table(result: StatsResult, wide: bool = False) -> Group:
-    """One row per normalization module: input mean and std, the largest |x| (the weight)."""
+    """One row per normalization module: what goes in (mean, std or rms, the largest |x|) and
+    what comes out (mean and std of y); `wide` adds the range over tokens and the weight."""
+    denominator = denominator_label(result)
     table = new_table()
-    table.add_column("module", overflow="fold")
+    table.add_column("module", no_wrap=not wide, overflow="fold")
     table.add_column("role", no_wrap=True)
-    for column in ("mean", "std med", "std min…max", "max |x|"):
+    columns = ["mean", f"{denominator} med"] + ([f"{denominator} min…max"] if wide else [])
+    for column in columns + ["max |x|"]:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("at", no_wrap=True, overflow="ellipsis")
-    columns = [s for s in STATISTICS if s.column] if wide else []
-    for statistic in columns:
+    table.add_column("out mean", justify="right", no_wrap=True)
+    table.add_column("out std", justify="right", no_wrap=True)
+    declared = [s for s in STATISTICS if s.column] if wide else []
+    for statistic in declared:
         table.add_column(statistic.label or statistic.key, justify="right", no_wrap=True)
     if wide:
         table.add_column("weight", justify="right", no_wrap=True)
         table.add_column("w<0", justify="right", no_wrap=True)
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
+    names = table_names([n.name for n in result.norms], wide)
+    for name, norm in zip(names, result.norms, strict=True):
         cells = _stats_cells(result, norm, wide)
-        for statistic in columns:
+        for statistic in declared:
             values = per_token(norm, statistic.key)
             cells.append(fmt(nan_median(values)) if values is not None else "—")
         if wide:
             cells += _weight_cells(norm)[::2]
         table.add_row(name, norm.role, *cells)
     caption = (
-        "std = sqrt(var + eps) of each token's input over the hidden axis (rms for RMSNorm), "
-        "median and range over tokens; at = the token and dimension of max |x|"
+        f"{denominator} = {DENOMINATORS[denominator]} of each token's input over the hidden "
+        "axis, median over tokens; at = the token and dimension of max |x|; out = the "
+        "output y, medians over tokens of its mean and std"
         + ("; weight = the affine gain, mean ± std" if wide else "; --wide adds the weights")
-        + "".join(f"; {s.label or s.key} = median {s.json}" for s in columns)
+        + "".join(f"; {s.label or s.key} = median {s.json}" for s in declared)
     )
     return titled(table, header(result), caption)
+
+
+DENOMINATORS = {
+    "std": "sqrt(var + eps)",
+    "rms": "sqrt(mean x² + eps)",
+    "std/rms": "sqrt(var + eps) for LayerNorm, sqrt(mean x² + eps) for RMSNorm,",
+}
+
+
+def denominator_label(result: StatsResult) -> str:
+    """What the norms divide by: `rms` (all RMSNorm), `std` (all LayerNorm) or `std/rms`."""
+    kinds = {denominator_key(n.kind) for n in result.norms}
+    return kinds.pop() if len(kinds) == 1 else "std/rms"
 
 
 def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
@@ -58,13 +78,17 @@ def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
     peak = largest_abs(norm)
     where = peak.where or (0,)
     width = 12 if wide else TOKEN_WIDTH
-    token = token_label(result, where[0], where[1] if len(where) > 1 else 0, width)
+    token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0, width)
+    spread = [f"{fmt(low)}…{fmt(high)}"] if wide else []
+    out_mean, out_std = (nan_quantiles(v, (0.5,))[0] for v in (norm.output.mean, norm.output.std))
     return [
         fmt(mean),
         fmt(median),
-        f"{fmt(low)}…{fmt(high)}",
+        *spread,
         fmt(peak.value),
         f"{token} d{peak.dim}" if peak.where is not None else "—",
+        fmt(out_mean),
+        fmt(out_std),
     ]
 
 
@@ -77,7 +101,8 @@ def _weight_cells(norm: NormDescription) -> list[str]:
 
 
 def norms_table(result: NormsResult | StatsResult, wide: bool = False) -> Group:
-    """The modules found as a tree by block, with kind, layer, role, placement, eps and weight."""
+    """The modules found, one row each (short names, full with `wide`): kind, layer, role,
+    placement, eps and weight."""
     table = new_table()
     columns = ["module", "kind", "layer", "role", "placement", "eps", "weight"]
     if wide:
@@ -88,18 +113,15 @@ def norms_table(result: NormsResult | StatsResult, wide: bool = False) -> Group:
         table.add_column(
             column,
             justify="right" if right else "left",
-            no_wrap=column != "module",
+            no_wrap=column != "module" or not wide,
             overflow="fold" if column == "module" else "ellipsis",
         )
-    block: str | None = None
-    for name, norm in zip(short_names([n.name for n in result.norms]), result.norms, strict=True):
-        parent, leaf = tree_split(name)
-        if parent is not None and parent != block:
-            table.add_row(parent)  # the block, as a heading for its norms
-        block = parent
+    for name, norm in zip(
+        table_names([n.name for n in result.norms], wide), result.norms, strict=True
+    ):
         weight = _weight_cells(norm)
         cells = [
-            name if parent is None else f"  {leaf}",
+            name,
             norm.kind,
             "—" if norm.layer is None else str(norm.layer),
             norm.role,
@@ -115,12 +137,3 @@ def norms_table(result: NormsResult | StatsResult, wide: bool = False) -> Group:
         "" if wide else "; --wide adds the class, the range and the count of negative entries"
     )
     return titled(table, header(result), caption)
-
-
-def tree_split(name: str) -> tuple[str | None, str]:
-    """`h.3.attn.q_norm` -> (`h.3`, `attn.q_norm`): the block and the path inside it."""
-    parts = name.split(".")
-    index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
-    if index is None or index == len(parts) - 1:
-        return None, name
-    return ".".join(parts[: index + 1]), ".".join(parts[index + 1 :])

@@ -169,3 +169,10 @@ class AggregateResult:
     def from_json(cls, doc: dict[str, Any]) -> AggregateResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
         return from_document(cls, doc, AGGREGATE_SCHEMAS)
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame in long format, one row per (module, position, statistic,
+        moment) (lninspect.results.frames)."""
+        from lninspect.results.frames import aggregate_frame
+
+        return aggregate_frame(self)

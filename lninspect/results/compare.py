@@ -99,3 +99,9 @@ class CompareResult:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CompareResult:
         return from_document(cls, doc, COMPARE_SCHEMAS)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: std per matched norm and model, with a figure."""
+        from lninspect.render.notebook import compare_html
+
+        return compare_html(self)

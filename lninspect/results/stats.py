@@ -43,9 +43,13 @@ class InputInfo:
     """The token sequences the statistics are about."""
 
     num_sequences: int
-    num_tokens: int
+    num_tokens: int  # real tokens: padding (attention mask 0) is not counted here
     tokens: list[list[str]] = field(default_factory=list)
     token_ids: list[list[int]] = field(default_factory=list)
+    # Pad positions left out of every statistic (NaN there), when an attention mask had some:
+    padding: int | None = field(default=None, metadata=meta(omit_none=True))
+    # Each sequence's token positions, when some do not start at 0 (generation, KV cache):
+    positions: list[list[int]] | None = field(default=None, metadata=meta(omit_none=True))
 
 
 @dataclass
@@ -321,6 +325,18 @@ class StatsResult:
     def from_json(cls, doc: dict[str, Any]) -> StatsResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
         return from_document(cls, doc, cls.SCHEMAS)
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame in long format, one row per number (lninspect.results.frames)."""
+        from lninspect.results.frames import stats_frame
+
+        return stats_frame(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the stats table and a small figure (lninspect.render.notebook)."""
+        from lninspect.render.notebook import stats_html
+
+        return stats_html(self)
 
 
 @dataclass

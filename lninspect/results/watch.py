@@ -129,6 +129,12 @@ class WatchLog:
     def steps(self) -> list[int]:
         return [r.step for r in self.records]
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: each norm's std first → last, and the loss curve."""
+        from lninspect.render.notebook import watch_html
+
+        return watch_html(self)
+
 
 def log_path(target: Path) -> Path:
     """The log file itself, given either it or the log_dir that holds it."""

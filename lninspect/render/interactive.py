@@ -1,0 +1,151 @@
+"""The report's interactive page: the token heatmaps (denominator and mean of every norm's
+input, per token of the first sequence) drawn by the page itself as SVG, with hover that
+names the token's text, its position, the value, the module and its layer. Self-contained:
+the data and the script are inline, nothing is fetched (no network). No torch.
+
+Opening the page with `#hover=KEY,ROW,COLUMN` (KEY: denominator or mean) hovers that cell
+on load, so that a headless browser shows the hover box in its DOM (tests/test_interactive).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import numpy as np
+
+from lninspect.render.format import header, short_names
+from lninspect.render.stats_tables import denominator_label
+from lninspect.results.stats import StatsResult
+
+INTERACTIVE_HTML = "interactive.html"
+
+
+def page_data(result: StatsResult) -> dict[str, Any]:
+    """What the page draws: per norm its name, layer, role; per token its text and position;
+    the per-(norm, token) values of sequence 0 (None where no token is)."""
+    tokens = result.input.tokens[0] if result.input.tokens else []
+    shape = result.norms[0].input.mean.shape
+    width = int(shape[1]) if len(shape) > 1 else int(shape[0])
+    positions = result.input.positions[0] if result.input.positions else list(range(width))
+
+    def rows(values: list[np.ndarray]) -> list[list[float | None]]:
+        """Sequence 0 of each array; a norm that sees heads shows its largest head."""
+        out = []
+        for array in values:
+            values64 = np.asarray(array, np.float64)
+            first = values64[0] if values64.ndim > 1 else values64
+            while first.ndim > 1:  # (tokens, heads): the largest head, NaN only where all are
+                first = np.fmax.reduce(first, axis=-1)
+            out.append([float(v) if np.isfinite(v) else None for v in first])
+        return out
+
+    return {
+        "norms": short_names([n.name for n in result.norms]),
+        "layers": [n.layer for n in result.norms],
+        "roles": [n.role for n in result.norms],
+        "tokens": [tokens[i] if i < len(tokens) else "" for i in range(width)],
+        "positions": positions,
+        "maps": {
+            "denominator": {
+                "label": denominator_label(result),
+                "log": True,
+                "values": rows([n.denominator for n in result.norms]),
+            },
+            "mean": {
+                "label": "mean",
+                "log": False,
+                "values": rows([n.input.mean for n in result.norms]),
+            },
+        },
+    }
+
+
+SCRIPT = r"""
+const data = JSON.parse(document.getElementById("data").textContent);
+const tip = document.getElementById("tooltip");
+const CELL = 14, LEFT = 110, TOP = 8;
+function colour(t) {  // a dark-blue to yellow ramp, t in [0, 1]
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1), i = Math.min(Math.floor(x), 3);
+  const f = x - i, c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+function draw(key) {
+  const map = data.maps[key], svg = document.getElementById("map-" + key);
+  const finite = map.values.flat().filter(v => v !== null && (!map.log || v > 0));
+  const f = v => map.log ? Math.log10(v) : v;
+  const lo = Math.min(...finite.map(f)), hi = Math.max(...finite.map(f));
+  const rows = map.values.length, cols = data.tokens.length;
+  svg.setAttribute("width", LEFT + cols * CELL + 10);
+  svg.setAttribute("height", TOP + rows * CELL + 10);
+  map.values.forEach((row, r) => {
+    const name = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    name.setAttribute("x", LEFT - 4); name.setAttribute("y", TOP + r * CELL + CELL - 3);
+    name.setAttribute("text-anchor", "end"); name.textContent = data.norms[r];
+    svg.appendChild(name);
+    row.forEach((v, c) => {
+      const cell = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      cell.setAttribute("x", LEFT + c * CELL); cell.setAttribute("y", TOP + r * CELL);
+      cell.setAttribute("width", CELL - 1); cell.setAttribute("height", CELL - 1);
+      cell.setAttribute("fill", v === null ? "#ddd" : colour((f(v) - lo) / ((hi - lo) || 1)));
+      cell.id = `${key}-${r}-${c}`;
+      cell.addEventListener("mouseover", () => hover(key, r, c));
+      svg.appendChild(cell);
+    });
+  });
+}
+function hover(key, r, c) {
+  const map = data.maps[key], v = map.values[r][c];
+  const layer = data.layers[r] === null ? "outside the blocks" : `layer ${data.layers[r]}`;
+  tip.dataset.token = data.tokens[c]; tip.dataset.position = data.positions[c];
+  tip.dataset.value = v === null ? "" : v; tip.dataset.layer = data.layers[r] ?? "";
+  tip.dataset.module = data.norms[r]; tip.dataset.statistic = map.label;
+  tip.textContent = `${data.norms[r]} (${layer}, ${data.roles[r]}) · token ` +
+    `${JSON.stringify(data.tokens[c])} at position ${data.positions[c]} · ${map.label} ` +
+    (v === null ? "none" : Number(v).toPrecision(4));
+}
+Object.keys(data.maps).forEach(draw);
+const asked = /^#hover=(\w+),(\d+),(\d+)$/.exec(location.hash);
+if (asked) {
+  document.getElementById(`${asked[1]}-${asked[2]}-${asked[3]}`)
+    .dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));
+}
+"""
+
+CSS = (
+    "body{font:14px system-ui,sans-serif;margin:1.5em;max-width:100%}"
+    "svg text{font:10px monospace}"
+    "#tooltip{position:sticky;top:0;background:#ffd;padding:.3em .6em;border:1px solid #cc9;"
+    "min-height:1.2em;font-family:monospace}"
+)
+
+
+def interactive_html(result: StatsResult) -> str:
+    """The page, with its data (JSON) and script inline."""
+    e = html.escape
+    content = page_data(result)
+    data = json.dumps(content, ensure_ascii=False).replace("</", "<\\/")
+    maps = "".join(
+        f"<h2>{e(m['label'])} of each norm's input, per token</h2>"
+        f'<svg id="map-{key}" xmlns="http://www.w3.org/2000/svg"></svg>'
+        for key, m in content["maps"].items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>lninspect · token heatmaps · {e(result.model.name)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>Token heatmaps</h1>
+<p>{e(header(result))}. Hover a cell: its module, layer, token, position and value.</p>
+<div id="tooltip">hover a cell</div>
+{maps}
+<script type="application/json" id="data">{data}</script>
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""

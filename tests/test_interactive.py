@@ -1,0 +1,51 @@
+"""The interactive page in a real headless Chromium: the script draws the heatmaps, and a
+hovered cell names its token, position, value and layer (read back from the browser's DOM)."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lninspect.render.interactive import interactive_html
+from tests.test_stats_plots import synthetic
+
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+)
+
+
+def test_page_is_self_contained():
+    page = interactive_html(synthetic())
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
+    assert "<script>" in page and 'id="data"' in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (make venv installs it on Debian)")
+def test_hover_in_headless_chromium(tmp_path: Path):
+    result = synthetic()
+    page = tmp_path / "interactive.html"
+    page.write_text(interactive_html(result), encoding="utf-8")
+    row, column = 2, 1  # h.1.ln_1 at token 1
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--dump-dom",
+        f"{page.as_uri()}#hover=denominator,{row},{column}",
+    ]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert dom.count("<rect") == 2 * len(result.norms) * len(result.input.tokens[0])
+    tip = re.search(r'<div id="tooltip"([^>]*)>', dom)
+    assert tip is not None, dom[:2000]
+    attributes = dict(re.findall(r'data-(\w+)="([^"]*)"', tip.group(1)))
+    norm = result.norms[row]
+    assert attributes["module"] == "1.ln_1" and attributes["layer"] == str(norm.layer)
+    assert html.unescape(attributes["token"]) == result.input.tokens[0][column]
+    assert attributes["position"] == str(column) and attributes["statistic"] == "std"
+    assert float(attributes["value"]) == pytest.approx(float(norm.input.std[0, column]))

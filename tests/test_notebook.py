@@ -1,0 +1,59 @@
+"""Notebook display: results, a comparison and a watch log as compact HTML with an inline
+PNG figure, made without pyplot."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import sys
+
+import numpy as np
+from PIL import Image
+
+from lninspect.results import StatsResult
+from lninspect.results.compare import ComparedModel, CompareResult, MatchedRow, NormValues
+from lninspect.results.watch import NormRecord, Quantiles, WatchLog, WatchRecord
+from tests.test_stats_plots import synthetic
+
+
+def _check(html: str, headline: str) -> None:
+    assert html.startswith('<div class="lninspect">') and headline in html
+    assert "<table>" in html and "<th>" in html
+    (png,) = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("L"), float)
+    assert image.shape[0] > 100 and image.std() > 5
+
+
+def _pyplot_figures() -> list[int]:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    return [] if pyplot is None else list(pyplot.get_fignums())
+
+
+def test_results_comparison_and_log_render_as_html():
+    before = _pyplot_figures()
+    result: StatsResult = synthetic()
+    html = result._repr_html_()
+    _check(html, "synthetic")
+    assert "final" in html and "out std" in html
+    values = [
+        NormValues(f"h.{i}.ln_1", i, i / 2, 1.0 + i, 1.0, 5.0, 3, float("nan")) for i in range(3)
+    ]
+    models = [
+        ComparedModel(spec, spec, None, "local", "GPT2LMHeadModel", 3, 9, 4.5) for spec in "ab"
+    ]
+    rows = [MatchedRow("attn", v.depth, [v, v]) for v in values]
+    _check(CompareResult("tokens", "names", models, rows, [])._repr_html_(), "compared")
+    q = Quantiles(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    records = [
+        WatchRecord(
+            step=s,
+            loss=5.0 - s,
+            lr=0.1,
+            norms=[NormRecord("h.0.ln_1", 0, "attn", q, q, q, absmax=2.0, absmax_dim=1)],
+            params=[],
+        )  # fmt: skip
+        for s in range(3)
+    ]
+    _check(WatchLog("runs/a/log.jsonl", records)._repr_html_(), "runs/a/log.jsonl")
+    assert _pyplot_figures() == before
