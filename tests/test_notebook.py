@@ -37,7 +37,16 @@ def test_results_comparison_and_log_render_as_html():
     _check(html, "synthetic")
     assert "final" in html and "out std" in html
     values = [
-        NormValues(f"h.{i}.ln_1", i, i / 2, 1.0 + i, 1.0, 5.0, 3, float("nan")) for i in range(3)
+        NormValues(
+            f"h.{i}.ln_1",
+            i,
+            i / 2,
+            absmax=5.0,
+            absmax_dim=3,
+            max_abs_z=float("nan"),
+            medians={"input_std": 1.0 + i, "grad_scale": 1.0},
+        )
+        for i in range(3)
     ]
     models = [
         ComparedModel(spec, spec, None, "local", "GPT2LMHeadModel", 3, 9, 4.5) for spec in "ab"
@@ -50,7 +59,16 @@ def test_results_comparison_and_log_render_as_html():
             step=s,
             loss=5.0 - s,
             lr=0.1,
-            norms=[NormRecord("h.0.ln_1", 0, "attn", q, q, q, absmax=2.0, absmax_dim=1)],
+            norms=[
+                NormRecord(
+                    "h.0.ln_1",
+                    0,
+                    "attn",
+                    absmax=2.0,
+                    absmax_dim=1,
+                    quantiles={"input_std": q, "output_std": q, "grad_scale": q},
+                )
+            ],
             params=[],
         )  # fmt: skip
         for s in range(3)
