@@ -13,28 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
 from lninspect.norms.discovery import find_norms
+from tests.test_hostile import assert_error, invoke
 
-runner = CliRunner()
 TEXT = "The quick brown fox jumps over the lazy dog."
-ENV = {"COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
 NAMES = ("index.html",)
-
-
-def invoke(*args: object, **kwargs):
-    return runner.invoke(app, [str(a) for a in args], env=ENV, **kwargs)
-
-
-def assert_error(result, code: int, message: str) -> None:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: ") and message in lines[-1], result.stderr
 
 
 def dead_pid() -> int:
