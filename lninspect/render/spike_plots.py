@@ -346,7 +346,8 @@ def plot_outlier_dimensions(result: StatsResult, fig: Figure | None = None) -> F
         ax.set_title(f"{what}: the dimensions that are outliers at most norms", fontsize=10)
         _norm_axis(ax, short_names([n.name for n in measured]))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", loc="upper left")
+        # below the axes: inside, the legend would cover the curves of the first norms
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3)
     axes[0].set_ylabel("mean over tokens, as z over dims")
     return fig
 
