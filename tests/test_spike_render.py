@@ -16,6 +16,7 @@ from lninspect.render.report import summary
 from lninspect.render.spike_plots import (
     SPIKE_FIGURES,
     STAGE_COLOURS,
+    compression_title,
     plot_census,
     plot_compression,
     plot_spike_order,
@@ -340,6 +341,17 @@ def test_trajectory_compression_and_census_draw_their_numbers():
     ax = plot_census(result, new_figure(11, 6).add_subplot())
     grid = np.asarray(ax.images[0].get_array(), dtype=float)
     np.testing.assert_allclose(grid, [[np.nan, 1, 1, np.nan]])
+
+
+def test_the_compression_title_follows_the_numbers():
+    result = synthetic()  # |x| 1000-3000 times its median, |y| 10 times: compressed
+    assert compression_title(result).endswith("dim 447: compresses it at all 3 norms")
+    for norm in result.norms[2:]:
+        for entry in norm.across_token:
+            entry.compression_out = entry.compression_in * 2  # |y| spread wider than |x|
+    assert compression_title(result).endswith("compresses it at 1 of 3 norms, expands it at 2")
+    quiet = synthetic(with_spikes=False)  # a trajectory but no spike: no dimension named
+    assert compression_title(quiet) == "Across-token compression: no spike to follow"
 
 
 def test_every_spike_figure_says_when_there_is_no_spike(tmp_path: Path):

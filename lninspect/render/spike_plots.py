@@ -413,9 +413,28 @@ def plot_compression(result: StatsResult, ax: Axes | None = None) -> Axes:
     _log_ticks(ax, "y")
     ax.set_ylabel(f"dim {dim}: max over tokens / median over tokens (log)")
     _norm_axis(ax, names)
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # off the curves
     ax.grid(True, which="both", alpha=0.3)
     return ax
+
+
+def compression_title(result: StatsResult) -> str:
+    """What the compression figure shows, read from its numbers: the dimension only when it
+    is a spike's, and "compresses" / "expands" where max/median of |y| is below / above |x|'s."""
+    dim = top_dimension(result) if largest_spike(result) is not None else None
+    if dim is None:
+        return "Across-token compression: no spike to follow"
+    rows = compression_by_norm(result, dim)
+    if not rows:
+        return f"Across-token compression: dim {dim} was not measured across tokens"
+    less = sum(after < before for _, before, after in rows)
+    more = sum(after > before for _, before, after in rows)
+    head = f"Across tokens, per-token division of the largest spike's dim {dim}"
+    if less == len(rows):
+        return f"{head}: compresses it at all {len(rows)} norms"
+    if more == len(rows):
+        return f"{head}: expands it at all {len(rows)} norms"
+    return f"{head}: compresses it at {less} of {len(rows)} norms, expands it at {more}"
 
 
 # Census heatmap -----------------------------------------------------------------------------
@@ -466,12 +485,7 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
 
 def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the spike figures into `folder` (each says so when there is no spike)."""
-    dim = top_dimension(result)
-    squeeze = (
-        f"Across tokens: how per-token division compresses dim {dim}"
-        if dim is not None
-        else "Across-token compression"
-    )
+    squeeze = compression_title(result)
     figures = [
         (plot_spike_ranks(result), "Do spikes keep their rank through the norm?", SPIKE_RANKS),
         (plot_spike_order(result), "Does each norm keep the order of its spikes?", SPIKE_ORDER),
