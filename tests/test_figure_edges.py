@@ -14,7 +14,7 @@ from lninspect.jobs import run_grads
 from lninspect.options import RunOptions
 from lninspect.render.compare_plots import plot_compare_layers
 from lninspect.render.figures import figure_of
-from lninspect.render.grad_plots import plot_param_grads, plot_scale_vs_std
+from lninspect.render.grad_plots import plot_grad_heatmap, plot_param_grads, plot_scale_vs_std
 from lninspect.render.stats_plots import plot_mean_heatmap, plot_std_heatmap, plot_std_per_layer
 from lninspect.results import GradsResult
 from lninspect.statistics import SUMMARIES
@@ -109,3 +109,15 @@ def test_compare_by_depth_keeps_the_final_norm_off_the_last_block(result: GradsR
     assert ticks[-1][1] == "final" and ticks[-1][0] > 1.0
     assert [t for _, t in ticks[:-1]] == ["0", "0.25", "0.5", "0.75", "1"]
     assert _final_xs(figure) == {ticks[-1][0]}
+
+
+def test_grad_heatmap_names_a_one_token_feature(result: GradsResult):
+    planted = copy.deepcopy(result)
+    for norm in planted.norms:
+        norm.grad.input_norm[0, 1] = 1e3 * np.nanmax(norm.grad.input_norm)  # token 1 stands out
+    figure = plot_grad_heatmap(planted)
+    (marks,) = figure.axes[0].child_axes
+    assert list(marks.get_xticks()) == [1]
+    assert [t.get_text() for t in marks.get_xticklabels()][0].startswith("▼ t1 ")
+    rows = len(planted.norms)
+    assert f"t1 ({rows} of {rows})" in figure.axes[len(figure.axes) - 2].get_xlabel()
