@@ -112,9 +112,12 @@ def mark_standout_tokens(ax: Axes, grid: np.ndarray, pieces: list[str]) -> str:
     if not found:
         return ""
     top = ax.secondary_xaxis("top")
-    labels = [f"▼ t{t} {pieces[t][:12]!r}" if t < len(pieces) else f"▼ t{t}" for t, _ in found]
-    top.set_xticks([t for t, _ in found], labels, fontsize=8, color="#b00020")
-    top.tick_params(length=0, pad=1)
+    positions = [t for t, _ in found]
+    top.set_xticks(positions, ["▼"] * len(positions), fontsize=9, color="#b00020")
+    top.tick_params(length=0, pad=0)
     rows = int(np.isfinite(grid).any(axis=1).sum())
-    named = ", ".join(f"t{t} ({n} of {rows})" for t, n in found)
-    return f"▼ above: the token with the largest value of most norms: {named}"
+    named = ", ".join(
+        f"t{t} {pieces[t][:12]!r} ({n} of {rows})" if t < len(pieces) else f"t{t} ({n} of {rows})"
+        for t, n in found
+    )
+    return f"▼ above: the token with the largest value of many norms: {named}"
