@@ -7,6 +7,7 @@ Every figure says so inside itself when the result has no spike, instead of an e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -141,7 +142,12 @@ def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
             continue
         ranks = np.array([[s.rank_in, s.rank_out] for s in mine], dtype=float)
         points, counts = np.unique(ranks, axis=0, return_counts=True)
-        style = {"color": colour, "edgecolors": "black", "linewidths": 0.4, "zorder": 3}
+        style: dict[str, Any] = {
+            "color": colour,
+            "edgecolors": "black",
+            "linewidths": 0.4,
+            "zorder": 3,
+        }
         left.scatter(points[:, 0], points[:, 1], s=_area(counts), **style)
         counted += [(x, y, int(n), stage) for (x, y), n in zip(points, counts, strict=True)]
         sizes = np.array([[abs(s.value), abs(s.out_value)] for s in mine])
@@ -454,7 +460,8 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
         counts = {e.dim: e.count for e in norm.census or []}
         for i, row in enumerate(rows):
             grid[i, j] = counts.get(row.dim, np.nan)
-    scale = LogNorm(vmin=1, vmax=max(float(np.nanmax(grid)), 2))
+    most = max(float(np.nanmax(grid)), 2)
+    scale = LogNorm(vmin=1, vmax=most)
     image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="magma_r", norm=scale)
     ax.set_yticks(range(len(rows)), [f"dim {r.dim}" for r in rows], fontsize=8)
     _norm_axis(ax, short_names([n.name for n in norms]))
@@ -473,7 +480,7 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
                     color="white" if dark else "black",
                 )
     bar = ax.figure.colorbar(image, ax=ax, label="spikes (log; blank: none)", pad=0.01)
-    bar.set_ticks(sparse_log_ticks(1, scale.vmax), labels=None)
+    bar.set_ticks(sparse_log_ticks(1, most), labels=None)
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("dimension")
