@@ -120,4 +120,4 @@ def mark_standout_tokens(ax: Axes, grid: np.ndarray, pieces: list[str]) -> str:
         f"t{t} {pieces[t][:12]!r} ({n} of {rows})" if t < len(pieces) else f"t{t} ({n} of {rows})"
         for t, n in found
     )
-    return f"▼ above: the token with the largest value of many norms: {named}"
+    return f"▼ above: the token with the largest |value| of many norms: {named}"

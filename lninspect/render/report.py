@@ -48,7 +48,7 @@ CAPTIONS = {
         "The denominator of every norm (rms for RMSNorm) per "
         "token of sequence 0, log colour scale. Rows brighten with depth as the residual "
         "stream grows; a bright column is a token whose activations are far larger (often the "
-        "first). ▼ above the first panel: the token with the largest value of many norms "
+        "first). ▼ above the first panel: the token with the largest |value| of many norms "
         "(one token is a column a pixel or two wide in a long text).",
     ),
     "stats-mean-heatmap.png": (
