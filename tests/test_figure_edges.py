@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lninspect.comparison import compare_results
 from lninspect.jobs import run_grads
 from lninspect.options import RunOptions
+from lninspect.render.compare_plots import plot_compare_layers
 from lninspect.render.figures import figure_of
-from lninspect.render.grad_plots import plot_param_grads, plot_scale_vs_std
+from lninspect.render.grad_plots import plot_grad_heatmap, plot_param_grads, plot_scale_vs_std
 from lninspect.render.stats_plots import plot_mean_heatmap, plot_std_heatmap, plot_std_per_layer
 from lninspect.results import GradsResult
+from lninspect.statistics import SUMMARIES
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -71,3 +74,50 @@ def test_all_nan_statistics_say_so(all_nan: GradsResult):
     assert "no finite, non-zero parameter gradient" in texts(plot_param_grads(all_nan))
     for heatmap in (plot_std_heatmap(all_nan), plot_mean_heatmap(all_nan)):
         assert all("nothing finite to show" in texts(ax) for ax in heatmap.axes)  # no bar
+
+
+def _ticks(figure) -> list[tuple[float, str]]:
+    ax = figure.axes[len(SUMMARIES) - 1]
+    return [
+        (float(x), t.get_text()) for x, t in zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+    ]
+
+
+def _final_xs(figure) -> set[float]:
+    """x of the final norm's markers ('^'), and of every other marker."""
+    lines = figure.axes[0].lines
+    return {float(x) for line in lines if line.get_marker() == "^" for x in line.get_xdata()}
+
+
+def test_compare_layers_whole_layers_and_a_labelled_final(result: GradsResult):
+    compared = compare_results([result, result], ["A", "B"])
+    figure = plot_compare_layers(compared)
+    assert _ticks(figure) == [(0.0, "0"), (1.0, "1"), (2.0, "final")]  # no 0.25 ... 1.75
+    others = {float(x) for line in figure.axes[0].lines if line.get_marker() != "^"
+              for x in line.get_xdata()}  # fmt: skip
+    assert _final_xs(figure) == {2.0} and 2.0 not in others
+
+
+def test_compare_by_depth_keeps_the_final_norm_off_the_last_block(result: GradsResult):
+    renamed = copy.deepcopy(result)
+    for norm in renamed.norms:
+        norm.name = f"other.{norm.name}"  # no name in common: matched by relative depth
+    compared = compare_results([result, renamed], ["A", "B"])
+    assert compared.matching == "relative depth"
+    figure = plot_compare_layers(compared)
+    ticks = _ticks(figure)
+    assert ticks[-1][1] == "final" and ticks[-1][0] > 1.0
+    assert [t for _, t in ticks[:-1]] == ["0", "0.25", "0.5", "0.75", "1"]
+    assert _final_xs(figure) == {ticks[-1][0]}
+
+
+def test_grad_heatmap_names_a_one_token_feature(result: GradsResult):
+    planted = copy.deepcopy(result)
+    for norm in planted.norms:
+        norm.grad.input_norm[0, 1] = 1e3 * np.nanmax(norm.grad.input_norm)  # token 1 stands out
+    figure = plot_grad_heatmap(planted)
+    (marks,) = figure.axes[0].child_axes
+    assert list(marks.get_xticks()) == [1]
+    assert [t.get_text() for t in marks.get_xticklabels()] == ["▼"]
+    rows, piece = len(planted.norms), planted.input.tokens[0][1]
+    assert f"t1 {piece!r} ({rows} of {rows})" in figure.axes[len(figure.axes) - 2].get_xlabel()

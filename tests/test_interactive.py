@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lninspect.render.interactive import interactive_html
@@ -40,7 +41,8 @@ def test_hover_in_headless_chromium(tmp_path: Path):
         f"{page.as_uri()}#hover=denominator,{row},{column}",
     ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
-    assert dom.count("<rect") == 2 * len(result.norms) * len(result.input.tokens[0])
+    cells = re.findall(r'<rect [^>]*id="(?:denominator|mean)-\d', dom)  # not the key's ramp
+    assert len(cells) == 2 * len(result.norms) * len(result.input.tokens[0])
     tip = re.search(r'<div id="tooltip"([^>]*)>', dom)
     assert tip is not None, dom[:2000]
     attributes = dict(re.findall(r'data-(\w+)="([^"]*)"', tip.group(1)))
@@ -49,3 +51,15 @@ def test_hover_in_headless_chromium(tmp_path: Path):
     assert html.unescape(attributes["token"]) == result.input.tokens[0][column]
     assert attributes["position"] == str(column) and attributes["statistic"] == "std"
     assert float(attributes["value"]) == pytest.approx(float(norm.input.std[0, column]))
+    tokens = result.input.tokens[0]
+    labels = re.findall(r'<text [^>]*class="token"[^>]*>([^<]*)</text>', dom)
+    assert [html.unescape(t) for t in labels] == 2 * [t.replace(" ", "·") for t in tokens]
+    ticks = {  # the colour key of each map: its smallest, middle and largest value
+        key: [float(v) for v in re.findall(r'class="key-tick" data-value="([^"]+)"', group)]
+        for key, group in re.findall(r'<g class="key" id="key-(\w+)">(.*?)</g>', dom)
+    }
+    std = np.concatenate([n.input.std[0] for n in result.norms])
+    mean = np.concatenate([n.input.mean[0] for n in result.norms])
+    assert ticks["denominator"][::2] == pytest.approx([std.min(), std.max()], rel=1e-6)
+    middle = (mean.min() + mean.max()) / 2  # a linear key
+    assert ticks["mean"] == pytest.approx([mean.min(), middle, mean.max()], rel=1e-6, abs=1e-9)

@@ -179,6 +179,23 @@ def test_json_round_trip_and_figures(trained):
         figure.clear()
 
 
+def test_loss_legend_names_every_curve_and_covers_none(trained):
+    figure = loss_figure(trained)
+    figure.canvas.draw()
+    for ax in figure.axes:
+        legend = ax.get_legend()
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert any(label.startswith("training loss") for label in labels)  # the faint curves
+        assert "95% interval over seeds" in labels
+        box = legend.get_window_extent()
+        for line in ax.lines:
+            if line.get_transform() != ax.transData:
+                continue  # the warm-up line and the divergence marks span the axes
+            xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+            assert not any(box.contains(x, y) for x, y in xy), line.get_label()
+    figure.clear()
+
+
 def test_cli_defaults_match_the_train_config():
     config = TrainConfig()
     assert (config.steps, config.warmup) == (TRAIN_STEPS, TRAIN_WARMUP)

@@ -16,6 +16,7 @@ from lninspect.render.report import summary
 from lninspect.render.spike_plots import (
     SPIKE_FIGURES,
     STAGE_COLOURS,
+    compression_title,
     plot_census,
     plot_compression,
     plot_spike_order,
@@ -265,10 +266,58 @@ def test_rank_plot_colours_each_spike_by_the_stage_that_moved_it():
     assert points[STAGE_COLOURS["centre"]] == [(2.0, 1.0)]
     assert points[STAGE_COLOURS["weight"]] == [(1.0, 40.0)]
     assert points[STAGE_COLOURS["bias"]] == [(3.0, 4.0)]
-    assert "×2" in [t.get_text() for t in left.texts]
+    table = [t.get_text() for t in figure.axes[2].texts]  # beside the panel, not on points
+    assert "   1 → 1    ×2" in table and not left.texts
     assert left.get_xscale() == left.get_yscale() == "log" == right.get_xscale()
     sizes = np.concatenate([c.get_offsets() for c in right.collections])
     assert sorted(sizes[:, 0].tolist()) == [30.0, 40.0, 200.0, 2900.0, 3000.0]
+
+
+def crowded() -> GradsResult:
+    """30 layers of two norms, spikes at ranks 1-3 in and 1-576 out, |x| from 0.6 to 21000:
+    as many points as SmolLM2-135M gives."""
+    rng = np.random.default_rng(0)
+    result = synthetic()
+    norms = []
+    for layer in range(30):
+        for leaf in ("input_layernorm", "post_attention_layernorm"):
+            spikes = [
+                spike(0, 7, float(v), (int(a), int(a), int(b), int(b)))
+                for v, a, b in zip(
+                    np.exp(rng.uniform(np.log(0.6), np.log(21000), 60)),
+                    rng.integers(1, 4, 60),
+                    np.minimum(rng.zipf(1.3, 60), 576),
+                    strict=True,
+                )
+            ]
+            norms.append(norm(layer, leaf, spikes, []))
+    result.norms = norms
+    return result
+
+
+def _collide(labels) -> list[tuple[str, str]]:
+    shown = [t for t in labels if t.get_text() and t.get_visible()]
+    boxes = [t.get_window_extent() for t in shown]
+    return [
+        (shown[i].get_text(), shown[j].get_text())
+        for i in range(len(shown))
+        for j in range(i + 1, len(shown))
+        if boxes[i].overlaps(boxes[j])
+    ]
+
+
+def test_rank_figure_labels_never_overlap_at_the_saved_size(tmp_path: Path):
+    figure = plot_spike_ranks(crowded())
+    figure.suptitle("a title\na subtitle")
+    figure.canvas.draw()  # as save_figure renders it
+    for ax in figure.axes[:2]:
+        for axis in (ax.xaxis, ax.yaxis):
+            assert not _collide(axis.get_ticklabels()), axis  # no "200300"
+    left, _, table = figure.axes
+    assert not left.texts and not _collide(table.texts)
+    rows = [t.get_text() for t in table.texts if "×" in t.get_text()]
+    counts = [int(r.rsplit("×", 1)[1]) for r in rows]
+    assert len(rows) == 12 and counts == sorted(counts, reverse=True)
 
 
 def test_order_plot_shares_and_stage_bars():
@@ -292,6 +341,17 @@ def test_trajectory_compression_and_census_draw_their_numbers():
     ax = plot_census(result, new_figure(11, 6).add_subplot())
     grid = np.asarray(ax.images[0].get_array(), dtype=float)
     np.testing.assert_allclose(grid, [[np.nan, 1, 1, np.nan]])
+
+
+def test_the_compression_title_follows_the_numbers():
+    result = synthetic()  # |x| 1000-3000 times its median, |y| 10 times: compressed
+    assert compression_title(result).endswith("dim 447: compresses it at all 3 norms")
+    for norm in result.norms[2:]:
+        for entry in norm.across_token:
+            entry.compression_out = entry.compression_in * 2  # |y| spread wider than |x|
+    assert compression_title(result).endswith("compresses it at 1 of 3 norms, expands it at 2")
+    quiet = synthetic(with_spikes=False)  # a trajectory but no spike: no dimension named
+    assert compression_title(quiet) == "Across-token compression: no spike to follow"
 
 
 def test_every_spike_figure_says_when_there_is_no_spike(tmp_path: Path):

@@ -204,7 +204,7 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
         STD_HEATMAP: (11, 5.0),
         MEAN_HEATMAP: (11, 5.0),
         STD_PER_LAYER: (10, 5.5),
-        SPIKE_RANKS: (12, 6),
+        SPIKE_RANKS: (13, 6),  # the table of counts between the panels
         SPIKE_ORDER: (11, 7.5),
         SPIKE_TRAJECTORY: (11, 6),
         SPIKE_COMPRESSION: (11, 6),
@@ -242,6 +242,39 @@ def test_std_heatmap_shows_each_role_on_a_shared_log_scale():
     colorbar = figure.axes[-1]
     assert "log" in colorbar.get_ylabel()
     assert [t.get_text() for t in panels[-1].get_xticklabels()][:3] == ["The", "quick", "<b>"]
+
+
+def long_text(tokens: int = 279) -> StatsResult:
+    """The synthetic result over `tokens` tokens: every token as token 1, but the first."""
+    result = synthetic(with_spikes=False)
+    for norm in result.norms:
+        for side, fields in ((norm.input, ("mean", "std", "rms", "absmax")), (norm.output, ())):
+            for field in fields:
+                array = getattr(side, field)
+                wide = np.repeat(array[:, 1:2], tokens, axis=1)
+                wide[:, 0] = array[:, 0]
+                setattr(side, field, wide)
+        norm.input.absmax_dim = np.zeros_like(norm.input.std, dtype=np.int64)
+        norm.output.mean = norm.output.std = np.ones_like(norm.input.std)
+    result.input.tokens = [["The", *[" fox"] * (tokens - 1)]]
+    result.input.num_tokens = tokens
+    return result
+
+
+def test_a_one_token_feature_is_named_above_a_long_heatmap():
+    result = long_text()
+    figure = plot_std_heatmap(result, new_figure(11, 5))
+    top = figure.axes[0]
+    (marks,) = top.child_axes  # a secondary x axis on the first panel
+    assert list(marks.get_xticks()) == [0]
+    assert [t.get_text() for t in marks.get_xticklabels()] == ["▼"]
+    assert "t0 'The' (6 of 7)" in figure.axes[2].get_xlabel()  # ln_f's first token: no larger
+    grid = np.asarray(top.images[0].get_array())
+    assert grid.shape == (LAYERS, 279)  # the data as it is: no column widened
+    plain = synthetic(with_spikes=False)
+    for norm in plain.norms:
+        norm.input.std = norm.input.rms = np.ones_like(norm.input.std)
+    assert not plot_std_heatmap(plain, new_figure()).axes[0].child_axes  # nothing stands out
 
 
 def test_mean_heatmap_is_symmetric_about_zero():

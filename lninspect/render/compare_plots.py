@@ -14,9 +14,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
 from lninspect.render.compare_tables import how_compared, row_label
-from lninspect.render.figures import new_figure, save_titled
+from lninspect.render.figures import new_figure, readable_log_ticks, save_titled
 from lninspect.results.compare import CompareResult, MatchedRow
 from lninspect.roles import ROLE_LABELS, ordered_roles
 from lninspect.statistics import SUMMARIES
@@ -32,15 +33,41 @@ def model_colour(index: int) -> str:
     return f"C{index % 10}"
 
 
+OUTSIDE_GAP = 0.15  # relative depth between the blocks and a norm outside them
+
+
 def _x(result: CompareResult, row: MatchedRow) -> float:
-    """The first model's layer (names matched) or relative depth; outside norms at the ends."""
+    """The first model's layer (names matched) or relative depth; outside norms at the ends,
+    one step apart from the blocks so that their markers never sit on a block's."""
     if result.matching != "names":
+        if row.role in ("embed", "final"):
+            return -OUTSIDE_GAP if row.role == "embed" else 1.0 + OUTSIDE_GAP
         return row.depth
     layers = [r.models[0].layer for r in result.rows if r.models[0].layer is not None]
     layer = row.models[0].layer
     if layer is not None:
         return float(layer)
     return -1.0 if row.role == "embed" else max(layers, default=-1) + 1.0
+
+
+def _depth_ticks(ax: Axes, result: CompareResult, most: int = 24) -> None:
+    """Whole layers (names matched) or quarters of the depth, and "emb" / "final" where the
+    norms outside the blocks sit: never 0.25 ... 1.75 between integer layers."""
+    names = result.matching == "names"
+    outside = {
+        _x(result, r): "emb" if r.role == "embed" else "final" if r.role == "final" else "other"
+        for r in result.rows
+        if (r.models[0].layer is None if names else r.role in ("embed", "final"))
+    }
+    if names:
+        layers = sorted({_x(result, r) for r in result.rows} - set(outside))
+        step = max(1, -(-len(layers) // most))
+        inside = {x: f"{x:g}" for x in layers[::step]}
+    else:
+        inside = {x: f"{x:g}" for x in (0.0, 0.25, 0.5, 0.75, 1.0)}
+    ticks = {**inside, **outside}
+    ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Figure:
@@ -69,12 +96,13 @@ def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Fig
             ax.text(0.5, 0.5, "no finite values", ha="center", transform=ax.transAxes)
         elif not summary.signed:
             ax.set_yscale("log")
+            shown = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.lines])
+            readable_log_ticks(ax, "y", float(shown.min()), float(shown.max()))  # no 2.7×10⁻²
         ax.set_ylabel(summary.title)
         ax.grid(True, which="both", alpha=0.3)
+    _depth_ticks(axes[-1], result)
     axes[-1].set_xlabel(
-        "layer of model A (final norm right)"
-        if result.matching == "names"
-        else "relative depth: layer / (layers − 1)"
+        "layer of model A" if result.matching == "names" else "relative depth: layer / (layers − 1)"
     )
     handles = [
         Line2D([], [], color=model_colour(m), label=f"{chr(65 + m)}: {model.spec}")

@@ -82,3 +82,42 @@ def readable_log_ticks(ax: Axes, which: str, low: float, high: float) -> None:
     lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
     span = (min(lo, values[0]), max(hi, values[-1]))
     (ax.set_xlim if which == "x" else ax.set_ylim)(*span)
+
+
+STANDOUT_SHARE = 0.25  # a token marked above a heatmap holds the largest value of this many rows
+
+
+def standout_tokens(grid: np.ndarray, most: int = 3) -> list[tuple[int, int]]:
+    """(token, rows) of the tokens that hold the largest |value| of at least a quarter of the
+    rows (modules) of `grid` (rows x tokens, NaN blank), most rows first, at most `most`.
+    A row whose largest value is its median (constant) has no such token."""
+    size = np.where(np.isfinite(grid), np.abs(grid), np.nan)
+    finite = np.isfinite(size).any(axis=1)
+    if not finite.any():
+        return []
+    size = size[finite]
+    top = np.nanargmax(size, axis=1)
+    top = top[np.nanmax(size, axis=1) > np.nanmedian(size, axis=1)]
+    tokens, rows = np.unique(top, return_counts=True)
+    found = [(int(t), int(n)) for t, n in zip(tokens, rows, strict=True)]
+    found = [(t, n) for t, n in found if n >= STANDOUT_SHARE * len(top)]
+    return sorted(found, key=lambda p: (-p[1], p[0]))[:most]
+
+
+def mark_standout_tokens(ax: Axes, grid: np.ndarray, pieces: list[str]) -> str:
+    """Name above `ax` (the top heatmap panel) the tokens that hold the largest value of most
+    rows: a column one token wide is a pixel or two in a long text, easy to miss. The data is
+    drawn as it is; returns a caption for the x label ("" when no token stands out)."""
+    found = standout_tokens(grid)
+    if not found:
+        return ""
+    top = ax.secondary_xaxis("top")
+    positions = [t for t, _ in found]
+    top.set_xticks(positions, ["▼"] * len(positions), fontsize=9, color="#b00020")
+    top.tick_params(length=0, pad=0)
+    rows = int(np.isfinite(grid).any(axis=1).sum())
+    named = ", ".join(
+        f"t{t} {pieces[t][:12]!r} ({n} of {rows})" if t < len(pieces) else f"t{t} ({n} of {rows})"
+        for t, n in found
+    )
+    return f"▼ above: the token with the largest |value| of many norms: {named}"

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from lninspect.render.figures import (
     figure_of,
+    mark_standout_tokens,
     new_figure,
     readable_log_ticks,
     save_titled,
@@ -114,7 +115,11 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
         ax.set_yticks(range(0, len(rows), every), labels[::every])
     if not positive.size:
         say_nothing_to_show(axes[0], "no finite, non-zero gradient through the norms")
-    axes[-1].set_xlabel("token position (sequence 0; blank: zero gradient)")
+    grid = np.stack([np.where(v > 0, v, np.nan) for v in values])  # every panel's rows
+    pieces = result.input.tokens[0] if result.input.tokens else []
+    caption = mark_standout_tokens(axes[0], grid, pieces)
+    label = "token position (sequence 0; blank: zero gradient)"
+    axes[-1].set_xlabel(f"{label}\n{caption}" if caption else label)
     figure.colorbar(image, ax=list(axes), label="‖∂L/∂x‖ through the norm (log)")
     return figure
 

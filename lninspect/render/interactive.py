@@ -72,29 +72,53 @@ function colour(t) {  // a dark-blue to yellow ramp, t in [0, 1]
   const f = x - i, c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
   return `rgb(${c[0]},${c[1]},${c[2]})`;
 }
+const SVG = "http://www.w3.org/2000/svg", LABELS = 64, KEY = 240, STEPS = 48;
+function add(svg, tag, attributes, text) {
+  const node = document.createElementNS(SVG, tag);
+  Object.entries(attributes).forEach(([k, v]) => node.setAttribute(k, v));
+  if (text !== undefined) node.textContent = text;
+  svg.appendChild(node);
+  return node;
+}
+function shown(token) {  // a token as its axis label: visible whitespace, at most 10 characters
+  const text = token.replace(/\n/g, "\u23ce").replace(/ /g, "\u00b7");
+  return text.length > 10 ? text.slice(0, 9) + "\u2026" : text;
+}
 function draw(key) {
   const map = data.maps[key], svg = document.getElementById("map-" + key);
   const finite = map.values.flat().filter(v => v !== null && (!map.log || v > 0));
   const f = v => map.log ? Math.log10(v) : v;
   const lo = Math.min(...finite.map(f)), hi = Math.max(...finite.map(f));
-  const rows = map.values.length, cols = data.tokens.length;
-  svg.setAttribute("width", LEFT + cols * CELL + 10);
-  svg.setAttribute("height", TOP + rows * CELL + 10);
+  const rows = map.values.length, cols = data.tokens.length, bottom = TOP + rows * CELL;
+  svg.setAttribute("width", Math.max(LEFT + cols * CELL + 10, LEFT + KEY + 120));
+  svg.setAttribute("height", bottom + LABELS + 50);
   map.values.forEach((row, r) => {
-    const name = document.createElementNS("http://www.w3.org/2000/svg", "text");
-    name.setAttribute("x", LEFT - 4); name.setAttribute("y", TOP + r * CELL + CELL - 3);
-    name.setAttribute("text-anchor", "end"); name.textContent = data.norms[r];
-    svg.appendChild(name);
+    add(svg, "text", {x: LEFT - 4, y: TOP + r * CELL + CELL - 3, "text-anchor": "end"},
+        data.norms[r]);
     row.forEach((v, c) => {
-      const cell = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-      cell.setAttribute("x", LEFT + c * CELL); cell.setAttribute("y", TOP + r * CELL);
-      cell.setAttribute("width", CELL - 1); cell.setAttribute("height", CELL - 1);
-      cell.setAttribute("fill", v === null ? "#ddd" : colour((f(v) - lo) / ((hi - lo) || 1)));
-      cell.id = `${key}-${r}-${c}`;
+      const cell = add(svg, "rect", {x: LEFT + c * CELL, y: TOP + r * CELL, width: CELL - 1,
+        height: CELL - 1, id: `${key}-${r}-${c}`,
+        fill: v === null ? "#ddd" : colour((f(v) - lo) / ((hi - lo) || 1))});
       cell.addEventListener("mouseover", () => hover(key, r, c));
-      svg.appendChild(cell);
     });
   });
+  data.tokens.forEach((token, c) => {  // the token axis: each column's text, written downwards
+    const x = LEFT + c * CELL + CELL / 2 + 3, y = bottom + 4;
+    add(svg, "text", {x: x, y: y, class: "token", "data-position": data.positions[c],
+      transform: `rotate(90 ${x} ${y})`}, shown(token));
+  });
+  const top = bottom + LABELS, ramp = add(svg, "g", {class: "key", id: `key-${key}`});
+  for (let i = 0; i < STEPS; i++) {  // the colour key: the ramp from the smallest to the largest
+    add(ramp, "rect", {x: LEFT + i * KEY / STEPS, y: top, width: KEY / STEPS + 0.5, height: 12,
+      fill: colour(i / (STEPS - 1))});
+  }
+  [0, 0.5, 1].forEach(t => {
+    const v = map.log ? 10 ** (lo + t * (hi - lo)) : lo + t * (hi - lo);
+    add(ramp, "text", {x: LEFT + t * KEY, y: top + 26, "text-anchor": "middle",
+      class: "key-tick", "data-value": v}, Number(v).toPrecision(3));
+  });
+  add(ramp, "text", {x: LEFT + KEY + 12, y: top + 10, class: "key-label"},
+      `${map.label}${map.log ? " (log scale)" : ""}; grey: none`);
 }
 function hover(key, r, c) {
   const map = data.maps[key], v = map.values[r][c];
@@ -141,7 +165,8 @@ def interactive_html(result: StatsResult) -> str:
 </head>
 <body>
 <h1>Token heatmaps</h1>
-<p>{e(header(result))}. Hover a cell: its module, layer, token, position and value.</p>
+<p>{e(header(result))}. Hover a cell: its module, layer, token, position and value. Under
+each map: the tokens (· a space, ⏎ a new line) and the colour key.</p>
 <div id="tooltip">hover a cell</div>
 {maps}
 <script type="application/json" id="data">{data}</script>

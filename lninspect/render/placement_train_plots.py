@@ -20,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from lninspect.render.figures import new_figure, save_figure
 from lninspect.render.placement_plots import plain_ticks
@@ -81,7 +83,8 @@ def plot_losses(training: TrainingResult, lr: float, ax: Axes | None = None) -> 
             "linestyle": "-" if run.warmup else "--",
         }
         steps = np.arange(run.train_loss.shape[1])
-        ax.plot(steps, _running_mean(_nanmean(run.train_loss)), alpha=0.25, lw=1, **style)
+        faint = _running_mean(_nanmean(run.train_loss))  # the mean over the seeds
+        ax.plot(steps, faint, alpha=0.25, lw=1, label="_training", **style)
         held = OverSeeds.of(run.held_out_loss)
         ax.plot(run.held_out_steps, held.mean, lw=2, label=_label(run), **style)
         ax.fill_between(
@@ -98,7 +101,21 @@ def plot_losses(training: TrainingResult, lr: float, ax: Axes | None = None) -> 
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"peak learning rate {lr:g}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="0.45",
+            alpha=0.5,
+            lw=1,
+            label=f"training loss (mean of seeds, {SMOOTH}-step avg.)",
+        ),
+        Patch(color="0.45", alpha=0.25, label="95% interval over seeds"),
+    ]
+    # below the axes: the training loss runs anywhere under 8.0, and early runs fall fast
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+              ncols=2, frameon=False)  # fmt: skip
     return ax
 
 

@@ -48,12 +48,13 @@ CAPTIONS = {
         "The denominator of every norm (rms for RMSNorm) per "
         "token of sequence 0, log colour scale. Rows brighten with depth as the residual "
         "stream grows; a bright column is a token whose activations are far larger (often the "
-        "first).",
+        "first). ▼ above the first panel: the token with the largest |value| of many norms "
+        "(one token is a column a pixel or two wide in a long text).",
     ),
     "stats-mean-heatmap.png": (
         "Input mean per module and token",
         "The mean over the hidden dims that a LayerNorm "
-        "subtracts; diverging scale centred at 0 (white).",
+        "subtracts; diverging scale centred at 0 (white); ▼ as in the std heatmap.",
     ),
     "stats-std-per-layer.png": (
         "Residual-stream growth with depth",
@@ -64,7 +65,9 @@ CAPTIONS = {
         "Every listed spike (the 100 largest |x| per norm): its rank among the token's |x| "
         "before the norm vs among |y| after it (left, log axes; on the dashed line the rank "
         "is kept) and its magnitude |x| vs |y| (right). Colour: the first stage of the norm "
-        "that changed the rank (centring, the weight, the bias), grey when kept.",
+        "that changed the rank (centring, the weight, the bias), grey when kept. A marker's "
+        "area grows with the spikes at that point; the table between the panels counts the "
+        "most crowded points.",
     ),
     "stats-spike-order.png": (
         "Does each norm keep the order of its spikes?",
@@ -83,7 +86,9 @@ CAPTIONS = {
         "Across tokens: compression of the top dimension",
         "For the dimension of the largest spike: max over tokens of |x| divided by its "
         "median over tokens, before (x) and after (y) each norm that measured it. Each "
-        "token is divided by its own std, so a token with a huge spike is shrunk most.",
+        "token is divided by its own std, so a token with a huge spike is shrunk most; the "
+        "title counts the norms where that compresses the dimension (y below x) and where "
+        "it expands it.",
     ),
     "stats-spike-census.png": (
         "Spike census",
@@ -97,7 +102,8 @@ CAPTIONS = {
     ),
     "grads-heatmap.png": (
         "Gradient through each norm",
-        "‖∂L/∂x‖ through each norm per token, log colour scale; blank cells got no gradient.",
+        "‖∂L/∂x‖ through each norm per token, log colour scale; blank cells got no gradient; "
+        "▼ as in the std heatmap.",
     ),
     "grads-scale-vs-std.png": (
         "The backward pass divides by σ",
@@ -351,7 +357,8 @@ def render_html(result: GradsResult, images: list[Path]) -> str:
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 <details><summary>the text</summary><pre>{e(text)}</pre></details>
 <h2>Figures</h2>
-<p>The token heatmaps with hover (token, position, value, layer):
+<p>The token heatmaps with hover (token, position, value, layer), the tokens along the
+axis and a colour key:
 <a href="{INTERACTIVE_HTML}">{INTERACTIVE_HTML}</a>.</p>
 <nav>{nav}</nav>
 {figures}

@@ -7,6 +7,7 @@ Every figure says so inside itself when the result has no spike, instead of an e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -82,6 +83,19 @@ def no_spike(ax: Axes, result: StatsResult, what: str = "") -> None:
 
 
 NICE = [m * 10**e for e in range(-3, 9) for m in (1, 2, 5)]
+MANTISSAS = ((1, 2, 5), (1, 3), (1,))  # ever sparser ticks on a log axis
+
+
+def sparse_log_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Round values (1, 2, 5, 10, ... or 1, 3, 10, ... or powers of ten, every other power
+    past that) between `low` and `high`, at most `most`: labels that never touch ("200300")."""
+    for mantissas in MANTISSAS:
+        ticks = [m * 10.0**e for e in range(-4, 10) for m in mantissas]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) <= most:
+            return ticks
+    step = -(-len(ticks) // most)
+    return ticks[::step]
 
 
 def _only_message(figure: Figure, result: StatsResult) -> Figure:
@@ -94,12 +108,13 @@ def _only_message(figure: Figure, result: StatsResult) -> Figure:
     return figure
 
 
-def _log_ticks(ax: Axes, axes: str = "xy") -> None:
-    """Plain numbers (1, 2, 5, 10, ...) on log axes instead of powers of ten."""
+def _log_ticks(ax: Axes, axes: str = "xy", most: int = 8) -> None:
+    """Plain numbers (1, 2, 5, 10, ...) on log axes instead of powers of ten, few enough
+    that their labels stay apart."""
     for name in axes:
         axis = ax.xaxis if name == "x" else ax.yaxis
         low, high = ax.get_xlim() if name == "x" else ax.get_ylim()
-        ticks = [t for t in NICE if low <= t <= high]
+        ticks = sparse_log_ticks(low, high, most)
         if len(ticks) < 3:  # a narrow range: round values of a linear locator
             ticks = [t for t in MaxNLocator(5).tick_values(low, high) if low <= t <= high > 0]
         axis.set_ticks(ticks)
@@ -113,27 +128,34 @@ def _log_ticks(ax: Axes, axes: str = "xy") -> None:
 def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
     """Every listed spike: rank by |x| vs rank by |y| (left), |x| vs |y| (right), log axes,
     coloured by the stage that changed its rank."""
-    figure = fig or new_figure(12, 6)
-    left, right = figure.subplots(1, 2)
+    figure = fig or new_figure(13, 6)
+    grid = figure.add_gridspec(1, 3, width_ratios=(1, 0.22, 1))
+    left, right = figure.add_subplot(grid[0]), figure.add_subplot(grid[2])
+    table = figure.add_subplot(grid[1])  # figure.axes: left, right, table
     spikes = [s for n in result.norms for s in n.spikes or []]
     if not spikes:
         return _only_message(figure, result)
+    counted: list[tuple[float, float, int, str | None]] = []  # (in, out, spikes, stage)
     for stage, colour in STAGE_COLOURS.items():
         mine = [s for s in spikes if s.changed_by == stage]
         if not mine:
             continue
         ranks = np.array([[s.rank_in, s.rank_out] for s in mine], dtype=float)
         points, counts = np.unique(ranks, axis=0, return_counts=True)
-        style = {"color": colour, "edgecolors": "black", "linewidths": 0.4, "zorder": 3}
-        left.scatter(points[:, 0], points[:, 1], s=18 + 14 * np.sqrt(counts), **style)
-        for (x, y), n in zip(points, counts, strict=True):
-            if n > 1:
-                left.annotate(f"×{n}", (x, y), xytext=(6, -10), textcoords="offset points")
+        style: dict[str, Any] = {
+            "color": colour,
+            "edgecolors": "black",
+            "linewidths": 0.4,
+            "zorder": 3,
+        }
+        left.scatter(points[:, 0], points[:, 1], s=_area(counts), **style)
+        counted += [(x, y, int(n), stage) for (x, y), n in zip(points, counts, strict=True)]
         sizes = np.array([[abs(s.value), abs(s.out_value)] for s in mine])
         right.scatter(sizes[:, 0], sizes[:, 1], s=16, alpha=0.8, **style)
     _rank_panel(left, spikes)
     _size_panel(right)
-    _log_ticks(right)
+    _log_ticks(right, most=7)
+    _count_table(table, counted)
     handles = [
         Patch(color=c, label=f"{STAGE_LABELS[k]} ({sum(s.changed_by == k for s in spikes)})")
         for k, c in STAGE_COLOURS.items()
@@ -142,7 +164,30 @@ def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
     return figure
 
 
-RANK_TICKS = [m * 10**e for e in range(7) for m in (1, 2, 3, 5)]
+def _area(counts: np.ndarray) -> np.ndarray:
+    """Marker area (points²) of a point that stands for `counts` spikes."""
+    return 18 + 14 * np.sqrt(counts)
+
+
+MAX_COUNT_ROWS = 12
+
+
+def _count_table(ax: Axes, counted: list[tuple[float, float, int, str | None]]) -> None:
+    """Beside the rank panel, a table of the points that stand for the most spikes (rank in ->
+    rank out, how many, coloured by stage): labels on the points would overlap in a column
+    of ranks 1, 2, 3 (a real model's hundreds of spikes share a few points)."""
+    ax.set_axis_off()
+    shown = sorted((p for p in counted if p[2] > 1), key=lambda p: -p[2])[:MAX_COUNT_ROWS]
+    if not shown:
+        return
+    ax.text(0, 1, "most spikes at\none point\n(rank in → out)", va="top", fontsize=8,
+            transform=ax.transAxes, fontweight="bold")  # fmt: skip
+    for i, (x, y, n, stage) in enumerate(shown):
+        ax.text(0, 0.86 - 0.055 * i, f"{x:>4g} → {y:<4g} ×{n}", va="top", fontsize=8,
+                family="monospace", color=STAGE_COLOURS[stage], transform=ax.transAxes)  # fmt: skip
+    if len(counted) > len(shown):
+        ax.text(0, 0.86 - 0.055 * len(shown), f"({len(counted)} points in all)", va="top",
+                fontsize=7, color="0.35", transform=ax.transAxes)  # fmt: skip
 
 
 def _rank_panel(ax: Axes, spikes: list) -> None:
@@ -153,13 +198,13 @@ def _rank_panel(ax: Axes, spikes: list) -> None:
     ax.set_xlim(0.8, high)
     ax.set_ylim(0.8, high)
     ax.set_aspect("equal", adjustable="box")
-    ticks = [t for t in RANK_TICKS if t <= high]  # ranks are whole numbers
+    ticks = sparse_log_ticks(1, high, most=7)  # ranks are whole numbers
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
         axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("rank by |x| before the norm (1 = the token's largest; log)")
     ax.set_ylabel("rank by |y| after the norm (log)")
-    ax.set_title("rank of each spike (dashed: kept)", fontsize="medium")
+    ax.set_title("rank of each spike (dashed: kept; area: spikes at the point)", fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
 
 
@@ -374,9 +419,28 @@ def plot_compression(result: StatsResult, ax: Axes | None = None) -> Axes:
     _log_ticks(ax, "y")
     ax.set_ylabel(f"dim {dim}: max over tokens / median over tokens (log)")
     _norm_axis(ax, names)
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # off the curves
     ax.grid(True, which="both", alpha=0.3)
     return ax
+
+
+def compression_title(result: StatsResult) -> str:
+    """What the compression figure shows, read from its numbers: the dimension only when it
+    is a spike's, and "compresses" / "expands" where max/median of |y| is below / above |x|'s."""
+    dim = top_dimension(result) if largest_spike(result) is not None else None
+    if dim is None:
+        return "Across-token compression: no spike to follow"
+    rows = compression_by_norm(result, dim)
+    if not rows:
+        return f"Across-token compression: dim {dim} was not measured across tokens"
+    less = sum(after < before for _, before, after in rows)
+    more = sum(after > before for _, before, after in rows)
+    head = f"Across tokens, per-token division of the largest spike's dim {dim}"
+    if less == len(rows):
+        return f"{head}: compresses it at all {len(rows)} norms"
+    if more == len(rows):
+        return f"{head}: expands it at all {len(rows)} norms"
+    return f"{head}: compresses it at {less} of {len(rows)} norms, expands it at {more}"
 
 
 # Census heatmap -----------------------------------------------------------------------------
@@ -396,7 +460,8 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
         counts = {e.dim: e.count for e in norm.census or []}
         for i, row in enumerate(rows):
             grid[i, j] = counts.get(row.dim, np.nan)
-    scale = LogNorm(vmin=1, vmax=max(float(np.nanmax(grid)), 2))
+    most = max(float(np.nanmax(grid)), 2)
+    scale = LogNorm(vmin=1, vmax=most)
     image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="magma_r", norm=scale)
     ax.set_yticks(range(len(rows)), [f"dim {r.dim}" for r in rows], fontsize=8)
     _norm_axis(ax, short_names([n.name for n in norms]))
@@ -415,7 +480,7 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
                     color="white" if dark else "black",
                 )
     bar = ax.figure.colorbar(image, ax=ax, label="spikes (log; blank: none)", pad=0.01)
-    bar.set_ticks([t for t in RANK_TICKS if t <= scale.vmax], labels=None)
+    bar.set_ticks(sparse_log_ticks(1, most), labels=None)
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("dimension")
@@ -427,12 +492,7 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
 
 def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the spike figures into `folder` (each says so when there is no spike)."""
-    dim = top_dimension(result)
-    squeeze = (
-        f"Across tokens: how per-token division compresses dim {dim}"
-        if dim is not None
-        else "Across-token compression"
-    )
+    squeeze = compression_title(result)
     figures = [
         (plot_spike_ranks(result), "Do spikes keep their rank through the norm?", SPIKE_RANKS),
         (plot_spike_order(result), "Does each norm keep the order of its spikes?", SPIKE_ORDER),

@@ -18,7 +18,13 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 
-from lninspect.render.figures import figure_of, new_figure, save_titled, say_nothing_to_show
+from lninspect.render.figures import (
+    figure_of,
+    mark_standout_tokens,
+    new_figure,
+    save_titled,
+    say_nothing_to_show,
+)
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
 from lninspect.results import NormStats, StatsResult
@@ -146,9 +152,10 @@ def draw_heatmap(
     axes = figure.subplots(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
     )[:, 0]
-    count, shown = 0, False
+    count, shown, grids = 0, False, []
     for ax, (title, rows) in zip(axes, panels, strict=True):
         grid = _grid([_row(values, n) for n in rows])  # (modules, tokens)
+        grids.append(grid)
         count = max(count, grid.shape[1])
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap=cmap)
         shown = shown or bool(np.isfinite(grid).any())
@@ -159,6 +166,10 @@ def draw_heatmap(
         ax.set_yticks(range(0, len(rows), step), labels[::step], fontsize=8)
         ax.set_ylabel(ylabel)
     _token_ticks(axes[-1], result, count)
+    pieces = result.input.tokens[0] if result.input.tokens else []
+    caption = mark_standout_tokens(axes[0], _grid([r for g in grids for r in g]), pieces)
+    if caption:
+        axes[-1].set_xlabel(f"{axes[-1].get_xlabel()}\n{caption}")
     if not shown:  # no colour bar for a scale that nothing uses
         return figure
     bar = figure.colorbar(image, ax=list(axes), label=label, pad=0.01)
