@@ -8,8 +8,10 @@ turn (forward, backward of the LM loss, optimizer step, zero_grad): bare; watche
 that is not recorded (the watcher exists, `step()` is called, no hook is attached); watched
 on a recorded step (every=1: capture hooks, the parameter gradient norms, the record built,
 one JSONL line written and fsynced). Each round of repeats starts with the next copy in
-turn. Time: wall and process CPU time (the latter less disturbed by other jobs), each the
-median of the per-round ratios to the bare step, with their quartiles. Peak
+turn. Time: wall and process CPU time (the latter less disturbed by other jobs; user plus
+system time), and its user part alone (the system part is mostly page faults of the C
+heap, also printed, which vary from run to run), each the median of the per-round ratios
+to the bare step, with their quartiles. Peak
 memory: as in benchmarks/overhead.py (the bytes allocated above the level before the step).
 Goals: a step that is not recorded costs nothing (time <= 1.01), a recorded one at most
 5 % (time <= 1.05, memory <= 1.05). Printed; never asserted. `--profile`: one recorded step
@@ -22,6 +24,7 @@ import argparse
 import copy
 import cProfile
 import pstats
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,6 +43,7 @@ from lninspect.placement.experiment import initialize  # noqa: E402
 from lninspect.placement.refgpt import GPT, RefGPTConfig  # noqa: E402
 
 GOALS = {"not recorded time": 1.01, "recorded time": 1.05, "recorded memory": 1.05}
+CLOCKS = ("wall", "cpu", "user", "faults")  # per step; cpu = user + system (kernel) time
 
 
 def build(name: str, device: str, tokens: int) -> tuple[torch.nn.Module, Callable, int]:
@@ -111,12 +115,16 @@ def interleaved(
     turn, so that none always pays for coming first (its weights out of the caches). The
     process's CPU time is what other jobs on a shared machine disturb least."""
     names = list(runs)
-    times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    times: dict[str, dict[str, list[float]]] = {n: {c: [] for c in CLOCKS} for n in names}
     for i in range(repeats):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            cpu = time.process_time()
+            before = resource.getrusage(resource.RUSAGE_SELF)
             times[name]["wall"].append(timed(runs[name], device))
-            times[name]["cpu"].append(time.process_time() - cpu)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+            times[name]["cpu"].append(user + system)
+            times[name]["user"].append(user)
+            times[name]["faults"].append(after.ru_minflt - before.ru_minflt)
     return times
 
 
@@ -132,13 +140,17 @@ def report(
         f"{args.model} · {args.batch} x {args.tokens} tokens · {device} · "
         f"{torch.get_num_threads()} threads · torch {torch.__version__} · {args.repeats} repeats"
     )
-    print(f"{'training step':<16}{'wall s':>10}{'cpu s':>10}{'peak MiB':>10}")
+    heads = f"{'wall s':>10}{'cpu s':>10}{'user s':>10}{'faults':>8}{'peak MiB':>10}"
+    print(f"{'training step':<16}{heads}")
     for name, clocks in times.items():
-        wall, cpu = (statistics.median(clocks[c]) for c in ("wall", "cpu"))
-        print(f"{name:<16}{wall:>10.4f}{cpu:>10.4f}{peaks[name] / 2**20:>10.1f}")
+        wall, cpu, user, faults = (statistics.median(clocks[c]) for c in CLOCKS)
+        print(
+            f"{name:<16}{wall:>10.4f}{cpu:>10.4f}{user:>10.4f}{faults:>8.0f}"
+            f"{peaks[name] / 2**20:>10.1f}"
+        )
     print(f"\n{'ratio to bare':<28}{'median':>8}{'q25':>8}{'q75':>8}{'goal':>9}")
     for what, name in (("not recorded time", "not recorded"), ("recorded time", "recorded")):
-        for clock in ("wall", "cpu"):
+        for clock in ("wall", "cpu", "user"):
             pairs = zip(times[name][clock], times["bare"][clock], strict=True)
             q25, median, q75 = statistics.quantiles([a / b for a, b in pairs], n=4)
             label = f"{what} ({clock})"

@@ -1,12 +1,15 @@
-"""Run by tests/test_watch_distributed.py under `torchrun --nproc_per_node 2` (gloo, CPU).
+"""Run by tests/test_watch_distributed.py with 2 CPU processes (gloo).
 
-Rank 0 first meets an existing log (every rank must stop). Then each rank takes its half
-of one global batch and trains the reference GPT two steps under `lninspect.watch`
-(every=1: records of steps 0 and 1), wrapped in DDP, then sharded with FSDP2's
-`fully_shard`; then a transformers Trainer with `WatchCallback` takes two steps. The logs
-go to `<out>/ddp`, `<out>/fsdp` and `<out>/trainer/lninspect` (with the Trainer's log
-history in `<out>/trainer/history.json`). The test builds the same model and batch from
-the functions below and runs them in one process.
+Under `torchrun --nproc_per_node 2`: rank 0 first meets an existing log (every rank must
+stop). Then each rank takes its half of one global batch and trains the reference GPT two
+steps under `lninspect.watch` (every=1: records of steps 0 and 1), wrapped in DDP, then
+sharded with FSDP2's `fully_shard`; the logs go to `<out>/ddp` and `<out>/fsdp`. The test
+builds the same model and batch from the functions below and runs them in one process.
+
+With `trainer` after `<out>`, under `accelerate launch` (which starts the processes and
+leaves the process group to the Trainer): a transformers Trainer with `WatchCallback` takes
+two steps; its log goes to `<out>/trainer/lninspect`, the Trainer's log history to
+`<out>/trainer/history.json`.
 """
 
 from __future__ import annotations
@@ -123,9 +126,11 @@ def main(out: Path) -> None:
     if rank == 0:
         sharded_now = type(fsdp.ln_f.weight).__name__ == "DTensor"  # a shard on the module
         (out / "fsdp" / "weights.json").write_text(json.dumps([sharded_now, weights]))
-    trainer_run(out / "trainer")
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[2:] == ["trainer"]:
+        trainer_run(Path(sys.argv[1]) / "trainer")
+    else:
+        main(Path(sys.argv[1]))

@@ -22,6 +22,7 @@ from lninspect.hooks.params import param_group
 from lninspect.norms.discovery import find_norms, layer_index
 from lninspect.placement.refgpt import GPT, RefGPTConfig
 from lninspect.results.watch import LOG_NAME, WATCH_SCHEMA, WatchRecord, read_log
+from lninspect.trends import quantiles, quantiles_of_each
 from tests.conftest import tiny_gpt2
 
 QS = (0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -377,3 +378,10 @@ def test_hooks_are_removed_when_the_loop_fails(tmp_path: Path):
             raise RuntimeError("boom")
     assert _hook_count(model) == 0
     assert (tmp_path / LOG_NAME).read_text() == ""  # the step never ended: nothing written
+
+
+def test_quantiles_of_many_arrays_at_once_equal_one_by_one():
+    rng = np.random.default_rng(0)
+    arrays = [rng.lognormal(0, 1, (4, 7)) for _ in range(3)] + [rng.normal(size=5), None]
+    arrays[1][2, 3] = np.nan  # left to the one-by-one path
+    assert quantiles_of_each(arrays) == [quantiles(a) for a in arrays]

@@ -1,11 +1,13 @@
-"""`lninspect.watch` under torchrun with 2 CPU processes (gloo): DDP, FSDP2 and the Trainer
-callback (tests/distributed_watch.py), against one process on the same global batch."""
+"""`lninspect.watch` with 2 CPU processes (gloo): DDP and FSDP2 under torchrun, the Trainer
+callback under `accelerate launch` (tests/distributed_watch.py), against one process on the
+same global batch."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import distributed_watch as job
@@ -26,16 +28,30 @@ from tests import processes
 BIN_WIDTH = 2 ** (1 / 32) - 1  # the relative error bound of a quantile from the bins
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("two")
+def launch(launcher: list[str], out: Path, *args: str) -> Path:
+    """Run the job with 2 processes started by `launcher`; its output folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_HOME": str(out / "hf")}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    command = [*torchrun(), "--standalone", "--nproc_per_node", "2", job.__file__, str(out)]
+    command = [*launcher, job.__file__, str(out), *args]
     done = processes.run(command, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    launcher = [*torchrun(), "--standalone", "--nproc_per_node", "2"]
+    return launch(launcher, tmp_path_factory.mktemp("two"))
+
+
+def accelerate_launch() -> list[str]:
+    """2 processes on the CPU: accelerate 1.15 starts several CPU processes only through
+    mpirun (`--cpu --num_processes 2` alone runs one), so `--multi_gpu` (its torchrun
+    launcher; the job's Trainer runs with `use_cpu=True`, gloo)."""
+    flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port"]
+    rest = ["0", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [sys.executable, "-m", "accelerate.commands.launch", *flags, *rest]
 
 
 def reference() -> list[dict]:
@@ -132,8 +148,9 @@ def test_every_rank_stops_when_rank_0_cannot_open_the_log(two_processes: Path):
     assert "already exists" in messages[0] and "another rank could not start" in messages[1]
 
 
-def test_trainer_under_torchrun_writes_one_log(two_processes: Path):
-    folder = two_processes / "trainer"
+def test_trainer_under_accelerate_launch_writes_one_log(tmp_path: Path):
+    pytest.importorskip("accelerate")
+    folder = launch(accelerate_launch(), tmp_path, "trainer") / "trainer"
     assert [p.name for p in (folder / "lninspect").iterdir()] == ["lninspect-watch.jsonl"]
     log = read_log(folder / "lninspect")
     history = [h for h in json.loads((folder / "history.json").read_text()) if "loss" in h]

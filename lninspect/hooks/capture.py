@@ -380,6 +380,7 @@ def capture(
     reductions: str = "auto",
     skip_recompute: bool = False,
     attention_mask: Tensor | None = None,
+    nonfinite: bool = True,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -393,9 +394,10 @@ def capture(
     `attention_mask` (batch, tokens), 1 on real tokens: padding to leave out of every
     statistic; without it, the `attention_mask` of each forward call's keyword arguments.
     Under a KV cache (generation) each call is a record of its own, with its positions.
+    `nonfinite=False` leaves out the eager path's non-finite counts (None in the result).
     """
     norms = find_norms(model) if norms is None else list(norms)
-    hooks = _Hooks(norms, grads, spikes, Reductions(reductions), skip_recompute)
+    hooks = _Hooks(norms, grads, spikes, Reductions(reductions, nonfinite), skip_recompute)
     hooks.attention_mask = attention_mask
     training = {m: m.training for m in model.modules()}
     handles = [

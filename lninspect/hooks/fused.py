@@ -66,10 +66,11 @@ def fused_grad(g: Tensor, reduced_dims: int = 1) -> tuple[Tensor, Tensor]:
 class Reductions:
     """The per-token reductions of one capture: eager or compiled, chosen once per device."""
 
-    def __init__(self, mode: str = "auto") -> None:
+    def __init__(self, mode: str = "auto", counts: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"reductions must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
+        self.counts = counts  # the eager non-finite counts (the compiled pass has them fused)
 
     def compiled_on(self, device: torch.device) -> bool:
         """Whether this device gets the compiled pass (and it has not failed before)."""
@@ -84,7 +85,7 @@ class Reductions:
             values = _COMPILED.call("stats", stacked_stats, x, y, float(eps), reduced_dims)
             if values is not None:
                 return as_record(values)
-        return token_stats(x, y, eps, reduced_dims)
+        return token_stats(x, y, eps, reduced_dims, self.counts)
 
     @torch.no_grad()
     def grad(self, g: Tensor, reduced_dims: int, count: bool) -> tuple[Tensor, Tensor | None]:
@@ -95,7 +96,7 @@ class Reductions:
                 norm, nonfinite = values
                 return norm, nonfinite if count else None
         norm = token_norm(g, reduced_dims)
-        return norm, token_nonfinite(g, reduced_dims) if count else None
+        return norm, token_nonfinite(g, reduced_dims) if count and self.counts else None
 
 
 class _Compiled:

@@ -49,14 +49,21 @@ class Tokens:
         self.absmax, self.absmax_dim = self.x.abs().max(dim=-1)
 
 
-def token_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> dict[str, Tensor]:
-    """The forward statistics (lninspect.statistics.FORWARD) of x and y, per token.
+def token_stats(
+    x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1, counts: bool = True
+) -> dict[str, Tensor]:
+    """The forward statistics (lninspect.statistics.FORWARD) of x and y, per token; without
+    `counts`, not the non-finite count (a pass of its own, that a caller may not need).
 
     The one function of both paths: run as it is (eager) or through torch.compile
     (lninspect.hooks.fused). A token with a NaN or Inf entry has NaN (or Inf) statistics.
     """
     tokens = Tokens(x, y, eps, reduced_dims)
-    return {s.key: s.reduce(tokens) for s in FORWARD if s.reduce is not None}
+    return {
+        s.key: s.reduce(tokens)
+        for s in FORWARD
+        if s.reduce is not None and (counts or s.unit != "count")
+    }
 
 
 def _mean_std(t: Tensor, eps: float) -> tuple[Tensor, Tensor]:

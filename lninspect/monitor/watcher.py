@@ -192,7 +192,14 @@ class Watcher:
     def _attach_capture(self) -> None:
         stack = ExitStack()
         self._capture = stack.enter_context(
-            capture(self.model, self.norms, grads=True, eval_mode=False, skip_recompute=True)
+            capture(
+                self.model,
+                self.norms,
+                grads=True,
+                eval_mode=False,
+                skip_recompute=True,
+                nonfinite=self.world_size > 1,  # only the combined record holds the counts
+            )
         )
         self._capture.pause()  # until a training pass starts (the gate resumes it)
         self._stack = stack
