@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
-from lninspect.hooks.spikes import average_ranks, spearman
+from lninspect.hooks.spikes import average_ranks, spearman, spike_metrics
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
 from lninspect.results.stats import STATS_SCHEMA
@@ -418,8 +418,7 @@ def test_census_token_table_merges_batches_exactly_within_capacity():
     plain count; past its capacity it never over-counts and counts what it dropped."""
     from collections import Counter
 
-    from lninspect.hooks.census import Census
-
+    
     rng = np.random.default_rng(6)
     want: Counter[tuple[int, int]] = Counter()
     census = Census(width=8, device=torch.device("cpu"), capacity=64)
@@ -444,3 +443,38 @@ def test_census_token_table_merges_batches_exactly_within_capacity():
     for key, n in zip(small.keys.tolist(), small.key_counts.tolist(), strict=True):
         assert 0 < n <= want[(key // 8, key % 8)]  # what fell out earlier is not counted
     assert int(small.evicted) == sum(want.values()) - int(small.key_counts.sum())
+
+
+# Ties: of equal |x| (or |y|), the lower index first, against a Python reference ----------------
+
+TIED = [5, 90, 33, 12, 71, 2, 60, 44, 19, 85, 27, 50]  # dims planted with exactly 80.0
+
+
+def _lower_first(values: np.ndarray, k: int) -> list[int]:
+    """The reference: the k largest values' indices, ties by the lower index (Python sort)."""
+    return sorted(range(len(values)), key=lambda j: (-values[j], j))[:k]
+
+
+def test_ties_are_broken_by_the_lower_index():
+    """Exact ties in the per-token cut, top-k retention, the listed spikes and the
+    across-token columns: the lower (sequence, token, head) dim first, not torch's order."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 3, D) * 0.1
+    x[:, :, TIED] = 80.0  # every token of both sequences: the same 12 tied spikes
+    ln = nn.LayerNorm(D)
+    with torch.no_grad():  # distinct gains on the tied dims: |y| orders them, |x| cannot
+        ln.weight[TIED] = torch.linspace(2.0, 1.0, len(TIED))
+    options = SpikeOptions(z=1.5, per_token=4, top_k=8, max_spikes=5, across_dims=3)
+    norm = run(ln, x, options)
+    listed = [(s.sequence, s.token, s.dim) for s in norm.spikes]
+    assert listed == [(0, 0, 2), (0, 0, 5), (0, 0, 12), (0, 0, 19), (0, 1, 2)]
+    assert [a.dim for a in norm.across_token if a.sequence == 0] == sorted(TIED)[:3]
+    y = torch.nn.functional.layer_norm(x.double(), (D,), ln.weight.double(), ln.bias.double())
+    for s, t in np.ndindex(2, 3):
+        top_x = _lower_first(np.abs(x[s, t].double().numpy()), 8)
+        top_y = _lower_first(np.abs(y[s, t].detach().numpy()), 8)
+        assert norm.order.topk_retention[s, t] == len(set(top_x) & set(top_y)) / 8
+    with torch.no_grad():
+        mean, std = x.mean(-1), x.var(-1, unbiased=False).add(1e-5).sqrt()
+        record = spike_metrics(x, ln(x), centre=mean, scale=std, bias=ln.bias, options=options)
+    assert record["ranked_dims"].reshape(-1, 4).tolist() == [sorted(TIED)[:4]] * 6

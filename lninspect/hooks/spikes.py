@@ -128,8 +128,8 @@ def spike_metrics(
     spike, massive = _spike_mask(size["x"], size["centred"], s, options)
     score = torch.where(spike, size["x"], -1.0)  # |x| of spikes, -1 elsewhere
     # The per_token spikes of largest |x| in each token: (S, T, G, M) dims, valid where >= 0.
-    top = score.topk(min(options.per_token, X.shape[-1]), dim=-1)
-    valid, dims = top.values >= 0, top.indices
+    dims = top_lower_first(score, options.per_token)
+    valid = score.gather(-1, dims) >= 0
     ranks = _stage_ranks(size, dims, centred=c is not None, biased=bias is not None)
     stage = _first_stage(ranks, valid)
     ranked_massive = valid & massive.gather(-1, dims)  # (S, T, G, M)
@@ -153,6 +153,21 @@ def spike_metrics(
     record |= _across_tokens(X, Y, score, options.across_dims)
     record |= _census_counters(spike, massive, size)
     return record
+
+
+def top_lower_first(values: Tensor, k: int) -> Tensor:
+    """The indices of the min(k, n) largest of the n float32 values along the last axis,
+    largest first; of equal values, the lower index first (torch.topk leaves the order of
+    ties unspecified, and keeps any of them at the cut).
+
+    One topk on an int64 key: the value's bits, which order float32 values >= 0 as the
+    values do (NaN above +inf, as topk does), times n, plus n - 1 - index. `values` are
+    magnitudes (>= 0) or -1 for an entry to take only after every magnitude.
+    """
+    n = values.shape[-1]
+    reverse = torch.arange(n - 1, -1, -1, device=values.device)
+    key = values.contiguous().view(torch.int32).to(torch.int64) * n + reverse
+    return key.topk(min(k, n), dim=-1).indices
 
 
 def _magnitudes(X: Tensor, Y: Tensor, c: Tensor | None, bias: Tensor | None) -> dict[str, Tensor]:
@@ -267,15 +282,14 @@ def _listed(
     """The `limit` ranked spikes of largest |x| in the call, as flat tensors (limit,)."""
     _, tokens, heads, per_token = dims.shape
     score = torch.where(valid, size["x"].gather(-1, dims), -1.0).flatten()
-    top = score.topk(min(limit, score.numel()))
-    slot = top.indices  # into the flattened (S, T, G, M)
+    slot = top_lower_first(score, limit)  # into the flattened (S, T, G, M)
     row = slot // per_token
     seq, tok, head = row // (tokens * heads), (row // heads) % tokens, row % heads
     dim = dims.flatten()[slot]
     value = X[seq, tok, head, dim]
     centre = c[seq, tok, head] if c is not None else torch.zeros_like(value)
     return {
-        "spike_valid": top.values >= 0,
+        "spike_valid": score[slot] >= 0,
         "spike_sequence": seq,
         "spike_token": tok,
         "spike_head": head,
@@ -307,8 +321,7 @@ def _topk_retention(X: Tensor, size: dict[str, Tensor], k: int) -> Tensor:
     Over all dimensions, a secondary column; NaN for a token with fewer than two distinct
     values (or a non-finite one), whose order means nothing.
     """
-    k = min(k, X.shape[-1])
-    top_x, top_y = size["x"].topk(k, dim=-1).indices, size["y"].topk(k, dim=-1).indices
+    top_x, top_y = top_lower_first(size["x"], k), top_lower_first(size["y"], k)
     kept = (top_x.unsqueeze(-1) == top_y.unsqueeze(-2)).any(-1).float().mean(-1)
     low, high = torch.aminmax(X, dim=-1)
     return torch.where(low < high, kept, torch.nan)  # NaN also where low or high is NaN
@@ -322,11 +335,11 @@ def _across_tokens(X: Tensor, Y: Tensor, score: Tensor, limit: int) -> Record:
     """
     d = X.shape[3]
     best = score.amax(dim=(0, 1)).flatten()  # (G * d,): the largest spike |x| per column
-    top = best.topk(min(limit, best.numel()))
-    head, dim = top.indices // d, top.indices % d
+    column = top_lower_first(best, limit)
+    head, dim = column // d, column % d
     xs, ys = X[:, :, head, dim], Y[:, :, head, dim]  # (S, T, A)
     return {
-        "across_valid": top.values >= 0,
+        "across_valid": best[column] >= 0,
         "across_head": head,
         "across_dim": dim,
         "across_rho": spearman(xs, ys, dim=1),  # (S, A)
