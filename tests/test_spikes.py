@@ -418,7 +418,8 @@ def test_census_token_table_merges_batches_exactly_within_capacity():
     plain count; past its capacity it never over-counts and counts what it dropped."""
     from collections import Counter
 
-    
+    from lninspect.hooks.census import Census
+
     rng = np.random.default_rng(6)
     want: Counter[tuple[int, int]] = Counter()
     census = Census(width=8, device=torch.device("cpu"), capacity=64)
