@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lninspect.hooks.spikes import Layout, Record
+from lninspect.hooks.transfer import to_host
 from lninspect.results import CensusEntry, DimensionStats, PositionCount, TokenCount, Trajectory
 
 Tensor = torch.Tensor
@@ -128,11 +129,10 @@ class Census:
     def entries(self, limit: int, piece: Callable[[int], str] | None) -> list[CensusEntry]:
         """The `limit` dimensions with the most spikes (ties: lower dim first), on the host;
         `piece` names the tokens (without it, tokens are listed by id)."""
-        host = {
-            key: getattr(self, key).cpu().numpy()
-            for key in ("count", "first", "massive", "massive_first", "sequences", "max_in")
+        host = self._host(
+            ("count", "first", "massive", "massive_first", "sequences", "max_in")
             + ("max_sequence", "max_token", "keys", "key_counts", "positions")
-        }
+        )
         count, massive = host["count"], host["massive"]
         dims = [int(j) for j in np.argsort(-count, kind="stable")[:limit] if count[j] > 0]
         positions = host["positions"].reshape(self.width, -1)
@@ -158,19 +158,26 @@ class Census:
     def dimensions(self, k: float) -> DimensionStats:
         """Per-dimension |x| and |y| over every token seen, and the outlier dimensions: mean
         |x_j| more than k standard deviations above the mean over dimensions."""
+        host = self._host(("sum_in", "sum_out", "max_in", "max_out"))
         rows = max(self.tokens, 1)
-        mean_in = (self.sum_in / rows).cpu().numpy()
-        mean_out = (self.sum_out / rows).cpu().numpy()
+        mean_in = (host["sum_in"] / rows).astype(np.float32)
+        mean_out = (host["sum_out"] / rows).astype(np.float32)
         return DimensionStats(
             tokens=self.tokens,
             k=k,
             mean_abs_in=mean_in,
-            max_abs_in=self.max_in.cpu().numpy(),
+            max_abs_in=host["max_in"],
             mean_abs_out=mean_out,
-            max_abs_out=self.max_out.cpu().numpy(),
+            max_abs_out=host["max_out"],
             outliers_in=outlier_dims(mean_in, k),
             outliers_out=outlier_dims(mean_out, k),
         )
+
+    def _host(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The state tensors `keys` as numpy arrays, in one copy per dtype
+        (lninspect.hooks.transfer)."""
+        moved = to_host([getattr(self, key) for key in keys])
+        return {key: tensor.numpy() for key, tensor in zip(keys, moved, strict=True)}
 
     def _positions(self, counts: np.ndarray) -> list[PositionCount]:
         return [
@@ -232,8 +239,9 @@ def trajectory(
         return None
     width = width if width in widths else max(set(widths), key=widths.count)
     names = [name for name, c in censuses.items() if c.width == width]
-    max_in = np.stack([censuses[n].max_in.cpu().numpy() for n in names], axis=1)  # (d, norms)
-    max_out = np.stack([censuses[n].max_out.cpu().numpy() for n in names], axis=1)
+    host = to_host([c for n in names for c in (censuses[n].max_in, censuses[n].max_out)])
+    max_in = np.stack([t.numpy() for t in host[0::2]], axis=1)  # (d, norms)
+    max_out = np.stack([t.numpy() for t in host[1::2]], axis=1)
     peak = np.nan_to_num(max_in, nan=-np.inf).max(axis=1)
     dims = [int(j) for j in np.argsort(-peak, kind="stable")[:limit]]
     return Trajectory(dims=dims, norms=names, max_abs_in=max_in[dims], max_abs_out=max_out[dims])
