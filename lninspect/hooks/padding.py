@@ -23,12 +23,14 @@ class PassInput:
     """One forward pass's token facts, kept on the device (no host sync in a hook): the
     attention mask (batch, past + tokens), 1 on real tokens; the positions of its tokens
     (position_ids (batch, tokens), or cache_position (tokens,)); the length of the KV cache
-    before it; how many tokens it feeds (from input_ids or inputs_embeds)."""
+    before it; how many tokens it feeds (from input_ids or inputs_embeds); its input_ids
+    (batch, tokens), when it was given ids."""
 
     mask: Tensor | None
     positions: Tensor | None
     past: int
     tokens: int | None
+    ids: Tensor | None = None
 
     @classmethod
     def of(cls, args: tuple[Any, ...], kwargs: dict[str, Any], given: Tensor | None):
@@ -42,6 +44,7 @@ class PassInput:
             positions if isinstance(positions, Tensor) and positions.ndim in (1, 2) else None,
             int(length()) if callable(length) else 0,
             int(ids.shape[1]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None,
+            ids if isinstance(ids, Tensor) and ids.ndim == 2 and not ids.is_floating_point() else None,
         )
 
     def real(self) -> Tensor | None:
