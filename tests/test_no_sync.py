@@ -137,4 +137,4 @@ def test_the_census_reaches_the_host_in_one_copy_per_dtype(monkeypatch: pytest.M
     assert copies == [{torch.int64}, {torch.float32}]
     census.dimensions(3.0)
     trajectory(aggregator.census, None)
-    assert copies[2:] == [{torch.float32}, {torch.float32}]
+    assert copies[2:] == [{torch.float32}, {torch.int64}, {torch.float32}]

@@ -111,6 +111,11 @@ class _Hooks:
         """
         return self.skip_recompute and not self.in_forward
 
+    def real_tokens(self) -> Tensor | None:
+        """The current pass's real-token mask on the device (None without a mask)."""
+        current = self.pass_inputs.get(self.passes - 1)
+        return None if current is None else current.real_on_device()
+
     def alias_input(self, info: NormInfo) -> PreHook:
         """Forward pre-hook: give the norm its own alias of x, so dL/dx through it is separable."""
 
@@ -161,6 +166,7 @@ class _Hooks:
                         options=self.spikes,
                         bias=bias if isinstance(bias, torch.Tensor) else None,
                         reduced_dims=info.reduced_dims,
+                        real=self.real_tokens(),
                     )
                 )
             original = self.pending_inputs.pop(info.name, None)

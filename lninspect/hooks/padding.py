@@ -49,9 +49,14 @@ class PassInput:
 
     def real(self) -> Tensor | None:
         """(batch, tokens) bool on the host: this pass's real tokens; None without a mask."""
+        on_device = self.real_on_device()
+        return None if on_device is None else on_device.cpu()
+
+    def real_on_device(self) -> Tensor | None:
+        """The same on the mask's device, for a hook (a slice: no host sync)."""
         if self.mask is None or self.tokens is None or self.mask.shape[1] < self.tokens:
             return None
-        return self.mask[:, self.mask.shape[1] - self.tokens :].cpu().bool()
+        return self.mask[:, self.mask.shape[1] - self.tokens :].bool()
 
     def token_positions(self, rows: int) -> list[list[int]]:
         """Each row's positions of this pass's tokens (past .. past + tokens - 1 by default)."""
