@@ -479,3 +479,37 @@ def test_ties_are_broken_by_the_lower_index():
         mean, std = x.mean(-1), x.var(-1, unbiased=False).add(1e-5).sqrt()
         record = spike_metrics(x, ln(x), centre=mean, scale=std, bias=ln.bias, options=options)
     assert record["ranked_dims"].reshape(-1, 4).tolist() == [sorted(TIED)[:4]] * 6
+
+
+def test_the_largest_spike_and_its_norms_larger_max_abs_are_told_apart():
+    """On the bundled `tiny`, ln_f's largest spike (x = -44.43) is below its max |x| (47.27 at
+    t95): that |x| is no spike, its |z| (float64 reference) under 6 and under the bound
+    that the spikes table and the report print."""
+    from rich.console import Console
+
+    from lninspect.jobs import prepare
+    from lninspect.options import RunOptions
+    from lninspect.render.spike_tables import peak_note, spikes_table
+    from lninspect.summary import largest_spike, peak_not_spike
+
+    prepared = prepare(RunOptions(model="tiny"))  # the default text, as `stats tiny --spikes`
+    model, seen = prepared.loaded.model, []
+    ln_f = model.transformer.ln_f
+    handle = ln_f.register_forward_hook(lambda m, args, out: seen.append(args[0].double()))
+    with torch.no_grad(), capture(model, prepared.norms, spikes=DEFAULT) as cap:
+        model(input_ids=prepared.input_ids[0][None])
+    handle.remove()
+    stats = cap.result(model=prepared.loaded.info, input=prepared.input)
+    found, spike = peak_not_spike(stats), largest_spike(stats)
+    assert found is not None and spike is not None and found.norm is spike[0]
+    assert found.norm.name == "transformer.ln_f" and found.peak.where is not None
+    x = seen[0][0, found.peak.where[1]]
+    z = ((x - x.mean()) / (x.var(unbiased=False) + ln_f.eps).sqrt())[found.peak.dim].item()
+    assert found.peak.value == pytest.approx(x.abs().max().item(), rel=1e-6)
+    assert abs(spike[1].value) < found.peak.value
+    assert abs(z) < 6 and abs(z) <= found.z_bound * (1 + 1e-6)
+    note = peak_note(stats)
+    assert note is not None and f"|z| ≤ {found.z_bound:.3g} < 6" in note
+    console = Console(width=200, record=True)
+    console.print(spikes_table(stats))
+    assert " ".join(note.split()) in " ".join(console.export_text().split())

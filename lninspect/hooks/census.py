@@ -115,7 +115,14 @@ class Census:
         import torch.distributed as dist
 
         summed = (self.count, self.first, self.massive, self.massive_first, self.sequences)
-        for tensor in (*summed, self.sum_in, self.sum_out, self.positions, self.evicted, self.tokens):
+        for tensor in (
+            *summed,
+            self.sum_in,
+            self.sum_out,
+            self.positions,
+            self.evicted,
+            self.tokens,
+        ):
             dist.all_reduce(tensor)
         dist.all_reduce(self.max_in, op=dist.ReduceOp.MAX)
         dist.all_reduce(self.max_out, op=dist.ReduceOp.MAX)

@@ -44,7 +44,9 @@ class PassInput:
             positions if isinstance(positions, Tensor) and positions.ndim in (1, 2) else None,
             int(length()) if callable(length) else 0,
             int(ids.shape[1]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None,
-            ids if isinstance(ids, Tensor) and ids.ndim == 2 and not ids.is_floating_point() else None,
+            ids
+            if isinstance(ids, Tensor) and ids.ndim == 2 and not ids.is_floating_point()
+            else None,
         )
 
     def real(self) -> Tensor | None:

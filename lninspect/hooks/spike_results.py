@@ -15,8 +15,8 @@ import torch
 
 from lninspect.hooks.census import Census
 from lninspect.hooks.reduce import gather
-from lninspect.hooks.transfer import to_host
 from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Layout, Record
+from lninspect.hooks.transfer import to_host
 from lninspect.options import SpikeOptions
 from lninspect.results import AcrossToken, ChangedBy, KindOrder, OrderStats, Spike
 
