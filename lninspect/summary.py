@@ -162,6 +162,32 @@ def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
     return max(found, key=lambda pair: abs(pair[1].value), default=None)
 
 
+@dataclass
+class PeakNotSpike:
+    """A norm's largest |x| that is larger than its largest spike's, so no spike: the peak
+    and the most |z| it can have, (|x| + |c|) / s at its token (exact for RMSNorm, c = 0;
+    the sign of x is not kept)."""
+
+    norm: NormStats
+    peak: Peak
+    z_bound: float
+
+
+def peak_not_spike(result: StatsResult) -> PeakNotSpike | None:
+    """Why the largest spike's norm can show a larger max |x| than the spike: that |x| fails
+    both rules (had it passed one, it would be its token's first ranked spike and listed).
+    None when the largest spike is the norm's largest |x| (or there is no spike)."""
+    found = largest_spike(result)
+    if found is None:
+        return None
+    norm, spike = found
+    peak = largest_abs(norm)
+    if peak.where is None or not peak.value > abs(spike.value):
+        return None
+    centre = 0.0 if norm.kind == "rmsnorm" else abs(float(norm.input.mean[peak.where]))
+    return PeakNotSpike(norm, peak, (peak.value + centre) / float(norm.denominator[peak.where]))
+
+
 def spread(values: Sequence[float]) -> tuple[float, float]:
     """(mean, standard deviation with n - 1) of `values`; NaN where undefined."""
     array = np.asarray(values, dtype=np.float64)

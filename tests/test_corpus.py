@@ -371,3 +371,32 @@ def test_one_document_is_not_read_in_full_at_the_first_batch(tmp_path: Path):
     assert 0 < reader.bytes_read < reader.total_bytes / 2
     list(sequences)
     assert reader.bytes_read == reader.total_bytes
+
+
+@pytest.mark.parametrize("bos", ["auto", "yes", "no"])
+def test_bos_applies_to_every_document_of_a_corpus(tiny_model_dir: Path, tmp_path: Path, bos: str):
+    """--bos in corpus mode: each document's ids are those of a one-text run (the first token
+    of every document, and so of every sequence that starts one, is the BOS with `yes`)."""
+    from lninspect.corpus.job import encoder
+    from lninspect.model.loading import Tokenizer
+    from lninspect.options import RunOptions
+    from tests.conftest import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    lines = ["The quick brown fox", "jumps over", "the lazy dog"]
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    plain = [tokenizer(line)["input_ids"] for line in lines]  # this tokenizer adds no BOS
+    first = tokenizer.bos_token_id
+    want = {"auto": plain, "no": plain, "yes": [[first, *ids] for ids in plain]}[bos]
+    encode = encoder(Tokenizer(tokenizer), RunOptions(model="tiny", bos=bos))
+    reader = CorpusReader([corpus], CorpusOptions(lines=True), encode)
+    assert list(reader.token_ids()) == want
+    result = CliRunner().invoke(
+        app,
+        ["stats", str(tiny_model_dir), "--file", str(corpus), "--lines", "--bos", bos]
+        + ["--seq-len", "8", "--json", "-", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    eos = 0 if tokenizer.eos_token_id is None else 1  # each document ends with one
+    assert json.loads(result.stdout)["corpus"]["tokens"] == sum(len(ids) + eos for ids in want)

@@ -112,3 +112,29 @@ def test_copied_together_the_values_and_shapes_are_kept() -> None:
     assert all(torch.equal(m, t) for m, t in zip(moved, tensors, strict=True))
     assert len({m.untyped_storage().data_ptr() for m in moved}) == 1  # one host buffer
     assert to_host(tensors)[0] is tensors[0]  # already on the host: left as it is
+
+
+def test_the_census_reaches_the_host_in_one_copy_per_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corpus census on the device is read at the end in a copy per dtype
+    (lninspect.hooks.transfer), never one `.cpu()` per tensor (which raises on meta)."""
+    from lninspect.hooks import transfer
+    from lninspect.hooks.census import trajectory
+
+    model, norms, ids = on_meta("gpt2")
+    aggregator = Aggregator(norms, TOKENS, torch.device("meta"), spikes=True)
+    with torch.inference_mode(), capture(model, norms, spikes=SPIKES) as cap:
+        model(input_ids=ids)
+        aggregator.update(cap.drain(), (BATCH, TOKENS), ids)
+    copies: list[set[torch.dtype]] = []
+
+    def copy(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        copies.append({t.dtype for t in tensors})
+        return [torch.zeros(t.shape, dtype=t.dtype) for t in tensors]
+
+    monkeypatch.setattr(transfer, "copy_together", copy)
+    census = aggregator.census[norms[0].name]
+    census.entries(16, None)
+    assert copies == [{torch.int64}, {torch.float32}]
+    census.dimensions(3.0)
+    trajectory(aggregator.census, None)
+    assert copies[2:] == [{torch.float32}, {torch.int64}, {torch.float32}]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
-from lninspect.hooks.spikes import average_ranks, spearman
+from lninspect.hooks.spikes import average_ranks, spearman, spike_metrics
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
 from lninspect.results.stats import STATS_SCHEMA
@@ -444,3 +444,72 @@ def test_census_token_table_merges_batches_exactly_within_capacity():
     for key, n in zip(small.keys.tolist(), small.key_counts.tolist(), strict=True):
         assert 0 < n <= want[(key // 8, key % 8)]  # what fell out earlier is not counted
     assert int(small.evicted) == sum(want.values()) - int(small.key_counts.sum())
+
+
+# Ties: of equal |x| (or |y|), the lower index first, against a Python reference ----------------
+
+TIED = [5, 90, 33, 12, 71, 2, 60, 44, 19, 85, 27, 50]  # dims planted with exactly 80.0
+
+
+def _lower_first(values: np.ndarray, k: int) -> list[int]:
+    """The reference: the k largest values' indices, ties by the lower index (Python sort)."""
+    return sorted(range(len(values)), key=lambda j: (-values[j], j))[:k]
+
+
+def test_ties_are_broken_by_the_lower_index():
+    """Exact ties in the per-token cut, top-k retention, the listed spikes and the
+    across-token columns: the lower (sequence, token, head) dim first, not torch's order."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 3, D) * 0.1
+    x[:, :, TIED] = 80.0  # every token of both sequences: the same 12 tied spikes
+    ln = nn.LayerNorm(D)
+    with torch.no_grad():  # distinct gains on the tied dims: |y| orders them, |x| cannot
+        ln.weight[TIED] = torch.linspace(2.0, 1.0, len(TIED))
+    options = SpikeOptions(z=1.5, per_token=4, top_k=8, max_spikes=5, across_dims=3)
+    norm = run(ln, x, options)
+    listed = [(s.sequence, s.token, s.dim) for s in norm.spikes]
+    assert listed == [(0, 0, 2), (0, 0, 5), (0, 0, 12), (0, 0, 19), (0, 1, 2)]
+    assert [a.dim for a in norm.across_token if a.sequence == 0] == sorted(TIED)[:3]
+    y = torch.nn.functional.layer_norm(x.double(), (D,), ln.weight.double(), ln.bias.double())
+    for s, t in np.ndindex(2, 3):
+        top_x = _lower_first(np.abs(x[s, t].double().numpy()), 8)
+        top_y = _lower_first(np.abs(y[s, t].detach().numpy()), 8)
+        assert norm.order.topk_retention[s, t] == len(set(top_x) & set(top_y)) / 8
+    with torch.no_grad():
+        mean, std = x.mean(-1), x.var(-1, unbiased=False).add(1e-5).sqrt()
+        record = spike_metrics(x, ln(x), centre=mean, scale=std, bias=ln.bias, options=options)
+    assert record["ranked_dims"].reshape(-1, 4).tolist() == [sorted(TIED)[:4]] * 6
+
+
+def test_the_largest_spike_and_its_norms_larger_max_abs_are_told_apart():
+    """On the bundled `tiny`, ln_f's largest spike (x = -44.43) is below its max |x| (47.27 at
+    t95): that |x| is no spike, its |z| (float64 reference) under 6 and under the bound
+    that the spikes table and the report print."""
+    from rich.console import Console
+
+    from lninspect.jobs import prepare
+    from lninspect.options import RunOptions
+    from lninspect.render.spike_tables import peak_note, spikes_table
+    from lninspect.summary import largest_spike, peak_not_spike
+
+    prepared = prepare(RunOptions(model="tiny"))  # the default text, as `stats tiny --spikes`
+    model, seen = prepared.loaded.model, []
+    ln_f = model.transformer.ln_f
+    handle = ln_f.register_forward_hook(lambda m, args, out: seen.append(args[0].double()))
+    with torch.no_grad(), capture(model, prepared.norms, spikes=DEFAULT) as cap:
+        model(input_ids=prepared.input_ids[0][None])
+    handle.remove()
+    stats = cap.result(model=prepared.loaded.info, input=prepared.input)
+    found, spike = peak_not_spike(stats), largest_spike(stats)
+    assert found is not None and spike is not None and found.norm is spike[0]
+    assert found.norm.name == "transformer.ln_f" and found.peak.where is not None
+    x = seen[0][0, found.peak.where[1]]
+    z = ((x - x.mean()) / (x.var(unbiased=False) + ln_f.eps).sqrt())[found.peak.dim].item()
+    assert found.peak.value == pytest.approx(x.abs().max().item(), rel=1e-6)
+    assert abs(spike[1].value) < found.peak.value
+    assert abs(z) < 6 and abs(z) <= found.z_bound * (1 + 1e-6)
+    note = peak_note(stats)
+    assert note is not None and f"|z| ≤ {found.z_bound:.3g} < 6" in note
+    console = Console(width=200, record=True)
+    console.print(spikes_table(stats))
+    assert " ".join(note.split()) in " ".join(console.export_text().split())

@@ -59,7 +59,7 @@ def run_corpus_stats(
         reader = CorpusReader(
             paths,
             corpus,
-            encoder(loaded.tokenizer),
+            encoder(loaded.tokenizer, options),
             _eos(loaded.tokenizer),
             getattr(loaded.model.config, "vocab_size", None),
         )
@@ -174,12 +174,14 @@ def sequence_length(loaded: LoadedModel, seq_len: int | None) -> int:
     return seq_len
 
 
-def encoder(tokenizer: Tokenizer) -> Encode:
-    """Text to token ids with the model's special tokens; no warning about long documents."""
-    if tokenizer.hf is None:
-        return tokenizer.encode
-    hf = tokenizer.hf
-    return lambda text: list(hf(text, add_special_tokens=True, verbose=False)["input_ids"])
+def encoder(tokenizer: Tokenizer, options: RunOptions | None = None) -> Encode:
+    """A document's token ids as a run's text gets them (Tokenizer.encode_text): --bos and
+    --chat-template apply to each document, so with `--bos yes` every document starts with
+    the BOS token (the sequences are cut from the documents' concatenation, so a sequence
+    starts with one where a document does); no warning about long documents."""
+    bos = options.bos if options is not None else "auto"
+    chat = options.chat_template if options is not None else False
+    return lambda text: tokenizer.encode_text(text, bos, chat)
 
 
 def _eos(tokenizer: Tokenizer) -> int | None:

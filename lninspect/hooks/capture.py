@@ -111,6 +111,11 @@ class _Hooks:
         """
         return self.skip_recompute and not self.in_forward
 
+    def real_tokens(self) -> Tensor | None:
+        """The current pass's real-token mask on the device (None without a mask)."""
+        current = self.pass_inputs.get(self.passes - 1)
+        return None if current is None else current.real_on_device()
+
     def alias_input(self, info: NormInfo) -> PreHook:
         """Forward pre-hook: give the norm its own alias of x, so dL/dx through it is separable."""
 
@@ -161,6 +166,7 @@ class _Hooks:
                         options=self.spikes,
                         bias=bias if isinstance(bias, torch.Tensor) else None,
                         reduced_dims=info.reduced_dims,
+                        real=self.real_tokens(),
                     )
                 )
             original = self.pending_inputs.pop(info.name, None)
@@ -329,15 +335,35 @@ class Capture:
         options = self._hooks.spikes
         if options is None:
             return {}
-        ids = input.token_ids if input is not None else None
+        if input is None:  # the API without a tokenizer: the census lists token ids
+            passes = self._pass_ids()
+            return {
+                name: collect_spikes(records, options, self._norm_ids(name, passes))
+                for name, records in self._hooks.spike_records.items()
+                if records
+            }
+        ids = input.token_ids
         pieces: dict[int, str] = {}
-        for row_ids, row in zip(ids or [], input.tokens if input is not None else [], strict=False):
+        for row_ids, row in zip(ids or [], input.tokens, strict=False):
             pieces.update(zip(row_ids, row, strict=False))
         return {
             name: collect_spikes(records, options, ids, lambda i: pieces.get(i, str(i)))
             for name, records in self._hooks.spike_records.items()
             if records
         }
+
+    def _pass_ids(self) -> dict[int, list[list[int]]]:
+        """Each forward pass's input_ids on the host (one copy for all), where it had ids."""
+        given = {p: i.ids for p, i in self._hooks.pass_inputs.items() if i.ids is not None}
+        host = to_host(list(given.values()))
+        return {p: ids.tolist() for p, ids in zip(given, host, strict=True)}
+
+    def _norm_ids(self, name: str, passes: dict[int, list[list[int]]]) -> list[list[int]] | None:
+        """The token ids of the norm's calls, one row per sequence, when every pass had ids."""
+        calls = self._hooks.call_pass[name]
+        if not calls or any(p not in passes for p in calls):
+            return None
+        return [row for p in calls for row in passes[p]]
 
     def _grad_stats(self, info: NormInfo, shape: tuple[int, ...]) -> GradStats:
         """Per-token gradient norms; NaN where a call got no gradient, None for counts then.

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lninspect.hooks.spikes import Layout, Record
+from lninspect.hooks.transfer import to_host
 from lninspect.results import CensusEntry, DimensionStats, PositionCount, TokenCount, Trajectory
 
 Tensor = torch.Tensor
@@ -45,7 +46,7 @@ class Census:
         self.max_out = torch.zeros(width, device=device)
         self.sum_in = torch.zeros(width, device=device)  # sum over tokens of |x_j|
         self.sum_out = torch.zeros(width, device=device)
-        self.tokens = 0  # (token, head) rows summed, a host int from shapes
+        self.tokens = torch.zeros((), dtype=torch.int64, device=device)  # (token, head) rows
         self.seen = 0  # sequences seen, a host int from shapes
         bins = len(POSITION_EDGES) - 1
         self.positions = torch.zeros(width * bins, dtype=torch.int64, device=device)
@@ -60,8 +61,10 @@ class Census:
         """Add one call's spike record; `ids` (sequences, tokens) are its token ids, if known."""
         layout = Layout.from_tensor(record["layout"])
         move = {k: record[k].to(self.device) for k in record if k.startswith("census_")}
-        for key in ("count", "first", "massive", "massive_first", "sequences", "sum_in", "sum_out"):
+        summed = ("count", "first", "massive", "massive_first", "sequences", "sum_in", "sum_out")
+        for key in summed:
             getattr(self, key).add_(move[f"census_{key}"])
+        self.tokens.add_(move["census_rows"])  # real (token, head) rows, padding left out
         larger = move["census_max_in"] > self.max_in  # the first largest is kept
         self.max_sequence = torch.where(
             larger, move["census_max_sequence"] + self.seen, self.max_sequence
@@ -70,14 +73,14 @@ class Census:
         self.max_in = torch.fmax(self.max_in, move["census_max_in"])  # fmax: NaN is skipped
         self.max_out = torch.fmax(self.max_out, move["census_max_out"])
         self.longest = max(self.longest, layout.tokens)
-        self.tokens += layout.sequences * layout.tokens * layout.heads
         self.seen += layout.sequences
         ranked = record["ranked_dims"].to(self.device, torch.int64)  # (S, T, G, M)
         valid = ranked >= 0
         kind = record["ranked_massive"].to(self.device, torch.int64)  # 1: massive
         tokens = ranked.shape[1]
         position = torch.arange(tokens, device=self.device).view(1, tokens, 1, 1)
-        bin_ = torch.bucketize(position, self._edges, right=True)  # (1, T, 1, 1)
+        position = (position - move["census_start"].view(-1, 1, 1, 1)).clamp(min=0)  # (S, T, 1, 1)
+        bin_ = torch.bucketize(position, self._edges, right=True)  # from the first real token
         where = (ranked.clamp(min=0) * (len(POSITION_EDGES) - 1) + bin_).flatten()
         self.positions.index_add_(0, where, valid.flatten().to(torch.int64))
         if ids is not None and ids.numel() == ranked.shape[0] * tokens:
@@ -112,7 +115,14 @@ class Census:
         import torch.distributed as dist
 
         summed = (self.count, self.first, self.massive, self.massive_first, self.sequences)
-        for tensor in (*summed, self.sum_in, self.sum_out, self.positions, self.evicted):
+        for tensor in (
+            *summed,
+            self.sum_in,
+            self.sum_out,
+            self.positions,
+            self.evicted,
+            self.tokens,
+        ):
             dist.all_reduce(tensor)
         dist.all_reduce(self.max_in, op=dist.ReduceOp.MAX)
         dist.all_reduce(self.max_out, op=dist.ReduceOp.MAX)
@@ -128,11 +138,10 @@ class Census:
     def entries(self, limit: int, piece: Callable[[int], str] | None) -> list[CensusEntry]:
         """The `limit` dimensions with the most spikes (ties: lower dim first), on the host;
         `piece` names the tokens (without it, tokens are listed by id)."""
-        host = {
-            key: getattr(self, key).cpu().numpy()
-            for key in ("count", "first", "massive", "massive_first", "sequences", "max_in")
+        host = self._host(
+            ("count", "first", "massive", "massive_first", "sequences", "max_in")
             + ("max_sequence", "max_token", "keys", "key_counts", "positions")
-        }
+        )
         count, massive = host["count"], host["massive"]
         dims = [int(j) for j in np.argsort(-count, kind="stable")[:limit] if count[j] > 0]
         positions = host["positions"].reshape(self.width, -1)
@@ -158,19 +167,26 @@ class Census:
     def dimensions(self, k: float) -> DimensionStats:
         """Per-dimension |x| and |y| over every token seen, and the outlier dimensions: mean
         |x_j| more than k standard deviations above the mean over dimensions."""
-        rows = max(self.tokens, 1)
-        mean_in = (self.sum_in / rows).cpu().numpy()
-        mean_out = (self.sum_out / rows).cpu().numpy()
+        host = self._host(("sum_in", "sum_out", "max_in", "max_out", "tokens"))
+        rows = max(int(host["tokens"]), 1)
+        mean_in = (host["sum_in"] / rows).astype(np.float32)
+        mean_out = (host["sum_out"] / rows).astype(np.float32)
         return DimensionStats(
-            tokens=self.tokens,
+            tokens=int(host["tokens"]),
             k=k,
             mean_abs_in=mean_in,
-            max_abs_in=self.max_in.cpu().numpy(),
+            max_abs_in=host["max_in"],
             mean_abs_out=mean_out,
-            max_abs_out=self.max_out.cpu().numpy(),
+            max_abs_out=host["max_out"],
             outliers_in=outlier_dims(mean_in, k),
             outliers_out=outlier_dims(mean_out, k),
         )
+
+    def _host(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The state tensors `keys` as numpy arrays, in one copy per dtype
+        (lninspect.hooks.transfer)."""
+        moved = to_host([getattr(self, key) for key in keys])
+        return {key: tensor.numpy() for key, tensor in zip(keys, moved, strict=True)}
 
     def _positions(self, counts: np.ndarray) -> list[PositionCount]:
         return [
@@ -232,8 +248,9 @@ def trajectory(
         return None
     width = width if width in widths else max(set(widths), key=widths.count)
     names = [name for name, c in censuses.items() if c.width == width]
-    max_in = np.stack([censuses[n].max_in.cpu().numpy() for n in names], axis=1)  # (d, norms)
-    max_out = np.stack([censuses[n].max_out.cpu().numpy() for n in names], axis=1)
+    host = to_host([c for n in names for c in (censuses[n].max_in, censuses[n].max_out)])
+    max_in = np.stack([t.numpy() for t in host[0::2]], axis=1)  # (d, norms)
+    max_out = np.stack([t.numpy() for t in host[1::2]], axis=1)
     peak = np.nan_to_num(max_in, nan=-np.inf).max(axis=1)
     dims = [int(j) for j in np.argsort(-peak, kind="stable")[:limit]]
     return Trajectory(dims=dims, norms=names, max_abs_in=max_in[dims], max_abs_out=max_out[dims])

@@ -23,12 +23,14 @@ class PassInput:
     """One forward pass's token facts, kept on the device (no host sync in a hook): the
     attention mask (batch, past + tokens), 1 on real tokens; the positions of its tokens
     (position_ids (batch, tokens), or cache_position (tokens,)); the length of the KV cache
-    before it; how many tokens it feeds (from input_ids or inputs_embeds)."""
+    before it; how many tokens it feeds (from input_ids or inputs_embeds); its input_ids
+    (batch, tokens), when it was given ids."""
 
     mask: Tensor | None
     positions: Tensor | None
     past: int
     tokens: int | None
+    ids: Tensor | None = None
 
     @classmethod
     def of(cls, args: tuple[Any, ...], kwargs: dict[str, Any], given: Tensor | None):
@@ -42,13 +44,21 @@ class PassInput:
             positions if isinstance(positions, Tensor) and positions.ndim in (1, 2) else None,
             int(length()) if callable(length) else 0,
             int(ids.shape[1]) if isinstance(ids, Tensor) and ids.ndim >= 2 else None,
+            ids
+            if isinstance(ids, Tensor) and ids.ndim == 2 and not ids.is_floating_point()
+            else None,
         )
 
     def real(self) -> Tensor | None:
         """(batch, tokens) bool on the host: this pass's real tokens; None without a mask."""
+        on_device = self.real_on_device()
+        return None if on_device is None else on_device.cpu()
+
+    def real_on_device(self) -> Tensor | None:
+        """The same on the mask's device, for a hook (a slice: no host sync)."""
         if self.mask is None or self.tokens is None or self.mask.shape[1] < self.tokens:
             return None
-        return self.mask[:, self.mask.shape[1] - self.tokens :].cpu().bool()
+        return self.mask[:, self.mask.shape[1] - self.tokens :].bool()
 
     def token_positions(self, rows: int) -> list[list[int]]:
         """Each row's positions of this pass's tokens (past .. past + tokens - 1 by default)."""

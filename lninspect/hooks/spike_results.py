@@ -16,6 +16,7 @@ import torch
 from lninspect.hooks.census import Census
 from lninspect.hooks.reduce import gather
 from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Layout, Record
+from lninspect.hooks.transfer import to_host
 from lninspect.options import SpikeOptions
 from lninspect.results import AcrossToken, ChangedBy, KindOrder, OrderStats, Spike
 
@@ -31,8 +32,10 @@ def collect_spikes(
     """NormStats fields (spikes, order, across_token, census) and the module's census.
 
     `token_ids` are the run's sequences (InputInfo.token_ids) and `piece` turns an id into
-    its text; without them the census lists no tokens.
+    its text; without them the census lists no tokens. Records still on a device reach the
+    host in one copy per (device, dtype) (lninspect.hooks.transfer), never one per tensor.
     """
+    records = _on_host(records)
     width = int(records[0]["census_count"].shape[0])
     census = Census(width, torch.device("cpu"))
     spikes: list[Spike] = []
@@ -40,7 +43,7 @@ def collect_spikes(
     offset = 0
     for record in records:
         layout = Layout.from_tensor(record["layout"])
-        host = {k: v.cpu().numpy() for k, v in record.items() if k != "layout"}
+        host = {k: v.numpy() for k, v in record.items() if k != "layout"}
         spikes += _spikes(host, offset, layout)
         across += _across(host, offset, layout)
         census.update(record, _ids(token_ids, offset, layout))
@@ -56,8 +59,18 @@ def collect_spikes(
     return fields, census
 
 
+def _on_host(records: list[Record]) -> list[Record]:
+    """The records with every tensor on the CPU, copied together."""
+    slots = [(i, key) for i, record in enumerate(records) for key in record]
+    moved = to_host([records[i][key] for i, key in slots])
+    host: list[Record] = [{} for _ in records]
+    for (i, key), tensor in zip(slots, moved, strict=True):
+        host[i][key] = tensor
+    return host
+
+
 def _order(records: list[Record]) -> OrderStats:
-    summed = torch.stack([r["order_counts"].cpu() for r in records]).sum(0)  # (kinds, counts)
+    summed = torch.stack([r["order_counts"] for r in records]).sum(0)  # (kinds, counts)
     kinds = {kind: _kind(row) for kind, row in zip(KINDS, summed.tolist(), strict=True)}
     every = kinds["all"]
     return OrderStats(

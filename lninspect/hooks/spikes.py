@@ -111,12 +111,16 @@ def spike_metrics(
     bias: Tensor | None,
     options: SpikeOptions,
     reduced_dims: int = 1,
+    real: Tensor | None = None,
 ) -> Record:
     """The spike record of one call: ranks, order counts, the listed spikes, across-token
     order and the census counters, all of fixed size.
 
     `centre` (the per-token mean; None for RMSNorm) and `scale` (std or rms) are the token's
     statistics as lninspect.hooks.reduce.token_stats computed them, in the module's order.
+    `real` (sequences, tokens) bool on the device, False on padding: pad positions are
+    left out of every spike statistic (no spike there, -1 / NaN per token, outside the
+    medians, the Spearman ranks and the census); ignored unless it fits the call's shape.
     """
     flat_x = hidden_flat(x, reduced_dims)
     layout = Layout.of(flat_x, reduced_dims=1)
@@ -124,12 +128,13 @@ def spike_metrics(
     Y = layout.canonical(hidden_flat(y, reduced_dims).float())
     s = layout.canonical(scale.float())  # (S, T, G)
     c = None if centre is None else layout.canonical(centre.float())
+    keep = _real_tokens(real, layout, X.device)  # (S, T, 1) or None
     size = _magnitudes(X, Y, c, bias)
-    spike, massive = _spike_mask(size["x"], size["centred"], s, options)
+    spike, massive = _spike_mask(size["x"], size["centred"], s, options, keep)
     score = torch.where(spike, size["x"], -1.0)  # |x| of spikes, -1 elsewhere
     # The per_token spikes of largest |x| in each token: (S, T, G, M) dims, valid where >= 0.
-    top = score.topk(min(options.per_token, X.shape[-1]), dim=-1)
-    valid, dims = top.values >= 0, top.indices
+    dims = top_lower_first(score, options.per_token)
+    valid = score.gather(-1, dims) >= 0
     ranks = _stage_ranks(size, dims, centred=c is not None, biased=bias is not None)
     stage = _first_stage(ranks, valid)
     ranked_massive = valid & massive.gather(-1, dims)  # (S, T, G, M)
@@ -138,9 +143,12 @@ def spike_metrics(
         "massive": (massive, ranked_massive),
         "outlier": (spike & ~massive, valid & ~ranked_massive),
     }
+    count, retention = spike.sum(-1, dtype=torch.int32), _topk_retention(X, size, options.top_k)
+    if keep is not None:
+        count, retention = count.where(keep, -1), retention.where(keep, torch.nan)
     record: Record = {
-        "spike_count": layout.module_order(spike.sum(-1, dtype=torch.int32)),
-        "topk_retention": layout.module_order(_topk_retention(X, size, options.top_k)),
+        "spike_count": layout.module_order(count),
+        "topk_retention": layout.module_order(retention),
         "order_counts": torch.stack(
             [_order_counts(*kinds[kind], stage, size, dims) for kind in KINDS]
         ),  # (kinds, ORDER_COUNTS)
@@ -150,9 +158,41 @@ def spike_metrics(
     }
     listed = _listed(X, Y, c, s, massive, dims, valid, ranks, stage, size, options.max_spikes)
     record |= listed | _gains(listed, bias, X.shape[-1])
-    record |= _across_tokens(X, Y, score, options.across_dims)
-    record |= _census_counters(spike, massive, size)
+    record |= _across_tokens(X, Y, score, options.across_dims, keep)
+    record |= _census_counters(spike, massive, size, keep)
     return record
+
+
+def _real_tokens(real: Tensor | None, layout: Layout, device: torch.device) -> Tensor | None:
+    """The pass's real-token mask as (S, T, 1) for the canonical view, where it fits."""
+    if real is None or tuple(real.shape) != (layout.sequences, layout.tokens):
+        return None
+    return real.bool().view(layout.sequences, layout.tokens, 1).to(device)
+
+
+def masked_median(values: Tensor, keep: Tensor | None, dim: int) -> Tensor:
+    """torch.median along `dim` (the lower middle value) of the entries where `keep`: pads
+    become NaN for nanmedian, and a NaN among the kept entries gives NaN, as median does."""
+    if keep is None:
+        return values.median(dim=dim).values
+    keep = keep.expand_as(values)
+    median = values.where(keep, torch.nan).nanmedian(dim=dim).values
+    return median.where(~(values.isnan() & keep).any(dim), torch.nan)
+
+
+def top_lower_first(values: Tensor, k: int) -> Tensor:
+    """The indices of the min(k, n) largest of the n float32 values along the last axis,
+    largest first; of equal values, the lower index first (torch.topk leaves the order of
+    ties unspecified, and keeps any of them at the cut).
+
+    One topk on an int64 key: the value's bits, which order float32 values >= 0 as the
+    values do (NaN above +inf, as topk does), times n, plus n - 1 - index. `values` are
+    magnitudes (>= 0) or -1 for an entry to take only after every magnitude.
+    """
+    n = values.shape[-1]
+    reverse = torch.arange(n - 1, -1, -1, device=values.device)
+    key = values.contiguous().view(torch.int32).to(torch.int64) * n + reverse
+    return key.topk(min(k, n), dim=-1).indices
 
 
 def _magnitudes(X: Tensor, Y: Tensor, c: Tensor | None, bias: Tensor | None) -> dict[str, Tensor]:
@@ -172,23 +212,29 @@ def _magnitudes(X: Tensor, Y: Tensor, c: Tensor | None, bias: Tensor | None) -> 
 
 
 def _spike_mask(
-    a_x: Tensor, centred: Tensor, s: Tensor, options: SpikeOptions
+    a_x: Tensor, centred: Tensor, s: Tensor, options: SpikeOptions, keep: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """(spike, massive) masks (S, T, G, d).
 
     The magnitude rule compares with the median |x| over every token, head and dimension of
     the sequence (torch.median: the lower middle value), as Sun et al.'s code does, not
     with the token's own median. The z rule is |x - c| >= z * s, without a division.
+    Pad positions (`keep` False, (S, T, 1)) are no spike and outside the median.
     """
-    massive = massive_mask(a_x, options)
-    return massive | (centred >= options.z * s.unsqueeze(-1)), massive
+    keep4 = None if keep is None else keep.unsqueeze(-1)  # (S, T, 1, 1)
+    massive = massive_mask(a_x, options, keep4)
+    spike = massive | (centred >= options.z * s.unsqueeze(-1))
+    if keep4 is None:
+        return spike, massive
+    return spike & keep4, massive & keep4
 
 
-def massive_mask(a_x: Tensor, options: SpikeOptions) -> Tensor:
+def massive_mask(a_x: Tensor, options: SpikeOptions, keep: Tensor | None = None) -> Tensor:
     """Sun et al.'s rule on |x| of shape (sequences, ...): above `magnitude` and above `ratio`
-    x the median over everything of its sequence."""
+    x the median over everything of its sequence (its real tokens, where `keep` says)."""
     sequences = a_x.shape[0]
-    median = a_x.reshape(sequences, -1).median(dim=-1).values
+    flat_keep = None if keep is None else keep.expand_as(a_x).reshape(sequences, -1)
+    median = masked_median(a_x.reshape(sequences, -1), flat_keep, dim=-1)
     median = median.view(sequences, *[1] * (a_x.dim() - 1))
     return (a_x > options.spike_abs) & (a_x > options.ratio * median)
 
@@ -267,15 +313,14 @@ def _listed(
     """The `limit` ranked spikes of largest |x| in the call, as flat tensors (limit,)."""
     _, tokens, heads, per_token = dims.shape
     score = torch.where(valid, size["x"].gather(-1, dims), -1.0).flatten()
-    top = score.topk(min(limit, score.numel()))
-    slot = top.indices  # into the flattened (S, T, G, M)
+    slot = top_lower_first(score, limit)  # into the flattened (S, T, G, M)
     row = slot // per_token
     seq, tok, head = row // (tokens * heads), (row // heads) % tokens, row % heads
     dim = dims.flatten()[slot]
     value = X[seq, tok, head, dim]
     centre = c[seq, tok, head] if c is not None else torch.zeros_like(value)
     return {
-        "spike_valid": top.values >= 0,
+        "spike_valid": score[slot] >= 0,
         "spike_sequence": seq,
         "spike_token": tok,
         "spike_head": head,
@@ -307,38 +352,41 @@ def _topk_retention(X: Tensor, size: dict[str, Tensor], k: int) -> Tensor:
     Over all dimensions, a secondary column; NaN for a token with fewer than two distinct
     values (or a non-finite one), whose order means nothing.
     """
-    k = min(k, X.shape[-1])
-    top_x, top_y = size["x"].topk(k, dim=-1).indices, size["y"].topk(k, dim=-1).indices
+    top_x, top_y = top_lower_first(size["x"], k), top_lower_first(size["y"], k)
     kept = (top_x.unsqueeze(-1) == top_y.unsqueeze(-2)).any(-1).float().mean(-1)
     low, high = torch.aminmax(X, dim=-1)
     return torch.where(low < high, kept, torch.nan)  # NaN also where low or high is NaN
 
 
-def _across_tokens(X: Tensor, Y: Tensor, score: Tensor, limit: int) -> Record:
+def _across_tokens(
+    X: Tensor, Y: Tensor, score: Tensor, limit: int, keep: Tensor | None = None
+) -> Record:
     """Across-token order of the `limit` (head, dim) columns with the largest spike |x|.
 
     Per sequence and column: Spearman over tokens of x vs y and of |x| vs |y| (average
-    ranks for ties), and max / median over tokens of |x| and of |y|.
+    ranks for ties), and max / median over tokens of |x| and of |y|; over the real tokens
+    only where `keep` (S, T, 1) says.
     """
     d = X.shape[3]
     best = score.amax(dim=(0, 1)).flatten()  # (G * d,): the largest spike |x| per column
-    top = best.topk(min(limit, best.numel()))
-    head, dim = top.indices // d, top.indices % d
+    column = top_lower_first(best, limit)
+    head, dim = column // d, column % d
     xs, ys = X[:, :, head, dim], Y[:, :, head, dim]  # (S, T, A)
     return {
-        "across_valid": top.values >= 0,
+        "across_valid": best[column] >= 0,
         "across_head": head,
         "across_dim": dim,
-        "across_rho": spearman(xs, ys, dim=1),  # (S, A)
-        "across_rho_abs": spearman(xs.abs(), ys.abs(), dim=1),
-        "across_compression_in": _compression(xs.abs()),
-        "across_compression_out": _compression(ys.abs()),
+        "across_rho": spearman(xs, ys, dim=1, keep=keep),  # (S, A)
+        "across_rho_abs": spearman(xs.abs(), ys.abs(), dim=1, keep=keep),
+        "across_compression_in": _compression(xs.abs(), keep),
+        "across_compression_out": _compression(ys.abs(), keep),
     }
 
 
-def _compression(size: Tensor) -> Tensor:
+def _compression(size: Tensor, keep: Tensor | None) -> Tensor:
     """max over tokens / median over tokens (torch.median: the lower middle value), (S, A)."""
-    return size.amax(dim=1) / size.median(dim=1).values
+    top = size.amax(dim=1) if keep is None else size.where(keep, 0).amax(dim=1)
+    return top / masked_median(size, keep, dim=1)
 
 
 def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
@@ -361,35 +409,57 @@ def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
     return torch.empty_like(mean).scatter_(-1, order, mean).movedim(-1, dim)
 
 
-def spearman(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
+def spearman(a: Tensor, b: Tensor, dim: int = -1, keep: Tensor | None = None) -> Tensor:
     """Spearman's rho of `a` and `b` along `dim`: Pearson's r of their average ranks.
 
     NaN where either side is constant (or has one value), as the correlation is undefined.
+    With `keep` (broadcast to `a`), over the kept entries only: the others are ranked last
+    (+inf), so the kept ones get the ranks they have among themselves, and weigh 0.
     """
-    ra, rb = average_ranks(a, dim), average_ranks(b, dim)
-    ra = ra - ra.mean(dim, keepdim=True)
-    rb = rb - rb.mean(dim, keepdim=True)
+    if keep is None:
+        ra, rb = average_ranks(a, dim), average_ranks(b, dim)
+        ra = ra - ra.mean(dim, keepdim=True)
+        rb = rb - rb.mean(dim, keepdim=True)
+        return (ra * rb).sum(dim) / ((ra * ra).sum(dim) * (rb * rb).sum(dim)).sqrt()
+    w = keep.expand_as(a).double()
+    ra = average_ranks(a.where(keep, torch.inf), dim)
+    rb = average_ranks(b.where(keep, torch.inf), dim)
+    n = w.sum(dim, keepdim=True)
+    ra = (ra - (ra * w).sum(dim, keepdim=True) / n) * w
+    rb = (rb - (rb * w).sum(dim, keepdim=True) / n) * w
     return (ra * rb).sum(dim) / ((ra * ra).sum(dim) * (rb * rb).sum(dim)).sqrt()
 
 
-def _census_counters(spike: Tensor, massive: Tensor, size: dict[str, Tensor]) -> Record:
-    """Per dimension (heads pooled), (d,): spikes, spikes on the first token, the same of
-    the massive ones, sequences with a spike, the largest |x| and |y| with the (sequence,
-    token) of the largest |x|, and the sums of |x| and |y| over tokens (the outlier
-    dimensions' means)."""
-    a_x = size["x"]
-    _, tokens, heads, d = a_x.shape
+def _census_counters(
+    spike: Tensor, massive: Tensor, size: dict[str, Tensor], keep: Tensor | None = None
+) -> Record:
+    """Per dimension (heads pooled), (d,): spikes, spikes on the first (real) token, the
+    same of the massive ones, sequences with a spike, the largest |x| and |y| with the
+    (sequence, token) of the largest |x|, and the sums of |x| and |y| over tokens (the
+    outlier dimensions' means); the (token, head) rows counted, and where each sequence's
+    real tokens start (S,). Pad positions count as |x| = |y| = 0."""
+    a_x, a_y = size["x"], size["y"]
+    sequences, tokens, heads, d = a_x.shape
+    start = torch.zeros(sequences, dtype=torch.int64, device=a_x.device)
+    rows = torch.full((), sequences * tokens * heads, dtype=torch.int64, device=a_x.device)
+    if keep is not None:
+        a_x, a_y = a_x.where(keep.unsqueeze(-1), 0), a_y.where(keep.unsqueeze(-1), 0)
+        start = keep[:, :, 0].int().argmax(1)  # the first real token (the first largest)
+        rows = keep.sum(dtype=torch.int64) * heads
+    first = start.view(sequences, 1, 1, 1).expand(sequences, 1, heads, d)
     where = a_x.nan_to_num(nan=-1.0).flatten(0, 2).argmax(0)  # (d,) into (S, T, G)
     return {
         "census_count": spike.sum(dim=(0, 1, 2), dtype=torch.int64),
-        "census_first": spike[:, 0].sum(dim=(0, 1), dtype=torch.int64),
+        "census_first": spike.gather(1, first).sum(dim=(0, 1, 2), dtype=torch.int64),
         "census_massive": massive.sum(dim=(0, 1, 2), dtype=torch.int64),
-        "census_massive_first": massive[:, 0].sum(dim=(0, 1), dtype=torch.int64),
+        "census_massive_first": massive.gather(1, first).sum(dim=(0, 1, 2), dtype=torch.int64),
         "census_sequences": spike.any(dim=2).any(dim=1).sum(0, dtype=torch.int64),
         "census_max_in": a_x.amax(dim=(0, 1, 2)),
-        "census_max_out": size["y"].amax(dim=(0, 1, 2)),
+        "census_max_out": a_y.amax(dim=(0, 1, 2)),
         "census_max_sequence": where // (tokens * heads),
         "census_max_token": (where // heads) % tokens,
         "census_sum_in": a_x.sum(dim=(0, 1, 2)),
-        "census_sum_out": size["y"].sum(dim=(0, 1, 2)),
+        "census_sum_out": a_y.sum(dim=(0, 1, 2)),
+        "census_rows": rows,
+        "census_start": start,
     }

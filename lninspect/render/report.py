@@ -23,7 +23,7 @@ from lninspect.render.format import fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
-from lninspect.render.spike_tables import loss_change, spike_rule
+from lninspect.render.spike_tables import loss_change, peak_note, spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.summary import (
@@ -221,6 +221,7 @@ def _spike(result: GradsResult) -> str:
         + (" (massive)" if s.massive else f", z = {s.z:.3g}")
         + f"; rank {s.rank_in} by |x| → {s.rank_out} by |y|"
         + (f", changed by the {s.changed_by}" if s.changed_by else "")
+        + (f"; {note}" if (note := peak_note(result)) else "")
     )
 
 

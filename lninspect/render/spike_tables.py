@@ -20,6 +20,7 @@ from lninspect.summary import (
     layer_span,
     nan_median,
     order_totals,
+    peak_not_spike,
     spread,
 )
 
@@ -33,6 +34,23 @@ def spike_rule(result: StatsResult | AggregateResult) -> str:
     ratio = result.spike_ratio if result.spike_ratio is not None else default.ratio
     z = result.spike_z if result.spike_z is not None else default.z
     return f"|x| > {magnitude:g} and > {ratio:g} × the layer's median |x| (massive), or |z| ≥ {z:g}"
+
+
+def peak_note(result: StatsResult) -> str | None:
+    """Why the largest spike's norm shows a larger max |x| elsewhere (summary.peak_not_spike)."""
+    found = peak_not_spike(result)
+    if found is None:
+        return None
+    peak, norm = found.peak, found.norm
+    assert peak.where is not None
+    sequence, token = peak.where[:2] if len(peak.where) > 1 else (0, peak.where[0])
+    z = result.spike_z if result.spike_z is not None else SpikeOptions().z
+    name = short_names([n.name for n in result.norms])[result.norms.index(norm)]
+    where = f"{token_label(result, sequence, token)} dim {peak.dim}"
+    return (
+        f"{name}'s largest |x|, {fmt(peak.value)} at {where}, is no spike: "
+        f"|z| ≤ {found.z_bound:.3g} < {z:g} at its token, and not massive"
+    )
 
 
 def spike_tables(result: StatsResult) -> list[RenderableType]:
@@ -79,7 +97,7 @@ def spikes_table(result: StatsResult, limit: int = 20) -> Table:
         f"largest spikes: {spike_rule(result)}",
         "rank: 1 + the dims of the token with a larger |x| (before) or |y| (after); "
         "by: the first stage that moved it (centre, weight, bias); gain: the weight at "
-        "the dim, (y - b) / z; m: massive",
+        "the dim, (y - b) / z; m: massive" + (f"; {note}" if (note := peak_note(result)) else ""),
     )
     for column in ("module", "token", "dim", "x", "y", "z", "gain", "rank", "by"):
         left = column in ("module", "token", "by")
