@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import words
 
 from lninspect.errors import LninspectError
 from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
@@ -597,3 +598,54 @@ def test_a_model_folder_or_figure_folder_in_a_symlink_loop_says_so(tmp_path: Pat
         locate(str(loop))
     with pytest.raises(LninspectError, match="symlink loop"):
         make_folder(loop / "r")
+
+
+def assert_usage(result, message: str) -> None:
+    """A usage error as Typer's runner shows it (the real entry point makes it one line)."""
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert message in words(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("command", [("stats", "tiny"), ("run", "log.jsonl")])
+def test_out_without_plot_or_empty_is_refused(command: tuple[str, str]):
+    assert_usage(invoke(*command, "--out", "figures"), "add --plot, or drop --out")
+    assert_usage(invoke(*command, "--plot", "--out", ""), "the folder name is empty")
+
+
+def test_report_out_empty_and_revision_on_tiny_are_said():
+    assert_usage(invoke("report", "tiny", "--out", ""), "the folder name is empty")
+    result = invoke("norms", "tiny", "--revision", "v1")
+    assert result.exit_code == 0, result.output
+    assert "--revision v1 ignored: 'tiny' is not a Hugging Face Hub model" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_grads():
+    from lninspect.jobs import run_grads
+    from lninspect.options import RunOptions
+
+    return run_grads(RunOptions(model="tiny", text=TEXT, device="cpu"))
+
+
+def test_the_same_model_twice_has_no_differences(tiny_grads):
+    from lninspect.comparison import compare_results
+    from lninspect.render.compare_tables import differences_title
+
+    compared = compare_results([tiny_grads, tiny_grads], ["tiny", "./tiny"])
+    assert compared.differences == [] and differences_title(compared) == "no differences from A"
+    assert "B (./tiny) gives exactly the numbers of A (tiny) on every norm" in compared.notes[-1]
+
+
+def test_norms_that_differ_by_name_only_say_so(tiny_grads):
+    import dataclasses
+
+    from lninspect.comparison import compare_results
+
+    norms = tiny_grads.norms
+    renamed = [dataclasses.replace(n, name=n.name.replace("ln_", "norm_")) for n in norms]
+    other = dataclasses.replace(tiny_grads, norms=renamed)
+    compared = compare_results([tiny_grads, other], ["a", "b"])
+    first = tiny_grads.norms[0].name
+    expected = f"but {first!r} in A is {first.replace('ln_', 'norm_')!r} in B"
+    assert compared.matching == "relative depth" and expected in compared.notes[0]
+    assert " vs " not in compared.notes[0] and compared.notes[-1].startswith("B (b) gives")
