@@ -649,3 +649,50 @@ def test_norms_that_differ_by_name_only_say_so(tiny_grads):
     expected = f"but {first!r} in A is {first.replace('ln_', 'norm_')!r} in B"
     assert compared.matching == "relative depth" and expected in compared.notes[0]
     assert " vs " not in compared.notes[0] and compared.notes[-1].startswith("B (b) gives")
+
+
+# 11. A full disk names the user's path, never a temporary one ---------------------------------
+
+FULL = OSError(28, "No space left on device")
+
+
+def test_a_full_disk_names_the_path_given_not_the_staged_file(monkeypatch, tmp_path: Path):
+    from lninspect import files
+
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "data" / "real.json")
+
+    def full_rename(source, target) -> None:
+        raise OSError(28, "No space left on device", str(source), None, str(target))
+
+    def full_temporary(real: Path, data: bytes) -> Path:
+        raise OSError(28, "No space left on device", str(real.parent / ".lninspect-x.tmp"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "replace", full_rename)
+        patch.setattr(files.os, "link", full_rename)
+        for force in (True, False):  # renamed over, or linked as new
+            with pytest.raises(LninspectError) as caught, files.all_or_nothing(force):
+                write_json(str(link), {"x": 1})
+            assert str(caught.value) == f"cannot write '{link}': No space left on device"
+    monkeypatch.setattr(files, "_temporary", full_temporary)
+    with pytest.raises(LninspectError, match=f"cannot write '{link}': No space left on device"):
+        write_json(str(link), {"x": 1})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data", "out.json"]
+
+
+def test_a_full_disk_while_a_report_is_built_names_its_folder(monkeypatch, tmp_path: Path):
+    from lninspect import files
+
+    def build(staging: Path) -> list[str]:
+        files.write_atomic(staging / "index.html", b"page")  # as a figure is saved
+        return ["index.html"]
+
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (_ for _ in ()).throw(FULL))
+    folder = tmp_path / "r"
+    with pytest.raises(LninspectError) as caught:
+        with claim_folder(folder, NAMES, force=False):
+            write_folder(folder, build, lambda name: name in NAMES)
+    assert str(caught.value) == f"cannot write the report into '{folder}': No space left on device"
+    assert list(tmp_path.iterdir()) == []
