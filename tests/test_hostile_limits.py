@@ -696,3 +696,27 @@ def test_a_full_disk_while_a_report_is_built_names_its_folder(monkeypatch, tmp_p
             write_folder(folder, build, lambda name: name in NAMES)
     assert str(caught.value) == f"cannot write the report into '{folder}': No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+# 6. A tensor name with terminal escapes in the weights -----------------------------------------
+
+
+def test_a_tensor_name_with_escapes_is_one_escaped_line(tiny_model_dir: Path, tmp_path: Path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["transformer.h.0.\x1b[2J\x1b]0;owned\x07evil"] = torch.zeros(2)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    quiet = invoke("stats", folder, "--text", TEXT, "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output
+    for debug in ((), ("--debug",)):  # the report's lines shown only under --debug
+        result = invoke(*debug, "norms", folder)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output, result.output
+        report = [line for line in result.stderr.splitlines() if "LOAD REPORT" in line]
+        assert len(report) == 1 and ("\\x1b[2J" in report[0]) == bool(debug), result.stderr
