@@ -720,3 +720,28 @@ def test_a_tensor_name_with_escapes_is_one_escaped_line(tiny_model_dir: Path, tm
         assert "\x1b" not in result.output and "\x07" not in result.output, result.output
         report = [line for line in result.stderr.splitlines() if "LOAD REPORT" in line]
         assert len(report) == 1 and ("\\x1b[2J" in report[0]) == bool(debug), result.stderr
+
+
+# 6. Rich markup in a name is shown as written, never interpreted -----------------------------
+
+
+def test_markup_in_norm_names_is_shown_literally(tmp_path: Path):
+    from lninspect.render.format import short_names
+
+    quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
+    names = ["[bold]h.0.ln_1[/bold]", "[red]", "h.1.ln_1[/]"]
+    norms = [
+        {"name": name, "layer": layer, "role": "attn_in", "input_std": quantiles,
+         "output_std": quantiles, "grad_scale": quantiles, "absmax": 1.0, "absmax_dim": 0}
+        for layer, name in enumerate(names)
+    ]  # fmt: skip
+    grown = [{**n, "input_std": {k: 9.0 for k in quantiles}} for n in norms]  # a jump
+    records = [{**RECORD, "step": s, "norms": norms} for s in range(1, 6)]
+    log = write_log(tmp_path / "log.jsonl", *records, {**RECORD, "step": 6, "norms": grown})
+    result = invoke("run", log)
+    assert result.exit_code == 0, result.output
+    shown = short_names(names)
+    assert "[/bold]" in shown[0] and shown[1] == "[red]" and "[/]" in shown[2]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    for name in shown:  # a row of the run table, one of the jumps table
+        assert sum(name in row for row in rows) == 2, result.stdout
