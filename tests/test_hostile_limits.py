@@ -745,3 +745,22 @@ def test_markup_in_norm_names_is_shown_literally(tmp_path: Path):
     rows = [line.split() for line in result.stdout.splitlines()]
     for name in shown:  # a row of the run table, one of the jumps table
         assert sum(name in row for row in rows) == 2, result.stdout
+
+
+# Issue 24, 4: a long run on a pipe says how far it got ---------------------------------------
+
+
+def test_a_piped_corpus_run_prints_plain_progress_lines(monkeypatch):
+    from lninspect.cli import progress
+    from lninspect.model.sources import BUNDLED_DIR
+
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PIPE_INTERVAL", 0.0)  # a line after every batch
+    text = BUNDLED_DIR / "text"
+    files = ("--file", text / "README.md", "--lines")
+    args = ("--seq-len", 16, "--batch-size", 2, "--max-sequences", 6)
+    result = invoke("stats", "tiny", *files, *args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("corpus: ")]
+    assert len(lines) == 3 and "\x1b" not in result.stderr, result.stderr  # 6 sequences, 3 batches
+    assert all(" tokens · " in line and line.endswith(" elapsed") for line in lines), lines
