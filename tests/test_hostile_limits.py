@@ -764,3 +764,46 @@ def test_a_piped_corpus_run_prints_plain_progress_lines(monkeypatch):
     lines = [line for line in result.stderr.splitlines() if line.startswith("corpus: ")]
     assert len(lines) == 3 and "\x1b" not in result.stderr, result.stderr  # 6 sequences, 3 batches
     assert all(" tokens · " in line and line.endswith(" elapsed") for line in lines), lines
+
+
+# Issue 24, 5: norms draws every random weight once, and finds the same norms ----------------
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_norms_of_random_weights_draws_each_once_same_result(tmp_path: Path, monkeypatch, family):
+    import torch
+    from transformers import GPT2Config, LlamaConfig
+
+    from lninspect.jobs import describe_norms
+    from lninspect.model import loading
+    from lninspect.options import RunOptions
+
+    small = {"vocab_size": 64, "bos_token_id": 0, "eos_token_id": 0}
+    config = (
+        GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=32, **small)
+        if family == "gpt2"
+        else LlamaConfig(num_hidden_layers=2, hidden_size=16, intermediate_size=32,
+                         num_attention_heads=2, num_key_value_heads=1, **small)
+    )  # fmt: skip
+    config.save_pretrained(tmp_path)
+    options = RunOptions(model=f"random:{tmp_path}", device="cpu")
+    drawn: list[int] = []
+    normal = torch.Tensor.normal_
+
+    def counted(tensor, *args, **kwargs):
+        if not tensor.is_meta:  # the memory check's build on the meta device draws nothing
+            drawn.append(tensor.numel())
+        return normal(tensor, *args, **kwargs)
+
+    def norms(full: bool) -> tuple[dict, int]:
+        original = loading._random_model
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.Tensor, "normal_", counted)
+            if full:  # as every other command builds random: weights
+                patch.setattr(loading, "_random_model", lambda c, t, _: original(c, t, False))
+            drawn.clear()
+            return describe_norms(options).to_json(), sum(drawn)
+
+    (fast, values), (full, all_values) = norms(False), norms(True)
+    assert fast == full
+    assert 0 < values < all_values  # the constructors' draws skipped, the init's kept
