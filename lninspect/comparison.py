@@ -103,7 +103,8 @@ def compare_results(results: Sequence[GradsResult], specs: Sequence[str]) -> Com
         rows=rows,
         differences=differences(rows, same_tokens),
         tokens=results[0].input.tokens[0] if same_tokens and results[0].input.tokens else [],
-        notes=_notes(models, same_tokens, matching, len(matched), results),
+        notes=_notes(models, same_tokens, matching, len(matched), results)
+        + _identical_notes(models, rows),
     )
 
 
@@ -144,12 +145,45 @@ def _notes(
             "layer, each on the medians over its own tokens, not token by token"
         )
     if matching != "names":
-        depths = " vs ".join(str(m.num_layers) for m in models)
         notes.append(
-            f"the models' norms differ ({depths} layers): matched by role and relative depth "
-            f"(layer / (layers - 1)); {rows} rows, one per norm of {models[0].spec}"
+            f"the models' norms differ ({_how_norms_differ(results)}): matched by role and "
+            f"relative depth (layer / (layers - 1)); {rows} rows, one per norm of "
+            f"{models[0].spec}"
         )
     return notes + _model_notes(models, results)
+
+
+def _how_norms_differ(results: Sequence[GradsResult]) -> str:
+    """What differs between the models' norms: their depth, their number, or a name
+    (`'h.0.ln_1' in A is 'h.0.norm_1' in B`)."""
+    depths = [_layers(r) for r in results]
+    if len(set(depths)) > 1:
+        return " vs ".join(str(d) for d in depths) + " layers"
+    counts = [len(r.norms) for r in results]
+    if len(set(counts)) > 1:
+        return " vs ".join(str(c) for c in counts) + " norms"
+    first = [n.name for n in results[0].norms]
+    for m, other in enumerate(results[1:], 1):
+        for a, b in zip(first, (n.name for n in other.norms), strict=True):
+            if a != b:
+                return f"{len(first)} norms each, but {a!r} in A is {b!r} in {chr(65 + m)}"
+    return "the same names"  # not reached: match_rows matched by name then
+
+
+def _identical_notes(models: list[ComparedModel], rows: list[MatchedRow]) -> list[str]:
+    """A note for every model whose numbers are A's on every norm (the same model twice)."""
+    return [
+        f"{chr(65 + m)} ({model.spec}) gives exactly the numbers of A ({models[0].spec}) on "
+        "every norm: no differences to list (the same model twice?)"
+        for m, model in enumerate(models[1:], 1)
+        if rows and all(_numbers(row.models[m]) == _numbers(row.models[0]) for row in rows)
+    ]
+
+
+def _numbers(values: NormValues) -> list[float | None]:
+    """A norm's numbers in a comparable form (NaN, which is not equal to itself, as None)."""
+    found = [values.absmax, values.max_abs_z, *values.medians.values(), *(values.tokens or ())]
+    return [None if math.isnan(v) else v for v in found]
 
 
 def _model_notes(models: list[ComparedModel], results: Sequence[GradsResult]) -> list[str]:
@@ -178,15 +212,15 @@ def differences(rows: list[MatchedRow], per_token: bool) -> list[Difference]:
 
 
 def _difference(key: str, row: int, model: int, a: float, b: float) -> list[Difference]:
-    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
-        return []
+    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)) or a == b:
+        return []  # not comparable, or no difference
     return [Difference(key, row, model, a, b, float32_digits(b / a))]
 
 
 def _token_difference(row: int, model: int, a: list[float], b: list[float]) -> list[Difference]:
     ratio = np.asarray(b, dtype=np.float64) / np.asarray(a, dtype=np.float64)
     change = np.abs(np.log(np.where(ratio > 0, ratio, np.nan)))
-    if not np.isfinite(change).any():
-        return []
+    if not np.isfinite(change).any() or np.nanmax(change) == 0:
+        return []  # not comparable, or the same on every token
     t = int(np.nanargmax(change))
     return [Difference("token_input_std", row, model, a[t], b[t], float32_digits(ratio[t]), t)]

@@ -114,7 +114,8 @@ class _Batch:
     """Writes staged by `all_or_nothing`: put in place only when every one succeeded."""
 
     force: bool
-    staged: list[tuple[str, Path, Path | bytes]] = field(default_factory=list)  # kind, to, what
+    # what a path holds, the path as given (for messages), where it goes, what goes there:
+    staged: list[tuple[str, Path, Path, Path | bytes]] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)  # created for this batch
 
 
@@ -134,12 +135,12 @@ def all_or_nothing(force: bool) -> Iterator[None]:
     done = False
     try:
         yield
-        for kind, target, what in batch.staged:
-            _put(kind, target, what, batch.force)
+        for kind, path, target, what in batch.staged:
+            _put(kind, path, target, what, batch.force)
         done = True
     finally:
         _BATCH.reset(token)
-        for _, _, what in batch.staged:
+        for _, _, _, what in batch.staged:
             if isinstance(what, Path):
                 what.unlink(missing_ok=True)
         if not done:
@@ -156,19 +157,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     kind, real = output_kind(path)
     batch = _BATCH.get()
     try:
-        if kind == STREAM:
-            if batch is None:
-                _put(kind, real, data, True)
-            else:
-                batch.staged.append((kind, real, data))
-            return
-        tmp = _temporary(real, data)
+        what = data if kind == STREAM else _temporary(real, data)
         if batch is None:
-            _put(kind, real, tmp, True)
+            _put(kind, path, real, what, True)
         else:
-            batch.staged.append((kind, real, tmp))
+            batch.staged.append((kind, path, real, what))
     except OSError as exc:  # after the run: a full disk, a folder gone or made read-only
-        raise LninspectError(f"cannot write '{path}': {exc.strerror}", EXIT_RUNTIME) from exc
+        raise LninspectError(f"cannot write '{path}': {os_reason(exc)}", EXIT_RUNTIME) from exc
 
 
 def _temporary(real: Path, data: bytes) -> Path:
@@ -186,8 +181,9 @@ def _temporary(real: Path, data: bytes) -> Path:
     return tmp
 
 
-def _put(kind: str, target: Path, what: Path | bytes, force: bool) -> None:
-    """Put one staged write in place: write a stream, rename (or link) a temporary file."""
+def _put(kind: str, path: Path, target: Path, what: Path | bytes, force: bool) -> None:
+    """Put one staged write in place at `target` (`path` after symlinks): write a stream,
+    rename (or link) a temporary file. Failures name `path`, never the temporary file."""
     try:
         if isinstance(what, bytes):  # a pipe or a device: written as it is, never renamed over
             with open_stream(target) as handle:
@@ -202,10 +198,10 @@ def _put(kind: str, target: Path, what: Path | bytes, force: bool) -> None:
             what.unlink(missing_ok=True)
     except FileExistsError as exc:
         raise LninspectError(
-            f"'{target}' appeared while this run ran; use --force to overwrite it", EXIT_RUNTIME
+            f"'{path}' appeared while this run ran; use --force to overwrite it", EXIT_RUNTIME
         ) from exc
     except OSError as exc:
-        raise LninspectError(f"cannot write '{target}': {os_reason(exc)}", EXIT_RUNTIME) from exc
+        raise LninspectError(f"cannot write '{path}': {os_reason(exc)}", EXIT_RUNTIME) from exc
 
 
 def open_stream(target: Path) -> BinaryIO:
@@ -469,9 +465,7 @@ def write_folder(
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=TEMPORARY, suffix=".tmp"))
     except OSError as exc:
-        raise LninspectError(
-            f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
-        ) from exc
+        raise _report_error(folder, exc) from exc
     done = False
     try:
         names = build(staging)
@@ -480,15 +474,24 @@ def write_folder(
             _move(staging / name, folder / name)
         done = True
     except OSError as exc:
-        raise LninspectError(
-            f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
-        ) from exc
+        raise _report_error(folder, exc) from exc
+    except LninspectError as exc:  # a figure's write_atomic names its path in the staging
+        if not isinstance(exc.__cause__, OSError):
+            raise
+        raise _report_error(folder, exc.__cause__) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not done:
             for path in created:  # innermost first
                 _remove_if_empty(path)
     return [folder / name for name in names]
+
+
+def _report_error(folder: Path, exc: OSError) -> LninspectError:
+    """A failure while the report was built or moved, naming the folder."""
+    return LninspectError(
+        f"cannot write the report into '{folder}': {os_reason(exc)}", EXIT_RUNTIME
+    )
 
 
 def _move(staged: Path, target: Path) -> None:

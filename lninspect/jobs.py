@@ -203,12 +203,12 @@ def _target_id(loaded: LoadedModel, target: str | None) -> int:
 
 def describe_norms(options: RunOptions) -> NormsResult:
     """The normalization modules of a model; nothing runs through it."""
-    loaded = load(options, tokenizer=False)
+    loaded = load(options, tokenizer=False, init_once=True)
     norms = select_layers(loaded, model_norms(loaded, options.norm_classes), options.layers)
     return NormsResult(model=loaded.info, norms=descriptions(norms), notes=loaded.notes)
 
 
-def load(options: RunOptions, tokenizer: bool = True) -> LoadedModel:
+def load(options: RunOptions, tokenizer: bool = True, init_once: bool = False) -> LoadedModel:
     """The model and tokenizer that `options` name, on their device (--layers checked
     against the config before the weights load)."""
     return load_model(
@@ -223,6 +223,7 @@ def load(options: RunOptions, tokenizer: bool = True) -> LoadedModel:
         gguf_file=options.gguf_file,
         layers=options.layers,
         tokenizer=tokenizer,
+        init_once=init_once,
     )
 
 

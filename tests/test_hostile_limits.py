@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import words
 
 from lninspect.errors import LninspectError
 from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
@@ -597,3 +598,212 @@ def test_a_model_folder_or_figure_folder_in_a_symlink_loop_says_so(tmp_path: Pat
         locate(str(loop))
     with pytest.raises(LninspectError, match="symlink loop"):
         make_folder(loop / "r")
+
+
+def assert_usage(result, message: str) -> None:
+    """A usage error as Typer's runner shows it (the real entry point makes it one line)."""
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert message in words(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("command", [("stats", "tiny"), ("run", "log.jsonl")])
+def test_out_without_plot_or_empty_is_refused(command: tuple[str, str]):
+    assert_usage(invoke(*command, "--out", "figures"), "add --plot, or drop --out")
+    assert_usage(invoke(*command, "--plot", "--out", ""), "the folder name is empty")
+
+
+def test_report_out_empty_and_revision_on_tiny_are_said():
+    assert_usage(invoke("report", "tiny", "--out", ""), "the folder name is empty")
+    result = invoke("norms", "tiny", "--revision", "v1")
+    assert result.exit_code == 0, result.output
+    assert "--revision v1 ignored: 'tiny' is not a Hugging Face Hub model" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_grads():
+    from lninspect.jobs import run_grads
+    from lninspect.options import RunOptions
+
+    return run_grads(RunOptions(model="tiny", text=TEXT, device="cpu"))
+
+
+def test_the_same_model_twice_has_no_differences(tiny_grads):
+    from lninspect.comparison import compare_results
+    from lninspect.render.compare_tables import differences_title
+
+    compared = compare_results([tiny_grads, tiny_grads], ["tiny", "./tiny"])
+    assert compared.differences == [] and differences_title(compared) == "no differences from A"
+    assert "B (./tiny) gives exactly the numbers of A (tiny) on every norm" in compared.notes[-1]
+
+
+def test_norms_that_differ_by_name_only_say_so(tiny_grads):
+    import dataclasses
+
+    from lninspect.comparison import compare_results
+
+    norms = tiny_grads.norms
+    renamed = [dataclasses.replace(n, name=n.name.replace("ln_", "norm_")) for n in norms]
+    other = dataclasses.replace(tiny_grads, norms=renamed)
+    compared = compare_results([tiny_grads, other], ["a", "b"])
+    first = tiny_grads.norms[0].name
+    expected = f"but {first!r} in A is {first.replace('ln_', 'norm_')!r} in B"
+    assert compared.matching == "relative depth" and expected in compared.notes[0]
+    assert " vs " not in compared.notes[0] and compared.notes[-1].startswith("B (b) gives")
+
+
+# 11. A full disk names the user's path, never a temporary one ---------------------------------
+
+FULL = OSError(28, "No space left on device")
+
+
+def test_a_full_disk_names_the_path_given_not_the_staged_file(monkeypatch, tmp_path: Path):
+    from lninspect import files
+
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "data" / "real.json")
+
+    def full_rename(source, target) -> None:
+        raise OSError(28, "No space left on device", str(source), None, str(target))
+
+    def full_temporary(real: Path, data: bytes) -> Path:
+        raise OSError(28, "No space left on device", str(real.parent / ".lninspect-x.tmp"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "replace", full_rename)
+        patch.setattr(files.os, "link", full_rename)
+        for force in (True, False):  # renamed over, or linked as new
+            with pytest.raises(LninspectError) as caught, files.all_or_nothing(force):
+                write_json(str(link), {"x": 1})
+            assert str(caught.value) == f"cannot write '{link}': No space left on device"
+    monkeypatch.setattr(files, "_temporary", full_temporary)
+    with pytest.raises(LninspectError, match=f"cannot write '{link}': No space left on device"):
+        write_json(str(link), {"x": 1})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data", "out.json"]
+
+
+def test_a_full_disk_while_a_report_is_built_names_its_folder(monkeypatch, tmp_path: Path):
+    from lninspect import files
+
+    def build(staging: Path) -> list[str]:
+        files.write_atomic(staging / "index.html", b"page")  # as a figure is saved
+        return ["index.html"]
+
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (_ for _ in ()).throw(FULL))
+    folder = tmp_path / "r"
+    with pytest.raises(LninspectError) as caught:
+        with claim_folder(folder, NAMES, force=False):
+            write_folder(folder, build, lambda name: name in NAMES)
+    assert str(caught.value) == f"cannot write the report into '{folder}': No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+# 6. A tensor name with terminal escapes in the weights -----------------------------------------
+
+
+def test_a_tensor_name_with_escapes_is_one_escaped_line(tiny_model_dir: Path, tmp_path: Path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["transformer.h.0.\x1b[2J\x1b]0;owned\x07evil"] = torch.zeros(2)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    quiet = invoke("stats", folder, "--text", TEXT, "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output
+    for debug in ((), ("--debug",)):  # the report's lines shown only under --debug
+        result = invoke(*debug, "norms", folder)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output, result.output
+        report = [line for line in result.stderr.splitlines() if "LOAD REPORT" in line]
+        assert len(report) == 1 and ("\\x1b[2J" in report[0]) == bool(debug), result.stderr
+
+
+# 6. Rich markup in a name is shown as written, never interpreted -----------------------------
+
+
+def test_markup_in_norm_names_is_shown_literally(tmp_path: Path):
+    from lninspect.render.format import short_names
+
+    quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
+    names = ["[bold]h.0.ln_1[/bold]", "[red]", "h.1.ln_1[/]"]
+    norms = [
+        {"name": name, "layer": layer, "role": "attn_in", "input_std": quantiles,
+         "output_std": quantiles, "grad_scale": quantiles, "absmax": 1.0, "absmax_dim": 0}
+        for layer, name in enumerate(names)
+    ]  # fmt: skip
+    grown = [{**n, "input_std": {k: 9.0 for k in quantiles}} for n in norms]  # a jump
+    records = [{**RECORD, "step": s, "norms": norms} for s in range(1, 6)]
+    log = write_log(tmp_path / "log.jsonl", *records, {**RECORD, "step": 6, "norms": grown})
+    result = invoke("run", log)
+    assert result.exit_code == 0, result.output
+    shown = short_names(names)
+    assert "[/bold]" in shown[0] and shown[1] == "[red]" and "[/]" in shown[2]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    for name in shown:  # a row of the run table, one of the jumps table
+        assert sum(name in row for row in rows) == 2, result.stdout
+
+
+# Issue 24, 4: a long run on a pipe says how far it got ---------------------------------------
+
+
+def test_a_piped_corpus_run_prints_plain_progress_lines(monkeypatch):
+    from lninspect.cli import progress
+    from lninspect.model.sources import BUNDLED_DIR
+
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PIPE_INTERVAL", 0.0)  # a line after every batch
+    text = BUNDLED_DIR / "text"
+    files = ("--file", text / "README.md", "--lines")
+    args = ("--seq-len", 16, "--batch-size", 2, "--max-sequences", 6)
+    result = invoke("stats", "tiny", *files, *args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("corpus: ")]
+    assert len(lines) == 3 and "\x1b" not in result.stderr, result.stderr  # 6 sequences, 3 batches
+    assert all(" tokens · " in line and line.endswith(" elapsed") for line in lines), lines
+
+
+# Issue 24, 5: norms draws every random weight once, and finds the same norms ----------------
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_norms_of_random_weights_draws_each_once_same_result(tmp_path: Path, monkeypatch, family):
+    import torch
+    from transformers import GPT2Config, LlamaConfig
+
+    from lninspect.jobs import describe_norms
+    from lninspect.model import loading
+    from lninspect.options import RunOptions
+
+    small = {"vocab_size": 64, "bos_token_id": 0, "eos_token_id": 0}
+    config = (
+        GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=32, **small)
+        if family == "gpt2"
+        else LlamaConfig(num_hidden_layers=2, hidden_size=16, intermediate_size=32,
+                         num_attention_heads=2, num_key_value_heads=1, **small)
+    )  # fmt: skip
+    config.save_pretrained(tmp_path)
+    options = RunOptions(model=f"random:{tmp_path}", device="cpu")
+    drawn: list[int] = []
+    normal = torch.Tensor.normal_
+
+    def counted(tensor, *args, **kwargs):
+        if not tensor.is_meta:  # the memory check's build on the meta device draws nothing
+            drawn.append(tensor.numel())
+        return normal(tensor, *args, **kwargs)
+
+    def norms(full: bool) -> tuple[dict, int]:
+        original = loading._random_model
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.Tensor, "normal_", counted)
+            if full:  # as every other command builds random: weights
+                patch.setattr(loading, "_random_model", lambda c, t, _: original(c, t, False))
+            drawn.clear()
+            return describe_norms(options).to_json(), sum(drawn)
+
+    (fast, values), (full, all_values) = norms(False), norms(True)
+    assert fast == full
+    assert 0 < values < all_values  # the constructors' draws skipped, the init's kept

@@ -21,6 +21,7 @@ from lninspect.cli.options import (
     ModelArg,
     TargetOpt,
     check_target,
+    folder_name,
 )
 from lninspect.cli.shared import (
     ABLATE,
@@ -65,7 +66,12 @@ ReportModelsArg = Annotated[
 ]
 ReportOutOpt = Annotated[
     Path,
-    typer.Option("--out", help="Folder for the report: the PNGs, report.json and index.html."),
+    typer.Option(
+        "--out",
+        parser=folder_name,
+        metavar="<path>",
+        help="Folder for the report: the PNGs, report.json and index.html.",
+    ),
 ]
 ReportForceOpt = Annotated[
     bool,

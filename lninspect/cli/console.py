@@ -45,8 +45,10 @@ class Output:
         self.quiet = quiet
         self.json_stdout = json_stdout
         self.wide = wide  # tables at their natural width, even wider than the terminal
-        self.out = _Console(soft_wrap=False)
-        self.err = _Console(stderr=True, soft_wrap=True)  # one message, one line
+        # markup=False: a string in a table (a module name such as `[red]`, a token) is shown
+        # as written, never read as Rich markup; styles come from Text objects only
+        self.out = _Console(soft_wrap=False, markup=False)
+        self.err = _Console(stderr=True, soft_wrap=True, markup=False)  # one message, one line
 
     def show(self, renderable: RenderableType) -> None:
         """A table (or any renderable) on stdout, each line without trailing spaces."""

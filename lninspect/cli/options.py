@@ -210,7 +210,40 @@ TopKOpt = Annotated[
 ]
 DEFAULT_OUT = Path("lninspect-report")
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Draw the figures as PNGs into --out.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the PNGs of --plot.")]
+
+
+def folder_name(value: str | Path) -> Path:
+    """A folder option's value as a Path; '' is refused (Path('') would be the current folder)."""
+    if isinstance(value, str) and not value.strip():
+        raise typer.BadParameter("the folder name is empty: give a folder")
+    return Path(value)
+
+
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        parser=folder_name,
+        metavar="<path>",
+        help=f"Folder for the PNGs of --plot [default: {DEFAULT_OUT}].",
+        show_default=False,
+    ),
+]
+
+
+def figures_folder(plot: bool, out_dir: Path | None) -> Path | None:
+    """Where --plot's PNGs go (None: no figures); --out without --plot is refused, since a
+    run that draws nothing into the folder named is not what was asked for."""
+    if plot:
+        return out_dir or DEFAULT_OUT
+    if out_dir is not None:
+        raise typer.BadParameter(
+            f"'{out_dir}' is the folder of --plot's figures: add --plot, or drop --out",
+            param_hint="'--out'",
+        )
+    return None
+
+
 WideOpt = Annotated[
     bool,
     typer.Option("--wide", help="Tables with every column (the default ones fit 80 columns)."),

@@ -38,14 +38,17 @@ class _DelayedProgress:
         self,
         console: Console,
         enabled: bool,
-        delay: float,
-        interval: float = PIPE_INTERVAL,
+        delay: float | None = None,
+        interval: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.console = console
         self.enabled = enabled
         self.terminal = console.is_terminal
-        self.delay, self.interval, self.clock = delay, interval, clock
+        # None: the module's settings, read now (a test sets them for a whole command)
+        self.delay = DELAY_SECONDS if delay is None else delay
+        self.interval = PIPE_INTERVAL if interval is None else interval
+        self.clock = clock
         self._started = clock()
         self._last_line: float | None = None  # when the last plain line was written
         self._progress: Progress | None = None
@@ -97,8 +100,8 @@ class CorpusProgress(_DelayedProgress):
         console: Console,
         enabled: bool = True,
         label: str = "corpus",
-        delay: float = DELAY_SECONDS,
-        interval: float = PIPE_INTERVAL,
+        delay: float | None = None,
+        interval: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         super().__init__(console, enabled, delay, interval, clock)
@@ -143,8 +146,8 @@ class StepProgress(_DelayedProgress):
         self,
         console: Console,
         enabled: bool = True,
-        delay: float = DELAY_SECONDS,
-        interval: float = PIPE_INTERVAL,
+        delay: float | None = None,
+        interval: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ):
         super().__init__(console, enabled, delay, interval, clock)

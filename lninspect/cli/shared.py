@@ -110,7 +110,7 @@ ABLATE = (
 )
 FIGURES = (  # Outputs.figures is --out when --plot is given
     Shared("plot", opt.PlotOpt, (), default=False),
-    Shared("out_dir", opt.OutOpt, (), default=opt.DEFAULT_OUT),
+    Shared("out_dir", opt.OutOpt, (), default=None),
 )
 JSON = (Shared("json", opt.JsonOpt, ("outputs",)),)
 FORCE = (Shared("force", opt.ForceOpt, ("outputs",)),)
@@ -148,7 +148,7 @@ class Given:
         return CorpusOptions(**self.fields("corpus"))
 
     def outputs(self, **own: Any) -> Outputs:
-        figures = self.values["out_dir"] if self.values.get("plot") else None
+        figures = opt.figures_folder(self.values.get("plot", False), self.values.get("out_dir"))
         return Outputs(**(self.fields("outputs") | {"figures": figures} | own))
 
 

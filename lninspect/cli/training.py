@@ -11,12 +11,12 @@ import typer
 
 from lninspect.cli.app import app, invoke
 from lninspect.cli.options import (
-    DEFAULT_OUT,
     AllJumpsOpt,
     ForceOpt,
     OutOpt,
     PlotOpt,
     QuietNoJsonOpt,
+    figures_folder,
 )
 from lninspect.cli.placement_options import PLACEMENT, placement_config, train_config
 from lninspect.cli.shared import FIGURES, FORCE, JSON, QUIET, Given, shared
@@ -58,7 +58,7 @@ def run_command(
     ] = 2.0,
     all_jumps: AllJumpsOpt = False,
     plot: PlotOpt = False,
-    out_dir: OutOpt = DEFAULT_OUT,
+    out_dir: OutOpt = None,
     force: ForceOpt = False,
     quiet: QuietNoJsonOpt = False,
 ) -> None:
@@ -68,7 +68,7 @@ def run_command(
     """
     from lninspect.cli import commands
 
-    outputs = commands.Outputs(None, out_dir if plot else None, force, quiet)
+    outputs = commands.Outputs(None, figures_folder(plot, out_dir), force, quiet)
     invoke(ctx, commands.run_log, log=log, jump=jump, outputs=outputs, all_jumps=all_jumps)
 
 

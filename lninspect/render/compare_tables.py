@@ -49,6 +49,8 @@ def row_label(result: CompareResult, row: MatchedRow) -> str:
 def differences_title(result: CompareResult) -> str:
     """`largest differences from A (15 shown of 50 kept; every one in --json)`."""
     kept, shown = len(result.differences), min(len(result.differences), MAX_ROWS)
+    if not kept:
+        return "no differences from A"
     if shown == kept:
         return f"largest differences from A ({kept} kept)"
     return f"largest differences from A ({shown} shown of {kept} kept; every one in --json)"
