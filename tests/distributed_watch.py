@@ -96,6 +96,8 @@ def trainer_run(out: Path) -> None:
     trainer.train()
     if dist.get_rank() == 0:
         (out / "history.json").write_text(json.dumps(trainer.state.log_history))
+    if dist.is_initialized():
+        dist.barrier()  # both ranks leave together (see main)
 
 
 def refused(out: Path, rank: int) -> None:
@@ -126,6 +128,10 @@ def main(out: Path) -> None:
     if rank == 0:
         sharded_now = type(fsdp.ln_f.weight).__name__ == "DTensor"  # a shard on the module
         (out / "fsdp" / "weights.json").write_text(json.dumps([sharded_now, weights]))
+    # every rank tears gloo down together: a rank that exits while the other still holds
+    # its connections made that one abort at exit ("terminate called without an active
+    # exception", SIGABRT after every output was written; once in a loaded CI run)
+    dist.barrier()
     dist.destroy_process_group()
 
 
