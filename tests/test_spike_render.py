@@ -19,6 +19,7 @@ from lninspect.render.spike_plots import (
     compression_title,
     plot_census,
     plot_compression,
+    plot_outlier_dimensions,
     plot_spike_order,
     plot_spike_ranks,
     plot_trajectory,
@@ -30,6 +31,7 @@ from lninspect.results import (
     AcrossToken,
     CensusEntry,
     ChangedBy,
+    DimensionStats,
     GradsResult,
     InputInfo,
     InputStats,
@@ -364,3 +366,31 @@ def test_every_spike_figure_says_when_there_is_no_spike(tmp_path: Path):
         assert any("no spike in any norm" in t.get_text() for t in ax.texts), plot.__name__
     paths = save_spike_figures(result, tmp_path)
     assert [p.name for p in paths] == list(SPIKE_FIGURES)
+
+
+def test_an_outlier_dimension_has_one_colour_in_both_panels():
+    """Dims 3 and 5 stand out at the input (3 first) and at the output (5 first): each keeps
+    its colour from one panel to the other, whatever its place in each legend."""
+    result = synthetic()
+    means_in = np.ones(8, dtype=np.float32)
+    means_in[[3, 5]] = [90.0, 40.0]
+    means_out = np.ones(8, dtype=np.float32)
+    means_out[[3, 5]] = [40.0, 90.0]
+    for i, n in enumerate(result.norms):  # dim 5 an output outlier at every norm, 3 at one
+        n.dimensions = DimensionStats(
+            tokens=TOKENS,
+            k=2.0,
+            mean_abs_in=means_in,
+            max_abs_in=means_in,
+            mean_abs_out=means_out,
+            max_abs_out=means_out,
+            outliers_in=[3, 5],
+            outliers_out=[5, 3] if i == 0 else [5],
+        )
+    left, right = plot_outlier_dimensions(result).axes
+    colours = [
+        {line.get_label(): to_hex(line.get_color()) for line in ax.get_lines()}
+        for ax in (left, right)
+    ]
+    assert [line.get_label() for line in right.get_lines()][:2] == ["dim 5", "dim 3"]
+    assert colours[0]["dim 3"] == colours[1]["dim 3"] != colours[0]["dim 5"] == colours[1]["dim 5"]

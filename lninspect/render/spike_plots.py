@@ -381,12 +381,13 @@ def plot_outlier_dimensions(result: StatsResult, fig: Figure | None = None) -> F
         return fig
     axes = fig.subplots(1, 2, sharey=True)
     k = measured[0].dimensions.k if measured[0].dimensions else 3.0
-    for ax, side, what in zip(axes, ("in", "out"), ("input |x_j|", "output |y_j|"), strict=True):
-        dims = [j for j, _, _ in outlier_dimensions(result, side)]
+    sides = {side: [j for j, _, _ in outlier_dimensions(result, side)] for side in ("in", "out")}
+    colour = {j: f"C{i}" for i, j in enumerate(dict.fromkeys(sides["in"] + sides["out"]))}
+    for ax, side, what in zip(axes, sides, ("input |x_j|", "output |y_j|"), strict=True):
         xs = np.arange(len(measured))
         scores = dimension_scores(measured, side)  # (norms, d)
-        for i, j in enumerate(dims):
-            ax.plot(xs, scores[:, j], "o-", markersize=3, label=f"dim {j}", color=f"C{i}")
+        for j in sides[side]:  # a dimension has the same colour in both panels
+            ax.plot(xs, scores[:, j], "o-", markersize=3, label=f"dim {j}", color=colour[j])
         ax.axhline(k, color="black", linestyle="--", linewidth=1, label=f"k = {k:g}")
         ax.set_title(f"{what}: the dimensions that are outliers at most norms", fontsize=10)
         _norm_axis(ax, short_names([n.name for n in measured]))
