@@ -25,7 +25,7 @@ from lninspect.render.spike_plots import (
     plot_trajectory,
     save_spike_figures,
 )
-from lninspect.render.spike_tables import spike_tables
+from lninspect.render.spike_tables import CENSUS_TITLES, census_table, spike_tables
 from lninspect.results import (
     Ablation,
     AcrossToken,
@@ -394,3 +394,14 @@ def test_an_outlier_dimension_has_one_colour_in_both_panels():
     ]
     assert [line.get_label() for line in right.get_lines()][:2] == ["dim 5", "dim 3"]
     assert colours[0]["dim 3"] == colours[1]["dim 3"] != colours[0]["dim 5"] == colours[1]["dim 5"]
+
+
+@pytest.mark.parametrize("kind", ["massive", "outlier", "all"])
+def test_an_empty_census_is_its_title_and_one_line_at_80_columns(kind: str):
+    """No spike of a kind: the title and "none of this kind" each on one line, and no
+    column headers squeezed into pieces beside the message."""
+    lines = [line.strip() for line in render(census_table(synthetic(False), kind=kind), 80)]
+    assert [line for line in lines if line] == [
+        CENSUS_TITLES[kind],
+        "none of this kind in any module",
+    ]

@@ -182,6 +182,13 @@ CENSUS_TITLES = {
 def census_table(result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all") -> Table:
     """The dimensions with the most spikes of `kind` over the model: where, how often, on
     which tokens, and where the largest |x| sits."""
+    rows = census_rows(result, limit, kind)
+    if not rows:  # one line under the title: an empty row would squeeze the headers
+        table = _table(CENSUS_TITLES[kind], "")
+        table.show_header = False
+        table.add_column("", min_width=len(CENSUS_TITLES[kind]))  # the title on one line
+        table.add_row("none of this kind in any module")
+        return table
     table = _table(
         CENSUS_TITLES[kind],
         "seqs: share of sequences with one at one norm at least; t0: share of them on the "
@@ -194,7 +201,6 @@ def census_table(result: StatsResult | AggregateResult, limit: int = 8, kind: st
             no_wrap=column not in ("layers", "tokens"),
             overflow="fold",
         )
-    rows = census_rows(result, limit, kind)
     for row in rows:
         table.add_row(
             str(row.dim),
@@ -206,8 +212,6 @@ def census_table(result: StatsResult | AggregateResult, limit: int = 8, kind: st
             f"s{row.max_at[0]} t{row.max_at[1]}" if len(row.max_at) == 2 else "",
             ", ".join(f"{token!r} {n}" for token, n in row.tokens),
         )
-    if not rows:
-        table.add_row("none of this kind in any module", *[""] * 7)
     return table
 
 
