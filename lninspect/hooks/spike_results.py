@@ -16,7 +16,6 @@ import torch
 from lninspect.hooks.census import Census
 from lninspect.hooks.reduce import gather
 from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Layout, Record
-from lninspect.hooks.transfer import to_host
 from lninspect.options import SpikeOptions
 from lninspect.results import AcrossToken, ChangedBy, KindOrder, OrderStats, Spike
 
@@ -32,10 +31,9 @@ def collect_spikes(
     """NormStats fields (spikes, order, across_token, census) and the module's census.
 
     `token_ids` are the run's sequences (InputInfo.token_ids) and `piece` turns an id into
-    its text; without them the census lists no tokens. Records still on a device reach the
-    host in one copy per (device, dtype) (lninspect.hooks.transfer), never one per tensor.
+    its text; without them the census lists no tokens. The records are on the host already:
+    `Capture.result` moves every record in one copy per (device, dtype) before this.
     """
-    records = _on_host(records)
     width = int(records[0]["census_count"].shape[0])
     census = Census(width, torch.device("cpu"))
     spikes: list[Spike] = []
@@ -57,16 +55,6 @@ def collect_spikes(
         "dimensions": census.dimensions(options.outlier_k),
     }
     return fields, census
-
-
-def _on_host(records: list[Record]) -> list[Record]:
-    """The records with every tensor on the CPU, copied together."""
-    slots = [(i, key) for i, record in enumerate(records) for key in record]
-    moved = to_host([records[i][key] for i, key in slots])
-    host: list[Record] = [{} for _ in records]
-    for (i, key), tensor in zip(slots, moved, strict=True):
-        host[i][key] = tensor
-    return host
 
 
 def _order(records: list[Record]) -> OrderStats:
