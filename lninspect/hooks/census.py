@@ -156,7 +156,7 @@ class Census:
                 tokens=tokens(j, None),
                 sequences=int(host["sequences"][j]),
                 massive=int(massive[j]),
-                massive_first_share=_share(host["massive_first"][j], massive[j]),
+                massive_first_share=share(host["massive_first"][j], massive[j]),
                 max_at=[int(host["max_sequence"][j]), int(host["max_token"][j])],
                 massive_tokens=tokens(j, True),
                 outlier_tokens=tokens(j, False),
@@ -222,7 +222,8 @@ def _tokens(
     return [TokenCount(token=piece(i) if piece else f"#{i}", count=total[i], id=i) for i in order]
 
 
-def _share(part: float, whole: float) -> float:
+def share(part: float, whole: float) -> float:
+    """part / whole, NaN for nothing (never a number made up from nothing)."""
     return float(part / whole) if whole else float("nan")
 
 

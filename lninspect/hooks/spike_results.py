@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lninspect.hooks.census import Census
+from lninspect.hooks.census import Census, share
 from lninspect.hooks.reduce import gather
 from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Layout, Record
 from lninspect.options import SpikeOptions
@@ -80,16 +80,11 @@ def _kind(counts: list[int]) -> KindOrder:
     return KindOrder(
         spikes=totals["spikes"],
         ranked=totals["ranked"],
-        rank_kept=_share(totals["rank_kept"], totals["ranked"]),
+        rank_kept=share(totals["rank_kept"], totals["ranked"]),
         pairs=totals["pairs"],
-        pairs_kept=_share(totals["pairs_kept"], totals["pairs"]),
+        pairs_kept=share(totals["pairs_kept"], totals["pairs"]),
         changed_by=ChangedBy(**{stage: totals[stage] for stage in STAGE_CODES.values()}),
     )
-
-
-def _share(part: int, whole: int) -> float:
-    """part / whole, NaN for nothing (never a number made up from nothing)."""
-    return part / whole if whole else float("nan")
 
 
 def _spikes(r: dict[str, np.ndarray], offset: int, layout: Layout) -> list[Spike]:
