@@ -67,14 +67,6 @@ def count_nonfinite(t: Tensor) -> Tensor:
     return (t * 0).nan_to_num(nan=1.0, posinf=1.0, neginf=1.0).sum(-1).int()
 
 
-def excess_kurtosis(t: Tensor, mean: Tensor) -> Tensor:
-    """E[(t - mean)^4] / var^2 - 3 over the last axis, biased moments, no eps; NaN where
-    var = 0 (a constant token: the ratio is 0 / 0, undefined)."""
-    squares = (t - mean.unsqueeze(-1)).square_()  # a second pass, from the exact mean
-    variance = squares.mean(-1)
-    return squares.square_().mean(-1) / variance.square() - 3  # in place: one temporary
-
-
 # fmt: off
 STATISTICS = (
     Statistic("mean", "input", "mean", "forward hook, x", "activation",
@@ -93,7 +85,7 @@ STATISTICS = (
     Statistic("kurtosis", "input", "kurtosis", "forward hook, x", "ratio",
               "E_j[(x_j - mean)^4] / var^2 - 3, biased, no eps: excess kurtosis, 0 for a "
               "Gaussian token, large where a few dimensions carry it; NaN when var = 0",
-              reduce=lambda t: excess_kurtosis(t.x, t.mean), label="kurt",
+              reduce=lambda t: t.kurtosis, label="kurt",
               summary="kurtosis", column=True, signed=True, since=2),
     Statistic("nonfinite", "input", "nonfinite", "forward hook, x", "count",
               "NaN and Inf entries of x; a token with any has NaN (or Inf) statistics",
@@ -106,7 +98,7 @@ STATISTICS = (
               reduce=lambda t: t.out_std, label="out std", summary="output_std"),
     Statistic("out_kurtosis", "output", "kurtosis", "forward hook, y", "ratio",
               "the same excess kurtosis of y; NaN when var = 0",
-              reduce=lambda t: excess_kurtosis(t.y, t.out_mean), label="out kurt",
+              reduce=lambda t: t.out_kurtosis, label="out kurt",
               summary="output_kurtosis", column=True, signed=True, since=2),
     Statistic("grad_output", "grad", "output_norm", "tensor hook on y", "gradient",
               "norm of dL/dy: the gradient arriving at the norm's output", aggregated=False),

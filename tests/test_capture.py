@@ -10,6 +10,7 @@ from torch import nn
 from lninspect import capture
 from lninspect.hooks.reduce import token_stats
 from lninspect.norms.discovery import find_norms
+from lninspect.summary import largest_abs
 
 RTOL = 1e-5
 
@@ -123,6 +124,41 @@ def test_gradient_norms_equal_autograd(tiny_model):
         x = full.inputs[norm.name].detach().requires_grad_()
         (g_through,) = torch.autograd.grad(module(x), x, g_out)
         assert rel_err(norm.grad.input_norm, g_through.norm(dim=-1)) < RTOL
+
+
+def test_what_the_watch_leaves_out_changes_nothing_else(tiny_model):
+    """token_dims=False, residual=False and result(weights=False), as the watch captures:
+    the peak's dimension alone (-1 at every other token), no residual-stream gradient and
+    no weight summary; every other number as a full capture's."""
+    ids = torch.randint(0, 300, (3, 13))
+    results = []
+    for options in ({}, {"token_dims": False, "residual": False}):
+        with capture(tiny_model, grads=True, **options) as cap:
+            tiny_model(ids, labels=ids).loss.backward()
+        results.append(cap.result(weights=not options))
+    for full, lean in zip(*(r.norms for r in results), strict=True):
+        np.testing.assert_array_equal(lean.input.absmax, full.input.absmax)
+        peak = largest_abs(full)
+        assert peak.where is not None and lean.input.absmax_dim[peak.where] == peak.dim
+        assert (lean.input.absmax_dim != -1).sum() == 1
+        np.testing.assert_array_equal(lean.input.std, full.input.std)
+        np.testing.assert_array_equal(lean.grad.input_norm, full.grad.input_norm)
+        assert np.isnan(lean.grad.residual_norm).all() and lean.weight is None
+        assert full.weight is not None
+
+
+def test_the_peak_dimension_passes_over_padding_and_non_finite_tokens():
+    x = torch.randn(2, 5, 16)
+    x[0, 1, 3] = 50.0  # the largest |x|, on a pad token
+    x[1, 0, 7] = -40.0  # the largest on a real one
+    x[1, 2, 0] = float("inf")
+    real = torch.ones(2, 5, dtype=torch.bool)
+    real[0, 1:] = False
+    stats = token_stats(x, x, 1e-5, token_dims=False, real=real)
+    np.testing.assert_array_equal(stats["absmax"], x.abs().amax(-1))
+    want = torch.full((2, 5), -1)
+    want[1, 0] = 7
+    np.testing.assert_array_equal(stats["absmax_dim"], want)
 
 
 def test_backward_after_the_block_records_nothing(tiny_model):

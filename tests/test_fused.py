@@ -80,6 +80,18 @@ def test_the_kurtosis_of_a_constant_token_is_nan():
         assert even == pytest.approx(-6 * 65 / (5 * 63), rel=1e-5)  # 8 evenly spaced values
 
 
+@pytest.mark.parametrize("width", [96, 768, 2048])
+def test_a_constant_token_has_no_spread_although_its_float_mean_is_off(width: int):
+    """0.1 or 123.456 summed `width` times rounds: the float mean is an ulp or more off the
+    value, so the deviations are all equal and non-zero; the corrected variance is 0."""
+    x = torch.tensor([0.1, 3.7, 123.456, -1e-3]).repeat_interleave(width).view(4, width)
+    record = {key: value.numpy() for key, value in token_stats(x, x, 1e-5).items()}
+    assert (record["mean"] != x[:, 0].numpy()).any()  # the case this test is about
+    np.testing.assert_array_equal(record["out_std"], np.zeros(4))
+    np.testing.assert_array_equal(record["std"], np.full(4, np.float32(1e-5) ** 0.5))
+    assert np.isnan(record["kurtosis"]).all() and np.isnan(record["out_kurtosis"]).all()
+
+
 def test_fused_counts_nonfinite_entries():
     x = torch.ones(3, 8)
     x[0, 1], x[0, 2], x[2, 7] = float("nan"), float("inf"), float("-inf")

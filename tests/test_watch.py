@@ -22,7 +22,7 @@ from lninspect.hooks.params import param_group
 from lninspect.norms.discovery import find_norms, layer_index
 from lninspect.placement.refgpt import GPT, RefGPTConfig
 from lninspect.results.watch import LOG_NAME, WATCH_SCHEMA, WatchRecord, read_log
-from lninspect.trends import quantiles, quantiles_of_each
+from lninspect.trends import quantiles, quantiles_of_each, sorted_quantiles
 from tests.conftest import tiny_gpt2
 
 QS = (0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -385,3 +385,13 @@ def test_quantiles_of_many_arrays_at_once_equal_one_by_one():
     arrays = [rng.lognormal(0, 1, (4, 7)) for _ in range(3)] + [rng.normal(size=5), None]
     arrays[1][2, 3] = np.nan  # left to the one-by-one path
     assert quantiles_of_each(arrays) == [quantiles(a) for a in arrays]
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 100, 2040])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sorted_quantiles_are_numpys_to_the_bit(length: int, dtype: type):
+    rows = np.random.default_rng(length).lognormal(0, 2, (5, length)).astype(dtype)
+    rows[0] = rows[0, :1]  # ties: a constant row
+    qs = (0.0, *QS)
+    want = np.quantile(rows.astype(np.float64), qs, axis=1).T
+    np.testing.assert_array_equal(sorted_quantiles(np.sort(rows, axis=1), qs), want)

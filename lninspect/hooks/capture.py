@@ -68,10 +68,12 @@ class _Hooks:
         spikes: SpikeOptions | None,
         reductions: Reductions,
         skip_recompute: bool = False,
+        residual: bool = True,
     ) -> None:
         self.norms = list(norms)
         self.reductions = reductions
         self.grads = grads
+        self.residual = residual  # dL/dx in total, a tensor hook on x itself
         self.spikes = spikes
         self.active = True  # tensor hooks outlive the block on the graph: they check this
         self.recording = True  # False while paused: the module hooks return at once
@@ -152,7 +154,8 @@ class _Hooks:
                 if self.grads and y.requires_grad and info.name not in self.armed:
                     self._arm_backward(info, x, y, original)
                 return
-            stats = self.reductions.stats(x, y, info.eps, info.reduced_dims)
+            real = None if self.reductions.token_dims else self.real_tokens()
+            stats = self.reductions.stats(x, y, info.eps, info.reduced_dims, real)
             self.forward[info.name].append(stats)
             self.call_pass[info.name].append(self.passes - 1)
             if self.spikes is not None:
@@ -195,7 +198,8 @@ class _Hooks:
         y.register_hook(keep("grad_output"))
         if original is not None:  # x is then the alias that only this norm uses
             x.register_hook(keep("grad_input"))
-            original.register_hook(keep("grad_residual"))
+            if self.residual:
+                original.register_hook(keep("grad_residual"))
 
 
 class Capture:
@@ -221,8 +225,11 @@ class Capture:
         """Record again after `pause()`."""
         self._hooks.recording = True
 
-    def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
-        """Gather the recorded statistics to the CPU as a StatsResult."""
+    def result(
+        self, model: ModelInfo | None = None, input: InputInfo | None = None, weights: bool = True
+    ) -> StatsResult:
+        """Gather the recorded statistics to the CPU as a StatsResult; without `weights`, no
+        norm's weight summary (for callers that do not show it: a collective under FSDP2)."""
         hooks = self._hooks
         self._records_to_host()
         reals = self._mask_padding()
@@ -230,7 +237,7 @@ class Capture:
         ran = [info for info in hooks.norms if hooks.forward[info.name]]
         norms = [
             self._norm_stats(info, description, spikes.get(info.name))
-            for info, description in zip(ran, descriptions(ran), strict=True)
+            for info, description in zip(ran, descriptions(ran, weights), strict=True)
         ]
         if not norms:
             raise LninspectError(
@@ -407,6 +414,8 @@ def capture(
     skip_recompute: bool = False,
     attention_mask: Tensor | None = None,
     nonfinite: bool = True,
+    residual: bool = True,
+    token_dims: bool = True,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -420,10 +429,15 @@ def capture(
     `attention_mask` (batch, tokens), 1 on real tokens: padding to leave out of every
     statistic; without it, the `attention_mask` of each forward call's keyword arguments.
     Under a KV cache (generation) each call is a record of its own, with its positions.
-    `nonfinite=False` leaves out the eager path's non-finite counts (None in the result).
+    `nonfinite=False` leaves out the eager path's non-finite counts (None in the result);
+    `residual=False` the gradient of the residual stream (NaN in the result), for callers
+    that do not read it: one pass over a gradient per norm call fewer; `token_dims=False`
+    `absmax_dim` only at each call's largest finite |x| (-1 at every other token), for
+    callers that read the peak alone: the per-token index is the costliest pass over x.
     """
     norms = find_norms(model) if norms is None else list(norms)
-    hooks = _Hooks(norms, grads, spikes, Reductions(reductions, nonfinite), skip_recompute)
+    reducer = Reductions(reductions, nonfinite, token_dims)
+    hooks = _Hooks(norms, grads, spikes, reducer, skip_recompute, residual)
     hooks.attention_mask = attention_mask
     training = {m: m.training for m in model.modules()}
     handles = [

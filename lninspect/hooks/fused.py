@@ -66,11 +66,14 @@ def fused_grad(g: Tensor, reduced_dims: int = 1) -> tuple[Tensor, Tensor]:
 class Reductions:
     """The per-token reductions of one capture: eager or compiled, chosen once per device."""
 
-    def __init__(self, mode: str = "auto", counts: bool = True) -> None:
+    def __init__(self, mode: str = "auto", counts: bool = True, token_dims: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"reductions must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
-        self.counts = counts  # the eager non-finite counts (the compiled pass has them fused)
+        # the eager non-finite counts, and absmax_dim at every token rather than at the peak
+        # alone (lninspect.hooks.reduce.token_stats); the compiled pass has both fused
+        self.counts = counts
+        self.token_dims = token_dims
 
     def compiled_on(self, device: torch.device) -> bool:
         """Whether this device gets the compiled pass (and it has not failed before)."""
@@ -78,14 +81,17 @@ class Reductions:
         return wanted and not _COMPILED.failed
 
     @torch.no_grad()
-    def stats(self, x: Tensor, y: Tensor, eps: float, reduced_dims: int) -> dict[str, Tensor]:
-        """The forward statistics of one norm call (lninspect.statistics), per token."""
+    def stats(
+        self, x: Tensor, y: Tensor, eps: float, reduced_dims: int, real: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The forward statistics of one norm call (lninspect.statistics), per token;
+        `real`: the call's real tokens, for the peak's dimension without `token_dims`."""
         if self.compiled_on(x.device):
             x, y = x.detach(), y.detach()  # not views: a view's base would be guarded too
             values = _COMPILED.call("stats", stacked_stats, x, y, float(eps), reduced_dims)
             if values is not None:
                 return as_record(values)
-        return token_stats(x, y, eps, reduced_dims, self.counts)
+        return token_stats(x, y, eps, reduced_dims, self.counts, self.token_dims, real)
 
     @torch.no_grad()
     def grad(self, g: Tensor, reduced_dims: int, count: bool) -> tuple[Tensor, Tensor | None]:

@@ -25,40 +25,68 @@ def hidden_flat(t: Tensor, reduced_dims: int) -> Tensor:
 class Tokens:
     """The per-token intermediates of one norm call that the statistics' reductions share.
 
-    x and y are float32 views (..., d); no copy when already float32. Mean and std =
-    sqrt(biased var + eps) come from `torch.native_layer_norm` itself (its mean and rstd:
-    LayerNorm's own numbers, computed in one Welford pass, and on the CPU ten times faster
-    than `var_mean`; compiled, inductor reduces it to one pass with the rest). The output's
-    mean and std (no eps) the same way; max |x| and its dimension in one pass.
+    x and y are float32 views (..., d); no copy when already float32. The moments of each
+    come from two passes (lninspect.hooks.reduce._moments): the mean, then the deviations
+    from it, squared in place, whose mean is the variance and whose norm gives the fourth
+    moment. std = sqrt(biased var + eps) of x (a LayerNorm's denominator), no eps for y.
+    Max |x| and its dimension in one pass; without `token_dims`, max |x| from the largest
+    and smallest x (two passes that write nothing) and the dimension at the call's peak
+    alone (peak_dim: the per-token index costs more than every other statistic of x).
     """
 
     x: Tensor  # (..., d) float32
     y: Tensor
     mean: Tensor  # (...) of x
     std: Tensor
+    kurtosis: Tensor
     out_mean: Tensor  # (...) of y
     out_std: Tensor
+    out_kurtosis: Tensor
     absmax: Tensor
     absmax_dim: Tensor  # int64
 
-    def __init__(self, x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: float,
+        reduced_dims: int = 1,
+        token_dims: bool = True,
+        real: Tensor | None = None,
+    ) -> None:
         self.x = hidden_flat(x, reduced_dims).float()  # (..., d)
         self.y = hidden_flat(y, reduced_dims).float()
-        self.mean, self.std = _mean_std(self.x, eps)  # (...) each
-        self.out_mean, self.out_std = _mean_std(self.y, 0.0)
-        self.absmax, self.absmax_dim = self.x.abs().max(dim=-1)
+        scratch = torch.empty_like(self.x)  # every pass that writes (..., d) writes here
+        self.mean, variance, self.kurtosis = _moments(self.x, scratch)  # (...) each
+        self.std = (variance + eps).sqrt()
+        same = self.y.shape == self.x.shape
+        self.out_mean, out_variance, self.out_kurtosis = _moments(self.y, scratch if same else None)
+        self.out_std = out_variance.sqrt()
+        if token_dims:
+            self.absmax, self.absmax_dim = torch.abs(self.x, out=scratch).max(dim=-1)
+        else:  # max(largest, -smallest): NaN where a token has one, as abs().max()
+            self.absmax = torch.maximum(self.x.amax(-1), self.x.amin(-1).neg())
+            self.absmax_dim = peak_dim(self.x, self.absmax, real)
 
 
 def token_stats(
-    x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1, counts: bool = True
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    reduced_dims: int = 1,
+    counts: bool = True,
+    token_dims: bool = True,
+    real: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The forward statistics (lninspect.statistics.FORWARD) of x and y, per token; without
-    `counts`, not the non-finite count (a pass of its own, that a caller may not need).
+    `counts`, not the non-finite count (a pass of its own, that a caller may not need);
+    without `token_dims`, `absmax_dim` only at the largest finite |x| of the tokens that
+    `real` (bool, (batch, tokens), None: all) keeps, -1 elsewhere (peak_dim).
 
     The one function of both paths: run as it is (eager) or through torch.compile
     (lninspect.hooks.fused). A token with a NaN or Inf entry has NaN (or Inf) statistics.
     """
-    tokens = Tokens(x, y, eps, reduced_dims)
+    tokens = Tokens(x, y, eps, reduced_dims, token_dims, real)
     return {
         s.key: s.reduce(tokens)
         for s in FORWARD
@@ -66,10 +94,42 @@ def token_stats(
     }
 
 
-def _mean_std(t: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Per-token mean and sqrt(biased var + eps) of `t` (..., d), as LayerNorm computes them."""
-    _, mean, rstd = torch.native_layer_norm(t, t.shape[-1:], None, None, eps)  # (..., 1) each
-    return mean.squeeze(-1), rstd.squeeze(-1).reciprocal()  # 1 / inf = 0 when var + eps = 0
+def _moments(t: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token mean, biased variance and excess kurtosis of `t` (..., d), in two passes.
+
+    The deviations from the float mean are exact to rounding however large the mean is
+    against the spread (a one-pass form, x * rstd - mean * rstd, loses |mean| / std ulps).
+    The variance is the corrected two-pass one, mean(dev^2) - mean(dev)^2 (Chan, Golub &
+    LeVeque 1983): the second term removes the float mean's own error, and is what makes it
+    exactly 0 for a constant token whose float mean is an ulp off (the deviations are then
+    all equal). The kurtosis is mean(dev^4) / var^2 - 3, NaN where var = 0 (0 / 0).
+    """
+    mean = t.mean(-1)
+    deviation = torch.sub(t, mean.unsqueeze(-1), out=out)  # (..., d), squared in place below
+    drift = deviation.mean(-1)
+    squares = deviation.square_()
+    variance = (squares.mean(-1) - drift.square()).clamp_(min=0)
+    fourth = torch.linalg.vector_norm(squares, dim=-1).square_() / t.shape[-1]  # mean(dev^4)
+    kurtosis = torch.where(variance > 0, fourth / variance.square(), float("nan")) - 3
+    return mean, variance, kurtosis
+
+
+def peak_dim(x: Tensor, absmax: Tensor, real: Tensor | None) -> Tensor:
+    """`absmax_dim` (int64, shaped as `absmax`) at the token of the largest finite |x| alone,
+    -1 at every other: the argmax of one row of x (..., d) instead of every token's.
+
+    The token is the first of the largest among the finite entries of `absmax` that `real`
+    keeps (pad tokens passed over when its (batch, tokens) fits), as lninspect.summary's
+    largest_abs picks it on the host; everything stays on the device (no host sync).
+    """
+    candidates = torch.where(absmax.isfinite(), absmax, -1.0)  # below every |x|
+    if real is not None and tuple(real.shape) == tuple(absmax.shape[:2]):
+        keep = real.bool().view(*real.shape, *[1] * (absmax.ndim - 2))
+        candidates = candidates.masked_fill(~keep, -1.0)
+    # (1,) tensors, not 0-d ones: indexing would read those on the host
+    token = tuple(i.view(1) for i in torch.unravel_index(candidates.argmax(), absmax.shape))
+    dims = torch.full_like(absmax, -1, dtype=torch.int64)
+    return dims.index_put_(token, x[token].abs().argmax(-1))  # x[token]: (1, d)
 
 
 @torch.no_grad()

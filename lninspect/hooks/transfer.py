@@ -61,11 +61,12 @@ def copy_together(tensors: Sequence[Tensor]) -> list[Tensor]:
     return [piece.view(t.shape) for piece, t in zip(pieces, tensors, strict=True)]
 
 
-def descriptions(norms: Sequence[NormInfo]) -> list[NormDescription]:
+def descriptions(norms: Sequence[NormInfo], weights: bool = True) -> list[NormDescription]:
     """Each norm as plain data (NormInfo.describe), the weights summarised together: one
-    stack per kind of weight (device, dtype, shape, offset), one copy to the host for all."""
+    stack per kind of weight (device, dtype, shape, offset), one copy to the host for all.
+    Without `weights`, no summary (None): nothing read, nothing gathered under FSDP2."""
     groups: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = defaultdict(list)
-    for i, norm in enumerate(norms):
+    for i, norm in enumerate(norms if weights else ()):
         weight = full_weight(norm.gain_tensor())
         if weight is not None:
             kind = (weight.device, weight.dtype, weight.shape, norm.weight_offset)
@@ -78,7 +79,7 @@ def descriptions(norms: Sequence[NormInfo]) -> list[NormDescription]:
     for members, rows in zip(groups.values(), to_host(numbers), strict=True):
         for (i, _), row in zip(members, rows.tolist(), strict=True):
             summaries[i] = weight_summary(row)
-    return [norm.describe(summary) for norm, summary in zip(norms, summaries, strict=True)]
+    return [norm.describe(summary, weights) for norm, summary in zip(norms, summaries, strict=True)]
 
 
 def full_weight(weight: Any) -> Any:

@@ -83,8 +83,11 @@ def run_probe(
     model: nn.Module, norms: Sequence[NormInfo], params: ParamGradNorms, ids: torch.Tensor
 ) -> tuple[StatsResult, float, list[ParamGroupGrad]]:
     """Statistics, mean next-token loss and parameter gradient norms of the probe."""
-    with torch.enable_grad(), capture(model, norms, grads=True, eval_mode=True) as cap:
+    with (
+        torch.enable_grad(),
+        capture(model, norms, grads=True, residual=False, token_dims=False) as cap,
+    ):
         logits = logits_of(model, ids).float()  # (1, T, vocab); position t predicts t + 1
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
         grads = torch.autograd.grad(loss, params.tensors, allow_unused=True)
-    return cap.result(), loss.item(), params.of_grads(grads)
+    return cap.result(weights=False), loss.item(), params.of_grads(grads)

@@ -199,6 +199,8 @@ class Watcher:
                 eval_mode=False,
                 skip_recompute=True,
                 nonfinite=self.world_size > 1,  # only the combined record holds the counts
+                residual=False,  # the log holds no residual-stream gradient
+                token_dims=False,  # and the dimension of each norm's largest |x| alone
             )
         )
         self._capture.pause()  # until a training pass starts (the gate resumes it)
@@ -257,7 +259,8 @@ class Watcher:
         assert self._capture is not None
         try:
             self._capture.pause()
-            result = self._capture.result() if self._capture.passes else None
+            # the log holds no weight summary: none made (under FSDP2, none gathered)
+            result = self._capture.result(weights=False) if self._capture.passes else None
             params = self.params.read()
             value = self._loss(loss)
         finally:

@@ -129,13 +129,16 @@ class NormInfo:
     def type(self) -> str:
         return type(self.module).__name__
 
-    def describe(self, weight: WeightSummary | None = None) -> NormDescription:
+    def describe(
+        self, weight: WeightSummary | None = None, summarise: bool = True
+    ) -> NormDescription:
         """The module as plain data, for results and JSON.
 
         `weight`: the weight's summary when already made (a model's norms are summarised
-        together: lninspect.hooks.transfer.descriptions); made here otherwise.
+        together: lninspect.hooks.transfer.descriptions); made here otherwise, unless not
+        `summarise` (then None).
         """
-        if weight is None and (w := self.effective_weight()) is not None:
+        if weight is None and summarise and (w := self.effective_weight()) is not None:
             weight = weight_summary(weight_numbers(w[None])[0].tolist())
         return NormDescription(
             name=self.name,
