@@ -9,7 +9,9 @@
 #   eager       the same for gpt2 with the eager reductions, batch 1 and 16 (which should
 #               `auto` pick at each: launch-bound or GPU-bound);
 #   host        the host's time per phase of a run and per reductions call (host_cost.py);
-#   throughput  corpus throughput of `stats --file`, bf16, 16 x 1024.
+#   throughput  corpus throughput of `stats --file`, bf16, 16 x 1024;
+#   watch       a training step recorded by lninspect.watch against the bare one, gpt2
+#               (random weights, float32) at 8 x 1024 tokens (compiled reductions, the default).
 # docs/performance.md's GPU section is written from its output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,13 +53,18 @@ throughput() {
       --sequences 128 --repeats 3
 }
 
+watch() {
+  echo "== watch: a recorded training step against its neighbours (no hook), random:gpt2"
+  $PY benchmarks/watch.py --model random:gpt2 --device cuda --tokens 1024 --batch 8 --repeats 9
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(exact overhead eager host throughput)
+[ ${#parts[@]} -eq 0 ] && parts=(exact overhead eager host throughput watch)
 for part in "${parts[@]}"; do
   case "$part" in
-    exact | overhead | eager | host | throughput) "$part" ;;
-    *) echo "gpu.sh: unknown part '$part' (exact, overhead, eager, host, throughput)" >&2; exit 2 ;;
+    exact | overhead | eager | host | throughput | watch) "$part" ;;
+    *) echo "gpu.sh: unknown part '$part' (exact, overhead, eager, host, throughput, watch)" >&2; exit 2 ;;
   esac
 done

@@ -58,10 +58,10 @@ def peak_bytes(fn: Callable[[], None], device: torch.device, repeats: int = 3) -
     the first profiled run also sees allocations it cannot match, hence the median.
     """
     fn()
-    return statistics.median(_peak_once(fn, device) for _ in range(repeats))
+    return statistics.median(peak_once(fn, device) for _ in range(repeats))
 
 
-def _peak_once(fn: Callable[[], None], device: torch.device) -> float:
+def peak_once(fn: Callable[[], None], device: torch.device) -> float:
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -96,13 +96,15 @@ def assert_quantiles(got: dict, values: np.ndarray, rtol: float = 1e-5) -> None:
     np.testing.assert_allclose([got[k] for k in KEYS], want, rtol=rtol)
 
 
-def test_records_equal_an_independent_recomputation(tmp_path: Path):
+@pytest.mark.parametrize("reductions", ["auto", "compiled"])  # auto: eager on the CPU
+def test_records_equal_an_independent_recomputation(tmp_path: Path, reductions: str):
     model, data = ref_gpt(), batches(5)
     twin = copy.deepcopy(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     twin_opt = torch.optim.AdamW(twin.parameters(), lr=1e-3)
     references = {}
-    with lninspect.watch(model, every=2, log_dir=tmp_path, optimizer=opt) as w:
+    options = {"optimizer": opt, "reductions": reductions}
+    with lninspect.watch(model, every=2, log_dir=tmp_path, **options) as w:
         for step, ids in enumerate(data):
             loss = model.loss(ids)
             loss.backward()
@@ -368,6 +370,12 @@ def test_missing_optional_writers(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         with lninspect.watch(model, log_dir=tmp_path / "c", wandb=True):
             pass
     assert _hook_count(model) == 0
+
+
+def test_an_unknown_reductions_mode_is_refused(tmp_path: Path):
+    with pytest.raises(LninspectError, match="reductions must be one of auto, eager, compiled"):
+        with lninspect.watch(ref_gpt(), log_dir=tmp_path, reductions="fast"):
+            pass
 
 
 def test_hooks_are_removed_when_the_loop_fails(tmp_path: Path):

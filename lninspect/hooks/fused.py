@@ -95,14 +95,16 @@ class Reductions:
 
     @torch.no_grad()
     def grad(self, g: Tensor, reduced_dims: int, count: bool) -> tuple[Tensor, Tensor | None]:
-        """|g| per token and, when `count`, its NaN / Inf entries per token."""
-        if self.compiled_on(g.device):
+        """|g| per token and, when `count` (and `counts`), its NaN / Inf entries per token.
+
+        Compiled only to fuse the count with the norm: a norm alone is one eager kernel, and
+        a compiled call costs the host more per call (on the CPU, 2-3x the eager norm)."""
+        count = count and self.counts
+        if count and self.compiled_on(g.device):
             values = _COMPILED.call("grad", fused_grad, g.detach(), reduced_dims)
             if values is not None:
-                norm, nonfinite = values
-                return norm, nonfinite if count else None
-        norm = token_norm(g, reduced_dims)
-        return norm, token_nonfinite(g, reduced_dims) if count and self.counts else None
+                return values
+        return token_norm(g, reduced_dims), token_nonfinite(g, reduced_dims) if count else None
 
 
 class _Compiled:

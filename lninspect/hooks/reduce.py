@@ -122,14 +122,14 @@ def peak_dim(x: Tensor, absmax: Tensor, real: Tensor | None) -> Tensor:
     keeps (pad tokens passed over when its (batch, tokens) fits), as lninspect.summary's
     largest_abs picks it on the host; everything stays on the device (no host sync).
     """
-    candidates = torch.where(absmax.isfinite(), absmax, -1.0)  # below every |x|
+    candidates = absmax.nan_to_num(nan=-1.0, posinf=-1.0)  # below every |x|
     if real is not None and tuple(real.shape) == tuple(absmax.shape[:2]):
         keep = real.bool().view(*real.shape, *[1] * (absmax.ndim - 2))
         candidates = candidates.masked_fill(~keep, -1.0)
-    # (1,) tensors, not 0-d ones: indexing would read those on the host
-    token = tuple(i.view(1) for i in torch.unravel_index(candidates.argmax(), absmax.shape))
-    dims = torch.full_like(absmax, -1, dtype=torch.int64)
-    return dims.index_put_(token, x[token].abs().argmax(-1))  # x[token]: (1, d)
+    token = candidates.reshape(-1).argmax(0, keepdim=True)  # (1,): no 0-d index, no sync
+    row = x.reshape(-1, x.shape[-1]).index_select(0, token)  # (1, d)
+    dims = torch.full((absmax.numel(),), -1, dtype=torch.int64, device=x.device)
+    return dims.scatter_(0, token, row.abs().argmax(-1)).view(absmax.shape)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ alone. They cost, for a moment, as much memory as the parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lninspect.errors import LninspectError
-from lninspect.hooks.capture import capture
+from lninspect.hooks.capture import Capture, capture
 from lninspect.monitor.params import ParamGradNorms
 from lninspect.norms.discovery import NormInfo
 from lninspect.results import StatsResult
@@ -79,14 +80,31 @@ def logits_of(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def log_capture(
+    model: nn.Module, norms: Sequence[NormInfo], reductions: str, **options: Any
+) -> AbstractContextManager[Capture]:
+    """`capture` with gradients, for a watch log: without what the log does not hold (the
+    residual-stream gradient; absmax_dim beyond each norm's peak), each a pass saved."""
+    return capture(
+        model,
+        norms,
+        grads=True,
+        reductions=reductions,
+        residual=False,
+        token_dims=False,
+        **options,
+    )
+
+
 def run_probe(
-    model: nn.Module, norms: Sequence[NormInfo], params: ParamGradNorms, ids: torch.Tensor
+    model: nn.Module,
+    norms: Sequence[NormInfo],
+    params: ParamGradNorms,
+    ids: torch.Tensor,
+    reductions: str = "auto",
 ) -> tuple[StatsResult, float, list[ParamGroupGrad]]:
     """Statistics, mean next-token loss and parameter gradient norms of the probe."""
-    with (
-        torch.enable_grad(),
-        capture(model, norms, grads=True, residual=False, token_dims=False) as cap,
-    ):
+    with torch.enable_grad(), log_capture(model, norms, reductions) as cap:
         logits = logits_of(model, ids).float()  # (1, T, vocab); position t predicts t + 1
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
         grads = torch.autograd.grad(loss, params.tensors, allow_unused=True)

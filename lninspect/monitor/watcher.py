@@ -38,9 +38,10 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from lninspect.errors import LninspectError
-from lninspect.hooks.capture import Capture, capture
+from lninspect.hooks.capture import Capture
+from lninspect.hooks.fused import MODES
 from lninspect.monitor.params import ParamGradNorms
-from lninspect.monitor.probe import DEFAULT_PROBE_TOKENS, probe_ids, run_probe
+from lninspect.monitor.probe import DEFAULT_PROBE_TOKENS, log_capture, probe_ids, run_probe
 from lninspect.monitor.ranks import Combined, agree, combine, world
 from lninspect.monitor.sinks import Sink, open_sinks
 from lninspect.norms.discovery import NormInfo, find_norms
@@ -69,13 +70,19 @@ class Watcher:
         tensorboard: bool | None = None,
         wandb: bool | None = None,
         data_parallel: bool = False,
+        reductions: str = "auto",
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise LninspectError(f"every must be a positive number of steps, not {every!r}")
         if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
             raise LninspectError(f"start_step must be a whole number >= 0, not {start_step!r}")
+        if reductions not in MODES:
+            raise LninspectError(
+                f"reductions must be one of {', '.join(MODES)}, not {reductions!r}"
+            )
         self.model = unwrap(model)
         self.every = every
+        self.reductions = reductions
         self.optimizer = optimizer
         self.step_index = start_step  # optimizer updates applied so far
         self.rank, self.world_size = world()
@@ -192,15 +199,13 @@ class Watcher:
     def _attach_capture(self) -> None:
         stack = ExitStack()
         self._capture = stack.enter_context(
-            capture(
+            log_capture(
                 self.model,
                 self.norms,
-                grads=True,
+                self.reductions,
                 eval_mode=False,
                 skip_recompute=True,
                 nonfinite=self.world_size > 1,  # only the combined record holds the counts
-                residual=False,  # the log holds no residual-stream gradient
-                token_dims=False,  # and the dimension of each norm's largest |x| alone
             )
         )
         self._capture.pause()  # until a training pass starts (the gate resumes it)
@@ -318,7 +323,9 @@ class Watcher:
 
     def write_probe(self, step: int) -> None:
         assert self.probe is not None
-        result, loss, params = run_probe(self.model, self.norms, self.params, self.probe)
+        result, loss, params = run_probe(
+            self.model, self.norms, self.params, self.probe, self.reductions
+        )
         self.write(result, params, step, loss, self.current_lr())
 
     def current_lr(self) -> float:
@@ -362,7 +369,10 @@ def watch(
     learning rate), `max_tokens` (of the probe, default 256), `start_step`, `resume` (append
     to an existing log), `tensorboard` / `wandb` (None: when installed / active; True:
     required; False: off), `data_parallel` (several processes: the gradients are averaged
-    over the ranks before `step()`, as by DDP; a model wrapped in DDP says so itself).
+    over the ranks before `step()`, as by DDP; a model wrapped in DDP says so itself),
+    `reductions` (the per-token reductions, as `capture`'s: "auto", the default, compiles
+    them into one pass per norm on CUDA and runs them eagerly elsewhere; "compiled" on the CPU
+    costs a compile, once a process, and saves time on every recorded step after it).
     """
     watcher = Watcher(model, every, log_dir, text, **options)
     try:
