@@ -28,10 +28,11 @@ class Tokens:
     x and y are float32 views (..., d); no copy when already float32. The moments of each
     come from two passes (lninspect.hooks.reduce._moments): the mean, then the deviations
     from it, squared in place, whose mean is the variance and whose norm gives the fourth
-    moment. std = sqrt(biased var + eps) of x (a LayerNorm's denominator), no eps for y.
-    Max |x| and its dimension in one pass; without `token_dims`, max |x| from the largest
-    and smallest x (two passes that write nothing) and the dimension at the call's peak
-    alone (peak_dim: the per-token index costs more than every other statistic of x).
+    moment; one scratch (..., d) holds every tensor these passes write. std = sqrt(biased
+    var + eps) of x (a LayerNorm's denominator), no eps for y. Max |x| and its dimension:
+    |x| into the scratch, then its max; without `token_dims`, max |x| from the largest and
+    smallest x (two passes that write nothing) and the dimension at the call's peak alone
+    (peak_dim: the per-token index costs more than every other statistic of x).
     """
 
     x: Tensor  # (..., d) float32
@@ -56,11 +57,11 @@ class Tokens:
     ) -> None:
         self.x = hidden_flat(x, reduced_dims).float()  # (..., d)
         self.y = hidden_flat(y, reduced_dims).float()
-        scratch = torch.empty_like(self.x)  # every pass that writes (..., d) writes here
+        scratch = torch.empty_like(self.x)
         self.mean, variance, self.kurtosis = _moments(self.x, scratch)  # (...) each
         self.std = (variance + eps).sqrt()
-        same = self.y.shape == self.x.shape
-        self.out_mean, out_variance, self.out_kurtosis = _moments(self.y, scratch if same else None)
+        fits = self.y.shape == self.x.shape  # a norm's output is shaped as its input
+        self.out_mean, out_variance, self.out_kurtosis = _moments(self.y, scratch if fits else None)
         self.out_std = out_variance.sqrt()
         if token_dims:
             self.absmax, self.absmax_dim = torch.abs(self.x, out=scratch).max(dim=-1)
@@ -127,7 +128,7 @@ def peak_dim(x: Tensor, absmax: Tensor, real: Tensor | None) -> Tensor:
         keep = real.bool().view(*real.shape, *[1] * (absmax.ndim - 2))
         candidates = candidates.masked_fill(~keep, -1.0)
     token = candidates.reshape(-1).argmax(0, keepdim=True)  # (1,): no 0-d index, no sync
-    row = x.reshape(-1, x.shape[-1]).index_select(0, token)  # (1, d)
+    row = x.reshape(-1, x.shape[-1]).index_select(0, token)  # (1, d); a view unless strided
     dims = torch.full((absmax.numel(),), -1, dtype=torch.int64, device=x.device)
     return dims.scatter_(0, token, row.abs().argmax(-1)).view(absmax.shape)
 
