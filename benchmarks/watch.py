@@ -129,8 +129,7 @@ def one_model(args: argparse.Namespace, model: torch.nn.Module, make: Trainer) -
     mean of its two neighbours. Returns the profiled phases (--profile) or None."""
     device = torch.device(args.device)
     folder = Path(tempfile.mkdtemp(prefix="lninspect-watch-bench-"))
-    options = {"reductions": args.reductions} if args.reductions != "auto" else {}
-    with lninspect.watch(model, every=2, log_dir=folder, **options) as watcher:
+    with lninspect.watch(model, every=2, log_dir=folder, **watch_options(args)) as watcher:
         run = make(model, watcher)
         for _ in range(4):  # warm-up
             run()
@@ -157,8 +156,7 @@ def one_model(args: argparse.Namespace, model: torch.nn.Module, make: Trainer) -
             if armed
         ]
         print_ratio(f"recorded time ({clock})", "recorded time", ratios)
-    memory = statistics.median(peaks[True]) / statistics.median(peaks[False])
-    print(f"{'recorded memory':<28}{memory:>8.3f}{'':>16}{verdict('recorded memory', memory):>9}")
+    print_memory(statistics.median(peaks[True]) / statistics.median(peaks[False]))
     return phases
 
 
@@ -167,7 +165,7 @@ def copies(args: argparse.Namespace, base: torch.nn.Module, make: Trainer) -> An
     device = torch.device(args.device)
     models = {name: copy.deepcopy(base) for name in ("bare", "not recorded", "recorded")}
     folder = Path(tempfile.mkdtemp(prefix="lninspect-watch-bench-"))
-    options = {"reductions": args.reductions} if args.reductions != "auto" else {}
+    options = watch_options(args)
     idle = lninspect.watch(
         models["not recorded"], every=10**9, log_dir=folder / "a", start_step=1, **options
     )
@@ -186,9 +184,13 @@ def copies(args: argparse.Namespace, base: torch.nn.Module, make: Trainer) -> An
         for clock in ("wall", "cpu", "user"):
             pairs = zip(times[name], times["bare"], strict=True)
             print_ratio(f"{what} ({clock})", what, [a[clock] / b[clock] for a, b in pairs])
-    memory = peaks["recorded"] / peaks["bare"]
-    print(f"{'recorded memory':<28}{memory:>8.3f}{'':>16}{verdict('recorded memory', memory):>9}")
+    print_memory(peaks["recorded"] / peaks["bare"])
     return phases
+
+
+def watch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`reductions` when not the default (so that an older lninspect on PYTHONPATH runs too)."""
+    return {"reductions": args.reductions} if args.reductions != "auto" else {}
 
 
 def clocked(run: Callable[[], None], device: torch.device) -> Clocks:
@@ -228,6 +230,10 @@ def print_table(rows: dict[str, tuple[list[Clocks], float]]) -> None:
         print(
             f"{name:<16}{wall:>10.4f}{cpu:>10.4f}{user:>10.4f}{faults:>8.0f}{peak / 2**20:>10.1f}"
         )
+
+
+def print_memory(ratio: float) -> None:
+    print(f"{'recorded memory':<28}{ratio:>8.3f}{'':>16}{verdict('recorded memory', ratio):>9}")
 
 
 def print_ratio(label: str, goal: str, ratios: list[float]) -> None:
