@@ -98,7 +98,7 @@ class Reductions:
         """|g| per token and, when `count` (and `counts`), its NaN / Inf entries per token.
 
         Compiled only to fuse the count with the norm: a norm alone is one eager kernel, and
-        a compiled call costs the host more per call (on the CPU, 2-3x the eager norm)."""
+        a compiled call costs the host more per call (on the CPU, about twice the eager norm)."""
         count = count and self.counts
         if count and self.compiled_on(g.device):
             values = _COMPILED.call("grad", fused_grad, g.detach(), reduced_dims)
