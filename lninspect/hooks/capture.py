@@ -69,11 +69,13 @@ class _Hooks:
         reductions: Reductions,
         skip_recompute: bool = False,
         residual: bool = True,
+        weights: bool = True,
     ) -> None:
         self.norms = list(norms)
         self.reductions = reductions
         self.grads = grads
         self.residual = residual  # dL/dx in total, a tensor hook on x itself
+        self.weights = weights  # the result summarises each norm's weight
         self.spikes = spikes
         self.active = True  # tensor hooks outlive the block on the graph: they check this
         self.recording = True  # False while paused: the module hooks return at once
@@ -225,11 +227,8 @@ class Capture:
         """Record again after `pause()`."""
         self._hooks.recording = True
 
-    def result(
-        self, model: ModelInfo | None = None, input: InputInfo | None = None, weights: bool = True
-    ) -> StatsResult:
-        """Gather the recorded statistics to the CPU as a StatsResult; without `weights`, no
-        norm's weight summary (for callers that do not show it: a collective under FSDP2)."""
+    def result(self, model: ModelInfo | None = None, input: InputInfo | None = None) -> StatsResult:
+        """Gather the recorded statistics to the CPU as a StatsResult."""
         hooks = self._hooks
         self._records_to_host()
         reals = self._mask_padding()
@@ -237,7 +236,7 @@ class Capture:
         ran = [info for info in hooks.norms if hooks.forward[info.name]]
         norms = [
             self._norm_stats(info, description, spikes.get(info.name))
-            for info, description in zip(ran, descriptions(ran, weights), strict=True)
+            for info, description in zip(ran, descriptions(ran, hooks.weights), strict=True)
         ]
         if not norms:
             raise LninspectError(
@@ -416,6 +415,7 @@ def capture(
     nonfinite: bool = True,
     residual: bool = True,
     token_dims: bool = True,
+    weights: bool = True,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -433,11 +433,12 @@ def capture(
     `residual=False` the gradient of the residual stream (NaN in the result), for callers
     that do not read it: one pass over a gradient per norm call fewer; `token_dims=False`
     `absmax_dim` only at each call's largest finite |x| (-1 at every other token), for
-    callers that read the peak alone: the per-token index is the costliest pass over x.
+    callers that read the peak alone: the per-token index is the costliest pass over x;
+    `weights=False` no weight summary in the result (under FSDP2 a gather per norm).
     """
     norms = find_norms(model) if norms is None else list(norms)
     reducer = Reductions(reductions, nonfinite, token_dims)
-    hooks = _Hooks(norms, grads, spikes, reducer, skip_recompute, residual)
+    hooks = _Hooks(norms, grads, spikes, reducer, skip_recompute, residual, weights)
     hooks.attention_mask = attention_mask
     training = {m: m.training for m in model.modules()}
     handles = [

@@ -84,7 +84,8 @@ def log_capture(
     model: nn.Module, norms: Sequence[NormInfo], reductions: str, **options: Any
 ) -> AbstractContextManager[Capture]:
     """`capture` with gradients, for a watch log: without what the log does not hold (the
-    residual-stream gradient; absmax_dim beyond each norm's peak), each a pass saved."""
+    residual-stream gradient and absmax_dim beyond each norm's peak, each a pass saved; the
+    weight summaries, under FSDP2 a gather per norm)."""
     return capture(
         model,
         norms,
@@ -92,6 +93,7 @@ def log_capture(
         reductions=reductions,
         residual=False,
         token_dims=False,
+        weights=False,
         **options,
     )
 
@@ -108,4 +110,4 @@ def run_probe(
         logits = logits_of(model, ids).float()  # (1, T, vocab); position t predicts t + 1
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
         grads = torch.autograd.grad(loss, params.tensors, allow_unused=True)
-    return cap.result(weights=False), loss.item(), params.of_grads(grads)
+    return cap.result(), loss.item(), params.of_grads(grads)

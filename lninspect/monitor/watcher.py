@@ -264,8 +264,7 @@ class Watcher:
         assert self._capture is not None
         try:
             self._capture.pause()
-            # the log holds no weight summary: none made (under FSDP2, none gathered)
-            result = self._capture.result(weights=False) if self._capture.passes else None
+            result = self._capture.result() if self._capture.passes else None
             params = self.params.read()
             value = self._loss(loss)
         finally:
