@@ -72,6 +72,24 @@ def test_fused_formulas_equal_float64_and_the_eager_reductions():
     assert torch.equal(nonfinite, token_nonfinite(x))
 
 
+def test_the_lean_fused_record_is_the_lean_eager_one():
+    """Without counts and per-token dimensions (a watch log's capture), the stacked outputs
+    hold the rest, and the peak's dimension skips the pad tokens that `real` marks."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 32, generator=generator)
+    x[1, 8, 5] = 90.0  # the largest |x|, on a pad token
+    x[0, 3, 30] = -40.0  # the largest on a real one
+    real = torch.ones(2, 9, dtype=torch.bool)
+    real[1, 8] = False
+    fused_values = as_record(stacked_stats(x, x, 1e-5, 1, False, False, real), counts=False)
+    eager = token_stats(x, x, 1e-5, 1, False, False, real)
+    assert sorted(fused_values) == sorted(eager) == sorted(set(STAT_KEYS) - {"nonfinite"})
+    for key, value in eager.items():
+        assert torch.equal(fused_values[key], value), key
+    dims = fused_values["absmax_dim"]
+    assert dims[0, 3] == 30 and int((dims >= 0).sum()) == 1
+
+
 def test_the_kurtosis_of_a_constant_token_is_nan():
     x = torch.stack([torch.full((8,), 3.0), torch.arange(8.0)])
     for record in (token_stats(x, x, 1e-5), as_record(stacked_stats(x, x, 1e-5))):

@@ -429,7 +429,7 @@ def capture(
     `attention_mask` (batch, tokens), 1 on real tokens: padding to leave out of every
     statistic; without it, the `attention_mask` of each forward call's keyword arguments.
     Under a KV cache (generation) each call is a record of its own, with its positions.
-    `nonfinite=False` leaves out the eager path's non-finite counts (None in the result);
+    `nonfinite=False` leaves out the non-finite counts (None in the result);
     `residual=False` the gradient of the residual stream (NaN in the result), for callers
     that do not read it: one pass over a gradient per norm call fewer; `token_dims=False`
     `absmax_dim` only at each call's largest finite |x| (-1 at every other token), for

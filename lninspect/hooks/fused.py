@@ -34,25 +34,42 @@ MODES = ("auto", "eager", "compiled")
 # The forward statistics' keys by dtype, in declaration order: one stacked output per dtype.
 DTYPES = tuple(dict.fromkeys(s.dtype for s in FORWARD))
 GROUPS = tuple(tuple(s.key for s in FORWARD if s.dtype == dtype) for dtype in DTYPES)
+COUNTS = tuple(s.key for s in FORWARD if s.unit == "count")  # left out without `counts`
 log = logging.getLogger("lninspect")
 
 
-def stacked_stats(x: Tensor, y: Tensor, eps: float, reduced_dims: int = 1) -> tuple[Tensor, ...]:
-    """token_stats(x, y) stacked by dtype (GROUPS): the function torch.compile fuses.
+def stacked_stats(
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    reduced_dims: int = 1,
+    counts: bool = True,
+    token_dims: bool = True,
+    real: Tensor | None = None,
+) -> tuple[Tensor, ...]:
+    """token_stats(x, y, ...) stacked by dtype (groups(counts)): the function torch.compile
+    fuses.
 
     One output per dtype (float32, int64, int32), not one per statistic: each output of a
     compiled function costs the host time on every call. The per-token shape comes out of
     the kernel as it is: no reshape per call.
     """
-    record = token_stats(x, y, eps, reduced_dims)
-    return tuple(torch.stack([record[key] for key in keys]) for keys in GROUPS)
+    record = token_stats(x, y, eps, reduced_dims, counts, token_dims, real)
+    return tuple(torch.stack([record[key] for key in keys]) for keys in groups(counts))
 
 
-def as_record(values: tuple[Tensor, ...]) -> dict[str, Tensor]:
+def groups(counts: bool = True) -> tuple[tuple[str, ...], ...]:
+    """The statistics' keys of each stacked output (GROUPS), without the counts' group
+    unless `counts`."""
+    kept = (tuple(key for key in keys if counts or key not in COUNTS) for keys in GROUPS)
+    return tuple(keys for keys in kept if keys)
+
+
+def as_record(values: tuple[Tensor, ...], counts: bool = True) -> dict[str, Tensor]:
     """stacked_stats' outputs as a record keyed by statistic: views, no copy."""
     return {
         key: value
-        for keys, stacked in zip(GROUPS, values, strict=True)
+        for keys, stacked in zip(groups(counts), values, strict=True)
         for key, value in zip(keys, stacked.unbind(0), strict=True)
     }
 
@@ -70,8 +87,9 @@ class Reductions:
         if mode not in MODES:
             raise ValueError(f"reductions must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
-        # the eager non-finite counts, and absmax_dim at every token rather than at the peak
-        # alone (lninspect.hooks.reduce.token_stats); the compiled pass has both fused
+        # the non-finite counts, and absmax_dim at every token rather than at the peak alone
+        # (lninspect.hooks.reduce.token_stats): passes of their own eagerly, work of their
+        # own in the compiled pass (an argmax per token costs more than the rest of it)
         self.counts = counts
         self.token_dims = token_dims
 
@@ -86,12 +104,16 @@ class Reductions:
     ) -> dict[str, Tensor]:
         """The forward statistics of one norm call (lninspect.statistics), per token;
         `real`: the call's real tokens, for the peak's dimension without `token_dims`."""
+        options = (self.counts, self.token_dims, None if self.token_dims else real)
         if self.compiled_on(x.device):
             x, y = x.detach(), y.detach()  # not views: a view's base would be guarded too
-            values = _COMPILED.call("stats", stacked_stats, x, y, float(eps), reduced_dims)
+            # one compiled function per variant (its own graph, not a recompile of another)
+            name = "stats" + ("" if self.counts else ", no counts")
+            name += "" if self.token_dims else ", peak dim only"
+            values = _COMPILED.call(name, stacked_stats, x, y, float(eps), reduced_dims, *options)
             if values is not None:
-                return as_record(values)
-        return token_stats(x, y, eps, reduced_dims, self.counts, self.token_dims, real)
+                return as_record(values, self.counts)
+        return token_stats(x, y, eps, reduced_dims, *options)
 
     @torch.no_grad()
     def grad(self, g: Tensor, reduced_dims: int, count: bool) -> tuple[Tensor, Tensor | None]:
