@@ -41,6 +41,9 @@ def meta(
     return {k: v for k, v in metadata.items() if v}
 
 
+PLAIN = (str, int, bool, type(None))  # written as they are
+
+
 def to_document(result: Any) -> dict[str, Any]:
     """A result as a JSON-ready dict, its `schema` first."""
     return {"schema": result.schema, **encode(result)}
@@ -48,6 +51,11 @@ def to_document(result: Any) -> dict[str, Any]:
 
 def encode(value: Any) -> Any:
     """Dataclasses, arrays, numpy scalars, lists and dicts to JSON-ready values."""
+    kind = type(value)
+    if kind is float:  # the leaves first: most values of a document are plain floats
+        return value if math.isfinite(value) else None
+    if kind in PLAIN:
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         doc = {}
         for f in dataclasses.fields(value):
