@@ -1,20 +1,24 @@
 """The per-token reductions compiled into one pass per norm, and the choice of the path.
 
 On a GPU the eager reductions (lninspect.hooks.reduce) cost many passes and kernel launches
-per norm: a float32 copy of a bfloat16 activation, native_layer_norm's discarded output,
-abs, max, three passes for the non-finite count. That is 2-3.5x the model's own time on an
-H200, although the arithmetic is a few percent of what the matmuls do. The same function,
-`token_stats` (every reduction of lninspect.statistics), run through torch.compile, fuses
-into a kernel that reads x and y once, accumulating in float32 from the model's dtype
-without a float32 copy (the discarded normalized output is dropped).
+per norm: a float32 copy of a bfloat16 activation, the moments' subtractions and squares,
+abs and max, the non-finite count's passes (2-3.5x the model's own time on an H200 when
+last measured, although the arithmetic is a few percent of what the matmuls do). The same
+function, `token_stats` (every reduction of lninspect.statistics), run through
+torch.compile, fuses into a kernel that reads x and y without writing anything between,
+accumulating in float32 from the model's dtype without a float32 copy.
 
-`Reductions` picks, per capture: "eager" (the CPU default: native_layer_norm is ten times
-faster than var_mean there), "compiled" (the CUDA default) or "auto". Every axis is dynamic,
-so corpus batches, --stride windows and training steps of any length reuse one compiled
-kernel per (device type, dtype, rank), and the per-token shape comes out of the kernel as
-it is (no reshape per call: at batch 1 a GPU waits on the host's calls). A compile is
-announced in one log line (logger "lninspect"); a failure falls back to eager for the rest
-of the process, with the reason at debug level (`lninspect --debug`).
+`Reductions` picks, per capture: "eager", "compiled" or "auto" (compiled on CUDA, eager
+elsewhere: on the CPU the fused pass is about 3.5 times faster than the eager one at width
+256, but its compile, 4-17 s a process, pays for itself only after hundreds of recorded
+steps; docs/training.md, "Cost"). A caller that leaves out the non-finite counts or the
+per-token dimensions gets a compiled function without them (on the CPU the two tripled the
+compiled pass's time at width 256). Every axis is dynamic, so corpus batches, --stride
+windows and training steps of any length reuse one compiled kernel per (device type, dtype,
+rank), and the per-token shape comes out of the kernel as it is (no reshape per call: at
+batch 1 a GPU waits on the host's calls). A compile is announced in one log line (logger
+"lninspect"); a failure falls back to eager for the rest of the process, with the reason at
+debug level (`lninspect --debug`).
 """
 
 from __future__ import annotations
