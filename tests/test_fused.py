@@ -90,6 +90,20 @@ def test_the_lean_fused_record_is_the_lean_eager_one():
     assert dims[0, 3] == 30 and int((dims >= 0).sum()) == 1
 
 
+def test_the_lean_pass_compiles_with_a_mask_of_real_tokens():
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(2))
+    x[1, 8, 5], x[0, 3, 30] = 90.0, -40.0  # the largest |x| on a pad token, then on a real one
+    real = torch.ones(2, 9, dtype=torch.bool)
+    real[1, 8] = False
+    got = Reductions("compiled", counts=False, token_dims=False).stats(x, x, 1e-5, 1, real)
+    assert not fused._COMPILED.failed
+    want = token_stats(x, x, 1e-5, 1, False, False, real)
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        assert close(got[key], value), key
+    assert got["absmax_dim"][0, 3] == 30 and int((got["absmax_dim"] >= 0).sum()) == 1
+
+
 def test_the_kurtosis_of_a_constant_token_is_nan():
     x = torch.stack([torch.full((8,), 3.0), torch.arange(8.0)])
     for record in (token_stats(x, x, 1e-5), as_record(stacked_stats(x, x, 1e-5))):
