@@ -92,10 +92,12 @@ class Reductions:
             raise ValueError(f"reductions must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         # the non-finite counts, and absmax_dim at every token rather than at the peak alone
-        # (lninspect.hooks.reduce.token_stats): passes of their own eagerly, work of their
-        # own in the compiled pass (an argmax per token costs more than the rest of it)
+        # (lninspect.hooks.reduce.token_stats): work of their own on either path
         self.counts = counts
         self.token_dims = token_dims
+        # each variant is a compiled function of its own (its graph, not a recompile)
+        self.compiled_name = "stats" + ("" if counts else ", no counts")
+        self.compiled_name += "" if token_dims else ", peak dim only"
 
     def compiled_on(self, device: torch.device) -> bool:
         """Whether this device gets the compiled pass (and it has not failed before)."""
@@ -111,10 +113,9 @@ class Reductions:
         options = (self.counts, self.token_dims, None if self.token_dims else real)
         if self.compiled_on(x.device):
             x, y = x.detach(), y.detach()  # not views: a view's base would be guarded too
-            # one compiled function per variant (its own graph, not a recompile of another)
-            name = "stats" + ("" if self.counts else ", no counts")
-            name += "" if self.token_dims else ", peak dim only"
-            values = _COMPILED.call(name, stacked_stats, x, y, float(eps), reduced_dims, *options)
+            values = _COMPILED.call(
+                self.compiled_name, stacked_stats, x, y, float(eps), reduced_dims, *options
+            )
             if values is not None:
                 return as_record(values, self.counts)
         return token_stats(x, y, eps, reduced_dims, *options)
