@@ -14,7 +14,7 @@ not named as a bias (a ScaleNorm's scalar `g`); a 0-d gain broadcasts like a vec
 probe's width is the module's normalized_shape, else its gain's shape, else the width of
 the input the dataflow pass saw it receive (lninspect.norms.dataflow), else the model
 config's hidden size. A module that keeps its eps nowhere readable gets it measured
-from a second input whose variance is close to eps (resolution about 1e-11).
+from a second input whose variance is close to eps (resolution 1e-11: EPS_RESOLUTION).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ Tensor = torch.Tensor
 
 MATCH_TOLERANCE = 1e-3  # relative; wrong candidates are off by O(1)
 EPS_PROBE_VARIANCE = 1e-5  # variance of the eps probe: eps near it is resolved best
+# what that probe resolves: float32 rounding of the module's output, some ulps of a mean
+# square near EPS_PROBE_VARIANCE; a measured eps below it is 0 (other CPU kernels, other noise)
+EPS_RESOLUTION = 1e-11
 BIAS_NAMES = ("bias", "beta", "b", "shift")  # parameter names read as the additive term
 
 
@@ -155,7 +158,7 @@ def _measure_eps(
     eps = (ratio - ms.reshape(ratio.shape)).median().item()
     if not eps == eps:  # NaN: a zero weight leaves nothing to measure
         return None
-    return float(f"{max(eps, 0.0):.3g}")
+    return float(f"{eps:.3g}") if eps >= EPS_RESOLUTION else 0.0
 
 
 def _affine(
