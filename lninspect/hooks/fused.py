@@ -9,16 +9,16 @@ torch.compile, fuses into a kernel that reads x and y without writing anything b
 accumulating in float32 from the model's dtype without a float32 copy.
 
 `Reductions` picks, per capture: "eager", "compiled" or "auto" (compiled on CUDA, eager
-elsewhere: on the CPU the fused pass is about 3.5 times faster than the eager one at width
-256, but its compile, 4-17 s a process, pays for itself only after hundreds of recorded
-steps; docs/training.md, "Cost"). A caller that leaves out the non-finite counts or the
-per-token dimensions gets a compiled function without them (on the CPU the two tripled the
-compiled pass's time at width 256). Every axis is dynamic, so corpus batches, --stride
-windows and training steps of any length reuse one compiled kernel per (device type, dtype,
-rank), and the per-token shape comes out of the kernel as it is (no reshape per call: at
-batch 1 a GPU waits on the host's calls). A compile is announced in one log line (logger
-"lninspect"); a failure falls back to eager for the rest of the process, with the reason at
-debug level (`lninspect --debug`).
+elsewhere: on the CPU the fused pass is 1.5-3.5 times faster than the eager one at width
+256, in a training step and alone, but its compile, 4-17 s a process, pays for itself only
+after hundreds of recorded steps; docs/training.md, "Cost"). A caller that leaves out the
+non-finite counts or the per-token dimensions gets a compiled function without them (on the
+CPU the two tripled the compiled pass's time at width 256). Every axis is dynamic, so
+corpus batches, --stride windows and training steps of any length reuse one compiled kernel
+per (device type, dtype, rank), and the per-token shape comes out of the kernel as it is (no
+reshape per call: at batch 1 a GPU waits on the host's calls). A compile is announced in
+one log line (logger "lninspect"); a failure falls back to eager for the rest of the
+process, with the reason at debug level (`lninspect --debug`).
 """
 
 from __future__ import annotations
