@@ -39,6 +39,7 @@ MODES = ("auto", "eager", "compiled")
 DTYPES = tuple(dict.fromkeys(s.dtype for s in FORWARD))
 GROUPS = tuple(tuple(s.key for s in FORWARD if s.dtype == dtype) for dtype in DTYPES)
 COUNTS = tuple(s.key for s in FORWARD if s.unit == "count")  # left out without `counts`
+UNCOUNTED = tuple(g for g in (tuple(k for k in keys if k not in COUNTS) for keys in GROUPS) if g)
 log = logging.getLogger("lninspect")
 
 
@@ -63,10 +64,8 @@ def stacked_stats(
 
 
 def groups(counts: bool = True) -> tuple[tuple[str, ...], ...]:
-    """The statistics' keys of each stacked output (GROUPS), without the counts' group
-    unless `counts`."""
-    kept = (tuple(key for key in keys if counts or key not in COUNTS) for keys in GROUPS)
-    return tuple(keys for keys in kept if keys)
+    """The statistics' keys of each stacked output: GROUPS, or without `counts` UNCOUNTED."""
+    return GROUPS if counts else UNCOUNTED
 
 
 def as_record(values: tuple[Tensor, ...], counts: bool = True) -> dict[str, Tensor]:
