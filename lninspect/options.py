@@ -61,6 +61,8 @@ class SpikeOptions:
     census_dims: int = 16  # census entries per module, most spikes first
     outlier_k: float = 3.0  # an outlier dimension: mean |x_j| > k std above the mean over j
     ablate_file: Path | None = None  # the other texts of the ablation's mean (None: bundled)
+    ablate_dims: tuple[int, ...] | None = None  # only these dimensions (None: every one)
+    ablate_layer: int | None = None  # at this layer (None: the first with a massive one)
 
 
 GLOB_CHARS = frozenset("*?[")
@@ -105,22 +107,31 @@ MAX_LAYER = 10_000  # a bound on --layers before the model is known (models have
 
 def parse_layers(value: str) -> tuple[int, ...]:
     """`0,3,8-11` -> (0, 3, 8, 9, 10, 11), sorted, without repeats; ValueError otherwise."""
-    layers: set[int] = set()
+    return parse_indices(value, "layer", MAX_LAYER)
+
+
+MAX_DIM = 1 << 20  # a bound on a hidden dimension's index before the model is known
+
+
+def parse_indices(value: str, noun: str, limit: int) -> tuple[int, ...]:
+    """`0,3,8-11` -> (0, 3, 8, 9, 10, 11) for a list of layers or dimensions (`noun`),
+    sorted, without repeats, each below `limit`; ValueError otherwise."""
+    found: set[int] = set()
     for part in value.split(","):
         first, dash, last = part.strip().partition("-")
         if not first and last.strip():
-            raise ValueError(f"'{part.strip()}' is negative: layers count from 0")
+            raise ValueError(f"'{part.strip()}' is negative: {noun}s count from 0")
         if not (_digits(first) and (not dash or _digits(last))):
             raise ValueError(
-                f"'{value}' is not a list of layers such as 0,3,11 or 0-5 (layers count from 0)"
+                f"'{value}' is not a list of {noun}s such as 0,3,11 or 0-5 ({noun}s count from 0)"
             )
         low, high = int(first), int(last) if dash else int(first)
         if low > high:
-            raise ValueError(f"'{part.strip()}' is an empty range: write the lower layer first")
-        if high >= MAX_LAYER:
-            raise ValueError(f"layer {high} is beyond any model (at most {MAX_LAYER - 1})")
-        layers.update(range(low, high + 1))
-    return tuple(sorted(layers))
+            raise ValueError(f"'{part.strip()}' is an empty range: write the lower {noun} first")
+        if high >= limit:
+            raise ValueError(f"{noun} {high} is beyond any model (at most {limit - 1})")
+        found.update(range(low, high + 1))
+    return tuple(sorted(found))
 
 
 def _digits(text: str) -> bool:

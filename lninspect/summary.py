@@ -23,11 +23,14 @@ from lninspect.results import (
     StatsResult,
     TokenCount,
 )
-from lninspect.results.aggregate import AggregateResult
-from lninspect.roles import ordered_roles
+from lninspect.results.aggregate import AggregateResult, NormAggregate
+from lninspect.roles import group_label, group_order, ordered_roles
 from lninspect.statistics import BY_KEY
 
-Values = Callable[[NormStats], np.ndarray | None]  # a per-token array of a norm, if it has one
+Values = Callable[[NormStats], np.ndarray | None]
+CensusNorm = (
+    NormStats | NormAggregate
+)  # a norm with a census: of one run, or of a corpus  # a per-token array of a norm, if it has one
 
 
 def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -51,6 +54,42 @@ def per_token(norm: NormStats, of: str) -> np.ndarray | None:
     return None if block is None else block.get(statistic.field)
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where a per-token value sits: its sequence, token and, for a norm that sees heads (a
+    q/k norm), its head. The one way every table, caption, hover and JSON names a place."""
+
+    sequence: int
+    token: int
+    head: int | None = None
+
+
+def canonical(norm: NormStats, values: np.ndarray) -> np.ndarray:
+    """A norm's per-token array as (sequences, tokens, heads): a (tokens,) or (sequences,
+    tokens) array gets one head; the token axis of a q/k norm is its recorded `token_axis`
+    (Gemma 3's arrays are (sequences, heads, tokens)), its other axes are heads."""
+    array = np.asarray(values)
+    if array.ndim <= 1:
+        return array.reshape(1, -1, 1)
+    if array.ndim == 2:
+        return array[:, :, None]
+    moved = np.moveaxis(array, norm.token_axis or 1, 1)
+    return moved.reshape(moved.shape[0], moved.shape[1], -1)
+
+
+def location(norm: NormStats, index: tuple[int, ...]) -> Location:
+    """The Location of an index into a norm's per-token arrays (module order)."""
+    shape = np.shape(norm.input.mean)
+    if len(index) <= 1:
+        return Location(0, int(index[0]) if index else 0)
+    if len(index) == 2:
+        return Location(int(index[0]), int(index[1]))
+    axis = norm.token_axis or 1
+    heads = [n for a, n in enumerate(shape) if a not in (0, axis)]
+    head = np.ravel_multi_index([i for a, i in enumerate(index) if a not in (0, axis)], heads)
+    return Location(int(index[0]), int(index[axis]), int(head))
+
+
 @dataclass
 class Peak:
     """A norm's largest finite |x| over its tokens: the value, its hidden dimension, and the
@@ -59,6 +98,7 @@ class Peak:
     value: float
     dim: int
     where: tuple[int, ...] | None
+    at: Location | None = None  # `where` as a sequence, token and head
 
 
 def largest_finite(values: np.ndarray) -> tuple[int, ...] | None:
@@ -77,7 +117,8 @@ def largest_abs(norm: NormStats) -> Peak:
     if index is None:
         return Peak(math.nan, -1, None)
     value = float(np.asarray(norm.input.absmax)[index])
-    return Peak(value, int(np.asarray(norm.input.absmax_dim)[index]), index)
+    dim = int(np.asarray(norm.input.absmax_dim)[index])
+    return Peak(value, dim, index, location(norm, index))
 
 
 def nan_median(values: np.ndarray) -> float:
@@ -107,23 +148,83 @@ def norms_of_role(result: StatsResult, role: str) -> list[NormStats]:
     return sorted((n for n in result.norms if n.role == role), key=lambda n: n.layer or 0)
 
 
-def token_row(values: np.ndarray, sequence: int = 0) -> np.ndarray:
-    """One sequence's per-token values as (tokens,); extra axes (heads) are reduced by median."""
-    row = values[sequence] if values.ndim > 1 else values
-    if row.ndim > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN padding
-            row = np.nanmedian(row.reshape(row.shape[0], -1), axis=1)
-    return row.astype(np.float64)
+@dataclass(frozen=True)
+class Group:
+    """Norms that read the same stream at the same place of a block: what every view that
+    speaks of the residual stream, of "before attention" or of a role selects by."""
+
+    reads: str  # lninspect.roles.STREAMS
+    role: str
+    placement: str
+
+    @property
+    def label(self) -> str:
+        return group_label(self.reads, self.role, self.placement)
+
+    @property
+    def residual(self) -> bool:
+        return self.reads == "residual"
+
+
+def group_of(norm: NormDescription) -> Group:
+    return Group(norm.reads, norm.role, norm.placement)
+
+
+def groups_present(result: StatsResult | AggregateResult) -> list[Group]:
+    """The groups of the result's norms, in block order (by role, pre before post)."""
+    found = {group_of(n) for n in result.norms}
+    return sorted(found, key=lambda g: (*group_order(g.role, g.placement), g.reads))
+
+
+def norms_of_group(result: StatsResult, group: Group) -> list[NormStats]:
+    """The norms of one group, in layer order (norms outside the blocks last)."""
+    found = [n for n in result.norms if group_of(n) == group]
+    return sorted(found, key=lambda n: math.inf if n.layer is None else n.layer)
+
+
+@dataclass
+class Panel:
+    """One panel of a modules x tokens heatmap: norms of one group and module name, one row
+    per layer (`layered`), or the norms outside the blocks, one row per name."""
+
+    title: str
+    norms: list[NormStats]
+    layered: bool
+
+
+def heatmap_panels(result: StatsResult) -> list[Panel]:
+    """Every norm in one panel: one per group and module name inside the blocks, in block
+    order (Gemma's q_norm and k_norm apart), then the norms outside them (final, embed)."""
+    panels: list[Panel] = []
+    for group in groups_present(result):
+        inside = [n for n in norms_of_group(result, group) if n.layer is not None]
+        for leaf in dict.fromkeys(n.name.rsplit(".", 1)[-1] for n in inside):
+            rows = [n for n in inside if n.name.rsplit(".", 1)[-1] == leaf]
+            panels.append(Panel(f"{leaf} ({group.label})", rows, layered=True))
+    outside = [n for n in result.norms if n.layer is None]
+    if outside:
+        panels.append(Panel("outside the blocks", outside, layered=False))
+    return panels
+
+
+def token_row(norm: NormStats, values: np.ndarray, sequence: int = 0) -> np.ndarray:
+    """One sequence's per-token values of `norm` as (tokens,); heads are reduced by median."""
+    row = canonical(norm, values)[sequence]  # (tokens, heads)
+    if row.shape[1] == 1:
+        return row[:, 0].astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN padding
+        return np.nanmedian(row, axis=1).astype(np.float64)
 
 
 def layer_quartiles(
-    result: StatsResult, role: str, values: Values
+    result: StatsResult, norms: Sequence[NormStats], values: Values
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x positions and (25%, 50%, 75%) quantiles over tokens, per norm of `role` with values."""
+    """x positions and (25%, 50%, 75%) quantiles over tokens (and heads), per norm of
+    `norms` with values."""
     where = layer_positions(result)
     xs, qs = [], []
-    for norm in sorted((n for n in result.norms if n.role == role), key=lambda n: where[n.name]):
+    for norm in sorted(norms, key=lambda n: where[n.name]):
         array = values(norm)
         if array is None:
             continue
@@ -134,18 +235,38 @@ def layer_quartiles(
     return np.asarray(xs), np.asarray(qs).reshape(-1, 3)
 
 
+def residual_norms(result: StatsResult | AggregateResult) -> list[CensusNorm]:
+    """The norms that read the residual stream, in model order."""
+    return [n for n in result.norms if n.reads == "residual"]
+
+
+def depth_series(result: StatsResult, reads: str) -> list[tuple[Group, str, list[NormStats]]]:
+    """(group, module name, norms) per line of a by-depth view of the norms that read
+    `reads`: one line per group and module name, in block order; a residual view also has
+    the final norm (a point after the last layer)."""
+    series = []
+    for group in groups_present(result):
+        if group.reads != reads:
+            continue
+        norms = norms_of_group(result, group)
+        for leaf in dict.fromkeys(n.name.rsplit(".", 1)[-1] for n in norms):
+            series.append((group, leaf, [n for n in norms if n.name.rsplit(".", 1)[-1] == leaf]))
+    return series
+
+
 def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, float] | None:
-    """The first norm of the first and of the last layer with their median input std."""
-    layered = [n for n in result.norms if n.layer is not None]
-    if not layered:
-        return None
-    depths = [n.layer for n in layered if n.layer is not None]
-    first = next(n for n in layered if n.layer == min(depths))
-    last = next(n for n in layered if n.layer == max(depths))
-    low, high = nan_median(first.denominator), nan_median(last.denominator)
-    if first is last or not (np.isfinite(low) and np.isfinite(high) and low > 0):
-        return None
-    return first, low, last, high
+    """The residual stream's growth with depth: the median input denominator (std, rms for
+    an RMSNorm) at the first and the last layer, read by the same residual norm of the block
+    (the first residual group with norms in both). None without two such layers."""
+    for group in groups_present(result):
+        layered = [n for n in norms_of_group(result, group) if n.layer is not None]
+        if not group.residual or len({n.layer for n in layered}) < 2:
+            continue
+        first, last = layered[0], layered[-1]
+        low, high = nan_median(first.denominator), nan_median(last.denominator)
+        if np.isfinite(low) and np.isfinite(high) and low > 0:
+            return first, low, last, high
+    return None
 
 
 def largest_spike(result: StatsResult) -> tuple[NormStats, Spike] | None:
@@ -258,21 +379,26 @@ def pooled_order(result: StatsResult, kind: str = "all") -> OrderTotals | None:
 
 @dataclass
 class RoleOrder:
-    """What the norms of one role do to one kind of spike: how many keep its rank, and the
-    stage and median gain at the spike's dimension where the rank changed."""
+    """What the norms of one group (stream, role, placement) do to one kind of spike: how
+    many keep its rank, and the stage and median gain at the spike's dimension where the
+    rank changed."""
 
-    role: str
-    leaf: str  # the norms' own name (input_layernorm), the most common one
+    group: Group
+    leaf: str  # the module name (input_layernorm) of the group's norms with the most spikes
     totals: OrderTotals
     stage: str | None  # the stage that changed most ranks
     gain: float  # median effective weight at the listed spikes whose rank changed
 
+    @property
+    def role(self) -> str:
+        return self.group.role
+
 
 def role_orders(result: StatsResult, kind: str = "massive") -> list[RoleOrder]:
-    """Per role, in the order of a block, with at least one spike of `kind`."""
+    """Per group, in block order, with at least one spike of `kind`."""
     rows = []
-    for role in roles_present(result):
-        norms = norms_of_role(result, role)
+    for group in groups_present(result):
+        norms = norms_of_group(result, group)
         totals = order_totals(norms, kind)
         if not totals.spikes:
             continue
@@ -283,17 +409,26 @@ def role_orders(result: StatsResult, kind: str = "massive") -> list[RoleOrder]:
             for s in n.spikes or []
             if s.changed_by and s.massive == (kind == "massive")
         ]
-        leaves = [n.name.rsplit(".", 1)[-1] for n in norms]
         rows.append(
             RoleOrder(
-                role=role,
-                leaf=max(set(leaves), key=lambda leaf: (leaves.count(leaf), leaf)),
+                group=group,
+                leaf=_busiest_leaf(norms, kind),
                 totals=totals,
                 stage=max(stages, key=lambda k: stages[k]) if any(stages.values()) else None,
                 gain=nan_median(np.abs(np.array(changed))) if changed else float("nan"),
             )
         )
     return rows
+
+
+def _busiest_leaf(norms: Sequence[NormStats], kind: str) -> str:
+    """The module name (the last part of the path) whose norms hold the most spikes of
+    `kind`; the first in model order on a tie."""
+    counts: dict[str, int] = {}
+    for norm in norms:
+        leaf = norm.name.rsplit(".", 1)[-1]
+        counts[leaf] = counts.get(leaf, 0) + order_totals([norm], kind).spikes
+    return max(counts, key=lambda leaf: counts[leaf])
 
 
 def spike_share(result: StatsResult) -> float:
@@ -321,7 +456,9 @@ def outlier_dimensions(
 ) -> list[tuple[int, int, int]]:
     """(dim, norms where it is an outlier dimension, norms measured) for the dimensions that
     are outliers at the most norms of the model's width (Kovaleva et al.'s view)."""
-    dims = [n.dimensions for n in result.norms if n.role != "qk" and n.dimensions is not None]
+    dims = [
+        n.dimensions for n in result.norms if n.reads == "residual" and n.dimensions is not None
+    ]
     found: dict[int, int] = {}
     for d in dims:
         for j in d.outliers_in if side == "in" else d.outliers_out:
@@ -332,57 +469,88 @@ def outlier_dimensions(
 
 @dataclass
 class DimCensus:
-    """One dimension over every norm of a result: where and how much it spikes."""
+    """One dimension over the norms of the residual stream: where and how much it spikes."""
 
     dim: int
-    layers: list[int]  # layers of the norms where it is in the census
-    norms: int  # how many norms list it
-    count: int  # spikes over those norms
+    layers: list[int]  # layers of the norms where it spikes
+    norms: int  # how many norms it spikes at
+    count: int  # spikes over every norm of the residual stream
     sequences: float  # the largest share of sequences with a spike at one norm
     first_token_share: float  # share of its spikes on the first token
-    max_abs: float
-    tokens: list[tuple[str, int]]  # the tokens most often carrying it, over the norms
-    max_at: list[int]  # [sequence, token] of its largest |x|, at the norm where it is largest
+    max_abs: float  # its max |x| over every norm of the residual stream, spiking or not
+    tokens: list[tuple[str, int]]  # the tokens most often carrying it, of the norms' census
+    max_at: list[int]  # [sequence, token] of that max |x|
 
 
 def census_rows(
-    result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all"
+    result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all", by: str = "count"
 ) -> list[DimCensus]:
     """The `limit` dimensions with the most spikes (of `kind`: all, massive, outlier) over the
-    model, from every norm's census.
+    norms of the residual stream (a q/k norm's dimension is one within a head, another axis;
+    a sub-layer's output is not the stream); `by="max"`: those of largest max |x| first.
 
-    Only the norms of the model's width count (the residual stream): a q/k norm's dimension
-    is one within a head, another axis.
+    Counts, layers and maxima cover every spike (`DimensionStats.spiking`); the tokens come
+    from each norm's census, which lists its dimensions with the most spikes.
     """
     total = (
         result.corpus.sequences
         if isinstance(result, AggregateResult)
         else result.input.num_sequences
     )
-    by_dim: dict[int, list[tuple[NormDescription, CensusEntry]]] = {}
-    for norm in result.norms:
-        if norm.role == "qk":
-            continue
-        for entry in getattr(norm, "census", None) or []:
-            if _kind_count(entry, kind):
-                by_dim.setdefault(entry.dim, []).append((norm, entry))
-    rows = [_dim_census(dim, pairs, max(total, 1), kind) for dim, pairs in by_dim.items()]
-    return sorted(rows, key=lambda r: (-r.count, r.dim))[:limit]
+    norms = residual_norms(result)
+    counted: dict[int, list[tuple[CensusNorm, dict[str, int]]]] = {}
+    for norm in norms:
+        for counts in _dim_counts(norm):
+            if _kind_count(counts, kind):
+                counted.setdefault(counts["dim"], []).append((norm, counts))
+    rows = [_dim_census(j, found, norms, max(total, 1), kind) for j, found in counted.items()]
+    key = (lambda r: (-r.count, r.dim)) if by == "count" else (lambda r: (-r.max_abs, r.dim))
+    return sorted(rows, key=key)[:limit]
 
 
-def _kind_count(entry: CensusEntry, kind: str) -> int:
+def spikes_by_dim(norm: CensusNorm) -> dict[int, int]:
+    """Dimension -> the norm's spikes in it: every one where the result holds the counts in
+    full, else its census's dimensions with the most."""
+    return {c["dim"]: c["count"] for c in _dim_counts(norm)}
+
+
+def _dim_counts(norm: CensusNorm) -> list[dict[str, int]]:
+    """One dict of counts per spiking dimension (keys: dim and SpikeCounts' fields), of
+    every dimension (`dimensions.spiking`), else (documents before it) of the census."""
+    names = ("count", "massive", "first", "massive_first", "sequences")
+    dimensions = getattr(norm, "dimensions", None)
+    spiking = dimensions.spiking if dimensions is not None else None
+    if spiking is None:
+        return [
+            {
+                "dim": e.dim,
+                "count": e.count,
+                "massive": e.massive,
+                "first": round(e.first_token_share * e.count),
+                "massive_first": round(e.massive_first_share * e.massive) if e.massive else 0,
+                "sequences": e.sequences,
+            }
+            for e in getattr(norm, "census", None) or []
+        ]
+    columns = [getattr(spiking, name) for name in names]
+    return [
+        {"dim": j, **dict(zip(names, values, strict=True))}
+        for j, *values in zip(spiking.dims, *columns, strict=True)
+    ]
+
+
+def _kind_count(counts: dict[str, int], kind: str) -> int:
     if kind == "massive":
-        return entry.massive
-    return entry.count - entry.massive if kind == "outlier" else entry.count
+        return counts["massive"]
+    return counts["count"] - counts["massive"] if kind == "outlier" else counts["count"]
 
 
-def _kind_first(entry: CensusEntry, kind: str) -> float:
-    """Spikes of `kind` on the first token (a count, from the entry's shares)."""
-    massive = entry.massive_first_share * entry.massive if entry.massive else 0.0
+def _kind_first(counts: dict[str, int], kind: str) -> int:
+    """Spikes of `kind` on the first token."""
     if kind == "massive":
-        return massive
-    every = entry.first_token_share * entry.count
-    return every - massive if kind == "outlier" else every
+        return counts["massive_first"]
+    every = counts["first"]
+    return every - counts["massive_first"] if kind == "outlier" else every
 
 
 def _kind_tokens(entry: CensusEntry, kind: str) -> list[TokenCount]:
@@ -392,24 +560,45 @@ def _kind_tokens(entry: CensusEntry, kind: str) -> list[TokenCount]:
 
 
 def _dim_census(
-    dim: int, pairs: list[tuple[NormDescription, CensusEntry]], total: int, kind: str
+    dim: int,
+    found: list[tuple[CensusNorm, dict[str, int]]],
+    norms: Sequence[CensusNorm],
+    total: int,
+    kind: str,
 ) -> DimCensus:
-    count = sum(_kind_count(e, kind) for _, e in pairs)
-    tokens: dict[str, int] = {}
-    for _, entry in pairs:
-        for t in _kind_tokens(entry, kind):
-            tokens[t.token] = tokens.get(t.token, 0) + t.count
+    count = sum(_kind_count(c, kind) for _, c in found)
+    tokens: dict[int, tuple[str, int]] = {}  # id -> (text, count)
+    for norm, _ in found:
+        for entry in getattr(norm, "census", None) or []:
+            for t in _kind_tokens(entry, kind) if entry.dim == dim else []:
+                tokens[t.id] = (t.token, tokens.get(t.id, (t.token, 0))[1] + t.count)
+    peak, at = _peak(dim, found, norms)
     return DimCensus(
         dim=dim,
-        layers=sorted({n.layer for n, _ in pairs if n.layer is not None}),
-        norms=len(pairs),
+        layers=sorted({n.layer for n, _ in found if n.layer is not None}),
+        norms=len(found),
         count=count,
-        sequences=max(e.sequences for _, e in pairs) / total,
-        first_token_share=round(sum(_kind_first(e, kind) for _, e in pairs)) / count,
-        max_abs=max(e.max_abs for _, e in pairs),
-        max_at=max(pairs, key=lambda pair: pair[1].max_abs)[1].max_at,
-        tokens=sorted(tokens.items(), key=lambda kv: (-kv[1], kv[0]))[:3],
+        sequences=max(c["sequences"] for _, c in found) / total,
+        first_token_share=sum(_kind_first(c, kind) for _, c in found) / count,
+        max_abs=peak,
+        max_at=at,
+        tokens=[tokens[i] for i in sorted(tokens, key=lambda i: (-tokens[i][1], i))][:3],
     )
+
+
+def _peak(
+    dim: int, found: list[tuple[CensusNorm, dict[str, int]]], norms: Sequence[CensusNorm]
+) -> tuple[float, list[int]]:
+    """The dimension's largest |x| over every norm of `norms` and its [sequence, token];
+    documents without `max_at_in` give the largest of the census entries of `found`."""
+    measured = [d for n in norms if (d := n.dimensions) is not None and d.max_at_in is not None]
+    if measured:
+        top = max(measured, key=lambda d: np.nan_to_num(d.max_abs_in[dim], nan=-1.0))
+        assert top.max_at_in is not None
+        return float(top.max_abs_in[dim]), [int(i) for i in top.max_at_in[dim]]
+    entries = [e for n, _ in found for e in n.census or [] if e.dim == dim]
+    entry = max(entries, key=lambda e: e.max_abs, default=None)
+    return (entry.max_abs, list(entry.max_at)) if entry else (math.nan, [])
 
 
 def layer_span(layers: Sequence[int], sep: str = ", ") -> str:
@@ -433,9 +622,9 @@ def top_dimension(result: StatsResult) -> int | None:
 
 def compression_by_norm(result: StatsResult, dim: int) -> list[tuple[NormStats, float, float]]:
     """(norm, median compression before, after) of dimension `dim` over sequences (and
-    heads), for the norms that measured it across tokens."""
+    heads), for the norms of the residual stream that measured it across tokens."""
     rows = []
-    for norm in result.norms:
+    for norm in (n for n in result.norms if n.reads == "residual"):
         found = [a for a in norm.across_token or [] if a.dim == dim and a.head is None]
         if found:
             rows.append(

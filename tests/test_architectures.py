@@ -393,9 +393,17 @@ def test_family(name: str, saved: Callable) -> None:
         (info,) = [n for n in norms if n.layer == 0 and inner_path(n) == inner]
         assert result.norm(info.name).input.mean.shape == shape
     back = StatsResult.from_json(result.to_json())
-    assert [(n.kind, n.role, n.placement) for n in back.norms] == [
-        (n.kind, n.role, n.placement) for n in norms
+    assert [(n.kind, n.role, n.placement, n.reads) for n in back.norms] == [
+        (n.kind, n.role, n.placement, n.reads) for n in norms
     ]
+    for info in norms:  # what each norm reads: a post norm of a post-LN stack reads x + f(x),
+        # Gemma's and OLMo 2's their sub-layer's output
+        sublayer = info.placement == "post" and not name.endswith("post_ln")
+        post = "sublayer" if sublayer else "residual"
+        want = {"qk": "projection", "embed": "embedding"}.get(info.role, post)
+        assert info.reads == want, info.name
+        heads = result.norm(info.name).input.mean.ndim > 2
+        assert (result.norm(info.name).token_axis is not None) == heads, info.name
 
 
 @pytest.mark.parametrize("name", ["gemma2", "stablelm", "bloom"])

@@ -44,12 +44,12 @@ def texts(ax) -> str:
     return " ".join(t.get_text() for t in ax.texts)
 
 
-def test_the_std_legend_sits_below_the_axes(result: GradsResult):
+def test_the_std_legend_sits_beside_the_axes(result: GradsResult):
     ax = plot_std_per_layer(result)
     figure = figure_of(ax)
     figure.canvas.draw()
     legend = ax.get_legend().get_window_extent()
-    assert legend.y1 < ax.get_window_extent().y0  # below, never over the curves
+    assert legend.x0 > ax.get_window_extent().x1  # right of the axes, never over the curves
 
 
 def test_scale_vs_std_colours_whole_layers(result: GradsResult):

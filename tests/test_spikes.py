@@ -232,6 +232,51 @@ def test_ablation_follows_sun_et_al(tmp_path: Path):
     assert ablation["changes_zero"] == pytest.approx(zero, rel=1e-4)
 
 
+def test_ablation_of_chosen_dimensions_and_layers(tmp_path: Path):
+    """B carries 3000 at dim 5 and 2000 at dim 7: --ablate-dims 7 zeroes dim 7's entry
+    only (the loss is that of the input with 0 there), --ablate-layer picks another layer,
+    and a choice with no massive activation says so and replaces nothing."""
+    rows = {"A": bulk(0.1), "B": bulk(0.1)}
+    rows["B"][5], rows["B"][7] = 3000.0, 2000.0
+    model = planted_model(tmp_path / "m", rows)
+    others = tmp_path / "others.txt"
+    others.write_text("AB\n")
+    ablate = ("--ablate-spikes", "--ablate-file", str(others))
+    doc = stats_json(model, "ABAB", tmp_path, *ablate, "--ablate-dims", "7")
+    ablation = doc["ablation"]
+    assert (ablation["layer"], ablation["dims"], ablation["entries"]) == (0, [7], 2)
+    assert ablation["chosen_dims"] == [7] and "chosen_layer" not in ablation
+
+    def zeroed(text: str) -> float:
+        from transformers import GPT2LMHeadModel
+
+        lm = GPT2LMHeadModel.from_pretrained(model).eval()
+        embedded = np.stack([rows[c] for c in text]).copy()
+        embedded[[i for i, c in enumerate(text) if c == "B"], 7] = 0.0
+        with torch.no_grad():
+            ids = torch.tensor([[ord(c) for c in text]])
+            return float(lm(inputs_embeds=torch.tensor(embedded)[None], labels=ids).loss)
+
+    assert ablation["loss_zero"] == pytest.approx(zeroed("ABAB"), rel=1e-5)
+    none = stats_json(model, "ABAB", tmp_path, *ablate, "--ablate-dims", "3,9-11")["ablation"]
+    assert none["layer"] is None and none["entries"] == 0 and none["chosen_dims"] == [3, 9, 10, 11]
+    later = stats_json(model, "ABAB", tmp_path, *ablate, "--ablate-layer", "1")["ablation"]
+    assert (later["chosen_layer"], later["layer"], later["module"]) == (
+        1,
+        1,
+        "transformer.h.1.ln_1",
+    )
+
+
+def test_ablation_choices_need_the_ablation(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from lninspect.cli import app
+
+    ran = CliRunner().invoke(app, ["stats", "tiny", "--text", "a b", "--ablate-dims", "3"])
+    assert ran.exit_code == 2 and "add --ablate-spikes" in ran.output
+
+
 # The API on hand-built modules --------------------------------------------------------------
 
 

@@ -203,7 +203,7 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
     sizes = {
         STD_HEATMAP: (11, 5.0),
         MEAN_HEATMAP: (11, 5.0),
-        STD_PER_LAYER: (10, 5.5),
+        STD_PER_LAYER: (12, 5.0),  # one panel: the residual stream
         SPIKE_RANKS: (13, 6),  # the table of counts between the panels
         SPIKE_ORDER: (11, 7.5),
         SPIKE_TRAJECTORY: (11, 6),
@@ -227,11 +227,12 @@ def test_std_heatmap_shows_each_role_on_a_shared_log_scale():
     figure = new_figure()
     plot_std_heatmap(result, figure)
     panels = [ax for ax in figure.axes if ax.images]
-    assert [ax.get_ylabel() for ax in panels] == [
-        "ln_1 (attn)\nlayer",
-        "ln_2 (mlp)\nlayer",
-        "final / other",
+    assert [ax.get_title(loc="left") for ax in panels] == [
+        "ln_1 (before attention)",
+        "ln_2 (before the MLP)",
+        "outside the blocks",
     ]
+    assert [ax.get_ylabel() for ax in panels] == ["layer", "layer", ""]
     grids = [np.asarray(ax.images[0].get_array()) for ax in panels]
     assert [g.shape for g in grids] == [(LAYERS, TOKENS), (LAYERS, TOKENS), (1, TOKENS)]
     np.testing.assert_allclose(grids[1][:, 1], 1.5 * 2.0 ** np.arange(LAYERS))
@@ -289,7 +290,7 @@ def test_std_per_layer_plots_medians_and_the_growth():
     result = synthetic()
     ax = plot_std_per_layer(result, new_figure().add_subplot())
     lines = {line.get_label(): line for line in ax.get_lines()}
-    attn = lines["before attention (attn)"]
+    attn = lines["before attention (ln_1)"]
     np.testing.assert_allclose(attn.get_xdata(), range(LAYERS))
     np.testing.assert_allclose(attn.get_ydata(), 2.0 ** np.arange(LAYERS))  # median over tokens
     assert ax.get_yscale() == "log"
@@ -319,8 +320,11 @@ def test_figures_survive_json_round_trip_with_nan_and_heads(tmp_path: Path):
     assert len(paths) == len(STATS_FIGURES)
     figure = new_figure()
     plot_std_heatmap(result, figure)
-    other = [ax for ax in figure.axes if ax.images][-1]
-    assert [t.get_text() for t in other.get_yticklabels()] == ["1.attn.q_norm", "final"]
+    panels = {ax.get_title(loc="left"): ax for ax in figure.axes if ax.images}
+    q = panels["q_norm (query / key norms)"]  # a panel of its own, one row per layer
+    assert [t.get_text() for t in q.get_yticklabels()] == ["1"]
+    assert np.asarray(q.images[0].get_array()).shape == (1, TOKENS)  # heads reduced, not tokens
+    assert [t.get_text() for t in panels["outside the blocks"].get_yticklabels()] == ["final"]
 
 
 def test_stats_plot_cli_writes_the_figures(tiny_model_dir: Path, tmp_path: Path):

@@ -93,7 +93,7 @@ def stats(
     """
     from lninspect.cli import commands
 
-    corpus, ablate = given.corpus(), given["ablate_spikes"]
+    corpus, ablate = given.corpus(), ablation_asked(given)
     one_file = Path(corpus.files[0]) if corpus.files and not corpus.requested else None
     request = {
         "run": given.run(model=model, file=one_file),
@@ -110,6 +110,18 @@ def stats(
             param_hint="'--ablate-spikes'",
         )
     invoke(ctx, commands.corpus_stats, corpus=corpus, **request)
+
+
+def ablation_asked(given: Given) -> bool:
+    """--ablate-spikes; its choices (--ablate-dims, --ablate-layer) only with it."""
+    if not given["ablate_spikes"]:
+        for name in ("ablate_dims", "ablate_layer"):
+            if given[name] is not None:
+                flag = "--" + name.replace("_", "-")
+                raise typer.BadParameter(
+                    "chooses what --ablate-spikes sets: add --ablate-spikes", param_hint=f"'{flag}'"
+                )
+    return bool(given["ablate_spikes"])
 
 
 @app.command()
@@ -174,7 +186,7 @@ def report(
     if several:
         invoke(ctx, commands.compare_report, models=list(models or ()), **request)
         return
-    ablate = given["ablate_spikes"]
+    ablate = ablation_asked(given)
     invoke(ctx, commands.report, loss=loss.value, target=target, ablate=ablate, **request)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from lninspect.errors import LninspectError
-from lninspect.options import is_device_name, parse_layers
+from lninspect.options import MAX_DIM, is_device_name, parse_indices, parse_layers
 
 
 class DType(str, Enum):
@@ -196,6 +196,39 @@ AblateFileOpt = Annotated[
         "--ablate-file",
         help="The other texts of --ablate-spikes, one per non-empty line (default: the "
         "bundled sample texts).",
+        show_default=False,
+        rich_help_panel=SPIKES,
+    ),
+]
+
+
+def _check_dims(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_indices(value, "dimension", MAX_DIM)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+AblateDimsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ablate-dims",
+        callback=_check_dims,
+        help="--ablate-spikes only these hidden dimensions, e.g. 163,400 (default: every "
+        "dimension with a massive activation at that layer).",
+        show_default=False,
+        rich_help_panel=SPIKES,
+    ),
+]
+AblateLayerOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ablate-layer",
+        min=0,
+        help="--ablate-spikes at this layer's input (default: the first layer whose input "
+        "has a massive activation).",
         show_default=False,
         rich_help_panel=SPIKES,
     ),

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 
 from lninspect.cli import options as opt
 from lninspect.cli.commands import Outputs
-from lninspect.options import CorpusOptions, RunOptions, SpikeOptions, parse_layers
+from lninspect.options import (
+    MAX_DIM,
+    CorpusOptions,
+    RunOptions,
+    SpikeOptions,
+    parse_indices,
+    parse_layers,
+)
 
 REQUESTS: dict[str, type] = {
     "run": RunOptions,
@@ -38,6 +45,10 @@ def _plain(value: Any) -> Any:
 
 def _layers(value: str | None) -> tuple[int, ...] | None:
     return parse_layers(value) if value else None  # checked while parsing (LayerFilterOpt)
+
+
+def _dims(value: str | None) -> tuple[int, ...] | None:
+    return parse_indices(value, "dimension", MAX_DIM) if value else None  # checked already
 
 
 def _names(value: list[str] | None) -> tuple[str, ...]:
@@ -107,6 +118,8 @@ SPIKES = (
 ABLATE = (
     Shared("ablate_spikes", opt.AblateOpt, (), default=False),
     Shared("ablate_file", opt.AblateFileOpt, ("spikes",)),
+    Shared("ablate_dims", opt.AblateDimsOpt, ("spikes",), convert=_dims, default=None),
+    Shared("ablate_layer", opt.AblateLayerOpt, ("spikes",)),
 )
 FIGURES = (  # Outputs.figures is --out when --plot is given
     Shared("plot", opt.PlotOpt, (), default=False),

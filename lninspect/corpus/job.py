@@ -103,9 +103,11 @@ def run_corpus_stats(
         spike_z=spikes.z if spikes is not None else None,
         spike_abs=spikes.spike_abs if spikes is not None else None,
         spike_ratio=spikes.ratio if spikes is not None else None,
-        trajectory=trajectory(aggregator.census, loaded.info.hidden_size)
-        if aggregator.census
-        else None,
+        trajectory=trajectory(
+            aggregator.census,
+            loaded.info.hidden_size,
+            {n.name for n in aggregator.norms if n.reads == "residual"},
+        ),
     )
 
 

@@ -1,8 +1,9 @@
 """Do the massive activations matter? Sun et al. (2024)'s ablation, Table 2.
 
 At the first layer whose residual stream carries massive activations (the input of its
-first pre norm, which a pre-LN block shares with the stream), every entry that passes the
-magnitude rule is replaced in place, in the pass itself, by
+first pre norm, which a pre-LN block shares with the stream), or at a layer chosen
+(`SpikeOptions.ablate_layer`), every entry that passes the magnitude rule (in the chosen
+dimensions, `ablate_dims`, where given) is replaced in place, in the pass itself, by
 
 - its dimension's mean over the massive entries of *other* texts (collected in a first
   pass over them; Sun et al. fix the activations to "their mean values over many
@@ -33,7 +34,6 @@ from lninspect.options import SpikeOptions
 from lninspect.results import Ablation, NormStats, StatsResult
 
 Tensor = torch.Tensor
-RESIDUAL_ROLES = ("attn", "attn+mlp", "mlp")  # pre norms whose input is the residual stream
 
 
 @dataclass
@@ -61,11 +61,13 @@ def ablate_spikes(
 ) -> Ablation:
     """The ablation of the run's `sequences` (each (1, tokens), one pass each), with the mean
     taken over `others` (token ids of other texts, (1, tokens) each)."""
-    norm = first_massive_norm(result)
+    norm = ablated_norm(result, spikes)
     loss = _mean_loss(model, sequences, target_id)
     if norm is None:
         nan = float("nan")
-        return Ablation(layer=None, dims=[], loss=loss, loss_mean=nan, loss_zero=nan)
+        return Ablation(
+            layer=None, dims=[], loss=loss, loss_mean=nan, loss_zero=nan, **_chosen_fields(spikes)
+        )
     module = dict(model.named_modules())[norm.name]
     per_text = [_collect(model, module, ids, spikes, target_id) for ids in others]
     reference = _add([sums for _, sums in per_text]) if per_text else None
@@ -90,20 +92,44 @@ def ablate_spikes(
         mean_is_value=bool(run["same"]),
         changes_mean=[c[0] for c in changes],
         changes_zero=[c[1] for c in changes],
+        **_chosen_fields(spikes),
     )
 
 
-def first_massive_norm(result: StatsResult) -> NormStats | None:
-    """The first residual-stream pre norm, in layer order, whose input has a massive spike."""
+def _chosen_fields(spikes: SpikeOptions) -> dict[str, Any]:
+    dims = list(spikes.ablate_dims) if spikes.ablate_dims is not None else None
+    return {"chosen_dims": dims, "chosen_layer": spikes.ablate_layer}
+
+
+def ablated_norm(result: StatsResult, spikes: SpikeOptions) -> NormStats | None:
+    """The first pre norm of the residual stream, in block order, whose input has a massive
+    spike (in `spikes.ablate_dims`, where given), at `spikes.ablate_layer` where given,
+    else at the first layer that has one."""
     candidates = [
         n
         for n in result.norms
         if n.layer is not None
-        and n.role in RESIDUAL_ROLES
+        and n.reads == "residual"
         and n.placement == "pre"
-        and any(s.massive for s in n.spikes or [])
+        and spikes.ablate_layer in (None, n.layer)
+        and any(s.massive and _chosen(spikes, s.dim) for s in n.spikes or [])
     ]
     return min(candidates, key=lambda n: n.layer or 0, default=None)
+
+
+def _chosen(spikes: SpikeOptions, dim: int) -> bool:
+    return spikes.ablate_dims is None or dim in spikes.ablate_dims
+
+
+def _massive(x: Tensor, spikes: SpikeOptions) -> Tensor:
+    """Sun et al.'s rule on x (..., d), kept to the chosen dimensions."""
+    mask = massive_mask(x.abs().float(), spikes)
+    if spikes.ablate_dims is None:
+        return mask
+    chosen = torch.zeros(mask.shape[-1], dtype=torch.bool, device=mask.device)
+    dims = [j for j in spikes.ablate_dims if j < mask.shape[-1]]
+    chosen[dims] = True
+    return mask & chosen
 
 
 def _ablated(
@@ -142,7 +168,7 @@ def _collect(
 
     def hook(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0].detach()
-        mask = massive_mask(x.abs().float(), spikes)
+        mask = _massive(x, spikes)
         lead = tuple(range(mask.dim() - 1))
         total = torch.where(mask, x.to(_accumulator(x)), 0).sum(dim=lead)
         found["sums"] = Sums(total, mask.sum(dim=lead))
@@ -176,7 +202,7 @@ def _replace(
 
     def hook(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0]
-        mask = massive_mask(x.detach().abs().float(), spikes)  # (batch, tokens, d)
+        mask = _massive(x.detach(), spikes)  # (batch, tokens, d)
         if mean is None:
             value = torch.zeros_like(x)
         else:

@@ -34,7 +34,7 @@ from lninspect.hooks.fused import Reductions
 from lninspect.hooks.padding import PassInput, mask_record
 from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
-from lninspect.hooks.spikes import spike_metrics
+from lninspect.hooks.spikes import Layout, spike_metrics
 from lninspect.hooks.transfer import descriptions, to_host
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
@@ -90,6 +90,8 @@ class _Hooks:
         self.attention_mask: Tensor | None = None  # given to capture(): for every pass
         self.pass_inputs: dict[int, PassInput] = {}  # pass index -> its mask and positions
         self.call_pass: dict[str, list[int]] = {n.name: [] for n in self.norms}
+        # the token axis of a norm's per-token arrays, where they also have heads
+        self.token_axes: dict[str, int] = {}
 
     def count_pass(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
@@ -159,6 +161,8 @@ class _Hooks:
             real = None if self.reductions.token_dims else self.real_tokens()
             stats = self.reductions.stats(x, y, info.eps, info.reduced_dims, real)
             self.forward[info.name].append(stats)
+            if x.ndim - info.reduced_dims > 2 and info.name not in self.token_axes:
+                self.token_axes[info.name] = Layout.of(x, info.reduced_dims).token_axis
             self.call_pass[info.name].append(self.passes - 1)
             if self.spikes is not None:
                 rms, bias = info.kind == "rmsnorm", getattr(module, "bias", None)
@@ -251,8 +255,11 @@ class Capture:
             input=input,
             norms=norms,
             passes=hooks.passes,
-            trajectory=trajectory(censuses, model.hidden_size) if censuses else None,
+            trajectory=trajectory(censuses, model.hidden_size, self._residual_names()),
         )
+
+    def _residual_names(self) -> set[str]:
+        return {n.name for n in self._hooks.norms if n.reads == "residual"}
 
     def _mask_padding(self) -> dict[int, Tensor | None]:
         """Pad positions of every call set to NaN / -1 (lninspect.hooks.padding); per pass,
@@ -332,6 +339,7 @@ class Capture:
             input=InputStats.from_record(record),
             output=OutputStats.from_record(record),
             calls=len(hooks.forward[info.name]),
+            token_axis=hooks.token_axes.get(info.name),
             grad=self._grad_stats(info, record["mean"].shape) if hooks.grads else None,
             **(spikes[0] if spikes is not None else {}),
         )

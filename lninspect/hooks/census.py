@@ -14,7 +14,7 @@ distinct pairs occur; `evicted` counts what fell out otherwise).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 
 import numpy as np
@@ -22,7 +22,14 @@ import torch
 
 from lninspect.hooks.spikes import Layout, Record
 from lninspect.hooks.transfer import to_host
-from lninspect.results import CensusEntry, DimensionStats, PositionCount, TokenCount, Trajectory
+from lninspect.results import (
+    CensusEntry,
+    DimensionStats,
+    PositionCount,
+    SpikeCounts,
+    TokenCount,
+    Trajectory,
+)
 
 Tensor = torch.Tensor
 # Position ranges [0, 1), [1, 2), [2, 3), [3, 4), [4, 8), [8, 16), ... up to 2^20 tokens.
@@ -167,8 +174,13 @@ class Census:
     def dimensions(self, k: float) -> DimensionStats:
         """Per-dimension |x| and |y| over every token seen, and the outlier dimensions: mean
         |x_j| more than k standard deviations above the mean over dimensions."""
-        host = self._host(("sum_in", "sum_out", "max_in", "max_out", "tokens"))
+        counts = ("count", "massive", "first", "massive_first", "sequences")
+        host = self._host(
+            ("sum_in", "sum_out", "max_in", "max_out", "tokens", "max_sequence", "max_token")
+            + counts
+        )
         rows = max(int(host["tokens"]), 1)
+        dims = np.flatnonzero(host["count"] > 0)
         mean_in = (host["sum_in"] / rows).astype(np.float32)
         mean_out = (host["sum_out"] / rows).astype(np.float32)
         return DimensionStats(
@@ -180,6 +192,10 @@ class Census:
             max_abs_out=host["max_out"],
             outliers_in=outlier_dims(mean_in, k),
             outliers_out=outlier_dims(mean_out, k),
+            spiking=SpikeCounts(
+                [int(j) for j in dims], *([int(v) for v in host[c][dims]] for c in counts)
+            ),
+            max_at_in=np.stack([host["max_sequence"], host["max_token"]], axis=1),
         )
 
     def _host(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -240,10 +256,15 @@ def outlier_dims(mean_abs: np.ndarray, k: float) -> list[int]:
 
 
 def trajectory(
-    censuses: dict[str, Census], width: int | None, limit: int = TRAJECTORY_DIMS
+    censuses: dict[str, Census],
+    width: int | None,
+    residual: Collection[str],
+    limit: int = TRAJECTORY_DIMS,
 ) -> Trajectory | None:
-    """The `limit` dimensions of largest max |x| over the norms of `width` (the model's
-    width; the most common one when None), with their max |x| and |y| at each of them."""
+    """The `limit` dimensions of largest max |x| over the norms that read the residual
+    stream (the names in `residual`) of `width` (the model's width; the most common one when
+    None), with their max |x| and |y| at each of them. None without such norms."""
+    censuses = {name: c for name, c in censuses.items() if name in residual}
     widths = [c.width for c in censuses.values()]
     if not widths:
         return None

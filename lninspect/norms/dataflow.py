@@ -45,6 +45,7 @@ class Flow:
     consumers: set[str] = field(default_factory=set)  # modules that received its output
     input_added: bool = False  # its input (or a view or cast of it) entered an addition
     output_added: bool = False  # its output (or a view or cast of it) entered an addition
+    input_summed: bool = False  # its input is the result of an addition (post-LN: x + f(x))
     after: str | None = None  # the last attention / MLP sub-layer to finish before it ran
     width: int | None = None  # the size of the last axis of its first input
 
@@ -170,17 +171,26 @@ class _Tracer(TorchFunctionMode):
         # storage address -> {(norm name, "input" or "output")}
         self.labels: dict[int, set[tuple[str, str]]] = {}
         self.alive: list[torch.Tensor] = []  # keeps labelled storage from being reused
+        self.sums: set[int] = set()  # storage of the results of additions (and their casts)
         self.last_sublayer: str | None = None
         self.seen: dict[str, Seen] = {}
 
     def label(self, value: Any) -> set[tuple[str, str]]:
         if isinstance(value, torch.Tensor) and value.numel():
-            return self.labels.get(value.untyped_storage().data_ptr(), set())
+            return self.labels.get(_ptr(value), set())
         return set()
+
+    def summed(self, value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and value.numel() > 0 and _ptr(value) in self.sums
+
+    def mark_sum(self, value: Any) -> None:
+        if isinstance(value, torch.Tensor) and value.numel():
+            self.sums.add(_ptr(value))
+            self.alive.append(value)
 
     def mark(self, value: Any, labels: set[tuple[str, str]]) -> None:
         if labels and isinstance(value, torch.Tensor) and value.numel():
-            self.labels.setdefault(value.untyped_storage().data_ptr(), set()).update(labels)
+            self.labels.setdefault(_ptr(value), set()).update(labels)
             self.alive.append(value)
 
     def enter(self, name: str) -> Any:
@@ -194,7 +204,9 @@ class _Tracer(TorchFunctionMode):
                         self.flows[source].consumers.add(name)
             if norm is not None:
                 x = _first_tensor((*args, *kwargs.values()))
-                self.flows[norm].width = self.flows[norm].width or _width(x)
+                flow = self.flows[norm]
+                flow.width = flow.width or _width(x)
+                flow.input_summed = flow.input_summed or self.summed(x)
                 self.mark(x, {(norm, "input")})
 
         return hook
@@ -224,9 +236,16 @@ class _Tracer(TorchFunctionMode):
             for value in args:
                 for source, side in self.label(value):
                     setattr(self.flows[source], f"{side}_added", True)
+            self.mark_sum(out)
         elif op in CASTS and args:
             self.mark(out, self.label(args[0]))
+            if self.summed(args[0]):
+                self.mark_sum(out)
         return out
+
+
+def _ptr(value: torch.Tensor) -> int:
+    return value.untyped_storage().data_ptr()
 
 
 def _first_tensor(values: tuple) -> torch.Tensor | None:

@@ -44,6 +44,7 @@ from lninspect.norms.formula import (
     scale_invariant,
 )
 from lninspect.results import NormDescription, WeightSummary
+from lninspect.roles import stream_of
 
 # Attribute names under which norm implementations keep their epsilon.
 EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps", "layer_norm_epsilon")
@@ -122,6 +123,7 @@ class NormInfo:
     eps_known: bool  # False when eps was neither found nor measured and DEFAULT_EPS is assumed
     reduced_dims: int  # how many trailing axes the norm reduces over (normalized_shape)
     placement: str = "pre"  # one of lninspect.roles.PLACEMENTS
+    reads: str = "residual"  # what it normalizes: one of lninspect.roles.STREAMS
     weight_offset: float = 0.0  # 1.0 for norms that multiply by 1 + weight (Gemma)
     gain: str | None = "weight"  # the name of its gain parameter (0-d or a vector), if any
 
@@ -147,6 +149,7 @@ class NormInfo:
             layer=self.layer,
             role=self.role,
             placement=self.placement,
+            reads=self.reads,
             eps=self.eps,
             weight=weight,
         )
@@ -292,6 +295,8 @@ def _describe(
         note = None if known is not None else f"{name}: eps {DEFAULT_EPS:g} assumed"
     layer = layer_index(name)
     role, placement = _place(name, layer, modules, flows)
+    flow = flows.get(name)
+    reads = stream_of(role, placement, flow.input_summed if flow is not None else None)
     norm = NormInfo(
         name=name,
         module=module,
@@ -302,6 +307,7 @@ def _describe(
         eps_known=known is not None,
         reduced_dims=formula.reduced_dims if formula else stated or 1,
         placement=placement,
+        reads=reads,
         weight_offset=formula.weight_offset if formula else _offset_by_name(module),
         gain=affine_names(module)[0],
     )

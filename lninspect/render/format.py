@@ -13,6 +13,7 @@ from rich.text import Text
 
 from lninspect.escape import visible
 from lninspect.results import NormsResult, StatsResult
+from lninspect.summary import Location
 
 
 def fmt(value: float) -> str:
@@ -98,6 +99,14 @@ def token_label(result: StatsResult, sequence: int, token: int, width: int = 12)
         text = " " + (piece if len(piece) <= width else piece[: width - 1] + "…")
     prefix = f"s{sequence} " if result.input.num_sequences > 1 else ""
     return f"{prefix}t{token}{text}"
+
+
+def place_label(result: StatsResult, at: Location, dim: int | None = None, width: int = 12) -> str:
+    """`t66 '<bos>' h0 d163`: a Location (and a hidden dimension) as every table and caption
+    writes it; the head only for a norm that sees heads."""
+    head = f" h{at.head}" if at.head is not None else ""
+    where = f" d{dim}" if dim is not None else ""
+    return f"{token_label(result, at.sequence, at.token, width)}{head}{where}"
 
 
 def header(result: NormsResult | StatsResult) -> str:

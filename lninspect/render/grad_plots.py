@@ -18,9 +18,10 @@ from lninspect.render.figures import (
     save_titled,
     say_nothing_to_show,
 )
-from lninspect.render.format import figure_subtitle, short_names
+from lninspect.render.format import figure_subtitle
+from lninspect.render.stats_plots import heatmap_height, label_panel, row_labels
 from lninspect.results import GradsResult, NormStats
-from lninspect.summary import group_norms, norms_of_role, with_grads
+from lninspect.summary import canonical, group_norms, heatmap_panels, token_row, with_grads
 
 PARAMS_FIGURE = "grads-params.png"
 HEATMAP_FIGURE = "grads-heatmap.png"
@@ -92,27 +93,26 @@ MAX_LAYER_LABELS = 12  # per heatmap panel
 
 
 def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
-    """|dL/dx| through the norm per token: one panel per role (layers x tokens)."""
-    figure = fig or new_figure(11, 7)
-    panels = [(role, norms_of_role(result, role)) for role in ("attn", "mlp", "final")]
-    panels = [(role, rows) for role, rows in panels if rows]
-    heights = [max(len(rows), 1.5) for _, rows in panels]
+    """|dL/dx| through the norm per token: the panels of the statistics heatmaps (one per
+    group and module name, layers x tokens; the norms outside the blocks last)."""
+    panels = heatmap_panels(result)
+    figure = fig or new_figure(11, heatmap_height(result))
+    heights = [max(len(p.norms), 1.5) for p in panels]
     axes = figure.subplots(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
     )[:, 0]
-    values = [_through(n) for _, rows in panels for n in rows]
+    values = [_through(n) for p in panels for n in p.norms]
     positive = np.concatenate(values)
     positive = positive[np.isfinite(positive) & (positive > 0)]
     scale = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-    for ax, (role, rows) in zip(axes, panels, strict=True):
-        grid = np.stack([_through(n) for n in rows])  # (layers, tokens), sequence 0
+    for ax, panel in zip(axes, panels, strict=True):
+        grid = np.stack([_through(n) for n in panel.norms])  # (norms, tokens), sequence 0
         grid = np.where(grid > 0, grid, np.nan)  # the last token gets no gradient from the loss
         image = ax.imshow(grid, aspect="auto", interpolation="nearest", norm=scale, cmap="viridis")
-        leaf = short_names([rows[0].name])[0].split(".")[-1]
-        ax.set_ylabel(f"{leaf} ({role})\nlayer")
-        every = max(1, int(np.ceil(len(rows) / MAX_LAYER_LABELS)))  # labels that do not overlap
-        labels = [str(n.layer) if n.layer is not None else "—" for n in rows]
-        ax.set_yticks(range(0, len(rows), every), labels[::every])
+        label_panel(ax, panel)
+        every = max(1, int(np.ceil(len(panel.norms) / MAX_LAYER_LABELS)))  # no overlaps
+        labels = row_labels(result, panel)
+        ax.set_yticks(range(0, len(labels), every), labels[::every])
     if not positive.size:
         say_nothing_to_show(axes[0], "no finite, non-zero gradient through the norms")
     grid = np.stack([np.where(v > 0, v, np.nan) for v in values])  # every panel's rows
@@ -125,10 +125,12 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
 
 
 def _through(norm: NormStats) -> np.ndarray:
-    """|dL/dx| through the norm per token of sequence 0 (NaN without gradients)."""
+    """|dL/dx| through the norm per token of sequence 0, heads reduced by their median (NaN
+    without gradients)."""
+    tokens = canonical(norm, norm.input.mean).shape[1]
     if norm.grad is None:
-        return np.full(norm.input.mean.shape[-1], np.nan)
-    return norm.grad.input_norm[0]
+        return np.full(tokens, np.nan)
+    return token_row(norm, norm.grad.input_norm)
 
 
 def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:

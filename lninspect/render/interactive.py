@@ -18,6 +18,7 @@ import numpy as np
 from lninspect.render.format import header, short_names
 from lninspect.render.stats_tables import denominator_label
 from lninspect.results.stats import StatsResult
+from lninspect.summary import canonical, group_of
 
 INTERACTIVE_HTML = "interactive.html"
 
@@ -26,25 +27,22 @@ def page_data(result: StatsResult) -> dict[str, Any]:
     """What the page draws: per norm its name, layer, role; per token its text and position;
     the per-(norm, token) values of sequence 0 (None where no token is)."""
     tokens = result.input.tokens[0] if result.input.tokens else []
-    shape = result.norms[0].input.mean.shape
-    width = int(shape[1]) if len(shape) > 1 else int(shape[0])
+    width = int(canonical(result.norms[0], result.norms[0].input.mean).shape[1])
     positions = result.input.positions[0] if result.input.positions else list(range(width))
 
     def rows(values: list[np.ndarray]) -> list[list[float | None]]:
-        """Sequence 0 of each array; a norm that sees heads shows its largest head."""
+        """Sequence 0 of each norm's array; a norm that sees heads shows its largest head
+        (NaN only where all are)."""
         out = []
-        for array in values:
-            values64 = np.asarray(array, np.float64)
-            first = values64[0] if values64.ndim > 1 else values64
-            while first.ndim > 1:  # (tokens, heads): the largest head, NaN only where all are
-                first = np.fmax.reduce(first, axis=-1)
+        for norm, array in zip(result.norms, values, strict=True):
+            first = np.fmax.reduce(canonical(norm, np.asarray(array, np.float64))[0], axis=-1)
             out.append([float(v) if np.isfinite(v) else None for v in first])
         return out
 
     return {
         "norms": short_names([n.name for n in result.norms]),
         "layers": [n.layer for n in result.norms],
-        "roles": [n.role for n in result.norms],
+        "roles": [group_of(n).label for n in result.norms],
         "tokens": [tokens[i] if i < len(tokens) else "" for i in range(width)],
         "positions": positions,
         "maps": {

@@ -26,8 +26,10 @@ from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
 from lninspect.render.spike_tables import loss_change, peak_note, spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
+from lninspect.statistics import denominator_key
 from lninspect.summary import (
     census_rows,
+    group_of,
     largest_grad_scale,
     largest_spike,
     layer_span,
@@ -46,9 +48,11 @@ CAPTIONS = {
     "stats-std-heatmap.png": (
         "Input std per module and token",
         "The denominator of every norm (rms for RMSNorm) per "
-        "token of sequence 0, log colour scale. Rows brighten with depth as the residual "
-        "stream grows; a bright column is a token whose activations are far larger (often the "
-        "first). ▼ above the first panel: the token with the largest |value| of many norms "
+        "token of sequence 0, log colour scale; one panel per kind of norm (what it reads and "
+        "where it sits), a q/k norm's heads reduced by their median. Rows of the residual "
+        "stream's norms brighten with depth as it grows; a bright column is a token whose "
+        "activations are far larger (often the first). ▼ above the first panel: the token "
+        "with the largest |value| of many norms "
         "(one token is a column a pixel or two wide in a long text).",
     ),
     "stats-mean-heatmap.png": (
@@ -58,7 +62,11 @@ CAPTIONS = {
     ),
     "stats-std-per-layer.png": (
         "Residual-stream growth with depth",
-        "Median input std per layer with the 25–75% band over tokens, one line per role.",
+        "Median input std (rms for RMSNorm) per layer with the 25–75% band over tokens, one "
+        "line per norm that reads the residual stream (before attention, before the MLP, ...). "
+        "Where the model has them, a panel of their own for the norms on a sub-layer's output "
+        "(their input, and the output std they add to the stream: Gemma 2 / 3, OLMo 2) and "
+        "for the query / key norms (tokens and heads pooled).",
     ),
     "stats-spike-ranks.png": (
         "Do spikes keep their rank?",
@@ -79,8 +87,9 @@ CAPTIONS = {
     "stats-spike-trajectory.png": (
         "The largest dimensions through depth",
         "Sun et al.'s view: the max |x| over tokens of the dimensions that reach the "
-        "largest |x| anywhere, at every norm of the residual stream (solid), and the "
-        "max |y| after the norm (dashed), log scale.",
+        "largest |x| anywhere, at every norm that reads the residual stream (solid; norms on "
+        "a sub-layer's output and query / key norms left out), and the max |y| after the "
+        "norm (dashed), log scale.",
     ),
     "stats-spike-compression.png": (
         "Across tokens: compression of the top dimension",
@@ -203,8 +212,8 @@ def _growth(result: GradsResult) -> str:
         return "—"
     first, low, last, high = growth
     return (
-        f"median input std {fmt(low)} at {first.name} → {fmt(high)} at {last.name} "
-        f"(×{fmt(high / low)})"
+        f"median input {denominator_key(first.kind)} {fmt(low)} at {first.name} → "
+        f"{fmt(high)} at {last.name} (×{fmt(high / low)}), {group_of(first).label}"
     )
 
 
@@ -218,10 +227,21 @@ def _spike(result: GradsResult) -> str:
     where = f"dim {s.dim}" if s.head is None else f"head {s.head}, dim {s.dim}"
     return (
         f"{norm.name}, token {token}, {where}: x = {s.value:.4g}"
-        + (" (massive)" if s.massive else f", z = {s.z:.3g}")
+        + (" (massive)" if s.massive else f", z = {s.z:.3g}{_not_massive(result, s.value)}")
         + f"; rank {s.rank_in} by |x| → {s.rank_out} by |y|"
         + (f", changed by the {s.changed_by}" if s.changed_by else "")
         + (f"; {note}" if (note := peak_note(result)) else "")
+    )
+
+
+def _not_massive(result: GradsResult, value: float) -> str:
+    """Why a value past the magnitude rule's threshold is not massive: the ratio rule."""
+    if result.spike_abs is None or result.spike_ratio is None or abs(value) <= result.spike_abs:
+        return ""
+    floor = abs(value) / result.spike_ratio
+    return (
+        f", not massive: |x| ≤ {result.spike_ratio:g} × the layer's median |x|, "
+        f"which has grown to ≥ {floor:.3g}"
     )
 
 
@@ -235,7 +255,7 @@ def _massive_order(result: GradsResult) -> str:
     parts = []
     for row in role_orders(result, "massive"):
         t = row.totals
-        name = f"{row.role} ({row.leaf})"
+        name = f"{row.group.label} ({row.leaf})"
         if t.kept == t.ranked:
             parts.append(f"{name}: rank kept {t.kept}/{t.ranked}")
         else:
@@ -271,16 +291,20 @@ def _order(result: GradsResult, kind: str = "all") -> str:
 
 
 def _census(result: GradsResult, kind: str) -> str:
-    rows = census_rows(result, limit=1, kind=kind)
+    """The headline dimension of `kind` in the residual stream: for massive activations the
+    one of largest |x| (what an ablation would matter for), for outliers the most frequent."""
+    rows = census_rows(result, limit=1, kind=kind, by="max" if kind == "massive" else "count")
     if not rows:
         return "—"
     row = rows[0]
     at = ""
     if len(row.max_at) == 2:
         at = f" at {token_label(result, row.max_at[0], row.max_at[1], width=12)}"
+    what = "max |x|" if kind == "massive" else "max |x| of any entry (massive ones too)"
     return (
         f"dim {row.dim}: {row.count} at layers {layer_span(row.layers)}, "
-        f"{row.first_token_share:.0%} of them on the first token, max |x| {row.max_abs:.4g}{at}"
+        f"{row.first_token_share:.0%} of them on the first token; {what} over the residual "
+        f"stream's norms {row.max_abs:.4g}{at}"
     )
 
 
@@ -299,7 +323,7 @@ def _outlier_dims(result: GradsResult) -> str:
 def _ablation(result: GradsResult) -> str:
     a = result.ablation
     if a is None or a.layer is None:
-        return "no massive activation to ablate" if a is not None else ""
+        return f"no massive activation to ablate{a.where()}" if a is not None else ""
     mean = "their mean (which is their own value)" if a.mean_is_value else "their mean"
     return (
         f"layer {a.layer}, dims {', '.join(map(str, a.dims))}: loss {fmt(a.loss)} → "

@@ -26,10 +26,12 @@ from lninspect.summary import (
     census_rows,
     compression_by_norm,
     dimension_scores,
+    groups_present,
     largest_spike,
+    norms_of_group,
     order_totals,
     outlier_dimensions,
-    roles_present,
+    spikes_by_dim,
     top_dimension,
 )
 
@@ -328,14 +330,15 @@ def plot_massive_roles(result: StatsResult, ax: Axes | None = None) -> Axes:
     ax = ax or new_figure(11, 5).add_subplot()
     markers: list[tuple[str, str]] = []  # (marker, role label) for the legend
     d = result.model.hidden_size or 1
-    for i, role in enumerate(roles_present(result)):
-        marker = ROLE_MARKERS[i % len(ROLE_MARKERS)]
-        norms = [n for n in result.norms if n.role == role]
+    for group in groups_present(result):
+        norms = norms_of_group(result, group)
         spikes = [(n, s) for n in norms for s in n.spikes or [] if s.massive]
         if not spikes:
             continue
-        leaf = norms[0].name.rsplit(".", 1)[-1]
-        markers.append((marker, f"{role} ({leaf})"))
+        marker = ROLE_MARKERS[len(markers) % len(ROLE_MARKERS)]
+        leaves = [n.name.rsplit(".", 1)[-1] for n, _ in spikes]
+        leaf = max(dict.fromkeys(leaves), key=leaves.count)  # the one holding the most
+        markers.append((marker, f"{group.label} ({leaf})"))
         xs = [n.layer if n.layer is not None else -1 for n, _ in spikes]
         ax.scatter(
             xs,
@@ -375,7 +378,7 @@ def plot_outlier_dimensions(result: StatsResult, fig: Figure | None = None) -> F
     """Per norm, how far the outlier dimensions' mean |x_j| (left) and |y_j| (right) stand
     above the other dimensions: (mean_j - mean over j) / sd over j, with the rule's k."""
     fig = fig or new_figure(12, 5)
-    measured = [n for n in result.norms if n.dimensions is not None and n.role != "qk"]
+    measured = [n for n in result.norms if n.dimensions is not None and n.reads == "residual"]
     if not measured:
         _only_message(fig, result)
         return fig
@@ -436,7 +439,7 @@ def compression_title(result: StatsResult) -> str:
         return f"Across-token compression: dim {dim} was not measured across tokens"
     less = sum(after < before for _, before, after in rows)
     more = sum(after > before for _, before, after in rows)
-    head = f"Across tokens, per-token division of the largest spike's dim {dim}"
+    head = f"Across tokens, per-token division of the largest spike's dim {dim} (residual stream)"
     if less == len(rows):
         return f"{head}: compresses it at all {len(rows)} norms"
     if more == len(rows):
@@ -451,14 +454,14 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
     """Spikes per dimension (rows: the dims that spike most) and norm (columns), log colours."""
     ax = ax or new_figure(11, 6).add_subplot()
     rows = census_rows(result, limit=12)
-    norms = [n for n in result.norms if n.census is not None and n.role != "qk"]
+    norms = [n for n in result.norms if n.census is not None and n.reads == "residual"]
     if not rows or not norms:
         ax.set_axis_off()
         no_spike(ax, result, "no census in this result")
         return ax
     grid = np.full((len(rows), len(norms)), np.nan)
     for j, norm in enumerate(norms):
-        counts = {e.dim: e.count for e in norm.census or []}
+        counts = spikes_by_dim(norm)
         for i, row in enumerate(rows):
             grid[i, j] = counts.get(row.dim, np.nan)
     most = max(float(np.nanmax(grid)), 2)
@@ -499,23 +502,24 @@ def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
         (plot_spike_order(result), "Does each norm keep the order of its spikes?", SPIKE_ORDER),
         (
             figure_of(plot_trajectory(result)),
-            "The largest dimensions through depth, before and after each norm",
+            "The largest dimensions through the residual stream, before and after each norm",
             SPIKE_TRAJECTORY,
         ),
         (
             figure_of(plot_massive_roles(result)),
-            "Massive activations: their rank after each norm, per role",
+            "Massive activations: their rank after each norm, by where the norm sits",
             SPIKE_ROLES,
         ),
         (figure_of(plot_compression(result)), squeeze, SPIKE_COMPRESSION),
         (
             figure_of(plot_census(result)),
-            "Spike census: which dimensions spike, at which norms",
+            "Spike census: which dimensions spike, at the norms of the residual stream",
             SPIKE_CENSUS,
         ),
         (
             plot_outlier_dimensions(result),
-            "Outlier dimensions: mean magnitude over tokens against the other dimensions",
+            "Outlier dimensions of the residual stream: mean magnitude over tokens against the "
+            "other dimensions",
             OUTLIER_DIMS,
         ),
     ]

@@ -11,7 +11,7 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from lninspect.options import SpikeOptions
-from lninspect.render.format import fmt, short_names, token_label
+from lninspect.render.format import fmt, place_label, short_names, token_label
 from lninspect.results import Ablation, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
 from lninspect.summary import (
@@ -42,11 +42,10 @@ def peak_note(result: StatsResult) -> str | None:
     if found is None:
         return None
     peak, norm = found.peak, found.norm
-    assert peak.where is not None
-    sequence, token = peak.where[:2] if len(peak.where) > 1 else (0, peak.where[0])
+    assert peak.at is not None
     z = result.spike_z if result.spike_z is not None else SpikeOptions().z
     name = short_names([n.name for n in result.norms])[result.norms.index(norm)]
-    where = f"{token_label(result, sequence, token)} dim {peak.dim}"
+    where = f"{place_label(result, peak.at)} dim {peak.dim}"
     return (
         f"{name}'s largest |x|, {fmt(peak.value)} at {where}, is no spike: "
         f"|z| ≤ {found.z_bound:.3g} < {z:g} at its token, and not massive"
@@ -173,9 +172,9 @@ def _percent(share: float) -> str:
 
 
 CENSUS_TITLES = {
-    "massive": "massive activations by dimension (Sun et al.'s rule)",
-    "outlier": "z-rule outliers by dimension (not massive)",
-    "all": "spike census: the dimensions that spike most",
+    "massive": "massive activations by dimension, residual stream (Sun et al.'s rule)",
+    "outlier": "z-rule outliers by dimension, residual stream (not massive)",
+    "all": "spike census: the dimensions that spike most in the residual stream",
 }
 
 
@@ -192,7 +191,8 @@ def census_table(result: StatsResult | AggregateResult, limit: int = 8, kind: st
     table = _table(
         CENSUS_TITLES[kind],
         "seqs: share of sequences with one at one norm at least; t0: share of them on the "
-        "first token; max |x| over every norm, at: its sequence/token",
+        "first token; max |x| over every norm of the residual stream (with a spike in the "
+        "dimension or not), at: its sequence/token",
     )
     for column in ("dim", "count", "layers", "seqs", "t0", "max |x|", "at", "tokens"):
         table.add_column(
@@ -221,7 +221,10 @@ def ablation_table(result: StatsResult) -> Table:
     ablation = result.ablation
     assert ablation is not None
     if ablation.layer is None:
-        title = "ablation: no massive activation at any residual norm, nothing replaced"
+        title = (
+            f"ablation: no massive activation at a residual norm{ablation.where()}, "
+            "nothing replaced"
+        )
     else:
         dims = ", ".join(map(str, ablation.dims))
         title = (

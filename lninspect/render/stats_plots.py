@@ -19,7 +19,6 @@ from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 
 from lninspect.render.figures import (
-    figure_of,
     mark_standout_tokens,
     new_figure,
     save_titled,
@@ -28,15 +27,17 @@ from lninspect.render.figures import (
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
 from lninspect.results import NormStats, StatsResult
-from lninspect.roles import ROLE_LABELS
+from lninspect.statistics import denominator_key
 from lninspect.summary import (
+    Panel,
     Values,
+    canonical,
+    depth_series,
     has_order,
+    heatmap_panels,
     layer_positions,
     layer_quartiles,
-    norms_of_role,
     residual_growth,
-    roles_present,
     token_row,
 )
 
@@ -75,21 +76,26 @@ def set_layer_ticks(ax: Axes, result: StatsResult) -> None:
     ax.set_xlabel("layer")
 
 
-def plot_layer_bands(result: StatsResult, values: Values, ax: Axes | None = None) -> Axes:
-    """Median per layer with an interquartile band, one series per role."""
+def plot_layer_bands(
+    result: StatsResult,
+    series: list[tuple[str, str, list[NormStats]]],
+    values: Values,
+    ax: Axes | None = None,
+    linestyle: str = "-",
+) -> Axes:
+    """Median per layer with an interquartile band, one line per (label, role, norms)."""
     ax = ax or new_figure().add_subplot()
     cycle = [colormaps["tab10"](i) for i in range(10)]
-    for i, role in enumerate(roles_present(result)):
-        xs, qs = layer_quartiles(result, role, values)
+    for i, (label, role, norms) in enumerate(series):
+        xs, qs = layer_quartiles(result, norms, values)
         if not xs.size:
             continue
         style: dict[str, Any] = {
             "color": cycle[i % len(cycle)],
             "marker": ROLE_MARKERS.get(role, "o"),
         }
-        label = f"{ROLE_LABELS.get(role, role)} ({role})"
         if xs.size > 1:
-            ax.plot(xs, qs[:, 1], label=label, markersize=4, **style)
+            ax.plot(xs, qs[:, 1], label=label, markersize=4, linestyle=linestyle, **style)
             ax.fill_between(xs, qs[:, 0], qs[:, 2], color=style["color"], alpha=0.2, linewidth=0)
         else:  # a single norm (final, embed): a point with its interquartile bar
             ax.errorbar(
@@ -107,29 +113,33 @@ def plot_layer_bands(result: StatsResult, values: Values, ax: Axes | None = None
     return ax
 
 
+def _lines(result: StatsResult, reads: str) -> list[tuple[str, str, list[NormStats]]]:
+    """The depth series of the norms that read `reads`, labelled for a legend."""
+    return [
+        (f"{group.label} ({leaf})", group.role, norms)
+        for group, leaf, norms in depth_series(result, reads)
+    ]
+
+
 # Heatmaps -----------------------------------------------------------------------------------
 
 
-def heatmap_panels(result: StatsResult) -> list[tuple[str, list[NormStats]]]:
-    """(title, norms) per panel: attention, MLP, then every other norm; empty panels dropped."""
-    inside = ("attn", "mlp")
-    where = layer_positions(result)
-    rest = sorted((n for n in result.norms if n.role not in inside), key=lambda n: where[n.name])
-    panels = [(role, norms_of_role(result, role)) for role in inside] + [("final / other", rest)]
-    return [(title, rows) for title, rows in panels if rows]
-
-
-def _row_labels(result: StatsResult, title: str, rows: list[NormStats]) -> tuple[str, list[str]]:
-    """The panel's y label and one label per row: layers for attn / mlp, names otherwise."""
-    if title in ("attn", "mlp") and all(n.layer is not None for n in rows):
-        leaf = rows[0].name.rsplit(".", 1)[-1]
-        return f"{leaf} ({title})\nlayer", [str(n.layer) for n in rows]
+def row_labels(result: StatsResult, panel: Panel) -> list[str]:
+    """One label per row of a panel: layers inside the blocks, names outside."""
+    if panel.layered:
+        return [str(n.layer) for n in panel.norms]
     names = dict(
         zip(
             (n.name for n in result.norms), short_names([n.name for n in result.norms]), strict=True
         )
     )
-    return title, [names[n.name] for n in rows]
+    return [names[n.name] for n in panel.norms]
+
+
+def label_panel(ax: Axes, panel: Panel) -> None:
+    """The panel's norms as a title over it (a y label would run into its neighbours')."""
+    ax.set_title(panel.title, loc="left", fontsize=9, pad=3)
+    ax.set_ylabel("layer" if panel.layered else "")
 
 
 def _token_ticks(ax: Axes, result: StatsResult, count: int) -> None:
@@ -148,12 +158,13 @@ def draw_heatmap(
 ) -> Figure:
     """Modules x tokens of sequence 0, one panel per role, one shared colour bar."""
     panels = heatmap_panels(result)
-    heights = [max(len(rows), 1.5) for _, rows in panels]
+    heights = [max(len(p.norms), 1.5) for p in panels]
     axes = figure.subplots(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
     )[:, 0]
     count, shown, grids = 0, False, []
-    for ax, (title, rows) in zip(axes, panels, strict=True):
+    for ax, panel in zip(axes, panels, strict=True):
+        rows = panel.norms
         grid = _grid([_row(values, n) for n in rows])  # (modules, tokens)
         grids.append(grid)
         count = max(count, grid.shape[1])
@@ -161,10 +172,10 @@ def draw_heatmap(
         shown = shown or bool(np.isfinite(grid).any())
         if not np.isfinite(grid).any():
             say_nothing_to_show(ax, "nothing finite to show: every token's value is NaN or Inf")
-        ylabel, labels = _row_labels(result, title, rows)
+        labels = row_labels(result, panel)
+        label_panel(ax, panel)
         step = max(1, math.ceil(len(rows) / MAX_ROW_TICKS))
         ax.set_yticks(range(0, len(rows), step), labels[::step], fontsize=8)
-        ax.set_ylabel(ylabel)
     _token_ticks(axes[-1], result, count)
     pieces = result.input.tokens[0] if result.input.tokens else []
     caption = mark_standout_tokens(axes[0], _grid([r for g in grids for r in g]), pieces)
@@ -181,7 +192,8 @@ def draw_heatmap(
 def _row(values: Values, norm: NormStats) -> np.ndarray:
     """A norm's values for sequence 0, one per token (NaN where it has none)."""
     array = values(norm)
-    return token_row(array) if array is not None else np.full(norm.input.mean.shape[-1], np.nan)
+    tokens = canonical(norm, norm.input.mean).shape[1]
+    return token_row(norm, array) if array is not None else np.full(tokens, np.nan)
 
 
 def symlog_ticks(scale: SymLogNorm) -> list[float]:
@@ -205,7 +217,7 @@ def _grid(rows: list[np.ndarray]) -> np.ndarray:
 
 def plot_std_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
     """The norm's denominator (std, rms for RMSNorm) per module and token, log colour scale."""
-    values = np.concatenate([token_row(n.denominator) for n in result.norms])
+    values = np.concatenate([token_row(n, n.denominator) for n in result.norms])
     positive = values[np.isfinite(values) & (values > 0)]
     # nothing positive and finite: any valid range (every panel says there is nothing to show)
     low, high = (positive.min(), positive.max()) if positive.size else (1.0, 10.0)
@@ -233,7 +245,7 @@ def mean_scale(values: np.ndarray) -> Normalize:
 
 def plot_mean_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
     """The mean of the norm's input per module and token, on a diverging scale centred at 0."""
-    values = np.concatenate([token_row(n.input.mean) for n in result.norms])
+    values = np.concatenate([token_row(n, n.input.mean) for n in result.norms])
     scale = mean_scale(values)
     kind = "symmetric log" if isinstance(scale, SymLogNorm) else "linear"
     return draw_heatmap(
@@ -250,38 +262,93 @@ def plot_mean_heatmap(result: StatsResult, fig: Figure | None = None) -> Figure:
 
 
 def plot_std_per_layer(result: StatsResult, ax: Axes | None = None) -> Axes:
-    """Median input std per layer with its interquartile band: the residual stream's growth."""
-    ax = plot_layer_bands(result, lambda n: n.denominator, ax)
-    if not ax.lines:  # every statistic NaN or Inf
-        say_nothing_to_show(ax, "no finite input std to show: every token's is NaN or Inf")
+    """The residual stream's growth with depth: the median input std (rms) of the norms that
+    read the stream, per layer, with its interquartile band over tokens."""
+    ax = plot_layer_bands(result, _lines(result, "residual"), lambda n: n.denominator, ax)
+    if not ax.lines:
+        say_nothing_to_show(ax, _no_residual_line(result))
         return ax
     ax.set_yscale("log")
-    ax.set_ylabel("input std over the hidden dims (rms for RMSNorm; log)")
-    # below the axes, not on them: the curves start anywhere (low at layer 0, high after it)
-    ax.legend(
-        fontsize="small",
-        title="line: median over tokens; band: 25–75%",
-        title_fontsize="small",
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.14),
-        ncols=4,
-        frameon=False,
-    )
+    ax.set_ylabel(f"input {_denominator(result, 'residual')}\nof the residual stream (log)")
+    _side_legend(ax, "line: median over tokens; band: 25–75%")
     growth = residual_growth(result)
     if growth is not None:
         first, low, last, high = growth
         ax.text(
-            0.99,
-            0.03,
-            f"median std ×{high / low:.3g} from {first.name} ({low:.3g})\n"
-            f"to {last.name} ({high:.3g})",
+            0.01,
+            0.97,
+            f"×{high / low:.3g} from layer {first.layer} ({low:.3g}) to {last.layer} ({high:.3g})",
             transform=ax.transAxes,
-            ha="right",
-            va="bottom",
+            ha="left",
+            va="top",
             fontsize="small",
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
         )
     return ax
+
+
+def plot_sublayer_scaling(result: StatsResult, ax: Axes | None = None) -> Axes:
+    """What the norms on a sub-layer's output (Gemma 2 / 3, OLMo 2) do to what is added to
+    the stream: their input std (rms) per layer, solid, and their output std, dashed."""
+    lines = _lines(result, "sublayer")
+    ax = plot_layer_bands(result, lines, lambda n: n.denominator, ax)
+    outputs = [(f"{label}: output std", role, norms) for label, role, norms in lines]
+    plot_layer_bands(result, outputs, lambda n: n.output.std, ax, linestyle="--")
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.set_ylabel("sub-layer output:\ninput (solid), output std (dashed; log)")
+        _side_legend(ax, "norms on a sub-layer's output")
+    return ax
+
+
+def plot_projection_scale(result: StatsResult, ax: Axes | None = None) -> Axes:
+    """The query / key norms' input std (rms) per layer, pooled over tokens and heads."""
+    ax = plot_layer_bands(result, _lines(result, "projection"), lambda n: n.denominator, ax)
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.set_ylabel(f"input {_denominator(result, 'projection')}\nper head (log)")
+        _side_legend(ax, "tokens and heads pooled")
+    return ax
+
+
+def _denominator(result: StatsResult, reads: str) -> str:
+    kinds = {denominator_key(n.kind) for n in result.norms if n.reads == reads}
+    return kinds.pop() if len(kinds) == 1 else "std (rms for RMSNorm)"
+
+
+def _no_residual_line(result: StatsResult) -> str:
+    if not any(n.reads == "residual" for n in result.norms):
+        return "no norm reads the residual stream: nothing to show its growth"
+    return "no finite input std to show: every token's is NaN or Inf"
+
+
+def _side_legend(ax: Axes, title: str) -> None:
+    """The legend right of the axes, off the data."""
+    ax.legend(
+        fontsize="small",
+        title=title,
+        title_fontsize="small",
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+    )
+
+
+def plot_depth(result: StatsResult, fig: Figure | None = None) -> Figure:
+    """The by-depth figure: the residual stream, then, where the model has them, the norms on
+    sub-layer outputs and the query / key norms, each in a panel of its own."""
+    panels = [plot_std_per_layer]
+    if any(n.reads == "sublayer" for n in result.norms):
+        panels.append(plot_sublayer_scaling)
+    if any(n.reads == "projection" for n in result.norms):
+        panels.append(plot_projection_scale)
+    figure = fig or new_figure(12, 2.0 + 3.0 * len(panels))
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, draw in zip(axes, panels, strict=True):
+        draw(result, ax)
+    for ax in axes[:-1]:
+        ax.set_xlabel("")
+    return figure
 
 
 # Saving -------------------------------------------------------------------------------------
@@ -289,11 +356,11 @@ def plot_std_per_layer(result: StatsResult, ax: Axes | None = None) -> Axes:
 
 def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the statistics figures into `folder`; the spike figures only when captured."""
-    growth = figure_of(plot_std_per_layer(result, new_figure(10, 5.5).add_subplot()))
+    growth = plot_depth(result)
     figures = [
         (plot_std_heatmap(result), "Input std of every norm, per token", STD_HEATMAP),
         (plot_mean_heatmap(result), "Input mean of every norm, per token", MEAN_HEATMAP),
-        (growth, "Residual-stream growth with depth: input std per layer", STD_PER_LAYER),
+        (growth, "Residual-stream growth with depth", STD_PER_LAYER),
     ]
     paths = save_titled(folder, figure_subtitle(result), figures)
     return paths + (save_spike_figures(result, folder) if has_order(result) else [])

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 from rich.console import Group
 
-from lninspect.render.format import fmt, header, new_table, table_names, titled, token_label
+from lninspect.render.format import fmt, header, new_table, place_label, table_names, titled
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
 from lninspect.statistics import STATISTICS, denominator_key
 from lninspect.summary import largest_abs, nan_median, nan_quantiles, per_token
@@ -76,9 +76,7 @@ def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
         mean = float(np.nanmean(norm.input.mean))
     low, median, high = nan_quantiles(norm.denominator, (0.0, 0.5, 1.0))
     peak = largest_abs(norm)
-    where = peak.where or (0,)
     width = 12 if wide else TOKEN_WIDTH
-    token = token_label(result, int(where[0]), int(where[1]) if len(where) > 1 else 0, width)
     spread = [f"{fmt(low)}…{fmt(high)}"] if wide else []
     out_mean, out_std = (nan_quantiles(v, (0.5,))[0] for v in (norm.output.mean, norm.output.std))
     return [
@@ -86,7 +84,7 @@ def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
         fmt(median),
         *spread,
         fmt(peak.value),
-        f"{token} d{peak.dim}" if peak.where is not None else "—",
+        place_label(result, peak.at, peak.dim, width) if peak.at is not None else "—",
         fmt(out_mean),
         fmt(out_std),
     ]

@@ -16,6 +16,7 @@ import numpy as np
 
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
+from lninspect.roles import stream_of
 from lninspect.statistics import denominator_key, schemas
 
 # Oldest first; a generation of statistics adds a version (lninspect.statistics.schemas).
@@ -181,6 +182,19 @@ class CensusEntry:
 
 
 @dataclass
+class SpikeCounts:
+    """Every dimension of one module with a spike, and its counts over the whole input: the
+    census's numbers in full, where its entries list the dimensions with the most."""
+
+    dims: list[int]
+    count: list[int]
+    massive: list[int]
+    first: list[int]  # of `count`, on the first token of a sequence
+    massive_first: list[int]
+    sequences: list[int]  # sequences with at least one spike in the dimension
+
+
+@dataclass
 class DimensionStats:
     """Per feature dimension j over every token: mean and max of |x_j| (input) and |y_j|
     (output), and the outlier dimensions, whose mean is more than k standard deviations
@@ -194,6 +208,9 @@ class DimensionStats:
     max_abs_out: np.ndarray
     outliers_in: list[int]  # largest mean first
     outliers_out: list[int]
+    spiking: SpikeCounts | None = field(default=None, metadata=meta(omit_none=True))
+    # (d, 2): [sequence, token] of each dimension's max |x_j| (module order: token is the token)
+    max_at_in: np.ndarray | None = field(default=None, metadata=meta(dtype="int64", omit_none=True))
 
 
 @dataclass
@@ -233,6 +250,15 @@ class Ablation:
     mean_is_value: bool = False  # every mean equalled the value it replaced: no test at all
     changes_mean: list[float] = field(default_factory=list)  # per other text
     changes_zero: list[float] = field(default_factory=list)
+    # what was asked for: only these dimensions, at this layer (absent: every one, the first)
+    chosen_dims: list[int] | None = field(default=None, metadata=meta(omit_none=True))
+    chosen_layer: int | None = field(default=None, metadata=meta(omit_none=True))
+
+    def where(self) -> str:
+        """Where massive activations were looked for: "" when nothing was chosen."""
+        dims = f" in dims {', '.join(map(str, self.chosen_dims))}" if self.chosen_dims else ""
+        layer = f" at layer {self.chosen_layer}" if self.chosen_layer is not None else ""
+        return f"{layer}{dims}"
 
 
 @dataclass
@@ -246,8 +272,13 @@ class NormDescription:
     role: str  # one of lninspect.roles.ROLES
     # pre: feeds a sub-layer, the stream goes around it; post: its output joins the stream
     placement: str = field(default="pre", kw_only=True)
+    # what it normalizes (lninspect.roles.STREAMS); documents before it: from role and placement
+    reads: str = field(default="", kw_only=True)
     eps: float
     weight: WeightSummary | None
+
+    def __post_init__(self) -> None:
+        self.reads = self.reads or stream_of(self.role, self.placement)
 
 
 @dataclass
@@ -257,6 +288,9 @@ class NormStats(NormDescription):
     input: InputStats
     output: OutputStats
     calls: int = 1  # forward calls seen; more than the passes means it fired twice per pass
+    # the axis of the per-token arrays that holds tokens, where they also hold heads (a q/k
+    # norm): (sequences, heads, tokens) in Gemma 3, (sequences, tokens, heads) in Qwen 3
+    token_axis: int | None = field(default=None, metadata=meta(omit_none=True))
     # Absent from the JSON when not captured:
     grad: GradStats | None = field(default=None, metadata=meta(omit_none=True))
     spikes: list[Spike] | None = field(
