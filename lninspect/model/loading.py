@@ -18,7 +18,13 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.model.causal import check_causal
-from lninspect.model.checks import check_fields, check_folder, dimension, estimated_parameters
+from lninspect.model.checks import (
+    check_fields,
+    check_folder,
+    check_gguf_fields,
+    dimension,
+    estimated_parameters,
+)
 from lninspect.model.device_map import (
     check_device_map,
     dispatched,
@@ -26,9 +32,11 @@ from lninspect.model.device_map import (
     memory_budget,
     parse_max_memory,
 )
+from lninspect.model.gguf_header import read_header
 from lninspect.model.memory import Need, check_fits, parameter_bytes, size
 from lninspect.model.sources import (
     ALTERNATIVES,
+    GGUF_SUFFIX,
     Source,
     default_model,
     hub_answers,
@@ -156,7 +164,7 @@ def load_model(
         notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
         revision = None
     if source.kind == "gguf":
-        _check_gguf_reader()
+        _check_gguf(source)
     if source.kind == "random":
         if device_map is not None:
             raise LninspectError("--device-map needs a model with weight files, not random:")
@@ -271,6 +279,15 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
             **({"local_files_only": True} if source.local_only else {}),
             **({"gguf_file": source.gguf_file} if source.gguf_file else {}),
         )
+
+
+def _check_gguf(source: Source) -> None:
+    """A GGUF file's header walked within bounds and its numbers checked before transformers
+    reads it (its reader builds objects per metadata element: lninspect.model.gguf_header)."""
+    _check_gguf_reader()
+    path = os.path.join(source.path, source.gguf_file or "")
+    name = source.spec if source.spec.lower().endswith(GGUF_SUFFIX) else path
+    check_gguf_fields(read_header(path, name).values, name)
 
 
 def _check_gguf_reader() -> None:
@@ -398,6 +415,7 @@ def _random_config(arch: str, trust_remote_code: bool) -> Any:
 def _readable(what: str) -> Iterator[None]:
     """transformers' loading errors as one readable line each (LninspectError); what a
     model's own code prints goes to stderr (stdout may carry the JSON, `--json -`)."""
+    from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
 
     try:
@@ -405,6 +423,11 @@ def _readable(what: str) -> Iterator[None]:
             yield
     except LninspectError:
         raise
+    except StrictDataclassError as exc:  # a config transformers' validators refuse
+        raise LninspectError(
+            f"cannot load model '{what}': its config is not valid "
+            f"({_first_line(exc.__cause__ or exc)})"
+        ) from exc
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
         raise LninspectError(
             f"cannot load model '{what}': its safetensors weights are damaged "
