@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,41 @@ def test_the_cli_refuses_a_hostile_gguf_before_transformers_reads_it(
     result = CliRunner().invoke(app, ["norms", str(path), "--device", "cpu"], env=ENV)
     assert_error(result, EXIT_USAGE, f"GGUF file '{path}': ")
     assert message in result.stderr
+
+
+def test_without_accelerate_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """transformers loads a GGUF only with accelerate: the `gguf` extra brings it."""
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "accelerate" else real(name, *a),
+    )
+    result = CliRunner().invoke(app, ["norms", str(tmp_path / "m.gguf")], env=ENV)
+    assert_error(result, EXIT_USAGE, "needs the `accelerate` package, which is not installed")
+    assert "pip install 'lninspect[gguf]'" in result.stderr
+
+
+def test_the_gguf_extra_brings_accelerate():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extra = project["project"]["optional-dependencies"]["gguf"]
+    assert {r.split(">")[0] for r in extra} == {"gguf", "accelerate"}
+
+
+def test_the_gguf_loaders_own_bar_is_silenced_and_restored(capsys: pytest.CaptureFixture):
+    import transformers.modeling_gguf_pytorch_utils as gguf_loader
+
+    from lninspect.model.loading import _quiet_gguf
+
+    bar = gguf_loader.tqdm
+    with _quiet_gguf(True):
+        list(gguf_loader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert gguf_loader.tqdm is bar
+    assert "Converting" not in capsys.readouterr().err
+    list(gguf_loader.tqdm(range(3), desc="shown", file=sys.stderr))
+    assert "shown" in capsys.readouterr().err  # the check above can fail

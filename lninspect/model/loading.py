@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pickle
@@ -189,7 +190,7 @@ def load_model(
             "gguf_file": source.gguf_file,
             **from_pretrained_kwargs(device_map, max_memory),
         }
-        with _readable(spec):
+        with _readable(spec), _quiet_gguf(source.kind == "gguf"):
             model, loading = _auto_model().from_pretrained(
                 source.path,
                 config=config,
@@ -290,12 +291,33 @@ def _check_gguf(source: Source) -> None:
     check_gguf_fields(read_header(path, name).values, name)
 
 
+@contextmanager
+def _quiet_gguf(gguf: bool) -> Iterator[None]:
+    """transformers' GGUF loader draws a tqdm bar of its own ("Converting and de-quantizing
+    GGUF tensors..."), which disable_progress_bar() does not reach: it is switched off for
+    the load and restored after (stderr keeps one-line notes, piped or in a notebook)."""
+    if not gguf:
+        yield
+        return
+    import transformers.modeling_gguf_pytorch_utils as gguf_loader
+
+    bar = gguf_loader.tqdm
+    gguf_loader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_loader.tqdm = bar
+
+
 def _check_gguf_reader() -> None:
-    """transformers reads GGUF files through the `gguf` package, an optional dependency."""
-    if importlib.util.find_spec("gguf") is None:
+    """transformers reads GGUF files through the `gguf` package and loads them only with
+    `accelerate`: optional dependencies, the `gguf` extra."""
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
+    if missing:
         raise LninspectError(
-            "a .gguf model needs the `gguf` package, which is not installed: "
-            "pip install 'lninspect[gguf]'"
+            f"a .gguf model needs the `{'` and `'.join(missing)}` package"
+            f"{'s' if len(missing) > 1 else ''}, which {'are' if len(missing) > 1 else 'is'} "
+            "not installed: pip install 'lninspect[gguf]'"
         )
 
 
