@@ -19,6 +19,7 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.model.causal import check_causal
+from lninspect.model.chat import render_bounded
 from lninspect.model.checks import (
     check_fields,
     check_folder,
@@ -82,7 +83,11 @@ class Tokenizer:
             if not template or self.hf is None:
                 raise LninspectError("--chat-template: the tokenizer has no chat template")
             turn = [{"role": "user", "content": text}]
-            text = self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            hf = self.hf
+            text = render_bounded(
+                lambda: hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True),
+                len(text),
+            )
         ids = self.encode(text, special_tokens=not chat_template)
         first = getattr(self.hf, "bos_token_id", None)
         if bos == "yes" and (not ids or ids[0] != first):
