@@ -3,6 +3,7 @@ errors one sentence with exit 2 (they were `unexpected ...`, exit 1)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -78,3 +79,31 @@ def test_the_cli_says_the_templates_error(tiny_model_dir: Path, tmp_path: Path):
     hf.save_pretrained(folder)
     result = invoke("stats", folder, "--text", "The fox", "--chat-template", "--device", "cpu")
     assert_error(result, EXIT_USAGE, "chat template cannot be rendered: TemplateSyntaxError")
+
+
+def test_one_child_renders_every_text_and_is_replaced_after_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A corpus renders one text per document: one fork for all (a fork each cost ~140 ms
+    with a model loaded); a child that ran out of time is killed and reaped."""
+    monkeypatch.setattr(chat, "SECONDS", 1)
+    template = (
+        "{% if messages[0]['content'] == 'spin' %}{% for i in range(100000) %}"
+        "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}"
+        "[{{ messages[0]['content'] }}]"
+    )
+    hf = build_tokenizer()
+    hf.chat_template = template
+    tok = Tokenizer(hf)
+    want = [hf(f"[doc {i}]", add_special_tokens=False)["input_ids"] for i in range(20)]
+    assert [tok.encode_text(f"doc {i}", chat_template=True) for i in range(20)] == want
+    assert tok.chat is not None and tok.chat.worker is not None
+    first = tok.chat.worker[0]
+    with pytest.raises(LninspectError, match="out of its memory or time"):
+        tok.encode_text("spin", chat_template=True)
+    assert tok.chat.worker is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(first, os.WNOHANG)  # killed and reaped: no zombie
+    assert tok.encode_text("doc 3", chat_template=True) == want[3]
+    assert tok.chat.worker is not None and tok.chat.worker[0] != first
+    tok.chat.close()

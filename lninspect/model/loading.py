@@ -19,7 +19,7 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.model.causal import check_causal
-from lninspect.model.chat import render_bounded
+from lninspect.model.chat import BoundedRenderer
 from lninspect.model.checks import (
     check_fields,
     check_folder,
@@ -66,6 +66,7 @@ class Tokenizer:
     """Text to token ids and back to readable pieces; `hf` is None for the byte fallback."""
 
     hf: Any | None
+    chat: BoundedRenderer | None = field(default=None, repr=False, compare=False)
 
     def encode(self, text: str, special_tokens: bool = True) -> list[int]:
         """Token ids of `text`, with the model's special tokens (BOS) unless told not to."""
@@ -82,12 +83,9 @@ class Tokenizer:
             template = getattr(self.hf, "chat_template", None)
             if not template or self.hf is None:
                 raise LninspectError("--chat-template: the tokenizer has no chat template")
-            turn = [{"role": "user", "content": text}]
-            hf = self.hf
-            text = render_bounded(
-                lambda: hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True),
-                len(text),
-            )
+            if self.chat is None:
+                self.chat = BoundedRenderer(self._apply_chat_template)
+            text = self.chat(text)
         ids = self.encode(text, special_tokens=not chat_template)
         first = getattr(self.hf, "bos_token_id", None)
         if bos == "yes" and (not ids or ids[0] != first):
@@ -97,6 +95,12 @@ class Tokenizer:
         elif bos == "no" and ids and first is not None and ids[0] == first:
             ids = ids[1:]
         return ids
+
+    def _apply_chat_template(self, text: str) -> str:
+        """The text as one user turn of the chat template (run in BoundedRenderer's child)."""
+        assert self.hf is not None
+        turn = [{"role": "user", "content": text}]
+        return str(self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True))
 
     def pieces(self, ids: list[int]) -> list[str]:
         """One readable string per token id."""
