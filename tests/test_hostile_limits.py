@@ -295,6 +295,9 @@ def config_base() -> dict:
         ({"n_layer": 1_000_000}, "between 1 and"),
         ({"n_embd": 10**9}, "between 1 and"),
         ({"n_embd": 90}, "does not split into 4 attention heads"),
+        ({"num_key_value_heads": 3}, "'n_head' is 4, which does not split into 3 key/value"),
+        ({"layer_norm_epsilon": -1}, "'layer_norm_epsilon' is -1, not a number >= 0"),
+        ({"layer_norm_epsilon": "1e-5"}, "'layer_norm_epsilon' is '1e-5', not a number >= 0"),
     ],
 )
 def test_a_bad_config_is_one_sentence(tmp_path: Path, config_base: dict, text, message: str):
@@ -305,6 +308,21 @@ def test_a_bad_config_is_one_sentence(tmp_path: Path, config_base: dict, text, m
     with pytest.raises(LninspectError, match=message) as caught:
         check_folder(tmp_path, "m")
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"num_attention_heads": 3}, "its config is not valid (The hidden size (4096) is not"),
+        ({"num_attention_heads": 0}, "'num_attention_heads' is 0, but a model's heads"),
+        ({"rms_norm_eps": -1.0}, "'rms_norm_eps' is -1.0, not a number >= 0"),
+    ],
+)
+def test_a_llama_config_of_bad_heads_or_eps_is_exit_2(tmp_path: Path, config: dict, message):
+    """A width left to its default (4096) is checked by transformers' validators: exit 2 too."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", **config}))
+    result = invoke("norms", tmp_path, "--device", "cpu")
+    assert_error(result, 2, message)
 
 
 def test_a_shard_index_leaving_the_folder_is_refused(tmp_path: Path):

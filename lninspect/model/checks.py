@@ -12,6 +12,7 @@ count follows from them without building anything (`estimated_parameters`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,25 @@ FIELDS: dict[str, tuple[tuple[str, ...], int]] = {
     "layers": (("num_hidden_layers", "n_layer", "num_layers"), 100_000),
     "width": (("hidden_size", "n_embd", "d_model"), 1 << 20),
     "heads": (("num_attention_heads", "n_head"), 1 << 16),
+    "kv_heads": (("num_key_value_heads",), 1 << 16),
     "mlp": (("intermediate_size", "n_inner", "ffn_dim"), 1 << 24),
     "vocab": (("vocab_size",), 1 << 24),
     "context": (("max_position_embeddings", "n_positions"), 1 << 24),
 }
+# the same meanings in a GGUF's metadata, after "{general.architecture}."
+GGUF_KEYS = {
+    "layers": "block_count",
+    "width": "embedding_length",
+    "heads": "attention.head_count",
+    "kv_heads": "attention.head_count_kv",
+    "mlp": "feed_forward_length",
+    "vocab": "vocab_size",
+    "context": "context_length",
+}
+PARTS = {"heads": "attention heads", "kv_heads": "key/value heads"}
+# a norm's eps (0 is allowed: docs/errors.md, eps = 0)
+EPS_NAMES = ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps", "norm_eps", "norm_epsilon")
+GGUF_EPS_KEYS = ("attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon")
 MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few kB
 
 
@@ -107,32 +123,67 @@ def dimension(config: Any, meaning: str) -> int | None:
 
 
 def check_fields(get: Any, spec: str) -> None:
-    """Refuse (exit 2) a field that is present but no positive integer of plausible size;
-    `get(name)` reads a field (dict.get, or getattr on a config object)."""
-    for meaning, (names, largest) in FIELDS.items():
-        for name in names:
+    """Refuse (exit 2) a config field that is present but no positive integer of plausible
+    size, a width that heads do not split, a negative eps; `get(name)` reads a field
+    (dict.get, or getattr on a config object)."""
+    names = {meaning: names for meaning, (names, _) in FIELDS.items()}
+    check_numbers(get, names, f"model '{spec}': config field", EPS_NAMES)
+
+
+def check_gguf_fields(values: dict[str, Any], name: str) -> None:
+    """The same checks on a GGUF file's metadata (`values`: its scalars by key), under the
+    keys llama.cpp gives the numbers (`llama.attention.head_count`), before transformers
+    builds a config of them (where 0 heads was a ZeroDivisionError)."""
+    arch = values.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise LninspectError(
+            f"GGUF file '{name}': metadata field 'general.architecture' is "
+            f"{_shown(arch) if arch is not None else 'missing'}, not the name of a model type"
+        )
+    names: dict[str, tuple[str, ...]] = {m: (f"{arch}.{key}",) for m, key in GGUF_KEYS.items()}
+    eps = tuple(f"{arch}.{key}" for key in GGUF_EPS_KEYS)
+    check_numbers(values.get, names, f"GGUF file '{name}': metadata field", eps)
+
+
+def check_numbers(
+    get: Any, names: dict[str, tuple[str, ...]], where: str, eps: tuple[str, ...]
+) -> None:
+    """Each meaning's fields (`names`) within FIELDS' bounds, width split by heads, heads by
+    key/value heads, eps a finite number >= 0; `where` starts each message."""
+    for meaning, fields in names.items():
+        largest = FIELDS[meaning][1]
+        for name in fields:
             value = get(name)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
-                shown = repr(value) if len(repr(value)) <= 30 else type(value).__name__
-                raise LninspectError(
-                    f"model '{spec}': config field '{name}' is {shown}, not a whole number"
-                )
+                raise LninspectError(f"{where} '{name}' is {_shown(value)}, not a whole number")
             if not 1 <= value <= largest:
                 raise LninspectError(
-                    f"model '{spec}': config field '{name}' is {value}, but a model's {meaning} "
-                    f"must lie between 1 and {largest:,}"
+                    f"{where} '{name}' is {value}, but a model's {meaning} must lie between "
+                    f"1 and {largest:,}"
                 )
-    width, heads = get_first(get, "width"), get_first(get, "heads")
-    if width and heads and width % heads:
-        raise LninspectError(
-            f"model '{spec}': a width of {width} does not split into {heads} attention heads"
-        )
+    first = {m: next(((n, get(n)) for n in names[m] if get(n) is not None), None) for m in names}
+    for whole, part in (("width", "heads"), ("heads", "kv_heads")):
+        big, small = first[whole], first[part]
+        if big and small and big[1] % small[1]:
+            raise LninspectError(
+                f"{where} '{big[0]}' is {big[1]}, which does not split into {small[1]} "
+                f"{PARTS[part]} ('{small[0]}')"
+            )
+    for name in eps:
+        value = get(name)
+        if value is not None and not (_is_number(value) and 0 <= value < math.inf):
+            raise LninspectError(f"{where} '{name}' is {_shown(value)}, not a number >= 0")
 
 
-def get_first(get: Any, meaning: str) -> int | None:
-    return next((get(n) for n in FIELDS[meaning][0] if get(n) is not None), None)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: its repr when short, else its type."""
+    return repr(value) if len(repr(value)) <= 30 else type(value).__name__
 
 
 def estimated_parameters(config: Any) -> int:

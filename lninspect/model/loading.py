@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pickle
@@ -18,7 +19,14 @@ from torch import nn
 
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.model.causal import check_causal
-from lninspect.model.checks import check_fields, check_folder, dimension, estimated_parameters
+from lninspect.model.chat import BoundedRenderer
+from lninspect.model.checks import (
+    check_fields,
+    check_folder,
+    check_gguf_fields,
+    dimension,
+    estimated_parameters,
+)
 from lninspect.model.device_map import (
     check_device_map,
     dispatched,
@@ -26,9 +34,11 @@ from lninspect.model.device_map import (
     memory_budget,
     parse_max_memory,
 )
+from lninspect.model.gguf_header import read_header
 from lninspect.model.memory import Need, check_fits, parameter_bytes, size
 from lninspect.model.sources import (
     ALTERNATIVES,
+    GGUF_SUFFIX,
     Source,
     default_model,
     hub_answers,
@@ -56,6 +66,7 @@ class Tokenizer:
     """Text to token ids and back to readable pieces; `hf` is None for the byte fallback."""
 
     hf: Any | None
+    chat: BoundedRenderer | None = field(default=None, repr=False, compare=False)
 
     def encode(self, text: str, special_tokens: bool = True) -> list[int]:
         """Token ids of `text`, with the model's special tokens (BOS) unless told not to."""
@@ -72,8 +83,9 @@ class Tokenizer:
             template = getattr(self.hf, "chat_template", None)
             if not template or self.hf is None:
                 raise LninspectError("--chat-template: the tokenizer has no chat template")
-            turn = [{"role": "user", "content": text}]
-            text = self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            if self.chat is None:
+                self.chat = BoundedRenderer(self._apply_chat_template)
+            text = self.chat(text)
         ids = self.encode(text, special_tokens=not chat_template)
         first = getattr(self.hf, "bos_token_id", None)
         if bos == "yes" and (not ids or ids[0] != first):
@@ -83,6 +95,12 @@ class Tokenizer:
         elif bos == "no" and ids and first is not None and ids[0] == first:
             ids = ids[1:]
         return ids
+
+    def _apply_chat_template(self, text: str) -> str:
+        """The text as one user turn of the chat template (run in BoundedRenderer's child)."""
+        assert self.hf is not None
+        turn = [{"role": "user", "content": text}]
+        return str(self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True))
 
     def pieces(self, ids: list[int]) -> list[str]:
         """One readable string per token id."""
@@ -156,7 +174,7 @@ def load_model(
         notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
         revision = None
     if source.kind == "gguf":
-        _check_gguf_reader()
+        _check_gguf(source)
     if source.kind == "random":
         if device_map is not None:
             raise LninspectError("--device-map needs a model with weight files, not random:")
@@ -181,7 +199,7 @@ def load_model(
             "gguf_file": source.gguf_file,
             **from_pretrained_kwargs(device_map, max_memory),
         }
-        with _readable(spec):
+        with _readable(spec), _quiet_gguf(source.kind == "gguf"):
             model, loading = _auto_model().from_pretrained(
                 source.path,
                 config=config,
@@ -273,12 +291,42 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
         )
 
 
+def _check_gguf(source: Source) -> None:
+    """A GGUF file's header walked within bounds and its numbers checked before transformers
+    reads it (its reader builds objects per metadata element: lninspect.model.gguf_header)."""
+    _check_gguf_reader()
+    path = os.path.join(source.path, source.gguf_file or "")
+    name = source.spec if source.spec.lower().endswith(GGUF_SUFFIX) else path
+    check_gguf_fields(read_header(path, name).values, name)
+
+
+@contextmanager
+def _quiet_gguf(gguf: bool) -> Iterator[None]:
+    """transformers' GGUF loader draws a tqdm bar of its own ("Converting and de-quantizing
+    GGUF tensors..."), which disable_progress_bar() does not reach: it is switched off for
+    the load and restored after (stderr keeps one-line notes, piped or in a notebook)."""
+    if not gguf:
+        yield
+        return
+    import transformers.modeling_gguf_pytorch_utils as gguf_loader
+
+    bar = gguf_loader.tqdm
+    gguf_loader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_loader.tqdm = bar
+
+
 def _check_gguf_reader() -> None:
-    """transformers reads GGUF files through the `gguf` package, an optional dependency."""
-    if importlib.util.find_spec("gguf") is None:
+    """transformers reads GGUF files through the `gguf` package and loads them only with
+    `accelerate`: optional dependencies, the `gguf` extra."""
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
+    if missing:
         raise LninspectError(
-            "a .gguf model needs the `gguf` package, which is not installed: "
-            "pip install 'lninspect[gguf]'"
+            f"a .gguf model needs the `{'` and `'.join(missing)}` package"
+            f"{'s' if len(missing) > 1 else ''}, which {'are' if len(missing) > 1 else 'is'} "
+            "not installed: pip install 'lninspect[gguf]'"
         )
 
 
@@ -398,6 +446,7 @@ def _random_config(arch: str, trust_remote_code: bool) -> Any:
 def _readable(what: str) -> Iterator[None]:
     """transformers' loading errors as one readable line each (LninspectError); what a
     model's own code prints goes to stderr (stdout may carry the JSON, `--json -`)."""
+    from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
 
     try:
@@ -405,6 +454,11 @@ def _readable(what: str) -> Iterator[None]:
             yield
     except LninspectError:
         raise
+    except StrictDataclassError as exc:  # a config transformers' validators refuse
+        raise LninspectError(
+            f"cannot load model '{what}': its config is not valid "
+            f"({_first_line(exc.__cause__ or exc)})"
+        ) from exc
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
         raise LninspectError(
             f"cannot load model '{what}': its safetensors weights are damaged "
