@@ -23,7 +23,7 @@ from lninspect.results.compare import (
     NormValues,
 )
 from lninspect.statistics import SUMMARIES
-from lninspect.summary import largest_abs, nan_median, token_row
+from lninspect.summary import group_of, largest_abs, nan_median, token_row
 from lninspect.summary import per_token as token_values
 from lninspect.trends import float32_digits
 
@@ -75,7 +75,7 @@ def match_rows(results: Sequence[GradsResult]) -> tuple[list[list[NormStats]], s
         depth = relative_depth(norm, _layers(results[0]))
         row = [norm]
         for other in results[1:]:
-            same_role = [n for n in other.norms if n.role == norm.role]
+            same_role = [n for n in other.norms if group_of(n) == group_of(norm)]
             if not same_role:
                 break
             row.append(min(same_role, key=lambda n: abs(relative_depth(n, _layers(other)) - depth)))
@@ -92,6 +92,8 @@ def compare_results(results: Sequence[GradsResult], specs: Sequence[str]) -> Com
     rows = [
         MatchedRow(
             role=row[0].role,
+            placement=row[0].placement,
+            reads=row[0].reads,
             depth=relative_depth(row[0], _layers(results[0])),
             models=[norm_values(r, n, same_tokens) for r, n in zip(results, row, strict=True)],
         )

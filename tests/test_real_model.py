@@ -15,11 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from real_models import dequantized, has_gguf_reader, massive, reference_pass, smollm2_gguf
+from real_models import (
+    Reference,
+    assert_same_sentence,
+    dequantized,
+    expected_summary,
+    grad_scales,
+    has_gguf_reader,
+    massive,
+    next_token_loss,
+    reference_pass,
+    smollm2_gguf,
+)
 from typer.testing import CliRunner
 
 from lninspect.cli import app
-from lninspect.results import StatsResult
+from lninspect.render import report
+from lninspect.results import GradsResult, StatsResult
 from lninspect.summary import role_orders
 
 TEXT = (
@@ -43,7 +55,8 @@ pytestmark = pytest.mark.skipif(
 @dataclass
 class Real:
     folder: Path  # the dequantized model, saved
-    result: StatsResult  # the CLI's JSON
+    result: GradsResult  # the report's JSON
+    summary: dict[str, str]  # the report's summary, as printed
     x: dict[str, np.ndarray]  # float64 input of each norm, (tokens, d)
     y: dict[str, np.ndarray]
     weight: dict[str, np.ndarray]
@@ -60,17 +73,18 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     others = tmp_path_factory.mktemp("smollm2") / "others.txt"
     others.write_text("\n".join(OTHERS) + "\n")
-    out = others.with_name("out.json")
-    args = ["stats", str(folder), "--text", TEXT, "--spikes", "--ablate-spikes"]
-    args += ["--ablate-file", str(others), "--device", "cpu", "--json", str(out)]
+    out = others.with_name("report")
+    args = ["report", str(folder), "--text", TEXT, "--ablate-spikes"]
+    args += ["--ablate-file", str(others), "--device", "cpu", "--out", str(out)]
     ran = CliRunner().invoke(app, args, env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
     assert ran.exit_code == 0, ran.output
-    result = StatsResult.from_json(json.loads(out.read_text()))
+    result = GradsResult.from_json(json.loads((out / "report.json").read_text()))
     x, y = reference_pass(model, [n.name for n in result.norms], result.input.token_ids)
     norms = {n.name: m for n, m in _modules(model, result)}
     return Real(
         folder=folder,
         result=result,
+        summary=dict(report.summary(result)),
         x=x,
         y=y,
         weight={k: m.weight.detach().double().numpy() for k, m in norms.items()},
@@ -167,3 +181,29 @@ def test_outlier_dimensions_against_float64(real: Real):
             np.testing.assert_allclose(getattr(d, f"mean_abs_{side}"), mean, rtol=1e-4, atol=1e-7)
             want = np.flatnonzero(mean > mean.mean() + K * mean.std())
             assert set(getattr(d, f"outliers_{side}")) == {int(j) for j in want}
+
+
+def test_every_sentence_of_the_summary(real: Real):
+    """The report's summary against the float64 reference (real_models.expected_summary):
+    the layout (which norms read the residual stream, their words) written from Llama's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(real.folder, dtype=torch.float32).eval()
+    names = [n.name for n in real.result.norms]
+    ids = real.result.input.token_ids
+    words = {"input_layernorm": "before attention", "post_attention_layernorm": "before the MLP"}
+    ref = Reference(
+        result=real.result,
+        x=real.x,
+        y=real.y,
+        eps=real.eps,
+        gain=real.weight,
+        loss=next_token_loss(model, ids),
+        scales=grad_scales(model, names, ids),
+        reads=dict.fromkeys(names, "residual"),  # Llama: every norm reads the stream
+        groups={k: words.get(k.rsplit(".", 1)[-1], "final norm") for k in names},
+    )
+    for label, sentence in expected_summary(ref).items():
+        assert_same_sentence(real.summary[label], sentence)
+    assert "30 layers, width 576" in real.summary["model"]

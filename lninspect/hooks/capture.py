@@ -213,6 +213,7 @@ class Capture:
 
     def __init__(self, model: nn.Module, hooks: _Hooks) -> None:
         self._model_class = type(model).__name__
+        self._config = getattr(model, "config", None)
         self._hooks = hooks
 
     @property
@@ -396,16 +397,23 @@ class Capture:
         return GradStats.from_record(record)
 
     def _module_info(self) -> ModelInfo:
-        """ModelInfo for a plain nn.Module handed to the API, from its first norm's weights."""
-        norms = self._hooks.norms
+        """ModelInfo for a model handed to the API: its name and sizes from its config where
+        it has one (a transformers model), its dtype and device from its first norm."""
+        norms, config = self._hooks.norms, self._config
         param = next((p for n in norms for p in n.module.parameters()), None)
+        path = getattr(config, "_name_or_path", None)
+        layers = getattr(config, "num_hidden_layers", None)
+        width = getattr(config, "hidden_size", None)
         return ModelInfo(
-            name=self._model_class,
+            name=path if isinstance(path, str) and path else self._model_class,
             source="module",
             cls=self._model_class,
             dtype=str(param.dtype).removeprefix("torch.") if param is not None else "float32",
             device=str(param.device) if param is not None else "cpu",
-            num_layers=len({n.layer for n in norms if n.layer is not None}) or None,
+            num_layers=layers
+            if isinstance(layers, int)
+            else len({n.layer for n in norms if n.layer is not None}) or None,
+            hidden_size=width if isinstance(width, int) else None,
         )
 
 

@@ -19,13 +19,12 @@ from matplotlib.ticker import NullLocator
 from lninspect.render.compare_tables import how_compared, row_label
 from lninspect.render.figures import new_figure, readable_log_ticks, save_titled
 from lninspect.results.compare import CompareResult, MatchedRow
-from lninspect.roles import ROLE_LABELS, ordered_roles
+from lninspect.roles import group_label, group_order
 from lninspect.statistics import SUMMARIES
 
 LAYERS_FIGURE = "compare-layers.png"
 TOKENS_FIGURE = "compare-tokens.png"
 COMPARE_FIGURES = (LAYERS_FIGURE, TOKENS_FIGURE)
-ROLE_MARKERS = {"embed": "v", "attn": "o", "attn+mlp": "D", "mlp": "s", "qk": "P", "final": "^"}
 
 
 def model_colour(index: int) -> str:
@@ -70,16 +69,27 @@ def _depth_ticks(ax: Axes, result: CompareResult, most: int = 24) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+MARKERS = "os^DvP<>Xph*"
+
+
+def _groups(result: CompareResult) -> dict[tuple[str, str, str], str]:
+    """(reads, role, placement) of the rows, in block order, each with its marker: one line
+    per group and model, so that norms of different kinds never alternate on one line."""
+    found = {(r.reads, r.role, r.placement) for r in result.rows}
+    ordered = sorted(found, key=lambda g: (*group_order(g[1], g[2]), g[0]))
+    return {g: MARKERS[i % len(MARKERS)] for i, g in enumerate(ordered)}
+
+
 def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Figure:
     """A panel per summary over depth (input std, gradient scale, largest |x|, ...:
     lninspect.statistics SUMMARIES), a colour per model; log y unless it can be <= 0."""
     figure = fig or new_figure(10, 2.4 + 2.0 * len(SUMMARIES))
     axes = figure.subplots(len(SUMMARIES), 1, sharex=True, squeeze=False)[:, 0]
-    roles = ordered_roles({r.role for r in result.rows})
+    groups = _groups(result)
     for ax, summary in zip(axes, SUMMARIES, strict=True):
         for m in range(len(result.models)):
-            for role in roles:
-                rows = [r for r in result.rows if r.role == role]
+            for group, marker in groups.items():
+                rows = [r for r in result.rows if (r.reads, r.role, r.placement) == group]
                 xs = np.array([_x(result, r) for r in rows])
                 ys = np.array([r.models[m].value(summary.key) for r in rows], dtype=float)
                 keep = np.isfinite(ys) & (summary.signed or ys > 0)
@@ -87,7 +97,7 @@ def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Fig
                     xs[keep],
                     ys[keep],
                     color=model_colour(m),
-                    marker=ROLE_MARKERS.get(role, "X"),
+                    marker=marker,
                     markersize=4,
                     linestyle="-" if keep.sum() > 1 else "none",
                     alpha=0.85,
@@ -108,15 +118,8 @@ def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Fig
         Line2D([], [], color=model_colour(m), label=f"{chr(65 + m)}: {model.spec}")
         for m, model in enumerate(result.models)
     ] + [
-        Line2D(
-            [],
-            [],
-            color="grey",
-            marker=ROLE_MARKERS.get(r, "X"),
-            linestyle="none",
-            label=ROLE_LABELS.get(r, r),
-        )
-        for r in roles
+        Line2D([], [], color="grey", marker=marker, linestyle="none", label=group_label(*group))
+        for group, marker in groups.items()
     ]
     figure.legend(handles=handles, loc="outside right center", fontsize="small")
     return figure
@@ -155,7 +158,7 @@ def plot_compare_tokens(result: CompareResult, fig: Figure | None = None) -> Fig
     top.set_yscale("log")
     top.set_ylabel("input std (log)")
     top.set_title(
-        f"{row_label(result, row)} ({ROLE_LABELS.get(row.role, row.role)})",
+        f"{row_label(result, row)} ({group_label(row.reads, row.role, row.placement)})",
         loc="left",
         fontsize="medium",
     )

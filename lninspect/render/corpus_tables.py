@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Group
 
-from lninspect.escape import visible
-from lninspect.render.format import fmt, new_table, plural, table_names, titled
+from lninspect.render.format import fmt, model_name, new_table, plural, table_names, titled
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
 from lninspect.summary import position_ranges, role_means, roles_present
 
@@ -16,7 +15,7 @@ def corpus_header(result: AggregateResult) -> str:
     m, c = result.model, result.corpus
     ranks = f" on {c.world_size} processes" if c.world_size > 1 else ""
     return (
-        f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} · {m.device}{ranks} · "
+        f"{model_name(m)} · {m.dtype} · {m.device}{ranks} · "
         f"{plural(len(c.files), 'file')}, {plural(c.documents, 'document')}, "
         f"{plural(c.sequences, 'sequence')} of ≤ {c.seq_len}, {c.tokens:,} tokens · "
         f"{plural(len(result.norms), 'norm')}"

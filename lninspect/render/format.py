@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lninspect.escape import visible
-from lninspect.results import NormsResult, StatsResult
+from lninspect.results import ModelInfo, NormsResult, StatsResult
 from lninspect.summary import Location
 
 
@@ -109,10 +109,17 @@ def place_label(result: StatsResult, at: Location, dim: int | None = None, width
     return f"{token_label(result, at.sequence, at.token, width)}{head}{where}"
 
 
+def model_name(m: ModelInfo) -> str:
+    """`gpt2 (hub) · GPT2LMHeadModel`; a model handed to the API without a path is named by
+    its class once: `LlamaForCausalLM (module)`."""
+    cls = f" · {m.cls}" if m.cls != m.name else ""
+    return f"{visible(m.name)} ({m.source}){cls}"
+
+
 def header(result: NormsResult | StatsResult) -> str:
     """One line saying what was inspected, on what, and where."""
     m = result.model
-    line = f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} · {m.device}"
+    line = f"{model_name(m)} · {m.dtype} · {m.device}"
     if isinstance(result, StatsResult):
         i = result.input
         sequences = plural(i.num_sequences, "sequence") + ", " if i.num_sequences != 1 else ""

@@ -19,7 +19,7 @@ from lninspect import __version__
 from lninspect.escape import visible
 from lninspect.files import check_report_folder as check_folder
 from lninspect.files import claim_folder, dump_json, write_folder
-from lninspect.render.format import fmt, header, token_label
+from lninspect.render.format import fmt, header, model_name, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
@@ -182,7 +182,7 @@ def summary(result: GradsResult) -> list[tuple[str, str]]:
     return [
         (
             "model",
-            f"{visible(m.name)} ({m.source}) · {m.cls} · {m.dtype} on {m.device}"
+            f"{model_name(m)} · {m.dtype} on {m.device}"
             + (f" · {m.num_layers} layers" if m.num_layers else "")
             + (f", width {m.hidden_size}" if m.hidden_size else ""),
         ),

@@ -65,6 +65,8 @@ class MatchedRow:
     role: str
     depth: float  # the first model's relative depth
     models: list[NormValues]
+    placement: str = "pre"  # the first model's norm's (documents before it: pre)
+    reads: str = "residual"  # what it reads (lninspect.roles.STREAMS)
 
 
 @dataclass
