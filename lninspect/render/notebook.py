@@ -5,13 +5,13 @@ only, never pyplot, so that displaying a result leaves no pyplot state behind. N
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Sequence
 from html import escape
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from lninspect.render.figures import png_bytes
 from lninspect.render.format import fmt, header, short_names
 from lninspect.results.compare import CompareResult
 from lninspect.results.stats import StatsResult
@@ -42,9 +42,8 @@ def html_block(
 
 
 def png_base64(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    data = png_bytes(figure, dpi=100, bbox_inches="tight")
+    return base64.b64encode(data).decode("ascii")
 
 
 def _line_figure(
