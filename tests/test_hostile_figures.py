@@ -3,17 +3,26 @@ a failed figure batch leaves no folder; models past 255 layers, and without know
 
 from __future__ import annotations
 
-from dataclasses import replace
+import copy
+from dataclasses import fields, replace
 from pathlib import Path
 
+import pytest
+import torch
 from matplotlib.text import Text
+from torch import nn
 from typer.testing import CliRunner
 
+from lninspect import SpikeOptions, capture
 from lninspect.cli import app
 from lninspect.render import figures
+from lninspect.render.grad_plots import plot_grad_heatmap, plot_scale_vs_std, save_grads_figures
 from lninspect.render.notebook import html_block
+from lninspect.render.run_plots import plot_series_panels
 from lninspect.render.spike_plots import plot_outlier_dimensions
 from lninspect.render.stats_plots import plot_std_heatmap
+from lninspect.results.stats import GradsResult, StatsResult
+from lninspect.results.watch import read_log
 from tests.test_hostile_limits import RECORD, write_log
 from tests.test_stats_plots import synthetic
 
@@ -79,3 +88,65 @@ def test_a_failed_run_figure_batch_removes_the_folders_it_made(tmp_path: Path, m
     result = runner.invoke(app, ["run", str(log), "--plot", "--out", str(out)])
     assert result.exit_code == 1 and "unexpected ValueError" in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+# 3. Past 255 layers; no norm of a known role ---------------------------------------------
+
+
+class Stack(nn.Module):
+    """Norms of width 8 in a row, none in a block: every role is `other`."""
+
+    def __init__(self, norms: int) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(64, 8), nn.Linear(8, 64)
+        self.norms = nn.ModuleList(nn.LayerNorm(8) for _ in range(norms))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        for norm in self.norms:
+            x = x + norm(x)
+        return self.head(x)
+
+
+@pytest.fixture(scope="module")
+def others() -> GradsResult:
+    """A gradient run of 3 norms, all of role `other`, with spikes."""
+    torch.manual_seed(0)
+    model = Stack(3)
+    with torch.enable_grad(), capture(model, grads=True, spikes=SpikeOptions()) as cap:
+        model(torch.randint(0, 64, (1, 8))).logsumexp(-1).mean().backward()
+    stats = cap.result()
+    base = {f.name: getattr(stats, f.name) for f in fields(StatsResult) if f.name != "schema"}
+    return GradsResult(**base, loss=1.0)
+
+
+def test_a_model_without_known_roles_draws_or_says_so(others: GradsResult, tmp_path: Path):
+    assert {n.role for n in others.norms} == {"other"}
+    heatmap = plot_grad_heatmap(others)
+    assert "no norm before attention" in " ".join(t.get_text() for t in heatmap.axes[0].texts)
+    assert len(save_grads_figures(others, tmp_path)) == 3  # the report's figures, with stats'
+
+
+def test_figures_scale_past_255_layers(others: GradsResult, tmp_path: Path):
+    deep = copy.copy(others)
+    first = others.norms[0]
+    deep.norms = [replace(first, name=f"h.{i}.ln_1", layer=i, role="attn") for i in range(300)]
+    ax = plot_scale_vs_std(deep)
+    colours = {tuple(c.to_rgba(c.get_array())[0]) for c in ax.collections}  # type: ignore
+    assert len(colours) == 300  # one per layer
+    assert len(plot_grad_heatmap(deep).axes[0].get_images()[0].get_array()) == 300
+
+
+def test_run_figures_scale_past_255_layers(tmp_path: Path):
+    quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
+    stats = {k: quantiles for k in ("input_std", "output_std", "grad_scale")}
+    norms = [
+        {"name": f"h.{i}.ln_1", "layer": i, "role": "attn_in", "absmax": 1.0, "absmax_dim": 0}
+        | stats
+        for i in range(300)
+    ]
+    log = write_log(
+        tmp_path / "log.jsonl", *[{**RECORD, "step": s, "norms": norms} for s in (1, 2)]
+    )
+    figure = plot_series_panels(read_log(log), "input_std", "input std")
+    assert len(figure.axes[0].lines) == 300

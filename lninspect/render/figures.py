@@ -7,9 +7,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm, Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.ticker import LogFormatter, NullFormatter, ScalarFormatter
@@ -109,6 +111,27 @@ def say_nothing_to_show(ax: Axes, why: str) -> None:
         fontsize="large",
         color="0.35",
     )
+
+
+def nothing_to_draw(figure: Figure, why: str) -> Figure:
+    """`figure` as one empty panel that says why (a figure of no rows: matplotlib refuses a
+    grid of 0 panels)."""
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    say_nothing_to_show(ax, why)
+    return figure
+
+
+def layer_colours(cmap: str, first: int, last: int) -> tuple[Colormap, BoundaryNorm]:
+    """One colour of `cmap` per whole number from `first` to `last` (layers), not a continuous
+    scale: 3 colours for 2 layers and the final norm. Past the map's 256 colours it is
+    interpolated to one colour each (a BoundaryNorm needs as many colours as bins)."""
+    bounds = np.arange(first - 0.5, last + 1.5)
+    base = colormaps[cmap]
+    if len(bounds) - 1 > base.N:
+        ramp = base(np.linspace(0, 1, base.N))
+        base = LinearSegmentedColormap.from_list(cmap, ramp, N=len(bounds) - 1)
+    return base, BoundaryNorm(bounds, base.N)
 
 
 def readable_log_ticks(ax: Axes, which: str, low: float, high: float) -> None:
