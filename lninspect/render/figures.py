@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -120,6 +122,24 @@ def nothing_to_draw(figure: Figure, why: str) -> Figure:
     ax.set_axis_off()
     say_nothing_to_show(ax, why)
     return figure
+
+
+def legend_below(figure: Figure, axes: Sequence[Axes], columns: int = 6) -> None:
+    """One legend for `axes` (an entry per label), below everything the figure draws: a legend
+    anchored under an axes at a fixed offset covers tick labels longer than the offset."""
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels, strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        figure.legend(
+            list(entries.values()),
+            list(entries),
+            loc="outside lower center",
+            ncols=min(columns, len(entries)),
+            fontsize="small",
+        )
 
 
 def layer_colours(cmap: str, first: int, last: int) -> tuple[Colormap, BoundaryNorm]:

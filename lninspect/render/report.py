@@ -82,6 +82,20 @@ CAPTIONS = {
         "largest |x| anywhere, at every norm of the residual stream (solid), and the "
         "max |y| after the norm (dashed), log scale.",
     ),
+    "stats-spike-roles.png": (
+        "Do massive activations stay the largest, role by role?",
+        "Every massive activation (a spike that passes the magnitude rule): its rank by |y| "
+        "after the norm (1, at the top: still the token's largest) against the layer (the "
+        "final norm at -1); the marker is the norm's role, the colour the first stage of the "
+        "norm that changed the rank (centring, the weight, the bias), grey when kept.",
+    ),
+    "stats-outlier-dims.png": (
+        "Outlier dimensions through depth",
+        "Per norm, in model order: the mean over tokens of |x_j| (left, the input) and |y_j| "
+        "(right, the output) of the dimensions that are outliers at most norms, as a z over "
+        "the dimensions ((mean_j − mean over j) / sd over j); above the dashed line k a "
+        "dimension is an outlier. A dimension has one colour in both panels.",
+    ),
     "stats-spike-compression.png": (
         "Across tokens: compression of the top dimension",
         "For the dimension of the largest spike: max over tokens of |x| divided by its "
