@@ -13,13 +13,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from rich import box
+from rich.console import Group
 from rich.table import Table
 
 from lninspect import __version__
 from lninspect.escape import visible
 from lninspect.files import check_report_folder as check_folder
 from lninspect.files import claim_folder, dump_json, write_folder
-from lninspect.render.format import fmt, header, token_label
+from lninspect.render.format import MiddlePath, Phrases, fmt, header, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
@@ -336,8 +337,13 @@ def summary_table(result: GradsResult) -> Table:
     table = Table(title=header(result), title_justify="left", box=box.SIMPLE, show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value")
+    name = visible(result.model.name)
     for label, value in summary(result):
-        table.add_row(label, value)
+        if label == "model":  # a long path shortened in the middle, the rest between phrases
+            rest = value.removeprefix(name).lstrip()
+            table.add_row(label, Group(MiddlePath(result.model.name), Phrases(rest, " · ")))
+        else:
+            table.add_row(label, value)
     return table
 
 
