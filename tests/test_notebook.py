@@ -75,3 +75,19 @@ def test_results_comparison_and_log_render_as_html():
     ]
     _check(WatchLog("runs/a/log.jsonl", records)._repr_html_(), "runs/a/log.jsonl")
     assert _pyplot_figures() == before
+
+
+def test_a_capture_with_grads_and_spikes_shows_them():
+    import torch
+    from conftest import tiny_gpt2
+
+    from lninspect import SpikeOptions, capture
+
+    model = tiny_gpt2()
+    with torch.enable_grad(), capture(model, grads=True, spikes=SpikeOptions()) as cap:
+        model(torch.arange(12)[None]).logits.logsumexp(-1).mean().backward()
+    page = cap.result()._repr_html_()
+    _check(page, "out std")
+    assert "gradients, medians over tokens" in page and "|dL/dx|" in page
+    assert page.count("<table>") == 3 and "largest spikes" in page
+    assert page.count("<td>0.ln_1</td>") == 2  # a row per norm in the stats and grads tables

@@ -157,3 +157,9 @@ def test_an_interrupted_report_leaves_no_file(report_run, tmp_path: Path, monkey
     with pytest.raises(KeyboardInterrupt):
         write_report(result, folder)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor the staging folder
+
+
+def test_every_figure_the_report_writes_has_a_caption():
+    figures = [name for name in REPORT_FILES if name.endswith(".png")]
+    assert figures and [name for name in figures if name not in report.CAPTIONS] == []
+    assert all(title and text for title, text in report.CAPTIONS.values())

@@ -11,7 +11,7 @@ import pytest
 from matplotlib.colors import to_hex
 from rich.console import Console
 
-from lninspect.render.figures import new_figure
+from lninspect.render.figures import new_figure, save_titled
 from lninspect.render.report import summary
 from lninspect.render.spike_plots import (
     SPIKE_FIGURES,
@@ -409,3 +409,29 @@ def test_an_empty_census_is_its_title_and_one_line_at_80_columns(kind: str):
         CENSUS_TITLES[kind],
         "none of this kind in any module",
     ]
+
+
+def test_the_outlier_legend_covers_no_tick_label(tmp_path: Path):
+    """Long names ("10.post_attn", rotated) reach further below the axes than a legend
+    anchored at a fixed offset: the legend sits under every label."""
+    result = synthetic()
+    means = np.ones(8, dtype=np.float32)
+    means[[1, 3, 5, 6]] = [90.0, 60.0, 40.0, 30.0]
+    for i, n in enumerate(result.norms):
+        n.name = f"model.layers.{10 + i}.post_attention_layernorm"
+        n.dimensions = DimensionStats(
+            tokens=TOKENS, k=2.0, mean_abs_in=means, max_abs_in=means, mean_abs_out=means,
+            max_abs_out=means, outliers_in=[1, 3, 5, 6], outliers_out=[1, 3, 5, 6],
+        )  # fmt: skip
+    figure = plot_outlier_dimensions(result)
+    save_titled(tmp_path, "model\ntext", [(figure, "dims", "dims.png")])  # as written
+    legends = [figure.legends[0].get_window_extent()] if figure.legends else []
+    legends += [ax.get_legend().get_window_extent() for ax in figure.axes if ax.get_legend()]
+    labels = [t.get_window_extent() for ax in figure.axes for t in ax.get_xticklabels()]
+    assert (
+        legends
+        and labels
+        and "10.post_attn" in [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    )
+    assert not any(legend.overlaps(label) for legend in legends for label in labels)
+    assert all(legend.y1 < label.y0 for legend in legends for label in labels)

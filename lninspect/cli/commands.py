@@ -212,9 +212,12 @@ def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -
     changes = jumps(found, factor=jump)
     out.show(run_table(found))
     out.show(jumps_table(found, changes, factor=jump, limit=None if all_jumps else MAX_JUMPS))
-    if outputs.figures is not None:
-        for path in save_run_figures(found, changes, make_folder(outputs.figures)):
-            out.note(f"wrote {path}")
+    written: list[Path] = []
+    with all_or_nothing(outputs.force):  # every figure, or none and no folder made for them
+        if outputs.figures is not None:
+            written = save_run_figures(found, changes, make_folder(outputs.figures))
+    for path in written:
+        out.note(f"wrote {path}")
 
 
 def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: Outputs) -> None:

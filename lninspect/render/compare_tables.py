@@ -6,7 +6,7 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 
-from lninspect.render.format import fmt, new_table, short_names, titled
+from lninspect.render.format import MiddlePath, fmt, new_table, short_names, titled
 from lninspect.results.compare import CompareResult, MatchedRow
 from lninspect.statistics import SUMMARIES
 
@@ -31,10 +31,12 @@ def models_table(result: CompareResult) -> Table:
         ("tokens", True),
         ("loss", True),
     ):
-        table.add_column(column, justify="right" if right else "left", no_wrap=not right)
+        path = column == "model"  # the one column that gives way, shortened in the middle
+        table.add_column(column, justify="right" if right else "left", no_wrap=not path)
     for i, m in enumerate(result.models):
         layers = "—" if m.num_layers is None else str(m.num_layers)
-        table.add_row(chr(65 + i), m.spec, m.cls, layers, str(m.num_tokens), fmt(m.loss))
+        cells = (m.cls, layers, str(m.num_tokens), fmt(m.loss))
+        table.add_row(chr(65 + i), MiddlePath(m.spec), *cells)
     return table
 
 

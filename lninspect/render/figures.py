@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm, Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.text import Text
+from matplotlib.ticker import LogFormatter, NullFormatter, ScalarFormatter
 
 from lninspect.files import write_atomic
 
 DPI = 110
+MATH = "lninspect-math"  # the gid of a text lninspect wrote as mathtext ($W^{2,l}$)
 
 
 def new_figure(width: float = 9.0, height: float = 5.0) -> Figure:
@@ -38,12 +45,50 @@ def save_figure(figure: Figure, path: Path) -> Path:
     A glyph the font lacks (an emoji in a token) is drawn as a box, without matplotlib's
     warning (which names a source file, on stderr, once per glyph).
     """
+    write_atomic(path, png_bytes(figure))
+    return path
+
+
+def png_bytes(figure: Figure, **savefig: object) -> bytes:
+    """`figure` as PNG, its texts drawn as written (`plain_text`)."""
+    plain_text(figure)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from")
-        figure.savefig(buffer, format="png", dpi=DPI)
-    write_atomic(path, buffer.getvalue())
-    return path
+        figure.savefig(buffer, format="png", **{"dpi": DPI, **savefig})  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def allow_math(text: Text) -> Text:
+    """Mark `text`, a label lninspect wrote with `$...$`, to be drawn as mathtext."""
+    text.set_gid(MATH)
+    return text
+
+
+def plain_text(figure: Figure) -> None:
+    """Draw every text of `figure` as written, never as mathtext: a `$` in a token, a model,
+    file or norm name is a dollar sign (`$\\x$` made matplotlib raise). Only the texts marked
+    by `allow_math` and the numbers of numeric axes (10⁻² on a log axis) stay mathtext."""
+    numeric = set()
+    for ax in figure.findobj(Axes):
+        for axis in (ax.xaxis, ax.yaxis):
+            numeric |= _numeric_labels(axis)
+    for text in figure.findobj(Text):
+        if text.get_gid() != MATH and id(text) not in numeric:
+            text.set_parse_math(False)
+
+
+def _numeric_labels(axis: Axis) -> set[int]:
+    """The ids of `axis`'s labels that matplotlib's number formatters write. Every tick that
+    drawing will use is made now: a tick made later would take mathtext from rcParams."""
+    found = {id(axis.offsetText)}
+    for ticks, formatter in (
+        (axis.get_major_ticks(len(axis.get_majorticklocs())), axis.get_major_formatter()),
+        (axis.get_minor_ticks(len(axis.get_minorticklocs())), axis.get_minor_formatter()),
+    ):
+        if isinstance(formatter, (ScalarFormatter, LogFormatter)):
+            found |= {id(label) for tick in ticks for label in (tick.label1, tick.label2)}
+    return found
 
 
 def save_titled(folder: Path, subtitle: str, figures: list[tuple[Figure, str, str]]) -> list[Path]:
@@ -68,6 +113,45 @@ def say_nothing_to_show(ax: Axes, why: str) -> None:
         fontsize="large",
         color="0.35",
     )
+
+
+def nothing_to_draw(figure: Figure, why: str) -> Figure:
+    """`figure` as one empty panel that says why (a figure of no rows: matplotlib refuses a
+    grid of 0 panels)."""
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    say_nothing_to_show(ax, why)
+    return figure
+
+
+def legend_below(figure: Figure, axes: Sequence[Axes], columns: int = 6) -> None:
+    """One legend for `axes` (an entry per label), below everything the figure draws: a legend
+    anchored under an axes at a fixed offset covers tick labels longer than the offset."""
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels, strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        figure.legend(
+            list(entries.values()),
+            list(entries),
+            loc="outside lower center",
+            ncols=min(columns, len(entries)),
+            fontsize="small",
+        )
+
+
+def layer_colours(cmap: str, first: int, last: int) -> tuple[Colormap, BoundaryNorm]:
+    """One colour of `cmap` per whole number from `first` to `last` (layers), not a continuous
+    scale: 3 colours for 2 layers and the final norm. Past the map's 256 colours it is
+    interpolated to one colour each (a BoundaryNorm needs as many colours as bins)."""
+    bounds = np.arange(first - 0.5, last + 1.5)
+    base = colormaps[cmap]
+    if len(bounds) - 1 > base.N:
+        ramp = base(np.linspace(0, 1, base.N))
+        base = LinearSegmentedColormap.from_list(cmap, ramp, N=len(bounds) - 1)
+    return base, BoundaryNorm(bounds, base.N)
 
 
 def readable_log_ticks(ax: Axes, which: str, low: float, high: float) -> None:

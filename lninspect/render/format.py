@@ -192,3 +192,37 @@ class Phrases:
 def new_table() -> Table:
     """The tables' shared look: a rule under the header, two spaces between columns, no edge."""
     return Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, show_edge=False)
+
+
+MIN_PATH = 16  # the narrowest a path is shortened to in a table
+
+
+def middle(path: str, width: int) -> str:
+    """`path` in at most `width` characters, cut in the middle at folder boundaries, where
+    both ends name it: `/very/long/…/model.gguf` (a file name longer than that keeps its end)."""
+    if len(path) <= width:
+        return path
+    parts = path.split("/")
+    tail = parts[-1] if len(parts) > 1 else ""
+    if len(tail) + 2 > width:
+        return "…" + path[-(width - 1) :]
+    head = ""
+    for part in parts[:-1]:
+        if len(head) + len(part) + 1 + len("…/") + len(tail) > width:
+            break
+        head += part + "/"
+    return f"{head}…/{tail}"
+
+
+class MiddlePath:
+    """A table cell of a path (a model's) that is shortened in the middle (`middle`) to the
+    width the table gives it, never folded or cut at its end; in full where it fits."""
+
+    def __init__(self, path: str) -> None:
+        self.path = visible(path)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(middle(self.path, max(1, options.max_width)), no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(min(len(self.path), MIN_PATH), len(self.path))

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import BoundaryNorm, LogNorm
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from lninspect.render.figures import (
     figure_of,
+    layer_colours,
     mark_standout_tokens,
     new_figure,
+    nothing_to_draw,
     readable_log_ticks,
     save_titled,
     say_nothing_to_show,
@@ -97,6 +99,8 @@ def plot_grad_heatmap(result: GradsResult, fig: Figure | None = None) -> Figure:
     group and module name, layers x tokens; the norms outside the blocks last)."""
     panels = heatmap_panels(result)
     figure = fig or new_figure(11, heatmap_height(result))
+    if not panels:
+        return nothing_to_draw(figure, "no norm to show")
     heights = [max(len(p.norms), 1.5) for p in panels]
     axes = figure.subplots(
         len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False
@@ -140,7 +144,7 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
     top = max((n.layer for n, _ in pairs if n.layer is not None), default=-1)
     layers = [n.layer if n.layer is not None else top + 1 for n, _ in pairs]
     # one colour per layer (a 2-layer model has 3 colours, not a continuous 0.25 ... 1.75)
-    colours = BoundaryNorm(np.arange(-0.5, top + 2.5), 256)
+    cmap, colours = layer_colours("plasma", 0, top + 1)
     points = []
     for (norm, grad), layer in zip(pairs, layers, strict=True):
         scale, std = grad.scale.ravel(), norm.denominator.ravel()
@@ -153,7 +157,7 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
                     s=10,
                     alpha=0.6,
                     c=np.full(keep.sum(), layer),
-                    cmap="plasma",
+                    cmap=cmap,
                     norm=colours,
                     linewidths=0,
                     zorder=2,

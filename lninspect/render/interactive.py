@@ -10,12 +10,12 @@ on load, so that a headless browser shows the hover box in its DOM (tests/test_i
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 import numpy as np
 
 from lninspect.render.format import header, short_names
+from lninspect.render.inline import script_json
 from lninspect.render.stats_tables import denominator_label
 from lninspect.results.stats import StatsResult
 from lninspect.summary import canonical, group_of
@@ -148,7 +148,7 @@ def interactive_html(result: StatsResult) -> str:
     """The page, with its data (JSON) and script inline."""
     e = html.escape
     content = page_data(result)
-    data = json.dumps(content, ensure_ascii=False).replace("</", "<\\/")
+    data = script_json(content)
     maps = "".join(
         f"<h2>{e(m['label'])} of each norm's input, per token</h2>"
         f'<svg id="map-{key}" xmlns="http://www.w3.org/2000/svg"></svg>'

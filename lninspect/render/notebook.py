@@ -5,46 +5,55 @@ only, never pyplot, so that displaying a result leaves no pyplot state behind. N
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Sequence
 from html import escape
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from lninspect.render.figures import png_bytes
 from lninspect.render.format import fmt, header, short_names
 from lninspect.results.compare import CompareResult
 from lninspect.results.stats import StatsResult
 from lninspect.results.watch import WatchLog
-from lninspect.summary import nan_quantiles
+from lninspect.summary import nan_quantiles, spike_share, with_grads
 
 MAX_ROWS = 30  # rows shown; the rest are counted under the table
 FIGURE_SIZE = (4.2, 1.9)  # inches, at 100 dpi
 
 
 def html_block(
-    headline: str, columns: Sequence[str], rows: Sequence[Sequence[str]], figure: Figure
+    headline: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    figure: Figure,
+    more: str = "",
 ) -> str:
-    """The headline, the first MAX_ROWS rows as a table, the figure inline (PNG, base64)."""
+    """The headline, the first MAX_ROWS rows as a table, the figure inline (PNG, base64), then
+    `more` (further tables) under them."""
+    return (
+        f'<div class="lninspect"><p><b>{escape(headline)}</b></p>'
+        f'<div style="display:flex;gap:1em;align-items:flex-start">'
+        f"<div>{html_table(columns, rows)}</div>"
+        f'<img alt="{escape(headline)}" src="data:image/png;base64,{png_base64(figure)}"/>'
+        f"</div>{more}</div>"
+    )
+
+
+def html_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The first MAX_ROWS rows as an HTML table, and how many more there are."""
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
         for row in rows[:MAX_ROWS]
     )
     more = f"<p>… {len(rows) - MAX_ROWS} more rows</p>" if len(rows) > MAX_ROWS else ""
-    return (
-        f'<div class="lninspect"><p><b>{escape(headline)}</b></p>'
-        f'<div style="display:flex;gap:1em;align-items:flex-start">'
-        f"<div><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}</div>"
-        f'<img alt="{escape(headline)}" src="data:image/png;base64,{png_base64(figure)}"/>'
-        "</div></div>"
-    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
 def png_base64(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    data = png_bytes(figure, dpi=100, bbox_inches="tight")
+    return base64.b64encode(data).decode("ascii")
 
 
 def _line_figure(
@@ -81,7 +90,42 @@ def stats_html(result: StatsResult) -> str:
         label,
         [("", np.arange(len(medians)), medians)],
     )
-    return html_block(header(result), columns, rows, figure)
+    more = _grads_html(result) + _spikes_html(result)
+    return html_block(header(result), columns, rows, figure, more)
+
+
+def _grads_html(result: StatsResult) -> str:
+    """The gradients through each norm (a capture with grads=True), as `lninspect grads`."""
+    from lninspect.render.grad_tables import _median
+
+    pairs = with_grads(result)
+    if not pairs:
+        return ""
+    names = short_names([n.name for n, _ in pairs])
+    rows = [
+        [name, norm.role, *(_median(v) for v in (g.output_norm, g.input_norm, g.residual_norm))]
+        + [fmt(nan_quantiles(g.scale, (0.5,))[0])]
+        for name, (norm, g) in zip(names, pairs, strict=True)
+    ]
+    columns = ["module", "role", "|dL/dy|", "|dL/dx|", "residual", "scale"]
+    headline = "gradients, medians over tokens: at the output, through the norm, residual"
+    return f"<p><b>{escape(headline)}</b></p>{html_table(columns, rows)}"
+
+
+def _spikes_html(result: StatsResult) -> str:
+    """The largest spikes (a capture with spikes=...), as the spikes table of `--spikes`."""
+    from lninspect.render.spike_tables import spikes_table
+
+    if all(n.spikes is None for n in result.norms):
+        return ""
+    table = spikes_table(result, limit=MAX_ROWS)
+    columns = [str(c.header) for c in table.columns]
+    rows = [list(r) for r in zip(*([str(x) for x in c.cells] for c in table.columns), strict=True)]
+    share = spike_share(result)
+    headline = str(table.title) + (
+        f" · {share:.1%} of (token, norm) pairs have one" if np.isfinite(share) else ""
+    )
+    return f"<p><b>{escape(headline)}</b></p>{html_table(columns, rows)}"
 
 
 def compare_html(result: CompareResult) -> str:

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.figures import allow_math, new_figure, save_figure
 from lninspect.render.placement_tables import POST_LEMMA2, ci, describe
 from lninspect.results.placement import PlacementResult, PlacementRun
 
@@ -74,8 +74,12 @@ def plot_layer_grads(result: PlacementResult, ax: Axes | None = None) -> Axes:
         ax.fill_between(x, y.low, y.high, color=_color(result, run), alpha=0.2, linewidth=0)
     ax.set_yscale("log")
     ax.set_xlabel("layer l (block index, 0 = next to the embeddings)")
-    ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,l}\|_F$ (nats per unit weight)")
-    ax.set_title(r"FFN output weight $W^{2,l}$: mean and 95% interval over seeds", fontsize=10)
+    allow_math(
+        ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,l}\|_F$ (nats per unit weight)")
+    )
+    allow_math(
+        ax.set_title(r"FFN output weight $W^{2,l}$: mean and 95% interval over seeds", fontsize=10)
+    )
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax)
     plain_ticks(ax)
@@ -145,7 +149,7 @@ def plot_norm_inputs(result: PlacementResult, ax: Axes | None = None) -> Axes:
         ax.set_yscale("log")
         plain_ticks(ax)
     ax.set_xlabel("layer l (blocks the residual stream has passed)")
-    ax.set_ylabel(r"$E\|x\|^2/d$ at the norm's input (mean square)")
+    allow_math(ax.set_ylabel(r"$E\|x\|^2/d$ at the norm's input (mean square)"))
     ax.set_title(
         "Why: the residual stream grows in pre-LN, is renormalised in post-LN", fontsize=10
     )
@@ -172,7 +176,9 @@ def sweep_figure(result: PlacementResult) -> Figure:
         linestyle=":",
         label="∝ 1/sqrt(L) (Theorem 1's bound, pre-LN)",
     )
-    grads.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,L}\|_F$ (nats per unit weight)")
+    allow_math(
+        grads.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,L}\|_F$ (nats per unit weight)")
+    )
     grads.set_title("Last block's FFN output weight (95% intervals)", fontsize=10)
     _errorbar(
         ratios, depths, [r.ratio for r in rows], color="k", label="measured post/pre", marker="o"
@@ -188,7 +194,7 @@ def sweep_figure(result: PlacementResult) -> Figure:
     ratios.set_ylabel("post-LN / pre-LN gradient (ratio)")
     exponent = result.growth_exponent
     law = "" if exponent is None else f" as $L^{{{ci(exponent)}}}$"
-    ratios.set_title(f"Ratio grows{law} (Theorem 1's bounds: $L^{{0.5}}$)", fontsize=10)
+    allow_math(ratios.set_title(f"Ratio grows{law} (Theorem 1's bounds: $L^{{0.5}}$)", fontsize=10))
     for ax in (grads, ratios):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

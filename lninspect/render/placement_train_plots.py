@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.figures import allow_math, new_figure, save_figure
 from lninspect.render.placement_plots import plain_ticks
 from lninspect.render.placement_tables import describe, describe_training
 from lninspect.results.placement import PlacementResult
@@ -217,7 +217,7 @@ def plot_layer_grads(
     ax.set_yscale("log")
     plain_ticks(ax)
     ax.set_xlabel("block l (0 = next to the embeddings)")
-    ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,\ell}\|_F$")
+    allow_math(ax.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,\ell}\|_F$"))
     warm = f"warm-up {warmup} steps" if warmup else "no warm-up"
     ax.set_title(f"{warm}: mean over seeds and steps s … s+{GRAD_WINDOW - 1}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

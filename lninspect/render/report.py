@@ -13,13 +13,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from rich import box
+from rich.console import Group
 from rich.table import Table
 
 from lninspect import __version__
 from lninspect.escape import visible
 from lninspect.files import check_report_folder as check_folder
 from lninspect.files import claim_folder, dump_json, write_folder
-from lninspect.render.format import fmt, header, model_name, token_label
+from lninspect.render.format import MiddlePath, Phrases, fmt, header, model_name, token_label
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
@@ -90,6 +91,22 @@ CAPTIONS = {
         "largest |x| anywhere, at every norm that reads the residual stream (solid; norms on "
         "a sub-layer's output and query / key norms left out), and the max |y| after the "
         "norm (dashed), log scale.",
+    ),
+    "stats-spike-roles.png": (
+        "Do massive activations stay the largest, role by role?",
+        "Every massive activation (a spike that passes the magnitude rule): its rank by |y| "
+        "after the norm (1, at the top: still the token's largest) against the layer (the "
+        "final norm at -1); the marker says where the norm sits and what it reads (before "
+        "attention, on the MLP's output, ...), the colour the first stage of the "
+        "norm that changed the rank (centring, the weight, the bias), grey when kept.",
+    ),
+    "stats-outlier-dims.png": (
+        "Outlier dimensions through depth",
+        "Per norm of the residual stream, in model order: the mean over tokens of |x_j| (left, "
+        "the input) and |y_j| "
+        "(right, the output) of the dimensions that are outliers at most norms, as a z over "
+        "the dimensions ((mean_j − mean over j) / sd over j); above the dashed line k a "
+        "dimension is an outlier. A dimension has one colour in both panels.",
     ),
     "stats-spike-compression.png": (
         "Across tokens: compression of the top dimension",
@@ -346,8 +363,13 @@ def summary_table(result: GradsResult) -> Table:
     table = Table(title=header(result), title_justify="left", box=box.SIMPLE, show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value")
+    name = visible(result.model.name)
     for label, value in summary(result):
-        table.add_row(label, value)
+        if label == "model":  # a long path shortened in the middle, the rest between phrases
+            rest = value.removeprefix(name).lstrip()
+            table.add_row(label, Group(MiddlePath(result.model.name), Phrases(rest, " · ")))
+        else:
+            table.add_row(label, value)
     return table
 
 

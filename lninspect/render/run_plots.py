@@ -12,11 +12,11 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import BoundaryNorm, LogNorm
+from matplotlib.colors import BoundaryNorm, Colormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lninspect.render.figures import figure_of, new_figure, save_titled
+from lninspect.render.figures import figure_of, layer_colours, new_figure, save_titled
 from lninspect.render.format import short_names
 from lninspect.results.watch import WatchLog
 from lninspect.roles import ROLE_LABELS
@@ -97,13 +97,12 @@ def _panels(series: list[NormSeries]) -> list[tuple[str, list[NormSeries]]]:
 MAX_LEGEND_LAYERS = 8  # up to this many layers: a legend entry per line, no colour bar
 
 
-def _layer_scale(series: list[NormSeries]) -> BoundaryNorm | None:
+def _layer_scale(series: list[NormSeries]) -> tuple[Colormap, BoundaryNorm | None]:
     """One colour per integer layer (a bin around each), not a continuous scale."""
     layers = sorted({s.layer for s in series if s.layer is not None})
     if not layers:
-        return None
-    bounds = np.arange(layers[0] - 0.5, layers[-1] + 1.5)
-    return BoundaryNorm(bounds, colormaps["viridis"].N)
+        return colormaps["viridis"], None
+    return layer_colours("viridis", layers[0], layers[-1])
 
 
 def plot_series_panels(
@@ -120,7 +119,7 @@ def plot_series_panels(
         _no_data(figure.add_subplot(), "no norm in the log")
         return figure
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    steps, scale, cmap = steps_of(log), _layer_scale(series), colormaps["viridis"]
+    steps, (cmap, scale) = steps_of(log), _layer_scale(series)
     layers = {s.layer for s in series if s.layer is not None}
     few = len(layers) <= MAX_LEGEND_LAYERS  # each line in the legend, no colour bar
     for ax, (title, rows) in zip(axes, panels, strict=True):

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from lninspect.render.figures import figure_of, new_figure, save_titled
+from lninspect.render.figures import figure_of, legend_below, new_figure, save_titled
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
@@ -395,9 +395,8 @@ def plot_outlier_dimensions(result: StatsResult, fig: Figure | None = None) -> F
         ax.set_title(f"{what}: the dimensions that are outliers at most norms", fontsize=10)
         _norm_axis(ax, short_names([n.name for n in measured]))
         ax.grid(True, alpha=0.3)
-        # below the axes: inside, the legend would cover the curves of the first norms
-        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3)
     axes[0].set_ylabel("mean over tokens, as z over dims")
+    legend_below(fig, axes)  # inside, it would cover the curves of the first norms
     return fig
 
 
