@@ -145,3 +145,42 @@ def test_a_huge_record_field_is_refused(tmp_path: Path):
         LninspectError, match=r"line 1 .*\(tokens: 100000000000\.\.\.\(401 digits\)"
     ):
         read_log(log)
+
+
+# 6. A log opened once; a step that raised still counts ---------------------------------------
+
+
+def test_a_new_log_is_opened_by_one_watcher_only(monkeypatch, tmp_path: Path):
+    from lninspect.monitor.sinks import JsonlSink
+
+    first = JsonlSink(tmp_path, resume=False)
+    try:
+        with pytest.raises(LninspectError, match="being written by another watcher"):
+            JsonlSink(tmp_path, resume=True)
+        monkeypatch.setattr(Path, "exists", lambda self: False)  # both checked before either opened
+        with pytest.raises(LninspectError, match="already exists: pass resume=True"):
+            JsonlSink(tmp_path, resume=False)
+    finally:
+        first.close()
+    JsonlSink(tmp_path, resume=True).close()  # the lock goes with the first watcher
+
+
+def test_a_step_that_raised_keeps_the_later_step_numbers(tmp_path: Path):
+    import torch
+
+    import lninspect
+    from tests.test_hostile_limits import _ref_model
+
+    model, ids = _ref_model(), torch.randint(0, 64, (1, 8))
+    with lninspect.watch(model, every=1, log_dir=tmp_path) as w:
+        for loss in (1.0, "abc", 3.0):
+            model.loss(ids).backward()
+            if loss == "abc":
+                with pytest.raises(
+                    LninspectError, match=r"step\(loss='abc'\): loss must be a number"
+                ):
+                    w.step(loss=loss)
+            else:
+                w.step(loss=loss)
+    found = read_log(tmp_path)
+    assert [(r.step, r.loss) for r in found.records] == [(0, 1.0), (2, 3.0)]
