@@ -52,3 +52,58 @@ def test_a_mask_without_a_real_token_is_refused(model):
     with torch.no_grad(), capture(model, attention_mask=half) as cap:
         model(IDS)
     assert cap.result().input.num_tokens == 10
+
+
+# 5. Classes given as norms ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "saw"),
+    [
+        ("Conv1D", "raised RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+        ("Embedding", "raised RuntimeError: Expected tensor for argument #1 'indices'"),
+        ("Dropout", "changes when the input is scaled by 4 (it grows x4)"),
+        ("object", "(the model itself)"),
+    ],
+)
+def test_a_class_that_is_no_norm_is_refused_with_what_the_probe_saw(model, cls, saw):
+    from lninspect.norms.discovery import find_norms
+
+    classes = {type(m).__name__: type(m) for m in model.modules()} | {"object": object}
+    with pytest.raises(LninspectError) as caught:
+        find_norms(model, include=(classes[cls],))
+    message = str(caught.value)
+    assert message.startswith(f"include=({cls},): {cls} is not a normalization module: its ")
+    assert saw in message
+
+
+def test_norm_class_dropout_is_one_line_exit_2(tiny_model_dir):
+    from tests.test_hostile import invoke
+
+    result = invoke("norms", str(tiny_model_dir), "--norm-class", "Dropout")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "--norm-class Dropout: not a normalization module: its output" in lines[0]
+    )
+
+
+class MaxNorm(torch.nn.Module):
+    """x / max |x|: a normalizer (scale-invariant) whose formula is neither LN nor RMSNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.abs().amax(-1, keepdim=True)
+
+
+def test_the_same_note_on_many_modules_is_one_line():
+    from lninspect.norms.discovery import discover
+
+    model = tiny_gpt2(n_layer=4)
+    for block in model.transformer.h:
+        block.ln_1, block.ln_2 = MaxNorm(), MaxNorm()
+    found = discover(model, include=(MaxNorm,))
+    assert len(found.norms) == 9
+    (note,) = [n for n in found.notes if "formula not measured" in n]
+    assert note.startswith("8 modules (transformer.h.0.ln_1, transformer.h.0.ln_2, ")
+    assert note.endswith("its kind is read from its class name, eps 1e-05 assumed")
