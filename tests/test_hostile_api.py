@@ -107,3 +107,46 @@ def test_the_same_note_on_many_modules_is_one_line():
     (note,) = [n for n in found.notes if "formula not measured" in n]
     assert note.startswith("8 modules (transformer.h.0.ln_1, transformer.h.0.ln_2, ")
     assert note.endswith("its kind is read from its class name, eps 1e-05 assumed")
+
+
+# 7. DataFrames: bounded, with the tokens' texts ---------------------------------------------
+
+
+def test_a_frame_larger_than_free_memory_is_refused_with_the_numbers(model, monkeypatch):
+    pytest.importorskip("pandas")
+    from lninspect.results import frames
+
+    with torch.no_grad(), capture(model) as cap:
+        model(IDS)
+    result = cap.result()
+    rows = len(result.to_dataframe())
+    monkeypatch.setattr(frames, "host_available", lambda: rows * frames.FRAME_ROW_BYTES - 1)
+    with pytest.raises(LninspectError) as caught:
+        result.to_dataframe()
+    assert str(caught.value).startswith(
+        f"to_dataframe(): {rows:,} rows ({len(result.norms)} norms x 19 tokens x their "
+        "statistics) need ~"
+    )
+    assert "of memory is available" in str(caught.value)
+
+
+class Pieces:
+    def pieces(self, ids: list[int]) -> list[str]:
+        return [f"<{i}>" for i in ids]
+
+
+class Decoder:  # as a transformers tokenizer reads one id
+    def decode(self, ids: list[int]) -> str:
+        return f"[{ids[0]}]"
+
+
+def test_a_captured_frame_has_its_tokens_text(model):
+    pytest.importorskip("pandas")
+    with torch.no_grad(), capture(model) as cap:
+        model(IDS)
+    result = cap.result()
+    assert result.input.token_ids == [IDS[0].tolist()]
+    frame = result.to_dataframe(Pieces())
+    std = frame[(frame.statistic == "std") & (frame.module == "transformer.ln_f")]
+    assert std.token_text.tolist() == [f"<{i}>" for i in IDS[0].tolist()]
+    assert result.to_dataframe(Decoder()).token_text.iloc[0] == "[5]"

@@ -289,9 +289,11 @@ class Capture:
         padding = sum(sizes) - sum(kept)
         positions = [row for n, p in zip(rows, passes, strict=True) for row in p.token_positions(n)]
         starts_past_zero = any(row and row[0] > 0 for row in positions)
+        ids = [p.ids.cpu().tolist() for p in passes if p.ids is not None]  # (batch, tokens) each
         return InputInfo(
             num_sequences=sum(rows),
             num_tokens=sum(kept),
+            token_ids=[row for rows_ in ids for row in rows_] if len(ids) == len(passes) else [],
             padding=padding or None,
             positions=positions if starts_past_zero else None,
         )
