@@ -17,7 +17,7 @@ from lninspect.model.loading import LoadedModel, check_layer_range, load_model
 from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
-from lninspect.norms.discovery import NormInfo, discover
+from lninspect.norms.discovery import NormInfo, NotANorm, discover
 from lninspect.options import RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.summary import layer_span
@@ -249,7 +249,12 @@ def check_run_memory(loaded: LoadedModel, tokens: int, batch: int, grads: bool, 
 def model_norms(loaded: LoadedModel, norm_classes: tuple[str, ...] = ()) -> list[NormInfo]:
     """The model's norms (and those of the classes named by --norm-class); how they were
     found goes to the notes (generic discovery, modules that look like norms)."""
-    found = discover(loaded.model, norm_classes_of(loaded.model, norm_classes))
+    try:
+        found = discover(loaded.model, norm_classes_of(loaded.model, norm_classes))
+    except NotANorm as refused:
+        raise LninspectError(
+            f"--norm-class {refused.cls_name}: not a normalization module: {refused.why}"
+        ) from None
     if not found.norms:
         why = "; ".join(found.notes) or "no LayerNorm or RMSNorm found"
         raise LninspectError(f"model '{loaded.info.name}' has no normalization module ({why})")

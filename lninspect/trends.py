@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lninspect.errors import LninspectError
 from lninspect.results import NormStats, StatsResult
 from lninspect.results.watch import (
     QUANTILES,
@@ -167,36 +168,69 @@ def summary_value(norm: NormRecord, summary: Summary) -> float:
 
 @dataclass
 class NormSeries:
-    """One norm over the recorded steps (NaN where a record lacks it)."""
+    """One norm over the log's records, in file order (NaN where a record lacks it)."""
 
     name: str
     layer: int | None
     role: str
-    values: dict[str, np.ndarray]  # Summary.key -> per step (medians over tokens; max |x|)
+    values: dict[str, np.ndarray]  # Summary.key -> per record (medians over tokens; max |x|)
     absmax_dim: np.ndarray  # int, -1 where unknown
 
 
+MAX_NORM_NAMES = 8192  # distinct norms of a log: a model of 2,000 layers with 4 norms each
+MAX_SERIES_CELLS = 1 << 22  # norms x records (25 norms over 167k): 7 arrays are 235 MB
+
+
+def check_series_size(log: WatchLog) -> None:
+    """Refuse a log whose series would not fit: too many norm names, or norms x records."""
+    names = len({norm.name for record in log.records for norm in record.norms})
+    if names > MAX_NORM_NAMES:
+        raise LninspectError(
+            f"log '{log.path}' names {names:,} different norms, more than the "
+            f"{MAX_NORM_NAMES:,} lninspect reads back from one log"
+        )
+    cells = names * len(log.records)
+    if cells > MAX_SERIES_CELLS:
+        raise LninspectError(
+            f"log '{log.path}' has {names:,} norms over {len(log.records):,} records: "
+            f"{cells:,} values per statistic, more than the {MAX_SERIES_CELLS:,} lninspect "
+            "holds; record less often (watch(every=...)) or fewer norms"
+        )
+
+
 def norm_series(log: WatchLog) -> list[NormSeries]:
-    """Every norm of the log in model order (by layer, then role), as series over steps."""
-    first_seen: dict[str, NormRecord] = {}
-    for record in log.records:
+    """Every norm of the log in model order (by layer, then role), as series over the records
+    (file order: a log whose steps restart keeps both runs, one after the other).
+
+    One pass over the records; a log past MAX_NORM_NAMES or MAX_SERIES_CELLS is refused.
+    """
+    check_series_size(log)
+    found: dict[str, tuple[NormRecord, list[int], list[list[float]], list[int]]] = {}
+    for i, record in enumerate(log.records):
         for norm in record.norms:
-            first_seen.setdefault(norm.name, norm)
-    index = {r.step: i for i, r in enumerate(log.records)}
-    steps = len(log.records)
-    series = []
-    for name, norm in first_seen.items():
-        values = {s.key: np.full(steps, np.nan) for s in SUMMARIES}
-        dims = np.full(steps, -1, dtype=np.int64)
-        for record in log.records:
-            found = next((n for n in record.norms if n.name == name), None)
-            if found is not None:
-                i = index[record.step]
-                for summary in SUMMARIES:
-                    values[summary.key][i] = summary_value(found, summary)
-                dims[i] = found.absmax_dim
-        series.append(NormSeries(name, norm.layer, norm.role, values, dims))
+            first, where, rows, dims = found.setdefault(norm.name, (norm, [], [], []))
+            if where and where[-1] == i:  # a name twice in one record: the first counts
+                continue
+            where.append(i)
+            rows.append([summary_value(norm, summary) for summary in SUMMARIES])
+            dims.append(norm.absmax_dim)
+    series = [
+        _series(first, where, rows, dims, len(log.records))
+        for first, where, rows, dims in found.values()
+    ]
     return sorted(series, key=_depth_order(series))
+
+
+def _series(
+    first: NormRecord, where: list[int], rows: list[list[float]], dims: list[int], records: int
+) -> NormSeries:
+    """A norm's series: its values at the records `where`, NaN (dim -1) at the others."""
+    grid = np.full((len(SUMMARIES), records), np.nan)
+    grid[:, where] = np.array(rows, dtype=np.float64).T  # (summaries, records it is in)
+    absmax_dim = np.full(records, -1, dtype=np.int64)
+    absmax_dim[where] = dims
+    values = {summary.key: grid[k] for k, summary in enumerate(SUMMARIES)}
+    return NormSeries(first.name, first.layer, first.role, values, absmax_dim)
 
 
 def _depth_order(series: list[NormSeries]) -> Callable[[NormSeries], tuple[float, int]]:
@@ -215,6 +249,19 @@ def steps_of(log: WatchLog) -> np.ndarray:
     return np.array(log.steps, dtype=np.int64)
 
 
+STEP_AXIS = "optimizer step"
+RECORD_AXIS = "record, in file order (the steps do not increase)"
+
+
+def record_axis(log: WatchLog) -> tuple[np.ndarray, str]:
+    """The x of each record in the figures and its label: the step while the steps increase;
+    else (a restarted or resumed run's log) the record's number, 1, 2, ..., in file order."""
+    steps = steps_of(log)
+    if (np.diff(steps) > 0).all():
+        return steps, STEP_AXIS
+    return np.arange(1, steps.size + 1), RECORD_AXIS
+
+
 def losses(log: WatchLog) -> np.ndarray:
     return np.array([r.loss for r in log.records], dtype=np.float64)
 
@@ -228,6 +275,7 @@ class Jump:
     statistic: str  # a Summary.key
     before: float  # its value at the recorded step before
     after: float  # its value at `step`
+    record: int = -1  # the index of the record of `step` in the log (file order)
 
     @property
     def factor(self) -> float:
@@ -241,22 +289,40 @@ def jumps(log: WatchLog, factor: float = JUMP_FACTOR, window: int = JUMP_WINDOW)
     for s in norm_series(log):
         for key in (summary.key for summary in SUMMARIES if not summary.signed):
             values = s.values[key]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                changes = np.abs(np.log(values[1:] / values[:-1]))  # NaN where not both > 0
-            for i in range(1, len(changes)):
-                recent = changes[max(0, i - window) : i]
-                recent = recent[np.isfinite(recent)]
-                change = changes[i]
-                if not recent.size or not np.isfinite(change) or change < math.log(factor):
-                    continue
-                if change >= JUMP_CONTRAST * float(np.median(recent)):
-                    found.append(Jump(steps[i + 1], s.name, key, values[i], values[i + 1]))
+            for i in _jump_indices(values, factor, window):
+                found.append(Jump(steps[i + 1], s.name, key, values[i], values[i + 1], i + 1))
     return sorted(found, key=lambda j: -abs(math.log(j.factor)))
 
 
-def jump_steps(found: list[Jump]) -> list[int]:
-    """The recorded steps where at least one statistic jumped, in order."""
-    return sorted({j.step for j in found})
+def _jump_indices(values: np.ndarray, factor: float, window: int) -> list[int]:
+    """The i where values[i] -> values[i + 1] is a jump: |log| of the change at least
+    log(factor) and JUMP_CONTRAST times the median of the finite ones of the `window`
+    changes before it (at least one)."""
+    if values.size < 3:
+        return []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        changes = np.abs(np.log(values[1:] / values[:-1]))  # NaN where not both > 0
+    finite = np.isfinite(changes)
+    if finite.sum() < 2:  # a jump is a finite change after another
+        return []
+    changes = np.where(finite, changes, np.nan)
+    padded = np.concatenate([np.full(window, np.nan), changes[:-1]])
+    recent = np.lib.stride_tricks.sliding_window_view(padded, window)  # (changes, window)
+    with np.errstate(invalid="ignore"):
+        median = _finite_median(recent)
+        hit = (changes >= math.log(factor)) & (changes >= JUMP_CONTRAST * median)
+    hit[0] = False  # the first change has none before it
+    return [int(i) for i in np.flatnonzero(hit)]
+
+
+def _finite_median(rows: np.ndarray) -> np.ndarray:
+    """The median of the non-NaN values of each row (NaN for a row of none), as np.median."""
+    ordered = np.sort(rows, axis=1)  # NaN last
+    count = (~np.isnan(rows)).sum(axis=1)
+    at = np.arange(rows.shape[0])
+    low = ordered[at, np.maximum((count - 1) // 2, 0)]
+    high = ordered[at, count // 2 - (count == 0)]
+    return np.where(count > 0, (low + high) / 2, np.nan)
 
 
 @dataclass
@@ -270,11 +336,12 @@ class SpikeHistory:
     first: int  # the first recorded step whose largest |x| was in that dimension
 
 
-def spike_history(log: WatchLog) -> list[SpikeHistory]:
-    """Per norm (model order): the largest |x| over the log, its step and dimension."""
+def spike_history(log: WatchLog, series: list[NormSeries] | None = None) -> list[SpikeHistory]:
+    """Per norm (model order): the largest |x| over the log, its step and dimension
+    (`series`: the log's norm_series, when the caller holds them already)."""
     steps = log.steps
     rows = []
-    for s in norm_series(log):
+    for s in norm_series(log) if series is None else series:
         absmax = s.values["absmax"]
         index = largest_finite(absmax)
         if index is None:

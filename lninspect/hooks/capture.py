@@ -31,7 +31,7 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
-from lninspect.hooks.padding import PassInput, mask_record
+from lninspect.hooks.padding import PassInput, mask_record, no_token_left
 from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
 from lninspect.hooks.spikes import Layout, spike_metrics
@@ -267,6 +267,9 @@ class Capture:
         its real tokens on the host (None without a mask)."""
         hooks = self._hooks
         reals = {index: p.real() for index, p in hooks.pass_inputs.items()}
+        masks = list(reals.values())
+        if masks and all(r is not None and not r.any() for r in masks):
+            raise no_token_left(hooks.attention_mask is not None)
         for name, calls in hooks.forward.items():
             passes = hooks.call_pass[name]
             for index, (call, grad) in enumerate(_with_grads(calls, hooks.backward[name])):
@@ -294,9 +297,11 @@ class Capture:
         padding = sum(sizes) - sum(kept)
         positions = [row for n, p in zip(rows, passes, strict=True) for row in p.token_positions(n)]
         starts_past_zero = any(row and row[0] > 0 for row in positions)
+        ids = [p.ids.cpu().tolist() for p in passes if p.ids is not None]  # (batch, tokens) each
         return InputInfo(
             num_sequences=sum(rows),
             num_tokens=sum(kept),
+            token_ids=[row for rows_ in ids for row in rows_] if len(ids) == len(passes) else [],
             padding=padding or None,
             positions=positions if starts_past_zero else None,
         )

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from lninspect.errors import LninspectError
+
 Tensor = torch.Tensor
 
 
@@ -39,6 +41,7 @@ class PassInput:
         ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
         cache = kwargs.get("past_key_values")
         length = getattr(cache, "get_seq_length", None)
+        check_mask(mask, ids, given is not None, cached=cache is not None)
         return cls(
             mask if isinstance(mask, Tensor) and mask.ndim == 2 else None,
             positions if isinstance(positions, Tensor) and positions.ndim in (1, 2) else None,
@@ -67,6 +70,35 @@ class PassInput:
             table = self.positions.cpu().reshape(-1, tokens).expand(rows, tokens)
             return [[int(p) for p in row] for row in table]
         return [list(range(self.past, self.past + tokens))] * rows
+
+
+def check_mask(mask: Any, ids: Any, given: bool, cached: bool) -> None:
+    """Refuse a mask whose shape does not match the pass's input (batch, tokens), or, with a
+    KV cache, (batch, past + tokens): shapes only, no host sync. A model's own mask that is
+    not (batch, tokens), such as a 4-D one, is not read (not refused) unless given."""
+    where = "capture(attention_mask=...)" if given else "the forward call's attention_mask"
+    if mask is None or not (given or isinstance(mask, Tensor) and mask.ndim == 2):
+        return
+    if not isinstance(mask, Tensor):
+        raise LninspectError(f"{where} must be a tensor (batch, tokens), not {type(mask).__name__}")
+    if not isinstance(ids, Tensor) or ids.ndim < 2:
+        return  # a module called without ids: nothing to match
+    batch, tokens = ids.shape[0], ids.shape[1]
+    columns = mask.shape[-1] >= tokens if cached else mask.shape[-1] == tokens
+    if mask.ndim != 2 or mask.shape[0] != batch or not columns:
+        want = f"({batch}, past + {tokens})" if cached else f"({batch}, {tokens})"
+        raise LninspectError(
+            f"{where} has shape {tuple(mask.shape)}, but the forward pass's input is "
+            f"{tuple(ids.shape[:2])} (batch, tokens): give a mask of shape {want}"
+        )
+
+
+def no_token_left(given: bool) -> LninspectError:
+    """The refusal of a capture whose every token was padding."""
+    where = "capture(attention_mask=...)" if given else "the forward calls' attention_mask"
+    return LninspectError(
+        f"{where} is 0 at every token: no real token is left to take statistics over"
+    )
 
 
 def mask_record(record: dict[str, Tensor], real: Tensor) -> None:

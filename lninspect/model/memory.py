@@ -11,21 +11,17 @@ and the address-space limit (`ulimit -v`) for the CPU, from torch.cuda.mem_get_i
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from lninspect.errors import LninspectError
+from lninspect.host_memory import host_available, size
 from lninspect.model.checks import dimension
 
 GiB = 1 << 30
-CGROUP_V2 = Path("/sys/fs/cgroup")
-CGROUP_V1 = Path("/sys/fs/cgroup/memory")
-NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 
 
 @dataclass(frozen=True)
@@ -39,14 +35,6 @@ class Need:
     @property
     def total(self) -> int:
         return self.parameters + self.activations + self.gradients
-
-
-def size(count: float) -> str:
-    """Bytes as `1.1 TB`, `27 GB`, `310 MB`, `12 kB` (decimal units, 2-3 significant digits)."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.3g} {unit}"
-    return f"{int(count)} bytes"
 
 
 def parameter_bytes(build: Any, dtype: torch.dtype) -> int:
@@ -87,75 +75,10 @@ def available_bytes(device: torch.device) -> tuple[int, str] | None:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free), f"is free on {device}"
     if device.type in ("cpu", "mps"):  # mps shares the machine's memory
-        found = [
-            v
-            for v in (_meminfo_available(), _cgroup_available(), _address_space_left())
-            if v is not None
-        ]
-        if found:
-            return min(found), "of memory is available"
+        host = host_available()
+        if host is not None:
+            return host, "of memory is available"
     return None
-
-
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:  # other Unix systems: free pages (less generous than MemAvailable)
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _address_space_left() -> int | None:
-    """What the process may still map under `ulimit -v` (prlimit --as): the limit less its
-    present size (None: no limit)."""
-    try:
-        import resource
-
-        limit, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if limit == resource.RLIM_INFINITY:
-            return None
-        pages = int(Path("/proc/self/statm").read_text().split()[0])
-        return max(limit - pages * os.sysconf("SC_PAGE_SIZE"), 0)
-    except (ImportError, OSError, ValueError, IndexError):
-        return None
-
-
-def _cgroup_available() -> int | None:
-    """The cgroup's limit minus what it uses (page cache that can be dropped not counted)."""
-    for limit_file, usage_file, cache_key in (
-        (CGROUP_V2 / "memory.max", CGROUP_V2 / "memory.current", "inactive_file"),
-        (
-            CGROUP_V1 / "memory.limit_in_bytes",
-            CGROUP_V1 / "memory.usage_in_bytes",
-            "total_inactive_file",
-        ),
-    ):
-        try:
-            limit_text = limit_file.read_text().strip()
-            if limit_text == "max" or int(limit_text) >= NO_LIMIT:
-                continue
-            used = int(usage_file.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        cache = _stat_value(limit_file.parent / "memory.stat", cache_key)
-        return max(int(limit_text) - used + cache, 0)
-    return None
-
-
-def _stat_value(path: Path, key: str) -> int:
-    try:
-        for line in path.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == key:
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def check_fits(need: Need, device: torch.device, what: str, hint: str) -> None:

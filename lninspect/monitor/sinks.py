@@ -12,6 +12,7 @@ used when installed (and, for wandb, when a run is active); neither is a depende
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging
 import math
@@ -49,19 +50,38 @@ class JsonlSink:
             self.path.exists() and not stat.S_ISREG(os.stat(self.path).st_mode)
         ):
             raise LninspectError(f"'{self.path}' exists and is not a regular file")
-        if self.path.exists():
-            if not resume:
-                raise LninspectError(
-                    f"'{self.path}' already exists: pass resume=True to append to it, "
-                    "or choose another log_dir"
-                )
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-            _cut_torn_line(self.fd, self.path)
-        except OSError as exc:
-            raise LninspectError(f"cannot open '{self.path}': {exc.strerror}") from exc
+        self.fd = self._open(resume)
         self.syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lninspect-fsync")
         self.sync: Future[None] | None = None
+
+    def _open(self, resume: bool) -> int:
+        """The log opened for appending, and locked (flock) for as long as it is open: a new
+        log is created exclusively (O_EXCL), so of two watchers starting on the same new
+        log one is refused; a log being written is refused to another, resuming or not."""
+        exists = (
+            f"'{self.path}' already exists: pass resume=True to append to it, "
+            "or choose another log_dir"
+        )
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (0 if resume else os.O_EXCL)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except FileExistsError:
+            raise LninspectError(exists) from None
+        except OSError as exc:
+            raise LninspectError(f"cannot open '{self.path}': {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _cut_torn_line(fd, self.path)
+        except BlockingIOError:
+            os.close(fd)
+            raise LninspectError(
+                f"'{self.path}' is being written by another watcher (it holds the log's "
+                "lock): choose another log_dir"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise LninspectError(f"cannot open '{self.path}': {exc.strerror}") from exc
+        return fd
 
     def write(self, record: WatchRecord) -> None:
         data = (dump_json(record.to_json()) + "\n").encode("utf-8")

@@ -145,11 +145,7 @@ class Watcher:
 
     def start(self) -> None:
         """At the start of the run: probe the weights, or arm the first recording step."""
-        if self.probe is not None:
-            if self.records(self.step_index):
-                self.write_probe(self.step_index)
-        elif self.records(self.step_index):
-            self.arm()
+        self.arm_next()
 
     def step(self, loss: float | torch.Tensor | None = None, lr: float | None = None) -> None:
         """End one optimizer step: write its record on recording steps, arm the next one.
@@ -160,9 +156,15 @@ class Watcher:
         if not self.active:
             self.step_index += 1
             return
-        if self.probe is None and self.armed:
-            self.finish(self.step_index, loss, lr)
-        self.step_index += 1
+        try:  # a step that raised (a loss that is not a number) still counts: later steps keep
+            if self.probe is None and self.armed:  # their numbers
+                self.finish(self.step_index, loss, lr)
+        finally:
+            self.step_index += 1
+            self.arm_next()
+
+    def arm_next(self) -> None:
+        """Write the probe's record, or arm the capture, if the coming step records."""
         if self.probe is not None:
             if self.records(self.step_index):
                 self.write_probe(self.step_index)
@@ -269,7 +271,7 @@ class Watcher:
             value = self._loss(loss)
         finally:
             self.disarm()
-        lr = self._lr if lr is None else lr
+        lr = self._lr if lr is None else _number("lr", lr)
         if self.world_size > 1:
             summed = self.tokens_over_ranks and loss is None and self._summed()
             combined = combine(self.norms, result, value, sum_losses=summed)
@@ -308,8 +310,10 @@ class Watcher:
             sink.write(record)
 
     def _loss(self, given: float | torch.Tensor | None) -> float:
+        if torch.is_tensor(given):
+            return float(given.detach().float().mean())
         if given is not None:
-            return float(given.detach().float().mean()) if torch.is_tensor(given) else float(given)
+            return _number("loss", given)
         if not self._losses:
             return math.nan
         values = torch.stack([loss.float() for loss, _ in self._losses])
@@ -379,3 +383,17 @@ def watch(
         yield watcher
     finally:
         watcher.close()
+
+
+def _number(name: str, value: object) -> float:
+    """`value` of step(name=...) as a float, or one sentence naming it (the step still counts)."""
+    if not isinstance(value, (str, bytes, bool)):
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            pass
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    raise LninspectError(
+        f"step({name}={shown}): {name} must be a number or a tensor; the step was counted and "
+        "not recorded"
+    )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lninspect.errors import LninspectError
 from lninspect.norms.dataflow import (
     Flow,
     Seen,
@@ -42,6 +43,7 @@ from lninspect.norms.formula import (
     affine_names,
     measure_formula,
     scale_invariant,
+    why_not_a_norm,
 )
 from lninspect.results import NormDescription, WeightSummary
 from lninspect.roles import stream_of
@@ -212,12 +214,55 @@ def discover(model: nn.Module, include: Iterable[type[nn.Module]] = ()) -> Disco
     found = [(n, m) for n, m in model.named_modules() if is_norm(m, classes)]
     with one_thread():  # tiny tensors only (see one_thread)
         flows, seen, why_not = _probe(model, found)
+        _check_classes(model, classes, flows)
         modules = dict(model.named_modules())
         described = [_describe(name, module, modules, flows, model) for name, module in found]
         unhooked = _unhooked(seen)
     notes = _notes(model, why_not) if found else []
-    notes += [note for _, note in described if note] + unhooked
+    notes += summarized([(norm.name, note) for norm, note in described if note]) + unhooked
     return Discovery(norms=[norm for norm, _ in described], notes=notes)
+
+
+class NotANorm(LninspectError):
+    """A class given as a norm (include=, --norm-class) that the normalization probe refuses."""
+
+    def __init__(self, cls: type, name: str, why: str) -> None:
+        self.cls_name, self.why = cls.__name__, f"{why} ({name})"
+        super().__init__(
+            f"include=({cls.__name__},): {cls.__name__} is not a normalization module: {self.why}"
+        )
+
+
+def _check_classes(model: nn.Module, classes: tuple[type, ...], flows: dict[str, Flow]) -> None:
+    """Each class of `include` must pass the normalization probe (formula.why_not_a_norm) on
+    its first module that is not a norm already; NotANorm says what the probe saw."""
+    for cls in classes:
+        instances = (n for n, m in model.named_modules() if not is_norm(m) and isinstance(m, cls))
+        name = next(instances, None)
+        if name is None:
+            continue
+        module = model.get_submodule(name)
+        flow = flows.get(name)
+        width = flow.width if flow is not None and flow.width else _hidden_size(model)
+        why = why_not_a_norm(module, width)
+        if why is not None:
+            raise NotANorm(cls, name or "the model itself", why)
+
+
+def summarized(notes: Sequence[tuple[str, str]]) -> list[str]:
+    """Notes on modules, "name: what": one line per module, or, for what more than
+    UNHOOKED_SHOWN modules share, one line with their count and the first few names."""
+    by_what: dict[str, list[str]] = {}
+    for name, what in notes:
+        by_what.setdefault(what, []).append(name)
+    lines = []
+    for what, names in by_what.items():
+        if len(names) <= UNHOOKED_SHOWN:
+            lines += [f"{name}: {what}" for name in names]
+        else:
+            shown = ", ".join(names[:UNHOOKED_SHOWN])
+            lines.append(f"{len(names)} modules ({shown}, ...): {what}")
+    return lines
 
 
 def _probe(
@@ -279,7 +324,8 @@ def _describe(
     flows: dict[str, Flow],
     model: nn.Module,
 ) -> tuple[NormInfo, str | None]:
-    """The norm, and a note when its formula could not be measured or its eps is assumed."""
+    """The norm, and a note (without its name) when its formula could not be measured or its
+    eps is assumed."""
     eps = _read_eps(module)
     stated = _stated_dims(module)
     flow = flows.get(name)
@@ -289,10 +335,10 @@ def _describe(
     try:
         formula = measure_formula(module, eps, stated, width)
     except ProbeFailed as why:
-        note = f"{name}: formula not measured ({why}); its kind is read from its class name"
+        note = f"formula not measured ({why}); its kind is read from its class name"
     known = eps if eps is not None else formula.eps if formula is not None else None
     if formula is not None:
-        note = None if known is not None else f"{name}: eps {DEFAULT_EPS:g} assumed"
+        note = None if known is not None else f"eps {DEFAULT_EPS:g} assumed"
     layer = layer_index(name)
     role, placement = _place(name, layer, modules, flows)
     flow = flows.get(name)

@@ -221,3 +221,38 @@ def scale_invariant(module: nn.Module, x: Tensor, y: Tensor) -> bool:
         if (other.double() - want).abs().amax().item() > bound:
             return False
     return True
+
+
+def why_not_a_norm(module: nn.Module, width: int | None) -> str | None:
+    """What the normalization probe saw when `module` is not a normalizer (None: it is one,
+    or the probe cannot tell: its width unknown, its forward needing more than one tensor):
+    run on 4 tokens of its width, its output must be one tensor of that shape, differ between
+    tokens, and stay the same when the input is scaled by 4."""
+    try:
+        shape = probe_shape(module, width)
+    except ProbeFailed:
+        return None  # nothing to run it on: its formula note will say so
+    first = next(iter((*module.parameters(), *module.buffers())), None)
+    x = torch.randn((4, *shape), generator=torch.Generator().manual_seed(0)) + 1.0
+    if first is not None and first.is_floating_point():
+        x = x.to(first.device, first.dtype)
+    seen = f"a {tuple(x.shape)} probe"
+    with torch.no_grad():
+        try:
+            y, scaled = module.forward(x), module.forward(4 * x)
+        except TypeError:  # its forward takes more than one tensor: the probe cannot tell
+            return None
+        except Exception as exc:  # noqa: BLE001 - it ran, and refused a float input
+            return f"its forward on {seen} raised {_first_line(exc)}"
+    if not isinstance(y, Tensor) or y.shape != x.shape or not isinstance(scaled, Tensor):
+        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        return f"its output on {seen} is {got}, not one tensor of that shape"
+    flat, big = y.double().reshape(4, -1), scaled.double().reshape(4, -1)
+    size = flat.abs().amax().item()
+    if not size > 0 or (flat - flat[:1]).abs().amax().item() <= 1e-3 * size:
+        return f"its output on {seen} is the same at every token"
+    tolerance = max(1e-3, 8 * torch.finfo(y.dtype).eps)
+    if (big - flat).abs().amax().item() > tolerance * size:
+        ratio = big.norm().item() / flat.norm().item()
+        return f"its output on {seen} changes when the input is scaled by 4 (it grows x{ratio:.3g})"
+    return None

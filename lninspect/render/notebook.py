@@ -156,13 +156,13 @@ def compare_html(result: CompareResult) -> str:
 def watch_html(log: WatchLog) -> str:
     """Per norm: median input std first → last recorded step; the loss over steps."""
     from lninspect.render.run_tables import run_header
-    from lninspect.trends import first_last, losses, norm_series
+    from lninspect.trends import first_last, losses, norm_series, record_axis
 
     series = norm_series(log)
     rows = [
         [name, *(fmt(v) for v in first_last(s.values["input_std"]))]
         for name, s in zip(short_names([s.name for s in series]), series, strict=True)
     ]
-    steps = np.array(log.steps)
-    figure = _line_figure("loss", "step", "loss", [("", steps, losses(log))])
+    steps, xlabel = record_axis(log)
+    figure = _line_figure("loss", xlabel, "loss", [("", steps, losses(log))])
     return html_block(run_header(log), ["module", "std first", "std last"], rows, figure)

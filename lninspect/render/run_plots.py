@@ -6,6 +6,7 @@ last); colours go from dark (first layers) to bright (last) wherever lines share
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,10 @@ from lninspect.trends import (
     JUMP_FACTOR,
     Jump,
     NormSeries,
-    jump_steps,
     losses,
     norm_series,
+    record_axis,
     stacked,
-    steps_of,
 )
 
 INPUT_STD = "run-input-std.png"
@@ -56,7 +56,7 @@ def plot_input_std_heatmap(log: WatchLog, ax: Axes | None = None) -> Axes:
     if not positive.size:
         _no_data(ax, "no finite input std in the log")
         return ax
-    steps = steps_of(log)
+    steps, xlabel = record_axis(log)
     edges = _edges(steps)
     image = ax.pcolormesh(
         edges,
@@ -70,7 +70,7 @@ def plot_input_std_heatmap(log: WatchLog, ax: Axes | None = None) -> Axes:
     names = short_names([s.name for s in series])
     every = max(1, int(np.ceil(len(series) / MAX_ROW_LABELS)))
     ax.set_yticks(range(0, len(series), every), names[::every], fontsize="small")
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure_of(ax).colorbar(image, ax=ax, label="median input std over the step's tokens (log)")
     return ax
@@ -119,7 +119,7 @@ def plot_series_panels(
         _no_data(figure.add_subplot(), "no norm in the log")
         return figure
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    steps, (cmap, scale) = steps_of(log), _layer_scale(series)
+    (steps, xlabel), (cmap, scale) = record_axis(log), _layer_scale(series)
     layers = {s.layer for s in series if s.layer is not None}
     few = len(layers) <= MAX_LEGEND_LAYERS  # each line in the legend, no colour bar
     for ax, (title, rows) in zip(axes, panels, strict=True):
@@ -155,7 +155,7 @@ def plot_series_panels(
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[-1].set_xlabel("optimizer step")
+    axes[-1].set_xlabel(xlabel)
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     if scale is not None and not few:
         bar = figure.colorbar(ScalarMappable(norm=scale, cmap=cmap), ax=list(axes), label="layer")
@@ -189,7 +189,7 @@ def _mark_dims(ax: Axes, rows: list[NormSeries], steps: np.ndarray) -> None:
 def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
     """The recorded loss over steps, with the steps where a statistic jumped marked."""
     ax = ax or new_figure(10, 4.5).add_subplot()
-    steps, loss = steps_of(log), losses(log)
+    (steps, xlabel), loss = record_axis(log), losses(log)
     keep = np.isfinite(loss)
     if not keep.any():
         _no_data(ax, "no loss in the log (pass loss= to step())")
@@ -201,11 +201,11 @@ def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
         marker="." if keep.sum() < 30 else None,
         label="loss at the recorded steps",
     )
-    marked = jump_steps(found)
+    counts = Counter(j.record for j in found)  # jumps per record
+    marked = [int(steps[i]) for i in sorted(counts)]
     if marked:
-        counts = {s: sum(1 for j in found if j.step == s) for s in marked}
         at = np.interp(marked, steps[keep], loss[keep])
-        sizes = [20 + 12 * min(counts[s], 10) for s in marked]
+        sizes = [20 + 12 * min(counts[i], 10) for i in sorted(counts)]
         ax.scatter(
             marked,
             at,
@@ -226,7 +226,7 @@ def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
             transform=ax.transAxes,
             color="grey",
         )
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(
         f"loss ({'probe' if {r.mode for r in log.records} == {'probe'} else 'training step'})"

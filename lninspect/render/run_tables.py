@@ -50,7 +50,7 @@ def run_table(log: WatchLog) -> Group:
     ):
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     series = norm_series(log)
-    spikes = {s.name: s for s in spike_history(log)}
+    spikes = {s.name: s for s in spike_history(log, series)}
     for name, s in zip(short_names([s.name for s in series]), series, strict=True):
         spike = spikes.get(s.name)
         cells = (
@@ -96,13 +96,8 @@ def jumps_table(
         ("×", True),
     ):
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
-    names = dict(
-        zip(
-            [s.name for s in norm_series(log)],
-            short_names([s.name for s in norm_series(log)]),
-            strict=True,
-        )
-    )
+    ordered = [s.name for s in norm_series(log)]
+    names = dict(zip(ordered, short_names(ordered), strict=True))
     for jump in shown:
         table.add_row(
             str(jump.step),

@@ -103,18 +103,44 @@ def decode(hint: Any, value: Any, dtype: str | None = None) -> Any:
     if hasattr(hint, "from_fields"):
         return hint.from_fields(_expect(value, dict, "an object"))
     if origin is list:
-        return [decode(args[0], v, dtype) for v in _expect(value, list, "a list")]
+        items = _expect(value, list, "a list")
+        return [_decode_at(f"[{i}]", args[0], v, dtype) for i, v in enumerate(items)]
     if origin is dict:
-        return {k: decode(args[1], v, dtype) for k, v in _expect(value, dict, "an object").items()}
+        items = _expect(value, dict, "an object").items()
+        return {k: _decode_at(str(k), args[1], v, dtype) for k, v in items}
     if hint is np.ndarray:
         return _array(value, dtype or "float32")
     if hint is float:
         if value is None:
             return math.nan
-        return float(_expect(value, (int, float), "a number"))
+        return _float(_expect(value, (int, float), "a number"))
+    if hint is int:
+        return _int64(_expect(value, int, "an integer"))
     if hint in SCALARS:
         return _expect(value, hint, SCALARS[hint])
     return value
+
+
+INT64 = (-(1 << 63), (1 << 63) - 1)  # the integers a document holds (numpy's int64)
+
+
+def shown_number(value: int | float) -> str:
+    """A number as a message shows it: a long integer by its first digits and its length."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text.lstrip('-'))} digits)"
+
+
+def _int64(value: int) -> int:
+    if not INT64[0] <= value <= INT64[1]:
+        raise ValueError(f"{shown_number(value)} is outside the 64-bit integers")
+    return value
+
+
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer of 309 digits or more
+        raise ValueError(f"{shown_number(value)} is beyond the largest float") from None
 
 
 SCALARS: dict[Any, str] = {int: "an integer", str: "a string", bool: "true or false"}
@@ -141,13 +167,29 @@ def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
         if key not in doc and f.metadata.get("was") in doc:
             key = f.metadata["was"]
         if key in doc:
-            try:
-                kwargs[f.name] = decode(hints[f.name], doc[key], f.metadata.get("dtype"))
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
+            kwargs[f.name] = _decode_at(key, hints[f.name], doc[key], f.metadata.get("dtype"))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{cls.__name__}: the document has no '{key}'")
     return cls(**kwargs)
+
+
+class FieldError(ValueError):
+    """A value of a document that cannot be read, and where it is: `norms[2].layer`."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _decode_at(part: str, hint: Any, value: Any, dtype: str | None) -> Any:
+    """`decode`, its ValueError prefixed with `part` of the path (a key, or [index])."""
+    try:
+        return decode(hint, value, dtype)
+    except FieldError as exc:
+        joined = f"{part}{exc.path}" if exc.path.startswith("[") else f"{part}.{exc.path}"
+        raise FieldError(joined, exc.reason) from None
+    except ValueError as exc:
+        raise FieldError(part, str(exc)) from None
 
 
 @cache
@@ -157,10 +199,13 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _array(values: Any, dtype: str) -> np.ndarray:
     """Nested lists, with None for non-finite floats, back to an array of `dtype`."""
-    if np.dtype(dtype).kind != "f":
-        return np.asarray(values, dtype=dtype)
-    arr = np.asarray(values, dtype=object)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        arr[arr == None] = np.nan  # noqa: E711 (elementwise comparison)
-    return arr.astype(dtype)
+    try:
+        if np.dtype(dtype).kind != "f":
+            return np.asarray(values, dtype=dtype)
+        arr = np.asarray(values, dtype=object)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr[arr == None] = np.nan  # noqa: E711 (elementwise comparison)
+        return arr.astype(dtype)
+    except OverflowError:
+        raise ValueError(f"a number beyond what {dtype} holds") from None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lninspect.errors import LninspectError
+from lninspect.host_memory import host_available, size
 from lninspect.statistics import STATISTICS
 
 if TYPE_CHECKING:
@@ -36,26 +37,67 @@ def _pandas() -> Any:
     return pandas
 
 
-def stats_frame(result: StatsResult) -> pd.DataFrame:
+def stats_frame(result: StatsResult, tokenizer: Any = None) -> pd.DataFrame:
     """Columns: module, layer, role, sequence, token (its position), token_text, statistic
     (lninspect.statistics keys: mean, std, rms, ..., out_mean, out_std, grad_*), value;
-    `head` too for norms that see heads (per-token arrays of (sequences, tokens, heads))."""
+    `head` too for norms that see heads (per-token arrays of (sequences, tokens, heads)).
+
+    token_text: the result's token texts (a run of the CLI or jobs), else its token ids
+    (capture() records them) read by `tokenizer` (lninspect's, or a transformers one), else ""."""
     pd = _pandas()
-    parts = [_norm_rows(result, norm) for norm in result.norms]
+    check_frame_fits(result)
+    texts = token_texts(result, tokenizer)
+    parts = [_norm_rows(result, norm, texts) for norm in result.norms]
     frame = pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     if "head" in frame and (frame["head"] < 0).all():
         frame = frame.drop(columns="head")
     return frame
 
 
-def _norm_rows(result: StatsResult, norm: NormStats) -> dict[str, np.ndarray]:
+FRAME_ROW_BYTES = 400  # peak while a frame is built, per row (394 measured, 737,280 rows)
+
+
+def check_frame_fits(result: StatsResult) -> None:
+    """Refuse, with the numbers, a frame whose building would need more memory than the
+    host has available (its rows counted first: norms x present tokens x statistics)."""
+    rows = sum(_row_count(norm) for norm in result.norms)
+    need, free = rows * FRAME_ROW_BYTES, host_available()
+    if free is not None and need > free:
+        raise LninspectError(
+            f"to_dataframe(): {rows:,} rows ({len(result.norms)} norms x "
+            f"{result.input.num_tokens:,} tokens x their statistics) need ~{size(need)} to "
+            f"build, but only {size(free)} of memory is available; take fewer tokens, or "
+            "keep fewer norms in result.norms"
+        )
+
+
+def _row_count(norm: NormStats) -> int:
+    present = int((norm.input.absmax_dim >= 0).sum())
+    blocks = {"input": norm.input, "output": norm.output, "grad": norm.grad}
+    found = [s for s in STATISTICS if getattr(blocks[s.side], s.field, None) is not None]
+    return present * len(found)
+
+
+def token_texts(result: StatsResult, tokenizer: Any = None) -> list[list[str]]:
+    """Each sequence's token texts: the result's own, or its token ids read by `tokenizer`."""
+    if result.input.tokens or tokenizer is None:
+        return result.input.tokens
+    pieces = getattr(tokenizer, "pieces", None)  # lninspect's Tokenizer; else transformers'
+    if callable(pieces):
+        return [pieces(row) for row in result.input.token_ids]
+    return [[tokenizer.decode([i]) for i in row] for row in result.input.token_ids]
+
+
+def _norm_rows(
+    result: StatsResult, norm: NormStats, texts: list[list[str]]
+) -> dict[str, np.ndarray]:
     present = norm.input.absmax_dim >= 0  # -1: no token there (padding, a shorter call)
     index = np.nonzero(present)
     sequence, token = index[0], index[1] if len(index) > 1 else np.zeros_like(index[0])
     head = index[2] if len(index) > 2 else np.full_like(sequence, -1)
     position = _positions(result, sequence, token)
     pairs = zip(sequence.tolist(), token.tolist(), strict=True)
-    text = np.array([_text(result, s, t) for s, t in pairs], dtype=object)
+    text = np.array([_text(texts, s, t) for s, t in pairs], dtype=object)
     blocks = {"input": norm.input, "output": norm.output, "grad": norm.grad}
     columns: dict[str, list[np.ndarray]] = {k: [] for k in (*STATS_COLUMNS, "head", "value")}
     for statistic in STATISTICS:
@@ -87,10 +129,9 @@ def _positions(result: StatsResult, sequence: np.ndarray, token: np.ndarray) -> 
     return np.array([rows[s][t] for s, t in zip(sequence, token, strict=True)], dtype=np.int64)
 
 
-def _text(result: StatsResult, sequence: int, token: int) -> str:
-    pieces = result.input.tokens
-    if sequence < len(pieces) and token < len(pieces[sequence]):
-        return pieces[sequence][token]
+def _text(texts: list[list[str]], sequence: int, token: int) -> str:
+    if sequence < len(texts) and token < len(texts[sequence]):
+        return texts[sequence][token]
     return ""
 
 

@@ -360,11 +360,12 @@ class StatsResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
         return from_document(cls, doc, cls.SCHEMAS)
 
-    def to_dataframe(self) -> Any:
-        """A pandas DataFrame in long format, one row per number (lninspect.results.frames)."""
+    def to_dataframe(self, tokenizer: Any = None) -> Any:
+        """A pandas DataFrame in long format, one row per number (lninspect.results.frames);
+        `tokenizer` gives the token texts of a capture() result (it holds the ids only)."""
         from lninspect.results.frames import stats_frame
 
-        return stats_frame(self)
+        return stats_frame(self, tokenizer)
 
     def _repr_html_(self) -> str:
         """A notebook's view: the stats table and a small figure (lninspect.render.notebook)."""

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 from lninspect.errors import LninspectError
 from lninspect.files import open_input, os_reason
-from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.codec import from_document, meta, shown_number, to_document
 from lninspect.statistics import SUMMARIES, schemas
 
 WATCH_SCHEMAS = schemas("watch")  # oldest first
@@ -43,6 +43,7 @@ MODES = ("train", "probe")
 MAX_LINE_BYTES = 16 << 20  # a record of ~30k norms; a longer line is no log of ours
 MAX_LOG_BYTES = 512 << 20  # read at once (~100k steps of a 12-layer model)
 MAX_STEP = 1 << 53  # steps are exact in float64 (figures) below this
+MAX_LAYER = 1 << 16  # a layer number of a log (the figures colour each layer in between)
 
 
 @dataclass
@@ -226,8 +227,20 @@ def _parse(path: Path, number: int, line: bytes) -> WatchRecord | None:
 
 
 def _check_record(record: WatchRecord) -> None:
-    """What the codec's types do not say: the step's range, the mode."""
-    if not 0 <= record.step < MAX_STEP:
-        raise ValueError(f"step {record.step} is outside 0..{MAX_STEP - 1}")
+    """What the codec's types do not say: the ranges of the step, layers, dims; the mode."""
+    _in_range("step", record.step, 0, MAX_STEP - 1)
     if record.mode not in MODES:
         raise ValueError(f"mode {record.mode!r} is not one of {', '.join(MODES)}")
+    _in_range("tokens", record.tokens, 0, None)
+    for i, norm in enumerate(record.norms):
+        _in_range(f"norms[{i}].layer", norm.layer, 0, MAX_LAYER - 1)
+        _in_range(f"norms[{i}].absmax_dim", norm.absmax_dim, -1, None)
+    for i, group in enumerate(record.params):
+        _in_range(f"params[{i}].layer", group.layer, 0, MAX_LAYER - 1)
+
+
+def _in_range(what: str, value: int | None, low: int, high: int | None) -> None:
+    """A ValueError naming the field and its value when `value` (None: absent) is outside."""
+    if value is not None and not (low <= value and (high is None or value <= high)):
+        shown = shown_number(value)
+        raise ValueError(f"{what}: {shown} is outside {low}..{'' if high is None else high}")
