@@ -327,8 +327,10 @@ def test_rank_figure_labels_never_overlap_at_the_saved_size(tmp_path: Path):
 def test_order_plot_shares_and_stage_bars():
     figure = plot_spike_order(synthetic(), new_figure(11, 7.5))
     top, bottom = figure.axes[:2]
-    kept = top.get_lines()[0].get_ydata()
-    np.testing.assert_allclose(kept, [np.nan, 0.5, 0.5, 0.0])
+    massive, outliers = (line.get_ydata() for line in top.get_lines()[:2])  # each kind apart
+    np.testing.assert_allclose(massive, [np.nan, 0.5, 1.0, np.nan])
+    np.testing.assert_allclose(outliers, [np.nan, np.nan, 0.0, 0.0])
+    assert top.get_title().startswith("massive activations: 3 in 2 of 4 norms, rank kept for 67%")
     heights = [p.get_height() for p in bottom.patches]
     assert sum(heights) == 5  # every ranked spike, stacked by stage
 

@@ -24,7 +24,7 @@ from lninspect.render.format import MiddlePath, Phrases, fmt, header, model_name
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
-from lninspect.render.spike_tables import loss_change, peak_note, spike_rule
+from lninspect.render.spike_tables import loss_change, not_massive, peak_note, spike_rule
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.statistics import denominator_key
@@ -226,6 +226,9 @@ def _snippet(text: str, width: int) -> str:
 def _growth(result: GradsResult) -> str:
     growth = residual_growth(result)
     if growth is None:
+        inside = [n for n in result.norms if n.layer is not None and n.reads == "residual"]
+        if result.norms and not inside:  # OLMo 2: post norms on the sub-layers' outputs only
+            return "no norm inside the blocks reads the residual stream"
         return "—"
     first, low, last, high = growth
     return (
@@ -244,21 +247,11 @@ def _spike(result: GradsResult) -> str:
     where = f"dim {s.dim}" if s.head is None else f"head {s.head}, dim {s.dim}"
     return (
         f"{norm.name}, token {token}, {where}: x = {s.value:.4g}"
-        + (" (massive)" if s.massive else f", z = {s.z:.3g}{_not_massive(result, s.value)}")
+        + (" (massive)" if s.massive else f", z = {s.z:.3g}")
+        + (f" ({why})" if not s.massive and (why := not_massive(result, s.value)) else "")
         + f"; rank {s.rank_in} by |x| → {s.rank_out} by |y|"
         + (f", changed by the {s.changed_by}" if s.changed_by else "")
         + (f"; {note}" if (note := peak_note(result)) else "")
-    )
-
-
-def _not_massive(result: GradsResult, value: float) -> str:
-    """Why a value past the magnitude rule's threshold is not massive: the ratio rule."""
-    if result.spike_abs is None or result.spike_ratio is None or abs(value) <= result.spike_abs:
-        return ""
-    floor = abs(value) / result.spike_ratio
-    return (
-        f", not massive: |x| ≤ {result.spike_ratio:g} × the layer's median |x|, "
-        f"which has grown to ≥ {floor:.3g}"
     )
 
 

@@ -6,6 +6,7 @@ Every figure says so inside itself when the result has no spike, instead of an e
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
 from lninspect.summary import (
+    KIND_NAMES,
     census_rows,
     compression_by_norm,
     dimension_scores,
@@ -240,9 +242,15 @@ def plot_spike_order(result: StatsResult, fig: Figure | None = None) -> Figure:
     if not any(n.order.spikes for n in norms if n.order is not None):
         return _only_message(figure, result)
     xs = np.arange(len(norms))
-    kept = np.array([n.order.rank_kept if n.order else np.nan for n in norms])
-    pairs = np.array([n.order.pairs_kept if n.order else np.nan for n in norms])
-    top.plot(xs, kept, "o-", color="black", label="rank kept (share of spikes)")
+    by_kind = any(n.order is not None and n.order.massive is not None for n in norms)
+    for kind, style, colour in (("massive", "o-", "#d62728"), ("outlier", "s-", "black")):
+        if by_kind:  # documents before the kinds: every spike on one line
+            kept = np.array([_kept(n, kind) for n in norms])
+            top.plot(xs, kept, style, color=colour, label=f"{KIND_NAMES[kind]}: rank kept")
+    if not by_kind:
+        kept = np.array([n.order.rank_kept if n.order else np.nan for n in norms])
+        top.plot(xs, kept, "o-", color="black", label="rank kept (share of spikes)")
+    pairs = np.array([_kept(n, "outlier", pairs=True) if by_kind else _pairs(n) for n in norms])
     top.plot(xs, pairs, "s--", color="#9467bd", label="same-token pairs kept (share)")
     silent = [i for i, n in enumerate(norms) if n.order is not None and n.order.spikes == 0]
     top.scatter(silent, [0.02] * len(silent), marker="x", color="grey", label="no spike here")
@@ -259,16 +267,34 @@ def plot_spike_order(result: StatsResult, fig: Figure | None = None) -> Figure:
     handles = top.get_legend_handles_labels()[0] + bottom.get_legend_handles_labels()[0]
     figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
     _norm_axis(bottom, names)
-    totals = order_totals(norms)
-    top.set_title(
-        f"{totals.spikes} spikes in {totals.spiking} of {totals.norms} norms: rank kept for "
-        f"{totals.rank_kept:.0%}, pairs kept {totals.pair_share:.0%}"
-        if totals.pairs
-        else f"{totals.spikes} spikes in {totals.spiking} of {totals.norms} norms: rank kept "
-        f"for {totals.rank_kept:.0%} (no token has two)",
-        fontsize="medium",
-    )
+    top.set_title(_order_title(norms, by_kind), fontsize="medium")
     return figure
+
+
+def _kept(norm: NormStats, kind: str, pairs: bool = False) -> float:
+    """A norm's share of `kind` spikes whose rank (or same-token pair order) is kept."""
+    order = getattr(norm.order, kind, None) if norm.order is not None else None
+    if order is None:
+        return math.nan
+    if pairs:
+        return order.pairs_kept if order.pairs else math.nan
+    return order.rank_kept if order.ranked else math.nan
+
+
+def _pairs(norm: NormStats) -> float:
+    return norm.order.pairs_kept if norm.order is not None else math.nan
+
+
+def _order_title(norms: list[NormStats], by_kind: bool) -> str:
+    """What the panel shows, each kind apart as the summary gives them."""
+    parts = []
+    for kind in ("massive", "outlier") if by_kind else ("all",):
+        t = order_totals(norms, kind)
+        name = KIND_NAMES.get(kind, "spikes")
+        share = f"rank kept for {t.rank_kept:.0%}" if t.ranked else "none ranked"
+        pairs = f", pairs kept {t.pair_share:.0%}" if t.pairs else ""
+        parts.append(f"{name}: {t.spikes} in {t.spiking} of {t.norms} norms, {share}{pairs}")
+    return "; ".join(parts)
 
 
 def _stage_count(norm: NormStats, stage: str | None) -> int:

@@ -90,13 +90,28 @@ def _short(result: StatsResult | AggregateResult) -> list[str]:
     return short_names([n.name for n in result.norms])
 
 
+def not_massive(result: StatsResult, value: float) -> str | None:
+    """Why |x| past the magnitude rule's threshold is not massive: the ratio rule, whose
+    median |x| of the layer has grown past |x| / ratio. None when that is not the case."""
+    if result.spike_abs is None or result.spike_ratio is None or abs(value) <= result.spike_abs:
+        return None
+    floor = abs(value) / result.spike_ratio
+    return (
+        f"|x| = {magnitude(abs(value))} is not massive: it is at most {result.spike_ratio:g} × "
+        f"the layer's median |x|, which has grown to {floor:.3g} or more"
+    )
+
+
 def spikes_table(result: StatsResult, limit: int = 20) -> Table:
     """The largest spikes by |x|: where, how large, their rank before and after the norm."""
+    spikes = top_spikes(result, limit)
+    unmarked = [s for _, s in spikes if not s.massive and not_massive(result, s.value)]
+    notes = [peak_note(result)] + [not_massive(result, unmarked[0].value) if unmarked else None]
     table = _table(
         f"largest spikes: {spike_rule(result)}",
         "rank: 1 + the dims of the token with a larger |x| (before) or |y| (after); "
         "by: the first stage that moved it (centre, weight, bias); gain: the weight at "
-        "the dim, (y - b) / z; m: massive" + (f"; {note}" if (note := peak_note(result)) else ""),
+        "the dim, (y - b) / z; m: massive" + "".join(f"; {n}" for n in notes if n),
     )
     for column in ("module", "token", "dim", "x", "y", "z", "gain", "rank", "by"):
         left = column in ("module", "token", "by")
@@ -106,7 +121,6 @@ def spikes_table(result: StatsResult, limit: int = 20) -> Table:
             no_wrap=column not in ("module", "token"),
             overflow="fold",
         )
-    spikes = top_spikes(result, limit)
     for name, spike in spikes:
         table.add_row(
             name,
