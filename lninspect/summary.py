@@ -474,7 +474,8 @@ class DimCensus:
     dim: int
     layers: list[int]  # layers of the norms where it spikes
     norms: int  # how many norms it spikes at
-    count: int  # spikes over every norm of the residual stream
+    count: int  # spikes (of the kind asked for) over every norm of the residual stream
+    massive: int  # of its spikes of any kind, the massive activations
     sequences: float  # the largest share of sequences with a spike at one norm
     first_token_share: float  # share of its spikes on the first token
     max_abs: float  # its max |x| over every norm of the residual stream, spiking or not
@@ -578,6 +579,7 @@ def _dim_census(
         layers=sorted({n.layer for n, _ in found if n.layer is not None}),
         norms=len(found),
         count=count,
+        massive=sum(c["massive"] for _, c in found),
         sequences=max(c["sequences"] for _, c in found) / total,
         first_token_share=sum(_kind_first(c, kind) for _, c in found) / count,
         max_abs=peak,

@@ -366,7 +366,8 @@ def _dimension_sentence(ref: Reference, kind: str, token_label, layer_span) -> s
         dim = min(counts, key=lambda j: (-counts[j], j))
     top = max(norms, key=lambda n: np.abs(ref.x[n.name][:, dim]).max())
     token = int(np.abs(ref.x[top.name][:, dim]).argmax())
-    what = "max |x|" if kind == "massive" else "max |x| of any entry (massive ones too)"
+    has_massive = any(ref.masks(n)[0][:, 0, dim].any() for n in norms)
+    what = "max |x|" if kind == "massive" or not has_massive else "max |x| (its massive ones too)"
     return (
         f"dim {dim}: {counts[dim]} at layers {layer_span(sorted(layers[dim]))}, "
         f"{firsts[dim] / counts[dim]:.0%} of them on the first token; {what} over the residual "

@@ -310,7 +310,7 @@ def _census(result: GradsResult, kind: str) -> str:
     at = ""
     if len(row.max_at) == 2:
         at = f" at {token_label(result, row.max_at[0], row.max_at[1], width=12)}"
-    what = "max |x|" if kind == "massive" else "max |x| of any entry (massive ones too)"
+    what = "max |x|" if kind == "massive" or not row.massive else "max |x| (its massive ones too)"
     return (
         f"dim {row.dim}: {row.count} at layers {layer_span(row.layers)}, "
         f"{row.first_token_share:.0%} of them on the first token; {what} over the residual "

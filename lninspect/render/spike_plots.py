@@ -291,6 +291,9 @@ def _order_title(norms: list[NormStats], by_kind: bool) -> str:
     for kind in ("massive", "outlier") if by_kind else ("all",):
         t = order_totals(norms, kind)
         name = KIND_NAMES.get(kind, "spikes")
+        if not t.spikes:
+            parts.append(f"no {name.removesuffix('s')}")
+            continue
         share = f"rank kept for {t.rank_kept:.0%}" if t.ranked else "none ranked"
         pairs = f", pairs kept {t.pair_share:.0%}" if t.pairs else ""
         parts.append(f"{name}: {t.spikes} in {t.spiking} of {t.norms} norms, {share}{pairs}")
