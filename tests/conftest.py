@@ -14,6 +14,12 @@ for name in ("LINES", "FORCE_COLOR"):
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+# transformers makes its own stderr handler the first time its logging is used, bound to the
+# sys.stderr of that moment: made here, on the real one, not inside a CliRunner whose
+# captured stream closes when that test ends (a later record would then fail to write).
+hf_logging.get_verbosity()
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
