@@ -23,6 +23,7 @@ from lninspect.render.figures import figure_of, legend_below, new_figure, save_t
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
+from lninspect.roles import STREAM_LABELS
 from lninspect.summary import (
     KIND_NAMES,
     census_rows,
@@ -33,6 +34,7 @@ from lninspect.summary import (
     norms_of_group,
     order_totals,
     outlier_dimensions,
+    residual_norms,
     spikes_by_dim,
     top_dimension,
 )
@@ -524,13 +526,14 @@ def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
 
 def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
     """Write the spike figures into `folder` (each says so when there is no spike)."""
-    squeeze = compression_title(result)
+    stream = residual_scope(result)
     figures = [
         (plot_spike_ranks(result), "Do spikes keep their rank through the norm?", SPIKE_RANKS),
         (plot_spike_order(result), "Does each norm keep the order of its spikes?", SPIKE_ORDER),
         (
             figure_of(plot_trajectory(result)),
-            "The largest dimensions through the residual stream, before and after each norm",
+            f"The largest dimensions through the residual stream{stream}, before and after "
+            "each norm",
             SPIKE_TRAJECTORY,
         ),
         (
@@ -538,17 +541,27 @@ def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
             "Massive activations: their rank after each norm, by where the norm sits",
             SPIKE_ROLES,
         ),
-        (figure_of(plot_compression(result)), squeeze, SPIKE_COMPRESSION),
+        (figure_of(plot_compression(result)), compression_title(result), SPIKE_COMPRESSION),
         (
             figure_of(plot_census(result)),
-            "Spike census: which dimensions spike, at the norms of the residual stream",
+            f"Spike census: which dimensions spike, at the norms of the residual stream{stream}",
             SPIKE_CENSUS,
         ),
         (
             plot_outlier_dimensions(result),
-            "Outlier dimensions of the residual stream: mean magnitude over tokens against the "
-            "other dimensions",
+            f"Outlier dimensions of the residual stream{stream}: mean magnitude over tokens "
+            "against the other dimensions",
             OUTLIER_DIMS,
         ),
     ]
     return save_titled(folder, figure_subtitle(result), figures)
+
+
+def residual_scope(result: StatsResult) -> str:
+    """` (37 of 109 norms; the others read a sub-layer's output or a projection)` where a
+    view that follows the residual stream leaves norms out; "" where none is left out."""
+    inside = len(residual_norms(result))
+    if inside == len(result.norms):
+        return ""
+    others = sorted({STREAM_LABELS[n.reads] for n in result.norms if n.reads != "residual"})
+    return f" ({inside} of {len(result.norms)} norms; the others read {' or '.join(others)})"
