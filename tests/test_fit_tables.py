@@ -118,6 +118,10 @@ def test_optional_columns_go_in_order_and_the_caption_says_which(monkeypatch):
     assert "out mean" in capture.get() and "left out" not in capture.get()
     narrow = stats_table(result).shown(50)
     assert [c.header for c in narrow] == ["module", "std med", "max |x|", "out std"]
+    spikes = spike_tables(result, wide=True)[0]
+    assert isinstance(spikes, FitTable) and spikes.shown(40) == spikes.columns  # all, with wide
+    left = [c.header for c in spike_tables(result)[0].shown(40)]  # gain, by, y, z go first
+    assert left == ["module", "token", "dim", "x", "rank"]
 
 
 def test_narrower_than_the_numbers_the_table_is_wider_than_the_console(monkeypatch):
