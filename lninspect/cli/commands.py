@@ -80,7 +80,7 @@ def stats(
     result = run_stats(run, spikes, ablate)
     tables: list[RenderableType] = [stats_table(result, outputs.wide)]
     if spikes is not None:
-        tables += spike_tables(result)
+        tables += spike_tables(result, outputs.wide)
     _publish(outputs, result, tables, save_stats_figures)
 
 
@@ -109,7 +109,7 @@ def corpus_stats(
             position_table(result),
         ]
         if spikes is not None:
-            tables += [census_table(result, kind=kind) for kind in KINDS]
+            tables += [census_table(result, kind=kind, wide=outputs.wide) for kind in KINDS]
         _publish(outputs, result, tables, save_corpus_figures)
 
 

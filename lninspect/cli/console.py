@@ -55,10 +55,9 @@ class Output:
         if self.quiet or self.json_stdout:
             return
         options = self.out.options
-        if self.wide:
-            options = options.update_width(
-                max(options.max_width, _table_width(self.out, renderable))
-            )
+        width = _table_width(self.out, renderable, "maximum" if self.wide else "minimum")
+        if width > options.max_width:  # a table wider than the console is shown whole
+            options = options.update_width(width)
         lines = self.out.render_lines(renderable, options, pad=False, new_lines=False)
         try:
             for line in lines:
@@ -79,13 +78,17 @@ class Output:
         )
 
 
-def _table_width(console: Console, renderable: RenderableType) -> int:
-    """The natural width of the widest table in `renderable` (a table, or a group of them)."""
+def _table_width(console: Console, renderable: RenderableType, bound: str) -> int:
+    """The natural width (`maximum`) of the widest table in `renderable` (a table, or a group
+    of them), or the least width (`minimum`) at which its fitted tables cut nothing."""
+    from lninspect.render.fit import FitTable  # numpy: not at the CLI's start
+
     parts = renderable.renderables if isinstance(renderable, Group) else [renderable]
+    kinds = (Table, FitTable) if bound == "maximum" else (FitTable,)
     widths = [
-        Measurement.get(console, console.options.update_width(10_000), part).maximum
+        getattr(Measurement.get(console, console.options.update_width(10_000), part), bound)
         for part in parts
-        if isinstance(part, Table)
+        if isinstance(part, kinds)
     ]
     return max(widths, default=0)
 

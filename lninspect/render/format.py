@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import numpy as np
@@ -95,10 +96,28 @@ def token_label(result: StatsResult, sequence: int, token: int, width: int = 12)
     pieces = result.input.tokens
     text = ""
     if sequence < len(pieces) and token < len(pieces[sequence]):
-        piece = repr(pieces[sequence][token])
-        text = " " + (piece if len(piece) <= width else piece[: width - 1] + "…")
+        text = " " + token_text(pieces[sequence][token], width)
     prefix = f"s{sequence} " if result.input.num_sequences > 1 else ""
     return f"{prefix}t{token}{text}"
+
+
+def token_text(piece: str, width: int = 12) -> str:
+    """A token's repr in at most `width` characters, cut with … (a table cell of fixed
+    width, which then never wraps inside the token)."""
+    text = repr(piece)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# A token as token_label writes it inside a sentence: `t4 ' jumps'`, `t7 'a long…`.
+TOKEN_LABEL = re.compile(r"\bt\d+ (?:'(?:[^'\\]|\\.)*?['…]|\"(?:[^\"\\]|\\.)*?[\"…])")
+GLUE = "\ue000"  # a space inside a token's text while a sentence is split into words
+
+
+def words_of(text: str) -> list[str]:
+    """`text` split at its white space, but never inside a token's text (token_label's
+    `t4 ' jumps'` is one word), so that it wraps between words only."""
+    glued = TOKEN_LABEL.sub(lambda m: m.group().replace(" ", GLUE), text)
+    return [word.replace(GLUE, " ") for word in glued.split()]
 
 
 def place_label(result: StatsResult, at: Location, dim: int | None = None, width: int = 12) -> str:
@@ -167,6 +186,13 @@ class Phrases:
     def __init__(self, text: str, separator: str, style: str = "") -> None:
         self.phrases = text.split(separator)
         self.separator, self.style = separator, style
+
+    @classmethod
+    def of(cls, phrases: list[str], separator: str, style: str = "") -> Phrases:
+        """Phrases given one by one (a phrase may hold the separator: a token's repr)."""
+        made = cls("", separator, style)
+        made.phrases = phrases
+        return made
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width, tail = max(1, options.max_width), self.separator.rstrip()

@@ -13,14 +13,22 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 
 from lninspect import __version__
 from lninspect.escape import visible
 from lninspect.files import check_report_folder as check_folder
 from lninspect.files import claim_folder, dump_json, write_folder
-from lninspect.render.format import MiddlePath, Phrases, fmt, header, model_name, token_label
+from lninspect.render.format import (
+    MiddlePath,
+    Phrases,
+    fmt,
+    header,
+    model_name,
+    token_label,
+    words_of,
+)
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
@@ -351,19 +359,36 @@ def _grad_scale(result: GradsResult) -> str:
     return f"{norm.name}: median ‖∂L/∂x‖ / ‖∂L/∂y‖ = {fmt(value)} over tokens"
 
 
-def summary_table(result: GradsResult) -> Table:
+def summary_table(result: GradsResult) -> SummaryTable:
     """The summary for the terminal."""
-    table = Table(title=header(result), title_justify="left", box=box.SIMPLE, show_header=False)
-    table.add_column("what", style="bold", no_wrap=True)
-    table.add_column("value")
-    name = visible(result.model.name)
-    for label, value in summary(result):
-        if label == "model":  # a long path shortened in the middle, the rest between phrases
-            rest = value.removeprefix(name).lstrip()
-            table.add_row(label, Group(MiddlePath(result.model.name), Phrases(rest, " · ")))
-        else:
-            table.add_row(label, value)
-    return table
+    return SummaryTable(result)
+
+
+class SummaryTable:
+    """The summary as a two-column table: a label wraps at its words where it is wider than
+    a third of the console (80 columns: `dimension with the most` / `z-rule outliers`), a
+    value at its words, never inside a token's text; the model's path in the middle."""
+
+    def __init__(self, result: GradsResult) -> None:
+        self.result = result
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        result = self.result
+        rows = summary(result)
+        longest = max(len(label) for label, _ in rows)
+        table = Table(title=header(result), title_justify="left", box=box.SIMPLE, show_header=False)
+        table.add_column(
+            "what", style="bold", max_width=min(longest, max(16, options.max_width // 3))
+        )
+        table.add_column("value")
+        name = visible(result.model.name)
+        for label, value in rows:
+            if label == "model":  # a long path shortened in the middle, the rest between phrases
+                rest = value.removeprefix(name).lstrip()
+                table.add_row(label, Group(MiddlePath(result.model.name), Phrases(rest, " · ")))
+            else:
+                table.add_row(label, Phrases.of(words_of(value), " "))
+        yield table
 
 
 # HTML ---------------------------------------------------------------------------------------

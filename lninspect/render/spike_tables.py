@@ -6,12 +6,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from rich import box
-from rich.console import RenderableType
-from rich.table import Table
+from rich.console import Group, RenderableType
 
 from lninspect.options import SpikeOptions
-from lninspect.render.format import fmt, place_label, short_names, token_label
+from lninspect.render.fit import Cell, Column, FitTable
+from lninspect.render.format import (
+    Phrases,
+    fmt,
+    place_label,
+    short_names,
+    token_label,
+    token_text,
+)
 from lninspect.results import Ablation, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
 from lninspect.summary import (
@@ -52,10 +58,10 @@ def peak_note(result: StatsResult) -> str | None:
     )
 
 
-def spike_tables(result: StatsResult) -> list[RenderableType]:
-    """Every spike table of a result, in reading order."""
-    tables: list[RenderableType] = [spikes_table(result), order_table(result)]
-    tables += [census_table(result, kind=kind) for kind in KINDS]
+def spike_tables(result: StatsResult, wide: bool = False) -> list[RenderableType]:
+    """Every spike table of a result, in reading order (`wide`: every optional column)."""
+    tables: list[RenderableType] = [spikes_table(result, wide=wide), order_table(result, wide)]
+    tables += [census_table(result, kind=kind, wide=wide) for kind in KINDS]
     if result.ablation is not None:
         tables.append(ablation_table(result))
     return tables
@@ -68,15 +74,17 @@ def magnitude(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def _table(title: str, caption: str) -> Table:
-    return Table(
-        title=title,
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
+def columns_of(
+    headers: list[str], rows: list[list[Cell]], left: set[str], drops: dict[str, int]
+) -> list[Column]:
+    """The columns of `rows` under `headers`: `left` justified on the left, `drops` optional;
+    a column of tuples (items) wraps between them."""
+    columns = []
+    for i, header in enumerate(headers):
+        cells = [row[i] for row in rows]
+        wrap = any(isinstance(cell, tuple) for cell in cells)
+        columns.append(Column(header, cells, header in left, drops.get(header), wrap))
+    return columns
 
 
 def top_spikes(result: StatsResult, limit: int = 20) -> list[tuple[str, Spike]]:
@@ -102,29 +110,21 @@ def not_massive(result: StatsResult, value: float) -> str | None:
     )
 
 
-def spikes_table(result: StatsResult, limit: int = 20) -> Table:
-    """The largest spikes by |x|: where, how large, their rank before and after the norm."""
+def spikes_table(result: StatsResult, limit: int = 20, wide: bool = False) -> FitTable:
+    """The largest spikes by |x|: where, how large, their rank before and after the norm
+    (where 80 columns are few, without gain, then by, y and z)."""
     spikes = top_spikes(result, limit)
     unmarked = [s for _, s in spikes if not s.massive and not_massive(result, s.value)]
     notes = [peak_note(result)] + [not_massive(result, unmarked[0].value) if unmarked else None]
-    table = _table(
-        f"largest spikes: {spike_rule(result)}",
+    caption = (
         "rank: 1 + the dims of the token with a larger |x| (before) or |y| (after); "
         "by: the first stage that moved it (centre, weight, bias); gain: the weight at "
-        "the dim, (y - b) / z; m: massive" + "".join(f"; {n}" for n in notes if n),
+        "the dim, (y - b) / z; m: massive" + "".join(f"; {n}" for n in notes if n)
     )
-    for column in ("module", "token", "dim", "x", "y", "z", "gain", "rank", "by"):
-        left = column in ("module", "token", "by")
-        table.add_column(
-            column,
-            justify="left" if left else "right",
-            no_wrap=column not in ("module", "token"),
-            overflow="fold",
-        )
-    for name, spike in spikes:
-        table.add_row(
+    rows: list[list[Cell]] = [
+        [
             name,
-            token_label(result, spike.sequence, spike.token, width=8),
+            token_label(result, spike.sequence, spike.token, width=TOKEN_WIDTH),
             f"{spike.dim}" if spike.head is None else f"h{spike.head}:{spike.dim}",
             magnitude(spike.value) + (" m" if spike.massive else ""),
             fmt(spike.out_value),
@@ -132,35 +132,39 @@ def spikes_table(result: StatsResult, limit: int = 20) -> Table:
             fmt(spike.gain),
             f"{spike.rank_in}→{spike.rank_out}",
             spike.changed_by or "",
-        )
-    if not spikes:
-        table.add_row(NO_SPIKE, *[""] * 8)
-    return table
+        ]
+        for name, spike in spikes
+    ] or [[NO_SPIKE, *[""] * 8]]
+    headers = ["module", "token", "dim", "x", "y", "z", "gain", "rank", "by"]
+    drops = {"gain": 1, "by": 2, "y": 3, "z": 4}
+    columns = columns_of(headers, rows, {"module", "token", "by"}, drops)
+    return FitTable(f"largest spikes: {spike_rule(result)}", columns, caption, wide)
 
 
-def order_table(result: StatsResult) -> Table:
+TOKEN_WIDTH = 8  # characters of a token's repr in a column of places (`t4 ' jump…'`)
+
+
+def order_table(result: StatsResult, wide: bool = False) -> FitTable:
     """Per module: the massive activations' ranks kept, then whether the z-rule outliers'
-    ranks and pairwise order survive the norm."""
-    table = _table(
-        "does each norm keep the order of its spikes?",
+    ranks and pairwise order survive the norm (where 80 columns are few, without the top-k
+    retention, then the bias, centre and pairs)."""
+    caption = (
         "massive: massive activations whose rank by |y| is their rank by |x|, of all; the "
         "other columns are of the z-rule outliers (not massive): kept, the same share; "
         "pairs: same-token pairs in the same order; centre / weight / bias: changes of "
-        f"rank laid at each stage; top-{result.top_k}: secondary, all dims (median)",
+        f"rank laid at each stage; top-{result.top_k}: secondary, all dims (median)"
     )
-    headers = ("module", "massive", "outliers", "kept", "pairs", "centre", "weight", "bias")
-    for column in (*headers, f"top-{result.top_k}"):
-        table.add_column(
-            column,
-            justify="left" if column == "module" else "right",
-            no_wrap=column != "module",
-            overflow="fold",
-        )
-    for name, norm in zip(_short(result), result.norms, strict=True):
-        table.add_row(name, *_order_cells([norm]))
-    table.add_section()
-    table.add_row("all", *_order_cells(result.norms))
-    return table
+    rows: list[list[Cell]] = [
+        [name, *_order_cells([norm])]
+        for name, norm in zip(_short(result), result.norms, strict=True)
+    ]
+    rows.append(["all", *_order_cells(result.norms)])
+    headers = ["module", "massive", "outliers", "kept", "pairs", "centre", "weight", "bias"]
+    headers.append(f"top-{result.top_k}")
+    drops = {headers[-1]: 1, "bias": 2, "centre": 3, "pairs": 4}
+    columns = columns_of(headers, rows, {"module"}, drops)
+    title = "does each norm keep the order of its spikes?"
+    return FitTable(title, columns, caption, wide, ends=frozenset({len(rows) - 2}))
 
 
 def _order_cells(norms: list[NormStats]) -> list[str]:
@@ -192,44 +196,39 @@ CENSUS_TITLES = {
 }
 
 
-def census_table(result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all") -> Table:
+def census_table(
+    result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all", wide: bool = False
+) -> RenderableType:
     """The dimensions with the most spikes of `kind` over the model: where, how often, on
-    which tokens, and where the largest |x| sits."""
+    which tokens, and where the largest |x| sits (where 80 columns are few, without at and
+    seqs); the layers and tokens wrap between their items, never inside one."""
     rows = census_rows(result, limit, kind)
     if not rows:  # one line under the title: an empty row would squeeze the headers
-        table = _table(CENSUS_TITLES[kind], "")
-        table.show_header = False
-        table.add_column("", min_width=len(CENSUS_TITLES[kind]))  # the title on one line
-        table.add_row("none of this kind in any module")
-        return table
-    table = _table(
-        CENSUS_TITLES[kind],
+        return Group(Phrases(CENSUS_TITLES[kind], " · ", "bold"), "none of this kind in any module")
+    caption = (
         "seqs: share of sequences with one at one norm at least; t0: share of them on the "
         "first token; max |x| over every norm of the residual stream (with a spike in the "
-        "dimension or not), at: its sequence/token",
+        "dimension or not), at: its sequence/token"
     )
-    for column in ("dim", "count", "layers", "seqs", "t0", "max |x|", "at", "tokens"):
-        table.add_column(
-            column,
-            justify="left" if column in ("layers", "tokens", "at") else "right",
-            no_wrap=column not in ("layers", "tokens"),
-            overflow="fold",
-        )
-    for row in rows:
-        table.add_row(
+    cells: list[list[Cell]] = [
+        [
             str(row.dim),
             str(row.count),
-            layer_span(row.layers),
+            tuple(layer_span(row.layers).split(", ")),
             _percent(row.sequences),
             _percent(row.first_token_share),
             magnitude(row.max_abs),
             f"s{row.max_at[0]} t{row.max_at[1]}" if len(row.max_at) == 2 else "",
-            ", ".join(f"{token!r} {n}" for token, n in row.tokens),
-        )
-    return table
+            tuple(f"{token_text(token)} {n}" for token, n in row.tokens) or ("",),
+        ]
+        for row in rows
+    ]
+    headers = ["dim", "count", "layers", "seqs", "t0", "max |x|", "at", "tokens"]
+    columns = columns_of(headers, cells, {"layers", "tokens", "at"}, {"at": 1, "seqs": 2})
+    return FitTable(CENSUS_TITLES[kind], columns, caption, wide)
 
 
-def ablation_table(result: StatsResult) -> Table:
+def ablation_table(result: StatsResult) -> FitTable:
     """The loss with the first layer's massive activations replaced (Sun et al. 2024): the
     run's own change, and its spread over the other texts the mean was taken over."""
     ablation = result.ablation
@@ -245,11 +244,7 @@ def ablation_table(result: StatsResult) -> Table:
             f"ablation at layer {ablation.layer} ({ablation.module}): "
             f"{ablation.entries} massive entries in dims {dims}"
         )
-    table = _table(title, ablation_caption(ablation))
-    columns = ("massive activations", "loss", "Δ", f"Δ over {ablation.texts} other texts")
-    for column in columns:
-        table.add_column(column, justify="left" if column.startswith("m") else "right")
-    table.add_row("unchanged", fmt(ablation.loss), "", "")
+    rows: list[list[Cell]] = [["unchanged", fmt(ablation.loss), "", ""]]
     for label, loss, changes in (
         (
             f"set to their mean over {ablation.texts} other texts",
@@ -258,8 +253,11 @@ def ablation_table(result: StatsResult) -> Table:
         ),
         ("set to 0", ablation.loss_zero, ablation.changes_zero),
     ):
-        table.add_row(label, fmt(loss), loss_change(loss - ablation.loss), _spread(changes))
-    return table
+        rows.append([label, fmt(loss), loss_change(loss - ablation.loss), _spread(changes)])
+    headers = ["massive activations", "loss", "Δ", f"Δ over {ablation.texts} other texts"]
+    columns = columns_of(headers, rows, {"massive activations"}, {})
+    columns[0].wrap = True  # its words
+    return FitTable(title, columns, ablation_caption(ablation))
 
 
 def ablation_caption(ablation: Ablation) -> str:

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 from rich.console import Group
 
+from lninspect.render.fit import Column, FitTable
 from lninspect.render.format import fmt, header, new_table, place_label, table_names, titled
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
 from lninspect.statistics import STATISTICS, denominator_key
@@ -19,42 +20,40 @@ from lninspect.summary import largest_abs, nan_median, nan_quantiles, per_token
 TOKEN_WIDTH = 8  # characters of a token's text in the `at` column (12 with wide)
 
 
-def stats_table(result: StatsResult, wide: bool = False) -> Group:
+def stats_table(result: StatsResult, wide: bool = False) -> FitTable:
     """One row per normalization module: what goes in (mean, std or rms, the largest |x|) and
-    what comes out (mean and std of y); `wide` adds the range over tokens and the weight."""
+    what comes out (mean and std of y); `wide` adds the range over tokens and the weight.
+    Where 80 columns cannot hold them all, `out mean`, `role`, `mean` and `at` go, in that
+    order."""
     denominator = denominator_label(result)
-    table = new_table()
-    table.add_column("module", no_wrap=not wide, overflow="fold")
-    table.add_column("role", no_wrap=True)
-    columns = ["mean", f"{denominator} med"] + ([f"{denominator} min…max"] if wide else [])
-    for column in columns + ["max |x|"]:
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("at", no_wrap=True, overflow="ellipsis")
-    table.add_column("out mean", justify="right", no_wrap=True)
-    table.add_column("out std", justify="right", no_wrap=True)
     declared = [s for s in STATISTICS if s.column] if wide else []
-    for statistic in declared:
-        table.add_column(statistic.label or statistic.key, justify="right", no_wrap=True)
-    if wide:
-        table.add_column("weight", justify="right", no_wrap=True)
-        table.add_column("w<0", justify="right", no_wrap=True)
+    headers = ["module", "role", "mean", f"{denominator} med"]
+    headers += [f"{denominator} min…max"] if wide else []
+    headers += ["max |x|", "at", "out mean", "out std"]
+    headers += [s.label or s.key for s in declared] + (["weight", "w<0"] if wide else [])
+    rows = []
     names = table_names([n.name for n in result.norms], wide)
     for name, norm in zip(names, result.norms, strict=True):
-        cells = _stats_cells(result, norm, wide)
+        cells = [name, norm.role, *_stats_cells(result, norm, wide)]
         for statistic in declared:
             values = per_token(norm, statistic.key)
             cells.append(fmt(nan_median(values)) if values is not None else "—")
-        if wide:
-            cells += _weight_cells(norm)[::2]
-        table.add_row(name, norm.role, *cells)
+        rows.append(cells + (_weight_cells(norm)[::2] if wide else []))
+    columns = [
+        Column(h, [r[i] for r in rows], left=h in ("module", "role", "at"), drop=DROPS.get(h))
+        for i, h in enumerate(headers)
+    ]
     caption = (
         f"{denominator} = {DENOMINATORS[denominator]} of each token's input over the hidden "
         "axis, median over tokens; at = the token and dimension of max |x|; out = the "
         "output y, medians over tokens of its mean and std"
-        + ("; weight = the affine gain, mean ± std" if wide else "; --wide adds the weights")
+        + ("; weight = the affine gain, mean ± std" if wide else "")
         + "".join(f"; {s.label or s.key} = median {s.json}" for s in declared)
     )
-    return titled(table, header(result), caption)
+    return FitTable(header(result), columns, caption, wide, more="the weights")
+
+
+DROPS = {"out mean": 1, "role": 2, "mean": 3, "at": 4}  # left out first where 80 columns are few
 
 
 DENOMINATORS = {
