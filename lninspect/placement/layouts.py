@@ -122,3 +122,10 @@ def layout_named(name: str) -> Layout:
     if name not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {name!r}")
     return LAYOUTS[name]
+
+
+def markdown_table() -> str:
+    """The layouts as a Markdown table: docs/placement.md's generated block `layouts`."""
+    rows = ["| layout | `--placements` | block and initialization |", "|---|---|---|"]
+    rows += [f"| {x.label} | `{x.name}` | {x.description} |" for x in LAYOUTS.values()]
+    return "\n".join(rows)
