@@ -143,7 +143,7 @@ def test_dyt_starts_at_alpha_half_gain_one_bias_zero():
     norms = [m for n, m in model.named_modules() if n.endswith(("ln_1", "ln_2", "ln_f"))]
     assert len(norms) == 7
     for norm in norms:
-        assert float(norm.alpha) == 0.5 and norm.alpha.shape == ()
+        assert norm.alpha.item() == 0.5 and norm.alpha.shape == ()
         assert torch.equal(norm.weight, torch.ones(16))
         assert torch.equal(norm.bias, torch.zeros(16))
 
