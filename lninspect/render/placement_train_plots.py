@@ -69,7 +69,8 @@ def loss_figure(result: PlacementResult) -> Figure:
         plot_losses(training, lr, ax)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    _suptitle(figure, "Held-out loss of pre-LN and post-LN, with and without warm-up", result)
+    labels = ", ".join(dict.fromkeys(LAYOUTS[run.layout].label for run in training.runs))
+    _suptitle(figure, f"Held-out loss of {labels}, with and without warm-up", result)
     return figure
 
 
