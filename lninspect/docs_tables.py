@@ -1,7 +1,8 @@
-"""The docs' generated blocks, from lninspect.statistics: `python -m lninspect.docs_tables`.
+"""The docs' generated blocks, from lninspect.statistics and the placement experiment's
+layouts: `python -m lninspect.docs_tables`.
 
 A block sits between `<!-- generated: NAME -->` and `<!-- end: NAME -->` in any page of
-docs/; its text is `lninspect.statistics.GENERATED[NAME]()`. tests/test_layout.py checks
+docs/; its text is `GENERATED[NAME]()`. tests/test_layout.py checks
 that every page is as this would write it. No torch.
 """
 
@@ -11,7 +12,10 @@ import re
 import sys
 from pathlib import Path
 
-from lninspect.statistics import GENERATED
+from lninspect.placement.layouts import markdown_table as layouts_table
+from lninspect.statistics import GENERATED as STATISTICS_BLOCKS
+
+GENERATED = {**STATISTICS_BLOCKS, "layouts": layouts_table}
 
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", flags=re.S)
 

@@ -82,7 +82,7 @@ def test_docs_show_the_generated_tables():
         text = page.read_text()
         assert docs_tables.refresh(text) == text, f"{page.name}: python -m lninspect.docs_tables"
         found += docs_tables.blocks(text)
-    assert sorted(found) == sorted(statistics.GENERATED)
+    assert sorted(found) == sorted(docs_tables.GENERATED)
 
 
 def _keys(value: object, prefix: str = "") -> set[str]:

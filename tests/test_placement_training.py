@@ -33,7 +33,9 @@ from lninspect.render.placement_train_plots import grads_figure, loss_figure, st
 from lninspect.results.placement import PLACEMENT_SCHEMA, PlacementConfig, PlacementResult
 from lninspect.results.placement_training import BETAS, EPS, TrainConfig
 
-MODEL = PlacementConfig(layers=[2], d_model=16, heads=2, seeds=2, seq_len=16, batch=2)
+MODEL = PlacementConfig(
+    layers=[2], d_model=16, heads=2, seeds=2, seq_len=16, batch=2, layouts=["pre", "post"]
+)
 TRAIN = TrainConfig(
     steps=6, warmup=3, lrs=[1e-3, 1e-2], eval_every=2, eval_windows=4, stats_every=3
 )
@@ -121,14 +123,14 @@ def test_layer_gradients_and_their_shapes(trained):
     assert np.all(run.grad_norm > run.layer_grad_norm["block"].max(axis=2))
     np.testing.assert_array_equal(run.ffn_out_last, run.layer_grad_norm["ffn_out"][:, :, -1])
     assert list(run.held_out_steps) == [0, 2, 4, 6] and list(run.stats_steps) == [0, 3]
-    assert run.input_std["ln_f"].shape == (2, 2, 0)  # post-LN has no final norm
+    assert "ln_f" not in run.input_std  # post-LN has no final norm
     assert trained.training.run("pre", 3, 1e-2).input_std["ln_f"].shape == (2, 2, 1)
 
 
 def test_grid_seeds_and_summaries(trained):
     training = trained.training
     assert training is not None
-    cells = [(run.placement, run.warmup, run.lr) for run in training.runs]
+    cells = [(run.layout, run.warmup, run.lr) for run in training.runs]
     assert cells == [(p, w, lr) for p in ("pre", "post") for w in (3, 0) for lr in (1e-3, 1e-2)]
     for run in training.runs:
         assert run.diverged_at == [None, None]
@@ -148,7 +150,7 @@ def test_divergence_is_marked_not_raised(text_file):
     )
     assert result.training is not None
     for run in result.training.runs:
-        assert run.diverged_at[0] is not None, run.placement
+        assert run.diverged_at[0] is not None, run.layout
         stop = run.diverged_at[0]
         assert np.all(np.isnan(run.train_loss[0, stop + 1 :]))
     console = Console(width=100, record=True)
@@ -212,12 +214,19 @@ def test_cli_trains_and_writes_table_json_and_pngs(tmp_path: Path, text_file: Pa
         "placement", "--train", "--file", str(text_file), "--layers", "2", "--d-model", "16",
         "--heads", "2", "--seeds", "1", "--seq-len", "16", "--batch", "2", "--steps", "4",
         "--warmup", "2", "--lr", "1e-3", "--eval-every", "2", "--stats-every", "2",
+        "--placements", "pre,peri,dyt",
         "--plot", "--out", str(out), "--json", str(path),
     ]  # fmt: skip
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "Training: pre-LN vs post-LN" in result.stdout and "steps to" in result.stdout
+    assert "Training: the norm layouts" in result.stdout and "steps to" in result.stdout
+    assert all(label in result.stdout for label in ("pre-LN", "peri-LN", "DyT"))
     doc = json.loads(path.read_text())
+    assert [run["layout"] for run in doc["training"]["runs"]] == ["pre"] * 2 + ["peri"] * 2 + [
+        "dyt"
+    ] * 2
+    peri = doc["training"]["runs"][2]["input_std"]
+    assert list(peri) == ["ln_1", "ln_1_post", "ln_2", "ln_2_post", "ln_f"]
     assert doc["training"]["config"]["steps"] == 4 and doc["config"]["layers"] == [2]
     for name in (
         "placement-train-loss.png",

@@ -140,7 +140,7 @@ def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> N
 
 
 def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> None:
-    """`lninspect placement`: pre-LN vs post-LN gradient scales at initialization."""
+    """`lninspect placement`: the norm layouts' gradient scales and stream at initialization."""
     from lninspect.placement.experiment import run_placement
     from lninspect.render.placement_plots import figure_names, save_placement_figures
     from lninspect.render.placement_tables import placement_report
@@ -153,7 +153,7 @@ def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> No
 def placement_train(
     config: PlacementConfig, train: TrainConfig, file: Path | None, outputs: Outputs
 ) -> None:
-    """`lninspect placement --train`: pre-LN vs post-LN training, with and without warm-up."""
+    """`lninspect placement --train`: the layouts' training, with and without warm-up."""
     from lninspect.cli.progress import StepProgress
     from lninspect.placement.training import train_placement
     from lninspect.render.placement_plots import figure_names, save_placement_figures

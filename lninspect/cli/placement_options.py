@@ -16,6 +16,7 @@ import typer
 from lninspect.cli.options import Init, NormKind, positive_ints
 from lninspect.cli.shared import Given, Shared
 from lninspect.options import is_device_name
+from lninspect.placement.layouts import DEFAULT_BASELINE, LAYOUTS
 
 INIT_SEEDS = 8
 TRAIN_SEEDS = 3
@@ -38,6 +39,29 @@ TRAIN_WARMUP = 50
 TRAIN_LRS = "1e-3,3e-3"
 TRAIN_EVAL_EVERY = 20
 TRAIN_STATS_EVERY = 25
+INIT_LAYOUTS = ",".join(LAYOUTS)  # every layout: measured to cost well under a minute
+TRAIN_LAYOUTS = "pre,post"  # each layout adds the whole grid's minutes of CPU
+
+
+def layout_names(value: str) -> list[str]:
+    """`pre,post,peri` -> the names in that order, without repeats; BadParameter otherwise."""
+    names = list(dict.fromkeys(v.strip() for v in value.split(",")))
+    unknown = [name for name in names if name not in LAYOUTS]
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: the layouts are {', '.join(LAYOUTS)}")
+    return names
+
+
+def check_layouts(value: str | None) -> str | None:
+    if value is not None:
+        layout_names(value)
+    return value
+
+
+def check_baseline(value: str) -> str:
+    if value not in LAYOUTS:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(LAYOUTS)}")
+    return value
 
 
 def positive_floats(value: str) -> list[float]:
@@ -120,6 +144,29 @@ PLACEMENT = (
         default=None,
     ),
     Shared(
+        "placements",
+        _option(
+            str | None,
+            "--placements",
+            callback=check_layouts,
+            show_default=False,
+            help=f"Norm layouts, comma-separated, of {', '.join(LAYOUTS)} "
+            f"(docs/placement.md). Default: all; {TRAIN_LAYOUTS} with --train.",
+        ),
+        (),
+        default=None,
+    ),
+    Shared(
+        "baseline",
+        _option(
+            str,
+            callback=check_baseline,
+            help="The layout every ratio divides by, seed by seed; one of --placements.",
+        ),
+        (),
+        default=DEFAULT_BASELINE,
+    ),
+    Shared(
         "d_model",
         _option(
             int | None,
@@ -184,7 +231,7 @@ PLACEMENT = (
         _training(
             bool,
             "--train",
-            help="Train pre-LN and post-LN models instead: learning rate x warm-up x placement.",
+            help="Train the layouts instead: learning rate x warm-up x layout.",
         ),
         (),
         default=False,
@@ -297,6 +344,12 @@ def placement_config(given: Given) -> Any:
             f"{d_model} is not divisible by --heads {heads}", param_hint="'--d-model'"
         )
     check_mode(train, depths, text=given["text"], file=given["file"], device=given["device"])
+    layouts = layout_names(given["placements"] or (TRAIN_LAYOUTS if train else INIT_LAYOUTS))
+    if given["baseline"] not in layouts:
+        raise typer.BadParameter(
+            f"'{given['baseline']}' is not among --placements {','.join(layouts)}",
+            param_hint="'--baseline'",
+        )
     return PlacementConfig(
         layers=depths,
         d_model=d_model,
@@ -307,6 +360,8 @@ def placement_config(given: Given) -> Any:
         seeds=given["seeds"] or shape["seeds"],
         seq_len=given["seq_len"] or shape["seq_len"],
         batch=given["batch"] or shape["batch"],
+        layouts=layouts,
+        baseline=given["baseline"],
     )
 
 

@@ -25,8 +25,9 @@ from lninspect.cli.shared import FIGURES, FORCE, JSON, QUIET, Given, shared
 @app.command()
 @shared(PLACEMENT, FIGURES, JSON, FORCE, QUIET)
 def placement(ctx: typer.Context, *, given: Given) -> None:
-    """Pre-LN vs post-LN gradient scales at initialization (Xiong et al. 2020, Theorem 1);
-    with --train, the first steps of training with and without learning-rate warm-up."""
+    """Norm layouts at initialization: gradient scales (Xiong et al. 2020, Theorem 1) and
+    the residual stream's growth; with --train, the first steps of training with and
+    without learning-rate warm-up (docs/placement.md)."""
     from lninspect.cli import commands
 
     config, outputs = placement_config(given), given.outputs()

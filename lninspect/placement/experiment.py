@@ -1,10 +1,12 @@
-"""Pre-LN vs post-LN gradient scales at initialization (Xiong et al. 2020, Theorem 1).
+"""Gradient scales and the residual stream at initialization, for every norm layout
+(lninspect.placement.layouts; Xiong et al. 2020's Theorem 1 for pre- and post-LN).
 
-For each depth L, placement and seed: build the reference GPT, initialize it, compute the
+For each depth L, layout and seed: build the reference GPT, initialize it, compute the
 LM loss on a batch of tokens and backpropagate once, inside lninspect's capture hooks.
-Keep the Frobenius norm of the gradient of every block's weights and the statistics of
-every norm's input (E|x|^2/d, Lemma 2's quantity) per seed; the results summarize them
-(mean and 95% interval over the seeds) and derive the ratios and slopes seed by seed.
+Keep the Frobenius norm of the gradient of every block's weights, the statistics of every
+norm's input (E|x|^2/d, Lemma 2's quantity) and the residual stream's variance after each
+block per seed; the results summarize them (mean and 95% interval over the seeds) and
+derive the ratios, slopes and growth laws seed by seed.
 
 The runs use one CPU thread by default: their matrices are small (a few hundred tokens by
 d), where intra-op threads gain little, and on a busy machine spinning threads cost ~10x
@@ -25,22 +27,24 @@ from torch import nn
 
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
+from lninspect.norms.discovery import find_norms
+from lninspect.placement.layouts import BRANCH_WEIGHTS, layout_named
 from lninspect.placement.memory import check_placement_memory
-from lninspect.placement.refgpt import GPT, Block, RefGPTConfig
+from lninspect.placement.refgpt import GPT, Block, DynamicTanh, RefGPTConfig
 from lninspect.results.placement import (
     GRAD_KEYS,
-    NORM_KEYS,
     PlacementConfig,
     PlacementResult,
     PlacementRun,
     growth_exponent,
     layer_trend,
+    stream_growth,
     sweep_rows,
 )
 from lninspect.results.seeds import OverSeeds
-from lninspect.roles import PLACEMENTS
 
-Measured = dict[str, dict[str, np.ndarray]]  # "grad_norm" | "input_std" | "input_ms" -> key -> (L,)
+# "grad_norm" | "input_std" | "input_ms" -> key -> (L,); "stream" -> "var" -> (L + 1,)
+Measured = dict[str, dict[str, np.ndarray]]
 GPT2_STD = 0.02  # GPT-2's weight std; its residual projections get 0.02 / sqrt(2L)
 XAVIER_EMBEDDING_STD = math.sqrt(0.5)  # token + position embedding: E|x|^2/d = 1, as in Lemma 2
 
@@ -48,7 +52,7 @@ XAVIER_EMBEDDING_STD = math.sqrt(0.5)  # token + position embedding: E|x|^2/d = 
 def run_placement(
     config: PlacementConfig, text: str | None = None, threads: int | None = 1
 ) -> PlacementResult:
-    """Every depth in `config.layers`, both placements, averaged over `config.seeds`.
+    """Every depth in `config.layers`, every layout of `config.layouts`, over the seeds.
 
     `threads`: torch's intra-op threads during the runs (restored after); None keeps them.
     """
@@ -60,11 +64,11 @@ def run_placement(
         )
     with threads_for(threads):
         runs = [
-            _run(config, placement, layers, text_ids)
+            _run(config, layout, layers, text_ids)
             for layers in config.layers
-            for placement in PLACEMENTS
+            for layout in config.layouts
         ]
-    sweep = sweep_rows(runs)
+    sweep = sweep_rows(runs, config.baseline)
     return PlacementResult(
         config=config,
         runs=runs,
@@ -88,7 +92,7 @@ def threads_for(count: int | None) -> Iterator[None]:
 
 def build_model(
     config: PlacementConfig,
-    placement: str,
+    layout: str,
     layers: int,
     generator: torch.Generator,
     dropout: float = 0.0,
@@ -102,7 +106,7 @@ def build_model(
             d_model=config.d_model,
             heads=config.heads,
             mlp_ratio=config.mlp_ratio,
-            placement=placement,
+            layout=layout,
             norm=config.norm,
             dropout=dropout,
         )
@@ -115,32 +119,39 @@ def build_model(
 def initialize(model: GPT, init: str, generator: torch.Generator) -> None:
     """`xavier`: the paper's setting (Xavier-normal weights, no residual scaling).
     `gpt2`: N(0, 0.02), the residual projections N(0, 0.02 / sqrt(2L)).
-    Norm gains are one and biases zero in both (their construction values)."""
+    The layout's branch gain (DeepNorm's beta) multiplies the std of BRANCH_WEIGHTS in both.
+    Norm gains are one, biases zero and DyT's alpha 0.5 (their construction values)."""
     if init not in ("xavier", "gpt2"):
         raise ValueError(f"init must be 'xavier' or 'gpt2', not {init!r}")
-    residual_std = GPT2_STD / math.sqrt(2 * model.config.layers)
+    layers = model.config.layers
+    residual_std = GPT2_STD / math.sqrt(2 * layers)
+    beta = layout_named(model.config.layout).branch_gain(layers)
     for name, module in model.named_modules():
+        gain = beta if name.endswith(BRANCH_WEIGHTS) else 1.0
         if isinstance(module, nn.Embedding):
             std = XAVIER_EMBEDDING_STD if init == "xavier" else GPT2_STD
             nn.init.normal_(module.weight, std=std, generator=generator)
         elif isinstance(module, nn.Linear) and init == "xavier":
-            nn.init.xavier_normal_(module.weight, generator=generator)
+            nn.init.xavier_normal_(module.weight, gain=gain, generator=generator)
         elif isinstance(module, nn.Linear):
             residual = name.endswith(("attn.out", "mlp.fc_out"))
             std = residual_std if residual else GPT2_STD
-            nn.init.normal_(module.weight, std=std, generator=generator)
+            nn.init.normal_(module.weight, std=gain * std, generator=generator)
 
 
 def measure_gradients(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
-    """The loss, and per layer: gradient norms and norm-input statistics, for one batch."""
+    """The loss, and per layer: gradient norms, norm-input statistics and the stream's
+    variance, for one batch."""
     model.zero_grad(set_to_none=True)
-    with capture(model) as cap:
-        loss = model.loss(ids)
+    keys = layout_named(model.config.layout).norm_keys()
+    stream: list[torch.Tensor] = []
+    with capture(model, find_norms(model, include=(DynamicTanh,))) as cap:
+        loss = model.loss(ids, stream)
         loss.backward()
     stats = cap.result()
     values: dict[str, dict[str, list[float]]] = {
-        "input_std": {k: [] for k in NORM_KEYS},
-        "input_ms": {k: [] for k in NORM_KEYS},
+        "input_std": {k: [] for k in keys},
+        "input_ms": {k: [] for k in keys},
     }
     for norm in stats.norms:  # in model order: blocks.0.ln_1, blocks.0.ln_2, ..., ln_f
         key = norm.name.rsplit(".", 1)[-1]
@@ -150,6 +161,7 @@ def measure_gradients(model: GPT, ids: torch.Tensor) -> tuple[float, Measured]:
         )
     measured = {name: {k: np.asarray(v) for k, v in d.items()} for name, d in values.items()}
     measured["grad_norm"] = _grad_norms(model)
+    measured["stream"] = {"var": torch.stack(stream).double().numpy()}
     return loss.item(), measured
 
 
@@ -165,7 +177,7 @@ def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
             norm(b.mlp.fc_out.weight),
             norm(b.mlp.fc_in.weight),
             norm(b.attn.out.weight),
-            norm(b.ln_1.weight, b.ln_2.weight),
+            norm(*(cast(torch.Tensor, n.weight) for n in b.norm_modules())),
         )
         for b in cast(list[Block], list(model.blocks))
     ]
@@ -174,16 +186,16 @@ def _grad_norms(model: GPT) -> dict[str, np.ndarray]:
 
 
 def _run(
-    config: PlacementConfig, placement: str, layers: int, text_ids: torch.Tensor | None
+    config: PlacementConfig, layout: str, layers: int, text_ids: torch.Tensor | None
 ) -> PlacementRun:
-    """One placement at one depth, over every seed."""
+    """One layout at one depth, over every seed."""
     losses, per_seed = [], []
     for seed in range(config.seeds):
         generator = torch.Generator().manual_seed(seed)
-        # Tokens first, from the same stream: every placement and depth sees the same batch,
-        # and both placements of a seed get the same weights.
+        # Tokens first, from the same stream: every layout and depth sees the same batch,
+        # and every layout of a seed the same weights (up to its init gain).
         ids = _random_ids(config, generator) if text_ids is None else text_ids
-        loss, measured = measure_gradients(build_model(config, placement, layers, generator), ids)
+        loss, measured = measure_gradients(build_model(config, layout, layers, generator), ids)
         losses.append(loss)
         per_seed.append(measured)
     stacked = {  # name -> key -> (seeds, L)
@@ -193,7 +205,7 @@ def _run(
     summary = {name: {k: OverSeeds.of(v) for k, v in d.items()} for name, d in stacked.items()}
     first_over_last, slope = layer_trend(stacked["grad_norm"]["ffn_out"])
     return PlacementRun(
-        placement=placement,
+        layout=layout,
         norm=config.norm,
         layers=layers,
         grad_norm=summary["grad_norm"],
@@ -202,6 +214,8 @@ def _run(
         loss=OverSeeds.of(losses),
         first_over_last=OverSeeds.of(first_over_last),
         slope=OverSeeds.of(slope),
+        stream_var=summary["stream"]["var"],
+        stream_growth=stream_growth(stacked["stream"]["var"]),
     )
 
 

@@ -2,8 +2,9 @@
 
 `--layers 10000` once ran for nine minutes before the kernel killed it at 24 GB. The runs
 build one model at a time, so the deepest one bounds the memory: its parameters (counted on
-the meta device: the model with one block, plus L - 1 more blocks), their gradients, and the
-activations its backward pass keeps (lninspect.model.memory.activation_bytes).
+the meta device for each layout asked for, the largest: the model with one block, plus
+L - 1 more blocks), their gradients, and the activations its backward pass keeps
+(lninspect.model.memory.activation_bytes).
 """
 
 from __future__ import annotations
@@ -46,15 +47,21 @@ def check_placement_memory(
     )
     estimate = estimated_parameters(SimpleNamespace(**vars(described), n_positions=config.seq_len))
     _fits(Need(parameters=4 * estimate), device, deepest)  # before building anything
-    one = parameter_bytes(lambda: GPT(shape), torch.float32)
-    block = parameter_bytes(lambda: Block(replace(shape)), torch.float32)
-    parameters = one + (deepest - 1) * block
+    parameters = max(
+        _parameter_bytes(replace(shape, layout=layout), deepest) for layout in config.layouts
+    )
     need = Need(
         parameters=parameters,
         gradients=parameters * (3 if training else 1),
         activations=activation_bytes(described, config.seq_len, config.batch, True, 4),
     )
     _fits(need, device, deepest)
+
+
+def _parameter_bytes(shape: RefGPTConfig, layers: int) -> int:
+    """The float32 parameters of a model of `layers` blocks of this shape and layout."""
+    one = parameter_bytes(lambda: GPT(shape), torch.float32)
+    return one + (layers - 1) * parameter_bytes(lambda: Block(shape), torch.float32)
 
 
 def _fits(need: Need, device: torch.device | None, deepest: int) -> None:

@@ -1,24 +1,29 @@
-"""A small reference GPT whose norm placement is a switch: pre-LN (GPT-2) or post-LN.
+"""A small reference GPT whose norm layout is a switch (lninspect.placement.layouts), e.g.
 
     pre:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x));  ...;  logits = head(ln_f(x))
     post: x = ln_1(x + attn(x));  x = ln_2(x + mlp(x));  ...;  logits = head(x)
+    peri: x = x + ln_1_post(attn(ln_1(x)));  ...;  logits = head(ln_f(x))
 
 With `dropout` > 0 (training), dropout acts on the embeddings and on the output of every
 attention and MLP branch before it joins the residual stream, as GPT-2's resid_pdrop does.
 
 The norms are written from their formulas; their class names end in LayerNorm / RMSNorm
-so that lninspect's discovery finds them, and they are named `blocks.{i}.ln_1`,
-`blocks.{i}.ln_2` and `ln_f` as in GPT-2. Initialization is left to the caller
+so that lninspect's discovery finds them (DynamicTanh is passed to it as `include`), and
+they are named `blocks.{i}.ln_1`, `blocks.{i}.ln_2` (`ln_1_post`, `ln_2_post` for peri-LN)
+and `ln_f` as in GPT-2. Initialization is left to the caller
 (lninspect.placement.experiment); PyTorch's defaults apply until then.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lninspect.placement.layouts import Layout, layout_named
 
 Tensor = torch.Tensor
 
@@ -31,8 +36,8 @@ class RefGPTConfig:
     d_model: int = 256  # width d of the residual stream
     heads: int = 4  # attention heads; d_model must be divisible by it
     mlp_ratio: int = 1  # FFN hidden width / d: 1 as in the paper's analysis, 4 in GPT-2
-    placement: str = "pre"  # "pre": norm inside the residual branch; "post": after the addition
-    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
+    layout: str = "pre"  # where the norms sit: a name of lninspect.placement.layouts.LAYOUTS
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm" (a layout may impose its own: DyT)
     eps: float = 1e-5  # added to the variance (mean square) under the square root
     dropout: float = 0.0  # on the embeddings and each residual branch's output, as in GPT-2
 
@@ -66,12 +71,34 @@ class RMSNorm(nn.Module):
         return x / torch.sqrt(x.square().mean(dim=-1, keepdim=True) + self.eps) * self.weight
 
 
-def make_norm(config: RefGPTConfig) -> LayerNorm | RMSNorm:
-    """The norm the config asks for, over d_model."""
-    norms: dict[str, type[LayerNorm] | type[RMSNorm]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
-    if config.norm not in norms:
-        raise ValueError(f"norm must be one of {sorted(norms)}, not {config.norm!r}")
-    return norms[config.norm](config.d_model, config.eps)
+class DynamicTanh(nn.Module):
+    """y = weight * tanh(alpha * x) + bias (Zhu et al. 2025): no statistics, alpha a learnable
+    scalar. alpha starts at 0.5, the paper's default: a unit-scale input then stays mostly
+    in tanh's near-linear range (|0.5 x| < 1 for 95% of a unit normal), squashing outliers."""
+
+    ALPHA0 = 0.5
+
+    def __init__(self, d: int, eps: float = 0.0) -> None:
+        super().__init__()
+        self.normalized_shape = (d,)
+        self.alpha = nn.Parameter(torch.tensor(self.ALPHA0))
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.alpha * x) * self.weight + self.bias
+
+
+Norm = LayerNorm | RMSNorm | DynamicTanh
+NORMS: dict[str, type[Norm]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "dyt": DynamicTanh}
+
+
+def make_norm(config: RefGPTConfig) -> Norm:
+    """The norm the layout imposes or the config asks for, over d_model."""
+    kind = layout_named(config.layout).norm or config.norm
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {sorted(NORMS)}, not {config.norm!r}")
+    return NORMS[kind](config.d_model, config.eps)
 
 
 class CausalSelfAttention(nn.Module):
@@ -108,27 +135,38 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Attention then MLP, each with a residual connection and a norm placed pre or post."""
+    """Attention then MLP, each a residual sub-layer whose norms sit as the layout says.
 
-    def __init__(self, config: RefGPTConfig) -> None:
+    `index` is the block's position from 0; the layout's norm scale sees layer index + 1."""
+
+    def __init__(self, config: RefGPTConfig, index: int = 0) -> None:
         super().__init__()
-        if config.placement not in ("pre", "post"):
-            raise ValueError(f"placement must be 'pre' or 'post', not {config.placement!r}")
-        self.placement = config.placement
-        self.ln_1, self.attn = make_norm(config), CausalSelfAttention(config)
-        self.ln_2, self.mlp = make_norm(config), MLP(config)
+        self.layout: Layout = layout_named(config.layout)
+        self.alpha = self.layout.residual_scale(config.layers)
+        self.scale = self.layout.norm_scale(index + 1)
+        self.attn, self.mlp = CausalSelfAttention(config), MLP(config)
+        for name in self.layout.block_norms():
+            self.add_module(name, make_norm(config))
         self.drop = nn.Dropout(config.dropout)  # on each branch's output (identity at 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.placement == "pre":
-            x = x + self.drop(self.attn(self.ln_1(x)))
-            return x + self.drop(self.mlp(self.ln_2(x)))
-        x = self.ln_1(x + self.drop(self.attn(x)))
-        return self.ln_2(x + self.drop(self.mlp(x)))
+        x = self._sublayer(x, self.attn, 1)
+        return self._sublayer(x, self.mlp, 2)
+
+    def _sublayer(self, x: Tensor, branch: nn.Module, k: int) -> Tensor:
+        norms = [self._scaled(self.get_submodule(f"ln_{k}{s}")) for s in self.layout.norms]
+        return self.layout.sublayer(x, branch, norms, self.alpha, self.drop)
+
+    def _scaled(self, norm: nn.Module) -> nn.Module | Callable[[Tensor], Tensor]:
+        return norm if self.scale == 1 else lambda x: norm(x) * self.scale
+
+    def norm_modules(self) -> list[nn.Module]:
+        """The block's norms in the order the stream meets them."""
+        return [self.get_submodule(name) for name in self.layout.block_norms()]
 
 
 class GPT(nn.Module):
-    """Token and position embeddings, L blocks, a final norm (pre-LN only), an LM head."""
+    """Token and position embeddings, L blocks, a final norm (if the layout has one), a head."""
 
     def __init__(self, config: RefGPTConfig) -> None:
         super().__init__()
@@ -136,20 +174,30 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.layers))
         # Post-LN blocks already end in a norm; pre-LN needs one before the head.
-        self.ln_f = make_norm(config) if config.placement == "pre" else nn.Identity()
+        self.ln_f = make_norm(config) if layout_named(config.layout).final else nn.Identity()
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """Logits of shape (batch, tokens, vocab) for token ids of shape (batch, tokens)."""
+    def forward(self, ids: Tensor, stream: list[Tensor] | None = None) -> Tensor:
+        """Logits of shape (batch, tokens, vocab) for token ids of shape (batch, tokens).
+
+        `stream`, if given, receives the residual stream's variance (over d, averaged over
+        the tokens; a 0-d tensor, no host sync) after the embeddings and after each block."""
         positions = torch.arange(ids.shape[1], device=ids.device)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))  # (B, T, d)
+        _record(stream, x)
         for block in self.blocks:
             x = block(x)
+            _record(stream, x)
         return self.head(self.ln_f(x))
 
-    def loss(self, ids: Tensor) -> Tensor:
+    def loss(self, ids: Tensor, stream: list[Tensor] | None = None) -> Tensor:
         """Mean next-token cross-entropy of the sequences `ids` (batch, tokens)."""
-        logits = self(ids[:, :-1])  # (B, T-1, vocab)
+        logits = self(ids[:, :-1], stream)  # (B, T-1, vocab)
         return F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+
+
+def _record(stream: list[Tensor] | None, x: Tensor) -> None:
+    if stream is not None:
+        stream.append(x.detach().var(dim=-1, correction=0).mean())

@@ -1,8 +1,8 @@
-"""`lninspect placement --train`: the first steps of pre-LN and post-LN training (Xiong et al.
-2020, Sec. 3 and Fig. 1: post-LN needs a learning-rate warm-up, pre-LN does not).
+"""`lninspect placement --train`: the first steps of training of the chosen norm layouts
+(Xiong et al. 2020, Sec. 3 and Fig. 1: post-LN needs a learning-rate warm-up, pre-LN not).
 
-For each seed, placement, warm-up (the given one, and none) and learning rate: build the
-reference GPT (both placements of a seed start from the same weights), then train it with
+For each seed, layout, warm-up (the given one, and none) and learning rate: build the
+reference GPT (every layout of a seed starts from the same draws), then train it with
 Adam (betas (0.9, 0.98), eps 1e-9, no weight decay: the Transformer setting the paper
 studies) on random windows of the training tokens, the same windows for every run of a seed,
 at a learning rate that rises linearly over the warm-up steps and then stays constant.
@@ -39,9 +39,10 @@ from lninspect.placement.data import (
     unigram_loss,
 )
 from lninspect.placement.experiment import build_model, threads_for
+from lninspect.placement.layouts import FINAL, layout_named
 from lninspect.placement.memory import check_placement_memory
-from lninspect.placement.refgpt import GPT, Block
-from lninspect.results.placement import NORM_KEYS, PlacementConfig, PlacementResult
+from lninspect.placement.refgpt import GPT, Block, DynamicTanh
+from lninspect.results.placement import PlacementConfig, PlacementResult
 from lninspect.results.placement_training import (
     BETAS,
     EPS,
@@ -51,7 +52,6 @@ from lninspect.results.placement_training import (
     auto_target,
     finish_runs,
 )
-from lninspect.roles import PLACEMENTS
 
 EXPLODED = 1.5  # a training loss above 1.5x the run's first loss counts as diverged
 Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
@@ -59,15 +59,15 @@ Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what ru
 
 @dataclass(frozen=True)
 class Grid:
-    """One cell of the grid: a placement, a warm-up length (0: none) and a learning rate."""
+    """One cell of the grid: a layout, a warm-up length (0: none) and a learning rate."""
 
-    placement: str
+    layout: str
     warmup: int
     lr: float
 
     def label(self) -> str:
         warm = f"warm-up {self.warmup}" if self.warmup else "no warm-up"
-        return f"{self.placement}-LN, {warm}, lr {self.lr:g}"
+        return f"{layout_named(self.layout).label}, {warm}, lr {self.lr:g}"
 
 
 def train_placement(
@@ -91,8 +91,8 @@ def train_placement(
         held_out_tokens=len(tokens.held_out),
     )
     grid = [
-        Grid(placement, warmup, lr)
-        for placement in PLACEMENTS
+        Grid(layout, warmup, lr)
+        for layout in config.layouts
         for warmup in sorted({train.warmup, 0}, reverse=True)
         for lr in train.lrs
     ]
@@ -149,7 +149,7 @@ class _Record:
     grad_norm: np.ndarray  # (steps,) global
     layer_grads: dict[str, np.ndarray]  # "ffn_out" | "block" -> (steps, L)
     held_out: np.ndarray  # (evals,)
-    input_std: dict[str, np.ndarray]  # NORM_KEYS -> (strides, L | 1 | 0)
+    input_std: dict[str, np.ndarray]  # the layout's norm keys -> (strides, L; ln_f: 1)
     diverged_at: int | None
 
 
@@ -165,15 +165,15 @@ def _train_one(
     """Train one model of `cell` from seed `seed`; record every step."""
     device = torch.device(train.device)
     layers = config.layers[0]
-    model = _model(config, train, cell.placement, layers, seed).to(device)
-    found = _norms_of(model, cell.placement, norms)
+    model = _model(config, train, cell.layout, layers, seed).to(device)
+    found = _norms_of(model, cell.layout, norms)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cell.lr, betas=BETAS, eps=EPS, weight_decay=0.0
     )
     data = torch.Generator().manual_seed(seed)  # the same batches for every cell of a seed
     torch.manual_seed(seed)  # dropout masks
     held = held_out_windows(tokens.held_out, train.eval_windows, config.seq_len).to(device)
-    record = _empty_record(train, layers, cell.placement)
+    record = _empty_record(train, layers, cell.layout)
     first = math.nan
     for step in range(train.steps + 1):
         if step in train.eval_steps():
@@ -210,19 +210,17 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup else lr
 
 
-def _model(
-    config: PlacementConfig, train: TrainConfig, placement: str, layers: int, seed: int
-) -> GPT:
-    """The seed's initial weights: the same for both placements and every cell."""
+def _model(config: PlacementConfig, train: TrainConfig, layout: str, layers: int, seed: int) -> GPT:
+    """The seed's initial weights: the same draws for every layout and cell."""
     generator = torch.Generator().manual_seed(seed)
-    return build_model(config, placement, layers, generator, dropout=train.dropout)
+    return build_model(config, layout, layers, generator, dropout=train.dropout)
 
 
-def _norms_of(model: GPT, placement: str, found: dict[str, list[NormInfo]]) -> list[NormInfo]:
-    """The norms of `model`: found once per placement, then rebound to each new model."""
-    if placement not in found:
-        found[placement] = find_norms(model)
-    return [replace(info, module=model.get_submodule(info.name)) for info in found[placement]]
+def _norms_of(model: GPT, layout: str, found: dict[str, list[NormInfo]]) -> list[NormInfo]:
+    """The norms of `model`: found once per layout, then rebound to each new model."""
+    if layout not in found:
+        found[layout] = find_norms(model, include=(DynamicTanh,))
+    return [replace(info, module=model.get_submodule(info.name)) for info in found[layout]]
 
 
 def _diverged(loss: float, grad_norm: float, first: float) -> bool:
@@ -262,35 +260,32 @@ def _keep_step(record: _Record, step: int, numbers: list[float], layers: int) ->
 
 def _keep_norm_inputs(record: _Record, row: int, stats: Sequence) -> None:
     """Every norm's mean input std (over the tokens of the batch) at stride row `row`."""
-    columns: dict[str, list[float]] = {key: [] for key in NORM_KEYS}
+    columns: dict[str, list[float]] = {key: [] for key in record.input_std}
     for norm in stats:  # model order: blocks.0.ln_1, blocks.0.ln_2, ..., ln_f
         columns[norm.name.rsplit(".", 1)[-1]].append(float(np.mean(norm.input.std)))
     for key, values in columns.items():
         record.input_std[key][row] = values
 
 
-def _empty_record(train: TrainConfig, layers: int, placement: str) -> _Record:
+def _empty_record(train: TrainConfig, layers: int, layout: str) -> _Record:
     nan = np.full
-    finals = 1 if placement == "pre" else 0  # ln_f exists in pre-LN only
     strides = len(train.stats_steps())
+    keys = layout_named(layout).norm_keys()
     return _Record(
         train_loss=nan(train.steps, np.nan),
         grad_norm=nan(train.steps, np.nan),
         layer_grads={k: nan((train.steps, layers), np.nan) for k in ("ffn_out", "block")},
         held_out=nan(len(train.eval_steps()), np.nan),
-        input_std={
-            "ln_1": nan((strides, layers), np.nan),
-            "ln_2": nan((strides, layers), np.nan),
-            "ln_f": nan((strides, finals), np.nan),
-        },
+        input_std={k: nan((strides, 1 if k == FINAL else layers), np.nan) for k in keys},
         diverged_at=None,
     )
 
 
 def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
     """Stack the seeds of one cell: every array gains a leading seed axis."""
+    keys = layout_named(cell.layout).norm_keys()
     return TrainRun(
-        placement=cell.placement,
+        layout=cell.layout,
         warmup=cell.warmup,
         lr=cell.lr,
         train_loss=np.stack([r.train_loss for r in records]),
@@ -301,6 +296,6 @@ def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
         held_out_steps=np.asarray(train.eval_steps(), dtype=np.int64),
         held_out_loss=np.stack([r.held_out for r in records]),
         stats_steps=np.asarray(train.stats_steps(), dtype=np.int64),
-        input_std={key: np.stack([r.input_std[key] for r in records]) for key in NORM_KEYS},
+        input_std={key: np.stack([r.input_std[key] for r in records]) for key in keys},
         diverged_at=[r.diverged_at for r in records],
     )

@@ -1,9 +1,11 @@
 """Figures of `lninspect placement` results at initialization (matplotlib Figures; no torch).
 
-Lines are means over the seeds, bands and error bars their 95% intervals. Several depths on
-one axis are told apart by colour shade and marker; the deepest is drawn first and widest,
-so that a shallower model's curve stays visible where the two coincide (pre-LN's gradient at
-block l hardly depends on L). The training figures are in placement_train_plots.py.
+Lines are means over the seeds, bands and error bars their 95% intervals. Each layout has
+its declaration's colour and line style (lninspect.placement.layouts); the legend sits under
+the panels, off the data. Several depths on one axis are told apart by marker and width; the
+deepest is drawn first, widest and lightest, so that a shallower model's curve stays visible
+where the two coincide (pre-LN's gradient at block l hardly depends on L). The training
+figures are in placement_train_plots.py.
 """
 
 from __future__ import annotations
@@ -12,21 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from lninspect.placement.layouts import LAYOUTS
 from lninspect.render.figures import allow_math, new_figure, save_figure
-from lninspect.render.placement_tables import POST_LEMMA2, ci, describe
+from lninspect.render.placement_tables import describe
 from lninspect.results.placement import PlacementResult, PlacementRun
 
 LAYERS_PNG = "placement-layers.png"
 SWEEP_PNG = "placement-sweep.png"
-STYLE: dict[str, dict[str, Any]] = {
-    "pre": {"linestyle": "-", "marker": "o"},
-    "post": {"linestyle": "--", "marker": "s"},
-}
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per depth, shallowest first
 
 
@@ -51,27 +49,28 @@ def save_placement_figures(result: PlacementResult, folder: Path) -> list[Path]:
 
 
 def layers_figure(result: PlacementResult) -> Figure:
-    """Left: the FFN-output gradient per layer (log axis); right: E|x|^2/d at the norms."""
-    figure = new_figure(12.0, 5.0)
-    grads, inputs = figure.subplots(1, 2)
+    """Left: the FFN-output gradient per layer (log axis); right: the stream's variance."""
+    figure = new_figure(13.0, 5.6)
+    grads, stream = figure.subplots(1, 2)
     plot_layer_grads(result, grads)
-    plot_norm_inputs(result, inputs)
+    plot_stream_var(result, stream)
     figure.suptitle(
-        "Gradient of the FFN output weight per layer at initialization: "
-        f"pre-LN vs post-LN\n{describe(result.config)}",
+        "Gradient of the FFN output weight and the residual stream at initialization, "
+        f"by norm layout\n{describe(result.config)}",
         fontsize=11,
     )
+    _figure_legend(figure, grads)
     return figure
 
 
 def plot_layer_grads(result: PlacementResult, ax: Axes | None = None) -> Axes:
-    """|dloss/dW_ffn_out| per layer, one line per placement and depth, with its 95% band."""
+    """|dloss/dW_ffn_out| per layer, one line per layout and depth, with its 95% band."""
     ax = ax or new_figure().subplots()
     for run in _deepest_first(result):
         y = run.grad_norm["ffn_out"]
         x = np.arange(run.layers)
-        ax.plot(x, y.mean, label=f"{run.placement}-LN, L={run.layers}", **_line(result, run))
-        ax.fill_between(x, y.low, y.high, color=_color(result, run), alpha=0.2, linewidth=0)
+        ax.plot(x, y.mean, label=_label(result, run), **_line(result, run))
+        ax.fill_between(x, y.low, y.high, color=LAYOUTS[run.layout].color, alpha=0.15, lw=0)
     ax.set_yscale("log")
     ax.set_xlabel("layer l (block index, 0 = next to the embeddings)")
     allow_math(
@@ -81,133 +80,105 @@ def plot_layer_grads(result: PlacementResult, ax: Axes | None = None) -> Axes:
         ax.set_title(r"FFN output weight $W^{2,l}$: mean and 95% interval over seeds", fontsize=10)
     )
     ax.grid(True, which="both", alpha=0.3)
-    _legend(ax)
     plain_ticks(ax)
     return ax
 
 
+def _label(result: PlacementResult, run: PlacementRun) -> str:
+    depths = {r.layers for r in result.runs}
+    label = LAYOUTS[run.layout].label
+    return label if len(depths) == 1 else f"{label}, L={run.layers}"
+
+
 def _deepest_first(result: PlacementResult) -> list[PlacementRun]:
-    """The runs in drawing order: deepest first (underneath), post-LN before pre-LN."""
-    return sorted(result.runs, key=lambda run: (-run.layers, run.placement != "post"))
+    """The runs in drawing order: deepest first (underneath), then in the layouts' order."""
+    order = result.layouts()
+    return sorted(result.runs, key=lambda run: (-run.layers, order.index(run.layout)))
 
 
 def _line(result: PlacementResult, run: PlacementRun) -> dict[str, Any]:
-    """Colour, marker and width of a run's line: deeper models wider, lighter, underneath."""
+    """The layout's colour and line style; deeper models wider, lighter markers, underneath."""
     depths = sorted({r.layers for r in result.runs})
     rank = depths.index(run.layers)
+    layout = LAYOUTS[run.layout]
+    several = len(depths) > 1
     return {
-        "color": _color(result, run),
-        "linestyle": STYLE[run.placement]["linestyle"],
-        "marker": DEPTH_MARKERS[rank % len(DEPTH_MARKERS)],
-        "markersize": 4 + 2 * (len(depths) - 1 - rank) if len(depths) > 1 else 5,
-        "linewidth": 1.2 + 1.2 * rank / max(len(depths) - 1, 1) if len(depths) > 1 else 1.5,
+        "color": layout.color,
+        "linestyle": layout.linestyle,
+        "marker": DEPTH_MARKERS[rank % len(DEPTH_MARKERS)] if several else layout.marker,
+        "markersize": 3 + 2 * (len(depths) - 1 - rank) if several else 4,
+        "linewidth": 1.2 + 1.2 * rank / max(len(depths) - 1, 1) if several else 1.5,
+        "alpha": 1.0 - 0.35 * rank / max(len(depths) - 1, 1) if several else 1.0,
         "zorder": 3 + len(depths) - rank,
     }
 
 
-def _color(result: PlacementResult, run: PlacementRun) -> tuple[float, ...]:
-    return _colors(result)[run.placement, run.layers]
-
-
-def plot_norm_inputs(result: PlacementResult, ax: Axes | None = None) -> Axes:
-    """E|x|^2/d at pre-LN's ln_1 (and ln_f) and post-LN's ln_2, with Lemma 2's values."""
+def plot_stream_var(result: PlacementResult, ax: Axes | None = None) -> Axes:
+    """The residual stream's variance after each block, per layout, with Lemma 2's band."""
     ax = ax or new_figure().subplots()
-    colors = _colors(result)
     deepest = max(run.layers for run in result.runs)
     blocks = np.arange(deepest + 1)
     ax.fill_between(
-        blocks,
-        1 + blocks / 2,
-        1 + 1.5 * blocks,
-        color="0.85",
+        blocks, 1 + blocks / 2, 1 + 1.5 * blocks, color="0.88",
         label="Lemma 2 (Xavier init), pre-LN: 1 + l/2 … 1 + 3l/2",
-    )
-    ax.axhline(
-        POST_LEMMA2,
-        color="0.4",
-        linewidth=1,
-        linestyle=":",
-        label="Lemma 2 (Xavier init), post-LN: 1.5",
-    )
+    )  # fmt: skip
     for run in _deepest_first(result):
-        if run.placement == "pre":  # ln_1 of each block, then ln_f after the last block
-            keys: tuple[str, ...] = ("ln_1", "ln_f")
-            label = f"pre-LN ln_1 (ln_f at l=L), L={run.layers}"
-        else:
-            keys, label = ("ln_2",), f"post-LN ln_2, L={run.layers}"
-        mean, low, high = (
-            np.concatenate([getattr(run.input_ms[key], part) for key in keys])
-            for part in ("mean", "low", "high")
-        )
-        x = np.arange(len(mean))
-        ax.plot(x, mean, label=label, **_line(result, run))
-        ax.fill_between(x, low, high, color=colors[run.placement, run.layers], alpha=0.2, lw=0)
-    values = np.concatenate(
-        [np.concatenate([v.mean for v in run.input_ms.values()]) for run in result.runs]
-    )
-    if np.nanmax(values) > 30 * np.nanmin(values):  # e.g. GPT-2's init: a tiny pre-LN stream
-        ax.set_yscale("log")
-        plain_ticks(ax)
-    ax.set_xlabel("layer l (blocks the residual stream has passed)")
-    allow_math(ax.set_ylabel(r"$E\|x\|^2/d$ at the norm's input (mean square)"))
-    ax.set_title(
-        "Why: the residual stream grows in pre-LN, is renormalised in post-LN", fontsize=10
-    )
-    ax.grid(True, alpha=0.3)
-    _legend(ax)
+        if run.stream_var is None:
+            continue
+        v = run.stream_var
+        x = np.arange(len(v.mean))
+        ax.plot(x, v.mean, label="_stream", **_line(result, run))
+        ax.fill_between(x, v.low, v.high, color=LAYOUTS[run.layout].color, alpha=0.15, lw=0)
+    ax.set_yscale("log")
+    plain_ticks(ax)
+    ax.set_xlabel("l: blocks the residual stream has passed (0 = the embeddings)")
+    ax.set_ylabel("variance of the residual stream over d (mean over tokens)")
+    ax.set_title("Hidden-state variance by depth (95% bands)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")  # the band only: the lines share the figure's
     return ax
 
 
 def sweep_figure(result: PlacementResult) -> Figure:
-    """Left: the last block's FFN-output gradient against L; right: post/pre against L."""
-    figure = new_figure(12.0, 5.0)
+    """Left: the last block's FFN-output gradient against L; right: over the baseline's."""
+    figure = new_figure(13.0, 5.6)
     grads, ratios = figure.subplots(1, 2)
-    rows = result.sweep
+    rows, base = result.sweep, result.config.baseline
     depths = np.array([row.layers for row in rows], dtype=float)
-    for name, color in (("post", "tab:red"), ("pre", "tab:blue")):
-        values = [getattr(row, name) for row in rows]
-        _errorbar(grads, depths, values, color=color, label=f"{name}-LN", **STYLE[name])
-    pre0 = rows[0].pre.at()[0]
+    for name in result.layouts():
+        layout = LAYOUTS[name]
+        style = {"color": layout.color, "linestyle": layout.linestyle, "marker": layout.marker}
+        _errorbar(grads, depths, [row.last[name] for row in rows], label=layout.label, **style)
+        if name != base:
+            _errorbar(ratios, depths, [row.ratio[name] for row in rows], label="_", **style)
+            expected = [row.expected[name].at()[0] for row in rows]
+            ratios.plot(depths, expected, color=layout.color, alpha=0.4, linestyle=":", lw=1)
+    base0 = rows[0].last[base].at()[0]
     grads.plot(
-        depths,
-        pre0 * np.sqrt(depths[0] / depths),
-        color="tab:blue",
-        alpha=0.5,
-        linestyle=":",
-        label="∝ 1/sqrt(L) (Theorem 1's bound, pre-LN)",
-    )
+        depths, base0 * np.sqrt(depths[0] / depths), color="0.5", linestyle=":",
+        label=f"∝ 1/sqrt(L) from {LAYOUTS[base].label} at L={rows[0].layers}",
+    )  # fmt: skip
+    ratios.plot([], [], color="0.5", linestyle=":", label="sqrt(L/L0) × ratio at L0 (Theorem 1)")
     allow_math(
         grads.set_ylabel(r"$\|\partial\,\mathrm{loss}/\partial W^{2,L}\|_F$ (nats per unit weight)")
     )
     grads.set_title("Last block's FFN output weight (95% intervals)", fontsize=10)
-    _errorbar(
-        ratios, depths, [r.ratio for r in rows], color="k", label="measured post/pre", marker="o"
-    )
-    ratios.plot(
-        depths,
-        [r.expected.at()[0] for r in rows],
-        color="k",
-        alpha=0.5,
-        linestyle=":",
-        label=f"sqrt(L/{rows[0].layers}) × ratio at L={rows[0].layers} (Theorem 1's bounds)",
-    )
-    ratios.set_ylabel("post-LN / pre-LN gradient (ratio)")
-    exponent = result.growth_exponent
-    law = "" if exponent is None else f" as $L^{{{ci(exponent)}}}$"
-    allow_math(ratios.set_title(f"Ratio grows{law} (Theorem 1's bounds: $L^{{0.5}}$)", fontsize=10))
+    ratios.set_ylabel(f"gradient / {LAYOUTS[base].label}'s (ratio, per seed)")
+    ratios.set_title(f"Ratio to {LAYOUTS[base].label} (post/pre: Theorem 1's L^0.5)", fontsize=10)
+    ratios.legend(fontsize=8, loc="upper left")
     for ax in (grads, ratios):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(depths, [str(int(n)) for n in depths])
         ax.set_xlabel("depth L (blocks)")
         ax.grid(True, which="both", alpha=0.3)
-        _legend(ax)
         plain_ticks(ax)
     figure.suptitle(
         "Gradient of the last FFN output weight at initialization against depth\n"
         f"{describe(result.config)}",
         fontsize=11,
     )
+    _figure_legend(figure, grads)
     return figure
 
 
@@ -235,20 +206,10 @@ def _errorbar(ax: Axes, x: np.ndarray, values: list, **style: Any) -> None:
     ax.errorbar(x, mean, yerr=bars, capsize=3, **style)
 
 
-def _legend(ax: Axes) -> None:
-    """A legend in two smaller columns when it is long, so that it hides less of the data."""
-    entries = len(ax.get_legend_handles_labels()[1])
-    ax.legend(fontsize=8 if entries <= 4 else 7, ncol=1 if entries <= 4 else 2)
-
-
-def _colors(result: PlacementResult) -> dict[tuple[str, int], tuple[float, ...]]:
-    """Blue for pre-LN, red for post-LN, darker for deeper models: (placement, L) -> RGBA."""
-    depths = sorted({run.layers for run in result.runs})
-    shade = {
-        n: 0.45 + 0.45 * i / max(len(depths) - 1, 1) if len(depths) > 1 else 0.75
-        for i, n in enumerate(depths)
-    }
-    maps = {"pre": colormaps["Blues"], "post": colormaps["Reds"]}
-    return {
-        (run.placement, run.layers): maps[run.placement](shade[run.layers]) for run in result.runs
-    }
+def _figure_legend(figure: Figure, ax: Axes) -> None:
+    """The layouts' legend under the panels, off the data, in as many columns as fit."""
+    handles, labels = ax.get_legend_handles_labels()
+    columns = min(len(labels), 4)
+    figure.legend(
+        handles, labels, loc="outside lower center", ncols=columns, fontsize=8, frameon=False
+    )

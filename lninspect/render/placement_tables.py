@@ -15,8 +15,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from lninspect.placement.layouts import LAYOUTS
 from lninspect.render.format import fmt
-from lninspect.results.placement import PlacementConfig, PlacementResult
+from lninspect.results.placement import PlacementConfig, PlacementResult, PlacementRun
 from lninspect.results.placement_training import (
     TrainingResult,
     TrainRun,
@@ -26,6 +27,7 @@ from lninspect.results.placement_training import (
 from lninspect.results.seeds import OverSeeds
 
 POST_LEMMA2 = 1.5  # E|x|^2/d at a post-LN ln_2 input, Lemma 2
+STACK_ABOVE = 4  # a table of more columns writes mean and ±half-width on two lines
 
 
 def describe(config: PlacementConfig) -> str:
@@ -66,86 +68,128 @@ def interval_caption(config: PlacementConfig) -> str:
 
 
 def placement_report(result: PlacementResult) -> Group:
-    """Per depth: the gradient tables and the norm-input table; then the sweep if several."""
+    """The layouts; per depth the gradient and stream tables; then the sweep if several."""
     header = Text(describe(result.config), style="bold")
     if result.training is not None:
         lines = [header, Text(describe_training(result), style="bold")]
         return Group(*lines, *(Padding(t, (1, 0, 0, 0)) for t in training_tables(result)))
-    tables: list[Table] = []
+    tables: list[Table] = [layouts_table(result.layouts())]
     for layers in sorted({run.layers for run in result.runs}):
         tables += [
             grads_table(result, layers),
-            other_grads_table(result, layers),
-            inputs_table(result, layers),
+            ratio_table(result, layers),
+            *(other_grads_table(result, layers, key) for key in ("ffn_in", "attn_out")),
+            stream_table(result, layers),
         ]
     if len(result.sweep) > 1:
-        tables.append(sweep_table(result))
+        tables += [sweep_table(result), sweep_ratio_table(result)]
     return Group(header, *(Padding(table, (1, 0, 0, 0)) for table in tables))
 
 
+def layouts_table(names: list[str]) -> Table:
+    """Each layout run, in one line (its declaration's description)."""
+    table = _table("Norm layouts", "lninspect.placement.layouts; docs/placement.md")
+    table.add_column("layout", no_wrap=True)
+    table.add_column("block and initialization")
+    for name in names:
+        table.add_row(LAYOUTS[name].label, LAYOUTS[name].description)
+    return table
+
+
+def _cell(value: OverSeeds, index: int | tuple[int, ...], stacked: bool) -> str:
+    """`ci`, on two lines (mean over ±half-width) when the table has many columns."""
+    text = ci(value, index)
+    return text.replace("±", "\n±") if stacked else text
+
+
+def _layer_table(
+    title: str, caption: str, layers: int, columns: dict[str, OverSeeds], first: int = 0
+) -> Table:
+    """Rows l = first .. first + layers - 1, one column per entry of `columns`."""
+    table = _table(title, caption)
+    table.add_column("layer", justify="right", no_wrap=True)
+    for header in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    stacked = len(columns) > STACK_ABOVE
+    for i in range(layers):
+        table.add_row(str(first + i), *(_cell(v, i, stacked) for v in columns.values()))
+    return table
+
+
+def _runs(result: PlacementResult, layers: int) -> dict[str, PlacementRun]:
+    return {name: result.run(name, layers) for name in result.layouts()}
+
+
+def _labels(result: PlacementResult) -> dict[str, str]:
+    return {name: LAYOUTS[name].label for name in result.layouts()}
+
+
 def grads_table(result: PlacementResult, layers: int) -> Table:
-    """Per layer: the FFN output weight's gradient norm, pre- and post-LN, and their ratio."""
-    pre, post = result.run("pre", layers), result.run("post", layers)
-    table = _table(
+    """Per layer: the FFN output weight's gradient norm in every layout, and its trend."""
+    runs, labels = _runs(result, layers), _labels(result)
+    table = _layer_table(
         f"Gradient of W^(2,l), the FFN output, L={layers}",
-        f"|dloss/dW|_F (Theorem 1's quantity); post/pre per seed; "
-        f"{interval_caption(result.config)}. Last rows: block 0 / block {layers - 1}, and the "
-        "least-squares slope of ln|dloss/dW| per block",
+        f"|dloss/dW|_F (Theorem 1's quantity); {interval_caption(result.config)}. Last rows: "
+        f"block 0 / block {layers - 1}, and the least-squares slope of ln|dloss/dW| per block",
+        layers,
+        {labels[name]: run.grad_norm["ffn_out"] for name, run in runs.items()},
     )
-    for header in ("layer", "pre-LN", "post-LN", "post/pre"):
-        table.add_column(header, justify="right", no_wrap=True)
-    ratio = OverSeeds.of(post.grad_norm["ffn_out"].values / pre.grad_norm["ffn_out"].values)
-    for i in range(layers):
-        table.add_row(
-            str(i), ci(pre.grad_norm["ffn_out"], i), ci(post.grad_norm["ffn_out"], i), ci(ratio, i)
-        )
+    stacked = len(runs) > STACK_ABOVE
     table.add_section()
-    table.add_row("first/last", ci(pre.first_over_last), ci(post.first_over_last), "")
-    table.add_row("slope/layer", ci(pre.slope), ci(post.slope), "")
+    for title, key in (("first/last", "first_over_last"), ("slope/layer", "slope")):
+        table.add_row(title, *(_cell(getattr(run, key), (), stacked) for run in runs.values()))
     return table
 
 
-def other_grads_table(result: PlacementResult, layers: int) -> Table:
-    """Per layer: the gradient norms of the FFN input and attention output weights."""
-    pre, post = result.run("pre", layers), result.run("post", layers)
-    table = _table(
-        f"Other weights' gradient norms at initialization, L={layers}",
+def ratio_table(result: PlacementResult, layers: int) -> Table:
+    """Per layer: each layout's FFN-output gradient over the baseline's, seed by seed."""
+    runs, labels, base = _runs(result, layers), _labels(result), result.config.baseline
+    grads = {name: run.grad_norm["ffn_out"].values for name, run in runs.items()}
+    return _layer_table(
+        f"W^(2,l)'s gradient over {labels[base]}'s, L={layers}",
+        f"layout/{base} per seed (the same tokens and weight draws); "
+        f"{interval_caption(result.config)}",
+        layers,
+        {
+            f"{name}/{base}": OverSeeds.of(grads[name] / grads[base])
+            for name in runs
+            if name != base
+        },
+    )
+
+
+def other_grads_table(result: PlacementResult, layers: int, key: str) -> Table:
+    """Per layer: the gradient norm of the FFN input or attention output weight."""
+    runs, labels = _runs(result, layers), _labels(result)
+    what = {"ffn_in": "FFN input", "attn_out": "attention output"}[key]
+    return _layer_table(
+        f"Gradient of the {what} weight ({key}), L={layers}",
         "|dloss/dW|_F; the norms' gains (norm_weight) are in --json",
+        layers,
+        {labels[name]: run.grad_norm[key] for name, run in runs.items()},
     )
-    table.add_column("layer", justify="right", no_wrap=True)
-    for header in ("ffn_in\npre", "\npost", "attn_out\npre", "\npost"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for i in range(layers):
-        cells = [ci(run.grad_norm[key], i) for key in ("ffn_in", "attn_out") for run in (pre, post)]
-        table.add_row(str(i), *cells)
-    return table
 
 
-def inputs_table(result: PlacementResult, layers: int) -> Table:
-    """Per layer: E|x|^2/d at every norm's input, next to Lemma 2's values."""
-    pre, post = result.run("pre", layers), result.run("post", layers)
-    table = _table(
-        f"E|x|²/d at the norms' inputs, L={layers}",
-        "pre-LN ln_1 sees the residual stream after l blocks; post-LN ln_2 the sum "
-        "after the FFN, renormalised in every block",
+def stream_table(result: PlacementResult, layers: int) -> Table:
+    """The residual stream's variance after block l, and its growth law per layout."""
+    runs, labels = _runs(result, layers), _labels(result)
+    present = {n: r for n, r in runs.items() if r.stream_var is not None}
+    table = _layer_table(
+        f"Variance of the residual stream by depth, L={layers}",
+        "over d, mean over tokens; l = 0: the embeddings, l: after block l-1. Last rows, "
+        "fitted per seed: the geometric law's rate (ln v per block), the linear law's slope, "
+        "ln(RSS geometric / RSS linear) on v (< 0: geometric fits better) and the verdict "
+        "(tie: the interval holds 0). Lemma 2 (pre-LN): 1 + l/2 … 1 + 3l/2",
+        layers + 1,
+        {labels[n]: r.stream_var for n, r in present.items() if r.stream_var is not None},
     )
-    table.add_column("layer", justify="right", no_wrap=True)
-    for header in ("pre\nln_1", "\nln_2", "Lemma 2\npre ln_1", "post\nln_1", "\nln_2"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for i in range(layers):
-        pre_cells = [ci(pre.input_ms[key], i) for key in ("ln_1", "ln_2")]
-        post_cells = [ci(post.input_ms[key], i) for key in ("ln_1", "ln_2")]
-        table.add_row(str(i), *pre_cells, _lemma2_pre(i), *post_cells)
-    if len(pre.input_ms["ln_f"].mean):
-        table.add_row("ln_f", ci(pre.input_ms["ln_f"], 0), "", _lemma2_pre(layers), "—", "—")
+    stacked = len(present) > STACK_ABOVE
+    growth = [r.stream_growth for r in present.values() if r.stream_growth is not None]
     table.add_section()
-    table.add_row("Lemma 2", "", "", "", "", fmt(POST_LEMMA2))
+    for title, key in (("rate", "rate"), ("slope", "slope"), ("ln RSS", "log_rss_ratio")):
+        table.add_row(title, *(_cell(getattr(g, key), (), stacked) for g in growth))
+    table.add_row("better", *(g.better() for g in growth))
     return table
-
-
-def _lemma2_pre(blocks: int) -> str:
-    """Lemma 2's range of E|x|^2/d after `blocks` pre-LN blocks: 1 + l/2 … 1 + 3l/2."""
-    return f"{fmt(1 + blocks / 2)} … {fmt(1 + 1.5 * blocks)}"
 
 
 def _table(title: str, caption: str) -> Table:
@@ -163,19 +207,40 @@ def _table(title: str, caption: str) -> Table:
 
 
 def sweep_table(result: PlacementResult) -> Table:
-    """Per depth L: the last block's FFN-output gradient, post/pre, and the sqrt(L) law."""
-    rows, first = result.sweep, result.sweep[0].layers
-    exponent = result.growth_exponent
-    law = "" if exponent is None else f"post/pre grows as L^({ci(exponent)}) over these depths; "
+    """Per depth L: the last block's FFN-output gradient of every layout."""
+    labels = _labels(result)
     table = _table(
         "Last block's FFN output weight against depth",
-        f"{law}Theorem 1's bounds give L^0.5; the last column is sqrt(L/{first}) × the ratio "
-        f"at L={first}; {interval_caption(result.config)}",
+        f"|dloss/dW^(2,L)|_F; {interval_caption(result.config)}",
     )
-    for header in ("L", "pre", "post", "post/pre", f"sqrt(L/{first})×ratio"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(str(row.layers), ci(row.pre), ci(row.post), ci(row.ratio), ci(row.expected))
+    table.add_column("L", justify="right", no_wrap=True)
+    for name in labels:
+        table.add_column(labels[name], justify="right", no_wrap=True)
+    stacked = len(labels) > STACK_ABOVE
+    for row in result.sweep:
+        table.add_row(str(row.layers), *(_cell(row.last[name], (), stacked) for name in labels))
+    return table
+
+
+def sweep_ratio_table(result: PlacementResult) -> Table:
+    """Per depth L: each layout's last-block gradient over the baseline's, and its growth."""
+    base, first = result.config.baseline, result.sweep[0].layers
+    others = [name for name in result.layouts() if name != base]
+    table = _table(
+        f"Last block's gradient over {LAYOUTS[base].label}'s against depth",
+        f"layout/{base} per seed; last row: the exponent of L it grows with over these depths "
+        f"(Theorem 1's bounds give post/pre L^0.5: sqrt(L/{first}) × the ratio at L={first}); "
+        f"{interval_caption(result.config)}",
+    )
+    table.add_column("L", justify="right", no_wrap=True)
+    for name in others:
+        table.add_column(f"{name}/{base}", justify="right", no_wrap=True)
+    stacked = len(others) > STACK_ABOVE
+    for row in result.sweep:
+        table.add_row(str(row.layers), *(_cell(row.ratio[name], (), stacked) for name in others))
+    table.add_section()
+    exponents = result.growth_exponent
+    table.add_row("L^", *(_cell(exponents[name], (), stacked) for name in others))
     return table
 
 
@@ -203,7 +268,7 @@ def training_table(result: PlacementResult, training: TrainingResult) -> Table:
     """Per run: final and best held-out loss, steps to the target loss, divergence."""
     seeds = result.config.seeds
     table = _table(
-        "Training: pre-LN vs post-LN, with and without warm-up",
+        "Training: the norm layouts, with and without warm-up",
         f"held-out loss in nats per token (step 0: {_start(training)}; the unigram "
         f"frequencies score {training.unigram_loss:.3g}); steps to reach "
         f"{training.target_loss:.3g} "
@@ -215,7 +280,7 @@ def training_table(result: PlacementResult, training: TrainingResult) -> Table:
     for run in training.runs:
         assert run.final_held_out is not None and run.best_held_out is not None
         table.add_row(
-            f"{run.placement}-LN",
+            LAYOUTS[run.layout].label,
             str(run.warmup) if run.warmup else "none",
             f"{run.lr:g}",
             ci(run.final_held_out),

@@ -2,10 +2,10 @@
 
 - placement-train-loss.png: the held-out loss of every run of the grid, one panel per
   learning rate (mean over seeds, 95% band; the training loss faint behind it).
-- placement-train-grads.png: |dL/dW^{2,l}| per block at a few steps, pre-LN against post-LN,
+- placement-train-grads.png: |dL/dW^{2,l}| per block at a few steps, every layout trained,
   at the largest learning rate, with and without warm-up.
-- placement-train-stream.png: the residual stream's std through depth (every norm's input)
-  at the captured steps, per placement, at the largest learning rate.
+- placement-train-stream.png: the std of every norm's input through depth at the captured
+  steps, one panel per layout, at the largest learning rate.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from lninspect.placement.layouts import FINAL, LAYOUTS
 from lninspect.render.figures import allow_math, new_figure, save_figure
 from lninspect.render.placement_plots import plain_ticks
 from lninspect.render.placement_tables import describe, describe_training
@@ -34,7 +35,6 @@ LOSS_PNG = "placement-train-loss.png"
 GRADS_PNG = "placement-train-grads.png"
 STREAM_PNG = "placement-train-stream.png"
 TRAIN_FIGURES = (LOSS_PNG, GRADS_PNG, STREAM_PNG)
-COLORS = {"pre": "tab:blue", "post": "tab:red"}
 SMOOTH = 10  # the training loss is drawn as a running mean over this many steps
 GRAD_WINDOW = 5  # the gradient profiles average this many steps from the one named
 MIN_WIDTH = 10.0  # inches: room for the three title lines
@@ -69,7 +69,8 @@ def loss_figure(result: PlacementResult) -> Figure:
         plot_losses(training, lr, ax)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    _suptitle(figure, "Held-out loss of pre-LN and post-LN, with and without warm-up", result)
+    labels = ", ".join(dict.fromkeys(LAYOUTS[run.layout].label for run in training.runs))
+    _suptitle(figure, f"Held-out loss of {labels}, with and without warm-up", result)
     return figure
 
 
@@ -79,7 +80,7 @@ def plot_losses(training: TrainingResult, lr: float, ax: Axes | None = None) -> 
     runs = [run for run in training.runs if run.lr == lr]
     for run in runs:
         style: dict[str, Any] = {
-            "color": COLORS[run.placement],
+            "color": LAYOUTS[run.layout].color,
             "linestyle": "-" if run.warmup else "--",
         }
         steps = np.arange(run.train_loss.shape[1])
@@ -123,7 +124,7 @@ def _label(run: TrainRun) -> str:
     warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
     diverged = diverged_count(run)
     tail = f" (diverged: {diverged}/{len(run.diverged_at)})" if diverged else ""
-    return f"{run.placement}-LN, {warm}{tail}"
+    return f"{LAYOUTS[run.layout].label}, {warm}{tail}"
 
 
 def _mark_divergence(ax: Axes, run: TrainRun) -> None:
@@ -131,7 +132,7 @@ def _mark_divergence(ax: Axes, run: TrainRun) -> None:
     for step in run.diverged_at:
         if step is not None:
             ax.plot(
-                [step], [0.98], marker="X", markersize=9, color=COLORS[run.placement],
+                [step], [0.98], marker="X", markersize=9, color=LAYOUTS[run.layout].color,
                 transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none",
             )  # fmt: skip
 
@@ -164,7 +165,8 @@ def _focus(training: TrainingResult) -> list[TrainRun]:
     """The runs at the largest learning rate, with warm-up first: where the effect should be."""
     lr = max(run.lr for run in training.runs)
     return sorted(
-        (run for run in training.runs if run.lr == lr), key=lambda r: (-r.warmup, r.placement)
+        (run for run in training.runs if run.lr == lr),
+        key=lambda r: (-r.warmup, list(LAYOUTS).index(r.layout)),
     )
 
 
@@ -201,7 +203,7 @@ def plot_layer_grads(
     steps = grad_steps(training, warmup)
     shades = np.linspace(0.35, 1.0, len(steps))
     for run in runs:
-        cmap = colormaps["Blues" if run.placement == "pre" else "Reds"]
+        layout = LAYOUTS[run.layout]
         grads = run.layer_grad_norm["ffn_out"]  # (seeds, steps, L)
         for step, shade in zip(steps, shades, strict=True):
             window = grads[:, step : step + GRAD_WINDOW]
@@ -209,10 +211,9 @@ def plot_layer_grads(
             if not np.isfinite(profile).any():
                 continue
             ax.plot(
-                np.arange(len(profile)), profile, color=cmap(shade),
-                marker="o" if run.placement == "pre" else "s", markersize=4,
-                linestyle="-" if run.placement == "pre" else "--",
-                label=f"{run.placement}-LN, step {step}",
+                np.arange(len(profile)), profile, color=_shade(layout.color, shade),
+                marker=layout.marker, markersize=4, linestyle=layout.linestyle,
+                label=f"{layout.label}, step {step}",
             )  # fmt: skip
     ax.set_yscale("log")
     plain_ticks(ax)
@@ -233,14 +234,14 @@ def stream_figure(result: PlacementResult) -> Figure:
     training = _training(result)
     runs = _focus(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
-    placements = [p for p in ("pre", "post") if any(run.placement == p for run in runs)]
-    figure = new_figure(max(MIN_WIDTH, 5.5 * len(placements)), 4.2 * len(warmups) + 0.8)
-    axes = figure.subplots(len(warmups), len(placements), sharey=True, squeeze=False)
+    layouts = list(dict.fromkeys(run.layout for run in runs))
+    figure = new_figure(max(MIN_WIDTH, 4.6 * len(layouts)), 4.2 * len(warmups) + 0.8)
+    axes = figure.subplots(len(warmups), len(layouts), sharey=True, squeeze=False)
     steps = runs[0].stats_steps
     norm = Normalize(vmin=0, vmax=max(int(steps[-1]), 1))
     for row, warmup in zip(axes, warmups, strict=True):
-        for ax, placement in zip(row, placements, strict=True):
-            run = next(r for r in runs if r.warmup == warmup and r.placement == placement)
+        for ax, layout in zip(row, layouts, strict=True):
+            run = next(r for r in runs if r.warmup == warmup and r.layout == layout)
             plot_stream(run, ax, norm)
     figure.colorbar(
         ScalarMappable(norm=norm, cmap=colormaps["viridis"]), ax=axes, label="step", shrink=0.8
@@ -254,16 +255,24 @@ def stream_figure(result: PlacementResult) -> Figure:
 
 
 def stream_profile(run: TrainRun) -> tuple[np.ndarray, np.ndarray]:
-    """x positions (block l: ln_1 at l, ln_2 at l + 0.5, ln_f at L) and (strides, norms)
-    mean input std over the seeds, interleaved in the order the stream meets the norms."""
-    layers = run.input_std["ln_1"].shape[2]
-    ln_1, ln_2 = _nanmean(run.input_std["ln_1"]), _nanmean(run.input_std["ln_2"])
-    columns = np.stack([ln_1, ln_2], axis=2).reshape(len(ln_1), 2 * layers)
-    x = np.arange(2 * layers) / 2
-    if run.input_std["ln_f"].shape[2]:
-        columns = np.concatenate([columns, _nanmean(run.input_std["ln_f"])], axis=1)
+    """x positions (block l's norms spread over [l, l + 1) in the order the stream meets
+    them, ln_f at L) and (strides, norms) mean input std over the seeds, in that order."""
+    block_norms = LAYOUTS[run.layout].block_norms()
+    layers = run.input_std[block_norms[0]].shape[2]
+    means = [_nanmean(run.input_std[key]) for key in block_norms]  # each (strides, L)
+    columns = np.stack(means, axis=2).reshape(len(means[0]), len(block_norms) * layers)
+    x = np.arange(len(block_norms) * layers) / len(block_norms)
+    if FINAL in run.input_std:
+        columns = np.concatenate([columns, _nanmean(run.input_std[FINAL])], axis=1)
         x = np.append(x, layers)
     return x, columns
+
+
+def _shade(color: str, amount: float) -> tuple[float, float, float]:
+    """`color` mixed with white: amount 1 is the colour itself, 0 white."""
+    rgb = np.asarray(to_rgb(color))
+    r, g, b = 1 - amount * (1 - rgb)
+    return float(r), float(g), float(b)
 
 
 def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = None) -> Axes:
@@ -276,13 +285,12 @@ def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = 
             ax.plot(x, values, color=colormaps["viridis"](norm(step)), lw=1.2, marker=".")
     ax.set_yscale("log")
     plain_ticks(ax)
-    ax.set_xlabel(
-        "depth: block l (ln_1 at l, ln_2 at l + ½" + (", ln_f at L)" if len(x) % 2 else ")")
-    )
+    final = ", ln_f at L" if FINAL in run.input_std else ""
+    ax.set_xlabel(f"depth: block l (its norms in order over [l, l + 1){final})")
     ax.set_ylabel("mean per-token std of the norm's input")
     warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
     diverged = diverged_count(run)
     tail = f", diverged {diverged}/{len(run.diverged_at)}" if diverged else ""
-    ax.set_title(f"{run.placement}-LN, {warm}{tail}", fontsize=10)
+    ax.set_title(f"{LAYOUTS[run.layout].label}, {warm}{tail}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     return ax

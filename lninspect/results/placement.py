@@ -2,9 +2,13 @@
 
 Imports neither torch nor transformers. Every measured number is kept per seed with its mean
 and 95% interval (lninspect.results.seeds.OverSeeds); per-layer quantities have one column
-per block. The derived numbers (post/pre ratios, slopes across layers, the growth exponent
-over depth) are computed per seed, then summarized, and stored with the runs. The training
-runs of `--train` are in lninspect.results.placement_training.
+per block. Runs are keyed by layout (lninspect.placement.layouts). The derived numbers
+(ratios to the baseline layout, slopes across layers, the growth exponents over depth, the
+stream's growth law) are computed per seed, then summarized, and stored with the runs. The
+training runs of `--train` are in lninspect.results.placement_training.
+
+Schema 3 keys the sweep and the growth exponent by layout; a schema-2 document (pre and
+post only) is read through `upgrade_2`.
 """
 
 from __future__ import annotations
@@ -15,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from lninspect.placement.layouts import DEFAULT_BASELINE, LAYOUTS
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.results.placement_training import TrainingResult
 from lninspect.results.seeds import OverSeeds
 
-PLACEMENT_SCHEMA = "lninspect.placement/2"
+PLACEMENT_SCHEMA = "lninspect.placement/3"
+PLACEMENT_SCHEMAS = ("lninspect.placement/2", PLACEMENT_SCHEMA)  # oldest first
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
 GRAD_KEYS = ("ffn_out", "ffn_in", "attn_out", "norm_weight")
-# Norms whose input statistics are recorded: per block (ln_1, ln_2) and the final one.
-NORM_KEYS = ("ln_1", "ln_2", "ln_f")
 
 
 @dataclass
@@ -41,18 +45,38 @@ class PlacementConfig:
     seq_len: int = 128  # tokens per sequence
     batch: int = 4  # sequences per seed (per step in training)
     tokens: str = "random"  # "random" (seeded), "bytes" (of --text) or "text" (--train)
+    layouts: list[str] = field(default_factory=lambda: list(LAYOUTS))  # names, in run order
+    baseline: str = DEFAULT_BASELINE  # the layout every ratio divides by
+
+
+@dataclass
+class StreamGrowth:
+    """How the residual stream's variance grows with depth l = 0 .. L, fitted per seed:
+    geometric, ln v = a + rate * l, and linear, v = c + slope * l."""
+
+    rate: OverSeeds  # (seeds,) the geometric fit's exponent per block
+    slope: OverSeeds  # (seeds,) the linear fit's slope per block
+    # (seeds,) ln(RSS of the geometric fit / RSS of the linear fit), both measured on v:
+    # below 0 the geometric law fits better, above 0 the linear one
+    log_rss_ratio: OverSeeds
+
+    def better(self) -> str:
+        """ "geometric" or "linear" where the interval of log_rss_ratio excludes 0, else "tie"."""
+        _, low, high = self.log_rss_ratio.at()
+        return "geometric" if high < 0 else "linear" if low > 0 else "tie"
 
 
 @dataclass
 class PlacementRun:
-    """One placement at one depth at initialization, over the seeds."""
+    """One layout at one depth at initialization, over the seeds."""
 
-    placement: str  # "pre" or "post"
+    layout: str = field(metadata=meta(was="placement"))  # a name of LAYOUTS
     norm: str
     layers: int
     # GRAD_KEYS -> (seeds, layers): Frobenius norms of dL/dW per block
     grad_norm: dict[str, OverSeeds]
-    # NORM_KEYS -> (seeds, layers): mean per-token sqrt(var(x) + eps), and E|x|^2/d (Lemma 2's)
+    # the layout's norm keys -> (seeds, layers; ln_f: 1): mean per-token sqrt(var(x) + eps)
+    # at each norm's input, and E|x|^2/d there (Lemma 2's quantity)
     input_std: dict[str, OverSeeds]
     input_ms: dict[str, OverSeeds]
     loss: OverSeeds  # (seeds,) LM loss at initialization (about ln vocab_size)
@@ -60,6 +84,10 @@ class PlacementRun:
     # ln |dL/dW^{2,l}| against l (per block; 0 when flat)
     first_over_last: OverSeeds
     slope: OverSeeds
+    # (seeds, layers + 1): the residual stream's variance over d (mean over tokens) after
+    # the embeddings (l = 0) and after each block l; its growth law (schema 3 on)
+    stream_var: OverSeeds | None = field(default=None, metadata=meta(omit_none=True))
+    stream_growth: StreamGrowth | None = field(default=None, metadata=meta(omit_none=True))
 
     def last(self, key: str = "ffn_out") -> float:
         """The mean gradient norm of the last block's weight `key`."""
@@ -68,13 +96,14 @@ class PlacementRun:
 
 @dataclass
 class SweepRow:
-    """The last block's FFN-output gradient at one depth L, and Theorem 1's sqrt(L) law."""
+    """The last block's FFN-output gradient at one depth L per layout, its ratio to the
+    baseline's, and Theorem 1's sqrt(L) law."""
 
     layers: int
-    pre: OverSeeds  # (seeds,)
-    post: OverSeeds
-    ratio: OverSeeds  # post / pre, per seed
-    expected: OverSeeds  # sqrt(L / L0) * ratio at L0 (the smallest depth run), per seed
+    last: dict[str, OverSeeds]  # layout -> (seeds,)
+    ratio: dict[str, OverSeeds]  # layout -> layout / baseline, per seed (baseline left out)
+    # layout -> sqrt(L / L0) * its ratio at L0 (the smallest depth run), per seed
+    expected: dict[str, OverSeeds]
 
 
 @dataclass
@@ -84,18 +113,22 @@ class PlacementResult:
     config: PlacementConfig
     runs: list[PlacementRun]  # at initialization; empty with --train
     sweep: list[SweepRow] = field(default_factory=list)  # one row per depth, increasing L
-    # (seeds,) slope of ln(post/pre) against ln L; None for one depth
-    growth_exponent: OverSeeds | None = field(default=None, metadata=meta(omit_none=True))
+    # layout -> (seeds,) slope of ln(layout / baseline) against ln L; empty for one depth
+    growth_exponent: dict[str, OverSeeds] = field(default_factory=dict)
     training: TrainingResult | None = field(default=None, metadata=meta(omit_none=True))
     notes: list[str] = field(default_factory=list)
     schema: str = PLACEMENT_SCHEMA
 
-    def run(self, placement: str, layers: int) -> PlacementRun:
-        """The run of `placement` at depth `layers`."""
+    def run(self, layout: str, layers: int) -> PlacementRun:
+        """The run of `layout` at depth `layers`."""
         for run in self.runs:
-            if run.placement == placement and run.layers == layers:
+            if run.layout == layout and run.layers == layers:
                 return run
-        raise KeyError((placement, layers))
+        raise KeyError((layout, layers))
+
+    def layouts(self) -> list[str]:
+        """The layouts run, in the order asked for (the baseline among them)."""
+        return list(self.config.layouts)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; arrays become lists, non-finite floats null."""
@@ -104,7 +137,31 @@ class PlacementResult:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PlacementResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
+        if isinstance(doc, dict) and doc.get("schema") == PLACEMENT_SCHEMAS[0]:
+            doc = upgrade_2(doc)
         return from_document(cls, doc, (PLACEMENT_SCHEMA,))
+
+
+def upgrade_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """A schema-2 document (pre and post, placement-keyed sweep) as schema 3."""
+    sweep = [
+        {
+            "layers": row["layers"],
+            "last": {"pre": row["pre"], "post": row["post"]},
+            "ratio": {"post": row["ratio"]},
+            "expected": {"post": row["expected"]},
+        }
+        for row in doc.get("sweep", [])
+    ]
+    growth = doc.get("growth_exponent")
+    config = {**doc["config"], "layouts": ["pre", "post"], "baseline": "pre"}
+    return {
+        **doc,
+        "schema": PLACEMENT_SCHEMA,
+        "config": config,
+        "sweep": sweep,
+        "growth_exponent": {} if growth is None else {"post": growth},
+    }
 
 
 def layer_trend(grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,28 +173,53 @@ def layer_trend(grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return grads[:, 0] / grads[:, -1], slopes
 
 
-def sweep_rows(runs: list[PlacementRun]) -> list[SweepRow]:
-    """One row per depth, in increasing L: the last block's ffn_out gradient, paired by seed."""
+def sweep_rows(runs: list[PlacementRun], baseline: str) -> list[SweepRow]:
+    """One row per depth, in increasing L: the last block's ffn_out gradient of every layout,
+    and its ratio to the baseline's, paired by seed."""
     depths = sorted({run.layers for run in runs})
-    by_key = {(run.placement, run.layers): run for run in runs}
-    last = {key: run.grad_norm["ffn_out"].values[:, -1] for key, run in by_key.items()}
-    first_ratio = last["post", depths[0]] / last["pre", depths[0]]
+    layouts = list(dict.fromkeys(run.layout for run in runs))
+    last = {(r.layout, r.layers): r.grad_norm["ffn_out"].values[:, -1] for r in runs}
+    others = [name for name in layouts if name != baseline]
+    ratio = {(name, n): last[name, n] / last[baseline, n] for name in others for n in depths}
     return [
         SweepRow(
             layers=n,
-            pre=OverSeeds.of(last["pre", n]),
-            post=OverSeeds.of(last["post", n]),
-            ratio=OverSeeds.of(last["post", n] / last["pre", n]),
-            expected=OverSeeds.of(math.sqrt(n / depths[0]) * first_ratio),
+            last={name: OverSeeds.of(last[name, n]) for name in layouts},
+            ratio={name: OverSeeds.of(ratio[name, n]) for name in others},
+            expected={
+                name: OverSeeds.of(math.sqrt(n / depths[0]) * ratio[name, depths[0]])
+                for name in others
+            },
         )
         for n in depths
     ]
 
 
-def growth_exponent(rows: list[SweepRow]) -> OverSeeds | None:
-    """Per seed, the slope of ln(post/pre) against ln L (Theorem 1: 0.5); None for one depth."""
+def growth_exponent(rows: list[SweepRow]) -> dict[str, OverSeeds]:
+    """Per layout and seed, the slope of ln(layout / baseline) against ln L (Theorem 1, post
+    against pre: 0.5); empty for one depth."""
     if len(rows) < 2:
-        return None
-    logs = np.log(np.stack([row.ratio.values for row in rows]))  # (depths, seeds)
+        return {}
     depths = np.log([row.layers for row in rows])
-    return OverSeeds.of(np.polyfit(depths, logs, 1)[0])
+    exponents = {}
+    for name in rows[0].ratio:
+        logs = np.log(np.stack([row.ratio[name].values for row in rows]))  # (depths, seeds)
+        exponents[name] = OverSeeds.of(np.polyfit(depths, logs, 1)[0])
+    return exponents
+
+
+def stream_growth(variances: np.ndarray) -> StreamGrowth:
+    """Both growth laws of (seeds, L + 1) stream variances, fitted per seed by least squares
+    (the geometric one on ln v), each fit's residuals then measured on v itself."""
+    depth = np.arange(variances.shape[1], dtype=np.float64)
+    rate, log_start = np.polyfit(depth, np.log(variances).T, 1)
+    slope, start = np.polyfit(depth, variances.T, 1)
+    geometric = np.exp(log_start[:, None] + rate[:, None] * depth)  # (seeds, L + 1)
+    linear = start[:, None] + slope[:, None] * depth
+    rss_geometric = np.sum((variances - geometric) ** 2, axis=1)
+    rss_linear = np.sum((variances - linear) ** 2, axis=1)
+    return StreamGrowth(
+        rate=OverSeeds.of(rate),
+        slope=OverSeeds.of(slope),
+        log_rss_ratio=OverSeeds.of(np.log(rss_geometric / rss_linear)),
+    )

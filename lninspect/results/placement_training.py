@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lninspect.placement.layouts import LAYOUTS
 from lninspect.results.codec import meta
 from lninspect.results.seeds import OverSeeds
 
@@ -52,9 +53,9 @@ class TrainConfig:
 
 @dataclass
 class TrainRun:
-    """One cell of the grid (placement, warm-up, learning rate) over the seeds."""
+    """One cell of the grid (layout, warm-up, learning rate) over the seeds."""
 
-    placement: str  # "pre" or "post"
+    layout: str = field(metadata=meta(was="placement"))  # a name of placement.layouts.LAYOUTS
     warmup: int  # steps of linear warm-up; 0: none
     lr: float  # the peak (constant after the warm-up) learning rate
     train_loss: np.ndarray  # (seeds, steps) nats per token, with dropout on
@@ -64,7 +65,7 @@ class TrainRun:
     held_out_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (evals,)
     held_out_loss: np.ndarray = field(metadata=meta(dtype="float64"))  # (seeds, evals)
     stats_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (strides,)
-    # NORM_KEYS -> (seeds, strides, layers) mean per-token input std (ln_f: 1 column, pre-LN)
+    # the layout's norm keys -> (seeds, strides, layers; ln_f: 1) mean per-token input std
     input_std: dict[str, np.ndarray]
     diverged_at: list[int | None]  # per seed: the step at which it diverged, or null
     # filled in by finish_runs:
@@ -79,7 +80,7 @@ class TrainRun:
 
     def label(self) -> str:
         warm = f"warm-up {self.warmup}" if self.warmup else "no warm-up"
-        return f"{self.placement}-LN, {warm}, lr {self.lr:g}"
+        return f"{LAYOUTS[self.layout].label}, {warm}, lr {self.lr:g}"
 
 
 @dataclass
@@ -91,11 +92,11 @@ class TrainingResult:
     target_loss: float  # the held-out loss that `steps_to_target` counts the steps to
     unigram_loss: float  # held-out loss of the training tokens' frequencies: a reference
 
-    def run(self, placement: str, warmup: int, lr: float) -> TrainRun:
+    def run(self, layout: str, warmup: int, lr: float) -> TrainRun:
         for run in self.runs:
-            if (run.placement, run.warmup, run.lr) == (placement, warmup, lr):
+            if (run.layout, run.warmup, run.lr) == (layout, warmup, lr):
                 return run
-        raise KeyError((placement, warmup, lr))
+        raise KeyError((layout, warmup, lr))
 
 
 def auto_target(runs: list[TrainRun]) -> float:
