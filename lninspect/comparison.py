@@ -23,7 +23,8 @@ from lninspect.results.compare import (
     NormValues,
 )
 from lninspect.statistics import SUMMARIES
-from lninspect.summary import group_of, largest_abs, nan_median, token_row
+from lninspect.streams import group_of, token_row
+from lninspect.summary import largest_abs, nan_median
 from lninspect.summary import per_token as token_values
 from lninspect.trends import float32_digits
 

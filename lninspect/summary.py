@@ -14,23 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from lninspect.results import (
-    CensusEntry,
     GradsResult,
     GradStats,
-    NormDescription,
     NormStats,
     Spike,
     StatsResult,
-    TokenCount,
 )
-from lninspect.results.aggregate import AggregateResult, NormAggregate
-from lninspect.roles import group_label, group_order, ordered_roles
+from lninspect.results.aggregate import AggregateResult
+from lninspect.roles import ordered_roles
 from lninspect.statistics import BY_KEY
+from lninspect.streams import Group, Location, groups_present, location, norms_of_group
 
-Values = Callable[[NormStats], np.ndarray | None]
-CensusNorm = (
-    NormStats | NormAggregate
-)  # a norm with a census: of one run, or of a corpus  # a per-token array of a norm, if it has one
+Values = Callable[[NormStats], np.ndarray | None]  # a per-token array of a norm, if it has one
 
 
 def nan_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -52,42 +47,6 @@ def per_token(norm: NormStats, of: str) -> np.ndarray | None:
     statistic = BY_KEY[of]
     block = getattr(norm, statistic.side)
     return None if block is None else block.get(statistic.field)
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where a per-token value sits: its sequence, token and, for a norm that sees heads (a
-    q/k norm), its head. The one way every table, caption, hover and JSON names a place."""
-
-    sequence: int
-    token: int
-    head: int | None = None
-
-
-def canonical(norm: NormStats, values: np.ndarray) -> np.ndarray:
-    """A norm's per-token array as (sequences, tokens, heads): a (tokens,) or (sequences,
-    tokens) array gets one head; the token axis of a q/k norm is its recorded `token_axis`
-    (Gemma 3's arrays are (sequences, heads, tokens)), its other axes are heads."""
-    array = np.asarray(values)
-    if array.ndim <= 1:
-        return array.reshape(1, -1, 1)
-    if array.ndim == 2:
-        return array[:, :, None]
-    moved = np.moveaxis(array, norm.token_axis or 1, 1)
-    return moved.reshape(moved.shape[0], moved.shape[1], -1)
-
-
-def location(norm: NormStats, index: tuple[int, ...]) -> Location:
-    """The Location of an index into a norm's per-token arrays (module order)."""
-    shape = np.shape(norm.input.mean)
-    if len(index) <= 1:
-        return Location(0, int(index[0]) if index else 0)
-    if len(index) == 2:
-        return Location(int(index[0]), int(index[1]))
-    axis = norm.token_axis or 1
-    heads = [n for a, n in enumerate(shape) if a not in (0, axis)]
-    head = np.ravel_multi_index([i for a, i in enumerate(index) if a not in (0, axis)], heads)
-    return Location(int(index[0]), int(index[axis]), int(head))
 
 
 @dataclass
@@ -148,75 +107,6 @@ def norms_of_role(result: StatsResult, role: str) -> list[NormStats]:
     return sorted((n for n in result.norms if n.role == role), key=lambda n: n.layer or 0)
 
 
-@dataclass(frozen=True)
-class Group:
-    """Norms that read the same stream at the same place of a block: what every view that
-    speaks of the residual stream, of "before attention" or of a role selects by."""
-
-    reads: str  # lninspect.roles.STREAMS
-    role: str
-    placement: str
-
-    @property
-    def label(self) -> str:
-        return group_label(self.reads, self.role, self.placement)
-
-    @property
-    def residual(self) -> bool:
-        return self.reads == "residual"
-
-
-def group_of(norm: NormDescription) -> Group:
-    return Group(norm.reads, norm.role, norm.placement)
-
-
-def groups_present(result: StatsResult | AggregateResult) -> list[Group]:
-    """The groups of the result's norms, in block order (by role, pre before post)."""
-    found = {group_of(n) for n in result.norms}
-    return sorted(found, key=lambda g: (*group_order(g.role, g.placement), g.reads))
-
-
-def norms_of_group(result: StatsResult, group: Group) -> list[NormStats]:
-    """The norms of one group, in layer order (norms outside the blocks last)."""
-    found = [n for n in result.norms if group_of(n) == group]
-    return sorted(found, key=lambda n: math.inf if n.layer is None else n.layer)
-
-
-@dataclass
-class Panel:
-    """One panel of a modules x tokens heatmap: norms of one group and module name, one row
-    per layer (`layered`), or the norms outside the blocks, one row per name."""
-
-    title: str
-    norms: list[NormStats]
-    layered: bool
-
-
-def heatmap_panels(result: StatsResult) -> list[Panel]:
-    """Every norm in one panel: one per group and module name inside the blocks, in block
-    order (Gemma's q_norm and k_norm apart), then the norms outside them (final, embed)."""
-    panels: list[Panel] = []
-    for group in groups_present(result):
-        inside = [n for n in norms_of_group(result, group) if n.layer is not None]
-        for leaf in dict.fromkeys(n.name.rsplit(".", 1)[-1] for n in inside):
-            rows = [n for n in inside if n.name.rsplit(".", 1)[-1] == leaf]
-            panels.append(Panel(f"{leaf} ({group.label})", rows, layered=True))
-    outside = [n for n in result.norms if n.layer is None]
-    if outside:
-        panels.append(Panel("outside the blocks", outside, layered=False))
-    return panels
-
-
-def token_row(norm: NormStats, values: np.ndarray, sequence: int = 0) -> np.ndarray:
-    """One sequence's per-token values of `norm` as (tokens,); heads are reduced by median."""
-    row = canonical(norm, values)[sequence]  # (tokens, heads)
-    if row.shape[1] == 1:
-        return row[:, 0].astype(np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN padding
-        return np.nanmedian(row, axis=1).astype(np.float64)
-
-
 def layer_quartiles(
     result: StatsResult, norms: Sequence[NormStats], values: Values
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -233,25 +123,6 @@ def layer_quartiles(
             xs.append(where[norm.name])
             qs.append(quartiles)
     return np.asarray(xs), np.asarray(qs).reshape(-1, 3)
-
-
-def residual_norms(result: StatsResult | AggregateResult) -> list[CensusNorm]:
-    """The norms that read the residual stream, in model order."""
-    return [n for n in result.norms if n.reads == "residual"]
-
-
-def depth_series(result: StatsResult, reads: str) -> list[tuple[Group, str, list[NormStats]]]:
-    """(group, module name, norms) per line of a by-depth view of the norms that read
-    `reads`: one line per group and module name, in block order; a residual view also has
-    the final norm (a point after the last layer)."""
-    series = []
-    for group in groups_present(result):
-        if group.reads != reads:
-            continue
-        norms = norms_of_group(result, group)
-        for leaf in dict.fromkeys(n.name.rsplit(".", 1)[-1] for n in norms):
-            series.append((group, leaf, [n for n in norms if n.name.rsplit(".", 1)[-1] == leaf]))
-    return series
 
 
 def residual_growth(result: StatsResult) -> tuple[NormStats, float, NormStats, float] | None:
@@ -438,169 +309,6 @@ def spike_share(result: StatsResult) -> float:
         return float("nan")
     pooled = np.concatenate(counts)
     return float((pooled > 0).mean()) if pooled.size else float("nan")
-
-
-def dimension_scores(norms: Sequence[NormStats], side: str = "in") -> np.ndarray:
-    """(norms, d): each dimension's mean |value| over tokens as a z over dimensions, the
-    quantity the outlier rule compares with k."""
-    rows = []
-    for norm in norms:
-        assert norm.dimensions is not None
-        mean = np.asarray(getattr(norm.dimensions, f"mean_abs_{side}"), dtype=np.float64)
-        rows.append((mean - mean.mean()) / (mean.std() or 1.0))
-    return np.stack(rows)
-
-
-def outlier_dimensions(
-    result: StatsResult | AggregateResult, side: str = "in", limit: int = 5
-) -> list[tuple[int, int, int]]:
-    """(dim, norms where it is an outlier dimension, norms measured) for the dimensions that
-    are outliers at the most norms of the model's width (Kovaleva et al.'s view)."""
-    dims = [
-        n.dimensions for n in result.norms if n.reads == "residual" and n.dimensions is not None
-    ]
-    found: dict[int, int] = {}
-    for d in dims:
-        for j in d.outliers_in if side == "in" else d.outliers_out:
-            found[j] = found.get(j, 0) + 1
-    ranked = sorted(found, key=lambda j: (-found[j], j))[:limit]
-    return [(j, found[j], len(dims)) for j in ranked]
-
-
-@dataclass
-class DimCensus:
-    """One dimension over the norms of the residual stream: where and how much it spikes."""
-
-    dim: int
-    layers: list[int]  # layers of the norms where it spikes
-    norms: int  # how many norms it spikes at
-    count: int  # spikes (of the kind asked for) over every norm of the residual stream
-    massive: int  # of its spikes of any kind, the massive activations
-    sequences: float  # the largest share of sequences with a spike at one norm
-    first_token_share: float  # share of its spikes on the first token
-    max_abs: float  # its max |x| over every norm of the residual stream, spiking or not
-    tokens: list[tuple[str, int]]  # the tokens most often carrying it, of the norms' census
-    max_at: list[int]  # [sequence, token] of that max |x|
-
-
-def census_rows(
-    result: StatsResult | AggregateResult, limit: int = 8, kind: str = "all", by: str = "count"
-) -> list[DimCensus]:
-    """The `limit` dimensions with the most spikes (of `kind`: all, massive, outlier) over the
-    norms of the residual stream (a q/k norm's dimension is one within a head, another axis;
-    a sub-layer's output is not the stream); `by="max"`: those of largest max |x| first.
-
-    Counts, layers and maxima cover every spike (`DimensionStats.spiking`); the tokens come
-    from each norm's census, which lists its dimensions with the most spikes.
-    """
-    total = (
-        result.corpus.sequences
-        if isinstance(result, AggregateResult)
-        else result.input.num_sequences
-    )
-    norms = residual_norms(result)
-    counted: dict[int, list[tuple[CensusNorm, dict[str, int]]]] = {}
-    for norm in norms:
-        for counts in _dim_counts(norm):
-            if _kind_count(counts, kind):
-                counted.setdefault(counts["dim"], []).append((norm, counts))
-    rows = [_dim_census(j, found, norms, max(total, 1), kind) for j, found in counted.items()]
-    key = (lambda r: (-r.count, r.dim)) if by == "count" else (lambda r: (-r.max_abs, r.dim))
-    return sorted(rows, key=key)[:limit]
-
-
-def spikes_by_dim(norm: CensusNorm) -> dict[int, int]:
-    """Dimension -> the norm's spikes in it: every one where the result holds the counts in
-    full, else its census's dimensions with the most."""
-    return {c["dim"]: c["count"] for c in _dim_counts(norm)}
-
-
-def _dim_counts(norm: CensusNorm) -> list[dict[str, int]]:
-    """One dict of counts per spiking dimension (keys: dim and SpikeCounts' fields), of
-    every dimension (`dimensions.spiking`), else (documents before it) of the census."""
-    names = ("count", "massive", "first", "massive_first", "sequences")
-    dimensions = getattr(norm, "dimensions", None)
-    spiking = dimensions.spiking if dimensions is not None else None
-    if spiking is None:
-        return [
-            {
-                "dim": e.dim,
-                "count": e.count,
-                "massive": e.massive,
-                "first": round(e.first_token_share * e.count),
-                "massive_first": round(e.massive_first_share * e.massive) if e.massive else 0,
-                "sequences": e.sequences,
-            }
-            for e in getattr(norm, "census", None) or []
-        ]
-    columns = [getattr(spiking, name) for name in names]
-    return [
-        {"dim": j, **dict(zip(names, values, strict=True))}
-        for j, *values in zip(spiking.dims, *columns, strict=True)
-    ]
-
-
-def _kind_count(counts: dict[str, int], kind: str) -> int:
-    if kind == "massive":
-        return counts["massive"]
-    return counts["count"] - counts["massive"] if kind == "outlier" else counts["count"]
-
-
-def _kind_first(counts: dict[str, int], kind: str) -> int:
-    """Spikes of `kind` on the first token."""
-    if kind == "massive":
-        return counts["massive_first"]
-    every = counts["first"]
-    return every - counts["massive_first"] if kind == "outlier" else every
-
-
-def _kind_tokens(entry: CensusEntry, kind: str) -> list[TokenCount]:
-    if kind == "massive":
-        return entry.massive_tokens
-    return entry.outlier_tokens if kind == "outlier" else entry.tokens
-
-
-def _dim_census(
-    dim: int,
-    found: list[tuple[CensusNorm, dict[str, int]]],
-    norms: Sequence[CensusNorm],
-    total: int,
-    kind: str,
-) -> DimCensus:
-    count = sum(_kind_count(c, kind) for _, c in found)
-    tokens: dict[int, tuple[str, int]] = {}  # id -> (text, count)
-    for norm, _ in found:
-        for entry in getattr(norm, "census", None) or []:
-            for t in _kind_tokens(entry, kind) if entry.dim == dim else []:
-                tokens[t.id] = (t.token, tokens.get(t.id, (t.token, 0))[1] + t.count)
-    peak, at = _peak(dim, found, norms)
-    return DimCensus(
-        dim=dim,
-        layers=sorted({n.layer for n, _ in found if n.layer is not None}),
-        norms=len(found),
-        count=count,
-        massive=sum(c["massive"] for _, c in found),
-        sequences=max(c["sequences"] for _, c in found) / total,
-        first_token_share=sum(_kind_first(c, kind) for _, c in found) / count,
-        max_abs=peak,
-        max_at=at,
-        tokens=[tokens[i] for i in sorted(tokens, key=lambda i: (-tokens[i][1], i))][:3],
-    )
-
-
-def _peak(
-    dim: int, found: list[tuple[CensusNorm, dict[str, int]]], norms: Sequence[CensusNorm]
-) -> tuple[float, list[int]]:
-    """The dimension's largest |x| over every norm of `norms` and its [sequence, token];
-    documents without `max_at_in` give the largest of the census entries of `found`."""
-    measured = [d for n in norms if (d := n.dimensions) is not None and d.max_at_in is not None]
-    if measured:
-        top = max(measured, key=lambda d: np.nan_to_num(d.max_abs_in[dim], nan=-1.0))
-        assert top.max_at_in is not None
-        return float(top.max_abs_in[dim]), [int(i) for i in top.max_at_in[dim]]
-    entries = [e for n, _ in found for e in n.census or [] if e.dim == dim]
-    entry = max(entries, key=lambda e: e.max_abs, default=None)
-    return (entry.max_abs, list(entry.max_at)) if entry else (math.nan, [])
 
 
 def layer_span(layers: Sequence[int], sep: str = ", ") -> str:

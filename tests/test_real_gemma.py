@@ -34,7 +34,8 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.render import report
 from lninspect.results import GradsResult
-from lninspect.summary import heatmap_panels, largest_abs, residual_growth, token_row
+from lninspect.streams import heatmap_panels, token_row
+from lninspect.summary import largest_abs, residual_growth
 
 TEXT = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling after "

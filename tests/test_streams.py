@@ -18,7 +18,8 @@ from lninspect.render.interactive import page_data
 from lninspect.render.report import summary
 from lninspect.render.stats_plots import plot_depth
 from lninspect.results import GradsResult
-from lninspect.summary import heatmap_panels, largest_abs, residual_growth, token_row
+from lninspect.streams import heatmap_panels, token_row
+from lninspect.summary import largest_abs, residual_growth
 
 LAYERS, T = 3, 7
 

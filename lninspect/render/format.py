@@ -14,7 +14,7 @@ from rich.text import Text
 
 from lninspect.escape import visible
 from lninspect.results import ModelInfo, NormsResult, StatsResult
-from lninspect.summary import Location
+from lninspect.streams import Location
 
 
 def fmt(value: float) -> str:

@@ -23,7 +23,8 @@ from lninspect.render.figures import (
 from lninspect.render.format import figure_subtitle
 from lninspect.render.stats_plots import heatmap_height, label_panel, row_labels
 from lninspect.results import GradsResult, NormStats
-from lninspect.summary import canonical, group_norms, heatmap_panels, token_row, with_grads
+from lninspect.streams import canonical, heatmap_panels, token_row
+from lninspect.summary import group_norms, with_grads
 
 PARAMS_FIGURE = "grads-params.png"
 HEATMAP_FIGURE = "grads-heatmap.png"

@@ -18,7 +18,7 @@ from lninspect.render.format import header, short_names
 from lninspect.render.inline import script_json
 from lninspect.render.stats_tables import denominator_label
 from lninspect.results.stats import StatsResult
-from lninspect.summary import canonical, group_of
+from lninspect.streams import canonical, group_of
 
 INTERACTIVE_HTML = "interactive.html"
 

@@ -17,6 +17,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 
 from lninspect import __version__
+from lninspect.dimensions import census_rows, outlier_dimensions
 from lninspect.escape import visible
 from lninspect.files import check_report_folder as check_folder
 from lninspect.files import claim_folder, dump_json, write_folder
@@ -36,13 +37,11 @@ from lninspect.render.spike_tables import loss_change, not_massive, peak_note, s
 from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.statistics import denominator_key
+from lninspect.streams import group_of
 from lninspect.summary import (
-    census_rows,
-    group_of,
     largest_grad_scale,
     largest_spike,
     layer_span,
-    outlier_dimensions,
     pooled_order,
     residual_growth,
     role_orders,

@@ -19,23 +19,18 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from lninspect.dimensions import census_rows, dimension_scores, outlier_dimensions, spikes_by_dim
 from lninspect.render.figures import figure_of, legend_below, new_figure, save_titled
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
 from lninspect.roles import STREAM_LABELS
+from lninspect.streams import groups_present, norms_of_group, residual_norms
 from lninspect.summary import (
     KIND_NAMES,
-    census_rows,
     compression_by_norm,
-    dimension_scores,
-    groups_present,
     largest_spike,
-    norms_of_group,
     order_totals,
-    outlier_dimensions,
-    residual_norms,
-    spikes_by_dim,
     top_dimension,
 )
 

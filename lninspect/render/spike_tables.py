@@ -8,6 +8,7 @@ import math
 import numpy as np
 from rich.console import Group, RenderableType
 
+from lninspect.dimensions import census_rows
 from lninspect.options import SpikeOptions
 from lninspect.render.fit import Cell, Column, FitTable
 from lninspect.render.format import (
@@ -20,15 +21,7 @@ from lninspect.render.format import (
 )
 from lninspect.results import Ablation, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
-from lninspect.summary import (
-    KINDS,
-    census_rows,
-    layer_span,
-    nan_median,
-    order_totals,
-    peak_not_spike,
-    spread,
-)
+from lninspect.summary import KINDS, layer_span, nan_median, order_totals, peak_not_spike, spread
 
 NO_SPIKE = "no spike in any module"
 

@@ -28,18 +28,8 @@ from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
 from lninspect.results import NormStats, StatsResult
 from lninspect.statistics import denominator_key
-from lninspect.summary import (
-    Panel,
-    Values,
-    canonical,
-    depth_series,
-    has_order,
-    heatmap_panels,
-    layer_positions,
-    layer_quartiles,
-    residual_growth,
-    token_row,
-)
+from lninspect.streams import Panel, canonical, depth_series, heatmap_panels, token_row
+from lninspect.summary import Values, has_order, layer_positions, layer_quartiles, residual_growth
 
 STD_HEATMAP = "stats-std-heatmap.png"
 MEAN_HEATMAP = "stats-mean-heatmap.png"
