@@ -284,6 +284,8 @@ def expected_summary(ref: Reference) -> dict[str, str]:
     ):
         out[label] = _dimension_sentence(ref, kind, token_label, layer_span)
     out["outlier dimensions (mean |x_j| > k sd)"] = _outlier_dims_sentence(ref)
+    out["largest spike"] = _spike_sentence(ref, token_label)
+    out["massive activations ablated"] = _ablation_prefix(ref)
     name, scale = max(ref.scales.items(), key=lambda kv: kv[1])
     out["largest gradient scale"] = f"{name}: median ‖∂L/∂x‖ / ‖∂L/∂y‖ = {fmt(scale)} over tokens"
     return out
@@ -388,3 +390,52 @@ def _outlier_dims_sentence(ref: Reference) -> str:
         words = ", ".join(f"dim {j} at {found[j]}/{len(norms)} norms" for j in top) or "none"
         parts.append(f"{side}: {words}")
     return "; ".join(parts)
+
+
+def _spike_sentence(ref: Reference, token_label) -> str:
+    """The largest spike of any norm by |x| (massive or |z| >= 6), its ranks by |x| and |y|:
+    the sentence up to its notes."""
+    best = None
+    for norm in ref.norms():
+        big, outlier = ref.masks(norm)
+        rows = rows_of(norm, ref.x[norm.name])
+        size = np.where(big | outlier, np.abs(rows), -1.0)
+        t, h, j = np.unravel_index(int(size.argmax()), size.shape)
+        if best is None or size[t, h, j] > best[0]:
+            best = (size[t, h, j], norm, t, h, j, bool(big[t, h, j]))
+    assert best is not None
+    _, norm, t, h, j, is_massive = best
+    x, y = rows_of(norm, ref.x[norm.name])[t, h], rows_of(norm, ref.y[norm.name])[t, h]
+    rank_in, rank_out = int((abs(x) > abs(x[j])).sum()) + 1, int((abs(y) > abs(y[j])).sum()) + 1
+    where = f"dim {j}" if norm.input.mean.ndim == 2 else f"head {h}, dim {j}"
+    z = z_scores(norm, x[None], ref.eps[norm.name])[0, j]
+    kind = " (massive)" if is_massive else f", z = {z:.3g}"
+    moved = ", changed by the weight" if rank_in != rank_out else ""
+    return (
+        f"{norm.name}, token {token_label(ref.result, 0, int(t), width=20)}, {where}: "
+        f"x = {x[j]:.4g}{kind}; rank {rank_in} by |x| → {rank_out} by |y|{moved}"
+    )
+
+
+def _ablation_prefix(ref: Reference) -> str:
+    """Where the ablation works: the first residual pre norm with a massive activation."""
+    from lninspect.render.format import fmt
+
+    for norm in sorted(ref.norms("residual"), key=lambda n: (n.layer is None, n.layer or 0)):
+        big = ref.masks(norm)[0]
+        if norm.layer is not None and norm.placement == "pre" and big.any():
+            dims = sorted({int(j) for j in np.nonzero(big)[2]})
+            return f"layer {norm.layer}, dims {', '.join(map(str, dims))}: loss {fmt(ref.loss)}"
+    return "no massive activation to ablate"
+
+
+def summary_part(label: str, got: str) -> str:
+    """The part of a printed sentence that the reference settles: the largest spike without
+    its notes (why it is not massive, the norm's larger peak), the ablation up to its first
+    loss (the other losses are the model's, with the entries replaced)."""
+    if label == "largest spike":
+        got = re.sub(r" \([^()]*not massive[^()]*\)", "", got)
+        return "; ".join(got.split("; ")[:2])
+    if label == "massive activations ablated" and " → " in got:
+        return got[: got.index(" → ")]
+    return got

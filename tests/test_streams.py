@@ -152,7 +152,7 @@ def test_olmo2_has_no_residual_norm_inside_its_blocks():
 def test_post_ln_norms_read_the_stream():
     """The reference GPT in post-LN: x = LN(x + f(x)) reads the sum, the residual stream."""
     model = GPT(
-        RefGPTConfig(vocab_size=64, context=16, layers=3, d_model=32, heads=2, placement="post")
+        RefGPTConfig(vocab_size=64, context=16, layers=3, d_model=32, heads=2, layout="post")
     )
     model.config = type("Config", (), {"vocab_size": 64})()  # lets the probe run
     result, _ = run(model)

@@ -223,6 +223,9 @@ def discover(model: nn.Module, include: Iterable[type[nn.Module]] = ()) -> Disco
     return Discovery(norms=[norm for norm, _ in described], notes=notes)
 
 
+STANDS_IN = "stands_in_for_norm"  # the class attribute of a norm's stand-in (_check_classes)
+
+
 class NotANorm(LninspectError):
     """A class given as a norm (include=, --norm-class) that the normalization probe refuses."""
 
@@ -235,8 +238,12 @@ class NotANorm(LninspectError):
 
 def _check_classes(model: nn.Module, classes: tuple[type, ...], flows: dict[str, Flow]) -> None:
     """Each class of `include` must pass the normalization probe (formula.why_not_a_norm) on
-    its first module that is not a norm already; NotANorm says what the probe saw."""
+    its first module that is not a norm already; NotANorm says what the probe saw. A class
+    that stands in for a norm without normalizing (DyT's tanh) says so with a class attribute
+    `stands_in_for_norm = True`, and is hooked as it is."""
     for cls in classes:
+        if getattr(cls, STANDS_IN, False) is True:
+            continue
         instances = (n for n, m in model.named_modules() if not is_norm(m) and isinstance(m, cls))
         name = next(instances, None)
         if name is None:
