@@ -97,14 +97,26 @@ class Panel:
     layered: bool
 
 
+def leaf_of(norm: NormDescription) -> str:
+    """The module's own name, the last part of its path: `input_layernorm`, `q_norm`."""
+    return norm.name.rsplit(".", 1)[-1]
+
+
+def by_leaf(norms: list[NormStats]) -> dict[str, list[NormStats]]:
+    """The norms by module name, in the order the names first appear (q_norm, k_norm)."""
+    found: dict[str, list[NormStats]] = {}
+    for norm in norms:
+        found.setdefault(leaf_of(norm), []).append(norm)
+    return found
+
+
 def heatmap_panels(result: StatsResult) -> list[Panel]:
     """Every norm in one panel: one per group and module name inside the blocks, in block
     order (Gemma's q_norm and k_norm apart), then the norms outside them (final, embed)."""
     panels: list[Panel] = []
     for group in groups_present(result):
         inside = [n for n in norms_of_group(result, group) if n.layer is not None]
-        for leaf in dict.fromkeys(n.name.rsplit(".", 1)[-1] for n in inside):
-            rows = [n for n in inside if n.name.rsplit(".", 1)[-1] == leaf]
+        for leaf, rows in by_leaf(inside).items():
             panels.append(Panel(f"{leaf} ({group.label})", rows, layered=True))
     outside = [n for n in result.norms if n.layer is None]
     if outside:
@@ -131,11 +143,9 @@ def depth_series(result: StatsResult, reads: str) -> list[tuple[Group, str, list
     """(group, module name, norms) per line of a by-depth view of the norms that read
     `reads`: one line per group and module name, in block order; a residual view also has
     the final norm (a point after the last layer)."""
-    series = []
-    for group in groups_present(result):
-        if group.reads != reads:
-            continue
-        norms = norms_of_group(result, group)
-        for leaf in dict.fromkeys(n.name.rsplit(".", 1)[-1] for n in norms):
-            series.append((group, leaf, [n for n in norms if n.name.rsplit(".", 1)[-1] == leaf]))
-    return series
+    return [
+        (group, leaf, norms)
+        for group in groups_present(result)
+        if group.reads == reads
+        for leaf, norms in by_leaf(norms_of_group(result, group)).items()
+    ]

@@ -23,7 +23,7 @@ from lninspect.results import (
 from lninspect.results.aggregate import AggregateResult
 from lninspect.roles import ordered_roles
 from lninspect.statistics import BY_KEY
-from lninspect.streams import Group, Location, groups_present, location, norms_of_group
+from lninspect.streams import Group, Location, by_leaf, groups_present, location, norms_of_group
 
 Values = Callable[[NormStats], np.ndarray | None]  # a per-token array of a norm, if it has one
 
@@ -292,13 +292,9 @@ def role_orders(result: StatsResult, kind: str = "massive") -> list[RoleOrder]:
     return rows
 
 
-def _busiest_leaf(norms: Sequence[NormStats], kind: str) -> str:
-    """The module name (the last part of the path) whose norms hold the most spikes of
-    `kind`; the first in model order on a tie."""
-    counts: dict[str, int] = {}
-    for norm in norms:
-        leaf = norm.name.rsplit(".", 1)[-1]
-        counts[leaf] = counts.get(leaf, 0) + order_totals([norm], kind).spikes
+def _busiest_leaf(norms: list[NormStats], kind: str) -> str:
+    """The module name whose norms hold the most spikes of `kind`; the first on a tie."""
+    counts = {leaf: order_totals(group, kind).spikes for leaf, group in by_leaf(norms).items()}
     return max(counts, key=lambda leaf: counts[leaf])
 
 

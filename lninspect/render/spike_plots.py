@@ -25,7 +25,7 @@ from lninspect.render.format import figure_subtitle, short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
 from lninspect.roles import STREAM_LABELS
-from lninspect.streams import groups_present, norms_of_group, residual_norms
+from lninspect.streams import groups_present, leaf_of, norms_of_group, residual_norms
 from lninspect.summary import (
     KIND_NAMES,
     compression_by_norm,
@@ -362,7 +362,7 @@ def plot_massive_roles(result: StatsResult, ax: Axes | None = None) -> Axes:
         if not spikes:
             continue
         marker = ROLE_MARKERS[len(markers) % len(ROLE_MARKERS)]
-        leaves = [n.name.rsplit(".", 1)[-1] for n, _ in spikes]
+        leaves = [leaf_of(n) for n, _ in spikes]
         leaf = max(dict.fromkeys(leaves), key=leaves.count)  # the one holding the most
         markers.append((marker, f"{group.label} ({leaf})"))
         xs = [n.layer if n.layer is not None else -1 for n, _ in spikes]
