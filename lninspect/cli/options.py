@@ -6,6 +6,7 @@ before anything is loaded. Imports neither torch nor transformers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from lninspect.errors import LninspectError
-from lninspect.options import MAX_DIM, is_device_name, parse_indices, parse_layers
+from lninspect.options import MAX_DIM, MAX_LAYER, is_device_name, parse_indices
 
 
 class DType(str, Enum):
@@ -114,20 +115,25 @@ JsonOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 
 
-def _check_layer_filter(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_layers(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return value
+def _index_list(noun: str, limit: int) -> Callable[[str | None], str | None]:
+    """A parse-time check of a list of layers or dimensions (`0,3,8-11`), kept as written."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_indices(value, noun, limit)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+        return value
+
+    return check
 
 
 LayerFilterOpt = Annotated[
     str | None,
     typer.Option(
         "--layers",
-        callback=_check_layer_filter,
+        callback=_index_list("layer", MAX_LAYER),
         help="Only the norms of these layers, e.g. 0,3,11 "
         "or 0-5 (from 0); the norms outside the blocks (final, embedding) are then left out.",
         show_default=False,
@@ -202,20 +208,11 @@ AblateFileOpt = Annotated[
 ]
 
 
-def _check_dims(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_indices(value, "dimension", MAX_DIM)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return value
-
-
 AblateDimsOpt = Annotated[
     str | None,
     typer.Option(
         "--ablate-dims",
-        callback=_check_dims,
+        callback=_index_list("dimension", MAX_DIM),
         help="--ablate-spikes only these hidden dimensions, e.g. 163,400 (default: every "
         "dimension with a massive activation at that layer).",
         show_default=False,
