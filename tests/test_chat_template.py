@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -56,10 +55,9 @@ def test_a_hostile_template_is_one_sentence_exit_2(case: str):
 def test_nested_loops_are_stopped_by_the_deadline(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(chat, "SECONDS", 1)
     loops = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    start = time.monotonic()
+    # 10**10 steps would take hours: that it returns at all is the deadline at work
     with pytest.raises(LninspectError, match="cannot be rendered: the render died|longer than"):
         tokenizer(loops).encode_text("some text", chat_template=True)
-    assert time.monotonic() - start < 30  # a guard: 10**10 steps would take hours
 
 
 def test_a_good_template_renders_as_transformers_does():
