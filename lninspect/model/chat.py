@@ -63,6 +63,11 @@ class BoundedRenderer:
         return _checked(json.loads(data))
 
     def _start(self) -> None:
+        # Imported here, not first in the child: jinja imports it when a template raises, and
+        # an import in a child forked from a threaded process can find the import lock's state
+        # torn (KeyError from importlib's _ModuleLock).
+        import jinja2.debug  # noqa: F401
+
         requests, to_child = os.pipe()
         from_child, replies = os.pipe()
         with warnings.catch_warnings():  # Python 3.12 warns of fork in a threaded process
