@@ -75,10 +75,15 @@ def _reference_run(text_file: Path, placement: str, warmup: int, lr: float, seed
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
     )
-    data, seen = torch.Generator().manual_seed(seed), {"loss": [], "grad": [], "ln_1": []}
+    data = torch.Generator().manual_seed(seed)
+    seen: dict = {"loss": [], "grad": [], "ln_1": [], "ln_1_absmax": [], "stream": []}
     torch.manual_seed(seed)
     inputs: list[torch.Tensor] = []
     hook = model.blocks[0].ln_1.register_forward_pre_hook(lambda m, a: inputs.append(a[0]))
+    # the stream after the embeddings (block 0's input) and after each block
+    outputs: list[torch.Tensor] = []
+    hooks = [model.blocks[0].register_forward_pre_hook(lambda m, a: outputs.append(a[0]))]
+    hooks += [b.register_forward_hook(lambda m, a, out: outputs.append(out)) for b in model.blocks]
     held = held_out_windows(tokens.held_out, TRAIN.eval_windows, config.seq_len)
     with torch.no_grad():
         model.eval()
@@ -94,10 +99,17 @@ def _reference_run(text_file: Path, placement: str, warmup: int, lr: float, seed
         seen["loss"].append(loss.item())
         seen["grad"].append(grads.double().norm().item())
         x = inputs[-1].detach().double()
-        seen["ln_1"].append(torch.sqrt(x.var(-1, correction=0) + 1e-5).mean().item())
+        per_token = torch.sqrt(x.var(-1, correction=0) + 1e-5).flatten().numpy()
+        seen["ln_1"].append(float(np.quantile(per_token, 0.5)))  # the median over tokens
+        seen["ln_1_absmax"].append(x.abs().max().item())
+        depth = outputs[-1 - len(model.blocks) :]  # this step's: embeddings, each block
+        seen["stream"].append(
+            [o.detach().double().var(-1, correction=0).mean().item() for o in depth]
+        )
         optimizer.step()
         schedule.step()
-    hook.remove()
+    for handle in [hook, *hooks]:
+        handle.remove()
     return seen
 
 
@@ -110,9 +122,14 @@ def test_every_step_matches_an_independent_training_loop(trained, text_file, pla
         np.testing.assert_allclose(run.train_loss[seed], expected["loss"], rtol=1e-5)
         np.testing.assert_allclose(run.grad_norm[seed], expected["grad"], rtol=1e-4)
         assert run.held_out_loss[seed, 0] == pytest.approx(expected["held_out_0"], rel=1e-5)
-        # the capture hooks ran on the training steps themselves, dropout on
+        # the watch's hooks ran on the training steps themselves, dropout on
         strided = [expected["ln_1"][step] for step in run.stats_steps]
         np.testing.assert_allclose(run.input_std["ln_1"][seed, :, 0], strided, rtol=1e-4)
+        peaks = [expected["ln_1_absmax"][step] for step in run.stats_steps]
+        assert run.absmax is not None and run.stream_var is not None
+        np.testing.assert_allclose(run.absmax["ln_1"][seed, :, 0], peaks, rtol=1e-6)
+        stream = [expected["stream"][step] for step in run.stats_steps]
+        np.testing.assert_allclose(run.stream_var[seed], stream, rtol=1e-5)
 
 
 def test_layer_gradients_and_their_shapes(trained):
@@ -214,12 +231,13 @@ def test_cli_trains_and_writes_table_json_and_pngs(tmp_path: Path, text_file: Pa
         "placement", "--train", "--file", str(text_file), "--layers", "2", "--d-model", "16",
         "--heads", "2", "--seeds", "1", "--seq-len", "16", "--batch", "2", "--steps", "4",
         "--warmup", "2", "--lr", "1e-3", "--eval-every", "2", "--stats-every", "2",
-        "--placements", "pre,peri,dyt",
+        "--placements", "pre,peri,dyt", "--log-dir", str(tmp_path / "logs"),
         "--plot", "--out", str(out), "--json", str(path),
     ]  # fmt: skip
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Training: the norm layouts" in result.stdout and "steps to" in result.stdout
+    assert "max |x|" in result.stdout and "stream var" in result.stdout
     assert all(label in result.stdout for label in ("pre-LN", "peri-LN", "DyT"))
     doc = json.loads(path.read_text())
     assert [run["layout"] for run in doc["training"]["runs"]] == ["pre"] * 2 + ["peri"] * 2 + [
@@ -232,12 +250,43 @@ def test_cli_trains_and_writes_table_json_and_pngs(tmp_path: Path, text_file: Pa
         "placement-train-loss.png",
         "placement-train-grads.png",
         "placement-train-stream.png",
+        "placement-train-stream-var.png",
     ):
         with Image.open(out / name) as image:
             pixels = np.asarray(image.convert("L"), dtype=float)
         assert pixels.shape[0] > 300 and pixels.std() > 10  # drawn, not blank
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "already exists" in again.output
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(
+        f"{layout}-warmup{w}-lr0.001-seed0" for layout in ("pre", "peri", "dyt") for w in (0, 2)
+    )
+
+
+def test_each_run_writes_a_watch_log_that_run_reads(tmp_path: Path, text_file: Path):
+    logs = tmp_path / "logs"
+    train = replace(TRAIN, steps=4, lrs=[1e-3], stats_every=2)
+    result = train_placement(
+        replace(MODEL, seeds=1, layouts=["peri"]), train, text_file, log_dir=logs
+    )
+    assert result.training is not None
+    log = logs / "peri-warmup3-lr0.001-seed0"
+    lines = [json.loads(line) for line in (log / "lninspect-watch.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 2]
+    run = result.training.run("peri", 3, 1e-3)
+    assert run.absmax is not None
+    names = [norm["name"] for norm in lines[1]["norms"]]
+    assert names[:2] == ["blocks.0.ln_1", "blocks.0.ln_1_post"] and names[-1] == "ln_f"
+    for key, column in (("ln_1", 0), ("ln_2_post", 1)):
+        (norm,) = [n for n in lines[1]["norms"] if n["name"] == f"blocks.{column}.{key}"]
+        assert norm["absmax"] == pytest.approx(float(run.absmax[key][0, 1, column]), rel=1e-6)
+        assert norm["input_std"]["q50"] == pytest.approx(
+            float(run.input_std[key][0, 1, column]), rel=1e-6
+        )
+    read = runner.invoke(app, ["run", str(log)], env={"COLUMNS": "200"})
+    assert read.exit_code == 0, read.output
+    assert "2 records, steps 0–2" in read.stdout
+    refused = runner.invoke(app, ["placement", "--log-dir", str(tmp_path / "x"), "--layers", "2"])
+    assert refused.exit_code == 2 and "--log-dir" in refused.output
 
 
 def test_cli_refuses_a_text_too_short_for_the_windows(tmp_path: Path):

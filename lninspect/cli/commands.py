@@ -151,7 +151,11 @@ def placement(config: PlacementConfig, text: str | None, outputs: Outputs) -> No
 
 
 def placement_train(
-    config: PlacementConfig, train: TrainConfig, file: Path | None, outputs: Outputs
+    config: PlacementConfig,
+    train: TrainConfig,
+    file: Path | None,
+    outputs: Outputs,
+    log_dir: Path | None = None,
 ) -> None:
     """`lninspect placement --train`: the layouts' training, with and without warm-up."""
     from lninspect.cli.progress import StepProgress
@@ -161,7 +165,7 @@ def placement_train(
 
     outputs.check(figure_names(config.layers, train=True))
     with StepProgress(outputs.console().err, enabled=not outputs.quiet) as progress:
-        result = train_placement(config, train, file, progress=progress.update)
+        result = train_placement(config, train, file, progress=progress.update, log_dir=log_dir)
     _publish(outputs, result, [placement_report(result)], save_placement_figures)
 
 

@@ -93,7 +93,13 @@ def check_device(value: str) -> str:
 
 
 def check_mode(
-    train: bool, depths: list[int], *, text: str | None, file: Path | None, device: str
+    train: bool,
+    depths: list[int],
+    *,
+    text: str | None,
+    file: Path | None,
+    device: str,
+    log_dir: Path | None = None,
 ) -> None:
     """Options that belong to one mode only are refused in the other, before any work."""
     if train and len(depths) > 1:
@@ -103,6 +109,10 @@ def check_mode(
     if train and text is not None:
         raise typer.BadParameter(
             "--train reads a text file (--file), not --text", param_hint="'--text'"
+        )
+    if not train and log_dir is not None:
+        raise typer.BadParameter(
+            "--log-dir keeps the logs of --train runs", param_hint="'--log-dir'"
         )
     if not train and file is not None:
         raise typer.BadParameter(
@@ -309,6 +319,18 @@ PLACEMENT = (
         default=TRAIN_STATS_EVERY,
     ),
     Shared(
+        "log_dir",
+        _training(
+            Path | None,
+            "--log-dir",
+            show_default=False,
+            help="Write each run's lninspect.watch log into a folder of its own here "
+            "(<layout>-warmup<N>-lr<LR>-seed<S>/), for `lninspect run`.",
+        ),
+        (),
+        default=None,
+    ),
+    Shared(
         "target_loss",
         _training(
             float | None,
@@ -343,7 +365,14 @@ def placement_config(given: Given) -> Any:
         raise typer.BadParameter(
             f"{d_model} is not divisible by --heads {heads}", param_hint="'--d-model'"
         )
-    check_mode(train, depths, text=given["text"], file=given["file"], device=given["device"])
+    check_mode(
+        train,
+        depths,
+        text=given["text"],
+        file=given["file"],
+        device=given["device"],
+        log_dir=given["log_dir"],
+    )
     layouts = layout_names(given["placements"] or (TRAIN_LAYOUTS if train else INIT_LAYOUTS))
     if given["baseline"] not in layouts:
         raise typer.BadParameter(

@@ -33,7 +33,13 @@ def placement(ctx: typer.Context, *, given: Given) -> None:
     config, outputs = placement_config(given), given.outputs()
     if given["train"]:
         training = train_config(given)
-        request = {"config": config, "train": training, "file": given["file"], "outputs": outputs}
+        request = {
+            "config": config,
+            "train": training,
+            "file": given["file"],
+            "outputs": outputs,
+            "log_dir": given["log_dir"],
+        }
         invoke(ctx, commands.placement_train, **request)
     else:
         invoke(ctx, commands.placement, config=config, text=given["text"], outputs=outputs)

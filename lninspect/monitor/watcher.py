@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,11 @@ class Watcher:
         self,
         model: nn.Module,
         every: int,
-        log_dir: str | Path,
+        log_dir: str | Path | None,
         text: Any = None,
         *,
+        norms: Sequence[NormInfo] | None = None,
+        sinks: Sequence[Sink] = (),
         tokenizer: Any = None,
         optimizer: torch.optim.Optimizer | None = None,
         max_tokens: int = DEFAULT_PROBE_TOKENS,
@@ -87,7 +89,9 @@ class Watcher:
         self.step_index = start_step  # optimizer updates applied so far
         self.rank, self.world_size = world()
         self.active = self.rank == 0 or text is None  # a probe runs on rank 0 alone
-        self.norms: list[NormInfo] = find_norms(self.model) if self.active else []
+        self.norms: list[NormInfo] = []
+        if self.active:
+            self.norms = list(norms) if norms is not None else find_norms(self.model)
         self.params = ParamGradNorms(self.model, self.norms)
         self.params.averaged = self.world_size > 1 and (
             isinstance(model, nn.parallel.DistributedDataParallel) or data_parallel
@@ -104,7 +108,8 @@ class Watcher:
         # tokens over all ranks, so the step's loss is the sum of the ranks' (not their mean)
         self.tokens_over_ranks = False
         try:
-            self._open(text, tokenizer, max_tokens, Path(log_dir), resume, tensorboard, wandb)
+            self._open(text, tokenizer, max_tokens, log_dir, resume, tensorboard, wandb)
+            self.sinks += list(sinks) if self.rank == 0 else []
         except BaseException:
             agree(False, self.world_size)  # the other ranks stop too, rather than wait
             raise
@@ -116,7 +121,7 @@ class Watcher:
         text: Any,
         tokenizer: Any,
         max_tokens: int,
-        log_dir: Path,
+        log_dir: str | Path | None,
         resume: bool,
         tensorboard: bool | None,
         wandb: bool | None,
@@ -130,8 +135,8 @@ class Watcher:
             if self.params.sharded:
                 raise LninspectError("watch(text=...) does not run a probe under FSDP")
             self.probe = probe_ids(self.model, text, tokenizer, max_tokens)
-        if self.rank == 0:
-            self.sinks = open_sinks(log_dir, resume, tensorboard, wandb)
+        if self.rank == 0 and log_dir is not None:
+            self.sinks = open_sinks(Path(log_dir), resume, tensorboard, wandb)
 
     @property
     def mode(self) -> str:
@@ -362,7 +367,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def watch(
     model: nn.Module,
     every: int = 100,
-    log_dir: str | Path = DEFAULT_LOG_DIR,
+    log_dir: str | Path | None = DEFAULT_LOG_DIR,
     text: Any = None,
     **options: Any,
 ) -> Iterator[Watcher]:
@@ -375,7 +380,10 @@ def watch(
     over the ranks before `step()`, as by DDP; a model wrapped in DDP says so itself),
     `reductions` (the per-token reductions, as `capture`'s: "auto", the default, compiles
     them into one pass per norm on CUDA and runs them eagerly elsewhere; "compiled" on the CPU
-    costs a compile, once a process, and saves time on every recorded step after it).
+    costs a compile, once a process, and saves time on every recorded step after it),
+    `norms` (the norms to record, from `find_norms(model, include=...)`; default: every norm
+    discovery finds), `sinks` (more receivers of each record, objects with `write(record)`
+    and `close()`, on rank 0). `log_dir=None` writes no file: the records go to `sinks` only.
     """
     watcher = Watcher(model, every, log_dir, text, **options)
     try:

@@ -62,6 +62,16 @@ class Layout:
         """Every norm's leaf name: the block's, then ln_f if there is one."""
         return self.block_norms() + ([FINAL] if self.final else [])
 
+    def residual_keys(self) -> list[str]:
+        """The leaf names of the norms that read the residual stream (ln_f among them)."""
+        block = [
+            f"ln_{k}{suffix}"
+            for k in SUBLAYERS
+            for suffix, reads in zip(self.norms, self.reads, strict=True)
+            if reads == "residual"
+        ]
+        return block + ([FINAL] if self.final else [])
+
 
 def _pre(x: X, f: Fn, n: Sequence[Fn], alpha: float, drop: Fn) -> X:
     return x + drop(f(n[0](x)))

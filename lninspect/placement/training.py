@@ -10,10 +10,12 @@ at a learning rate that rises linearly over the warm-up steps and then stays con
 Step t is the model after t updates. At every step: the training loss of the batch, the
 global gradient norm and per block the gradient norms of W^{2,l} (FFN output) and of the
 whole block. Every `eval_every` steps (and at the end): the held-out loss, in eval mode.
-Every `stats_every` steps: every norm's mean input std, from lninspect's capture hooks on
-the training step itself (dropout on, as the run has it). A run whose loss or gradient is
-not finite, or whose loss exceeds EXPLODED x its first loss, is marked diverged at that step
-and stopped; its remaining steps stay NaN.
+Every `stats_every` steps, from the training step itself (dropout on, as the run has it):
+the residual stream's variance after the embeddings and after each block, and every norm's
+statistics as lninspect.watch records them (its median input std and largest |x|), written
+to a watch log per run when a log folder is given (`lninspect run` reads it). A run whose
+loss or gradient is not finite, or whose loss exceeds EXPLODED x its first loss, is marked
+diverged at that step and stopped; its remaining steps stay NaN.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import cast
 import numpy as np
 import torch
 
-from lninspect.hooks.capture import capture
+from lninspect.errors import LninspectError
 from lninspect.model.loading import resolve_device
+from lninspect.monitor.watcher import watch
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.placement.data import (
     Tokens,
@@ -52,6 +55,7 @@ from lninspect.results.placement_training import (
     auto_target,
     finish_runs,
 )
+from lninspect.results.watch import LOG_NAME, WatchRecord
 
 EXPLODED = 1.5  # a training loss above 1.5x the run's first loss counts as diverged
 Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
@@ -76,8 +80,12 @@ def train_placement(
     file: Path | None = None,
     threads: int | None = 1,
     progress: Progress | None = None,
+    log_dir: Path | None = None,
 ) -> PlacementResult:
-    """Every cell of the grid for every seed; `config.layers` holds the one depth trained."""
+    """Every cell of the grid for every seed; `config.layers` holds the one depth trained.
+
+    `log_dir`: a folder for one watch log per run (`run_log`); None: no log written.
+    """
     device = resolve_device(train.device)
     check_placement_memory(config, device, training=True)  # before any model is built
     tokens = load_tokens(file)
@@ -99,12 +107,16 @@ def train_placement(
     records: dict[Grid, list[_Record]] = {cell: [] for cell in grid}
     norms: dict[str, list[NormInfo]] = {}
     jobs = [(seed, cell) for seed in range(config.seeds) for cell in grid]
+    logs = {job: run_log(log_dir, *job) for job in jobs}
+    _check_logs(logs)
     with threads_for(threads if device.type == "cpu" else None):
         for index, (seed, cell) in enumerate(jobs):
             step_done = _reporter(
                 progress, index * train.steps, len(jobs) * train.steps, seed, cell
             )
-            records[cell].append(_train_one(config, train, tokens, cell, seed, norms, step_done))
+            log = logs[seed, cell]
+            run = _train_one(config, train, tokens, (cell, seed, log), norms, step_done)
+            records[cell].append(run)
     runs = [_to_run(cell, records[cell], train) for cell in grid]
     unigram = unigram_loss(tokens)
     target = train.target_loss if train.target_loss is not None else auto_target(runs)
@@ -141,6 +153,23 @@ def _notes(train: TrainConfig, tokens: Tokens) -> list[str]:
     return notes
 
 
+def run_log(log_dir: Path | None, seed: int, cell: Grid) -> Path | None:
+    """The watch log folder of one run: `<log_dir>/<layout>-warmup<w>-lr<lr>-seed<s>`."""
+    if log_dir is None:
+        return None
+    return log_dir / f"{cell.layout}-warmup{cell.warmup}-lr{cell.lr:g}-seed{seed}"
+
+
+def _check_logs(logs: dict[tuple[int, Grid], Path | None]) -> None:
+    """Refuse, before any training, a log that a run would find already written."""
+    for folder in logs.values():
+        if folder is not None and (folder / LOG_NAME).exists():
+            raise LninspectError(
+                f"'{folder / LOG_NAME}' already exists: choose another log_dir (the logs of "
+                "a placement run are never appended to or replaced)"
+            )
+
+
 @dataclass
 class _Record:
     """What one seed of one grid cell recorded (NaN after a divergence)."""
@@ -149,24 +178,39 @@ class _Record:
     grad_norm: np.ndarray  # (steps,) global
     layer_grads: dict[str, np.ndarray]  # "ffn_out" | "block" -> (steps, L)
     held_out: np.ndarray  # (evals,)
+    stream_var: np.ndarray  # (strides, L + 1) after the embeddings and each block
     input_std: dict[str, np.ndarray]  # the layout's norm keys -> (strides, L; ln_f: 1)
+    absmax: dict[str, np.ndarray]  # the same keys and shapes: the largest |x| of the input
     diverged_at: int | None
+
+
+class _Kept:
+    """A watch sink that keeps the records of one run in memory."""
+
+    def __init__(self) -> None:
+        self.records: list[WatchRecord] = []
+
+    def write(self, record: WatchRecord) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
 
 
 def _train_one(
     config: PlacementConfig,
     train: TrainConfig,
     tokens: Tokens,
-    cell: Grid,
-    seed: int,
+    job: tuple[Grid, int, Path | None],
     norms: dict[str, list[NormInfo]],
     step_done: Callable[[int], None],
 ) -> _Record:
-    """Train one model of `cell` from seed `seed`; record every step."""
+    """Train one model of the cell from the seed (job: cell, seed, log folder); record every
+    step."""
+    cell, seed, log = job
     device = torch.device(train.device)
     layers = config.layers[0]
     model = _model(config, train, cell.layout, layers, seed).to(device)
-    found = _norms_of(model, cell.layout, norms)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cell.lr, betas=BETAS, eps=EPS, weight_decay=0.0
     )
@@ -174,34 +218,43 @@ def _train_one(
     torch.manual_seed(seed)  # dropout masks
     held = held_out_windows(tokens.held_out, train.eval_windows, config.seq_len).to(device)
     record = _empty_record(train, layers, cell.layout)
+    kept = _Kept()
     first = math.nan
-    for step in range(train.steps + 1):
-        if step in train.eval_steps():
-            record.held_out[train.eval_steps().index(step)] = _held_out_loss(model, held, config)
-        if step == train.steps:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cell.lr, cell.warmup)
-        batch = sample_batch(tokens.train, config.batch, config.seq_len, data).to(device)
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        if step % train.stats_every == 0:
-            with capture(model, found, eval_mode=False) as cap:
-                loss = model.loss(batch)
-                loss.backward()
-            _keep_norm_inputs(record, step // train.stats_every, cap.result().norms)
-        else:
-            loss = model.loss(batch)
+    with watch(
+        model,
+        every=train.stats_every,
+        log_dir=log,
+        norms=_norms_of(model, cell.layout, norms),
+        sinks=[kept],
+        optimizer=optimizer,
+        tensorboard=False,
+        wandb=False,
+    ) as watcher:
+        for step in range(train.steps + 1):
+            if step in train.eval_steps():
+                at = train.eval_steps().index(step)
+                record.held_out[at] = _held_out_loss(model, held, config)
+            if step == train.steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cell.lr, cell.warmup)
+            batch = sample_batch(tokens.train, config.batch, config.seq_len, data).to(device)
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            stream: list[torch.Tensor] | None = [] if watcher.records(step) else None
+            loss = model.loss(batch, stream)
             loss.backward()
-        numbers = _step_numbers(model, loss)  # one transfer: loss, global norm, per block
-        first = numbers[0] if step == 0 else first
-        _keep_step(record, step, numbers, layers)
-        step_done(step + 1)
-        if _diverged(numbers[0], numbers[1], first):
-            record.diverged_at = step
-            step_done(train.steps)
-            break
-        optimizer.step()
+            numbers = _step_numbers(model, loss, stream or [])  # one transfer
+            first = numbers[0] if step == 0 else first
+            _keep_step(record, step, numbers, layers, train.stats_every)
+            watcher.step(loss=numbers[0])  # writes the record of a recording step
+            step_done(step + 1)
+            if _diverged(numbers[0], numbers[1], first):
+                record.diverged_at = step
+                step_done(train.steps)
+                break
+            optimizer.step()
+    _keep_norms(record, kept.records, train.stats_every)
     return record
 
 
@@ -237,13 +290,15 @@ def _held_out_loss(model: GPT, windows: torch.Tensor, config: PlacementConfig) -
     return float(total / sum(sizes))
 
 
-def _step_numbers(model: GPT, loss: torch.Tensor) -> list[float]:
-    """[loss, global gradient norm, |dL/dW^{2,l}| per block, |dL/d block l| per block]."""
+def _step_numbers(model: GPT, loss: torch.Tensor, stream: list[torch.Tensor]) -> list[float]:
+    """[loss, global gradient norm, |dL/dW^{2,l}| per block, |dL/d block l| per block, then
+    the stream's variance after the embeddings and each block when recorded]."""
     blocks = cast(list[Block], list(model.blocks))
     every = [p.grad for p in model.parameters() if p.grad is not None]
     ffn_out = [_norm([b.mlp.fc_out.weight.grad]) for b in blocks]
     whole = [_norm([p.grad for p in b.parameters()]) for b in blocks]
-    values = torch.stack([loss.detach().float(), _norm(every), *ffn_out, *whole])
+    variances = [v.float() for v in stream]
+    values = torch.stack([loss.detach().float(), _norm(every), *ffn_out, *whole, *variances])
     return cast(list[float], values.tolist())
 
 
@@ -252,31 +307,39 @@ def _norm(grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(present).float()
 
 
-def _keep_step(record: _Record, step: int, numbers: list[float], layers: int) -> None:
+def _keep_step(record: _Record, step: int, numbers: list[float], layers: int, every: int) -> None:
     record.train_loss[step], record.grad_norm[step] = numbers[0], numbers[1]
     record.layer_grads["ffn_out"][step] = numbers[2 : 2 + layers]
     record.layer_grads["block"][step] = numbers[2 + layers : 2 + 2 * layers]
+    if len(numbers) > 2 + 2 * layers:  # a recorded step: the stream too
+        record.stream_var[step // every] = numbers[2 + 2 * layers :]
 
 
-def _keep_norm_inputs(record: _Record, row: int, stats: Sequence) -> None:
-    """Every norm's mean input std (over the tokens of the batch) at stride row `row`."""
-    columns: dict[str, list[float]] = {key: [] for key in record.input_std}
-    for norm in stats:  # model order: blocks.0.ln_1, blocks.0.ln_2, ..., ln_f
-        columns[norm.name.rsplit(".", 1)[-1]].append(float(np.mean(norm.input.std)))
-    for key, values in columns.items():
-        record.input_std[key][row] = values
+def _keep_norms(record: _Record, watched: Sequence[WatchRecord], every: int) -> None:
+    """Every norm's median input std and largest |x| at each recorded step."""
+    for step_record in watched:
+        row = step_record.step // every
+        columns: dict[str, list[tuple[float, float]]] = {key: [] for key in record.input_std}
+        for norm in step_record.norms:  # model order: blocks.0.ln_1, ..., ln_f
+            median = norm.quantiles["input_std"].q50
+            columns[norm.name.rsplit(".", 1)[-1]].append((median, norm.absmax))
+        for key, pairs in columns.items():
+            record.input_std[key][row] = [median for median, _ in pairs]
+            record.absmax[key][row] = [peak for _, peak in pairs]
 
 
 def _empty_record(train: TrainConfig, layers: int, layout: str) -> _Record:
     nan = np.full
     strides = len(train.stats_steps())
-    keys = layout_named(layout).norm_keys()
+    shapes = {k: (strides, 1 if k == FINAL else layers) for k in layout_named(layout).norm_keys()}
     return _Record(
         train_loss=nan(train.steps, np.nan),
         grad_norm=nan(train.steps, np.nan),
         layer_grads={k: nan((train.steps, layers), np.nan) for k in ("ffn_out", "block")},
         held_out=nan(len(train.eval_steps()), np.nan),
-        input_std={k: nan((strides, 1 if k == FINAL else layers), np.nan) for k in keys},
+        stream_var=nan((strides, layers + 1), np.nan),
+        input_std={k: nan(shape, np.nan) for k, shape in shapes.items()},
+        absmax={k: nan(shape, np.nan) for k, shape in shapes.items()},
         diverged_at=None,
     )
 
@@ -298,4 +361,6 @@ def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
         stats_steps=np.asarray(train.stats_steps(), dtype=np.int64),
         input_std={key: np.stack([r.input_std[key] for r in records]) for key in keys},
         diverged_at=[r.diverged_at for r in records],
+        stream_var=np.stack([r.stream_var for r in records]),
+        absmax={key: np.stack([r.absmax[key] for r in records]) for key in keys},
     )

@@ -22,6 +22,8 @@ from lninspect.results.placement_training import (
     TrainingResult,
     TrainRun,
     diverged_count,
+    end_absmax,
+    end_stream_var,
     mean_steps,
 )
 from lninspect.results.seeds import OverSeeds
@@ -275,20 +277,36 @@ def training_table(result: PlacementResult, training: TrainingResult) -> Table:
         f"(the target: {_target_why(training)}), mean over the seeds that did; "
         f"{interval_caption(result.config)}",
     )
-    for header in ("run", "warm-up", "lr", "final", "best", "steps to\ntarget", "diverged"):
+    recorded = any(run.absmax is not None for run in training.runs)
+    ends = ("stream var\nat the end", "max |x|\nat the end") if recorded else ()
+    headers = ("run", "warm-up", "lr", "final", "best", *ends, "steps to\ntarget", "diverged")
+    for header in headers:
         table.add_column(header, justify="right" if header != "run" else "left", no_wrap=True)
     for run in training.runs:
         assert run.final_held_out is not None and run.best_held_out is not None
+        at_end = [_or_dash(end_stream_var(run)), _or_dash(end_absmax(run))] if recorded else []
         table.add_row(
             LAYOUTS[run.layout].label,
             str(run.warmup) if run.warmup else "none",
             f"{run.lr:g}",
             ci(run.final_held_out),
             ci(run.best_held_out),
+            *at_end,
             _steps(run.steps_to_target, seeds),
             _diverged(run, seeds),
         )
+    if recorded:
+        last = int(training.runs[0].stats_steps[-1])
+        table.caption = (
+            f"{table.caption}; at the end: step {last}, the last recorded, the residual "
+            "stream's variance after the last block and the largest |x| entering a norm that "
+            "reads it"
+        )
     return table
+
+
+def _or_dash(value: OverSeeds | None) -> str:
+    return "—" if value is None else ci(value)
 
 
 def _start(training: TrainingResult) -> str:

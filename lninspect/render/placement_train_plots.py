@@ -4,12 +4,15 @@
   learning rate (mean over seeds, 95% band; the training loss faint behind it).
 - placement-train-grads.png: |dL/dW^{2,l}| per block at a few steps, every layout trained,
   at the largest learning rate, with and without warm-up.
-- placement-train-stream.png: the std of every norm's input through depth at the captured
-  steps, one panel per layout, at the largest learning rate.
+- placement-train-stream.png: the median std of every norm's input through depth at the
+  recorded steps, one panel per layout (three to a row), at the largest learning rate.
+- placement-train-stream-var.png: the residual stream's variance by depth at the first and
+  the last recorded step, every layout trained, at the largest learning rate.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,15 +37,22 @@ from lninspect.results.seeds import OverSeeds
 LOSS_PNG = "placement-train-loss.png"
 GRADS_PNG = "placement-train-grads.png"
 STREAM_PNG = "placement-train-stream.png"
-TRAIN_FIGURES = (LOSS_PNG, GRADS_PNG, STREAM_PNG)
+STREAM_VAR_PNG = "placement-train-stream-var.png"
+TRAIN_FIGURES = (LOSS_PNG, GRADS_PNG, STREAM_PNG, STREAM_VAR_PNG)
+PANELS_PER_ROW = 3  # of the stream figure: six layouts make two rows, not one 28-inch row
 SMOOTH = 10  # the training loss is drawn as a running mean over this many steps
 GRAD_WINDOW = 5  # the gradient profiles average this many steps from the one named
 MIN_WIDTH = 10.0  # inches: room for the three title lines
 
 
 def save_training_figures(result: PlacementResult, folder: Path) -> list[Path]:
-    """Draw the three training figures into `folder`; return the paths written."""
-    figures = [loss_figure(result), grads_figure(result), stream_figure(result)]
+    """Draw the training figures into `folder`; return the paths written."""
+    figures = [
+        loss_figure(result),
+        grads_figure(result),
+        stream_figure(result),
+        stream_var_figure(result),
+    ]
     return [save_figure(f, folder / name) for f, name in zip(figures, TRAIN_FIGURES, strict=True)]
 
 
@@ -230,25 +240,38 @@ def plot_layer_grads(
 
 
 def stream_figure(result: PlacementResult) -> Figure:
-    """The std of every norm's input through depth, coloured by step; placement x warm-up."""
+    """The std of every norm's input through depth, coloured by step; a panel per layout
+    (PANELS_PER_ROW to a row), the rows of each warm-up together."""
     training = _training(result)
     runs = _focus(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
     layouts = list(dict.fromkeys(run.layout for run in runs))
-    figure = new_figure(max(MIN_WIDTH, 4.6 * len(layouts)), 4.2 * len(warmups) + 0.8)
-    axes = figure.subplots(len(warmups), len(layouts), sharey=True, squeeze=False)
+    columns = min(PANELS_PER_ROW, len(layouts))
+    per_warmup = math.ceil(len(layouts) / columns)
+    rows = per_warmup * len(warmups)
+    figure = new_figure(max(MIN_WIDTH, 4.6 * columns), 4.2 * rows + 0.8)
+    axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
     steps = runs[0].stats_steps
     norm = Normalize(vmin=0, vmax=max(int(steps[-1]), 1))
-    for row, warmup in zip(axes, warmups, strict=True):
-        for ax, layout in zip(row, layouts, strict=True):
-            run = next(r for r in runs if r.warmup == warmup and r.layout == layout)
-            plot_stream(run, ax, norm)
+    cells = [
+        (w, layout)
+        for w in warmups
+        for layout in layouts + [""] * (per_warmup * columns - len(layouts))
+    ]
+    for ax, (warmup, layout) in zip(axes, cells, strict=True):
+        if not layout:
+            ax.set_axis_off()
+            continue
+        run = next(r for r in runs if r.warmup == warmup and r.layout == layout)
+        plot_stream(run, ax, norm)
+        if ax.get_subplotspec().colspan.start:  # the first column's label serves its row
+            ax.set_ylabel("")
     figure.colorbar(
         ScalarMappable(norm=norm, cmap=colormaps["viridis"]), ax=axes, label="step", shrink=0.8
     )
     _suptitle(
         figure,
-        f"The residual stream's std through depth during training, lr {runs[0].lr:g}",
+        f"The std of every norm's input through depth during training, lr {runs[0].lr:g}",
         result,
     )
     return figure
@@ -286,11 +309,62 @@ def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = 
     ax.set_yscale("log")
     plain_ticks(ax)
     final = ", ln_f at L" if FINAL in run.input_std else ""
-    ax.set_xlabel(f"depth: block l (its norms in order over [l, l + 1){final})")
-    ax.set_ylabel("mean per-token std of the norm's input")
+    ax.set_xlabel(f"block l (its norms in order over [l, l + 1){final})")
+    ax.set_ylabel("median per-token std of the norm's input")
     warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
     diverged = diverged_count(run)
     tail = f", diverged {diverged}/{len(run.diverged_at)}" if diverged else ""
     ax.set_title(f"{LAYOUTS[run.layout].label}, {warm}{tail}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+def stream_var_figure(result: PlacementResult) -> Figure:
+    """The residual stream's variance by depth, first and last recorded step, a panel per
+    warm-up, every layout trained (Peri-LN's claim, in training)."""
+    training = _training(result)
+    runs = _focus(training)
+    warmups = sorted({run.warmup for run in runs}, reverse=True)
+    figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.6)
+    axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
+    for ax, warmup in zip(axes, warmups, strict=True):
+        plot_stream_var_steps([run for run in runs if run.warmup == warmup], ax)
+    _suptitle(
+        figure,
+        f"The residual stream's variance by depth during training, lr {runs[0].lr:g}",
+        result,
+    )
+    return figure
+
+
+def plot_stream_var_steps(runs: list[TrainRun], ax: Axes | None = None) -> Axes:
+    """Per layout: the stream's variance after each block (mean over seeds), at the first
+    recorded step (thin) and the last (thick), or a note where it was not recorded."""
+    ax = ax or new_figure().subplots()
+    recorded = [run for run in runs if run.stream_var is not None]
+    if not recorded:
+        ax.text(0.5, 0.5, "not recorded (a placement/3 document)", ha="center",
+                va="center", transform=ax.transAxes)  # fmt: skip
+        ax.set_axis_off()
+        return ax
+    first, last = int(recorded[0].stats_steps[0]), int(recorded[0].stats_steps[-1])
+    for run in recorded:
+        assert run.stream_var is not None
+        layout = LAYOUTS[run.layout]
+        mean = _nanmean(run.stream_var)  # (strides, L + 1)
+        depth = np.arange(mean.shape[1])
+        style: dict[str, Any] = {"color": layout.color, "linestyle": layout.linestyle}
+        ax.plot(depth, mean[0], lw=1, alpha=0.45, label="_first", **style)
+        ax.plot(
+            depth, mean[-1], lw=2, marker=layout.marker, markersize=4, label=_label(run), **style
+        )
+    ax.set_yscale("log")
+    plain_ticks(ax)
+    ax.set_xlabel("l: blocks the residual stream has passed (0 = the embeddings)")
+    ax.set_ylabel("variance over d (mean over tokens, seeds)")
+    warm = f"warm-up {runs[0].warmup}" if runs[0].warmup else "no warm-up"
+    ax.set_title(f"{warm}: thick at step {last}, thin at step {first}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2,
+              frameon=False)  # fmt: skip
     return ax

@@ -24,8 +24,8 @@ from lninspect.results.codec import from_document, meta, to_document
 from lninspect.results.placement_training import TrainingResult
 from lninspect.results.seeds import OverSeeds
 
-PLACEMENT_SCHEMA = "lninspect.placement/3"
-PLACEMENT_SCHEMAS = ("lninspect.placement/2", PLACEMENT_SCHEMA)  # oldest first
+PLACEMENT_SCHEMA = "lninspect.placement/4"  # 4: training's stream variance and absmax
+PLACEMENT_SCHEMAS = ("lninspect.placement/2", "lninspect.placement/3", PLACEMENT_SCHEMA)
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
 GRAD_KEYS = ("ffn_out", "ffn_in", "attn_out", "norm_weight")
 
@@ -139,11 +139,12 @@ class PlacementResult:
         """Rebuild a result from `to_json` output (null floats come back as NaN)."""
         if isinstance(doc, dict) and doc.get("schema") == PLACEMENT_SCHEMAS[0]:
             doc = upgrade_2(doc)
-        return from_document(cls, doc, (PLACEMENT_SCHEMA,))
+        return from_document(cls, doc, PLACEMENT_SCHEMAS[1:])
 
 
 def upgrade_2(doc: dict[str, Any]) -> dict[str, Any]:
-    """A schema-2 document (pre and post, placement-keyed sweep) as schema 3."""
+    """A schema-2 document (pre and post, placement-keyed sweep) as schema 3 (whose fields
+    schema 4 reads as they are: it only adds training's)."""
     sweep = [
         {
             "layers": row["layers"],
@@ -157,7 +158,7 @@ def upgrade_2(doc: dict[str, Any]) -> dict[str, Any]:
     config = {**doc["config"], "layouts": ["pre", "post"], "baseline": "pre"}
     return {
         **doc,
-        "schema": PLACEMENT_SCHEMA,
+        "schema": PLACEMENT_SCHEMAS[1],
         "config": config,
         "sweep": sweep,
         "growth_exponent": {} if growth is None else {"post": growth},

@@ -34,7 +34,7 @@ class TrainConfig:
     dropout: float = 0.1  # on the embeddings and each residual branch's output
     eval_every: int = 20  # held-out loss every this many steps (and at 0 and at the end)
     eval_windows: int = 32  # held-out windows of seq_len + 1 tokens, spread over the text
-    stats_every: int = 25  # the norms' input std every this many steps
+    stats_every: int = 25  # the stream and the norms' statistics every this many steps
     target_loss: float | None = None  # for `steps to target`; None: chosen from the runs
     device: str = "cpu"
     optimizer: str = "Adam, betas (0.9, 0.98), eps 1e-9, no weight decay"
@@ -65,9 +65,15 @@ class TrainRun:
     held_out_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (evals,)
     held_out_loss: np.ndarray = field(metadata=meta(dtype="float64"))  # (seeds, evals)
     stats_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (strides,)
-    # the layout's norm keys -> (seeds, strides, layers; ln_f: 1) mean per-token input std
+    # the layout's norm keys -> (seeds, strides, layers; ln_f: 1): the median over the step's
+    # tokens of each norm's input std (placement/3 and older: the mean)
     input_std: dict[str, np.ndarray]
     diverged_at: list[int | None]  # per seed: the step at which it diverged, or null
+    # (seeds, strides, L + 1) the residual stream's variance over d, mean over the tokens,
+    # after the embeddings and after each block (absent before placement/4)
+    stream_var: np.ndarray | None = field(default=None, metadata=meta(omit_none=True))
+    # input_std's keys and shapes: the largest |x| of each norm's input (from placement/4)
+    absmax: dict[str, np.ndarray] | None = field(default=None, metadata=meta(omit_none=True))
     # filled in by finish_runs:
     final_held_out: OverSeeds | None = None  # (seeds,) held-out loss after the last step
     best_held_out: OverSeeds | None = None  # (seeds,) lowest held-out loss of the run
@@ -135,3 +141,18 @@ def mean_steps(steps: list[int | None]) -> float:
     """The mean steps to target over the seeds that reached it (NaN when none did)."""
     reached = [s for s in steps if s is not None]
     return sum(reached) / len(reached) if reached else math.nan
+
+
+def end_absmax(run: TrainRun) -> OverSeeds | None:
+    """Per seed, the largest |x| entering a norm that reads the residual stream, at the last
+    recorded step (NaN: diverged before it); None: not recorded (placement/3 and older)."""
+    if run.absmax is None:
+        return None
+    keys = LAYOUTS[run.layout].residual_keys()
+    peaks = np.stack([run.absmax[key][:, -1, :].max(axis=1) for key in keys], axis=1)
+    return OverSeeds.of(peaks.max(axis=1))
+
+
+def end_stream_var(run: TrainRun) -> OverSeeds | None:
+    """Per seed, the stream's variance after the last block at the last recorded step."""
+    return None if run.stream_var is None else OverSeeds.of(run.stream_var[:, -1, -1])
