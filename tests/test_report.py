@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.render import report
+from lninspect.render.catalog import BY_NAME
 from lninspect.render.interactive import INTERACTIVE_HTML
 from lninspect.render.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
 from lninspect.results import GradsResult
@@ -152,7 +153,7 @@ def test_an_interrupted_report_leaves_no_file(report_run, tmp_path: Path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "save_grads_figures", interrupted)
+    monkeypatch.setattr(report, "save_report_figures", interrupted)
     folder = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         write_report(result, folder)
@@ -161,5 +162,4 @@ def test_an_interrupted_report_leaves_no_file(report_run, tmp_path: Path, monkey
 
 def test_every_figure_the_report_writes_has_a_caption():
     figures = [name for name in REPORT_FILES if name.endswith(".png")]
-    assert figures and [name for name in figures if name not in report.CAPTIONS] == []
-    assert all(title and text for title, text in report.CAPTIONS.values())
+    assert figures and all(BY_NAME[name].heading and BY_NAME[name].caption for name in figures)

@@ -69,11 +69,11 @@ def stats(
     run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs, ablate: bool = False
 ) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
+    from lninspect.render.catalog import STATS, names_of, save_stats_figures
     from lninspect.render.spike_tables import spike_tables
-    from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
-    outputs.check(STATS_FIGURES)
+    outputs.check(names_of(STATS))
     check_early(run)
     from lninspect.jobs import run_stats
 
@@ -89,12 +89,12 @@ def corpus_stats(
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
-    from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
+    from lninspect.render.catalog import CORPUS, names_of, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
     from lninspect.render.spike_tables import census_table
     from lninspect.summary import KINDS
 
-    outputs.check(CORPUS_FIGURES)
+    outputs.check(names_of(CORPUS))
     check_early(run, text=False)
     from lninspect.corpus.distributed import world_from_env
     from lninspect.corpus.job import run_corpus_stats
@@ -127,10 +127,10 @@ def norms(run: RunOptions, outputs: Outputs) -> None:
 
 def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
-    from lninspect.render.grad_plots import FIGURES, save_grads_figures
+    from lninspect.render.catalog import GRADS, names_of, save_grads_figures
     from lninspect.render.grad_tables import grads_table, layer_grads_table
 
-    outputs.check(FIGURES)
+    outputs.check(names_of(GRADS))
     check_early(run)
     from lninspect.jobs import run_grads
 
@@ -195,12 +195,12 @@ def report(
 
 def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -> None:
     """`lninspect run`: a watched run's log read back (also while it is being written)."""
-    from lninspect.render.run_plots import RUN_FIGURES, save_run_figures
+    from lninspect.render.catalog import RUN, names_of, save_run_figures
     from lninspect.render.run_tables import MAX_JUMPS, jumps_table, run_table
     from lninspect.results.watch import read_log
     from lninspect.trends import jumps
 
-    outputs.check(RUN_FIGURES)
+    outputs.check(names_of(RUN))
     found = read_log(log)
     out = outputs.console()
     if found.partial_line:
@@ -223,10 +223,10 @@ def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -
 def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: Outputs) -> None:
     """`lninspect compare`: several models or checkpoints on one text, norm by norm."""
     from lninspect.monitor.compare import run_compare
-    from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
+    from lninspect.render.catalog import COMPARE, names_of, save_compare_figures
     from lninspect.render.compare_tables import differences_table, models_table
 
-    outputs.check(COMPARE_FIGURES)
+    outputs.check(names_of(COMPARE))
     out = outputs.console()
     result = run_compare(models, run, spikes, lambda spec: out.note(f"running {spec}"))
     _publish(
