@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import RenderableType
 
 from lninspect.cli.console import Output
+from lninspect.early import check_early
 from lninspect.errors import LninspectError
 from lninspect.files import (
     STDOUT,
@@ -49,20 +50,6 @@ class Outputs:
         check_target(self.json, self.force)
         if self.figures is not None:
             check_folder(self.figures, list(figures), self.force)
-
-
-def check_early(run: RunOptions, text: bool = True) -> None:
-    """The checks that need no torch, before it is imported (seconds): the text, the model's
-    source (a typo, a missing folder, an uncached hub id without network), --max-memory."""
-    from lninspect.model.device_map import check_device_map
-    from lninspect.model.sources import locate
-    from lninspect.model.tokens import check_text
-
-    if text:
-        check_text(run)
-    check_device_map(run.device_map, run.max_memory)
-    if run.model is not None:
-        locate(run.model, run.revision)
 
 
 def stats(
@@ -176,18 +163,21 @@ def report(
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder
     (and, with --json, the document also to that file)."""
-    from lninspect.render.report import INDEX_HTML, claimed_folder, summary_table, write_report
+    from lninspect.render.report import INDEX_HTML, summary_table
+    from lninspect.reports import write_report_folder
 
     out = outputs.console()
     check_target(outputs.json, outputs.force)
-    with claimed_folder(folder, outputs.force):
-        check_early(run)
-        from lninspect.jobs import run_grads
-
-        result = run_grads(run, loss, target, spikes=spikes, ablate=ablate)
-        for note in result.notes:
-            out.note(note)
-        paths = write_report(result, folder)
+    result, paths = write_report_folder(
+        run,
+        folder,
+        loss=loss,
+        target=target,
+        spikes=spikes,
+        ablate=ablate,
+        force=outputs.force,
+        notes=out.note,
+    )
     _write_json(outputs, result)
     out.show(summary_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
@@ -239,22 +229,15 @@ def compare_report(
 ) -> None:
     """`lninspect report A B ...`: every model's report and their comparison on one page
     (and, with --json, the comparison's document also to that file)."""
-    from lninspect.render.compare_report import INDEX_HTML, write_compare_report
+    from lninspect.render.compare_report import INDEX_HTML
     from lninspect.render.compare_tables import differences_table, models_table
-    from lninspect.render.report import claimed_folder
+    from lninspect.reports import write_compare_folder
 
     out = outputs.console()
     check_target(outputs.json, outputs.force)
-    with claimed_folder(folder, outputs.force):
-        check_early(run)
-        from lninspect.comparison import compare_results
-        from lninspect.monitor.compare import run_models
-
-        results = run_models(models, run, spikes, lambda spec: out.note(f"running {spec}"))
-        compared = compare_results(results, models)
-        for note in compared.notes:
-            out.note(note)
-        paths = write_compare_report(results, compared, folder)
+    compared, paths = write_compare_folder(
+        models, run, folder, spikes=spikes, force=outputs.force, notes=out.note
+    )
     _write_json(outputs, compared)
     out.show(models_table(compared))
     out.show(differences_table(compared))
