@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lninspect.display import load_views_with as _load_views_with
+
 __version__ = "0.1.0"
 __all__ = [
     "capture",
@@ -50,3 +52,11 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'lninspect' has no attribute {name!r}")
+
+
+def _notebook_views() -> None:
+    """Import the renderer, which registers the results' notebook views (lninspect.display)."""
+    import lninspect.render.notebook  # noqa: F401
+
+
+_load_views_with(_notebook_views)  # on the first view a notebook asks for, not now

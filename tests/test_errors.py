@@ -18,11 +18,12 @@ from conftest import build_tokenizer, tiny_gpt2
 from typer.testing import CliRunner
 
 from lninspect.cli import app
-from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
+from lninspect.render.catalog import GRADS, names_of
 from lninspect.results.stats import STATS_SCHEMA
 from tests import processes
 
 runner = CliRunner()
+GRAD_FIGURES = names_of(GRADS)
 TEXT = "The quick brown fox jumps over the lazy dog."
 ENV = {"COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
 

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lninspect.cli import app
-from lninspect.render.grad_plots import FIGURES
+from lninspect.render.catalog import GRADS, names_of
 from lninspect.results import GradsResult
 from lninspect.results.stats import GRADS_SCHEMA
 
@@ -106,8 +106,8 @@ def test_grads_tables_and_round_trip(grads_run):
 
 def test_grads_pngs_decode_and_are_not_blank(grads_run):
     _, _, folder = grads_run
-    assert sorted(p.name for p in folder.iterdir()) == sorted(FIGURES)
-    for name in FIGURES:
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names_of(GRADS))
+    for name in names_of(GRADS):
         with Image.open(folder / name) as image:
             assert image.format == "PNG"
             assert image.width >= 800 and image.height >= 500

@@ -171,7 +171,7 @@ def test_sigterm_during_a_report_leaves_nothing(tiny_model_dir: Path, tmp_path: 
         "from lninspect.render import report\n"
         "def killed(*a, **k):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "report.save_grads_figures = killed\n"
+        "report.save_report_figures = killed\n"
         "from lninspect.cli import main\n"
         f"sys.argv = ['lninspect', 'report', {str(tiny_model_dir)!r}, '--out', {str(out)!r}]\n"
         "main()\n"

@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 from lninspect import SpikeOptions, capture
 from lninspect.cli import app
 from lninspect.render import figures
-from lninspect.render.grad_plots import plot_grad_heatmap, plot_scale_vs_std, save_grads_figures
+from lninspect.render.catalog import save_grads_figures
+from lninspect.render.dimension_plots import plot_outlier_dimensions
+from lninspect.render.grad_plots import plot_grad_heatmap, plot_scale_vs_std
 from lninspect.render.notebook import html_block
 from lninspect.render.run_plots import plot_series_panels
-from lninspect.render.spike_plots import plot_outlier_dimensions
 from lninspect.render.stats_plots import plot_std_heatmap
 from lninspect.results.stats import GradsResult, StatsResult
 from lninspect.results.watch import read_log

@@ -3,17 +3,21 @@ PNG figure, made without pyplot."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+import lninspect
 from lninspect.results import StatsResult
 from lninspect.results.compare import ComparedModel, CompareResult, MatchedRow, NormValues
 from lninspect.results.watch import NormRecord, Quantiles, WatchLog, WatchRecord
+from tests import processes
 from tests.test_stats_plots import synthetic
 
 
@@ -91,3 +95,36 @@ def test_a_capture_with_grads_and_spikes_shows_them():
     assert "gradients, medians over tokens" in page and "|dL/dx|" in page
     assert page.count("<table>") == 3 and "largest spikes" in page
     assert page.count("<td>0.ln_1</td>") == 2  # a row per norm in the stats and grads tables
+
+
+def test_a_notebook_that_only_imported_lninspect_shows_html():
+    """The results ask lninspect.display for their view; the renderer that registers it is
+    imported on the first view, not by `import lninspect` (no matplotlib then)."""
+    golden = Path(__file__).parent / "golden"
+    code = (
+        "import json, sys, lninspect\n"
+        "assert not {'matplotlib', 'lninspect.render.notebook'} & set(sys.modules)\n"
+        "from lninspect.results import StatsResult\n"
+        "from lninspect.results.compare import CompareResult\n"
+        f"stats = StatsResult.from_json(json.load(open({str(golden / 'stats.json')!r})))\n"
+        f"compared = CompareResult.from_json(json.load(open({str(golden / 'compare.json')!r})))\n"
+        "for html in (stats._repr_html_(), compared._repr_html_()):\n"
+        "    assert html.startswith('<div class=\"lninspect\">') and 'data:image/png' in html\n"
+        "assert lninspect.display.html_view(object()) is None  # no view: the text repr\n"
+    )
+    done = processes.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_results_import_nothing_from_render():
+    """Counting imports inside functions: the layers run one way (render reads results)."""
+    package = Path(lninspect.__file__).parent
+    for path in [*(package / "results").glob("*.py"), package / "display.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not [n for n in names if n.startswith("lninspect.render")], path.name

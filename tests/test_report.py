@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.errors import LninspectError
 from lninspect.render import report
+from lninspect.render.catalog import BY_NAME
 from lninspect.render.interactive import INTERACTIVE_HTML
 from lninspect.render.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
 from lninspect.results import GradsResult
@@ -152,7 +153,7 @@ def test_an_interrupted_report_leaves_no_file(report_run, tmp_path: Path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "save_grads_figures", interrupted)
+    monkeypatch.setattr(report, "save_report_figures", interrupted)
     folder = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         write_report(result, folder)
@@ -161,5 +162,26 @@ def test_an_interrupted_report_leaves_no_file(report_run, tmp_path: Path, monkey
 
 def test_every_figure_the_report_writes_has_a_caption():
     figures = [name for name in REPORT_FILES if name.endswith(".png")]
-    assert figures and [name for name in figures if name not in report.CAPTIONS] == []
-    assert all(title and text for title, text in report.CAPTIONS.values())
+    assert figures and all(BY_NAME[name].heading and BY_NAME[name].caption for name in figures)
+
+
+def test_the_library_writes_the_report_folder_the_cli_writes(report_run, tmp_path: Path):
+    """lninspect.reports.write_report_folder: the same files and document as `report`, the
+    run's notes told as they come; a folder it may not write is refused before the model."""
+    from lninspect.options import RunOptions, SpikeOptions
+    from lninspect.reports import write_report_folder
+
+    _, cli_folder = report_run
+    cli_doc = json.loads((cli_folder / REPORT_JSON).read_text())
+    run = RunOptions(model=cli_doc["model"]["name"], text=TEXT)
+    notes: list[str] = []
+    result, paths = write_report_folder(
+        run, tmp_path / "out", spikes=SpikeOptions(z=2, top_k=4), notes=notes.append
+    )
+    assert sorted(p.name for p in paths) == sorted(REPORT_FILES) and notes == result.notes
+    assert json.loads((tmp_path / "out" / REPORT_JSON).read_text()) == cli_doc
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / INDEX_HTML).write_text("theirs")
+    with pytest.raises(LninspectError, match="force"):
+        write_report_folder(RunOptions(model=str(tmp_path / "no-such-model")), busy)

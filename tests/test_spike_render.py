@@ -11,19 +11,20 @@ import pytest
 from matplotlib.colors import to_hex
 from rich.console import Console
 
-from lninspect.render.figures import new_figure, save_titled
-from lninspect.render.report import summary
-from lninspect.render.spike_plots import (
-    SPIKE_FIGURES,
-    STAGE_COLOURS,
+from lninspect.render.catalog import STATS, figures_of
+from lninspect.render.dimension_plots import (
     compression_title,
     plot_census,
     plot_compression,
     plot_outlier_dimensions,
+)
+from lninspect.render.figures import new_figure, save_titled
+from lninspect.render.report import summary
+from lninspect.render.spike_plots import (
+    STAGE_COLOURS,
     plot_spike_order,
     plot_spike_ranks,
     plot_trajectory,
-    save_spike_figures,
 )
 from lninspect.render.spike_tables import CENSUS_TITLES, census_table, spike_tables
 from lninspect.results import (
@@ -370,8 +371,9 @@ def test_every_spike_figure_says_when_there_is_no_spike(tmp_path: Path):
     for plot in (plot_trajectory, plot_compression, plot_census):
         ax = plot(result, new_figure().add_subplot())
         assert any("no spike in any norm" in t.get_text() for t in ax.texts), plot.__name__
-    paths = save_spike_figures(result, tmp_path)
-    assert [p.name for p in paths] == list(SPIKE_FIGURES)
+    spike_figures = [entry for entry in figures_of(STATS) if entry.when is not None]
+    paths = [entry.save(tmp_path, "model", result) for entry in spike_figures]  # drawn anyway
+    assert [p.name for p in paths] == [entry.name for entry in spike_figures] and len(paths) == 7
 
 
 def test_an_outlier_dimension_has_one_colour_in_both_panels():

@@ -12,25 +12,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lninspect.cli import app
+from lninspect.render.catalog import STATS, names_of, save_stats_figures
 from lninspect.render.figures import DPI, new_figure
-from lninspect.render.spike_plots import (
-    OUTLIER_DIMS,
-    SPIKE_CENSUS,
-    SPIKE_COMPRESSION,
-    SPIKE_ORDER,
-    SPIKE_RANKS,
-    SPIKE_ROLES,
-    SPIKE_TRAJECTORY,
-)
 from lninspect.render.stats_plots import (
-    MEAN_HEATMAP,
-    STATS_FIGURES,
-    STD_HEATMAP,
-    STD_PER_LAYER,
     plot_mean_heatmap,
     plot_std_heatmap,
     plot_std_per_layer,
-    save_stats_figures,
 )
 from lninspect.results import (
     AcrossToken,
@@ -52,6 +39,7 @@ from lninspect.results import (
 from lninspect.summary import residual_growth
 
 LAYERS, TOKENS = 3, 10
+STATS_FIGURES = names_of(STATS)
 SPIKE_TOKEN = 4  # the planted largest spike: h.2.ln_2, dim 7, rank 1 before, 9 after
 
 
@@ -201,16 +189,16 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
     assert [p.name for p in paths] == list(STATS_FIGURES)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(STATS_FIGURES)  # no temp files
     sizes = {
-        STD_HEATMAP: (11, 5.0),
-        MEAN_HEATMAP: (11, 5.0),
-        STD_PER_LAYER: (12, 5.0),  # one panel: the residual stream
-        SPIKE_RANKS: (13, 6),  # the table of counts between the panels
-        SPIKE_ORDER: (11, 7.5),
-        SPIKE_TRAJECTORY: (11, 6),
-        SPIKE_COMPRESSION: (11, 6),
-        SPIKE_CENSUS: (11, 6),
-        SPIKE_ROLES: (11, 5),
-        OUTLIER_DIMS: (12, 5),
+        "stats-std-heatmap.png": (11, 5.0),
+        "stats-mean-heatmap.png": (11, 5.0),
+        "stats-std-per-layer.png": (12, 5.0),  # one panel: the residual stream
+        "stats-spike-ranks.png": (13, 6),  # the table of counts between the panels
+        "stats-spike-order.png": (11, 7.5),
+        "stats-spike-trajectory.png": (11, 6),
+        "stats-spike-compression.png": (11, 6),
+        "stats-spike-census.png": (11, 6),
+        "stats-spike-roles.png": (11, 5),
+        "stats-outlier-dims.png": (12, 5),
     }
     for path in paths:
         assert_png(path, *sizes[path.name])
@@ -218,7 +206,11 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
 
 def test_spike_figures_are_left_out_without_spikes(tmp_path: Path):
     paths = save_stats_figures(synthetic(with_spikes=False), tmp_path)
-    assert [p.name for p in paths] == [STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER]
+    assert [p.name for p in paths] == [
+        "stats-std-heatmap.png",
+        "stats-mean-heatmap.png",
+        "stats-std-per-layer.png",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import RenderableType
 
 from lninspect.cli.console import Output
+from lninspect.early import check_early
 from lninspect.errors import LninspectError
 from lninspect.files import (
     STDOUT,
@@ -51,29 +52,15 @@ class Outputs:
             check_folder(self.figures, list(figures), self.force)
 
 
-def check_early(run: RunOptions, text: bool = True) -> None:
-    """The checks that need no torch, before it is imported (seconds): the text, the model's
-    source (a typo, a missing folder, an uncached hub id without network), --max-memory."""
-    from lninspect.model.device_map import check_device_map
-    from lninspect.model.sources import locate
-    from lninspect.model.tokens import check_text
-
-    if text:
-        check_text(run)
-    check_device_map(run.device_map, run.max_memory)
-    if run.model is not None:
-        locate(run.model, run.revision)
-
-
 def stats(
     run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs, ablate: bool = False
 ) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
+    from lninspect.render.catalog import STATS, names_of, save_stats_figures
     from lninspect.render.spike_tables import spike_tables
-    from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
-    outputs.check(STATS_FIGURES)
+    outputs.check(names_of(STATS))
     check_early(run)
     from lninspect.jobs import run_stats
 
@@ -89,12 +76,12 @@ def corpus_stats(
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
-    from lninspect.render.corpus_plots import CORPUS_FIGURES, save_corpus_figures
+    from lninspect.render.catalog import CORPUS, names_of, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
     from lninspect.render.spike_tables import census_table
     from lninspect.summary import KINDS
 
-    outputs.check(CORPUS_FIGURES)
+    outputs.check(names_of(CORPUS))
     check_early(run, text=False)
     from lninspect.corpus.distributed import world_from_env
     from lninspect.corpus.job import run_corpus_stats
@@ -127,10 +114,10 @@ def norms(run: RunOptions, outputs: Outputs) -> None:
 
 def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
-    from lninspect.render.grad_plots import FIGURES, save_grads_figures
+    from lninspect.render.catalog import GRADS, names_of, save_grads_figures
     from lninspect.render.grad_tables import grads_table, layer_grads_table
 
-    outputs.check(FIGURES)
+    outputs.check(names_of(GRADS))
     check_early(run)
     from lninspect.jobs import run_grads
 
@@ -180,18 +167,21 @@ def report(
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder
     (and, with --json, the document also to that file)."""
-    from lninspect.render.report import INDEX_HTML, claimed_folder, summary_table, write_report
+    from lninspect.render.report import INDEX_HTML, summary_table
+    from lninspect.reports import write_report_folder
 
     out = outputs.console()
     check_target(outputs.json, outputs.force)
-    with claimed_folder(folder, outputs.force):
-        check_early(run)
-        from lninspect.jobs import run_grads
-
-        result = run_grads(run, loss, target, spikes=spikes, ablate=ablate)
-        for note in result.notes:
-            out.note(note)
-        paths = write_report(result, folder)
+    result, paths = write_report_folder(
+        run,
+        folder,
+        loss=loss,
+        target=target,
+        spikes=spikes,
+        ablate=ablate,
+        force=outputs.force,
+        notes=out.note,
+    )
     _write_json(outputs, result)
     out.show(summary_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
@@ -199,12 +189,12 @@ def report(
 
 def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -> None:
     """`lninspect run`: a watched run's log read back (also while it is being written)."""
-    from lninspect.render.run_plots import RUN_FIGURES, save_run_figures
+    from lninspect.render.catalog import RUN, names_of, save_run_figures
     from lninspect.render.run_tables import MAX_JUMPS, jumps_table, run_table
     from lninspect.results.watch import read_log
     from lninspect.trends import jumps
 
-    outputs.check(RUN_FIGURES)
+    outputs.check(names_of(RUN))
     found = read_log(log)
     out = outputs.console()
     if found.partial_line:
@@ -227,10 +217,10 @@ def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -
 def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: Outputs) -> None:
     """`lninspect compare`: several models or checkpoints on one text, norm by norm."""
     from lninspect.monitor.compare import run_compare
-    from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
+    from lninspect.render.catalog import COMPARE, names_of, save_compare_figures
     from lninspect.render.compare_tables import differences_table, models_table
 
-    outputs.check(COMPARE_FIGURES)
+    outputs.check(names_of(COMPARE))
     out = outputs.console()
     result = run_compare(models, run, spikes, lambda spec: out.note(f"running {spec}"))
     _publish(
@@ -243,22 +233,15 @@ def compare_report(
 ) -> None:
     """`lninspect report A B ...`: every model's report and their comparison on one page
     (and, with --json, the comparison's document also to that file)."""
-    from lninspect.render.compare_report import INDEX_HTML, write_compare_report
+    from lninspect.render.compare_report import INDEX_HTML
     from lninspect.render.compare_tables import differences_table, models_table
-    from lninspect.render.report import claimed_folder
+    from lninspect.reports import write_compare_folder
 
     out = outputs.console()
     check_target(outputs.json, outputs.force)
-    with claimed_folder(folder, outputs.force):
-        check_early(run)
-        from lninspect.comparison import compare_results
-        from lninspect.monitor.compare import run_models
-
-        results = run_models(models, run, spikes, lambda spec: out.note(f"running {spec}"))
-        compared = compare_results(results, models)
-        for note in compared.notes:
-            out.note(note)
-        paths = write_compare_report(results, compared, folder)
+    compared, paths = write_compare_folder(
+        models, run, folder, spikes=spikes, force=outputs.force, notes=out.note
+    )
     _write_json(outputs, compared)
     out.show(models_table(compared))
     out.show(differences_table(compared))

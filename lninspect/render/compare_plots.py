@@ -8,23 +8,17 @@ differ most, token by token.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from lninspect.render.compare_tables import how_compared, row_label
-from lninspect.render.figures import new_figure, readable_log_ticks, save_titled
+from lninspect.render.compare_tables import row_label
+from lninspect.render.figures import new_figure, readable_log_ticks
 from lninspect.results.compare import CompareResult, MatchedRow
 from lninspect.roles import group_label, group_order
 from lninspect.statistics import SUMMARIES
-
-LAYERS_FIGURE = "compare-layers.png"
-TOKENS_FIGURE = "compare-tokens.png"
-COMPARE_FIGURES = (LAYERS_FIGURE, TOKENS_FIGURE)
 
 
 def model_colour(index: int) -> str:
@@ -178,13 +172,3 @@ def _token_ticks(ax: Axes, tokens: list[str], most: int = 40) -> None:
         ax.set_xticks(
             range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=90, fontsize="x-small"
         )
-
-
-def save_compare_figures(result: CompareResult, folder: Path) -> list[Path]:
-    """Write the overlay figures into `folder` (the token figure only in tokens mode)."""
-    sub = " vs ".join(chr(65 + i) for i in range(len(result.models))) + f" · {how_compared(result)}"
-    figures = [(plot_compare_layers(result), "Per-layer statistics of each model", LAYERS_FIGURE)]
-    if result.mode == "tokens":
-        title = "Token by token: the norm where the models differ most"
-        figures.append((plot_compare_tokens(result), title, TOKENS_FIGURE))
-    return save_titled(folder, sub, figures)

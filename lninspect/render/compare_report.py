@@ -8,41 +8,31 @@ staging folder and moved into place file by file, index.html last (files.write_f
 
 from __future__ import annotations
 
-import base64
-import html
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lninspect import __version__
 from lninspect.files import dump_json, write_folder
-from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
+from lninspect.render.catalog import (
+    BY_NAME,
+    MODELS_REPORT,
+    names_of,
+    save_compare_figures,
+    save_report_figures,
+)
 from lninspect.render.compare_tables import LABELS, how_compared, row_label
 from lninspect.render.format import fmt
-from lninspect.render.grad_plots import save_grads_figures
-from lninspect.render.report import (
-    CAPTIONS,
-    CSS,
-    FORMER_REPORT_FILES,
-    REPORT_FILES,
-    summary,
-)
-from lninspect.render.stats_plots import save_stats_figures
+from lninspect.render.pages import png_uri, render_page
+from lninspect.render.report import FORMER_REPORT_FILES, REPORT_FILES, summary
 from lninspect.results import GradsResult
 from lninspect.results.compare import CompareResult
 
 COMPARE_JSON = "compare.json"
 INDEX_HTML = "index.html"
 MAX_DIFFERENCES = 15
-SIDE_BY_SIDE_CSS = """
-.models { display: grid; gap: 0.6rem; }
-.models figure { margin: 0; } .models img { width: 100%; }
-table.grid { border-collapse: collapse; } table.grid th, table.grid td {
-  text-align: left; vertical-align: top; padding: 0.3rem 0.8rem 0.3rem 0;
-  border-bottom: 1px solid #eaeef2; }
-table.grid td.num { text-align: right; font-variant-numeric: tabular-nums; }
-"""
 
 
 def letter(index: int) -> str:
@@ -55,7 +45,7 @@ def write_compare_report(
     """Write every figure, the JSON documents and index.html into `folder`; return the paths."""
 
     def build(staging: Path) -> list[str]:
-        overlays = save_compare_figures(compared, staging)
+        overlays = save_compare_figures(compared, staging, MODELS_REPORT)
         per_model = [_model_files(r, i, staging) for i, r in enumerate(results)]
         (staging / COMPARE_JSON).write_text(dump_json(compared.to_json()) + "\n", encoding="utf-8")
         page = render_compare_html(results, compared, overlays, per_model)
@@ -70,7 +60,7 @@ def write_compare_report(
 def is_compare_file(name: str) -> bool:
     """Whether a file name is one a side-by-side report writes (A-..., compare-..., ...)."""
     own = name.split("-", 1)[1] if re.match(r"[A-Z]-", name) else None
-    return name in (COMPARE_JSON, INDEX_HTML, *COMPARE_FIGURES) or own in (
+    return name in (COMPARE_JSON, INDEX_HTML, *names_of(MODELS_REPORT)) or own in (
         *REPORT_FILES,
         *FORMER_REPORT_FILES,
     )
@@ -81,7 +71,7 @@ def _model_files(result: GradsResult, index: int, staging: Path) -> list[Path]:
     own = staging / f"model-{index}"
     own.mkdir()
     paths = []
-    for path in save_stats_figures(result, own) + save_grads_figures(result, own):
+    for path in save_report_figures(result, own):
         target = staging / f"{letter(index)}-{path.name}"
         os.replace(path, target)
         paths.append(target)
@@ -90,84 +80,58 @@ def _model_files(result: GradsResult, index: int, staging: Path) -> list[Path]:
     return paths
 
 
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _summary_grid(results: Sequence[GradsResult], compared: CompareResult) -> str:
-    e = html.escape
-    head = "".join(f"<th>{letter(i)}: {e(m.spec)}</th>" for i, m in enumerate(compared.models))
-    by_label = zip(*[summary(r) for r in results], strict=True)  # ((label, value) per model)
-    body = "".join(
-        f"<tr><th>{e(cells[0][0])}</th>" + "".join(f"<td>{e(v)}</td>" for _, v in cells) + "</tr>"
-        for cells in by_label
-    )
-    return f'<table class="grid"><tr><th></th>{head}</tr>{body}</table>'
-
-
-def _differences(compared: CompareResult) -> str:
-    e = html.escape
-    rows = "".join(
-        f"<tr><td>{e(row_label(compared, compared.rows[d.row]))}</td>"
-        f"<td>{e(LABELS.get(d.statistic, d.statistic))}</td><td>{letter(d.model)}</td>"
-        f'<td class="num">{fmt(d.reference)}</td><td class="num">{fmt(d.value)}</td>'
-        f'<td class="num">×{fmt(d.ratio)}</td>'
-        f"<td>{'' if d.token is None else e(f't{d.token}')}</td></tr>"
-        for d in compared.differences[:MAX_DIFFERENCES]
-    )
-    head = "".join(f"<th>{c}</th>" for c in ("norm", "stat", "vs", "A", "value", "×", "token"))
-    return f'<table class="grid"><tr>{head}</tr>{rows}</table>'
-
-
 def render_compare_html(
     results: Sequence[GradsResult],
     compared: CompareResult,
     overlays: list[Path],
     per_model: list[list[Path]],
 ) -> str:
-    """A self-contained page: summaries in columns, overlays, then each figure side by side."""
-    e = html.escape
-    count = len(results)
-    notes = "".join(f"<li>{e(n)}</li>" for n in compared.notes)
-    overlay_html = "".join(f"<figure>{_image(p, p.stem)}</figure>" for p in overlays)
-    figures = []
-    for column in zip(*per_model, strict=True):
-        base = column[0].name.split("-", 1)[1]
-        title, caption = CAPTIONS.get(base, (base, ""))
-        cells = "".join(
-            f"<figure>{_image(p, f'{letter(i)}: {title}')}"
-            f"<figcaption>{letter(i)}</figcaption></figure>"
-            for i, p in enumerate(column)
-        )
-        figures.append(
-            f'<h3 id="{e(base)}">{e(title)}</h3><p class="sub">{e(caption)}</p>'
-            f'<div class="models" style="grid-template-columns: repeat({count}, 1fr)">'
-            f"{cells}</div>"
-        )
-    names = " vs ".join(f"{letter(i)}: {m.spec}" for i, m in enumerate(compared.models))
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>lninspect report · {e(names)}</title>
-<style>{CSS}{SIDE_BY_SIDE_CSS}</style>
-</head>
-<body>
-<h1>lninspect report: {count} models side by side</h1>
-<p class="sub">{e(names)} · {e(how_compared(compared))}</p>
-<h2>Summary</h2>
-{_summary_grid(results, compared)}
-{f'<ul class="notes">{notes}</ul>' if notes else ""}
-<h2>Largest differences from A</h2>
-{_differences(compared)}
-<h2>Overlays</h2>
-{overlay_html}
-<h2>Each model</h2>
-{"".join(figures)}
-<footer>Every number is in <code>{COMPARE_JSON}</code> (schema <code>{e(compared.schema)}</code>)
-and in each model's <code>A-report.json</code>, ... Written by lninspect {e(__version__)}.</footer>
-</body>
-</html>
-"""
+    """A self-contained page (templates/compare_report.html): summaries in columns, the
+    largest differences, the overlays, then each figure side by side."""
+    return render_page(
+        "compare_report.html",
+        names=" vs ".join(f"{letter(i)}: {m.spec}" for i, m in enumerate(compared.models)),
+        how=how_compared(compared),
+        models=[f"{letter(i)}: {m.spec}" for i, m in enumerate(compared.models)],
+        summary=_summary_rows(results),
+        notes=compared.notes,
+        differences=_differences(compared),
+        overlays=[_overlay(path, compared) for path in overlays],
+        figures=[_side_by_side(column) for column in zip(*per_model, strict=True)],
+        document=COMPARE_JSON,
+        schema=compared.schema,
+        version=__version__,
+    )
+
+
+def _summary_rows(results: Sequence[GradsResult]) -> list[tuple[str, list[str]]]:
+    """(label, each model's value): the models' summaries in columns."""
+    by_label = zip(*[summary(r) for r in results], strict=True)  # ((label, value) per model)
+    return [(cells[0][0], [value for _, value in cells]) for cells in by_label]
+
+
+def _differences(compared: CompareResult) -> list[dict[str, str]]:
+    return [
+        {
+            "norm": row_label(compared, compared.rows[d.row]),
+            "statistic": LABELS.get(d.statistic, d.statistic),
+            "model": letter(d.model),
+            "reference": fmt(d.reference),
+            "value": fmt(d.value),
+            "ratio": fmt(d.ratio),
+            "token": "" if d.token is None else f"t{d.token}",
+        }
+        for d in compared.differences[:MAX_DIFFERENCES]
+    ]
+
+
+def _overlay(path: Path, compared: CompareResult) -> dict[str, str]:
+    return {"src": png_uri(path), "title": BY_NAME[path.name].title_of(compared)}
+
+
+def _side_by_side(column: tuple[Path, ...]) -> dict[str, Any]:
+    """One figure of every model (A-stats-....png, B-...), with the figure's heading."""
+    name = column[0].name.split("-", 1)[1]
+    entry = BY_NAME[name]
+    cells = [{"letter": letter(i), "src": png_uri(p)} for i, p in enumerate(column)]
+    return {"name": name, "heading": entry.heading, "caption": entry.caption, "cells": cells}

@@ -6,19 +6,15 @@ where the first-token effect (attention sinks, massive activations) shows.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from lninspect.render.figures import new_figure, save_figure
+from lninspect.render.figures import new_figure
 from lninspect.results.aggregate import AggregateResult
 from lninspect.summary import role_curves
-
-STD_PER_POSITION = "corpus-std-per-position.png"
-CORPUS_FIGURES = (STD_PER_POSITION,)
 
 
 def plot_std_per_position(result: AggregateResult, ax: Axes | None = None) -> Axes:
@@ -41,14 +37,16 @@ def plot_std_per_position(result: AggregateResult, ax: Axes | None = None) -> Ax
     return ax
 
 
-def save_corpus_figures(result: AggregateResult, folder: Path) -> list[Path]:
-    """Draw the corpus figures into `folder` as PNGs; return their paths."""
+def corpus_figure(result: AggregateResult) -> Figure:
+    """The per-position figure, untitled (its entry in lninspect.render.catalog titles it)."""
     figure = new_figure(9.0, 5.0)
-    ax = plot_std_per_position(result, figure.add_subplot())
+    plot_std_per_position(result, figure.add_subplot())
+    return figure
+
+
+def corpus_subtitle(result: AggregateResult) -> str:
+    """The model and the corpus, for under the title."""
     m, c = result.model, result.corpus
-    ax.set_title(
-        f"Mean std of the norms' inputs per token position\n{m.name} ({m.source}) · "
-        f"{c.tokens:,} tokens in {c.sequences} sequences of ≤ {c.seq_len}",
-        fontsize="medium",
+    return (
+        f"{m.name} ({m.source}) · {c.tokens:,} tokens in {c.sequences} sequences of ≤ {c.seq_len}"
     )
-    return [save_figure(figure, folder / STD_PER_POSITION)]

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.text import Text
-from matplotlib.ticker import LogFormatter, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatter, NullFormatter, ScalarFormatter
 
 from lninspect.files import write_atomic
 
@@ -98,6 +98,21 @@ def save_titled(folder: Path, subtitle: str, figures: list[tuple[Figure, str, st
         figure.suptitle(f"{title}\n{subtitle}")
         paths.append(save_figure(figure, folder / name))
     return paths
+
+
+def plain_ticks(ax: Axes) -> None:
+    """Log-axis labels as plain numbers (0.07, not 7×10^-2); minor ones where there is room:
+    all within a decade, 2 and 5 within 2.5 decades, none beyond (read when drawn)."""
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+    def minor(value: float, _: int) -> str:
+        low, high = ax.get_ylim()
+        decades = np.log10(high / low)
+        wanted = {2, 3, 4, 5, 6, 7, 8, 9} if decades < 1 else {2, 5} if decades < 2.5 else set()
+        mantissa = round(value / 10 ** np.floor(np.log10(value)))
+        return f"{value:g}" if mantissa in wanted else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def say_nothing_to_show(ax: Axes, why: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -17,19 +16,13 @@ from lninspect.render.figures import (
     new_figure,
     nothing_to_draw,
     readable_log_ticks,
-    save_titled,
     say_nothing_to_show,
 )
-from lninspect.render.format import figure_subtitle
 from lninspect.render.stats_plots import heatmap_height, label_panel, row_labels
 from lninspect.results import GradsResult, NormStats
 from lninspect.streams import canonical, heatmap_panels, token_row
 from lninspect.summary import group_norms, with_grads
 
-PARAMS_FIGURE = "grads-params.png"
-HEATMAP_FIGURE = "grads-heatmap.png"
-SCALE_FIGURE = "grads-scale-vs-std.png"
-FIGURES = (PARAMS_FIGURE, HEATMAP_FIGURE, SCALE_FIGURE)
 LAYER_GROUPS = {
     "attn_in": "attention in",
     "attn_out": "attention out",
@@ -193,14 +186,3 @@ def plot_scale_vs_std(result: GradsResult, ax: Axes | None = None) -> Axes:
     ticks = [t for i, t in enumerate(shown) if i % step == 0 or t == top + 1]
     bar.set_ticks(ticks, labels=["final" if t == top + 1 else str(t) for t in ticks])
     return ax
-
-
-def save_grads_figures(result: GradsResult, folder: Path) -> list[Path]:
-    """Write the three gradient figures into `folder`; return their paths."""
-    scale_title = "The backward pass divides by σ: gradient scale vs input std"
-    figures = [
-        (figure_of(plot_param_grads(result)), "Parameter gradient norms per layer", PARAMS_FIGURE),
-        (plot_grad_heatmap(result), "Gradient through each norm, per token", HEATMAP_FIGURE),
-        (figure_of(plot_scale_vs_std(result)), scale_title, SCALE_FIGURE),
-    ]
-    return save_titled(folder, figure_subtitle(result), figures)

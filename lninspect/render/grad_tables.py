@@ -45,7 +45,7 @@ def grads_table(result: GradsResult, wide: bool = False) -> Group:
         table.add_column(column, justify="right", no_wrap=True)
     pairs = with_grads(result)
     names = table_names([n.name for n, _ in pairs], wide)
-    cell = _med_max if wide else _median
+    cell = _med_max if wide else median_cell
     for name, (norm, grad) in zip(names, pairs, strict=True):
         cells = [cell(v) for v in (grad.output_norm, grad.input_norm, grad.residual_norm)]
         table.add_row(name, norm.role, *cells, fmt(nan_quantiles(grad.scale, (0.5,))[0]))
@@ -91,7 +91,8 @@ def _merged(row: dict[str, float], groups: tuple[str, ...]) -> str:
     return fmt(float(np.sqrt(sum(v * v for v in values)))) if values else ""
 
 
-def _median(values: np.ndarray) -> str:
+def median_cell(values: np.ndarray) -> str:
+    """The median over tokens, as a cell (of this table and the notebook's)."""
     return fmt(nan_quantiles(values, (0.5,))[0])
 
 

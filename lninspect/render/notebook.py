@@ -1,25 +1,36 @@
 """What a notebook shows for a result, a comparison and a watch log (`_repr_html_`): a
 compact HTML table under a headline, with a small inline PNG figure. matplotlib's `Figure`
-only, never pyplot, so that displaying a result leaves no pyplot state behind. No torch."""
+only, never pyplot, so that displaying a result leaves no pyplot state behind. No torch.
+
+Importing this module registers the views (lninspect.display): the results do not import it."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
-from html import escape
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from lninspect.display import register_html
+from lninspect.render.compare_tables import how_compared, row_label
 from lninspect.render.figures import png_bytes
 from lninspect.render.format import fmt, header, short_names
+from lninspect.render.grad_tables import median_cell
+from lninspect.render.pages import macros, png_data
+from lninspect.render.run_tables import run_header
+from lninspect.render.spike_tables import spikes_table
+from lninspect.render.stats_tables import denominator_label, stats_cells
 from lninspect.results.compare import CompareResult
 from lninspect.results.stats import StatsResult
 from lninspect.results.watch import WatchLog
 from lninspect.summary import nan_quantiles, spike_share, with_grads
+from lninspect.trends import first_last, losses, norm_series, record_axis
 
 MAX_ROWS = 30  # rows shown; the rest are counted under the table
 FIGURE_SIZE = (4.2, 1.9)  # inches, at 100 dpi
+
+
+Section = tuple[str, Sequence[str], Sequence[Sequence[str]]]  # headline, columns, rows
 
 
 def html_block(
@@ -27,33 +38,29 @@ def html_block(
     columns: Sequence[str],
     rows: Sequence[Sequence[str]],
     figure: Figure,
-    more: str = "",
+    sections: Sequence[Section] = (),
 ) -> str:
     """The headline, the first MAX_ROWS rows as a table, the figure inline (PNG, base64), then
-    `more` (further tables) under them."""
-    return (
-        f'<div class="lninspect"><p><b>{escape(headline)}</b></p>'
-        f'<div style="display:flex;gap:1em;align-items:flex-start">'
-        f"<div>{html_table(columns, rows)}</div>"
-        f'<img alt="{escape(headline)}" src="data:image/png;base64,{png_base64(figure)}"/>'
-        f"</div>{more}</div>"
+    further tables under them (templates/notebook.html)."""
+    return str(
+        macros("notebook.html").block(
+            headline,
+            columns,
+            rows[:MAX_ROWS],
+            _more(rows),
+            png_base64(figure),
+            [(title, cells, table[:MAX_ROWS], _more(table)) for title, cells, table in sections],
+        )
     )
 
 
-def html_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """The first MAX_ROWS rows as an HTML table, and how many more there are."""
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in rows[:MAX_ROWS]
-    )
-    more = f"<p>… {len(rows) - MAX_ROWS} more rows</p>" if len(rows) > MAX_ROWS else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+def _more(rows: Sequence[object]) -> int:
+    """How many rows are left out of a table of MAX_ROWS rows."""
+    return max(len(rows) - MAX_ROWS, 0)
 
 
 def png_base64(figure: Figure) -> str:
-    data = png_bytes(figure, dpi=100, bbox_inches="tight")
-    return base64.b64encode(data).decode("ascii")
+    return png_data(png_bytes(figure, dpi=100, bbox_inches="tight"))
 
 
 def _line_figure(
@@ -74,13 +81,11 @@ def _line_figure(
 def stats_html(result: StatsResult) -> str:
     """The stats table's columns (lninspect.render.stats_tables) and the median denominator
     of every norm, in model order."""
-    from lninspect.render.stats_tables import _stats_cells, denominator_label
-
     label = denominator_label(result)
     columns = ["module", "role", "mean", f"{label} med", "max |x|", "at", "out mean", "out std"]
     names = short_names([n.name for n in result.norms])
     rows = [
-        [name, norm.role, *_stats_cells(result, norm, wide=False)]
+        [name, norm.role, *stats_cells(result, norm, wide=False)]
         for name, norm in zip(names, result.norms, strict=True)
     ]
     medians = np.array([nan_quantiles(n.denominator, (0.5,))[0] for n in result.norms])
@@ -90,34 +95,30 @@ def stats_html(result: StatsResult) -> str:
         label,
         [("", np.arange(len(medians)), medians)],
     )
-    more = _grads_html(result) + _spikes_html(result)
-    return html_block(header(result), columns, rows, figure, more)
+    sections = _grads_section(result) + _spikes_section(result)
+    return html_block(header(result), columns, rows, figure, sections)
 
 
-def _grads_html(result: StatsResult) -> str:
+def _grads_section(result: StatsResult) -> list[Section]:
     """The gradients through each norm (a capture with grads=True), as `lninspect grads`."""
-    from lninspect.render.grad_tables import _median
-
     pairs = with_grads(result)
     if not pairs:
-        return ""
+        return []
     names = short_names([n.name for n, _ in pairs])
     rows = [
-        [name, norm.role, *(_median(v) for v in (g.output_norm, g.input_norm, g.residual_norm))]
+        [name, norm.role, *(median_cell(v) for v in (g.output_norm, g.input_norm, g.residual_norm))]
         + [fmt(nan_quantiles(g.scale, (0.5,))[0])]
         for name, (norm, g) in zip(names, pairs, strict=True)
     ]
     columns = ["module", "role", "|dL/dy|", "|dL/dx|", "residual", "scale"]
     headline = "gradients, medians over tokens: at the output, through the norm, residual"
-    return f"<p><b>{escape(headline)}</b></p>{html_table(columns, rows)}"
+    return [(headline, columns, rows)]
 
 
-def _spikes_html(result: StatsResult) -> str:
+def _spikes_section(result: StatsResult) -> list[Section]:
     """The largest spikes (a capture with spikes=...), as the spikes table of `--spikes`."""
-    from lninspect.render.spike_tables import spikes_table
-
     if all(n.spikes is None for n in result.norms):
-        return ""
+        return []
     table = spikes_table(result, limit=MAX_ROWS)
     columns = [str(c.header) for c in table.columns]
     rows = [list(r) for r in zip(*([str(x) for x in c.cells] for c in table.columns), strict=True)]
@@ -125,13 +126,11 @@ def _spikes_html(result: StatsResult) -> str:
     headline = str(table.title) + (
         f" · {share:.1%} of (token, norm) pairs have one" if np.isfinite(share) else ""
     )
-    return f"<p><b>{escape(headline)}</b></p>{html_table(columns, rows)}"
+    return [(headline, columns, rows)]
 
 
 def compare_html(result: CompareResult) -> str:
     """The models (loss, tokens) and each one's median input std per matched row."""
-    from lninspect.render.compare_tables import how_compared, row_label
-
     columns = ["row", *(f"{chr(65 + i)} std" for i in range(len(result.models)))]
     rows = [
         [row_label(result, row), *(fmt(v.medians.get("input_std", np.nan)) for v in row.models)]
@@ -155,9 +154,6 @@ def compare_html(result: CompareResult) -> str:
 
 def watch_html(log: WatchLog) -> str:
     """Per norm: median input std first → last recorded step; the loss over steps."""
-    from lninspect.render.run_tables import run_header
-    from lninspect.trends import first_last, losses, norm_series, record_axis
-
     series = norm_series(log)
     rows = [
         [name, *(fmt(v) for v in first_last(s.values["input_std"]))]
@@ -166,3 +162,8 @@ def watch_html(log: WatchLog) -> str:
     steps, xlabel = record_axis(log)
     figure = _line_figure("loss", xlabel, "loss", [("", steps, losses(log))])
     return html_block(run_header(log), ["module", "std first", "std last"], rows, figure)
+
+
+register_html(StatsResult, stats_html)  # GradsResult too
+register_html(CompareResult, compare_html)
+register_html(WatchLog, watch_html)

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 from lninspect.placement.layouts import LAYOUTS
-from lninspect.render.figures import allow_math, new_figure, save_figure
+from lninspect.render.figures import allow_math, new_figure, plain_ticks, save_figure
 from lninspect.render.placement_tables import describe
+from lninspect.render.placement_train_plots import TRAIN_FIGURES, save_training_figures
 from lninspect.results.placement import PlacementResult, PlacementRun
 
 LAYERS_PNG = "placement-layers.png"
@@ -31,8 +31,6 @@ DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per depth, shallowest
 def figure_names(layers: list[int], train: bool = False) -> list[str]:
     """The PNG files `save_placement_figures` writes for these depths (or for --train)."""
     if train:
-        from lninspect.render.placement_train_plots import TRAIN_FIGURES
-
         return list(TRAIN_FIGURES)
     return [LAYERS_PNG] + ([SWEEP_PNG] if len(set(layers)) > 1 else [])
 
@@ -40,8 +38,6 @@ def figure_names(layers: list[int], train: bool = False) -> list[str]:
 def save_placement_figures(result: PlacementResult, folder: Path) -> list[Path]:
     """Draw the figures into `folder` (which must exist); return the paths written."""
     if result.training is not None:
-        from lninspect.render.placement_train_plots import save_training_figures
-
         return save_training_figures(result, folder)
     names = figure_names(result.config.layers)
     figures = [layers_figure(result)] + ([sweep_figure(result)] if len(names) > 1 else [])
@@ -180,21 +176,6 @@ def sweep_figure(result: PlacementResult) -> Figure:
     )
     _figure_legend(figure, grads)
     return figure
-
-
-def plain_ticks(ax: Axes) -> None:
-    """Log-axis labels as plain numbers (0.07, not 7×10^-2); minor ones where there is room:
-    all within a decade, 2 and 5 within 2.5 decades, none beyond (read when drawn)."""
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-
-    def minor(value: float, _: int) -> str:
-        low, high = ax.get_ylim()
-        decades = np.log10(high / low)
-        wanted = {2, 3, 4, 5, 6, 7, 8, 9} if decades < 1 else {2, 5} if decades < 2.5 else set()
-        mantissa = round(value / 10 ** np.floor(np.log10(value)))
-        return f"{value:g}" if mantissa in wanted else ""
-
-    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _errorbar(ax: Axes, x: np.ndarray, values: list, **style: Any) -> None:

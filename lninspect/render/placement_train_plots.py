@@ -27,8 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lninspect.placement.layouts import FINAL, LAYOUTS
-from lninspect.render.figures import allow_math, new_figure, save_figure
-from lninspect.render.placement_plots import plain_ticks
+from lninspect.render.figures import allow_math, new_figure, plain_ticks, save_figure
 from lninspect.render.placement_tables import describe, describe_training
 from lninspect.results.placement import PlacementResult
 from lninspect.results.placement_training import TrainingResult, TrainRun, diverged_count

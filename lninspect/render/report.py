@@ -6,8 +6,6 @@ index.html last, so that an interrupted run leaves no half-written file (files.w
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -21,6 +19,12 @@ from lninspect.dimensions import census_rows, outlier_dimensions
 from lninspect.escape import visible
 from lninspect.files import check_report_folder as check_folder
 from lninspect.files import claim_folder, dump_json, write_folder
+from lninspect.render.catalog import (
+    BY_NAME,
+    REPORT,
+    names_of,
+    save_report_figures,
+)
 from lninspect.render.format import (
     MiddlePath,
     Phrases,
@@ -30,11 +34,9 @@ from lninspect.render.format import (
     token_label,
     words_of,
 )
-from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
-from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
+from lninspect.render.pages import png_uri, render_page
 from lninspect.render.spike_tables import loss_change, not_massive, peak_note, spike_rule
-from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.statistics import denominator_key
 from lninspect.streams import group_of
@@ -50,117 +52,8 @@ from lninspect.summary import (
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
-REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML)
+REPORT_FILES = (*names_of(REPORT), REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML)
 FORMER_REPORT_FILES = ("stats-within-token-spearman.png",)  # written by earlier versions
-CAPTIONS = {
-    "stats-std-heatmap.png": (
-        "Input std per module and token",
-        "The denominator of every norm (rms for RMSNorm) per "
-        "token of sequence 0, log colour scale; one panel per kind of norm (what it reads and "
-        "where it sits), a q/k norm's heads reduced by their median. Rows of the residual "
-        "stream's norms brighten with depth as it grows; a bright column is a token whose "
-        "activations are far larger (often the first). ▼ above the first panel: the token "
-        "with the largest |value| of many norms "
-        "(one token is a column a pixel or two wide in a long text).",
-    ),
-    "stats-mean-heatmap.png": (
-        "Input mean per module and token",
-        "The mean over the hidden dims that a LayerNorm "
-        "subtracts; diverging scale centred at 0 (white); ▼ as in the std heatmap.",
-    ),
-    "stats-std-per-layer.png": (
-        "Residual-stream growth with depth",
-        "Median input std (rms for RMSNorm) per layer with the 25–75% band over tokens, one "
-        "line per norm that reads the residual stream (before attention, before the MLP, ...). "
-        "Where the model has them, a panel of their own for the norms on a sub-layer's output "
-        "(their input, and the output std they add to the stream: Gemma 2 / 3, OLMo 2) and "
-        "for the query / key norms (tokens and heads pooled).",
-    ),
-    "stats-spike-ranks.png": (
-        "Do spikes keep their rank?",
-        "Every listed spike (the 100 largest |x| per norm): its rank among the token's |x| "
-        "before the norm vs among |y| after it (left, log axes; on the dashed line the rank "
-        "is kept) and its magnitude |x| vs |y| (right). Colour: the first stage of the norm "
-        "that changed the rank (centring, the weight, the bias), grey when kept. A marker's "
-        "area grows with the spikes at that point; the table between the panels counts the "
-        "most crowded points.",
-    ),
-    "stats-spike-order.png": (
-        "Does each norm keep the order of its spikes?",
-        "Per norm, in model order: the share of its spikes whose rank is kept and of "
-        "same-token spike pairs whose order is kept (top; × where a norm has no spike, "
-        "which gives no number), and its ranked spikes by the stage that re-ranked them "
-        "(bottom).",
-    ),
-    "stats-spike-trajectory.png": (
-        "The largest dimensions through depth",
-        "Sun et al.'s view: the max |x| over tokens of the dimensions that reach the "
-        "largest |x| anywhere, at every norm that reads the residual stream (solid; norms on "
-        "a sub-layer's output and query / key norms left out), and the max |y| after the "
-        "norm (dashed), log scale.",
-    ),
-    "stats-spike-roles.png": (
-        "Do massive activations stay the largest, role by role?",
-        "Every massive activation (a spike that passes the magnitude rule): its rank by |y| "
-        "after the norm (1, at the top: still the token's largest) against the layer (the "
-        "final norm at -1); the marker says where the norm sits and what it reads (before "
-        "attention, on the MLP's output, ...), the colour the first stage of the "
-        "norm that changed the rank (centring, the weight, the bias), grey when kept.",
-    ),
-    "stats-outlier-dims.png": (
-        "Outlier dimensions through depth",
-        "Per norm of the residual stream, in model order: the mean over tokens of |x_j| (left, "
-        "the input) and |y_j| "
-        "(right, the output) of the dimensions that are outliers at most norms, as a z over "
-        "the dimensions ((mean_j − mean over j) / sd over j); above the dashed line k a "
-        "dimension is an outlier. A dimension has one colour in both panels.",
-    ),
-    "stats-spike-compression.png": (
-        "Across tokens: compression of the top dimension",
-        "For the dimension of the largest spike: max over tokens of |x| divided by its "
-        "median over tokens, before (x) and after (y) each norm that measured it. Each "
-        "token is divided by its own std, so a token with a huge spike is shrunk most; the "
-        "title counts the norms where that compresses the dimension (y below x) and where "
-        "it expands it.",
-    ),
-    "stats-spike-census.png": (
-        "Spike census",
-        "Spikes per dimension (rows: the dimensions that spike most over the model) and "
-        "norm (columns), log colour scale; blank: no spike there.",
-    ),
-    "grads-params.png": (
-        "Parameter gradient norms per layer",
-        "L2 norm of the gradient of each parameter group "
-        "per layer, log scale; grey markers: parameters outside the blocks.",
-    ),
-    "grads-heatmap.png": (
-        "Gradient through each norm",
-        "‖∂L/∂x‖ through each norm per token, log colour scale; blank cells got no gradient; "
-        "▼ as in the std heatmap.",
-    ),
-    "grads-scale-vs-std.png": (
-        "The backward pass divides by σ",
-        "Gradient scale ‖∂L/∂x‖ / ‖∂L/∂y‖ of each norm and "
-        "token against its input std; the dashed line is 1/σ, a norm with unit weight.",
-    ),
-}
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1250px; padding: 0 1rem; color: #1b1f24; line-height: 1.45; }
-h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.3rem; }
-.sub { color: #57606a; margin-top: 0; }
-table.summary { border-collapse: collapse; }
-table.summary th { text-align: left; padding: 0.3rem 1.2rem 0.3rem 0; vertical-align: top;
-                   white-space: nowrap; color: #57606a; font-weight: 600; }
-table.summary td { padding: 0.3rem 0; }
-code, pre { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size: 0.9em; }
-pre { white-space: pre-wrap; background: #f6f8fa; padding: 0.8rem; border-radius: 6px; }
-ul.notes { color: #9a6700; }
-figure { margin: 2rem 0; } figure img { max-width: 100%; height: auto;
-                                        border: 1px solid #d0d7de; }
-figcaption { color: #57606a; max-width: 60rem; } figcaption b { color: #1b1f24; }
-nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-size: 0.9em; }
-"""
 
 
 # Checks and writing -------------------------------------------------------------------------
@@ -184,7 +77,7 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
     """
 
     def build(staging: Path) -> list[str]:
-        images = save_stats_figures(result, staging) + save_grads_figures(result, staging)
+        images = save_report_figures(result, staging)
         (staging / REPORT_JSON).write_text(dump_json(result.to_json()) + "\n", encoding="utf-8")
         page = interactive_html(result)
         (staging / INTERACTIVE_HTML).write_text(page, encoding="utf-8")
@@ -394,52 +287,31 @@ class SummaryTable:
 
 
 def render_html(result: GradsResult, images: list[Path]) -> str:
-    """A self-contained page: summary, notes, then every PNG as a base64 data URI."""
-    e = html.escape
-    text = "".join(result.input.tokens[0]) if result.input.tokens else ""
-    rows = "".join(
-        f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>" for label, value in summary(result)
+    """A self-contained page (templates/report.html): summary, notes, then every PNG as a
+    base64 data URI with its heading and caption (lninspect.render.catalog)."""
+    return render_page(
+        "report.html",
+        model=result.model.name,
+        header=header(result),
+        rows=summary(result),
+        notes=result.notes,
+        text="".join(result.input.tokens[0]) if result.input.tokens else "",
+        interactive=INTERACTIVE_HTML,
+        figures=[_figure(path) for path in images],
+        document=REPORT_JSON,
+        schema=result.schema,
+        version=__version__,
     )
-    notes = "".join(f"<li>{e(note)}</li>" for note in result.notes)
-    nav = "".join(
-        f'<a href="#{e(p.stem)}">{e(CAPTIONS.get(p.name, (p.stem,))[0])}</a>' for p in images
-    )
-    figures = "".join(_figure_html(path) for path in images)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>lninspect report · {e(result.model.name)}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>lninspect report</h1>
-<p class="sub">{e(header(result))}</p>
-<h2>Summary</h2>
-<table class="summary">{rows}</table>
-{f'<ul class="notes">{notes}</ul>' if notes else ""}
-<details><summary>the text</summary><pre>{e(text)}</pre></details>
-<h2>Figures</h2>
-<p>The token heatmaps with hover (token, position, value, layer), the tokens along the
-axis and a colour key:
-<a href="{INTERACTIVE_HTML}">{INTERACTIVE_HTML}</a>.</p>
-<nav>{nav}</nav>
-{figures}
-<footer>Every number is in <code>{REPORT_JSON}</code> (schema <code>{e(result.schema)}</code>).
-Written by lninspect {e(__version__)}.</footer>
-</body>
-</html>
-"""
 
 
-def _figure_html(path: Path) -> str:
-    title, caption = CAPTIONS.get(path.name, (path.stem, ""))
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    e = html.escape
-    heading = title if title.endswith("?") else f"{title}."
-    return (
-        f'<figure id="{e(path.stem)}"><img src="data:image/png;base64,{data}" '
-        f'alt="{e(title)}"><figcaption><b>{e(heading)}</b> {e(caption)} '
-        f"<code>{e(path.name)}</code></figcaption></figure>\n"
-    )
+def _figure(path: Path) -> dict[str, str]:
+    entry = BY_NAME[path.name]
+    heading = entry.heading
+    return {
+        "id": path.stem,
+        "name": path.name,
+        "src": png_uri(path),
+        "heading": heading,
+        "sentence": heading if heading.endswith("?") else f"{heading}.",
+        "caption": entry.caption,
+    }

@@ -7,7 +7,6 @@ last); colours go from dark (first layers) to bright (last) wherever lines share
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,7 +16,7 @@ from matplotlib.colors import BoundaryNorm, Colormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lninspect.render.figures import figure_of, layer_colours, new_figure, save_titled
+from lninspect.render.figures import figure_of, layer_colours, new_figure
 from lninspect.render.format import short_names
 from lninspect.results.watch import WatchLog
 from lninspect.roles import ROLE_LABELS
@@ -32,11 +31,6 @@ from lninspect.trends import (
     stacked,
 )
 
-INPUT_STD = "run-input-std.png"
-GRAD_SCALE = "run-grad-scale.png"
-SPIKES = "run-spikes.png"
-LOSS = "run-loss.png"
-RUN_FIGURES = (INPUT_STD, GRAD_SCALE, SPIKES, LOSS)
 MAX_ROW_LABELS = 40
 LINE_ROLES = ("attn", "attn+mlp", "mlp", "qk")  # the block roles that get a panel of their own
 
@@ -234,24 +228,3 @@ def plot_loss(log: WatchLog, found: list[Jump], ax: Axes | None = None) -> Axes:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="upper right" if not marked else "best")
     return ax
-
-
-def save_run_figures(log: WatchLog, found: list[Jump], folder: Path) -> list[Path]:
-    """Write the four figures of a run into `folder`; return their paths."""
-    scale = plot_series_panels(log, "grad_scale", "median |dL/dx| / |dL/dy|")
-    spikes = plot_series_panels(log, "absmax", "largest |x|", dims=True)
-    figures = [
-        (
-            figure_of(plot_input_std_heatmap(log)),
-            "Input std of every norm over training",
-            INPUT_STD,
-        ),
-        (scale, "Gradient scale through each norm over training", GRAD_SCALE),
-        (spikes, "The largest activation at each norm over training", SPIKES),
-        (
-            figure_of(plot_loss(log, found)),
-            "Loss, and the steps where a norm statistic jumped",
-            LOSS,
-        ),
-    ]
-    return save_titled(folder, f"{log.path} · {len(log.records)} records", figures)

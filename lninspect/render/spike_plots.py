@@ -1,5 +1,7 @@
-"""Figures of spikes: rank before vs after by stage, order kept per norm, the depth trajectory,
-across-token compression and the census heatmap (Matplotlib Figures, no pyplot, no torch).
+"""Figures of spikes: rank before vs after by stage, order kept per norm, the depth trajectory
+and the massive activations by role (Matplotlib Figures, no pyplot, no torch); the figures of
+single dimensions are in lninspect.render.dimension_plots, every figure's entry in
+lninspect.render.catalog.
 
 Every figure says so inside itself when the result has no spike, instead of an empty axis.
 """
@@ -7,49 +9,27 @@ Every figure says so inside itself when the result has no spike, instead of an e
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from lninspect.dimensions import census_rows, dimension_scores, outlier_dimensions, spikes_by_dim
-from lninspect.render.figures import figure_of, legend_below, new_figure, save_titled
-from lninspect.render.format import figure_subtitle, short_names
+from lninspect.render.figures import new_figure
+from lninspect.render.format import short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
 from lninspect.roles import STREAM_LABELS
 from lninspect.streams import groups_present, leaf_of, norms_of_group, residual_norms
 from lninspect.summary import (
     KIND_NAMES,
-    compression_by_norm,
-    largest_spike,
     order_totals,
-    top_dimension,
 )
 
-SPIKE_RANKS = "stats-spike-ranks.png"
-SPIKE_ORDER = "stats-spike-order.png"
-SPIKE_TRAJECTORY = "stats-spike-trajectory.png"
-SPIKE_COMPRESSION = "stats-spike-compression.png"
-SPIKE_CENSUS = "stats-spike-census.png"
-SPIKE_ROLES = "stats-spike-roles.png"
-OUTLIER_DIMS = "stats-outlier-dims.png"
-SPIKE_FIGURES = (
-    SPIKE_RANKS,
-    SPIKE_ORDER,
-    SPIKE_TRAJECTORY,
-    SPIKE_ROLES,
-    SPIKE_COMPRESSION,
-    SPIKE_CENSUS,
-    OUTLIER_DIMS,
-)
 ROLE_MARKERS = "os^vDP"
 STAGE_COLOURS = {
     None: "#8c8c8c",  # rank kept
@@ -99,7 +79,7 @@ def sparse_log_ticks(low: float, high: float, most: int = 8) -> list[float]:
     return ticks[::step]
 
 
-def _only_message(figure: Figure, result: StatsResult) -> Figure:
+def only_message(figure: Figure, result: StatsResult) -> Figure:
     """The figure with its panels replaced by one centred "no spike" message."""
     for ax in list(figure.axes):
         ax.remove()
@@ -109,7 +89,7 @@ def _only_message(figure: Figure, result: StatsResult) -> Figure:
     return figure
 
 
-def _log_ticks(ax: Axes, axes: str = "xy", most: int = 8) -> None:
+def log_ticks(ax: Axes, axes: str = "xy", most: int = 8) -> None:
     """Plain numbers (1, 2, 5, 10, ...) on log axes instead of powers of ten, few enough
     that their labels stay apart."""
     for name in axes:
@@ -135,7 +115,7 @@ def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
     table = figure.add_subplot(grid[1])  # figure.axes: left, right, table
     spikes = [s for n in result.norms for s in n.spikes or []]
     if not spikes:
-        return _only_message(figure, result)
+        return only_message(figure, result)
     counted: list[tuple[float, float, int, str | None]] = []  # (in, out, spikes, stage)
     for stage, colour in STAGE_COLOURS.items():
         mine = [s for s in spikes if s.changed_by == stage]
@@ -155,7 +135,7 @@ def plot_spike_ranks(result: StatsResult, fig: Figure | None = None) -> Figure:
         right.scatter(sizes[:, 0], sizes[:, 1], s=16, alpha=0.8, **style)
     _rank_panel(left, spikes)
     _size_panel(right)
-    _log_ticks(right, most=7)
+    log_ticks(right, most=7)
     _count_table(table, counted)
     handles = [
         Patch(color=c, label=f"{STAGE_LABELS[k]} ({sum(s.changed_by == k for s in spikes)})")
@@ -221,7 +201,7 @@ def _size_panel(ax: Axes) -> None:
 # Order kept per norm ------------------------------------------------------------------------
 
 
-def _norm_axis(ax: Axes, names: list[str]) -> None:
+def norm_axis(ax: Axes, names: list[str]) -> None:
     """Norms in model order on the x axis, labelled with their short names."""
     step = max(1, int(np.ceil(len(names) / MAX_NORM_TICKS)))
     shown = list(range(0, len(names), step))
@@ -237,7 +217,7 @@ def plot_spike_order(result: StatsResult, fig: Figure | None = None) -> Figure:
     norms = [n for n in result.norms if n.order is not None]
     names = short_names([n.name for n in norms])
     if not any(n.order.spikes for n in norms if n.order is not None):
-        return _only_message(figure, result)
+        return only_message(figure, result)
     xs = np.arange(len(norms))
     by_kind = any(n.order is not None and n.order.massive is not None for n in norms)
     for kind, style, colour in (("massive", "o-", "#d62728"), ("outlier", "s-", "black")):
@@ -263,7 +243,7 @@ def plot_spike_order(result: StatsResult, fig: Figure | None = None) -> Figure:
     bottom.grid(True, axis="y", alpha=0.3)
     handles = top.get_legend_handles_labels()[0] + bottom.get_legend_handles_labels()[0]
     figure.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
-    _norm_axis(bottom, names)
+    norm_axis(bottom, names)
     top.set_title(_order_title(norms, by_kind), fontsize="medium")
     return figure
 
@@ -325,7 +305,7 @@ def plot_trajectory(result: StatsResult, ax: Axes | None = None) -> Axes:
         ax.plot(xs, path.max_abs_out[i], "--", color=colour, linewidth=1)
     ax.set_yscale("log")
     ax.set_ylabel("max over tokens of |x| (solid) and |y| (dashed), log")
-    _norm_axis(ax, short_names(path.norms))
+    norm_axis(ax, short_names(path.norms))
     ax.grid(True, which="both", alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
     handles += [
@@ -395,161 +375,6 @@ def plot_massive_roles(result: StatsResult, ax: Axes | None = None) -> Axes:
     handles += [Patch(color=STAGE_COLOURS[k], label=STAGE_LABELS[k]) for k in STAGE_COLOURS]
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax
-
-
-# Outlier dimensions --------------------------------------------------------------------------
-
-
-def plot_outlier_dimensions(result: StatsResult, fig: Figure | None = None) -> Figure:
-    """Per norm, how far the outlier dimensions' mean |x_j| (left) and |y_j| (right) stand
-    above the other dimensions: (mean_j - mean over j) / sd over j, with the rule's k."""
-    fig = fig or new_figure(12, 5)
-    measured = [n for n in result.norms if n.dimensions is not None and n.reads == "residual"]
-    if not measured:
-        _only_message(fig, result)
-        return fig
-    axes = fig.subplots(1, 2, sharey=True)
-    k = measured[0].dimensions.k if measured[0].dimensions else 3.0
-    sides = {side: [j for j, _, _ in outlier_dimensions(result, side)] for side in ("in", "out")}
-    colour = {j: f"C{i}" for i, j in enumerate(dict.fromkeys(sides["in"] + sides["out"]))}
-    for ax, side, what in zip(axes, sides, ("input |x_j|", "output |y_j|"), strict=True):
-        xs = np.arange(len(measured))
-        scores = dimension_scores(measured, side)  # (norms, d)
-        for j in sides[side]:  # a dimension has the same colour in both panels
-            ax.plot(xs, scores[:, j], "o-", markersize=3, label=f"dim {j}", color=colour[j])
-        ax.axhline(k, color="black", linestyle="--", linewidth=1, label=f"k = {k:g}")
-        ax.set_title(f"{what}: the dimensions that are outliers at most norms", fontsize=10)
-        _norm_axis(ax, short_names([n.name for n in measured]))
-        ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("mean over tokens, as z over dims")
-    legend_below(fig, axes)  # inside, it would cover the curves of the first norms
-    return fig
-
-
-# Across-token compression -------------------------------------------------------------------
-
-
-def plot_compression(result: StatsResult, ax: Axes | None = None) -> Axes:
-    """The top dimension's max / median over tokens of |x| and |y| at each norm that
-    measured it: how much per-token division flattens it across tokens."""
-    ax = ax or new_figure(11, 6).add_subplot()
-    dim = top_dimension(result) if largest_spike(result) is not None else None
-    rows = compression_by_norm(result, dim) if dim is not None else []
-    if not rows:
-        ax.set_axis_off()
-        no_spike(ax, result, f"dim {dim} was not measured across tokens")
-        return ax
-    names = short_names([n.name for n, _, _ in rows])
-    xs = np.arange(len(rows))
-    ax.plot(xs, [r[1] for r in rows], "o-", color="#1f77b4", label="before the norm: |x|")
-    ax.plot(xs, [r[2] for r in rows], "s--", color="#d62728", label="after the norm: |y|")
-    ax.axhline(1, color="grey", linewidth=1)
-    ax.set_yscale("log")
-    _log_ticks(ax, "y")
-    ax.set_ylabel(f"dim {dim}: max over tokens / median over tokens (log)")
-    _norm_axis(ax, names)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # off the curves
-    ax.grid(True, which="both", alpha=0.3)
-    return ax
-
-
-def compression_title(result: StatsResult) -> str:
-    """What the compression figure shows, read from its numbers: the dimension only when it
-    is a spike's, and "compresses" / "expands" where max/median of |y| is below / above |x|'s."""
-    dim = top_dimension(result) if largest_spike(result) is not None else None
-    if dim is None:
-        return "Across-token compression: no spike to follow"
-    rows = compression_by_norm(result, dim)
-    if not rows:
-        return f"Across-token compression: dim {dim} was not measured across tokens"
-    less = sum(after < before for _, before, after in rows)
-    more = sum(after > before for _, before, after in rows)
-    head = f"Across tokens, per-token division of the largest spike's dim {dim} (residual stream)"
-    if less == len(rows):
-        return f"{head}: compresses it at all {len(rows)} norms"
-    if more == len(rows):
-        return f"{head}: expands it at all {len(rows)} norms"
-    return f"{head}: compresses it at {less} of {len(rows)} norms, expands it at {more}"
-
-
-# Census heatmap -----------------------------------------------------------------------------
-
-
-def plot_census(result: StatsResult, ax: Axes | None = None) -> Axes:
-    """Spikes per dimension (rows: the dims that spike most) and norm (columns), log colours."""
-    ax = ax or new_figure(11, 6).add_subplot()
-    rows = census_rows(result, limit=12)
-    norms = [n for n in result.norms if n.census is not None and n.reads == "residual"]
-    if not rows or not norms:
-        ax.set_axis_off()
-        no_spike(ax, result, "no census in this result")
-        return ax
-    grid = np.full((len(rows), len(norms)), np.nan)
-    for j, norm in enumerate(norms):
-        counts = spikes_by_dim(norm)
-        for i, row in enumerate(rows):
-            grid[i, j] = counts.get(row.dim, np.nan)
-    most = max(float(np.nanmax(grid)), 2)
-    scale = LogNorm(vmin=1, vmax=most)
-    image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="magma_r", norm=scale)
-    ax.set_yticks(range(len(rows)), [f"dim {r.dim}" for r in rows], fontsize=8)
-    _norm_axis(ax, short_names([n.name for n in norms]))
-    ax.set_xlim(-0.5, len(norms) - 0.5)
-    if grid.size <= 400:  # small enough to print the counts
-        for (i, j), value in np.ndenumerate(grid):
-            if np.isfinite(value):
-                dark = scale(value) > 0.55
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if dark else "black",
-                )
-    bar = ax.figure.colorbar(image, ax=ax, label="spikes (log; blank: none)", pad=0.01)
-    bar.set_ticks(sparse_log_ticks(1, most), labels=None)
-    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    bar.ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel("dimension")
-    return ax
-
-
-# Saving -------------------------------------------------------------------------------------
-
-
-def save_spike_figures(result: StatsResult, folder: Path) -> list[Path]:
-    """Write the spike figures into `folder` (each says so when there is no spike)."""
-    stream = residual_scope(result)
-    figures = [
-        (plot_spike_ranks(result), "Do spikes keep their rank through the norm?", SPIKE_RANKS),
-        (plot_spike_order(result), "Does each norm keep the order of its spikes?", SPIKE_ORDER),
-        (
-            figure_of(plot_trajectory(result)),
-            f"The largest dimensions through the residual stream{stream}, before and after "
-            "each norm",
-            SPIKE_TRAJECTORY,
-        ),
-        (
-            figure_of(plot_massive_roles(result)),
-            "Massive activations: their rank after each norm, by where the norm sits",
-            SPIKE_ROLES,
-        ),
-        (figure_of(plot_compression(result)), compression_title(result), SPIKE_COMPRESSION),
-        (
-            figure_of(plot_census(result)),
-            f"Spike census: which dimensions spike, at the norms of the residual stream{stream}",
-            SPIKE_CENSUS,
-        ),
-        (
-            plot_outlier_dimensions(result),
-            f"Outlier dimensions of the residual stream{stream}: mean magnitude over tokens "
-            "against the other dimensions",
-            OUTLIER_DIMS,
-        ),
-    ]
-    return save_titled(folder, figure_subtitle(result), figures)
 
 
 def residual_scope(result: StatsResult) -> str:

@@ -9,7 +9,6 @@ per-layer curves use every token. Norms outside the blocks sit left (embed) or r
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,20 +20,14 @@ from matplotlib.figure import Figure
 from lninspect.render.figures import (
     mark_standout_tokens,
     new_figure,
-    save_titled,
     say_nothing_to_show,
 )
-from lninspect.render.format import figure_subtitle, short_names
-from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
+from lninspect.render.format import short_names
 from lninspect.results import NormStats, StatsResult
 from lninspect.statistics import denominator_key
 from lninspect.streams import Panel, canonical, depth_series, heatmap_panels, token_row
-from lninspect.summary import Values, has_order, layer_positions, layer_quartiles, residual_growth
+from lninspect.summary import Values, layer_positions, layer_quartiles, residual_growth
 
-STD_HEATMAP = "stats-std-heatmap.png"
-MEAN_HEATMAP = "stats-mean-heatmap.png"
-STD_PER_LAYER = "stats-std-per-layer.png"
-STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, *SPIKE_FIGURES)
 ROLE_MARKERS = {
     "embed": "v",
     "attn": "o",
@@ -339,18 +332,3 @@ def plot_depth(result: StatsResult, fig: Figure | None = None) -> Figure:
     for ax in axes[:-1]:
         ax.set_xlabel("")
     return figure
-
-
-# Saving -------------------------------------------------------------------------------------
-
-
-def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
-    """Write the statistics figures into `folder`; the spike figures only when captured."""
-    growth = plot_depth(result)
-    figures = [
-        (plot_std_heatmap(result), "Input std of every norm, per token", STD_HEATMAP),
-        (plot_mean_heatmap(result), "Input mean of every norm, per token", MEAN_HEATMAP),
-        (growth, "Residual-stream growth with depth", STD_PER_LAYER),
-    ]
-    paths = save_titled(folder, figure_subtitle(result), figures)
-    return paths + (save_spike_figures(result, folder) if has_order(result) else [])

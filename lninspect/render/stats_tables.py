@@ -34,7 +34,7 @@ def stats_table(result: StatsResult, wide: bool = False) -> FitTable:
     rows = []
     names = table_names([n.name for n in result.norms], wide)
     for name, norm in zip(names, result.norms, strict=True):
-        cells = [name, norm.role, *_stats_cells(result, norm, wide)]
+        cells = [name, norm.role, *stats_cells(result, norm, wide)]
         for statistic in declared:
             values = per_token(norm, statistic.key)
             cells.append(fmt(nan_median(values)) if values is not None else "—")
@@ -69,7 +69,8 @@ def denominator_label(result: StatsResult) -> str:
     return kinds.pop() if len(kinds) == 1 else "std/rms"
 
 
-def _stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
+def stats_cells(result: StatsResult, norm: NormStats, wide: bool) -> list[str]:
+    """A norm's cells of the stats table after its name and role (also the notebook's)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = float(np.nanmean(norm.input.mean))

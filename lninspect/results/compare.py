@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lninspect.display import html_view
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.statistics import schemas
 
@@ -102,8 +103,6 @@ class CompareResult:
     def from_json(cls, doc: dict[str, Any]) -> CompareResult:
         return from_document(cls, doc, COMPARE_SCHEMAS)
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
         """A notebook's view: std per matched norm and model, with a figure."""
-        from lninspect.render.notebook import compare_html
-
-        return compare_html(self)
+        return html_view(self)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lninspect.display import html_view
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.roles import stream_of
@@ -367,11 +368,9 @@ class StatsResult:
 
         return stats_frame(self, tokenizer)
 
-    def _repr_html_(self) -> str:
-        """A notebook's view: the stats table and a small figure (lninspect.render.notebook)."""
-        from lninspect.render.notebook import stats_html
-
-        return stats_html(self)
+    def _repr_html_(self) -> str | None:
+        """A notebook's view: the stats table and a small figure (lninspect.display)."""
+        return html_view(self)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lninspect.display import html_view
 from lninspect.errors import LninspectError
 from lninspect.files import open_input, os_reason
 from lninspect.results.codec import from_document, meta, shown_number, to_document
@@ -130,11 +131,9 @@ class WatchLog:
     def steps(self) -> list[int]:
         return [r.step for r in self.records]
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
         """A notebook's view: each norm's std first → last, and the loss curve."""
-        from lninspect.render.notebook import watch_html
-
-        return watch_html(self)
+        return html_view(self)
 
 
 def log_path(target: Path) -> Path:
