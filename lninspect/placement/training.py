@@ -211,6 +211,7 @@ def _train_one(
     device = torch.device(train.device)
     layers = config.layers[0]
     model = _model(config, train, cell.layout, layers, seed).to(device)
+    found = _norms_of(model, cell.layout, norms)  # before the seed: discovery draws a probe
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cell.lr, betas=BETAS, eps=EPS, weight_decay=0.0
     )
@@ -224,7 +225,7 @@ def _train_one(
         model,
         every=train.stats_every,
         log_dir=log,
-        norms=_norms_of(model, cell.layout, norms),
+        norms=found,
         sinks=[kept],
         optimizer=optimizer,
         tensorboard=False,
