@@ -70,7 +70,7 @@ def check_target(path: str | None, force: bool) -> None:
         return
     if path == STDOUT:
         if not stdout_is_open():
-            raise LninspectError("stdout is closed: cannot write the JSON there (--json -)")
+            raise LninspectError("stdout is closed: cannot write the JSON there (json=-)")
         return
     if not path.strip():
         raise LninspectError("the output path is empty: give a file name (or - for stdout)")
@@ -83,7 +83,7 @@ def check_target(path: str | None, force: bool) -> None:
             raise LninspectError(f"cannot write '{path}': permission denied")
         return
     if kind == FILE and not force:
-        raise LninspectError(f"'{path}' already exists; use --force to overwrite it")
+        raise LninspectError(f"'{path}' already exists; use force=True to overwrite it")
     parent = real.parent
     if parent.exists() and not parent.is_dir():
         raise LninspectError(f"cannot write '{path}': '{parent}' is a file, not a folder")
@@ -198,7 +198,7 @@ def _put(kind: str, path: Path, target: Path, what: Path | bytes, force: bool) -
             what.unlink(missing_ok=True)
     except FileExistsError as exc:
         raise LninspectError(
-            f"'{path}' appeared while this run ran; use --force to overwrite it", EXIT_RUNTIME
+            f"'{path}' appeared while this run ran; use force=True to overwrite it", EXIT_RUNTIME
         ) from exc
     except OSError as exc:
         raise LninspectError(f"cannot write '{path}': {os_reason(exc)}", EXIT_RUNTIME) from exc
@@ -299,7 +299,7 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
 def check_folder(folder: Path, names: list[str], force: bool) -> None:
     """Refuse, before any work, a folder that is a file or PNGs that exist (unless --force)."""
     if folder.exists() and not folder.is_dir():
-        raise LninspectError(f"'{folder}' is a file; give a folder for the figures with --out")
+        raise LninspectError(f"'{folder}' is a file; give a folder for the figures with out=")
     if folder.is_dir():  # a missing folder is created after the run
         for name in names:
             check_target(str(folder / name), force)
@@ -372,7 +372,7 @@ def _check_lock(folder: Path, force: bool) -> None:
     if owner is None and not force:
         raise LninspectError(
             f"folder '{folder}' holds a lock ({LOCK}) that names no process, left by an "
-            "earlier version or a killed run; use --force to take the folder over"
+            "earlier version or a killed run; use force=True to take the folder over"
         )
     what = "a lock that names no process" if owner is None else f"process {owner[0]} is gone"
     log.warning(f"'{folder}': clearing a stale lock and staging files ({what})")
@@ -398,12 +398,12 @@ def check_report_folder(folder: Path, names: Sequence[str], force: bool) -> None
     except OSError as exc:  # a symlink loop, no permission to look
         raise LninspectError(f"cannot write the report into '{folder}': {os_reason(exc)}") from exc
     if folder.exists() and not folder.is_dir():
-        raise LninspectError(f"'{folder}' is a file; give a folder for the report with --out")
+        raise LninspectError(f"'{folder}' is a file; give a folder for the report with out=")
     if folder.is_dir():
         _check_lock(folder, force)
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise LninspectError(
-            f"folder '{folder}' is not empty; use --force to write the report "
+            f"folder '{folder}' is not empty; use force=True to write the report "
             "into it (files of the same names are replaced)"
         )
     if folder.is_dir():  # what --force would replace must be a file, a link to one, or a pipe

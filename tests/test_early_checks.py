@@ -32,7 +32,7 @@ def test_layers_checked_before_the_weights(monkeypatch: pytest.MonkeyPatch):
         raise AssertionError("weights built before --layers was checked")
 
     monkeypatch.setattr(loading, "_auto_model", refuse)
-    with pytest.raises(LninspectError, match=r"--layers 60 is out of range.*48 layers"):
+    with pytest.raises(LninspectError, match=r"layers=60 is out of range.*48 layers"):
         loading.load_model("random:gpt2-xl", device="cpu", layers=(0, 60))
     result = CliRunner().invoke(
         app, ["stats", "random:gpt2-xl", "--layers", "60", "--text", "hi", "--device", "cpu"]

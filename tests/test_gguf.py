@@ -28,7 +28,7 @@ def test_a_gguf_file_or_a_folder_and_gguf_file(tmp_path: Path):
     assert locate(str(tmp_path), gguf_file="m.Q4.gguf") == source.__class__(
         str(tmp_path), "gguf", str(tmp_path), local_only=True, gguf_file="m.Q4.gguf"
     )
-    with pytest.raises(LninspectError, match=r"holds m\.Q4\.gguf: pass --gguf-file NAME"):
+    with pytest.raises(LninspectError, match=r"holds m\.Q4\.gguf: pass gguf_file=NAME"):
         locate(str(tmp_path))
     with pytest.raises(LninspectError, match="does not exist"):
         locate(str(tmp_path / "other.gguf"))

@@ -89,7 +89,7 @@ def test_a_lock_that_names_no_process_needs_force(tmp_path: Path):
     folder = tmp_path / "r"
     folder.mkdir()
     (folder / LOCK).write_bytes(b"")  # kill -9 between the lock's creation and its write
-    with pytest.raises(LninspectError, match="--force"):
+    with pytest.raises(LninspectError, match="force=True"):
         with claim_folder(folder, NAMES, force=False):
             pass
     with claim_folder(folder, NAMES, force=True):

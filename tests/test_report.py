@@ -136,7 +136,7 @@ def test_force_replaces_same_names_and_leaves_others(report_run, tmp_path: Path)
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     (folder / INDEX_HTML).write_text("old")
-    with pytest.raises(LninspectError, match="--force"):
+    with pytest.raises(LninspectError, match="force=True"):
         report.check_report_folder(folder, force=False)
     report.check_report_folder(folder, force=True)
     paths = write_report(result, folder)

@@ -160,7 +160,7 @@ class _Compiled:
             return _size_oblivious(self.functions[name], args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager path is exact
             self.failed = True
-            log.info("compiled reductions unavailable, using eager ones (--debug: why)")
+            log.info("compiled reductions unavailable, using eager ones (the DEBUG log says why)")
             log.debug("torch.compile failed: %s: %s", type(exc).__name__, exc, exc_info=True)
             return None
 

@@ -56,12 +56,12 @@ def check_device_map(device_map: str | None, max_memory: str | None) -> None:
     """Refuse, before loading, a device map that cannot work here."""
     if device_map is None:
         if max_memory:
-            raise LninspectError("--max-memory needs --device-map")
+            raise LninspectError("max_memory= needs device_map=")
         return
     if device_map not in DEVICE_MAPS:
-        raise LninspectError(f"--device-map '{device_map}': use one of {', '.join(DEVICE_MAPS)}")
+        raise LninspectError(f"device_map='{device_map}': use one of {', '.join(DEVICE_MAPS)}")
     if importlib.util.find_spec("accelerate") is None:
-        raise LninspectError("--device-map needs accelerate: pip install 'lninspect[scale]'")
+        raise LninspectError("device_map= needs accelerate: pip install 'lninspect[scale]'")
     parse_max_memory(max_memory)
 
 

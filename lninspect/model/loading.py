@@ -82,7 +82,7 @@ class Tokenizer:
         if chat_template:
             template = getattr(self.hf, "chat_template", None)
             if not template or self.hf is None:
-                raise LninspectError("--chat-template: the tokenizer has no chat template")
+                raise LninspectError("chat_template=True: the tokenizer has no chat template")
             if self.chat is None:
                 self.chat = BoundedRenderer(self._apply_chat_template)
             text = self.chat(text)
@@ -90,7 +90,7 @@ class Tokenizer:
         first = getattr(self.hf, "bos_token_id", None)
         if bos == "yes" and (not ids or ids[0] != first):
             if first is None:
-                raise LninspectError("--bos yes: the tokenizer has no BOS token")
+                raise LninspectError("bos=yes: the tokenizer has no BOS token")
             ids = [first, *ids]
         elif bos == "no" and ids and first is not None and ids[0] == first:
             ids = ids[1:]
@@ -157,7 +157,7 @@ def load_model(
     from transformers.utils import logging as transformers_logging
 
     if not 0 <= seed < 1 << 64:  # torch.manual_seed's range, checked before loading
-        raise LninspectError(f"--seed {seed} is outside 0..2**64-1")
+        raise LninspectError(f"seed={seed} is outside 0..2**64-1")
     transformers_logging.disable_progress_bar()
     _logs_as_notes(transformers_logging.get_logger())
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
@@ -171,13 +171,13 @@ def load_model(
         notes.append(f"model: {spec} ({why})")
     source = locate(spec, revision, gguf_file)
     if revision is not None and source.kind != "hub":
-        notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
+        notes.append(f"revision={revision} ignored: '{spec}' is not a Hugging Face Hub model")
         revision = None
     if source.kind == "gguf":
         _check_gguf(source)
     if source.kind == "random":
         if device_map is not None:
-            raise LninspectError("--device-map needs a model with weight files, not random:")
+            raise LninspectError("device_map= needs a model with weight files, not random:")
         config = _random_config(source.path, trust_remote_code)
     else:
         if source.kind == "hub" and source.local_only and not hub_offline():
@@ -365,7 +365,7 @@ def _check_parameter_memory(
     budget = memory_budget(max_memory)
     if budget is not None and budget < need.parameters:
         raise LninspectError(
-            f"model '{spec}' needs ~{size(need.parameters)} of parameters, but --max-memory "
+            f"model '{spec}' needs ~{size(need.parameters)} of parameters, but max_memory= "
             f"gives {size(budget)} in all: raise the limits"
         )
 
@@ -384,7 +384,7 @@ def _check_complete(spec: str, loading: dict[str, Any]) -> None:
 
 
 def _fits(need: Need, device: torch.device, spec: str) -> None:
-    hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
+    hint = "a smaller model or dtype=, another device=, or device_map= to spread it"
     check_fits(need, device, f"model '{spec}'", hint)
 
 
@@ -490,7 +490,7 @@ def _readable(what: str) -> Iterator[None]:
 def _needs_code(what: str) -> LninspectError:
     return LninspectError(
         f"model '{what}' needs its own Python code to load, and "
-        "lninspect runs none unless you pass --trust-remote-code "
+        "lninspect runs none unless you pass trust_remote_code=True "
         "(only for a source you trust)"
     )
 
@@ -516,7 +516,7 @@ def check_layer_range(name: str, count: int | None, layers: tuple[int, ...] | No
     outside = [layer for layer in layers or () if count and layer >= count]
     if count and outside:
         raise LninspectError(
-            f"--layers {layer_span(outside, ',')} is out of range: model "
+            f"layers={layer_span(outside, ',')} is out of range: model "
             f"'{name}' has {count} layers (0-{count - 1})"
         )
 

@@ -69,5 +69,5 @@ def _fits(need: Need, device: torch.device | None, deepest: int) -> None:
         need,
         device or torch.device("cpu"),
         f"the placement experiment at L = {deepest}",
-        "fewer --layers, a smaller --d-model, --mlp-ratio, --seq-len or --batch",
+        "fewer layers=, a smaller d_model=, mlp_ratio=, seq_len= or batch=",
     )
