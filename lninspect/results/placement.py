@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lninspect.placement.layouts import DEFAULT_BASELINE, LAYOUTS
-from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.codec import Document, meta
 from lninspect.results.placement_training import TrainingResult
 from lninspect.results.seeds import OverSeeds
 
@@ -107,8 +107,10 @@ class SweepRow:
 
 
 @dataclass
-class PlacementResult:
+class PlacementResult(Document):
     """Every run of one `lninspect placement` call."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]] = (PLACEMENT_SCHEMA,)  # schema 2 is upgraded first
 
     config: PlacementConfig
     runs: list[PlacementRun]  # at initialization; empty with --train
@@ -130,16 +132,12 @@ class PlacementResult:
         """The layouts run, in the order asked for (the baseline among them)."""
         return list(self.config.layouts)
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict; arrays become lists, non-finite floats null."""
-        return to_document(self)
-
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> PlacementResult:
-        """Rebuild a result from `to_json` output (null floats come back as NaN)."""
+    def upgrade(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        """A schema-2 document as schema 3 (upgrade_2); others as they are."""
         if isinstance(doc, dict) and doc.get("schema") == PLACEMENT_SCHEMAS[0]:
-            doc = upgrade_2(doc)
-        return from_document(cls, doc, (PLACEMENT_SCHEMA,))
+            return upgrade_2(doc)
+        return doc
 
 
 def upgrade_2(doc: dict[str, Any]) -> dict[str, Any]:
