@@ -18,7 +18,7 @@ from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, NotANorm, discover
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.options import Loss, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.summary import layer_span
 
@@ -115,7 +115,7 @@ def _finish(result: Result, prepared: Prepared, spikes: SpikeOptions | None) -> 
     return result
 
 
-LOSSES = {
+LOSSES: dict[Loss, str] = {
     "ce": "next-token cross-entropy, mean over predicted tokens",
     "target": "-log p(target token) at the last position",
 }
@@ -123,7 +123,7 @@ LOSSES = {
 
 def run_grads(
     options: RunOptions,
-    loss: str = "ce",
+    loss: Loss = "ce",
     target: str | None = None,
     spikes: SpikeOptions | None = None,
     ablate: bool = False,

@@ -94,7 +94,10 @@ def test_the_scan_sees_a_flag(tmp_path):
         ("pass include=(A,)", "pass --norm-class A"),
         ("(stride=; the last ends)", "(--stride; the last ends)"),
         ("text= or a corpus (files=...)", "--text or a corpus (--file ...)"),
-        ("'/tmp/seed=3' and x_seed=3 stay", "'/tmp/seed=3' and x_seed=3 stay"),
+        (
+            "'/tmp/seed=3', x_seed=3 and watch(text=...) stay",
+            "'/tmp/seed=3', x_seed=3 and watch(text=...) stay",
+        ),
     ],
 )
 def test_the_cli_names_the_flags(library, cli):
@@ -124,3 +127,22 @@ def test_capture_and_the_jobs_name_their_parameters(tmp_path):
     text.write_text("some words")
     with pytest.raises(LninspectError, match=r"^give either text= or file=, not both"):
         run_stats(RunOptions(model="tiny", text="words", file=text))
+
+
+def test_the_configs_check_themselves_in_the_callers_words():
+    from lninspect.options import CorpusOptions
+    from lninspect.placement.config import PlacementConfig, TrainConfig
+
+    with pytest.raises(LninspectError, match=r"^max_tokens=0 is below 1$"):
+        RunOptions(max_tokens=0)
+    with pytest.raises(LninspectError, match=r"^batch_size=0 is below 1$"):
+        CorpusOptions(batch_size=0)
+    with pytest.raises(LninspectError, match=r"^d_model=30 is not divisible by heads=4$"):
+        PlacementConfig(d_model=30, heads=4)
+    with pytest.raises(LninspectError, match=r"^baseline=pre is not among layouts=peri,post$"):
+        PlacementConfig(layouts=["peri", "post"])
+    with pytest.raises(LninspectError, match=r"^lrs=\[-1.0\]: every learning rate"):
+        TrainConfig(lrs=[-1.0])
+    assert as_flags("d_model=30 is not divisible by heads=4") == (
+        "--d-model 30 is not divisible by --heads 4"
+    )

@@ -128,10 +128,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported(path: Path, known: set[str]) -> set[str]:
-    """The lninspect modules that the module at `path` imports, anywhere in its body but
-    under `if TYPE_CHECKING:` (never run): `from a.b import c` is a.b.c when that is a module,
-    else a.b; relative imports resolved."""
+def imported(path: Path, known: set[str], typing: bool) -> set[str]:
+    """The lninspect modules that the module at `path` imports, anywhere in its body (under
+    `if TYPE_CHECKING:`, never run, only with `typing`): `from a.b import c` is a.b.c when
+    that is a module, else a.b; relative imports resolved."""
     import ast
 
     name = module_name(path)
@@ -146,7 +146,7 @@ def imported(path: Path, known: set[str]) -> set[str]:
     }
     found = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
+        if id(node) in typing_only and not typing:
             continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -161,10 +161,11 @@ def imported(path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(typing: bool = False) -> dict[str, set[str]]:
+    """Module -> the lninspect modules it imports (with `typing`, for type hints too)."""
     paths = [p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py"]
     known = {module_name(p) for p in paths}
-    return {module_name(p): imported(p, known) for p in paths}
+    return {module_name(p): imported(p, known, typing) for p in paths}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -204,18 +205,19 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_body():
     assert cycles(graph) == [["a", "b", "c"]]
     graph = import_graph()
     assert "lninspect.results.codec" in graph["lninspect.results.stats"]
+    assert "lninspect.results.stats" in import_graph(typing=True)["lninspect.results.frames"]
     assert "lninspect.render.fit" in graph["lninspect.cli.console"]  # inside _table_width
 
 
 def test_no_import_cycle_between_modules():
-    found = cycles(import_graph())
+    found = cycles(import_graph())  # the imports that run: a type hint's import never does
     assert not found, "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_the_layers_import_only_downward():
     wrong = sorted(
         f"{module} imports {target}"
-        for module, targets in import_graph().items()
+        for module, targets in import_graph(typing=True).items()  # a layer's types too
         for layer, below in FORBIDDEN.items()
         if module == layer or module.startswith(layer + ".")
         for target in targets

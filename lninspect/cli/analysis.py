@@ -16,7 +16,6 @@ from lninspect.cli.app import app, invoke
 from lninspect.cli.options import (
     DEFAULT_OUT,
     SPIKES,
-    Loss,
     LossOpt,
     ModelArg,
     TargetOpt,
@@ -114,14 +113,14 @@ def stats(
 
 def ablation_asked(given: Given) -> bool:
     """--ablate-spikes; its choices (--ablate-dims, --ablate-layer) only with it."""
-    if not given["ablate_spikes"]:
+    if not given.ablate_spikes:
         for name in ("ablate_dims", "ablate_layer"):
-            if given[name] is not None:
+            if getattr(given, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise typer.BadParameter(
                     "chooses what --ablate-spikes sets: add --ablate-spikes", param_hint=f"'{flag}'"
                 )
-    return bool(given["ablate_spikes"])
+    return bool(given.ablate_spikes)
 
 
 @app.command()
@@ -138,7 +137,7 @@ def norms(ctx: typer.Context, model: ModelArg = None, *, given: Given) -> None:
 def grads(
     ctx: typer.Context,
     model: ModelArg = None,
-    loss: LossOpt = Loss.ce,
+    loss: LossOpt = "ce",
     target: TargetOpt = None,
     *,
     given: Given,
@@ -148,7 +147,7 @@ def grads(
 
     check_target(loss, target)
     run, outputs = given.run(model=model), given.outputs()
-    invoke(ctx, commands.grads, run=run, loss=loss.value, target=target, outputs=outputs)
+    invoke(ctx, commands.grads, run=run, loss=loss, target=target, outputs=outputs)
 
 
 @app.command()
@@ -156,7 +155,7 @@ def grads(
 def report(
     ctx: typer.Context,
     models: ReportModelsArg = None,
-    loss: LossOpt = Loss.ce,
+    loss: LossOpt = "ce",
     target: TargetOpt = None,
     out_dir: ReportOutOpt = DEFAULT_OUT,
     force: ReportForceOpt = False,
@@ -172,7 +171,7 @@ def report(
 
     check_target(loss, target)
     several = bool(models and len(models) > 1)
-    if several and (loss != Loss.ce or given["revision"]):
+    if several and (loss != "ce" or given.revision):
         raise typer.BadParameter(
             "several models take neither --loss target nor --revision (write id@revision)"
         )
@@ -187,7 +186,7 @@ def report(
         invoke(ctx, commands.compare_report, models=list(models or ()), **request)
         return
     ablate = ablation_asked(given)
-    invoke(ctx, commands.report, loss=loss.value, target=target, ablate=ablate, **request)
+    invoke(ctx, commands.report, loss=loss, target=target, ablate=ablate, **request)
 
 
 @app.command()

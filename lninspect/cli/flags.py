@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 FLAGS: dict[str, str] = {
+    "baseline": "--baseline",
     "batch": "--batch",
     "batch_size": "--batch-size",
     "bos": "--bos",
@@ -18,8 +19,10 @@ FLAGS: dict[str, str] = {
     "d_model": "--d-model",
     "device": "--device",
     "device_map": "--device-map",
+    "dropout": "--dropout",
     "dtype": "--dtype",
     "encoding": "--encoding",
+    "eval_every": "--eval-every",
     "field": "--field",
     "file": "--file",
     "files": "--file",
@@ -27,29 +30,37 @@ FLAGS: dict[str, str] = {
     "gguf_file": "--gguf-file",
     "heads": "--heads",
     "include": "--norm-class",
+    "init": "--init",
     "json": "--json",
     "layers": "--layers",
+    "layouts": "--placements",
     "lines": "--lines",
     "loss": "--loss",
+    "lrs": "--lr",
     "max_memory": "--max-memory",
     "max_sequences": "--max-sequences",
     "max_tokens": "--max-tokens",
     "mlp_ratio": "--mlp-ratio",
+    "norm": "--norm",
     "norm_classes": "--norm-class",
     "out": "--out",
     "revision": "--revision",
     "seed": "--seed",
+    "seeds": "--seeds",
     "seq_len": "--seq-len",
+    "stats_every": "--stats-every",
+    "steps": "--steps",
     "stride": "--stride",
     "target": "--target",
     "text": "--text",
     "trust_remote_code": "--trust-remote-code",
+    "warmup": "--warmup",
 }
 
-# `name=`, not inside a word, a path or another option; then `True` (a flag that takes no
-# value) or a tuple (a flag given once per item)
+# `name=`, not inside a word, a path, another option or a call (`watch(text=...)`); then
+# `True` (a flag that takes no value) or a tuple (a flag given once per item)
 _MENTION = re.compile(
-    r"(?<![\w./=-])(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="
+    r"(?<![\w./=-])(?<!\w\()(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="
     r"(?:(True\b)|\(([^()]*)\))?"
 )
 _VALUE_START = re.compile(r"[\w'\"*/~.-]")

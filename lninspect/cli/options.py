@@ -7,23 +7,27 @@ before anything is loaded. Imports neither torch nor transformers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
+from lninspect.cli.flags import as_flags
 from lninspect.errors import LninspectError
-from lninspect.options import MAX_DIM, MAX_LAYER, is_device_name, parse_indices
+from lninspect.options import (
+    MAX_DIM,
+    MAX_LAYER,
+    Bos,
+    DeviceMap,
+    DType,
+    Loss,
+    Reductions,
+    is_device_name,
+    parse_indices,
+)
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-def _check_device(value: str) -> str:
+def check_device(value: str) -> str:
     if not is_device_name(value):
         raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
     return value
@@ -59,12 +63,6 @@ MaxTokensOpt = Annotated[
 ]
 
 
-class Bos(str, Enum):
-    auto = "auto"
-    yes = "yes"
-    no = "no"
-
-
 BosOpt = Annotated[
     Bos,
     typer.Option(
@@ -81,7 +79,7 @@ ChatTemplateOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
+    str, typer.Option(callback=check_device, help="auto, cpu, cuda, cuda:N or mps.")
 ]
 DTypeOpt = Annotated[
     DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
@@ -123,7 +121,7 @@ def _index_list(noun: str, limit: int) -> Callable[[str | None], str | None]:
             try:
                 parse_indices(value, noun, limit)
             except ValueError as exc:
-                raise typer.BadParameter(str(exc)) from None
+                raise typer.BadParameter(as_flags(str(exc))) from None
         return value
 
     return check
@@ -298,15 +296,8 @@ def _check_max_memory(value: str | None) -> str | None:
     try:
         parse_max_memory(value)
     except LninspectError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(as_flags(str(exc))) from None
     return value
-
-
-class DeviceMap(str, Enum):
-    auto = "auto"
-    balanced = "balanced"
-    balanced_low_0 = "balanced_low_0"
-    sequential = "sequential"
 
 
 CORPUS = "Corpus (docs/corpus.md)"
@@ -388,14 +379,8 @@ MaxMemoryOpt = Annotated[
 ]
 
 
-class ReductionsMode(str, Enum):
-    auto = "auto"
-    eager = "eager"
-    compiled = "compiled"
-
-
 ReductionsOpt = Annotated[
-    ReductionsMode,
+    Reductions,
     typer.Option(
         "--reductions",
         help="Per-token reductions: compiled (one fused pass per norm, torch.compile), eager, "
@@ -404,14 +389,9 @@ ReductionsOpt = Annotated[
 ]
 
 
-class Loss(str, Enum):
-    ce = "ce"
-    target = "target"
-
-
 def check_target(loss: Loss, target: str | None) -> None:
     """--loss target needs --target (checked before anything loads)."""
-    if loss == Loss.target and not target:
+    if loss == "target" and not target:
         raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
 
 
@@ -427,22 +407,24 @@ TargetOpt = Annotated[
 ]
 
 
-class NormKind(str, Enum):
-    layernorm = "layernorm"
-    rmsnorm = "rmsnorm"
-
-
-class Init(str, Enum):
-    xavier = "xavier"
-    gpt2 = "gpt2"
-
-
 def positive_ints(value: str) -> list[int]:
     """`6,12,24` -> [6, 12, 24], sorted and without repeats; BadParameter otherwise."""
+    return _positive(value, int, "integers", "depth must be at least 1")
+
+
+def positive_floats(value: str, noun: str) -> list[float]:
+    """`1e-3,3e-3` -> [0.001, 0.003], sorted and without repeats; BadParameter otherwise."""
+    return _positive(value, float, "numbers", f"{noun} must be a positive number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _positive(value: str, kind: Callable[[str], N], plural: str, rule: str) -> list[N]:
     try:
-        numbers = sorted({int(v) for v in value.split(",")})
+        numbers = sorted({kind(v) for v in value.split(",")})
     except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
-    if numbers[0] < 1:
-        raise typer.BadParameter(f"'{value}': every depth must be at least 1")
+        raise typer.BadParameter(f"'{value}' is not a comma-separated list of {plural}") from None
+    if not all(0 < n < float("inf") for n in numbers):
+        raise typer.BadParameter(f"'{value}': every {rule}")
     return numbers

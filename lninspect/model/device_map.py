@@ -13,8 +13,9 @@ from collections import Counter
 from typing import Any
 
 from lninspect.errors import LninspectError
+from lninspect.options import DeviceMap, choices
 
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+DEVICE_MAPS = choices(DeviceMap)
 _MEMORY_ITEM = re.compile(r"^(cpu|mps|disk|cuda:\d+|\d+)=(\d+(\.\d+)?\s*([KMGT]i?B)?)$", re.I)
 
 

@@ -47,7 +47,7 @@ from lninspect.model.sources import (
     locate,
     unreachable,
 )
-from lninspect.options import is_device_name
+from lninspect.options import DType, choices, is_device_name
 from lninspect.results import ModelInfo
 
 MAX_BUILT_LAYERS = 2048  # deeper configs are sized from their numbers alone (not built)
@@ -58,7 +58,7 @@ GPT2_FAMILY = {
     "gpt2-large": (1280, 36, 20),
     "gpt2-xl": (1600, 48, 25),
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in choices(DType)}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lninspect.placement.layouts import DEFAULT_BASELINE, LAYOUTS
+from lninspect.placement.config import PlacementConfig
 from lninspect.results.codec import Document, meta
 from lninspect.results.placement_training import TrainingResult
 from lninspect.results.seeds import OverSeeds
@@ -28,25 +28,6 @@ PLACEMENT_SCHEMA = "lninspect.placement/3"
 PLACEMENT_SCHEMAS = ("lninspect.placement/2", PLACEMENT_SCHEMA)  # oldest first
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
 GRAD_KEYS = ("ffn_out", "ffn_in", "attn_out", "norm_weight")
-
-
-@dataclass
-class PlacementConfig:
-    """What the experiment runs: the model shape shared by every run, and its input."""
-
-    layers: list[int] = field(default_factory=lambda: [12])  # block counts L to compare
-    d_model: int = 256  # width d of the residual stream
-    heads: int = 4  # attention heads
-    mlp_ratio: int = 1  # FFN hidden width / d
-    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
-    init: str = "xavier"  # "xavier" (the paper's setting) or "gpt2" (the control)
-    seeds: int = 8  # models (and token batches) per configuration
-    vocab_size: int = 2048
-    seq_len: int = 128  # tokens per sequence
-    batch: int = 4  # sequences per seed (per step in training)
-    tokens: str = "random"  # "random" (seeded), "bytes" (of --text) or "text" (--train)
-    layouts: list[str] = field(default_factory=lambda: list(LAYOUTS))  # names, in run order
-    baseline: str = DEFAULT_BASELINE  # the layout every ratio divides by
 
 
 @dataclass
