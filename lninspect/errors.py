@@ -25,5 +25,11 @@ class LninspectError(Exception):
         self.exit_code = exit_code
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that `finally` blocks clean up (the CLI's)."""

@@ -16,7 +16,8 @@ import pytest
 from conftest import words
 
 from lninspect.errors import LninspectError
-from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
+from lninspect.files import check_target, write_json
+from lninspect.folders import LOCK, claim_folder, write_folder
 from lninspect.norms.discovery import find_norms
 from tests.test_hostile import assert_error, invoke
 

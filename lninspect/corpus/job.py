@@ -27,7 +27,8 @@ from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.hooks.census import trajectory
 from lninspect.jobs import check_run_memory, load, model_norms, select_layers
-from lninspect.model.loading import LoadedModel, Tokenizer
+from lninspect.model.loading import LoadedModel
+from lninspect.model.tokenizer import Tokenizer
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
 

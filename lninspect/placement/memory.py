@@ -1,10 +1,10 @@
 """The placement experiment's memory, checked before any model is built.
 
-`--layers 10000` once ran for nine minutes before the kernel killed it at 24 GB. The runs
-build one model at a time, so the deepest one bounds the memory: its parameters (counted on
-the meta device for each layout asked for, the largest: the model with one block, plus
-L - 1 more blocks), their gradients, and the activations its backward pass keeps
-(lninspect.model.memory.activation_bytes).
+A depth of thousands of blocks would otherwise run for minutes before the kernel killed it
+for its memory. The runs build one model at a time, so the deepest one bounds the memory:
+its parameters (counted on the meta device for each layout asked for, the largest: the
+model with one block, plus L - 1 more blocks), their gradients, and the activations its
+backward pass keeps (lninspect.model.memory.activation_bytes).
 """
 
 from __future__ import annotations

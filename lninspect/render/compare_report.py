@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lninspect import __version__
-from lninspect.files import dump_json, write_folder
+from lninspect.files import dump_json
+from lninspect.folders import write_folder
 from lninspect.render.compare_plots import COMPARE_FIGURES, save_compare_figures
 from lninspect.render.compare_tables import LABELS, how_compared, row_label
 from lninspect.render.format import fmt
