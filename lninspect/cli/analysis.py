@@ -15,11 +15,11 @@ import typer
 from lninspect.cli.app import app, invoke
 from lninspect.cli.options import (
     DEFAULT_OUT,
-    SPIKES,
+    SPIKES_PANEL,
     LossOpt,
     ModelArg,
     TargetOpt,
-    check_target,
+    check_loss_target,
     folder_name,
 )
 from lninspect.cli.shared import (
@@ -31,12 +31,12 @@ from lninspect.cli.shared import (
     ONE_FILE,
     PRINTED,
     QUIET,
+    SPIKES,
     TEXT,
     WIDE,
     Given,
     shared,
 )
-from lninspect.cli.shared import SPIKES as SPIKE_RULES
 
 SpikesFlag = Annotated[
     bool,
@@ -44,7 +44,7 @@ SpikesFlag = Annotated[
         "--spikes",
         help="Also find activation spikes and measure whether each norm keeps "
         "their order (docs/metrics.md).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 ModelsArg = Annotated[
@@ -81,7 +81,7 @@ ReportForceOpt = Annotated[
 
 
 @app.command()
-@shared(TEXT, CORPUS, MODEL, SPIKE_RULES, ABLATE, FIGURES, PRINTED)
+@shared(TEXT, CORPUS, MODEL, SPIKES, ABLATE, FIGURES, PRINTED)
 def stats(
     ctx: typer.Context, model: ModelArg = None, spikes: SpikesFlag = False, *, given: Given
 ) -> None:
@@ -145,13 +145,13 @@ def grads(
     """Gradient norms on both sides of every normalization module, per token and per layer."""
     from lninspect.cli import commands
 
-    check_target(loss, target)
+    check_loss_target(loss, target)
     run, outputs = given.run(model=model), given.outputs()
     invoke(ctx, commands.grads, run=run, loss=loss, target=target, outputs=outputs)
 
 
 @app.command()
-@shared(TEXT, ONE_FILE, MODEL, SPIKE_RULES, ABLATE, JSON, QUIET, WIDE)
+@shared(TEXT, ONE_FILE, MODEL, SPIKES, ABLATE, JSON, QUIET, WIDE)
 def report(
     ctx: typer.Context,
     models: ReportModelsArg = None,
@@ -169,7 +169,7 @@ def report(
     """
     from lninspect.cli import commands
 
-    check_target(loss, target)
+    check_loss_target(loss, target)
     several = bool(models and len(models) > 1)
     if several and (loss != "ce" or given.revision):
         raise typer.BadParameter(
@@ -190,7 +190,7 @@ def report(
 
 
 @app.command()
-@shared(TEXT, ONE_FILE, MODEL, SPIKE_RULES, FIGURES, PRINTED)
+@shared(TEXT, ONE_FILE, MODEL, SPIKES, FIGURES, PRINTED)
 def compare(ctx: typer.Context, models: ModelsArg, *, given: Given) -> None:
     """Several models or checkpoints on one text: norm by norm, their largest differences.
 

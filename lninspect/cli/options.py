@@ -154,14 +154,14 @@ def _check_positive(value: float) -> float:
     return value
 
 
-SPIKES = "Spikes (docs/metrics.md)"
+SPIKES_PANEL = "Spikes (docs/metrics.md)"
 SpikeZOpt = Annotated[
     float,
     typer.Option(
         callback=_check_positive,
         help="The z rule: a dimension with |z| >= this is a spike. |z| can never exceed "
         "sqrt(d - 1) (LayerNorm) or sqrt(d) (RMSNorm): at d <= 37 the default cannot fire.",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 SpikeAbsOpt = Annotated[
@@ -171,7 +171,7 @@ SpikeAbsOpt = Annotated[
         help="The magnitude rule (Sun et al.'s massive activations): |x| above this and "
         "above --spike-ratio x the median |x| of the layer. Small models need less (the "
         "bundled tiny's largest |x| is about 47).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 SpikeRatioOpt = Annotated[
@@ -180,7 +180,7 @@ SpikeRatioOpt = Annotated[
         callback=_check_positive,
         help="The magnitude rule: |x| above this many times the median |x| over every "
         "token and dimension of the module's input in the sequence.",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 AblateOpt = Annotated[
@@ -191,7 +191,7 @@ AblateOpt = Annotated[
         "has them, to their mean over other texts (--ablate-file, else the bundled sample "
         "texts), then to zero, and report both changes of the LM loss with their spread "
         "over those texts (Sun et al. 2024).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 AblateFileOpt = Annotated[
@@ -201,7 +201,7 @@ AblateFileOpt = Annotated[
         help="The other texts of --ablate-spikes, one per non-empty line (default: the "
         "bundled sample texts).",
         show_default=False,
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 
@@ -214,7 +214,7 @@ AblateDimsOpt = Annotated[
         help="--ablate-spikes only these hidden dimensions, e.g. 163,400 (default: every "
         "dimension with a massive activation at that layer).",
         show_default=False,
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 AblateLayerOpt = Annotated[
@@ -225,7 +225,7 @@ AblateLayerOpt = Annotated[
         help="--ablate-spikes at this layer's input (default: the first layer whose input "
         "has a massive activation).",
         show_default=False,
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 TopKOpt = Annotated[
@@ -233,7 +233,7 @@ TopKOpt = Annotated[
     typer.Option(
         min=1,
         help="k of the secondary top-k retention column (all dimensions, not only spikes).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 DEFAULT_OUT = Path("lninspect-report")
@@ -300,7 +300,7 @@ def _check_max_memory(value: str | None) -> str | None:
     return value
 
 
-CORPUS = "Corpus (docs/corpus.md)"
+CORPUS_PANEL = "Corpus (docs/corpus.md)"
 FilesOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -314,7 +314,7 @@ FilesOpt = Annotated[
 LinesOpt = Annotated[
     bool,
     typer.Option(
-        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS
+        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS_PANEL
     ),
 ]
 FieldOpt = Annotated[
@@ -322,7 +322,7 @@ FieldOpt = Annotated[
     typer.Option(
         help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 SeqLenOpt = Annotated[
@@ -331,7 +331,7 @@ SeqLenOpt = Annotated[
         min=1,
         help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 BatchSizeOpt = Annotated[
@@ -340,7 +340,7 @@ BatchSizeOpt = Annotated[
         min=1,
         help="Corpus: sequences per forward pass (default: 8).",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 MaxSequencesOpt = Annotated[
@@ -349,7 +349,7 @@ MaxSequencesOpt = Annotated[
         min=1,
         help="Corpus: stop after this many sequences (over all torchrun processes).",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 NormClassOpt = Annotated[
@@ -389,7 +389,7 @@ ReductionsOpt = Annotated[
 ]
 
 
-def check_target(loss: Loss, target: str | None) -> None:
+def check_loss_target(loss: Loss, target: str | None) -> None:
     """--loss target needs --target (checked before anything loads)."""
     if loss == "target" and not target:
         raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
