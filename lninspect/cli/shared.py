@@ -105,8 +105,8 @@ CORPUS = (  # stats: several --file, or a glob, make a corpus (lninspect.options
 )
 SPIKES = (
     Shared("spike_abs", opt.SpikeAbsOpt, ("spikes",)),
-    Shared("spike_ratio", opt.SpikeRatioOpt, ("spikes",), "ratio"),
-    Shared("spike_z", opt.SpikeZOpt, ("spikes",), "z"),
+    Shared("spike_ratio", opt.SpikeRatioOpt, ("spikes",)),
+    Shared("spike_z", opt.SpikeZOpt, ("spikes",)),
     Shared("top_k", opt.TopKOpt, ("spikes",)),
 )
 ABLATE = (
@@ -174,7 +174,8 @@ def shared(*groups: tuple[Shared, ...]) -> Callable[[Command], Command]:
     ones after them, in the order of `groups`.
     """
     declared = tuple(d for group in groups for d in group)
-    hidden = [d.name for d in declared if hasattr(Given, d.name)]
+    taken = {*dir(Given), *(f.name for f in dataclasses.fields(Given))}
+    hidden = [d.name for d in declared if d.name in taken]
     if hidden:  # read as given.NAME, an option may not share a name with Given's own
         raise TypeError(f"options named as Given's attributes: {', '.join(hidden)}")
 
