@@ -110,8 +110,8 @@ def _finish(result: Result, prepared: Prepared, spikes: SpikeOptions | None) -> 
     """Add the run's notes and spike settings to a result."""
     result.notes = prepared.loaded.notes + _fired_twice(result) + _nonfinite(result)
     if spikes is not None:
-        result.spike_z, result.top_k = spikes.z, spikes.top_k
-        result.spike_abs, result.spike_ratio = spikes.spike_abs, spikes.ratio
+        result.spike_z, result.top_k = spikes.spike_z, spikes.top_k
+        result.spike_abs, result.spike_ratio = spikes.spike_abs, spikes.spike_ratio
     return result
 
 

@@ -71,14 +71,15 @@ class RunOptions:
 class SpikeOptions:
     """What counts as a spike, and how much of them to keep (docs/metrics.md).
 
-    A spike passes the magnitude rule (|x| > `spike_abs` and > `ratio` x the median |x| of
-    the module's input in its sequence: Sun et al. 2024's massive activations) or the z rule
-    (|z| >= `z`). The caps keep every buffer on the device a fixed size.
+    A spike passes the magnitude rule (|x| > `spike_abs` and > `spike_ratio` x the median |x|
+    of the module's input in its sequence: Sun et al. 2024's massive activations) or the z
+    rule (|z| >= `spike_z`). The caps keep every buffer on the device a fixed size. The three
+    rules have these names wherever they appear: here, in the results, and as flags.
     """
 
-    z: float = 6.0  # the z rule: |z| >= z
-    spike_abs: float = 100.0  # the magnitude rule (--spike-abs): |x| > spike_abs ...
-    ratio: float = 1000.0  # ... and |x| > ratio x the layer's median |x|
+    spike_z: float = 6.0  # the z rule: |z| >= spike_z
+    spike_abs: float = 100.0  # the magnitude rule: |x| > spike_abs ...
+    spike_ratio: float = 1000.0  # ... and |x| > spike_ratio x the layer's median |x|
     top_k: int = 8  # k of the secondary top-k retention column
     max_spikes: int = 100  # spikes listed per module, largest |x| first
     per_token: int = 8  # spikes ranked per token (largest |x|); more are counted, not ranked

@@ -101,9 +101,9 @@ def run_corpus_stats(
         norms=results,
         passes=passes,
         notes=loaded.notes + _notes(results, passes),
-        spike_z=spikes.z if spikes is not None else None,
+        spike_z=spikes.spike_z if spikes is not None else None,
         spike_abs=spikes.spike_abs if spikes is not None else None,
-        spike_ratio=spikes.ratio if spikes is not None else None,
+        spike_ratio=spikes.spike_ratio if spikes is not None else None,
         trajectory=trajectory(
             aggregator.census,
             loaded.info.hidden_size,
