@@ -63,7 +63,7 @@ _MENTION = re.compile(
     r"(?<![\w./=-])(?<!\w\()(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="
     r"(?:(True\b)|\(([^()]*)\))?"
 )
-_VALUE_START = re.compile(r"[\w'\"*/~.-]")
+_VALUE_START = re.compile(r"[\w'\"*/~.[-]")
 
 
 def as_flags(message: str) -> str:
