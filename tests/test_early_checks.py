@@ -20,7 +20,7 @@ def test_norms_needs_no_tokenizer(tiny_model_dir: Path, monkeypatch: pytest.Monk
     def refuse(*args, **kwargs):
         raise AssertionError("norms loaded a tokenizer")
 
-    monkeypatch.setattr(loading, "_load_tokenizer", refuse)
+    monkeypatch.setattr(loading, "load_tokenizer", refuse)
     result = describe_norms(RunOptions(model=str(tiny_model_dir), device="cpu"))
     assert len(result.norms) == 5 and not any("tokenizer" in n for n in result.notes)
 
