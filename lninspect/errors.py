@@ -15,12 +15,20 @@ class LninspectError(Exception):
     """A failure shown to the user as one red line, with an exit code.
 
     `exit_code` is EXIT_USAGE for bad input or options (a model that cannot be found,
-    unreadable text) and EXIT_RUNTIME for failures while running.
+    unreadable text) and EXIT_RUNTIME for failures while running. The message names what
+    the caller passed as Python does: `max_tokens=0`, `force=True`, or `stride=` for the
+    parameter alone; the CLI shows the flags instead (lninspect/cli/flags.py).
     """
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 class Terminated(BaseException):

@@ -18,7 +18,7 @@ from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, NotANorm, discover
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.options import Loss, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.summary import layer_span
 
@@ -45,7 +45,7 @@ def prepare(options: RunOptions, grads: bool = False) -> Prepared:
     all_norms = model_norms(loaded, options.norm_classes)
     norms = select_layers(loaded, all_norms, options.layers)
     windows = token_windows(loaded, options)
-    check_run_memory(loaded, max(map(len, windows)), 1, grads, "--max-tokens or --stride")
+    check_run_memory(loaded, max(map(len, windows)), 1, grads, "max_tokens= or stride=")
     info = InputInfo(
         num_sequences=len(windows),
         num_tokens=sum(map(len, windows)),
@@ -110,12 +110,12 @@ def _finish(result: Result, prepared: Prepared, spikes: SpikeOptions | None) -> 
     """Add the run's notes and spike settings to a result."""
     result.notes = prepared.loaded.notes + _fired_twice(result) + _nonfinite(result)
     if spikes is not None:
-        result.spike_z, result.top_k = spikes.z, spikes.top_k
-        result.spike_abs, result.spike_ratio = spikes.spike_abs, spikes.ratio
+        result.spike_z, result.top_k = spikes.spike_z, spikes.top_k
+        result.spike_abs, result.spike_ratio = spikes.spike_abs, spikes.spike_ratio
     return result
 
 
-LOSSES = {
+LOSSES: dict[Loss, str] = {
     "ce": "next-token cross-entropy, mean over predicted tokens",
     "target": "-log p(target token) at the last position",
 }
@@ -123,7 +123,7 @@ LOSSES = {
 
 def run_grads(
     options: RunOptions,
-    loss: str = "ce",
+    loss: Loss = "ce",
     target: str | None = None,
     spikes: SpikeOptions | None = None,
     ablate: bool = False,
@@ -137,9 +137,7 @@ def run_grads(
     model = prepared.loaded.model
     target_id = _target_id(prepared.loaded, target) if loss == "target" else None
     if target is not None and loss != "target":
-        prepared.loaded.notes.append(
-            f"--target is used by --loss target only; ignored (--loss {loss})"
-        )
+        prepared.loaded.notes.append(f"target= is used by loss=target only; ignored (loss={loss})")
     if loss == "ce" and prepared.input_ids.shape[1] < 2:
         raise LninspectError("next-token loss needs at least 2 tokens of text")
     if _disable_checkpointing(model):
@@ -193,11 +191,11 @@ def _disable_checkpointing(model: torch.nn.Module) -> bool:
 
 def _target_id(loaded: LoadedModel, target: str | None) -> int:
     if not target:
-        raise LninspectError("--loss target needs --target TOKEN (the token to score)")
+        raise LninspectError("loss=target needs target= (the token to score)")
     ids = loaded.tokenizer.encode(target, special_tokens=False)
     if len(ids) != 1:
         pieces = loaded.tokenizer.pieces(ids)
-        raise LninspectError(f"--target '{target}' is {len(ids)} tokens ({pieces}); give one token")
+        raise LninspectError(f"target='{target}' is {len(ids)} tokens ({pieces}); give one token")
     return ids[0]
 
 
@@ -243,7 +241,7 @@ def check_run_memory(loaded: LoadedModel, tokens: int, batch: int, grads: bool, 
         gradients=sum(p.numel() * p.element_size() for p in parameters) if grads else 0,
     )
     what = f"a pass of {batch} x {tokens} tokens through '{loaded.info.name}'"
-    check_fits(need, loaded.device, what, f"fewer tokens ({fewer}) or another --device")
+    check_fits(need, loaded.device, what, f"fewer tokens ({fewer}) or another device=")
 
 
 def model_norms(loaded: LoadedModel, norm_classes: tuple[str, ...] = ()) -> list[NormInfo]:
@@ -253,7 +251,7 @@ def model_norms(loaded: LoadedModel, norm_classes: tuple[str, ...] = ()) -> list
         found = discover(loaded.model, norm_classes_of(loaded.model, norm_classes))
     except NotANorm as refused:
         raise LninspectError(
-            f"--norm-class {refused.cls_name}: not a normalization module: {refused.why}"
+            f"norm_classes={refused.cls_name}: not a normalization module: {refused.why}"
         ) from None
     if not found.norms:
         why = "; ".join(found.notes) or "no LayerNorm or RMSNorm found"
@@ -271,7 +269,7 @@ def norm_classes_of(model: torch.nn.Module, names: tuple[str, ...]) -> tuple[typ
             close = difflib.get_close_matches(name, classes, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise LninspectError(
-                f"--norm-class {name}: no module of the model has that class{hint}"
+                f"norm_classes={name}: no module of the model has that class{hint}"
             )
     return tuple(classes[name] for name in names)
 
@@ -286,11 +284,11 @@ def select_layers(
         (n.layer for n in norms if n.layer is not None), default=-1
     )
     if not count:
-        raise LninspectError(f"model '{loaded.info.name}' has no layers to select with --layers")
+        raise LninspectError(f"model '{loaded.info.name}' has no layers to select with layers=")
     check_layer_range(loaded.info.name, count, layers)
     chosen = [n for n in norms if n.layer in layers]
     if not chosen:
-        raise LninspectError(f"no normalization module in --layers {layer_span(layers, ',')}")
+        raise LninspectError(f"no normalization module in layers={layer_span(layers, ',')}")
     return chosen
 
 

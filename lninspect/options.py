@@ -10,6 +10,28 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
+
+from lninspect.errors import LninspectError
+
+# The choices of the run's string options, as types (the CLI offers them as its choices)
+DType = Literal["float32", "bfloat16", "float16"]
+DeviceMap = Literal["auto", "balanced", "balanced_low_0", "sequential"]  # accelerate's names
+Reductions = Literal["auto", "eager", "compiled"]  # lninspect.hooks.fused
+Bos = Literal["auto", "yes", "no"]
+Loss = Literal["ce", "target"]  # next-token cross-entropy, or -log p(target) at the end
+
+
+def choices(kind: object) -> tuple[str, ...]:
+    """The strings of one of the Literal types above: choices(DType) -> ("float32", ...)."""
+    return get_args(kind)
+
+
+def check_at_least(low: int, **values: float | None) -> None:
+    """Refuse a value below `low` (None: not given), naming it as the caller passed it."""
+    for name, value in values.items():
+        if value is not None and value < low:
+            raise LninspectError(f"{name}={value} is below {low}")
 
 
 @dataclass(frozen=True)
@@ -25,35 +47,39 @@ class RunOptions:
     encoding: str = "utf-8"
     max_tokens: int | None = None
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: DType = "float32"
     revision: str | None = None
     trust_remote_code: bool = False
     seed: int = 0
     layers: tuple[int, ...] | None = None  # hook only these blocks' norms (None: every norm)
     stride: int | None = None  # windows over the whole text, one every `stride` tokens
-    device_map: str | None = None  # accelerate's device_map (model.device_map); None: `device`
-    max_memory: str | None = None  # `cuda:0=20GiB,cpu=60GiB`, with device_map
-    reductions: str = (
-        "auto"  # per-token reductions: eager, compiled or auto (lninspect.hooks.fused)
+    device_map: DeviceMap | None = (
+        None  # accelerate's device_map (model.device_map); None: `device`
     )
+    max_memory: str | None = None  # `cuda:0=20GiB,cpu=60GiB`, with device_map
+    reductions: Reductions = "auto"  # per-token reductions (lninspect.hooks.fused)
     norm_classes: tuple[str, ...] = ()  # class names of the model's modules hooked as norms too
     gguf_file: str | None = None  # a GGUF file in the folder `model` (a .gguf `model` needs none)
-    bos: str = "auto"  # a BOS token first: auto (as the tokenizer does), yes, no
+    bos: Bos = "auto"  # a BOS token first: auto (as the tokenizer does), yes, no
     chat_template: bool = False  # the text as a user turn of the tokenizer's chat template
+
+    def __post_init__(self) -> None:
+        check_at_least(1, max_tokens=self.max_tokens, stride=self.stride)
 
 
 @dataclass(frozen=True)
 class SpikeOptions:
     """What counts as a spike, and how much of them to keep (docs/metrics.md).
 
-    A spike passes the magnitude rule (|x| > `spike_abs` and > `ratio` x the median |x| of
-    the module's input in its sequence: Sun et al. 2024's massive activations) or the z rule
-    (|z| >= `z`). The caps keep every buffer on the device a fixed size.
+    A spike passes the magnitude rule (|x| > `spike_abs` and > `spike_ratio` x the median |x|
+    of the module's input in its sequence: Sun et al. 2024's massive activations) or the z
+    rule (|z| >= `spike_z`). The caps keep every buffer on the device a fixed size. The three
+    rules have these names wherever they appear: here, in the results, and as flags.
     """
 
-    z: float = 6.0  # the z rule: |z| >= z
-    spike_abs: float = 100.0  # the magnitude rule (--spike-abs): |x| > spike_abs ...
-    ratio: float = 1000.0  # ... and |x| > ratio x the layer's median |x|
+    spike_z: float = 6.0  # the z rule: |z| >= spike_z
+    spike_abs: float = 100.0  # the magnitude rule: |x| > spike_abs ...
+    spike_ratio: float = 1000.0  # ... and |x| > spike_ratio x the layer's median |x|
     top_k: int = 8  # k of the secondary top-k retention column
     max_spikes: int = 100  # spikes listed per module, largest |x| first
     per_token: int = 8  # spikes ranked per token (largest |x|); more are counted, not ranked
@@ -80,6 +106,10 @@ class CorpusOptions:
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE
     max_sequences: int | None = None  # over all processes
     encoding: str = "utf-8"
+
+    def __post_init__(self) -> None:
+        sizes = {"batch_size": self.batch_size, "max_sequences": self.max_sequences}
+        check_at_least(1, seq_len=self.seq_len, **sizes)
 
     @property
     def requested(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lninspect.early import check_early
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.options import Loss, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results import GradsResult
@@ -30,7 +30,7 @@ def write_report_folder(
     run: RunOptions,
     folder: Path,
     *,
-    loss: str = "ce",
+    loss: Loss = "ce",
     target: str | None = None,
     spikes: SpikeOptions | None = None,
     ablate: bool = False,

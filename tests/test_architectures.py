@@ -535,7 +535,8 @@ def test_probe_reads_behaviour_not_names() -> None:
 
 
 def _fake_load(model: nn.Module) -> Callable:
-    from lninspect.model.loading import LoadedModel, Tokenizer
+    from lninspect.model.loading import LoadedModel
+    from lninspect.model.tokenizer import Tokenizer
     from lninspect.results import ModelInfo
 
     info = ModelInfo(

@@ -12,7 +12,7 @@ from conftest import build_tokenizer
 
 from lninspect.errors import EXIT_USAGE, LninspectError
 from lninspect.model import chat
-from lninspect.model.loading import Tokenizer
+from lninspect.model.tokenizer import Tokenizer
 from tests.test_hostile import assert_error, invoke
 
 HOSTILE = {

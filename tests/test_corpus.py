@@ -378,7 +378,7 @@ def test_bos_applies_to_every_document_of_a_corpus(tiny_model_dir: Path, tmp_pat
     """--bos in corpus mode: each document's ids are those of a one-text run (the first token
     of every document, and so of every sequence that starts one, is the BOS with `yes`)."""
     from lninspect.corpus.job import encoder
-    from lninspect.model.loading import Tokenizer
+    from lninspect.model.tokenizer import Tokenizer
     from lninspect.options import RunOptions
     from tests.conftest import build_tokenizer
 

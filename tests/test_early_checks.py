@@ -20,7 +20,7 @@ def test_norms_needs_no_tokenizer(tiny_model_dir: Path, monkeypatch: pytest.Monk
     def refuse(*args, **kwargs):
         raise AssertionError("norms loaded a tokenizer")
 
-    monkeypatch.setattr(loading, "_load_tokenizer", refuse)
+    monkeypatch.setattr(loading, "load_tokenizer", refuse)
     result = describe_norms(RunOptions(model=str(tiny_model_dir), device="cpu"))
     assert len(result.norms) == 5 and not any("tokenizer" in n for n in result.notes)
 
@@ -32,7 +32,7 @@ def test_layers_checked_before_the_weights(monkeypatch: pytest.MonkeyPatch):
         raise AssertionError("weights built before --layers was checked")
 
     monkeypatch.setattr(loading, "_auto_model", refuse)
-    with pytest.raises(LninspectError, match=r"--layers 60 is out of range.*48 layers"):
+    with pytest.raises(LninspectError, match=r"layers=60 is out of range.*48 layers"):
         loading.load_model("random:gpt2-xl", device="cpu", layers=(0, 60))
     result = CliRunner().invoke(
         app, ["stats", "random:gpt2-xl", "--layers", "60", "--text", "hi", "--device", "cpu"]

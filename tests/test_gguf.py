@@ -28,7 +28,7 @@ def test_a_gguf_file_or_a_folder_and_gguf_file(tmp_path: Path):
     assert locate(str(tmp_path), gguf_file="m.Q4.gguf") == source.__class__(
         str(tmp_path), "gguf", str(tmp_path), local_only=True, gguf_file="m.Q4.gguf"
     )
-    with pytest.raises(LninspectError, match=r"holds m\.Q4\.gguf: pass --gguf-file NAME"):
+    with pytest.raises(LninspectError, match=r"holds m\.Q4\.gguf: pass gguf_file=NAME"):
         locate(str(tmp_path))
     with pytest.raises(LninspectError, match="does not exist"):
         locate(str(tmp_path / "other.gguf"))
@@ -258,10 +258,10 @@ def test_the_gguf_extra_brings_accelerate():
 def test_the_gguf_loaders_own_bar_is_silenced_and_restored(capsys: pytest.CaptureFixture):
     import transformers.modeling_gguf_pytorch_utils as gguf_loader
 
-    from lninspect.model.loading import _quiet_gguf
+    from lninspect.model.gguf import quiet_gguf
 
     bar = gguf_loader.tqdm
-    with _quiet_gguf(True):
+    with quiet_gguf(True):
         list(gguf_loader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
     assert gguf_loader.tqdm is bar
     assert "Converting" not in capsys.readouterr().err

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
-from lninspect.files import LOCK
+from lninspect.folders import LOCK
 from lninspect.model import memory
 from lninspect.render.report import claimed_folder
 from lninspect.results.stats import STATS_SCHEMA

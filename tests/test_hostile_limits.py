@@ -16,7 +16,8 @@ import pytest
 from conftest import words
 
 from lninspect.errors import LninspectError
-from lninspect.files import LOCK, check_target, claim_folder, write_folder, write_json
+from lninspect.files import check_target, write_json
+from lninspect.folders import LOCK, claim_folder, write_folder
 from lninspect.norms.discovery import find_norms
 from tests.test_hostile import assert_error, invoke
 
@@ -89,7 +90,7 @@ def test_a_lock_that_names_no_process_needs_force(tmp_path: Path):
     folder = tmp_path / "r"
     folder.mkdir()
     (folder / LOCK).write_bytes(b"")  # kill -9 between the lock's creation and its write
-    with pytest.raises(LninspectError, match="--force"):
+    with pytest.raises(LninspectError, match="force=True"):
         with claim_folder(folder, NAMES, force=False):
             pass
     with claim_folder(folder, NAMES, force=True):

@@ -108,3 +108,119 @@ def test_every_json_key_and_role_is_documented():
     keys -= {"a.txt", "b.txt"}  # file names inside the corpus golden file, not keys
     assert not sorted(keys - documented), "JSON keys documented nowhere in docs/"
     assert not sorted(set(ROLES + PLACEMENTS) - documented), "roles documented nowhere"
+
+
+# Layers that run one way: imports counted wherever they sit (inside functions too) ---------
+
+# A layer and what it must not import: results and the declarations below them know nothing
+# of capture, rendering or the command line; rendering nothing of the command line.
+FORBIDDEN = {
+    "lninspect.results": ("lninspect.hooks", "lninspect.render", "lninspect.cli"),
+    "lninspect.statistics": ("lninspect.hooks", "lninspect.render", "lninspect.cli"),
+    "lninspect.options": ("lninspect.hooks", "lninspect.render", "lninspect.cli"),
+    "lninspect.errors": ("lninspect.hooks", "lninspect.render", "lninspect.cli"),
+    "lninspect.render": ("lninspect.cli",),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path, known: set[str], typing: bool) -> set[str]:
+    """The lninspect modules that the module at `path` imports, anywhere in its body (under
+    `if TYPE_CHECKING:`, never run, only with `typing`): `from a.b import c` is a.b.c when
+    that is a module, else a.b; relative imports resolved."""
+    import ast
+
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only and not typing:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                child = f"{base}.{alias.name}"
+                found.add(child if child in known else base)
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph(typing: bool = False) -> dict[str, set[str]]:
+    """Module -> the lninspect modules it imports (with `typing`, for type hints too)."""
+    paths = [p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py"]
+    known = {module_name(p) for p in paths}
+    return {module_name(p): imported(p, known, typing) for p in paths}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_body():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    graph = import_graph()
+    assert "lninspect.results.codec" in graph["lninspect.results.stats"]
+    assert "lninspect.results.stats" in import_graph(typing=True)["lninspect.results.frames"]
+    assert "lninspect.render.fit" in graph["lninspect.cli.console"]  # inside _table_width
+
+
+def test_no_import_cycle_between_modules():
+    found = cycles(import_graph())  # the imports that run: a type hint's import never does
+    assert not found, "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_layers_import_only_downward():
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in import_graph(typing=True).items()  # a layer's types too
+        for layer, below in FORBIDDEN.items()
+        if module == layer or module.startswith(layer + ".")
+        for target in targets
+        if target.startswith(below)
+    )
+    assert not wrong, "\n".join(wrong)

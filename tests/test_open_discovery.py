@@ -71,7 +71,7 @@ def test_reported_without(model: nn.Module) -> None:
     assert [n.name for n in found.norms] == ["transformer.ln_f"]
     assert found.notes == [
         "4 modules look like norms but were not hooked: transformer.h.0.ln_1, "
-        "transformer.h.0.ln_2, transformer.h.1.ln_1, ...; pass --norm-class ScaleNorm"
+        "transformer.h.0.ln_2, transformer.h.1.ln_1, ...; pass include=(ScaleNorm,)"
     ]
 
 

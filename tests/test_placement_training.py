@@ -16,13 +16,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from lninspect.cli import app
-from lninspect.cli.placement_options import (
-    TRAIN_EVAL_EVERY,
-    TRAIN_LRS,
-    TRAIN_STATS_EVERY,
-    TRAIN_STEPS,
-    TRAIN_WARMUP,
-)
+from lninspect.cli.placement_options import PLACEMENT, placement_config, train_config
+from lninspect.cli.shared import Given
 from lninspect.files import dump_json
 from lninspect.model.text import DOCUMENT_SEPARATOR, TRAINING_TEXT
 from lninspect.placement.data import held_out_windows, load_tokens, sample_batch
@@ -218,11 +213,13 @@ def test_loss_legend_names_every_curve_and_covers_none(trained):
     figure.clear()
 
 
-def test_cli_defaults_match_the_train_config():
-    config = TrainConfig()
-    assert (config.steps, config.warmup) == (TRAIN_STEPS, TRAIN_WARMUP)
-    assert (config.eval_every, config.stats_every) == (TRAIN_EVAL_EVERY, TRAIN_STATS_EVERY)
-    assert config.lrs == [float(v) for v in TRAIN_LRS.split(",")]
+def test_the_cli_takes_its_defaults_from_the_library():
+    defaults = {option.name: option.default_value() for option in PLACEMENT}
+    assert train_config(Given(defaults, PLACEMENT)) == TrainConfig()
+    assert placement_config(Given(defaults, PLACEMENT)) == PlacementConfig()
+    training = Given(defaults | {"train": True}, PLACEMENT)
+    assert placement_config(training) == PlacementConfig.for_mode(True)
+    assert placement_config(training).layouts == ["pre", "post"]
 
 
 runner = CliRunner()
@@ -269,7 +266,7 @@ def test_each_run_writes_a_watch_log_that_run_reads(tmp_path: Path, text_file: P
     logs = tmp_path / "logs"
     train = replace(TRAIN, steps=4, lrs=[1e-3], stats_every=2)
     result = train_placement(
-        replace(MODEL, seeds=1, layouts=["peri"]), train, text_file, log_dir=logs
+        replace(MODEL, seeds=1, layouts=["peri"], baseline="peri"), train, text_file, log_dir=logs
     )
     assert result.training is not None
     log = logs / "peri-warmup3-lr0.001-seed0"

@@ -137,7 +137,7 @@ def test_force_replaces_same_names_and_leaves_others(report_run, tmp_path: Path)
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     (folder / INDEX_HTML).write_text("old")
-    with pytest.raises(LninspectError, match="--force"):
+    with pytest.raises(LninspectError, match="force=True"):
         report.check_report_folder(folder, force=False)
     report.check_report_folder(folder, force=True)
     paths = write_report(result, folder)
@@ -176,7 +176,7 @@ def test_the_library_writes_the_report_folder_the_cli_writes(report_run, tmp_pat
     run = RunOptions(model=cli_doc["model"]["name"], text=TEXT)
     notes: list[str] = []
     result, paths = write_report_folder(
-        run, tmp_path / "out", spikes=SpikeOptions(z=2, top_k=4), notes=notes.append
+        run, tmp_path / "out", spikes=SpikeOptions(spike_z=2, top_k=4), notes=notes.append
     )
     assert sorted(p.name for p in paths) == sorted(REPORT_FILES) and notes == result.notes
     assert json.loads((tmp_path / "out" / REPORT_JSON).read_text()) == cli_doc

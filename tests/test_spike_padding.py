@@ -13,7 +13,7 @@ from lninspect import capture
 from lninspect.options import SpikeOptions
 from tests.conftest import tiny_gpt2
 
-SPIKES = SpikeOptions(z=2.5, max_spikes=10_000)  # d = 32: |z| <= sqrt(31); every spike listed
+SPIKES = SpikeOptions(spike_z=2.5, max_spikes=10_000)  # d = 32: |z| <= sqrt(31); every spike listed
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [12, 13, 14, 0, 0, 0, 0]])
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]])
 
@@ -55,7 +55,9 @@ def test_a_padded_batch_gives_the_spikes_of_its_sequences(model, massive: bool):
     sequences run one at a time (membership, ranks, counts exactly; values to float32)."""
     # low magnitude thresholds make the layer-median rule fire on this random model
     options = (
-        SpikeOptions(z=2.5, max_spikes=10_000, spike_abs=0.05, ratio=2.5) if massive else SPIKES
+        SpikeOptions(spike_z=2.5, max_spikes=10_000, spike_abs=0.05, spike_ratio=2.5)
+        if massive
+        else SPIKES
     )
     padded = _spike_run(model, [(IDS, MASK)], options)
     alone = _spike_run(model, [(IDS[:1], None), (IDS[1:, :3], None)], options)

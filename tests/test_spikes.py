@@ -311,7 +311,7 @@ def test_across_token_order_and_compression_for_a_token_with_a_huge_std():
     x[0, :, 2] = -50.0  # the same large value in every token: the stds are alike
     x[0, :, 0] = 10.0 + torch.arange(10.0)  # dim 0 grows with the token index
     x[0, 9, 1] = 1000.0  # token 9 also has a massive activation: its std is huge
-    norm = run(nn.LayerNorm(D), x, SpikeOptions(z=2.0))
+    norm = run(nn.LayerNorm(D), x, SpikeOptions(spike_z=2.0))
     across = {a.dim: a for a in norm.across_token}
     y = torch.nn.functional.layer_norm(x.double(), (D,))[0]
     column, out = x[0, :, 0].double().numpy(), y[:, 0].numpy()
@@ -373,11 +373,11 @@ def test_per_head_spikes_carry_head_and_token(heads_first: bool):
     q[1, 2, 3 * head_dim + 5] = 30.0  # sequence 1, token 2, head 3, dim 5
     if heads_first:
         module = HeadsFirstNorm(heads, head_dim)
-        with torch.no_grad(), capture(module, spikes=SpikeOptions(z=3.5)) as cap:
+        with torch.no_grad(), capture(module, spikes=SpikeOptions(spike_z=3.5)) as cap:
             module(q)
     else:
         module = nn.RMSNorm(head_dim, eps=1e-6)
-        with torch.no_grad(), capture(module, spikes=SpikeOptions(z=3.5)) as cap:
+        with torch.no_grad(), capture(module, spikes=SpikeOptions(spike_z=3.5)) as cap:
             module(q.view(2, tokens, heads, head_dim))
     norm = cap.result().norms[0]
     top = norm.spikes[0]
@@ -393,7 +393,7 @@ def test_spikes_beyond_the_per_token_cap_are_counted_not_ranked():
     torch.manual_seed(5)
     x = torch.randn(1, 3, D)
     x[0, 1, :12] = 80.0 + torch.arange(12.0)  # 12 spikes on token 1
-    norm = run(nn.LayerNorm(D), x, SpikeOptions(z=1.5, per_token=4))
+    norm = run(nn.LayerNorm(D), x, SpikeOptions(spike_z=1.5, per_token=4))
     assert norm.order.spike_count[0, 1] >= 12
     assert norm.order.spikes == int(norm.order.spike_count.sum())
     assert norm.order.ranked < norm.order.spikes
@@ -510,7 +510,7 @@ def test_ties_are_broken_by_the_lower_index():
     ln = nn.LayerNorm(D)
     with torch.no_grad():  # distinct gains on the tied dims: |y| orders them, |x| cannot
         ln.weight[TIED] = torch.linspace(2.0, 1.0, len(TIED))
-    options = SpikeOptions(z=1.5, per_token=4, top_k=8, max_spikes=5, across_dims=3)
+    options = SpikeOptions(spike_z=1.5, per_token=4, top_k=8, max_spikes=5, across_dims=3)
     norm = run(ln, x, options)
     listed = [(s.sequence, s.token, s.dim) for s in norm.spikes]
     assert listed == [(0, 0, 2), (0, 0, 5), (0, 0, 12), (0, 0, 19), (0, 1, 2)]

@@ -15,12 +15,11 @@ import typer
 from lninspect.cli.app import app, invoke
 from lninspect.cli.options import (
     DEFAULT_OUT,
-    SPIKES,
-    Loss,
+    SPIKES_PANEL,
     LossOpt,
     ModelArg,
     TargetOpt,
-    check_target,
+    check_loss_target,
     folder_name,
 )
 from lninspect.cli.shared import (
@@ -32,12 +31,12 @@ from lninspect.cli.shared import (
     ONE_FILE,
     PRINTED,
     QUIET,
+    SPIKES,
     TEXT,
     WIDE,
     Given,
     shared,
 )
-from lninspect.cli.shared import SPIKES as SPIKE_RULES
 
 SpikesFlag = Annotated[
     bool,
@@ -45,7 +44,7 @@ SpikesFlag = Annotated[
         "--spikes",
         help="Also find activation spikes and measure whether each norm keeps "
         "their order (docs/metrics.md).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 ModelsArg = Annotated[
@@ -82,7 +81,7 @@ ReportForceOpt = Annotated[
 
 
 @app.command()
-@shared(TEXT, CORPUS, MODEL, SPIKE_RULES, ABLATE, FIGURES, PRINTED)
+@shared(TEXT, CORPUS, MODEL, SPIKES, ABLATE, FIGURES, PRINTED)
 def stats(
     ctx: typer.Context, model: ModelArg = None, spikes: SpikesFlag = False, *, given: Given
 ) -> None:
@@ -114,14 +113,14 @@ def stats(
 
 def ablation_asked(given: Given) -> bool:
     """--ablate-spikes; its choices (--ablate-dims, --ablate-layer) only with it."""
-    if not given["ablate_spikes"]:
+    if not given.ablate_spikes:
         for name in ("ablate_dims", "ablate_layer"):
-            if given[name] is not None:
+            if getattr(given, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise typer.BadParameter(
                     "chooses what --ablate-spikes sets: add --ablate-spikes", param_hint=f"'{flag}'"
                 )
-    return bool(given["ablate_spikes"])
+    return bool(given.ablate_spikes)
 
 
 @app.command()
@@ -138,7 +137,7 @@ def norms(ctx: typer.Context, model: ModelArg = None, *, given: Given) -> None:
 def grads(
     ctx: typer.Context,
     model: ModelArg = None,
-    loss: LossOpt = Loss.ce,
+    loss: LossOpt = "ce",
     target: TargetOpt = None,
     *,
     given: Given,
@@ -146,17 +145,17 @@ def grads(
     """Gradient norms on both sides of every normalization module, per token and per layer."""
     from lninspect.cli import commands
 
-    check_target(loss, target)
+    check_loss_target(loss, target)
     run, outputs = given.run(model=model), given.outputs()
-    invoke(ctx, commands.grads, run=run, loss=loss.value, target=target, outputs=outputs)
+    invoke(ctx, commands.grads, run=run, loss=loss, target=target, outputs=outputs)
 
 
 @app.command()
-@shared(TEXT, ONE_FILE, MODEL, SPIKE_RULES, ABLATE, JSON, QUIET, WIDE)
+@shared(TEXT, ONE_FILE, MODEL, SPIKES, ABLATE, JSON, QUIET, WIDE)
 def report(
     ctx: typer.Context,
     models: ReportModelsArg = None,
-    loss: LossOpt = Loss.ce,
+    loss: LossOpt = "ce",
     target: TargetOpt = None,
     out_dir: ReportOutOpt = DEFAULT_OUT,
     force: ReportForceOpt = False,
@@ -170,9 +169,9 @@ def report(
     """
     from lninspect.cli import commands
 
-    check_target(loss, target)
+    check_loss_target(loss, target)
     several = bool(models and len(models) > 1)
-    if several and (loss != Loss.ce or given["revision"]):
+    if several and (loss != "ce" or given.revision):
         raise typer.BadParameter(
             "several models take neither --loss target nor --revision (write id@revision)"
         )
@@ -187,11 +186,11 @@ def report(
         invoke(ctx, commands.compare_report, models=list(models or ()), **request)
         return
     ablate = ablation_asked(given)
-    invoke(ctx, commands.report, loss=loss.value, target=target, ablate=ablate, **request)
+    invoke(ctx, commands.report, loss=loss, target=target, ablate=ablate, **request)
 
 
 @app.command()
-@shared(TEXT, ONE_FILE, MODEL, SPIKE_RULES, FIGURES, PRINTED)
+@shared(TEXT, ONE_FILE, MODEL, SPIKES, FIGURES, PRINTED)
 def compare(ctx: typer.Context, models: ModelsArg, *, given: Given) -> None:
     """Several models or checkpoints on one text: norm by norm, their largest differences.
 

@@ -129,6 +129,9 @@ def main() -> None:
         where = context.command_path if context is not None else "lninspect"
         Output().error(f"{exc.format_message()} (see '{where} --help')")
         code = getattr(exc, "exit_code", EXIT_USAGE)
+    except LninspectError as exc:  # a request the library refused while it was built
+        Output().error(str(exc))
+        code = exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         Output().error("interrupted")
         code = EXIT_INTERRUPTED

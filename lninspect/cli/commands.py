@@ -25,7 +25,7 @@ from lninspect.files import (
     make_folder,
     write_json,
 )
-from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
+from lninspect.options import CorpusOptions, Loss, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results.placement import PlacementConfig
@@ -112,7 +112,7 @@ def norms(run: RunOptions, outputs: Outputs) -> None:
     _publish(outputs, result, [norms_table(result, outputs.wide)])
 
 
-def grads(run: RunOptions, loss: str, target: str | None, outputs: Outputs) -> None:
+def grads(run: RunOptions, loss: Loss, target: str | None, outputs: Outputs) -> None:
     """`lninspect grads`: gradient norms through every norm, per token and per layer."""
     from lninspect.render.catalog import GRADS, names_of, save_grads_figures
     from lninspect.render.grad_tables import grads_table, layer_grads_table
@@ -158,7 +158,7 @@ def placement_train(
 
 def report(
     run: RunOptions,
-    loss: str,
+    loss: Loss,
     target: str | None,
     spikes: SpikeOptions,
     folder: Path,

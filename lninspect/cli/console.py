@@ -20,6 +20,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from lninspect.cli.flags import as_flags
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.escape import visible
 
@@ -68,14 +69,15 @@ class Output:
             raise LninspectError(f"cannot write to stdout: {exc.strerror}", EXIT_RUNTIME) from exc
 
     def note(self, message: str) -> None:
+        """A note on stderr, the library's parameters named by their flags (cli/flags.py)."""
         if not self.quiet:
-            self.err.print(Text(visible(message), style="yellow"), soft_wrap=True)
+            self.err.print(Text(visible(as_flags(message)), style="yellow"), soft_wrap=True)
 
     def error(self, message: str) -> None:
+        """One red line on stderr, the library's parameters named by their flags."""
         # soft_wrap: one line whatever the terminal's width (the terminal may still fold it)
-        self.err.print(
-            Text.assemble(("error: ", "bold red"), (visible(message), "red")), soft_wrap=True
-        )
+        line = visible(as_flags(message))
+        self.err.print(Text.assemble(("error: ", "bold red"), (line, "red")), soft_wrap=True)
 
 
 def _table_width(console: Console, renderable: RenderableType, bound: str) -> int:

@@ -7,23 +7,27 @@ before anything is loaded. Imports neither torch nor transformers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
+from lninspect.cli.flags import as_flags
 from lninspect.errors import LninspectError
-from lninspect.options import MAX_DIM, MAX_LAYER, is_device_name, parse_indices
+from lninspect.options import (
+    MAX_DIM,
+    MAX_LAYER,
+    Bos,
+    DeviceMap,
+    DType,
+    Loss,
+    Reductions,
+    is_device_name,
+    parse_indices,
+)
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-def _check_device(value: str) -> str:
+def check_device(value: str) -> str:
     if not is_device_name(value):
         raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
     return value
@@ -59,12 +63,6 @@ MaxTokensOpt = Annotated[
 ]
 
 
-class Bos(str, Enum):
-    auto = "auto"
-    yes = "yes"
-    no = "no"
-
-
 BosOpt = Annotated[
     Bos,
     typer.Option(
@@ -81,7 +79,7 @@ ChatTemplateOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option(callback=_check_device, help="auto, cpu, cuda, cuda:N or mps.")
+    str, typer.Option(callback=check_device, help="auto, cpu, cuda, cuda:N or mps.")
 ]
 DTypeOpt = Annotated[
     DType, typer.Option(help="Model dtype; statistics are always computed in float32.")
@@ -123,7 +121,7 @@ def _index_list(noun: str, limit: int) -> Callable[[str | None], str | None]:
             try:
                 parse_indices(value, noun, limit)
             except ValueError as exc:
-                raise typer.BadParameter(str(exc)) from None
+                raise typer.BadParameter(as_flags(str(exc))) from None
         return value
 
     return check
@@ -156,14 +154,14 @@ def _check_positive(value: float) -> float:
     return value
 
 
-SPIKES = "Spikes (docs/metrics.md)"
+SPIKES_PANEL = "Spikes (docs/metrics.md)"
 SpikeZOpt = Annotated[
     float,
     typer.Option(
         callback=_check_positive,
         help="The z rule: a dimension with |z| >= this is a spike. |z| can never exceed "
         "sqrt(d - 1) (LayerNorm) or sqrt(d) (RMSNorm): at d <= 37 the default cannot fire.",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 SpikeAbsOpt = Annotated[
@@ -173,7 +171,7 @@ SpikeAbsOpt = Annotated[
         help="The magnitude rule (Sun et al.'s massive activations): |x| above this and "
         "above --spike-ratio x the median |x| of the layer. Small models need less (the "
         "bundled tiny's largest |x| is about 47).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 SpikeRatioOpt = Annotated[
@@ -182,7 +180,7 @@ SpikeRatioOpt = Annotated[
         callback=_check_positive,
         help="The magnitude rule: |x| above this many times the median |x| over every "
         "token and dimension of the module's input in the sequence.",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 AblateOpt = Annotated[
@@ -193,7 +191,7 @@ AblateOpt = Annotated[
         "has them, to their mean over other texts (--ablate-file, else the bundled sample "
         "texts), then to zero, and report both changes of the LM loss with their spread "
         "over those texts (Sun et al. 2024).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 AblateFileOpt = Annotated[
@@ -203,7 +201,7 @@ AblateFileOpt = Annotated[
         help="The other texts of --ablate-spikes, one per non-empty line (default: the "
         "bundled sample texts).",
         show_default=False,
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 
@@ -216,7 +214,7 @@ AblateDimsOpt = Annotated[
         help="--ablate-spikes only these hidden dimensions, e.g. 163,400 (default: every "
         "dimension with a massive activation at that layer).",
         show_default=False,
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 AblateLayerOpt = Annotated[
@@ -227,7 +225,7 @@ AblateLayerOpt = Annotated[
         help="--ablate-spikes at this layer's input (default: the first layer whose input "
         "has a massive activation).",
         show_default=False,
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 TopKOpt = Annotated[
@@ -235,7 +233,7 @@ TopKOpt = Annotated[
     typer.Option(
         min=1,
         help="k of the secondary top-k retention column (all dimensions, not only spikes).",
-        rich_help_panel=SPIKES,
+        rich_help_panel=SPIKES_PANEL,
     ),
 ]
 DEFAULT_OUT = Path("lninspect-report")
@@ -298,18 +296,11 @@ def _check_max_memory(value: str | None) -> str | None:
     try:
         parse_max_memory(value)
     except LninspectError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(as_flags(str(exc))) from None
     return value
 
 
-class DeviceMap(str, Enum):
-    auto = "auto"
-    balanced = "balanced"
-    balanced_low_0 = "balanced_low_0"
-    sequential = "sequential"
-
-
-CORPUS = "Corpus (docs/corpus.md)"
+CORPUS_PANEL = "Corpus (docs/corpus.md)"
 FilesOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -323,7 +314,7 @@ FilesOpt = Annotated[
 LinesOpt = Annotated[
     bool,
     typer.Option(
-        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS
+        "--lines", help="Corpus: one document per non-empty line.", rich_help_panel=CORPUS_PANEL
     ),
 ]
 FieldOpt = Annotated[
@@ -331,7 +322,7 @@ FieldOpt = Annotated[
     typer.Option(
         help="Corpus of JSONL files: the document is this field of each line, e.g. text.",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 SeqLenOpt = Annotated[
@@ -340,7 +331,7 @@ SeqLenOpt = Annotated[
         min=1,
         help="Corpus: tokens per sequence (default: the model's context, at most 1024).",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 BatchSizeOpt = Annotated[
@@ -349,7 +340,7 @@ BatchSizeOpt = Annotated[
         min=1,
         help="Corpus: sequences per forward pass (default: 8).",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 MaxSequencesOpt = Annotated[
@@ -358,7 +349,7 @@ MaxSequencesOpt = Annotated[
         min=1,
         help="Corpus: stop after this many sequences (over all torchrun processes).",
         show_default=False,
-        rich_help_panel=CORPUS,
+        rich_help_panel=CORPUS_PANEL,
     ),
 ]
 NormClassOpt = Annotated[
@@ -388,14 +379,8 @@ MaxMemoryOpt = Annotated[
 ]
 
 
-class ReductionsMode(str, Enum):
-    auto = "auto"
-    eager = "eager"
-    compiled = "compiled"
-
-
 ReductionsOpt = Annotated[
-    ReductionsMode,
+    Reductions,
     typer.Option(
         "--reductions",
         help="Per-token reductions: compiled (one fused pass per norm, torch.compile), eager, "
@@ -404,14 +389,9 @@ ReductionsOpt = Annotated[
 ]
 
 
-class Loss(str, Enum):
-    ce = "ce"
-    target = "target"
-
-
-def check_target(loss: Loss, target: str | None) -> None:
+def check_loss_target(loss: Loss, target: str | None) -> None:
     """--loss target needs --target (checked before anything loads)."""
-    if loss == Loss.target and not target:
+    if loss == "target" and not target:
         raise typer.BadParameter("--loss target needs --target TOKEN", param_hint="'--target'")
 
 
@@ -427,22 +407,24 @@ TargetOpt = Annotated[
 ]
 
 
-class NormKind(str, Enum):
-    layernorm = "layernorm"
-    rmsnorm = "rmsnorm"
-
-
-class Init(str, Enum):
-    xavier = "xavier"
-    gpt2 = "gpt2"
-
-
 def positive_ints(value: str) -> list[int]:
     """`6,12,24` -> [6, 12, 24], sorted and without repeats; BadParameter otherwise."""
+    return _positive(value, int, "integers", "depth must be at least 1")
+
+
+def positive_floats(value: str, noun: str) -> list[float]:
+    """`1e-3,3e-3` -> [0.001, 0.003], sorted and without repeats; BadParameter otherwise."""
+    return _positive(value, float, "numbers", f"{noun} must be a positive number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _positive(value: str, kind: Callable[[str], N], plural: str, rule: str) -> list[N]:
     try:
-        numbers = sorted({int(v) for v in value.split(",")})
+        numbers = sorted({kind(v) for v in value.split(",")})
     except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
-    if numbers[0] < 1:
-        raise typer.BadParameter(f"'{value}': every depth must be at least 1")
+        raise typer.BadParameter(f"'{value}' is not a comma-separated list of {plural}") from None
+    if not all(0 < n < float("inf") for n in numbers):
+        raise typer.BadParameter(f"'{value}': every {rule}")
     return numbers

@@ -1,9 +1,7 @@
-"""The defaults and checks of `lninspect placement` and its `--train` mode (no torch, no numpy).
+"""The options of `lninspect placement` and its `--train` mode (no torch, no numpy).
 
-The two modes share the model's options but not their defaults: the measurement at
-initialization is one backward pass per seed and affords d = 256 and 8 seeds in seconds; the
-training runs a grid of models for hundreds of steps and must finish on two CPU cores in a
-few minutes (docs/placement.md says what each default costs, measured).
+Their defaults and checks are the library's (lninspect.placement.config): the help quotes
+the defaults of both modes; only which options belong to which mode is checked here.
 """
 
 from __future__ import annotations
@@ -13,34 +11,23 @@ from typing import Annotated, Any
 
 import typer
 
-from lninspect.cli.options import Init, NormKind, positive_ints
+from lninspect.cli.flags import as_flags
+from lninspect.cli.options import check_device, positive_floats, positive_ints
 from lninspect.cli.shared import Given, Shared
-from lninspect.options import is_device_name
+from lninspect.errors import LninspectError
+from lninspect.placement.config import (
+    AT_INIT,
+    MAX_DROPOUT,
+    TRAINING,
+    Init,
+    NormKind,
+    PlacementConfig,
+    TrainConfig,
+)
 from lninspect.placement.layouts import DEFAULT_BASELINE, LAYOUTS
 
-INIT_SEEDS = 8
-TRAIN_SEEDS = 3
-INIT_SHAPE: dict[str, Any] = {
-    "layers": 12,
-    "d_model": 256,
-    "seeds": INIT_SEEDS,
-    "seq_len": 128,
-    "batch": 4,
-}
-TRAIN_SHAPE: dict[str, Any] = {
-    "layers": 6,
-    "d_model": 64,
-    "seeds": TRAIN_SEEDS,
-    "seq_len": 64,
-    "batch": 8,
-}
-TRAIN_STEPS = 200
-TRAIN_WARMUP = 50
-TRAIN_LRS = "1e-3,3e-3"
-TRAIN_EVAL_EVERY = 20
-TRAIN_STATS_EVERY = 25
-INIT_LAYOUTS = ",".join(LAYOUTS)  # every layout: measured to cost well under a minute
-TRAIN_LAYOUTS = "pre,post"  # each layout adds the whole grid's minutes of CPU
+DEFAULTS = PlacementConfig()
+TRAIN = TrainConfig()
 
 
 def layout_names(value: str) -> list[str]:
@@ -64,31 +51,15 @@ def check_baseline(value: str) -> str:
     return value
 
 
-def positive_floats(value: str) -> list[float]:
-    """`1e-3,3e-3` -> [0.001, 0.003], sorted and without repeats; BadParameter otherwise."""
-    try:
-        numbers = sorted({float(v) for v in value.split(",")})
-    except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a comma-separated list of numbers") from None
-    if not all(0 < n < float("inf") for n in numbers):
-        raise typer.BadParameter(f"'{value}': every learning rate must be a positive number")
-    return numbers
-
-
-def check_rates(value: str) -> str:
-    positive_floats(value)
+def check_rates(value: str | None) -> str | None:
+    if value is not None:
+        positive_floats(value, "learning rate")
     return value
 
 
 def check_optional_depths(value: str | None) -> str | None:
     if value is not None:
         positive_ints(value)
-    return value
-
-
-def check_device(value: str) -> str:
-    if not is_device_name(value):
-        raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
     return value
 
 
@@ -126,7 +97,7 @@ def check_mode(
         )
 
 
-TRAINING = "Training (--train; docs/placement.md)"
+TRAINING_PANEL = "Training (--train; docs/placement.md)"
 
 
 def _option(kind: Any, *decls: str, **info: Any) -> Any:
@@ -135,7 +106,7 @@ def _option(kind: Any, *decls: str, **info: Any) -> Any:
 
 
 def _training(kind: Any, *decls: str, **info: Any) -> Any:
-    return _option(kind, *decls, rich_help_panel=TRAINING, **info)
+    return _option(kind, *decls, rich_help_panel=TRAINING_PANEL, **info)
 
 
 # The options of `placement`, in the order of its --help; `into` is empty: the two configs
@@ -147,8 +118,8 @@ PLACEMENT = (
             str | None,
             callback=check_optional_depths,
             show_default=False,
-            help="Depths L, comma-separated; several make a sweep. Default: 12; 6 with --train "
-            "(one depth only).",
+            help="Depths L, comma-separated; several make a sweep. Default: "
+            f"{AT_INIT.layers}; {TRAINING.layers} with --train (one depth only).",
         ),
         (),
         default=None,
@@ -161,7 +132,7 @@ PLACEMENT = (
             callback=check_layouts,
             show_default=False,
             help=f"Norm layouts, comma-separated, of {', '.join(LAYOUTS)} "
-            f"(docs/placement.md). Default: all; {TRAIN_LAYOUTS} with --train.",
+            f"(docs/placement.md). Default: all; {','.join(TRAINING.layouts)} with --train.",
         ),
         (),
         default=None,
@@ -182,25 +153,29 @@ PLACEMENT = (
             int | None,
             min=8,
             show_default=False,
-            help="Width d of the residual stream. Default: 256; 64 with --train.",
+            help=f"Width d of the residual stream. Default: {AT_INIT.d_model}; "
+            f"{TRAINING.d_model} with --train.",
         ),
         (),
         default=None,
     ),
     Shared(
-        "heads", _option(int, min=1, help="Attention heads; must divide --d-model."), (), default=4
+        "heads",
+        _option(int, min=1, help="Attention heads; must divide --d-model."),
+        (),
+        default=DEFAULTS.heads,
     ),
     Shared(
         "mlp_ratio",
         _option(int, min=1, help="FFN hidden width / d: 1 as in the paper's analysis, 4 in GPT-2."),
         (),
-        default=1,
+        default=DEFAULTS.mlp_ratio,
     ),
     Shared(
         "norm",
         _option(NormKind, help="The norm in every position."),
         (),
-        default=NormKind.layernorm,
+        default=DEFAULTS.norm,
     ),
     Shared(
         "init",
@@ -210,7 +185,7 @@ PLACEMENT = (
             "N(0, 0.02) with residual projections scaled by 1/sqrt(2L), the control.",
         ),
         (),
-        default=Init.xavier,
+        default=DEFAULTS.init,
     ),
     Shared(
         "seeds",
@@ -219,7 +194,7 @@ PLACEMENT = (
             min=1,
             show_default=False,
             help=f"Models (and token batches) per configuration; intervals are over them. "
-            f"Default: {INIT_SEEDS}; {TRAIN_SEEDS} with --train.",
+            f"Default: {AT_INIT.seeds}; {TRAINING.seeds} with --train.",
         ),
         (),
         default=None,
@@ -247,7 +222,7 @@ PLACEMENT = (
         default=False,
     ),
     Shared(
-        "steps", _training(int, min=1, help="Optimizer steps per run."), (), default=TRAIN_STEPS
+        "steps", _training(int, min=1, help="Optimizer steps per run."), (), default=TRAIN.steps
     ),
     Shared(
         "warmup",
@@ -257,13 +232,20 @@ PLACEMENT = (
             help="Steps of linear warm-up; every run is also made without one (0: only without).",
         ),
         (),
-        default=TRAIN_WARMUP,
+        default=TRAIN.warmup,
     ),
     Shared(
         "lr",
-        _training(str, "--lr", callback=check_rates, help="Peak learning rates, comma-separated."),
+        _training(
+            str | None,
+            "--lr",
+            callback=check_rates,
+            show_default=False,
+            help="Peak learning rates, comma-separated. Default: "
+            f"{','.join(f'{lr:g}' for lr in TRAIN.lrs)}.",
+        ),
         (),
-        default=TRAIN_LRS,
+        default=None,
     ),
     Shared(
         "file",
@@ -284,7 +266,8 @@ PLACEMENT = (
             int | None,
             min=2,
             show_default=False,
-            help="Tokens per sequence. Default: 128; 64 with --train.",
+            help=f"Tokens per sequence. Default: {AT_INIT.seq_len}; {TRAINING.seq_len} with "
+            "--train.",
         ),
         (),
         default=None,
@@ -295,28 +278,29 @@ PLACEMENT = (
             int | None,
             min=1,
             show_default=False,
-            help="Sequences per seed (per step with --train). Default: 4; 8 with --train.",
+            help="Sequences per seed (per step with --train). Default: "
+            f"{AT_INIT.batch}; {TRAINING.batch} with --train.",
         ),
         (),
         default=None,
     ),
     Shared(
         "dropout",
-        _training(float, min=0.0, max=0.9, help="Dropout while training."),
+        _training(float, min=0.0, max=MAX_DROPOUT, help="Dropout while training."),
         (),
-        default=0.1,
+        default=TRAIN.dropout,
     ),
     Shared(
         "eval_every",
         _training(int, min=1, help="Held-out loss every N steps."),
         (),
-        default=TRAIN_EVAL_EVERY,
+        default=TRAIN.eval_every,
     ),
     Shared(
         "stats_every",
         _training(int, min=1, help="The norms' input statistics every N steps."),
         (),
-        default=TRAIN_STATS_EVERY,
+        default=TRAIN.stats_every,
     ),
     Shared(
         "log_dir",
@@ -347,64 +331,55 @@ PLACEMENT = (
             str, callback=check_device, help="Where to train: cpu, cuda, cuda:N, mps or auto."
         ),
         (),
-        default="cpu",
+        default=TRAIN.device,
     ),
 )
 
 
-def placement_config(given: Given) -> Any:
-    """The model and the data of either mode, its defaults filled in (TRAIN_SHAPE with --train,
-    INIT_SHAPE without), checked against the mode."""
-    from lninspect.results.placement import PlacementConfig
-
-    train = given["train"]
-    shape = TRAIN_SHAPE if train else INIT_SHAPE
-    depths = positive_ints(given["layers"] or str(shape["layers"]))
-    d_model, heads = given["d_model"] or shape["d_model"], given["heads"]
-    if d_model % heads:
-        raise typer.BadParameter(
-            f"{d_model} is not divisible by --heads {heads}", param_hint="'--d-model'"
-        )
+def placement_config(given: Given) -> PlacementConfig:
+    """The model and the data of either mode, the mode's defaults filled in by the library
+    (PlacementConfig.for_mode), after the options of the other mode are refused."""
+    depths = positive_ints(given.layers) if given.layers else None
     check_mode(
-        train,
-        depths,
-        text=given["text"],
-        file=given["file"],
-        device=given["device"],
-        log_dir=given["log_dir"],
+        given.train,
+        depths or [],
+        text=given.text,
+        file=given.file,
+        device=given.device,
+        log_dir=given.log_dir,
     )
-    layouts = layout_names(given["placements"] or (TRAIN_LAYOUTS if train else INIT_LAYOUTS))
-    if given["baseline"] not in layouts:
-        raise typer.BadParameter(
-            f"'{given['baseline']}' is not among --placements {','.join(layouts)}",
-            param_hint="'--baseline'",
+    try:
+        return PlacementConfig.for_mode(
+            given.train,
+            layers=depths,
+            d_model=given.d_model,
+            heads=given.heads,
+            mlp_ratio=given.mlp_ratio,
+            norm=given.norm,
+            init=given.init,
+            seeds=given.seeds,
+            seq_len=given.seq_len,
+            batch=given.batch,
+            layouts=layout_names(given.placements) if given.placements else None,
+            baseline=given.baseline,
         )
-    return PlacementConfig(
-        layers=depths,
-        d_model=d_model,
-        heads=heads,
-        mlp_ratio=given["mlp_ratio"],
-        norm=given["norm"].value,
-        init=given["init"].value,
-        seeds=given["seeds"] or shape["seeds"],
-        seq_len=given["seq_len"] or shape["seq_len"],
-        batch=given["batch"] or shape["batch"],
-        layouts=layouts,
-        baseline=given["baseline"],
-    )
+    except LninspectError as exc:
+        raise typer.BadParameter(as_flags(str(exc))) from None
 
 
-def train_config(given: Given) -> Any:
+def train_config(given: Given) -> TrainConfig:
     """The training of --train: steps, warm-up, learning rates, schedule of measurements."""
-    from lninspect.results.placement_training import TrainConfig
-
-    return TrainConfig(
-        steps=given["steps"],
-        warmup=given["warmup"],
-        lrs=positive_floats(given["lr"]),
-        dropout=given["dropout"],
-        eval_every=given["eval_every"],
-        stats_every=given["stats_every"],
-        target_loss=given["target_loss"],
-        device=given["device"],
-    )
+    lrs = positive_floats(given.lr, "learning rate") if given.lr else TRAIN.lrs
+    try:
+        return TrainConfig(
+            steps=given.steps,
+            warmup=given.warmup,
+            lrs=lrs,
+            dropout=given.dropout,
+            eval_every=given.eval_every,
+            stats_every=given.stats_every,
+            target_loss=given.target_loss,
+            device=given.device,
+        )
+    except LninspectError as exc:
+        raise typer.BadParameter(as_flags(str(exc))) from None

@@ -4,6 +4,10 @@ training runs (optimizer steps of the whole grid, and what runs now).
 On a terminal: a bar on stderr, once a run has lasted `delay` seconds (quick runs print
 nothing extra), removed when done. On a pipe or a file (`| tee`, a CI log): a plain line
 every `interval` seconds. Neither with --quiet.
+
+The bars are Rich's `Progress` and its columns; what this module adds is what Rich's has
+not: the delayed start, and the plain lines where there is no terminal (Rich's progress
+draws nothing on a pipe until it stops).
 """
 
 from __future__ import annotations

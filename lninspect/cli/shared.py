@@ -16,7 +16,6 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, TypeVar
 
 from lninspect.cli import options as opt
@@ -36,11 +35,6 @@ REQUESTS: dict[str, type] = {
     "corpus": CorpusOptions,
     "outputs": Outputs,
 }
-
-
-def _plain(value: Any) -> Any:
-    """An Enum's value (what the requests hold), anything else as it is."""
-    return value.value if isinstance(value, Enum) else value
 
 
 def _layers(value: str | None) -> tuple[int, ...] | None:
@@ -67,7 +61,7 @@ class Shared:
     alias: Any
     into: tuple[str, ...]
     field: str | None = None
-    convert: Callable[[Any], Any] = _plain
+    convert: Callable[[Any], Any] | None = None  # None: the value as it is
     default: Any = FROM_FIELD  # the default of the request's field, unless given
 
     def default_value(self) -> Any:
@@ -81,7 +75,7 @@ class Shared:
 # The groups; a command takes those it needs (help lists their options in this order).
 MODEL = (
     Shared("device", opt.DeviceOpt, ("run",)),
-    Shared("dtype", opt.DTypeOpt, ("run",), default=opt.DType.float32),
+    Shared("dtype", opt.DTypeOpt, ("run",)),
     Shared("revision", opt.RevisionOpt, ("run",)),
     Shared("gguf_file", opt.GgufFileOpt, ("run",)),
     Shared("trust_remote_code", opt.TrustOpt, ("run",)),
@@ -94,11 +88,11 @@ TEXT = (
     Shared("text", opt.TextOpt, ("run",)),
     Shared("encoding", opt.EncodingOpt, ("run", "corpus")),
     Shared("max_tokens", opt.MaxTokensOpt, ("run",)),
-    Shared("bos", opt.BosOpt, ("run",), default=opt.Bos.auto),
+    Shared("bos", opt.BosOpt, ("run",)),
     Shared("chat_template", opt.ChatTemplateOpt, ("run",)),
     Shared("stride", opt.StrideOpt, ("run",)),
     Shared("layers", opt.LayerFilterOpt, ("run",), convert=_layers),
-    Shared("reductions", opt.ReductionsOpt, ("run",), default=opt.ReductionsMode.auto),
+    Shared("reductions", opt.ReductionsOpt, ("run",)),
 )
 ONE_FILE = (Shared("file", opt.FileOpt, ("run",)),)
 CORPUS = (  # stats: several --file, or a glob, make a corpus (lninspect.options.CorpusOptions)
@@ -111,8 +105,8 @@ CORPUS = (  # stats: several --file, or a glob, make a corpus (lninspect.options
 )
 SPIKES = (
     Shared("spike_abs", opt.SpikeAbsOpt, ("spikes",)),
-    Shared("spike_ratio", opt.SpikeRatioOpt, ("spikes",), "ratio"),
-    Shared("spike_z", opt.SpikeZOpt, ("spikes",), "z"),
+    Shared("spike_ratio", opt.SpikeRatioOpt, ("spikes",)),
+    Shared("spike_z", opt.SpikeZOpt, ("spikes",)),
     Shared("top_k", opt.TopKOpt, ("spikes",)),
 )
 ABLATE = (
@@ -134,20 +128,25 @@ PRINTED = (*JSON, *FORCE, *QUIET, *WIDE)  # the commands that print tables and w
 
 @dataclass(frozen=True)
 class Given:
-    """The values of a command's shared options, and the requests built from them."""
+    """The values of a command's shared options, each an attribute (`given.seq_len`), and the
+    requests built from them."""
 
     values: Mapping[str, Any]
     declared: tuple[Shared, ...]
 
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
+    def __getattr__(self, name: str) -> Any:  # only for names that are not the class's own
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def fields(self, request: str) -> dict[str, Any]:
         """The request's fields that this command's options fill, converted."""
         return {
-            d.field or d.name: d.convert(self.values[d.name])
+            d.field or d.name: d.convert(value) if d.convert else value
             for d in self.declared
             if request in d.into
+            for value in (self.values[d.name],)
         }
 
     def run(self, **own: Any) -> RunOptions:
@@ -175,6 +174,10 @@ def shared(*groups: tuple[Shared, ...]) -> Callable[[Command], Command]:
     ones after them, in the order of `groups`.
     """
     declared = tuple(d for group in groups for d in group)
+    taken = {*dir(Given), *(f.name for f in dataclasses.fields(Given))}
+    hidden = [d.name for d in declared if d.name in taken]
+    if hidden:  # read as given.NAME, an option may not share a name with Given's own
+        raise TypeError(f"options named as Given's attributes: {', '.join(hidden)}")
 
     def decorate(command: Command) -> Command:
         own = inspect.signature(command, eval_str=True).parameters

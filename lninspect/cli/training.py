@@ -31,18 +31,18 @@ def placement(ctx: typer.Context, *, given: Given) -> None:
     from lninspect.cli import commands
 
     config, outputs = placement_config(given), given.outputs()
-    if given["train"]:
+    if given.train:
         training = train_config(given)
         request = {
             "config": config,
             "train": training,
-            "file": given["file"],
+            "file": given.file,
             "outputs": outputs,
-            "log_dir": given["log_dir"],
+            "log_dir": given.log_dir,
         }
         invoke(ctx, commands.placement_train, **request)
     else:
-        invoke(ctx, commands.placement, config=config, text=given["text"], outputs=outputs)
+        invoke(ctx, commands.placement, config=config, text=given.text, outputs=outputs)
 
 
 @app.command("run")

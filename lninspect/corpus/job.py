@@ -27,7 +27,8 @@ from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.hooks.census import trajectory
 from lninspect.jobs import check_run_memory, load, model_norms, select_layers
-from lninspect.model.loading import LoadedModel, Tokenizer
+from lninspect.model.loading import LoadedModel
+from lninspect.model.tokenizer import Tokenizer
 from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
 from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
 
@@ -48,14 +49,14 @@ def run_corpus_stats(
     world = world or world_from_env()
     if world.distributed and options.device_map is not None:
         raise LninspectError(
-            "--device-map cannot be combined with torchrun: each rank would "
+            "device_map= cannot be combined with torchrun: each rank would "
             "spread its own copy of the model over the same devices"
         )
     loaded = load(replace(options, device=rank_device(world, options.device)))
     with process_group(world, loaded.device):
         norms = select_layers(loaded, model_norms(loaded, options.norm_classes), options.layers)
         seq_len = sequence_length(loaded, corpus.seq_len)
-        check_run_memory(loaded, seq_len, corpus.batch, False, "--seq-len or --batch-size")
+        check_run_memory(loaded, seq_len, corpus.batch, False, "seq_len= or batch_size=")
         reader = CorpusReader(
             paths,
             corpus,
@@ -100,9 +101,9 @@ def run_corpus_stats(
         norms=results,
         passes=passes,
         notes=loaded.notes + _notes(results, passes),
-        spike_z=spikes.z if spikes is not None else None,
+        spike_z=spikes.spike_z if spikes is not None else None,
         spike_abs=spikes.spike_abs if spikes is not None else None,
-        spike_ratio=spikes.ratio if spikes is not None else None,
+        spike_ratio=spikes.spike_ratio if spikes is not None else None,
         trajectory=trajectory(
             aggregator.census,
             loaded.info.hidden_size,
@@ -114,11 +115,11 @@ def run_corpus_stats(
 def _check(options: RunOptions) -> None:
     """Refuse the options of single-text mode."""
     if options.text is not None:
-        raise LninspectError("give either --text or a corpus (--file ...), not both")
+        raise LninspectError("give either text= or a corpus (files=...), not both")
     if options.max_tokens is not None or options.stride is not None:
         raise LninspectError(
-            "--max-tokens and --stride apply to one text; a corpus is cut by "
-            "--seq-len and limited by --max-sequences"
+            "max_tokens= and stride= apply to one text; a corpus is cut by "
+            "seq_len= and limited by max_sequences="
         )
 
 
@@ -171,7 +172,7 @@ def sequence_length(loaded: LoadedModel, seq_len: int | None) -> int:
         return min(context or DEFAULT_SEQ_LEN, DEFAULT_SEQ_LEN)
     if context is not None and seq_len > context:
         raise LninspectError(
-            f"--seq-len {seq_len} is longer than the model's context of {context} tokens"
+            f"seq_len={seq_len} is longer than the model's context of {context} tokens"
         )
     return seq_len
 

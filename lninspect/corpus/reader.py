@@ -47,7 +47,7 @@ def expand_files(patterns: Iterable[str]) -> list[Path]:
                 Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()
             )
             if not matches:
-                raise LninspectError(f"--file '{pattern}' matches no file")
+                raise LninspectError(f"files='{pattern}' matches no file")
         else:
             path = Path(pattern)
             if not path.exists():
@@ -59,7 +59,7 @@ def expand_files(patterns: Iterable[str]) -> list[Path]:
             matches = [path]
         found.update(dict.fromkeys(matches))
     if not found:
-        raise LninspectError("no corpus file given: use --file")
+        raise LninspectError("no corpus file given: use files=")
     return list(found)
 
 
@@ -176,7 +176,7 @@ def _read(path: Path, encoding: str) -> str:
     with _readable(path, encoding), path.open(encoding=_without_bom(encoding)) as handle:
         text = handle.read(MAX_DOCUMENT_CHARS + 1)
     if len(text) > MAX_DOCUMENT_CHARS:
-        raise _too_long(f"'{path}'", "give one document per line with --lines")
+        raise _too_long(f"'{path}'", "give one document per line with lines=True")
     return text
 
 
@@ -213,7 +213,7 @@ def _readable(path: Path, encoding: str) -> Iterator[None]:
         yield
     except UnicodeDecodeError as exc:
         raise LninspectError(
-            f"'{path}' is not valid {encoding} text (byte {exc.start}); choose with --encoding"
+            f"'{path}' is not valid {encoding} text (byte {exc.start}); choose with encoding="
         ) from exc
     except LookupError as exc:
         raise LninspectError(f"unknown encoding '{encoding}'") from exc
@@ -234,7 +234,7 @@ def _json_field(path: Path, number: int, line: str, field: str) -> str:
     except ValueError as exc:  # a number of more digits than Python converts
         raise LninspectError(f"{path}:{number}: not a JSON line ({exc})") from exc
     if not isinstance(record, dict) or field not in record:
-        raise LninspectError(f"{path}:{number}: no field '{field}' (choose with --field)")
+        raise LninspectError(f"{path}:{number}: no field '{field}' (choose with field=)")
     value = record[field]
     if not isinstance(value, str):
         raise LninspectError(

@@ -31,10 +31,12 @@ import torch
 from torch.fx.experimental import _config as _shape_config
 
 from lninspect.hooks.reduce import token_nonfinite, token_norm, token_stats
+from lninspect.options import Reductions as Modes
+from lninspect.options import choices
 from lninspect.statistics import FORWARD
 
 Tensor = torch.Tensor
-MODES = ("auto", "eager", "compiled")
+MODES = choices(Modes)
 # The forward statistics' keys by dtype, in declaration order: one stacked output per dtype.
 DTYPES = tuple(dict.fromkeys(s.dtype for s in FORWARD))
 GROUPS = tuple(tuple(s.key for s in FORWARD if s.dtype == dtype) for dtype in DTYPES)
@@ -160,7 +162,7 @@ class _Compiled:
             return _size_oblivious(self.functions[name], args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager path is exact
             self.failed = True
-            log.info("compiled reductions unavailable, using eager ones (--debug: why)")
+            log.info("compiled reductions unavailable, using eager ones (the DEBUG log says why)")
             log.debug("torch.compile failed: %s: %s", type(exc).__name__, exc, exc_info=True)
             return None
 

@@ -223,7 +223,7 @@ def _spike_mask(
     """
     keep4 = None if keep is None else keep.unsqueeze(-1)  # (S, T, 1, 1)
     massive = massive_mask(a_x, options, keep4)
-    spike = massive | (centred >= options.z * s.unsqueeze(-1))
+    spike = massive | (centred >= options.spike_z * s.unsqueeze(-1))
     if keep4 is None:
         return spike, massive
     return spike & keep4, massive & keep4
@@ -236,7 +236,7 @@ def massive_mask(a_x: Tensor, options: SpikeOptions, keep: Tensor | None = None)
     flat_keep = None if keep is None else keep.expand_as(a_x).reshape(sequences, -1)
     median = masked_median(a_x.reshape(sequences, -1), flat_keep, dim=-1)
     median = median.view(sequences, *[1] * (a_x.dim() - 1))
-    return (a_x > options.spike_abs) & (a_x > options.ratio * median)
+    return (a_x > options.spike_abs) & (a_x > options.spike_ratio * median)
 
 
 def _rank(size: Tensor, dims: Tensor) -> Tensor:

@@ -13,8 +13,9 @@ from collections import Counter
 from typing import Any
 
 from lninspect.errors import LninspectError
+from lninspect.options import DeviceMap, choices
 
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+DEVICE_MAPS = choices(DeviceMap)
 _MEMORY_ITEM = re.compile(r"^(cpu|mps|disk|cuda:\d+|\d+)=(\d+(\.\d+)?\s*([KMGT]i?B)?)$", re.I)
 
 
@@ -56,12 +57,12 @@ def check_device_map(device_map: str | None, max_memory: str | None) -> None:
     """Refuse, before loading, a device map that cannot work here."""
     if device_map is None:
         if max_memory:
-            raise LninspectError("--max-memory needs --device-map")
+            raise LninspectError("max_memory= needs device_map=")
         return
     if device_map not in DEVICE_MAPS:
-        raise LninspectError(f"--device-map '{device_map}': use one of {', '.join(DEVICE_MAPS)}")
+        raise LninspectError(f"device_map='{device_map}': use one of {', '.join(DEVICE_MAPS)}")
     if importlib.util.find_spec("accelerate") is None:
-        raise LninspectError("--device-map needs accelerate: pip install 'lninspect[scale]'")
+        raise LninspectError("device_map= needs accelerate: pip install 'lninspect[scale]'")
     parse_max_memory(max_memory)
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 import pickle
 import sys
@@ -17,13 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lninspect.errors import EXIT_RUNTIME, LninspectError
+from lninspect.errors import EXIT_RUNTIME, LninspectError, first_line
 from lninspect.model.causal import check_causal
-from lninspect.model.chat import BoundedRenderer
 from lninspect.model.checks import (
     check_fields,
     check_folder,
-    check_gguf_fields,
     dimension,
     estimated_parameters,
 )
@@ -34,11 +30,10 @@ from lninspect.model.device_map import (
     memory_budget,
     parse_max_memory,
 )
-from lninspect.model.gguf_header import read_header
+from lninspect.model.gguf import check_gguf, quiet_gguf
 from lninspect.model.memory import Need, check_fits, parameter_bytes, size
 from lninspect.model.sources import (
     ALTERNATIVES,
-    GGUF_SUFFIX,
     Source,
     default_model,
     hub_answers,
@@ -47,7 +42,8 @@ from lninspect.model.sources import (
     locate,
     unreachable,
 )
-from lninspect.options import is_device_name
+from lninspect.model.tokenizer import Tokenizer, load_tokenizer
+from lninspect.options import DType, choices, is_device_name
 from lninspect.results import ModelInfo
 
 MAX_BUILT_LAYERS = 2048  # deeper configs are sized from their numbers alone (not built)
@@ -58,55 +54,7 @@ GPT2_FAMILY = {
     "gpt2-large": (1280, 36, 20),
     "gpt2-xl": (1600, 48, 25),
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class Tokenizer:
-    """Text to token ids and back to readable pieces; `hf` is None for the byte fallback."""
-
-    hf: Any | None
-    chat: BoundedRenderer | None = field(default=None, repr=False, compare=False)
-
-    def encode(self, text: str, special_tokens: bool = True) -> list[int]:
-        """Token ids of `text`, with the model's special tokens (BOS) unless told not to."""
-        if self.hf is None:
-            return list(text.encode("utf-8"))
-        # verbose=False: no warning that the ids exceed the model's length (lninspect cuts them)
-        return list(self.hf(text, add_special_tokens=special_tokens, verbose=False)["input_ids"])
-
-    def encode_text(self, text: str, bos: str = "auto", chat_template: bool = False) -> list[int]:
-        """Token ids of a run's text: `bos` auto (the tokenizer's own choice), yes (a BOS
-        first, added when the tokenizer adds none) or no (a leading BOS removed);
-        `chat_template`: the text as one user turn of the tokenizer's chat template."""
-        if chat_template:
-            template = getattr(self.hf, "chat_template", None)
-            if not template or self.hf is None:
-                raise LninspectError("--chat-template: the tokenizer has no chat template")
-            if self.chat is None:
-                self.chat = BoundedRenderer(self._apply_chat_template)
-            text = self.chat(text)
-        ids = self.encode(text, special_tokens=not chat_template)
-        first = getattr(self.hf, "bos_token_id", None)
-        if bos == "yes" and (not ids or ids[0] != first):
-            if first is None:
-                raise LninspectError("--bos yes: the tokenizer has no BOS token")
-            ids = [first, *ids]
-        elif bos == "no" and ids and first is not None and ids[0] == first:
-            ids = ids[1:]
-        return ids
-
-    def _apply_chat_template(self, text: str) -> str:
-        """The text as one user turn of the chat template (run in BoundedRenderer's child)."""
-        assert self.hf is not None
-        turn = [{"role": "user", "content": text}]
-        return str(self.hf.apply_chat_template(turn, tokenize=False, add_generation_prompt=True))
-
-    def pieces(self, ids: list[int]) -> list[str]:
-        """One readable string per token id."""
-        if self.hf is None:
-            return [chr(i) if 32 <= i < 127 else f"<{i:02x}>" for i in ids]
-        return [self.hf.decode([i]) for i in ids]
+DTYPES = {name: getattr(torch, name) for name in choices(DType)}
 
 
 @dataclass
@@ -157,7 +105,7 @@ def load_model(
     from transformers.utils import logging as transformers_logging
 
     if not 0 <= seed < 1 << 64:  # torch.manual_seed's range, checked before loading
-        raise LninspectError(f"--seed {seed} is outside 0..2**64-1")
+        raise LninspectError(f"seed={seed} is outside 0..2**64-1")
     transformers_logging.disable_progress_bar()
     _logs_as_notes(transformers_logging.get_logger())
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
@@ -171,13 +119,13 @@ def load_model(
         notes.append(f"model: {spec} ({why})")
     source = locate(spec, revision, gguf_file)
     if revision is not None and source.kind != "hub":
-        notes.append(f"--revision {revision} ignored: '{spec}' is not a Hugging Face Hub model")
+        notes.append(f"revision={revision} ignored: '{spec}' is not a Hugging Face Hub model")
         revision = None
     if source.kind == "gguf":
-        _check_gguf(source)
+        check_gguf(source)
     if source.kind == "random":
         if device_map is not None:
-            raise LninspectError("--device-map needs a model with weight files, not random:")
+            raise LninspectError("device_map= needs a model with weight files, not random:")
         config = _random_config(source.path, trust_remote_code)
     else:
         if source.kind == "hub" and source.local_only and not hub_offline():
@@ -199,7 +147,7 @@ def load_model(
             "gguf_file": source.gguf_file,
             **from_pretrained_kwargs(device_map, max_memory),
         }
-        with _readable(spec), _quiet_gguf(source.kind == "gguf"):
+        with _readable(spec), quiet_gguf(source.kind == "gguf"):
             model, loading = _auto_model().from_pretrained(
                 source.path,
                 config=config,
@@ -217,7 +165,7 @@ def load_model(
     check_causal(model, spec, torch_device)
     # random: weights have no files; a tokenizer of that name is only taken from the cache
     text_tokenizer = (
-        _load_tokenizer(
+        load_tokenizer(
             source.path,
             revision,
             trust_remote_code,
@@ -291,45 +239,6 @@ def _config(source: Source, revision: str | None, trust_remote_code: bool) -> An
         )
 
 
-def _check_gguf(source: Source) -> None:
-    """A GGUF file's header walked within bounds and its numbers checked before transformers
-    reads it (its reader builds objects per metadata element: lninspect.model.gguf_header)."""
-    _check_gguf_reader()
-    path = os.path.join(source.path, source.gguf_file or "")
-    name = source.spec if source.spec.lower().endswith(GGUF_SUFFIX) else path
-    check_gguf_fields(read_header(path, name).values, name)
-
-
-@contextmanager
-def _quiet_gguf(gguf: bool) -> Iterator[None]:
-    """transformers' GGUF loader draws a tqdm bar of its own ("Converting and de-quantizing
-    GGUF tensors..."), which disable_progress_bar() does not reach: it is switched off for
-    the load and restored after (stderr keeps one-line notes, piped or in a notebook)."""
-    if not gguf:
-        yield
-        return
-    import transformers.modeling_gguf_pytorch_utils as gguf_loader
-
-    bar = gguf_loader.tqdm
-    gguf_loader.tqdm = functools.partial(bar, disable=True)
-    try:
-        yield
-    finally:
-        gguf_loader.tqdm = bar
-
-
-def _check_gguf_reader() -> None:
-    """transformers reads GGUF files through the `gguf` package and loads them only with
-    `accelerate`: optional dependencies, the `gguf` extra."""
-    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise LninspectError(
-            f"a .gguf model needs the `{'` and `'.join(missing)}` package"
-            f"{'s' if len(missing) > 1 else ''}, which {'are' if len(missing) > 1 else 'is'} "
-            "not installed: pip install 'lninspect[gguf]'"
-        )
-
-
 def _check_parameter_memory(
     spec: str,
     config: Any,
@@ -365,7 +274,7 @@ def _check_parameter_memory(
     budget = memory_budget(max_memory)
     if budget is not None and budget < need.parameters:
         raise LninspectError(
-            f"model '{spec}' needs ~{size(need.parameters)} of parameters, but --max-memory "
+            f"model '{spec}' needs ~{size(need.parameters)} of parameters, but max_memory= "
             f"gives {size(budget)} in all: raise the limits"
         )
 
@@ -384,7 +293,7 @@ def _check_complete(spec: str, loading: dict[str, Any]) -> None:
 
 
 def _fits(need: Need, device: torch.device, spec: str) -> None:
-    hint = "a smaller model or --dtype, another --device, or --device-map to spread it"
+    hint = "a smaller model or dtype=, another device=, or device_map= to spread it"
     check_fits(need, device, f"model '{spec}'", hint)
 
 
@@ -438,7 +347,7 @@ def _random_config(arch: str, trust_remote_code: bool) -> Any:
             raise _needs_code(arch) from exc
         raise LninspectError(
             f"unknown architecture 'random:{arch}': its config is neither built in "
-            f"({', '.join(GPT2_FAMILY)}) nor in the Hugging Face cache ({_first_line(exc)})"
+            f"({', '.join(GPT2_FAMILY)}) nor in the Hugging Face cache ({first_line(exc)})"
         ) from exc
 
 
@@ -457,12 +366,12 @@ def _readable(what: str) -> Iterator[None]:
     except StrictDataclassError as exc:  # a config transformers' validators refuse
         raise LninspectError(
             f"cannot load model '{what}': its config is not valid "
-            f"({_first_line(exc.__cause__ or exc)})"
+            f"({first_line(exc.__cause__ or exc)})"
         ) from exc
     except SafetensorError as exc:  # a truncated or overwritten model.safetensors
         raise LninspectError(
             f"cannot load model '{what}': its safetensors weights are damaged "
-            f"({_first_line(exc)}); download or save them again"
+            f"({first_line(exc)}); download or save them again"
         ) from exc
     except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met more than tensors
         raise LninspectError(
@@ -483,21 +392,21 @@ def _readable(what: str) -> Iterator[None]:
                 "a complete torch archive); download or save them again"
             ) from exc
         raise LninspectError(
-            f"cannot load model '{what}': {_first_line(exc)}", EXIT_RUNTIME
+            f"cannot load model '{what}': {first_line(exc)}", EXIT_RUNTIME
         ) from exc
 
 
 def _needs_code(what: str) -> LninspectError:
     return LninspectError(
         f"model '{what}' needs its own Python code to load, and "
-        "lninspect runs none unless you pass --trust-remote-code "
+        "lninspect runs none unless you pass trust_remote_code=True "
         "(only for a source you trust)"
     )
 
 
 def _cannot_load(what: Any, exc: Exception) -> LninspectError:
     name = what if isinstance(what, str) else type(what).__name__
-    return LninspectError(f"cannot load model '{name}': {_first_line(exc)}; {ALTERNATIVES}")
+    return LninspectError(f"cannot load model '{name}': {first_line(exc)}; {ALTERNATIVES}")
 
 
 def _config_depth(config: Any) -> int | None:
@@ -516,47 +425,6 @@ def check_layer_range(name: str, count: int | None, layers: tuple[int, ...] | No
     outside = [layer for layer in layers or () if count and layer >= count]
     if count and outside:
         raise LninspectError(
-            f"--layers {layer_span(outside, ',')} is out of range: model "
+            f"layers={layer_span(outside, ',')} is out of range: model "
             f"'{name}' has {count} layers (0-{count - 1})"
         )
-
-
-def _load_tokenizer(
-    source: str,
-    revision: str | None,
-    trust_remote_code: bool,
-    notes: list[str],
-    local_only: bool,
-    gguf_file: str | None = None,
-) -> Tokenizer:
-    """The model's own tokenizer (a GGUF file holds one), or a byte-level fallback (said in
-    `notes`)."""
-    from transformers import AutoTokenizer
-
-    try:
-        hf = AutoTokenizer.from_pretrained(
-            source,
-            revision=revision,
-            local_files_only=local_only,
-            trust_remote_code=trust_remote_code,
-            **({"gguf_file": gguf_file} if gguf_file else {}),
-        )
-        # transformers 5 builds an empty tokenizer from a config alone: that is none either
-        if hf("a b", add_special_tokens=False)["input_ids"]:
-            return Tokenizer(hf)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        if os.path.isfile(os.path.join(source, "tokenizer.json")):  # one is there, damaged
-            raise LninspectError(
-                f"cannot load the tokenizer of '{source}': its tokenizer.json is damaged "
-                f"({_first_line(exc)[:120]})"
-            ) from exc
-    notes.append(
-        f"no tokenizer found for '{source}': using a byte-level fallback "
-        "(token ids are the UTF-8 bytes of the text)"
-    )
-    return Tokenizer(None)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -131,7 +131,7 @@ def locate(spec: str, revision: str | None = None, gguf_file: str | None = None)
     if os.path.isdir(spec):
         if not (Path(spec) / "config.json").is_file():
             found = sorted(p.name for p in Path(spec).glob(f"*{GGUF_SUFFIX}"))
-            hint = f"; it holds {', '.join(found)}: pass --gguf-file NAME" if found else ""
+            hint = f"; it holds {', '.join(found)}: pass gguf_file=NAME" if found else ""
             raise LninspectError(
                 f"'{spec}' is a directory but holds no model (no config.json){hint}"
             )
@@ -161,9 +161,7 @@ def _gguf_source(spec: str, gguf_file: str | None) -> Source:
     elif os.path.isdir(spec):
         folder, name = spec, gguf_file
     else:
-        raise LninspectError(
-            f"--gguf-file needs MODEL to be the folder that holds it, not '{spec}'"
-        )
+        raise LninspectError(f"gguf_file= needs MODEL to be the folder that holds it, not '{spec}'")
     if not os.path.isfile(os.path.join(folder, name)):
         raise LninspectError(f"GGUF file '{os.path.join(folder, name)}' does not exist")
     return Source(spec, "gguf", folder, local_only=True, gguf_file=name)

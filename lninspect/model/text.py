@@ -52,7 +52,7 @@ def read_text(
 ) -> InputText:
     """The text of --text or --file (at most `max_chars` of a file), or SAMPLE_TEXT."""
     if text is not None and file is not None:
-        raise LninspectError("give either --text or --file, not both")
+        raise LninspectError("give either text= or file=, not both")
     complete = True
     if file is not None:
         text, complete = _read_file(file, encoding, max_chars or MAX_TEXT_CHARS)
@@ -70,22 +70,22 @@ def read_text(
 def _check(text: str, complete: bool) -> None:
     """Refuse text with nothing to analyse, and NUL characters (a binary or UTF-16 file)."""
     if not text and complete:
-        raise LninspectError("the text is empty: give some words with --text or --file")
+        raise LninspectError("the text is empty: give some words with text= or file=")
     if not text.strip() and complete:
         raise LninspectError(
             f"the text is only whitespace ({len(text)} characters): "
-            "give some words with --text or --file"
+            "give some words with text= or file="
         )
     undecodable = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
     if undecodable is not None:  # bytes of the command line that are not UTF-8
         raise LninspectError(
             f"the text holds bytes that are not valid UTF-8 (at character {undecodable}): "
-            "give it in a file with --file and its --encoding"
+            "give it in a file with file= and its encoding="
         )
     if "\0" in text:
         raise LninspectError(
             f"the text holds a NUL character (at character {text.index(chr(0))})"
-            ": is it a binary or UTF-16 file? Choose the encoding with --encoding"
+            ": is it a binary or UTF-16 file? Choose the encoding with encoding="
         )
 
 
@@ -157,7 +157,7 @@ def _stdin() -> BinaryIO:
     except (AttributeError, io.UnsupportedOperation):  # before OSError, its base
         pass  # no descriptor (a test runner's stdin)
     except (OSError, ValueError):
-        raise LninspectError("stdin is closed: there is no text to read for --file -") from None
+        raise LninspectError("stdin is closed: there is no text to read for file=-") from None
     assert stream is not None
     return stream
 
@@ -211,10 +211,10 @@ def _not_decodable(path: Path, encoding: str, byte: int, head: bytes) -> Lninspe
     if marked is not None and byte < 4:
         return LninspectError(
             f"{name} is not valid {encoding} text (byte {byte}): it starts with a {marked.upper()} "
-            f"byte order mark; use --encoding {marked}"
+            f"byte order mark; use encoding={marked}"
         )
     return LninspectError(
-        f"{name} is not valid {encoding} text (byte {byte}); choose the encoding with --encoding"
+        f"{name} is not valid {encoding} text (byte {byte}); choose the encoding with encoding="
     )
 
 

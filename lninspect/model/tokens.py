@@ -63,7 +63,7 @@ def _limit(loaded: LoadedModel, options: RunOptions) -> tuple[int | None, str]:
     limits = [
         (v, why)
         for v, why in (
-            (options.max_tokens, "--max-tokens"),
+            (options.max_tokens, "max_tokens="),
             (loaded.context, "the model's context"),
         )
         if v
@@ -82,8 +82,8 @@ def _read_ids(
         text = read_text(options.text, options.file, options.encoding, WHOLE_TEXT_CHARS)
         if not text.complete:
             raise LninspectError(
-                f"the text is longer than {WHOLE_TEXT_CHARS:,} characters, the most --stride "
-                "covers in one run; give a corpus instead (--file with --seq-len or --lines: "
+                f"the text is longer than {WHOLE_TEXT_CHARS:,} characters, the most stride= "
+                "covers in one run; give a corpus instead (files= with seq_len= or lines=True: "
                 "aggregates streamed in fixed memory, docs/corpus.md)"
             )
         return _encode(loaded, options, text.text), None
@@ -110,8 +110,8 @@ def _check_windows(loaded: LoadedModel, count: int, window: int, stride: int) ->
 
     norms = 2 * (dimension(loaded.model.config, "layers") or 1) + 1
     need = Need(parameters=0, activations=count * window * (TOKEN_BYTES + norms * NORM_TOKEN_BYTES))
-    what = f"--stride {stride}: {count:,} windows of {window} tokens"
-    check_fits(need, loaded.device, what, "a larger --stride, a shorter text or fewer --max-tokens")
+    what = f"stride={stride}: {count:,} windows of {window} tokens"
+    check_fits(need, loaded.device, what, "a larger stride=, a shorter text or fewer max_tokens=")
 
 
 def _encode(loaded: LoadedModel, options: RunOptions, text: str) -> list[int]:
@@ -129,13 +129,13 @@ def _windows(
     """Windows of `window` tokens, one every `stride`; the last one ends with the text."""
     if window is None:
         raise LninspectError(
-            "--stride needs --max-tokens: the model's config states no context "
+            "stride= needs max_tokens=: the model's config states no context "
             "length to use as the window"
         )
     if stride > window:
         raise LninspectError(
-            f"--stride {stride} is longer than the window of {window} tokens "
-            "(--max-tokens or the model's context): tokens would be skipped"
+            f"stride={stride} is longer than the window of {window} tokens "
+            "(max_tokens= or the model's context): tokens would be skipped"
         )
     if len(ids) <= window:
         return [ids]
@@ -146,6 +146,6 @@ def _windows(
         starts.append(len(ids) - window)
     loaded.notes.append(
         f"the text has {len(ids)} tokens: {len(starts)} windows of {window} "
-        f"tokens, one every {stride} (--stride; the last ends with the text)"
+        f"tokens, one every {stride} (stride=; the last ends with the text)"
     )
     return [ids[s : s + window] for s in starts]

@@ -301,9 +301,10 @@ def _unhooked(seen: Sequence[Seen]) -> list[str]:
     more = ", ..." if len(looks) > UNHOOKED_SHOWN else ""
     classes = sorted({type(s.module).__name__ for s in looks})
     verb = "looks" if len(looks) == 1 else "look"
+    include = ", ".join(classes) + ("," if len(classes) == 1 else "")  # as a Python tuple
     return [
         f"{len(looks)} module{'s' if len(looks) > 1 else ''} {verb} like norms but were not "
-        f"hooked: {names}{more}; pass " + " ".join(f"--norm-class {c}" for c in classes)
+        f"hooked: {names}{more}; pass include=({include})"
     ]
 
 

@@ -69,8 +69,8 @@ def check_length(tokens: Tokens, seq_len: int) -> None:
     if shortest < seq_len + 2:
         raise LninspectError(
             f"'{tokens.source}' gives {len(tokens.train)} training and {len(tokens.held_out)} "
-            f"held-out tokens: each part needs more than {seq_len + 1} (--seq-len + 1); "
-            "give a longer text or a shorter --seq-len"
+            f"held-out tokens: each part needs more than {seq_len + 1} (seq_len= + 1); "
+            "give a longer text or a shorter seq_len="
         )
 
 

@@ -9,8 +9,8 @@ block per seed; the results summarize them (mean and 95% interval over the seeds
 derive the ratios, slopes and growth laws seed by seed.
 
 The runs use one CPU thread by default: their matrices are small (a few hundred tokens by
-d), where intra-op threads gain little, and on a busy machine spinning threads cost ~10x
-(the default run: 38 s on two threads against 4 s on one, on a shared 2-core machine).
+d), where intra-op threads gain little, and on a busy machine threads that spin waiting for
+each other cost many times the work itself.
 """
 
 from __future__ import annotations

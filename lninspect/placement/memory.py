@@ -1,10 +1,10 @@
 """The placement experiment's memory, checked before any model is built.
 
-`--layers 10000` once ran for nine minutes before the kernel killed it at 24 GB. The runs
-build one model at a time, so the deepest one bounds the memory: its parameters (counted on
-the meta device for each layout asked for, the largest: the model with one block, plus
-L - 1 more blocks), their gradients, and the activations its backward pass keeps
-(lninspect.model.memory.activation_bytes).
+A depth of thousands of blocks would otherwise run for minutes before the kernel killed it
+for its memory. The runs build one model at a time, so the deepest one bounds the memory:
+its parameters (counted on the meta device for each layout asked for, the largest: the
+model with one block, plus L - 1 more blocks), their gradients, and the activations its
+backward pass keeps (lninspect.model.memory.activation_bytes).
 """
 
 from __future__ import annotations
@@ -69,5 +69,5 @@ def _fits(need: Need, device: torch.device | None, deepest: int) -> None:
         need,
         device or torch.device("cpu"),
         f"the placement experiment at L = {deepest}",
-        "fewer --layers, a smaller --d-model, --mlp-ratio, --seq-len or --batch",
+        "fewer layers=, a smaller d_model=, mlp_ratio=, seq_len= or batch=",
     )

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lninspect import __version__
-from lninspect.files import dump_json, write_folder
+from lninspect.files import dump_json
+from lninspect.folders import write_folder
 from lninspect.render.catalog import (
     BY_NAME,
     MODELS_REPORT,

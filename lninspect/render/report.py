@@ -17,8 +17,9 @@ from rich.table import Table
 from lninspect import __version__
 from lninspect.dimensions import census_rows, outlier_dimensions
 from lninspect.escape import visible
-from lninspect.files import check_report_folder as check_folder
-from lninspect.files import claim_folder, dump_json, write_folder
+from lninspect.files import dump_json
+from lninspect.folders import check_report_folder as check_folder
+from lninspect.folders import claim_folder, write_folder
 from lninspect.render.catalog import (
     BY_NAME,
     REPORT,

@@ -30,8 +30,8 @@ def spike_rule(result: StatsResult | AggregateResult) -> str:
     """The two rules in words, with the thresholds of the run."""
     default = SpikeOptions()
     magnitude = result.spike_abs if result.spike_abs is not None else default.spike_abs
-    ratio = result.spike_ratio if result.spike_ratio is not None else default.ratio
-    z = result.spike_z if result.spike_z is not None else default.z
+    ratio = result.spike_ratio if result.spike_ratio is not None else default.spike_ratio
+    z = result.spike_z if result.spike_z is not None else default.spike_z
     return f"|x| > {magnitude:g} and > {ratio:g} × the layer's median |x| (massive), or |z| ≥ {z:g}"
 
 
@@ -42,7 +42,7 @@ def peak_note(result: StatsResult) -> str | None:
         return None
     peak, norm = found.peak, found.norm
     assert peak.at is not None
-    z = result.spike_z if result.spike_z is not None else SpikeOptions().z
+    z = result.spike_z if result.spike_z is not None else SpikeOptions().spike_z
     name = short_names([n.name for n in result.norms])[result.norms.index(norm)]
     where = f"{place_label(result, peak.at)} dim {peak.dim}"
     return (

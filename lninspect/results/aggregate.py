@@ -8,11 +8,11 @@ documented in docs/corpus.md. Every per-position array has one entry per token p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.codec import ByName, Document, meta
 from lninspect.results.stats import (
     CensusEntry,
     DimensionStats,
@@ -140,8 +140,10 @@ class CorpusInfo:
 
 
 @dataclass
-class AggregateResult:
+class AggregateResult(Document, ByName[NormAggregate]):
     """Per-position statistics of every normalization module, aggregated over a corpus."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]] = AGGREGATE_SCHEMAS
 
     model: ModelInfo
     corpus: CorpusInfo
@@ -154,21 +156,6 @@ class AggregateResult:
     spike_ratio: float | None = None
     trajectory: Trajectory | None = field(default=None, metadata=meta(omit_none=True))
     schema: str = AGGREGATE_SCHEMA
-
-    def norm(self, name: str) -> NormAggregate:
-        for norm in self.norms:
-            if norm.name == name:
-                return norm
-        raise KeyError(name)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict; arrays become lists, non-finite floats null (docs/corpus.md)."""
-        return to_document(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> AggregateResult:
-        """Rebuild a result from `to_json` output (null floats come back as NaN)."""
-        return from_document(cls, doc, AGGREGATE_SCHEMAS)
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame in long format, one row per (module, position, statistic,

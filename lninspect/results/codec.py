@@ -12,6 +12,8 @@ hint. Non-finite floats are written as null and read back as NaN. A field's meta
   keys that no other field claims), for entries named by a declaration (lninspect.statistics).
 A class that is not a dataclass takes part through `to_fields()` (JSON key -> value) and a
 classmethod `from_fields(doc)`: lninspect.results.blocks, whose fields are declared elsewhere.
+A result that is a document of its own derives from `Document` (and, holding a list of norms,
+from `ByName`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,56 @@ import types
 import typing
 import warnings
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+D = TypeVar("D", bound="Document")
+
+
+class Named(Protocol):
+    name: str
+
+
+N = TypeVar("N", bound=Named)
+
+
+class Document:
+    """A result that is one JSON document, `schema` its first key: `to_json` and `from_json`
+    through this codec. Subclasses (dataclasses) declare `schema` and the `SCHEMAS` they read."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]]  # what from_json reads, oldest first
+    schema: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; arrays become nested lists, non-finite floats null."""
+        return to_document(self)
+
+    @classmethod
+    def from_json(cls: type[D], doc: dict[str, Any]) -> D:
+        """Rebuild a result from `to_json` output (null floats come back as NaN)."""
+        return from_document(cls, cls.upgrade(doc), cls.SCHEMAS)
+
+    @classmethod
+    def upgrade(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        """An older document in the shape of a schema that `SCHEMAS` names (the same here)."""
+        return doc
+
+
+class ByName(Generic[N]):
+    """A result holding one entry per norm, `norms`, each found by its `name`."""
+
+    norms: list[N]
+
+    def norm(self, name: str) -> N:
+        """The entry of the module called `name` (KeyError if none is)."""
+        # built once per list (and again if it grew): a dict, not a scan per call
+        built = self.__dict__.get("_by_name")
+        if built is None or built[0] is not self.norms or built[1] != len(self.norms):
+            first = {n.name: n for n in reversed(self.norms)}  # the first of a repeated name
+            built = self.__dict__["_by_name"] = (self.norms, len(self.norms), first)
+        return built[2][name]
 
 
 def meta(

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 from lninspect.display import html_view
-from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.codec import Document, meta
 from lninspect.statistics import schemas
 
 # compare/2 renamed a row's spike_z (the largest |z|, not the z rule) max_abs_z; from there,
@@ -84,8 +84,10 @@ class Difference:
 
 
 @dataclass
-class CompareResult:
+class CompareResult(Document):
     """Several models on one text, norm by matched norm, with their largest differences."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]] = COMPARE_SCHEMAS
 
     mode: str  # "tokens" (same token ids: per token) or "layers" (per-layer aggregates)
     matching: str  # "names" or "relative depth"
@@ -95,13 +97,6 @@ class CompareResult:
     tokens: list[str] = field(default_factory=list)  # the token pieces ("tokens" mode)
     notes: list[str] = field(default_factory=list)
     schema: str = COMPARE_SCHEMA
-
-    def to_json(self) -> dict[str, Any]:
-        return to_document(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> CompareResult:
-        return from_document(cls, doc, COMPARE_SCHEMAS)
 
     def _repr_html_(self) -> str | None:
         """A notebook's view: std per matched norm and model, with a figure."""

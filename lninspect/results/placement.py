@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from lninspect.placement.layouts import DEFAULT_BASELINE, LAYOUTS
-from lninspect.results.codec import from_document, meta, to_document
+from lninspect.placement.config import PlacementConfig
+from lninspect.results.codec import Document, meta
 from lninspect.results.placement_training import TrainingResult
 from lninspect.results.seeds import OverSeeds
 
@@ -28,25 +28,6 @@ PLACEMENT_SCHEMA = "lninspect.placement/4"  # 4: training's stream variance and 
 PLACEMENT_SCHEMAS = ("lninspect.placement/2", "lninspect.placement/3", PLACEMENT_SCHEMA)
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
 GRAD_KEYS = ("ffn_out", "ffn_in", "attn_out", "norm_weight")
-
-
-@dataclass
-class PlacementConfig:
-    """What the experiment runs: the model shape shared by every run, and its input."""
-
-    layers: list[int] = field(default_factory=lambda: [12])  # block counts L to compare
-    d_model: int = 256  # width d of the residual stream
-    heads: int = 4  # attention heads
-    mlp_ratio: int = 1  # FFN hidden width / d
-    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
-    init: str = "xavier"  # "xavier" (the paper's setting) or "gpt2" (the control)
-    seeds: int = 8  # models (and token batches) per configuration
-    vocab_size: int = 2048
-    seq_len: int = 128  # tokens per sequence
-    batch: int = 4  # sequences per seed (per step in training)
-    tokens: str = "random"  # "random" (seeded), "bytes" (of --text) or "text" (--train)
-    layouts: list[str] = field(default_factory=lambda: list(LAYOUTS))  # names, in run order
-    baseline: str = DEFAULT_BASELINE  # the layout every ratio divides by
 
 
 @dataclass
@@ -107,8 +88,10 @@ class SweepRow:
 
 
 @dataclass
-class PlacementResult:
+class PlacementResult(Document):
     """Every run of one `lninspect placement` call."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]] = PLACEMENT_SCHEMAS[1:]  # schema 2 is upgraded first
 
     config: PlacementConfig
     runs: list[PlacementRun]  # at initialization; empty with --train
@@ -130,16 +113,12 @@ class PlacementResult:
         """The layouts run, in the order asked for (the baseline among them)."""
         return list(self.config.layouts)
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict; arrays become lists, non-finite floats null."""
-        return to_document(self)
-
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> PlacementResult:
-        """Rebuild a result from `to_json` output (null floats come back as NaN)."""
+    def upgrade(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        """A schema-2 document as schema 3 (upgrade_2); others as they are."""
         if isinstance(doc, dict) and doc.get("schema") == PLACEMENT_SCHEMAS[0]:
-            doc = upgrade_2(doc)
-        return from_document(cls, doc, PLACEMENT_SCHEMAS[1:])
+            return upgrade_2(doc)
+        return doc
 
 
 def upgrade_2(doc: dict[str, Any]) -> dict[str, Any]:

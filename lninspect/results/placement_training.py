@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lninspect.placement.config import TrainConfig
 from lninspect.placement.layouts import LAYOUTS
 from lninspect.results.codec import meta
 from lninspect.results.seeds import OverSeeds
@@ -22,33 +23,6 @@ BETAS = (0.9, 0.98)  # Adam's, as in the Transformer setting of Xiong et al. (an
 EPS = 1e-9
 TARGET_FRACTION = 0.1  # the automatic target loss: 10% of the way back from the best to start
 LAYER_GRAD_KEYS = ("ffn_out", "block")  # W^{2,l} of the paper, and all of block l's weights
-
-
-@dataclass
-class TrainConfig:
-    """How every model of the grid is trained (the model's shape is the PlacementConfig's)."""
-
-    steps: int = 200  # optimizer updates per run
-    warmup: int = 50  # steps of linear warm-up; every cell is also run without one
-    lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3])  # peak learning rates
-    dropout: float = 0.1  # on the embeddings and each residual branch's output
-    eval_every: int = 20  # held-out loss every this many steps (and at 0 and at the end)
-    eval_windows: int = 32  # held-out windows of seq_len + 1 tokens, spread over the text
-    stats_every: int = 25  # the stream and the norms' statistics every this many steps
-    target_loss: float | None = None  # for `steps to target`; None: chosen from the runs
-    device: str = "cpu"
-    optimizer: str = "Adam, betas (0.9, 0.98), eps 1e-9, no weight decay"
-    text: str = ""  # the text trained on (filled in by the run)
-    train_tokens: int = 0
-    held_out_tokens: int = 0
-
-    def eval_steps(self) -> list[int]:
-        """The steps at which the held-out loss is measured."""
-        return sorted({*range(0, self.steps, self.eval_every), self.steps})
-
-    def stats_steps(self) -> list[int]:
-        """The steps at which the norms' input statistics are captured."""
-        return list(range(0, self.steps, self.stats_every))
 
 
 @dataclass

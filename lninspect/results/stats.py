@@ -16,7 +16,7 @@ import numpy as np
 
 from lninspect.display import html_view
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
-from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.codec import ByName, Document, meta
 from lninspect.roles import stream_of
 from lninspect.statistics import denominator_key, schemas
 
@@ -309,24 +309,19 @@ class NormStats(NormDescription):
 
 
 @dataclass
-class NormsResult:
+class NormsResult(Document):
     """The normalization modules of a model: what `lninspect norms` shows."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]] = (NORMS_SCHEMA,)
 
     model: ModelInfo
     norms: list[NormDescription]
     notes: list[str] = field(default_factory=list)
     schema: str = NORMS_SCHEMA
 
-    def to_json(self) -> dict[str, Any]:
-        return to_document(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> NormsResult:
-        return from_document(cls, doc, (NORMS_SCHEMA,))
-
 
 @dataclass
-class StatsResult:
+class StatsResult(Document, ByName[NormStats]):
     """The statistics of every normalization module of one model on one input."""
 
     SCHEMAS: ClassVar[tuple[str, ...]] = STATS_SCHEMAS + GRADS_SCHEMAS  # what from_json reads
@@ -344,22 +339,6 @@ class StatsResult:
     trajectory: Trajectory | None = field(default=None, metadata=meta(omit_none=True))
     ablation: Ablation | None = field(default=None, metadata=meta(omit_none=True))
     schema: str = STATS_SCHEMA
-
-    def norm(self, name: str) -> NormStats:
-        """The statistics of the module called `name`."""
-        for norm in self.norms:
-            if norm.name == name:
-                return norm
-        raise KeyError(name)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict; arrays become nested lists, non-finite floats null."""
-        return to_document(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> StatsResult:
-        """Rebuild a result from `to_json` output (null floats come back as NaN)."""
-        return from_document(cls, doc, cls.SCHEMAS)
 
     def to_dataframe(self, tokenizer: Any = None) -> Any:
         """A pandas DataFrame in long format, one row per number (lninspect.results.frames);
@@ -394,7 +373,3 @@ class GradsResult(StatsResult):
     loss_kind: str = "next-token cross-entropy, mean over predicted tokens"
     params: list[ParamGrad] = field(default_factory=list)
     schema: str = GRADS_SCHEMA
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> GradsResult:
-        return from_document(cls, doc, cls.SCHEMAS)

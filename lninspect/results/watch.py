@@ -27,12 +27,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO, ClassVar
 
 from lninspect.display import html_view
 from lninspect.errors import LninspectError
 from lninspect.files import open_input, os_reason
-from lninspect.results.codec import from_document, meta, shown_number, to_document
+from lninspect.results.codec import Document, meta, shown_number
 from lninspect.statistics import SUMMARIES, schemas
 
 WATCH_SCHEMAS = schemas("watch")  # oldest first
@@ -96,8 +96,10 @@ QUANTILE_FIELDS = tuple(s.key for s in SUMMARIES if not s.peak)  # NormRecord.qu
 
 
 @dataclass
-class WatchRecord:
+class WatchRecord(Document):
     """One recorded step: `step` optimizer updates had been applied to the weights it shows."""
+
+    SCHEMAS: ClassVar[tuple[str, ...]] = WATCH_SCHEMAS
 
     step: int
     loss: float  # the step's training loss (train mode) or the probe's loss; NaN: unknown
@@ -109,13 +111,6 @@ class WatchRecord:
     world_size: int | None = field(default=None, metadata=_ranks)  # processes (None: one)
     grads: str | None = field(default=None, metadata=_ranks)  # local, averaged or full
     schema: str = WATCH_SCHEMA
-
-    def to_json(self) -> dict[str, Any]:
-        return to_document(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> WatchRecord:
-        return from_document(cls, doc, WATCH_SCHEMAS)
 
 
 @dataclass
