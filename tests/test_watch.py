@@ -19,7 +19,8 @@ from torch import nn
 import lninspect
 from lninspect.errors import LninspectError
 from lninspect.hooks.params import param_group
-from lninspect.norms.discovery import find_norms, layer_index
+from lninspect.norms.discovery import find_norms
+from lninspect.norms.placing import layer_index
 from lninspect.placement.refgpt import GPT, RefGPTConfig
 from lninspect.results.watch import LOG_NAME, WATCH_SCHEMA, WatchRecord, read_log
 from lninspect.trends import quantiles, quantiles_of_each, sorted_quantiles

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from lninspect.hooks.transfer import to_host
-from lninspect.norms.discovery import NormInfo, layer_index
+from lninspect.norms.discovery import NormInfo
+from lninspect.norms.placing import layer_index
 from lninspect.results import ParamGrad
 from lninspect.roles import in_sublayer
 

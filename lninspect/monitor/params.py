@@ -29,7 +29,8 @@ from torch.autograd import Variable
 
 from lninspect.hooks.params import param_group
 from lninspect.hooks.transfer import to_host
-from lninspect.norms.discovery import NormInfo, layer_index
+from lninspect.norms.discovery import NormInfo
+from lninspect.norms.placing import layer_index
 from lninspect.results.watch import ParamGroupGrad
 from lninspect.trends import group_params
 
