@@ -1,13 +1,18 @@
-"""The analysis jobs behind the CLI: load -> find norms -> capture -> result objects."""
+"""The analysis jobs behind the CLI: load -> find norms -> capture -> result objects; and the
+compare job, the same text through several models one at a time (each released before the
+next one loads), matched norm by norm (lninspect.comparison)."""
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+import gc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import torch
 
+from lninspect.comparison import compare_results, split_revision
 from lninspect.errors import LninspectError
 from lninspect.hooks.ablation import ablate_spikes, lm_loss
 from lninspect.hooks.capture import capture
@@ -20,6 +25,7 @@ from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, NotANorm, discover
 from lninspect.options import Loss, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
+from lninspect.results.compare import CompareResult
 from lninspect.summary import layer_span
 
 
@@ -315,3 +321,33 @@ def _fired_twice(result: StatsResult) -> list[str]:
         for n in result.norms
         if n.calls != result.passes
     ]
+
+
+def run_models(
+    specs: Sequence[str],
+    options: RunOptions,
+    spikes: SpikeOptions,
+    progress: Callable[[str], None] | None = None,
+) -> list[GradsResult]:
+    """The grads result (with spikes) of every model spec on the same text."""
+    if len(specs) < 2:
+        raise LninspectError("compare needs at least two models")
+    results = []
+    for spec in specs:
+        name, revision = split_revision(spec)
+        if progress is not None:
+            progress(spec)
+        run = replace(options, model=name, revision=revision or options.revision)
+        results.append(run_grads(run, "ce", None, spikes=spikes))
+        gc.collect()  # the model of this run is no longer referenced: free it now
+    return results
+
+
+def run_compare(
+    specs: Sequence[str],
+    options: RunOptions,
+    spikes: SpikeOptions,
+    progress: Callable[[str], None] | None = None,
+) -> CompareResult:
+    """Several models on one text, matched norm by norm, with their largest differences."""
+    return compare_results(run_models(specs, options, spikes, progress), specs)

@@ -69,7 +69,7 @@ def write_compare_folder(
     with claimed_folder(folder, force):
         check_early(run)
         from lninspect.comparison import compare_results
-        from lninspect.monitor.compare import run_models
+        from lninspect.jobs import run_models
 
         options = spikes or SpikeOptions()
         results = run_models(models, run, options, lambda spec: tell(f"running {spec}"))

@@ -216,7 +216,7 @@ def run_log(log: Path, jump: float, outputs: Outputs, all_jumps: bool = False) -
 
 def compare(models: list[str], run: RunOptions, spikes: SpikeOptions, outputs: Outputs) -> None:
     """`lninspect compare`: several models or checkpoints on one text, norm by norm."""
-    from lninspect.monitor.compare import run_compare
+    from lninspect.jobs import run_compare
     from lninspect.render.catalog import COMPARE, names_of, save_compare_figures
     from lninspect.render.compare_tables import differences_table, models_table
 
