@@ -31,10 +31,11 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
+from lninspect.hooks.layout import Layout
 from lninspect.hooks.padding import PassInput, mask_record, no_token_left
 from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
-from lninspect.hooks.spikes import Layout, spike_metrics
+from lninspect.hooks.spikes import spike_metrics
 from lninspect.hooks.transfer import descriptions, to_host
 from lninspect.norms.discovery import NormInfo, find_norms
 from lninspect.options import SpikeOptions
