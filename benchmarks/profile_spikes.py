@@ -7,12 +7,16 @@
 random:gpt2 by default, one sequence of 1024 tokens, float32 on the CPU, the eager
 reductions. One warm-up run, then one profiled run; prints the ops by self CPU time (calls,
 self time, total time). The bare forward's own ops (addmm, the attention) appear in every
-run: the difference between two tables is what capture adds.
+run: the difference between two tables is what capture adds. Then `--pairs` pairs of the
+run and a bare forward, each profiled, alternating: the ratio of their profiled CPU time
+(median), which other work on a shared machine inflates on both sides alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -27,6 +31,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--run", default="spikes", choices=("spikes", "stats", "bare"))
     parser.add_argument("--rows", type=int, default=25, help="ops listed")
+    parser.add_argument("--pairs", type=int, default=3, help="profiled (run, bare) pairs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_model(args.model, device="cpu", dtype="float32")
@@ -36,14 +41,15 @@ def main() -> None:
     norms = find_norms(model)
     spikes = SpikeOptions() if args.run == "spikes" else None
 
+    def bare() -> None:
+        with torch.inference_mode():
+            model(input_ids=ids, use_cache=False)
+
     def run() -> None:
         if args.run == "bare":
-            with torch.inference_mode():
-                model(input_ids=ids, use_cache=False)
-            return
+            return bare()
         with capture(model, norms, spikes=spikes, reductions="eager") as cap:
-            with torch.inference_mode():
-                model(input_ids=ids, use_cache=False)
+            bare()
         cap.result()
 
     run()  # warm-up
@@ -52,6 +58,16 @@ def main() -> None:
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
     print(f"{args.model}, 1 x {args.tokens} tokens, run {args.run!r}, 1 thread")
     print(table)
+    ratios = [profiled(run) / profiled(bare) for _ in range(args.pairs)]
+    print(f"profiled CPU time, run / bare forward: median {statistics.median(ratios):.3f}", end="")
+    print(f" of {', '.join(f'{r:.3f}' for r in ratios)}")
+
+
+def profiled(fn: Callable[[], None]) -> float:
+    """The CPU time of fn's ops, from the profiler: self times summed, in seconds."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
 
 
 if __name__ == "__main__":

@@ -14,16 +14,19 @@ from lninspect.options import SpikeOptions
 OPTIONS = SpikeOptions(per_token=4, max_spikes=20, across_dims=6)
 
 
-def activations(massive: bool, seed: int = 0) -> torch.Tensor:
-    """(2, 48, 96): Gaussian tokens with z-rule outliers, ties, a NaN token and, where
-    `massive`, a few entries far above the magnitude rule."""
+def activations(kind: str, seed: int = 0) -> torch.Tensor:
+    """(2, 48, 96): Gaussian tokens and, unless `kind` is "none" (no spike at all), a
+    constant token, z-rule outliers, ties, a NaN and where "massive" a few entries far
+    above the magnitude rule."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 48, 96, generator=g)
+    if kind == "none":
+        return x
+    x[1, 9, :] = 1.0  # a constant token
     x[:, ::5, 7] = 40.0  # z-rule outliers (tied)
     x[0, 3, 11] = -40.0
-    x[1, 9, :] = 1.0  # a constant token
     x[1, 20, 4] = torch.nan
-    if massive:
+    if kind == "massive":
         x[:, 2, 30] = 5000.0
         x[0, 30, 50] = -3000.0
     return x
@@ -55,20 +58,20 @@ def both_paths(
     return sized, fixed
 
 
-@pytest.mark.parametrize("massive", [True, False])
+@pytest.mark.parametrize("kind", ["massive", "outliers", "none"])
 @pytest.mark.parametrize(("rms", "biased", "real"), [(False, True, False), (True, False, True)])
 def test_the_cpu_path_gives_the_fixed_size_record(
-    monkeypatch: pytest.MonkeyPatch, massive: bool, rms: bool, biased: bool, real: bool
+    monkeypatch: pytest.MonkeyPatch, kind: str, rms: bool, biased: bool, real: bool
 ) -> None:
-    sized, fixed = both_paths(monkeypatch, activations(massive), rms, biased, real)
+    sized, fixed = both_paths(monkeypatch, activations(kind), rms, biased, real)
     assert sized.keys() == fixed.keys()
     for key in fixed:
         assert sized[key].dtype == fixed[key].dtype, key
         assert torch.equal(sized[key], fixed[key]) or torch.allclose(
             sized[key], fixed[key], rtol=0, atol=0, equal_nan=True
         ), key
-    assert (int(fixed["order_counts"][1, 0]) > 0) == massive  # massive spikes in sequence 0
-    assert int(fixed["order_counts"][0, 1]) > 0  # ranked spikes were compared
+    assert (int(fixed["order_counts"][1, 0]) > 0) == (kind == "massive")  # in sequence 0
+    assert (int(fixed["order_counts"][0, 1]) > 0) == (kind != "none")  # ranked spikes
 
 
 @pytest.mark.parametrize("n", [8, 13, 64, 72, 768])

@@ -75,29 +75,30 @@ def spike_metrics(
     keep = _real_tokens(real, layout, X.device)  # (S, T, 1) or None
     size = _magnitudes(X, Y, c, bias)
     spike, massive = _spike_mask(size["x"], size["centred"], s, options, keep)
-    count = spike.sum(-1, dtype=torch.int32)  # (S, T, G)
-    score = torch.where(spike, size["x"], -1.0)  # |x| of spikes, -1 elsewhere
+    count, quiet = spike.sum(-1, dtype=torch.int32), _quiet(spike)  # (S, T, G)
+    # |x| of spikes, -1 elsewhere (without a spike, on the CPU, not written)
+    score = size["x"].new_full((), -1.0).expand_as(spike) if quiet else size["x"].where(spike, -1.0)
     # The per_token spikes of largest |x| in each token: (S, T, G, M) dims, valid where >= 0.
     dims = _ranked_dims(score, count, options.per_token)
     valid = score.gather(-1, dims) >= 0
-    ranks = _stage_ranks(size, dims, valid, centred=c is not None, biased=bias is not None)
+    ranks = _stage_ranks(size, dims, valid, centred=c is not None, weighted=(Y, bias))
     stage = _first_stage(ranks, valid)
     ranked_massive = valid & massive.gather(-1, dims)  # (S, T, G, M)
-    census = _census_counters(spike, massive, size, keep)
+    census = _census_counters(spike, massive, size, keep, quiet)
     spikes, massives = census["census_count"].sum(), census["census_massive"].sum()
     kinds = {  # massive spikes are spikes: the outliers are the difference
         "all": (spikes, valid),
         "massive": (massives, ranked_massive),
         "outlier": (spikes - massives, valid & ~ranked_massive),
     }
-    retention = _topk_retention(X, size, options.top_k)
+    retention, pairs = _topk_retention(X, size, options.top_k), _pairs(size, dims)
     if keep is not None:
         count, retention = count.where(keep, -1), retention.where(keep, torch.nan)
     record: Record = {
         "spike_count": layout.module_order(count),
         "topk_retention": layout.module_order(retention),
         "order_counts": torch.stack(
-            [_order_counts(*kinds[kind], stage, size, dims) for kind in KINDS]
+            [_order_counts(*kinds[kind], stage, pairs) for kind in KINDS]
         ),  # (kinds, ORDER_COUNTS)
         "ranked_dims": torch.where(valid, dims, -1).to(torch.int32),  # (S, T, G, M)
         "ranked_massive": ranked_massive,
@@ -124,19 +125,22 @@ def _real_tokens(real: Tensor | None, layout: Layout, device: torch.device) -> T
 
 
 def _magnitudes(X: Tensor, Y: Tensor, c: Tensor | None, bias: Tensor | None) -> dict[str, Tensor]:
-    """|x|, |x - c|, |y - b| and |y|, each (S, T, G, d); shared tensors where a stage is absent.
+    """|x|, |x - c| and |y|, each (S, T, G, d), and a function for |y - b|; shared tensors
+    where a stage is absent.
 
     |y - b| is read from the module's real output, so the effective weight is whatever the
-    module applies (Gemma's 1 + w) and no recomputation's rounding is taken for a change.
+    module applies (Gemma's 1 + w) and no recomputation's rounding is taken for a change;
+    only the ranks read it, made when they need it (`weighted`).
     """
     a_x = X.abs()
     a_y = Y.abs()
     centred = a_x if c is None else (X - c.unsqueeze(-1)).abs_()
-    weighted = a_y
-    if bias is not None:
-        b = bias.detach().float().reshape(-1, X.shape[-1])  # (1 or G, d)
-        weighted = (Y - b).abs_()
-    return {"x": a_x, "centred": centred, "weighted": weighted, "y": a_y}
+    return {"x": a_x, "centred": centred, "y": a_y}
+
+
+def _weighted(Y: Tensor, bias: Tensor) -> Tensor:
+    """|y - b| (S, T, G, d)."""
+    return (Y - bias.detach().float().reshape(-1, Y.shape[-1])).abs_()  # b: (1 or G, d)
 
 
 def _spike_mask(
@@ -203,13 +207,26 @@ def _rank(size: Tensor, dims: Tensor, valid: Tensor) -> Tensor:
 
 
 def _stage_ranks(
-    size: dict[str, Tensor], dims: Tensor, valid: Tensor, centred: bool, biased: bool
+    size: dict[str, Tensor],
+    dims: Tensor,
+    valid: Tensor,
+    centred: bool,
+    weighted: tuple[Tensor, Tensor | None],
 ) -> dict[str, Tensor]:
-    """The rank after each stage; a stage the module does not have keeps the rank before it."""
+    """The rank after each stage; a stage the module does not have keeps the rank before it.
+
+    `weighted`: Y and the bias, for |y - b|, which the CPU does not make without a spike to
+    rank (every rank is then 0, whatever it compares).
+    """
+    Y, bias = weighted
+    if bias is None or (host_reads(valid) and not bool(valid.any())):
+        a_weighted = size["y"]  # without a bias |y - b| is |y|; without a spike, unread
+    else:
+        a_weighted = _weighted(Y, bias)
     rank_in = _rank(size["x"], dims, valid)
     rank_centred = _rank(size["centred"], dims, valid) if centred else rank_in
-    rank_weighted = _rank(size["weighted"], dims, valid)
-    rank_out = _rank(size["y"], dims, valid) if biased else rank_weighted
+    rank_weighted = _rank(a_weighted, dims, valid)
+    rank_out = _rank(size["y"], dims, valid) if bias is not None else rank_weighted
     return {"in": rank_in, "centred": rank_centred, "weighted": rank_weighted, "out": rank_out}
 
 
@@ -225,18 +242,23 @@ def _first_stage(ranks: dict[str, Tensor], valid: Tensor) -> Tensor:
     return torch.where(changed, stage, 0).to(torch.int8)
 
 
+def _pairs(size: dict[str, Tensor], dims: Tensor) -> tuple[Tensor, Tensor]:
+    """Of each two slots i, j of a token (S, T, G, M, M): |x_i| > |x_j|; and |y_i| > |y_j| too."""
+    vx, vy = size["x"].gather(-1, dims), size["y"].gather(-1, dims)  # (S, T, G, M)
+    ordered = vx.unsqueeze(-1) > vx.unsqueeze(-2)
+    return ordered, ordered & (vy.unsqueeze(-1) > vy.unsqueeze(-2))
+
+
 def _order_counts(
-    spikes: Tensor, valid: Tensor, stage: Tensor, size: dict[str, Tensor], dims: Tensor
+    spikes: Tensor, valid: Tensor, stage: Tensor, pairs: tuple[Tensor, Tensor]
 ) -> Tensor:
     """ORDER_COUNTS of one call as one int64 tensor (8,); `spikes`: how many there are.
 
     A pair is two ranked spikes of one token with different |x|; it is kept when the larger
-    |x| also has the strictly larger |y| (a tie in |y| is not kept).
+    |x| also has the strictly larger |y| (a tie in |y| is not kept): `pairs` (_pairs).
     """
-    vx, vy = size["x"].gather(-1, dims), size["y"].gather(-1, dims)  # (S, T, G, M)
     both = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    ordered = both & (vx.unsqueeze(-1) > vx.unsqueeze(-2))  # (S, T, G, M, M)
-    kept = ordered & (vy.unsqueeze(-1) > vy.unsqueeze(-2))
+    ordered, kept = both & pairs[0], both & pairs[1]  # (S, T, G, M, M)
     counts = [
         spikes,
         valid.sum(),
@@ -349,14 +371,26 @@ def _compression(size: Tensor, keep: Tensor | None) -> Tensor:
     return top / masked_median(size, keep, dim=1)
 
 
+def _quiet(spike: Tensor) -> bool:
+    """Whether no entry is a spike, where reading it is free (the CPU)."""
+    return (
+        host_reads(spike) and not bool(spike.view(torch.uint8).amax()) if spike.numel() else False
+    )
+
+
 def _census_counters(
-    spike: Tensor, massive: Tensor, size: dict[str, Tensor], keep: Tensor | None = None
+    spike: Tensor,
+    massive: Tensor,
+    size: dict[str, Tensor],
+    keep: Tensor | None = None,
+    quiet: bool = False,
 ) -> Record:
     """Per dimension (heads pooled), (d,): spikes, spikes on the first (real) token, the
     same of the massive ones, sequences with a spike, the largest |x| and |y| with the
     (sequence, token) of the largest |x|, and the sums of |x| and |y| over tokens (the
     outlier dimensions' means); the (token, head) rows counted, and where each sequence's
-    real tokens start (S,). Pad positions count as |x| = |y| = 0."""
+    real tokens start (S,). Pad positions count as |x| = |y| = 0. `quiet`: no token has a
+    spike, and the counts of spikes are summed over no token (zeros, not a pass over all)."""
     a_x, a_y = size["x"], size["y"]
     sequences, tokens, heads, d = a_x.shape
     start = torch.zeros(sequences, dtype=torch.int64, device=a_x.device)
@@ -366,12 +400,13 @@ def _census_counters(
         start = keep[:, :, 0].int().argmax(1)  # the first real token (the first largest)
         rows = keep.sum(dtype=torch.int64) * heads
     first = start.view(sequences, 1, 1, 1).expand(sequences, 1, heads, d)
-    per_sequence = spike.sum(dim=(1, 2), dtype=torch.int64)  # (S, d)
+    counted = slice(0, 0) if quiet else slice(None)  # the tokens whose spikes are summed
+    per_sequence = spike[:, counted].sum(dim=(1, 2), dtype=torch.int64)  # (S, d)
     largest, where = _largest(a_x.flatten(0, 2))  # (d,), where into (S, T, G)
     return {
         "census_count": per_sequence.sum(0),
         "census_first": spike.gather(1, first).sum(dim=(0, 1, 2), dtype=torch.int64),
-        "census_massive": massive.sum(dim=(0, 1, 2), dtype=torch.int64),
+        "census_massive": massive[:, counted].sum(dim=(0, 1, 2), dtype=torch.int64),
         "census_massive_first": massive.gather(1, first).sum(dim=(0, 1, 2), dtype=torch.int64),
         "census_sequences": (per_sequence > 0).sum(0),
         "census_max_in": largest,
