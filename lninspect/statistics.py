@@ -9,22 +9,44 @@ result blocks, the JSON codec, the corpus aggregate, the watch log, the comparis
 tables and docs/statistics.md read the entries (tests/test_layout.py keeps them in step).
 A new statistic is one entry here: docs/architecture.md, "Add a statistic".
 
-No torch, no numpy at import (everything may read this): a reduction takes the shared
-per-token intermediates (lninspect.hooks.reduce.Tokens) and calls tensor methods only.
+No torch, no numpy at import (everything may read this), and nothing from hooks/, render/
+or cli/: a reduction takes the shared per-token intermediates (`Intermediates`, which
+lninspect.hooks.reduce.TokenMoments computes) and calls tensor methods only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from lninspect.hooks.reduce import Tokens
 
-Reduction = Callable[["Tokens"], "Tensor"]
+class Intermediates(Protocol):
+    """What a reduction reads: the per-token intermediates of one norm call, shared by every
+    statistic (lninspect.hooks.reduce.TokenMoments). x and y are float32 (..., d); the rest
+    (...), of x unless `out_`: the moments (std with eps), max |x| and its dimension."""
+
+    x: Tensor
+    y: Tensor
+    mean: Tensor
+    std: Tensor
+    kurtosis: Tensor
+    out_mean: Tensor
+    out_std: Tensor
+    out_kurtosis: Tensor
+    absmax: Tensor
+    absmax_dim: Tensor  # int64
+
+    @property
+    def nonfinite(self) -> Tensor:
+        """NaN and Inf entries of x per token (int32), counted when read."""
+        ...
+
+
+Reduction = Callable[[Intermediates], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +80,6 @@ class Statistic:
         return f"{self.side}.{self.field}"
 
 
-def count_nonfinite(t: Tensor) -> Tensor:
-    """How many entries of each token of t (..., d) are NaN or Inf (int32).
-
-    t * 0 is 0 where t is finite and NaN elsewhere; mapping NaN to 1 and summing counts
-    them in one cheap pass (a boolean isfinite reduction costs several times more).
-    """
-    return (t * 0).nan_to_num(nan=1.0, posinf=1.0, neginf=1.0).sum(-1).int()
-
-
 # fmt: off
 STATISTICS = (
     Statistic("mean", "input", "mean", "forward hook, x", "activation",
@@ -90,7 +103,7 @@ STATISTICS = (
     Statistic("nonfinite", "input", "nonfinite", "forward hook, x", "count",
               "NaN and Inf entries of x; a token with any has NaN (or Inf) statistics",
               dtype="int32", aggregated=False, optional=True,
-              reduce=lambda t: count_nonfinite(t.x)),
+              reduce=lambda t: t.nonfinite),
     Statistic("out_mean", "output", "mean", "forward hook, y", "activation",
               "mean_j y_j: what the norm hands on", reduce=lambda t: t.out_mean),
     Statistic("out_std", "output", "std", "forward hook, y", "activation",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
@@ -47,6 +48,18 @@ def test_only_the_torch_side_imports_torch():
     code += "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\nassert not heavy, heavy"
     done = processes.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_declaration_of_statistics_imports_nothing_above_it():
+    """statistics.py is read by every layer: it imports from none of the layers that read
+    it, not even inside a function or for type checking (issue 37)."""
+    tree = ast.parse((PACKAGE / "statistics.py").read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [
+        a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+    ]
+    upward = ("lninspect.hooks", "lninspect.render", "lninspect.cli")
+    assert imported and not [m for m in imported if m.startswith(upward)]
 
 
 def test_the_result_blocks_hold_the_declared_statistics():

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from lninspect import capture
 from lninspect.cli import app
-from lninspect.hooks.spikes import average_ranks, spearman, spike_metrics
+from lninspect.hooks.order import average_ranks, spearman
+from lninspect.hooks.spikes import spike_metrics
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
 from lninspect.results.stats import STATS_SCHEMA

@@ -20,7 +20,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from lninspect.hooks.spikes import Layout, Record
+from lninspect.hooks.layout import Layout
+from lninspect.hooks.spikes import Record
 from lninspect.hooks.transfer import to_host
 from lninspect.results import (
     CensusEntry,

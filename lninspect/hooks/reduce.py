@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lninspect.statistics import FORWARD, count_nonfinite
+from lninspect.statistics import FORWARD
 
 Tensor = torch.Tensor
 
@@ -22,8 +22,9 @@ def hidden_flat(t: Tensor, reduced_dims: int) -> Tensor:
     return t.detach().flatten(-reduced_dims) if reduced_dims > 1 else t.detach()
 
 
-class Tokens:
-    """The per-token intermediates of one norm call that the statistics' reductions share.
+class TokenMoments:
+    """The per-token intermediates of one norm call that the statistics' reductions share
+    (lninspect.statistics.Intermediates: its attributes are declared there).
 
     x and y are float32 views (..., d); no copy when already float32. The moments of each
     come from two passes (lninspect.hooks.reduce._moments): the mean, then the deviations
@@ -34,17 +35,6 @@ class Tokens:
     smallest x (two passes that write nothing) and the dimension at the call's peak alone
     (peak_dim: the per-token index costs more than every other statistic of x).
     """
-
-    x: Tensor  # (..., d) float32
-    y: Tensor
-    mean: Tensor  # (...) of x
-    std: Tensor
-    kurtosis: Tensor
-    out_mean: Tensor  # (...) of y
-    out_std: Tensor
-    out_kurtosis: Tensor
-    absmax: Tensor
-    absmax_dim: Tensor  # int64
 
     def __init__(
         self,
@@ -69,6 +59,11 @@ class Tokens:
             self.absmax = torch.maximum(self.x.amax(-1), self.x.amin(-1).neg())
             self.absmax_dim = peak_dim(self.x, self.absmax, real)
 
+    @property
+    def nonfinite(self) -> Tensor:
+        """NaN and Inf entries of x per token: a pass of its own, made only when read."""
+        return count_nonfinite(self.x)
+
 
 def token_stats(
     x: Tensor,
@@ -87,7 +82,7 @@ def token_stats(
     The one function of both paths: run as it is (eager) or through torch.compile
     (lninspect.hooks.fused). A token with a NaN or Inf entry has NaN (or Inf) statistics.
     """
-    tokens = Tokens(x, y, eps, reduced_dims, token_dims, real)
+    tokens = TokenMoments(x, y, eps, reduced_dims, token_dims, real)
     return {
         s.key: s.reduce(tokens)
         for s in FORWARD
@@ -133,9 +128,18 @@ def peak_dim(x: Tensor, absmax: Tensor, real: Tensor | None) -> Tensor:
     return dims.scatter_(0, token, row.abs().argmax(-1)).view(absmax.shape)
 
 
+def count_nonfinite(t: Tensor) -> Tensor:
+    """How many entries of each token of t (..., d) are NaN or Inf (int32).
+
+    t * 0 is 0 where t is finite and NaN elsewhere; mapping NaN to 1 and summing counts
+    them in one cheap pass (a boolean isfinite reduction costs several times more).
+    """
+    return (t * 0).nan_to_num(nan=1.0, posinf=1.0, neginf=1.0).sum(-1).int()
+
+
 @torch.no_grad()
 def token_nonfinite(t: Tensor, reduced_dims: int = 1) -> Tensor:
-    """How many entries of each token are NaN or Inf (int32): statistics.count_nonfinite."""
+    """How many entries of each token are NaN or Inf (int32): count_nonfinite."""
     return count_nonfinite(hidden_flat(t, reduced_dims).float())
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from lninspect.hooks.census import Census, share
+from lninspect.hooks.layout import Layout
 from lninspect.hooks.reduce import gather
-from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Layout, Record
+from lninspect.hooks.spikes import KINDS, ORDER_COUNTS, STAGE_CODES, Record
 from lninspect.options import SpikeOptions
 from lninspect.results import AcrossToken, ChangedBy, KindOrder, OrderStats, Spike
 

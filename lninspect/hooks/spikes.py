@@ -8,17 +8,22 @@ the sequence: Sun et al. 2024's massive activations) or the z rule (|z| >= z).
 A spike's rank is 1 + the number of the token's dimensions with a strictly larger
 magnitude: a count, never a sort. It is taken after each stage of the norm in turn,
 |x| -> |x - c| (centre) -> |y - b| (weight) -> |y| (bias), so that a change of rank can be
-laid at the stage that caused it. Nothing here reads a value back to the host: every count
-that varies (spikes per token, dimensions that spike) goes into a buffer of fixed size,
-with the overflow counted.
+laid at the stage that caused it. Every count that varies (spikes per token, dimensions
+that spike) goes into a buffer of fixed size, with the overflow counted.
+
+On an accelerator nothing here reads a value back to the host (the no-sync rule). On the
+CPU, where a read costs nothing, the work is sized by the data, with the same record: the
+layer median only where some |x| passes `spike_abs`, the top spikes only of the tokens that
+have one, the ranks only of the ranked spikes, the across-token order only of columns that
+hold a spike (`host_reads`); tests/test_spikes.py compares both paths.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from lninspect.hooks.layout import Layout
+from lninspect.hooks.order import masked_median, spearman, top_lower_first
 from lninspect.hooks.reduce import hidden_flat
 from lninspect.options import SpikeOptions
 
@@ -38,67 +43,6 @@ ORDER_COUNTS = (
 STAGE_CODES = {1: "centre", 2: "weight", 3: "bias"}  # spike_stage: 0 = rank kept
 # order_counts rows: every spike, the massive ones, the z-rule outliers that are not massive
 KINDS = ("all", "massive", "outlier")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the sequences, tokens and heads of a norm's per-token shape `lead` are.
-
-    The canonical view of an activation is (sequences S, tokens T, heads G, d): axis 0 of
-    `lead` is the sequence axis when lead has two axes or more; the token axis is taken
-    from the tensor's memory layout (the axis with the largest stride among those of size
-    > 1 after axis 0: projections write tokens outermost, so Gemma 3's (batch, heads,
-    tokens) q/k view still has its tokens found); every other axis is a head, flattened
-    in the module's order.
-    """
-
-    lead: tuple[int, ...]
-    token_axis: int  # in lead; 0 for a 1-D lead (tokens, or a flattened batch x tokens)
-
-    @staticmethod
-    def of(x: Tensor, reduced_dims: int) -> Layout:
-        lead = tuple(x.shape[:-reduced_dims])
-        if len(lead) <= 1:
-            return Layout(lead, 0)
-        strides = x.stride()
-        candidates = [a for a in range(1, len(lead)) if lead[a] > 1] or [1]
-        return Layout(lead, max(candidates, key=lambda a: (strides[a], -a)))
-
-    @property
-    def sequences(self) -> int:
-        return self.lead[0] if len(self.lead) > 1 else 1
-
-    @property
-    def tokens(self) -> int:
-        return self.lead[self.token_axis] if self.lead else 1
-
-    @property
-    def heads(self) -> int:
-        return max(1, int(torch.Size(self.lead).numel()) // (self.sequences * self.tokens))
-
-    def canonical(self, t: Tensor) -> Tensor:
-        """(*lead, ...) -> (S, T, G, ...): a view wherever the memory allows one."""
-        rest = t.shape[len(self.lead) :]
-        if len(self.lead) <= 1:
-            return t.reshape(1, self.tokens, 1, *rest)
-        moved = t.movedim(self.token_axis, 1)
-        return moved.reshape(self.sequences, self.tokens, self.heads, *rest)
-
-    def module_order(self, t: Tensor) -> Tensor:
-        """(S, T, G) per-token values -> the module's own per-token shape `lead`."""
-        if len(self.lead) <= 1:
-            return t.reshape(self.lead)
-        others = [n for a, n in enumerate(self.lead) if a not in (0, self.token_axis)]
-        return t.reshape(self.sequences, self.tokens, *others).movedim(1, self.token_axis)
-
-    def as_tensor(self) -> Tensor:
-        """The layout as a small CPU tensor, to travel inside a record (no device copy)."""
-        return torch.tensor([self.token_axis, *self.lead], dtype=torch.int64)
-
-    @staticmethod
-    def from_tensor(t: Tensor) -> Layout:
-        values = [int(v) for v in t.tolist()]
-        return Layout(tuple(values[1:]), values[0])
 
 
 @torch.no_grad()
@@ -131,26 +75,30 @@ def spike_metrics(
     keep = _real_tokens(real, layout, X.device)  # (S, T, 1) or None
     size = _magnitudes(X, Y, c, bias)
     spike, massive = _spike_mask(size["x"], size["centred"], s, options, keep)
-    score = torch.where(spike, size["x"], -1.0)  # |x| of spikes, -1 elsewhere
+    count, quiet = spike.sum(-1, dtype=torch.int32), _quiet(spike)  # (S, T, G)
+    # |x| of spikes, -1 elsewhere (without a spike, on the CPU, not written)
+    score = size["x"].new_full((), -1.0).expand_as(spike) if quiet else size["x"].where(spike, -1.0)
     # The per_token spikes of largest |x| in each token: (S, T, G, M) dims, valid where >= 0.
-    dims = top_lower_first(score, options.per_token)
+    dims = _ranked_dims(score, count, options.per_token)
     valid = score.gather(-1, dims) >= 0
-    ranks = _stage_ranks(size, dims, centred=c is not None, biased=bias is not None)
+    ranks = _stage_ranks(size, dims, valid, centred=c is not None, weighted=(Y, bias))
     stage = _first_stage(ranks, valid)
     ranked_massive = valid & massive.gather(-1, dims)  # (S, T, G, M)
-    kinds = {
-        "all": (spike, valid),
-        "massive": (massive, ranked_massive),
-        "outlier": (spike & ~massive, valid & ~ranked_massive),
+    census = _census_counters(spike, massive, size, keep, quiet)
+    spikes, massives = census["census_count"].sum(), census["census_massive"].sum()
+    kinds = {  # massive spikes are spikes: the outliers are the difference
+        "all": (spikes, valid),
+        "massive": (massives, ranked_massive),
+        "outlier": (spikes - massives, valid & ~ranked_massive),
     }
-    count, retention = spike.sum(-1, dtype=torch.int32), _topk_retention(X, size, options.top_k)
+    retention, pairs = _topk_retention(X, size, options.top_k), _pairs(size, dims)
     if keep is not None:
         count, retention = count.where(keep, -1), retention.where(keep, torch.nan)
     record: Record = {
         "spike_count": layout.module_order(count),
         "topk_retention": layout.module_order(retention),
         "order_counts": torch.stack(
-            [_order_counts(*kinds[kind], stage, size, dims) for kind in KINDS]
+            [_order_counts(*kinds[kind], stage, pairs) for kind in KINDS]
         ),  # (kinds, ORDER_COUNTS)
         "ranked_dims": torch.where(valid, dims, -1).to(torch.int32),  # (S, T, G, M)
         "ranked_massive": ranked_massive,
@@ -159,8 +107,14 @@ def spike_metrics(
     listed = _listed(X, Y, c, s, massive, dims, valid, ranks, stage, size, options.max_spikes)
     record |= listed | _gains(listed, bias, X.shape[-1])
     record |= _across_tokens(X, Y, score, options.across_dims, keep)
-    record |= _census_counters(spike, massive, size, keep)
-    return record
+    return record | census
+
+
+def host_reads(t: Tensor) -> bool:
+    """Whether a branch on t's values is free: on the CPU the values are the host's; on an
+    accelerator a read waits for the device (and the meta device of tests/test_no_sync.py
+    has no values), so there every buffer keeps its fixed size."""
+    return t.device.type == "cpu"
 
 
 def _real_tokens(real: Tensor | None, layout: Layout, device: torch.device) -> Tensor | None:
@@ -170,45 +124,23 @@ def _real_tokens(real: Tensor | None, layout: Layout, device: torch.device) -> T
     return real.bool().view(layout.sequences, layout.tokens, 1).to(device)
 
 
-def masked_median(values: Tensor, keep: Tensor | None, dim: int) -> Tensor:
-    """torch.median along `dim` (the lower middle value) of the entries where `keep`: pads
-    become NaN for nanmedian, and a NaN among the kept entries gives NaN, as median does."""
-    if keep is None:
-        return values.median(dim=dim).values
-    keep = keep.expand_as(values)
-    median = values.where(keep, torch.nan).nanmedian(dim=dim).values
-    return median.where(~(values.isnan() & keep).any(dim), torch.nan)
-
-
-def top_lower_first(values: Tensor, k: int) -> Tensor:
-    """The indices of the min(k, n) largest of the n float32 values along the last axis,
-    largest first; of equal values, the lower index first (torch.topk leaves the order of
-    ties unspecified, and keeps any of them at the cut).
-
-    One topk on an int64 key: the value's bits, which order float32 values >= 0 as the
-    values do (NaN above +inf, as topk does), times n, plus n - 1 - index. `values` are
-    magnitudes (>= 0) or -1 for an entry to take only after every magnitude.
-    """
-    n = values.shape[-1]
-    reverse = torch.arange(n - 1, -1, -1, device=values.device)
-    key = values.contiguous().view(torch.int32).to(torch.int64) * n + reverse
-    return key.topk(min(k, n), dim=-1).indices
-
-
 def _magnitudes(X: Tensor, Y: Tensor, c: Tensor | None, bias: Tensor | None) -> dict[str, Tensor]:
-    """|x|, |x - c|, |y - b| and |y|, each (S, T, G, d); shared tensors where a stage is absent.
+    """|x|, |x - c| and |y|, each (S, T, G, d), and a function for |y - b|; shared tensors
+    where a stage is absent.
 
     |y - b| is read from the module's real output, so the effective weight is whatever the
-    module applies (Gemma's 1 + w) and no recomputation's rounding is taken for a change.
+    module applies (Gemma's 1 + w) and no recomputation's rounding is taken for a change;
+    only the ranks read it, made when they need it (`weighted`).
     """
     a_x = X.abs()
     a_y = Y.abs()
     centred = a_x if c is None else (X - c.unsqueeze(-1)).abs_()
-    weighted = a_y
-    if bias is not None:
-        b = bias.detach().float().reshape(-1, X.shape[-1])  # (1 or G, d)
-        weighted = (Y - b).abs_()
-    return {"x": a_x, "centred": centred, "weighted": weighted, "y": a_y}
+    return {"x": a_x, "centred": centred, "y": a_y}
+
+
+def _weighted(Y: Tensor, bias: Tensor) -> Tensor:
+    """|y - b| (S, T, G, d)."""
+    return (Y - bias.detach().float().reshape(-1, Y.shape[-1])).abs_()  # b: (1 or G, d)
 
 
 def _spike_mask(
@@ -232,6 +164,8 @@ def _spike_mask(
 def massive_mask(a_x: Tensor, options: SpikeOptions, keep: Tensor | None = None) -> Tensor:
     """Sun et al.'s rule on |x| of shape (sequences, ...): above `magnitude` and above `ratio`
     x the median over everything of its sequence (its real tokens, where `keep` says)."""
+    if host_reads(a_x) and a_x.numel() and bool(a_x.amax() <= options.spike_abs):
+        return torch.zeros_like(a_x, dtype=torch.bool)  # no median needed (NaN: taken)
     sequences = a_x.shape[0]
     flat_keep = None if keep is None else keep.expand_as(a_x).reshape(sequences, -1)
     median = masked_median(a_x.reshape(sequences, -1), flat_keep, dim=-1)
@@ -239,26 +173,60 @@ def massive_mask(a_x: Tensor, options: SpikeOptions, keep: Tensor | None = None)
     return (a_x > options.spike_abs) & (a_x > options.spike_ratio * median)
 
 
-def _rank(size: Tensor, dims: Tensor) -> Tensor:
-    """1 + the number of entries of each token larger than each chosen one: (S, T, G, M).
+def _ranked_dims(score: Tensor, count: Tensor, per_token: int) -> Tensor:
+    """top_lower_first(score, per_token): (S, T, G, M). On the CPU only the tokens with a
+    spike (`count` > 0) are searched: every other one's top is 0 .. M - 1 (all equal, -1)."""
+    if not host_reads(score):
+        return top_lower_first(score, per_token)
+    d = score.shape[-1]
+    rows = count.flatten().nonzero().squeeze(1)
+    dims = torch.arange(min(per_token, d), device=score.device).repeat(count.numel(), 1)
+    dims[rows] = top_lower_first(score.reshape(-1, d)[rows], per_token)
+    return dims.view(*count.shape, -1)
 
-    Summed in int16 where d allows it: the (S, T, G, M, d) booleans are the largest tensor
-    of the metrics, and their conversion costs half as much as to int32 (CPU).
+
+def _rank(size: Tensor, dims: Tensor, valid: Tensor) -> Tensor:
+    """1 + the number of entries of each token larger than each ranked spike: (S, T, G, M),
+    0 where `valid` is False (no spike in the slot).
+
+    On the CPU only the valid slots are compared with their token (a (spikes, d) block);
+    elsewhere every slot, fixed size: the (S, T, G, M, d) booleans, summed in int16 where d
+    allows it (their conversion costs half as much as to int32).
     """
-    chosen = size.gather(-1, dims)
-    larger = size.unsqueeze(-2) > chosen.unsqueeze(-1)  # (S, T, G, M, d)
-    count = torch.int16 if size.shape[-1] < 2**15 else torch.int32
-    return larger.sum(-1, dtype=count).to(torch.int32) + 1
+    d = size.shape[-1]
+    if not host_reads(size):
+        larger = size.unsqueeze(-2) > size.gather(-1, dims).unsqueeze(-1)  # (S, T, G, M, d)
+        count = torch.int16 if d < 2**15 else torch.int32
+        return torch.where(valid, larger.sum(-1, dtype=count).to(torch.int32) + 1, 0)
+    slots = valid.flatten().nonzero().squeeze(1)  # into the flattened (S, T, G, M)
+    rows = size.reshape(-1, d)[slots // dims.shape[-1]]  # (spikes, d)
+    chosen = rows.gather(-1, dims.reshape(-1, 1)[slots])  # (spikes, 1)
+    ranks = torch.zeros(dims.numel(), dtype=torch.int32, device=size.device)
+    larger = (rows > chosen).sum(-1, dtype=torch.int32) + 1
+    return ranks.index_copy_(0, slots, larger).view(dims.shape)
 
 
 def _stage_ranks(
-    size: dict[str, Tensor], dims: Tensor, centred: bool, biased: bool
+    size: dict[str, Tensor],
+    dims: Tensor,
+    valid: Tensor,
+    centred: bool,
+    weighted: tuple[Tensor, Tensor | None],
 ) -> dict[str, Tensor]:
-    """The rank after each stage; a stage the module does not have keeps the rank before it."""
-    rank_in = _rank(size["x"], dims)
-    rank_centred = _rank(size["centred"], dims) if centred else rank_in
-    rank_weighted = _rank(size["weighted"], dims)
-    rank_out = _rank(size["y"], dims) if biased else rank_weighted
+    """The rank after each stage; a stage the module does not have keeps the rank before it.
+
+    `weighted`: Y and the bias, for |y - b|, which the CPU does not make without a spike to
+    rank (every rank is then 0, whatever it compares).
+    """
+    Y, bias = weighted
+    if bias is None or (host_reads(valid) and not bool(valid.any())):
+        a_weighted = size["y"]  # without a bias |y - b| is |y|; without a spike, unread
+    else:
+        a_weighted = _weighted(Y, bias)
+    rank_in = _rank(size["x"], dims, valid)
+    rank_centred = _rank(size["centred"], dims, valid) if centred else rank_in
+    rank_weighted = _rank(a_weighted, dims, valid)
+    rank_out = _rank(size["y"], dims, valid) if bias is not None else rank_weighted
     return {"in": rank_in, "centred": rank_centred, "weighted": rank_weighted, "out": rank_out}
 
 
@@ -274,20 +242,25 @@ def _first_stage(ranks: dict[str, Tensor], valid: Tensor) -> Tensor:
     return torch.where(changed, stage, 0).to(torch.int8)
 
 
+def _pairs(size: dict[str, Tensor], dims: Tensor) -> tuple[Tensor, Tensor]:
+    """Of each two slots i, j of a token (S, T, G, M, M): |x_i| > |x_j|; and |y_i| > |y_j| too."""
+    vx, vy = size["x"].gather(-1, dims), size["y"].gather(-1, dims)  # (S, T, G, M)
+    ordered = vx.unsqueeze(-1) > vx.unsqueeze(-2)
+    return ordered, ordered & (vy.unsqueeze(-1) > vy.unsqueeze(-2))
+
+
 def _order_counts(
-    spike: Tensor, valid: Tensor, stage: Tensor, size: dict[str, Tensor], dims: Tensor
+    spikes: Tensor, valid: Tensor, stage: Tensor, pairs: tuple[Tensor, Tensor]
 ) -> Tensor:
-    """ORDER_COUNTS of one call as one int64 tensor (8,).
+    """ORDER_COUNTS of one call as one int64 tensor (8,); `spikes`: how many there are.
 
     A pair is two ranked spikes of one token with different |x|; it is kept when the larger
-    |x| also has the strictly larger |y| (a tie in |y| is not kept).
+    |x| also has the strictly larger |y| (a tie in |y| is not kept): `pairs` (_pairs).
     """
-    vx, vy = size["x"].gather(-1, dims), size["y"].gather(-1, dims)  # (S, T, G, M)
     both = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    ordered = both & (vx.unsqueeze(-1) > vx.unsqueeze(-2))  # (S, T, G, M, M)
-    kept = ordered & (vy.unsqueeze(-1) > vy.unsqueeze(-2))
+    ordered, kept = both & pairs[0], both & pairs[1]  # (S, T, G, M, M)
     counts = [
-        spike.sum(),
+        spikes,
         valid.sum(),
         (valid & (stage == 0)).sum(),
         ordered.sum(),
@@ -354,7 +327,7 @@ def _topk_retention(X: Tensor, size: dict[str, Tensor], k: int) -> Tensor:
     """
     top_x, top_y = top_lower_first(size["x"], k), top_lower_first(size["y"], k)
     kept = (top_x.unsqueeze(-1) == top_y.unsqueeze(-2)).any(-1).float().mean(-1)
-    low, high = torch.aminmax(X, dim=-1)
+    low, high = X.amin(-1), X.amax(-1)  # aminmax(dim=-1) costs 15 times more (CPU)
     return torch.where(low < high, kept, torch.nan)  # NaN also where low or high is NaN
 
 
@@ -365,22 +338,31 @@ def _across_tokens(
 
     Per sequence and column: Spearman over tokens of x vs y and of |x| vs |y| (average
     ranks for ties), and max / median over tokens of |x| and of |y|; over the real tokens
-    only where `keep` (S, T, 1) says.
+    only where `keep` (S, T, 1) says. NaN in a column without a spike (`across_valid`
+    False): the CPU measures only the columns with one.
     """
     d = X.shape[3]
     best = score.amax(dim=(0, 1)).flatten()  # (G * d,): the largest spike |x| per column
     column = top_lower_first(best, limit)
     head, dim = column // d, column % d
-    xs, ys = X[:, :, head, dim], Y[:, :, head, dim]  # (S, T, A)
-    return {
-        "across_valid": best[column] >= 0,
-        "across_head": head,
-        "across_dim": dim,
-        "across_rho": spearman(xs, ys, dim=1, keep=keep),  # (S, A)
+    valid = best[column] >= 0  # (A,)
+    found = valid.nonzero().squeeze(1) if host_reads(valid) else None  # None: every column
+    h, j = (head, dim) if found is None else (head[found], dim[found])
+    xs, ys = X[:, :, h, j], Y[:, :, h, j]  # (S, T, A or found)
+    measured = {
+        "across_rho": spearman(xs, ys, dim=1, keep=keep),  # (S, A or found)
         "across_rho_abs": spearman(xs.abs(), ys.abs(), dim=1, keep=keep),
         "across_compression_in": _compression(xs.abs(), keep),
         "across_compression_out": _compression(ys.abs(), keep),
     }
+    if found is None:
+        placed = {k: v.where(valid, torch.nan) for k, v in measured.items()}
+    else:
+        shape = (X.shape[0], len(column))
+        placed = {
+            k: v.new_full(shape, torch.nan).index_copy_(1, found, v) for k, v in measured.items()
+        }
+    return {"across_valid": valid, "across_head": head, "across_dim": dim} | placed
 
 
 def _compression(size: Tensor, keep: Tensor | None) -> Tensor:
@@ -389,55 +371,26 @@ def _compression(size: Tensor, keep: Tensor | None) -> Tensor:
     return top / masked_median(size, keep, dim=1)
 
 
-def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
-    """Ranks 1..n along `dim`, tied values sharing their average rank (float64).
-
-    One sort; each run of equal sorted values gets the mean of its positions, found from
-    where the run starts (a running max) and ends (a running min from the right).
-    """
-    moved = t.movedim(dim, -1)
-    ordered, order = moved.sort(dim=-1)
-    n = ordered.shape[-1]
-    position = torch.arange(n, device=t.device).expand_as(ordered)
-    new = torch.ones_like(ordered, dtype=torch.bool)
-    new[..., 1:] = ordered[..., 1:] != ordered[..., :-1]  # a run starts here
-    last = torch.ones_like(new)
-    last[..., :-1] = new[..., 1:]  # a run ends here
-    start = torch.where(new, position, 0).cummax(-1).values
-    end = torch.where(last, position, n).flip(-1).cummin(-1).values.flip(-1)
-    mean = (start + end).double() / 2 + 1
-    return torch.empty_like(mean).scatter_(-1, order, mean).movedim(-1, dim)
-
-
-def spearman(a: Tensor, b: Tensor, dim: int = -1, keep: Tensor | None = None) -> Tensor:
-    """Spearman's rho of `a` and `b` along `dim`: Pearson's r of their average ranks.
-
-    NaN where either side is constant (or has one value), as the correlation is undefined.
-    With `keep` (broadcast to `a`), over the kept entries only: the others are ranked last
-    (+inf), so the kept ones get the ranks they have among themselves, and weigh 0.
-    """
-    if keep is None:
-        ra, rb = average_ranks(a, dim), average_ranks(b, dim)
-        ra = ra - ra.mean(dim, keepdim=True)
-        rb = rb - rb.mean(dim, keepdim=True)
-        return (ra * rb).sum(dim) / ((ra * ra).sum(dim) * (rb * rb).sum(dim)).sqrt()
-    w = keep.expand_as(a).double()
-    ra = average_ranks(a.where(keep, torch.inf), dim)
-    rb = average_ranks(b.where(keep, torch.inf), dim)
-    n = w.sum(dim, keepdim=True)
-    ra = (ra - (ra * w).sum(dim, keepdim=True) / n) * w
-    rb = (rb - (rb * w).sum(dim, keepdim=True) / n) * w
-    return (ra * rb).sum(dim) / ((ra * ra).sum(dim) * (rb * rb).sum(dim)).sqrt()
+def _quiet(spike: Tensor) -> bool:
+    """Whether no entry is a spike, where reading it is free (the CPU)."""
+    return (
+        host_reads(spike) and not bool(spike.view(torch.uint8).amax()) if spike.numel() else False
+    )
 
 
 def _census_counters(
-    spike: Tensor, massive: Tensor, size: dict[str, Tensor], keep: Tensor | None = None
+    spike: Tensor,
+    massive: Tensor,
+    size: dict[str, Tensor],
+    keep: Tensor | None = None,
+    quiet: bool = False,
 ) -> Record:
     """Per dimension (heads pooled), (d,): spikes, spikes on the first (real) token, the
     same of the massive ones, sequences with a spike, the largest |x| and |y| with the
     (sequence, token) of the largest |x|, and the sums of |x| and |y| over tokens (the
     outlier dimensions' means); the (token, head) rows counted, and where each sequence's
-    real tokens start (S,). Pad positions count as |x| = |y| = 0."""
+    real tokens start (S,). Pad positions count as |x| = |y| = 0. `quiet`: no token has a
+    spike, and the counts of spikes are summed over no token (zeros, not a pass over all)."""
     a_x, a_y = size["x"], size["y"]
     sequences, tokens, heads, d = a_x.shape
     start = torch.zeros(sequences, dtype=torch.int64, device=a_x.device)
@@ -447,14 +400,16 @@ def _census_counters(
         start = keep[:, :, 0].int().argmax(1)  # the first real token (the first largest)
         rows = keep.sum(dtype=torch.int64) * heads
     first = start.view(sequences, 1, 1, 1).expand(sequences, 1, heads, d)
-    where = a_x.nan_to_num(nan=-1.0).flatten(0, 2).argmax(0)  # (d,) into (S, T, G)
+    counted = slice(0, 0) if quiet else slice(None)  # the tokens whose spikes are summed
+    per_sequence = spike[:, counted].sum(dim=(1, 2), dtype=torch.int64)  # (S, d)
+    largest, where = _largest(a_x.flatten(0, 2))  # (d,), where into (S, T, G)
     return {
-        "census_count": spike.sum(dim=(0, 1, 2), dtype=torch.int64),
+        "census_count": per_sequence.sum(0),
         "census_first": spike.gather(1, first).sum(dim=(0, 1, 2), dtype=torch.int64),
-        "census_massive": massive.sum(dim=(0, 1, 2), dtype=torch.int64),
+        "census_massive": massive[:, counted].sum(dim=(0, 1, 2), dtype=torch.int64),
         "census_massive_first": massive.gather(1, first).sum(dim=(0, 1, 2), dtype=torch.int64),
-        "census_sequences": spike.any(dim=2).any(dim=1).sum(0, dtype=torch.int64),
-        "census_max_in": a_x.amax(dim=(0, 1, 2)),
+        "census_sequences": (per_sequence > 0).sum(0),
+        "census_max_in": largest,
         "census_max_out": a_y.amax(dim=(0, 1, 2)),
         "census_max_sequence": where // (tokens * heads),
         "census_max_token": (where // heads) % tokens,
@@ -463,3 +418,14 @@ def _census_counters(
         "census_rows": rows,
         "census_start": start,
     }
+
+
+def _largest(a_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per column of (rows, d): the largest value (NaN where a NaN is) and the first row of
+    the largest, NaN taken as -1 (below every |x|). On the CPU one max(0) gives both where no
+    column holds a NaN (the nan_to_num copy and argmax cost six times more)."""
+    if host_reads(a_x):
+        largest, where = a_x.max(0)
+        if not bool(largest.isnan().any()):
+            return largest, where
+    return a_x.amax(0), a_x.nan_to_num(nan=-1.0).argmax(0)
