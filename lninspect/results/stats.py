@@ -17,6 +17,7 @@ import numpy as np
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.roles import stream_of
+from lninspect.scale import ScaleSpread, scale_spread
 from lninspect.statistics import denominator_key, schemas
 
 # Oldest first; a generation of statistics adds a version (lninspect.statistics.schemas).
@@ -300,6 +301,13 @@ class NormStats(NormDescription):
     across_token: list[AcrossToken] | None = field(default=None, metadata=meta(omit_none=True))
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
     dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
+    # how far s is from a constant (lninspect.scale): derived from the per-token s when absent
+    scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale is None:
+            self.scale = scale_spread(self.denominator, self.token_axis)
 
     @property
     def denominator(self) -> np.ndarray:
