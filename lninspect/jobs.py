@@ -18,7 +18,7 @@ from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, NotANorm, discover
-from lninspect.options import RunOptions, SpikeOptions
+from lninspect.options import MapOptions, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.summary import layer_span
 
@@ -59,18 +59,24 @@ def prepare(options: RunOptions, grads: bool = False) -> Prepared:
 
 
 def run_stats(
-    options: RunOptions, spikes: SpikeOptions | None = None, ablate: bool = False
+    options: RunOptions,
+    spikes: SpikeOptions | None = None,
+    ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> StatsResult:
     """Per-token statistics of every norm (and spikes, if asked), from one forward pass.
 
     `ablate` (with `spikes`) adds the loss with the massive activations replaced
-    (`ablate_spikes`): two more forward passes.
+    (`ablate_spikes`): two more forward passes. `maps` samples each norm's map
+    (lninspect.hooks.normmap).
     """
     prepared = prepare(options)
     model = prepared.loaded.model
     with (
         torch.inference_mode(),
-        capture(model, prepared.norms, spikes=spikes, reductions=options.reductions) as cap,
+        capture(
+            model, prepared.norms, spikes=spikes, reductions=options.reductions, maps=maps
+        ) as cap,
     ):
         for ids in prepared.input_ids:
             model(input_ids=ids[None], use_cache=False)
@@ -127,6 +133,7 @@ def run_grads(
     target: str | None = None,
     spikes: SpikeOptions | None = None,
     ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> GradsResult:
     """Per-token gradient norms at every norm and every parameter's, from one backward pass.
 
@@ -149,7 +156,7 @@ def run_grads(
     model.zero_grad(set_to_none=True)
     losses = []
     hooked = capture(
-        model, prepared.norms, grads=True, spikes=spikes, reductions=options.reductions
+        model, prepared.norms, grads=True, spikes=spikes, reductions=options.reductions, maps=maps
     )
     with torch.enable_grad(), hooked as cap:
         for ids in prepared.input_ids[:, None]:  # (1, tokens): windows add up to the mean loss

@@ -29,6 +29,7 @@ from lninspect.cli.shared import (
     FIGURES,
     JSON,
     MODEL,
+    NORM_MAP,
     ONE_FILE,
     PRINTED,
     QUIET,
@@ -82,7 +83,7 @@ ReportForceOpt = Annotated[
 
 
 @app.command()
-@shared(TEXT, CORPUS, MODEL, SPIKE_RULES, ABLATE, FIGURES, PRINTED)
+@shared(TEXT, CORPUS, MODEL, SPIKE_RULES, ABLATE, NORM_MAP, FIGURES, PRINTED)
 def stats(
     ctx: typer.Context, model: ModelArg = None, spikes: SpikesFlag = False, *, given: Given
 ) -> None:
@@ -100,9 +101,15 @@ def stats(
         "spikes": given.spikes() if spikes or ablate else None,
         "outputs": given.outputs(),
     }
+    maps = given.maps()
     if not corpus.requested:
-        invoke(ctx, commands.stats, ablate=ablate, **request)
+        invoke(ctx, commands.stats, ablate=ablate, maps=maps, **request)
         return
+    if maps.sample or maps.freeze:
+        raise typer.BadParameter(
+            "applies to one text for now; a corpus run keeps no sample of the map",
+            param_hint="'--map' / '--freeze-scale'",
+        )
     if ablate:
         raise typer.BadParameter(
             "applies to one text; a corpus is aggregated without keeping what the "
@@ -152,7 +159,7 @@ def grads(
 
 
 @app.command()
-@shared(TEXT, ONE_FILE, MODEL, SPIKE_RULES, ABLATE, JSON, QUIET, WIDE)
+@shared(TEXT, ONE_FILE, MODEL, SPIKE_RULES, ABLATE, NORM_MAP, JSON, QUIET, WIDE)
 def report(
     ctx: typer.Context,
     models: ReportModelsArg = None,
@@ -187,7 +194,10 @@ def report(
         invoke(ctx, commands.compare_report, models=list(models or ()), **request)
         return
     ablate = ablation_asked(given)
-    invoke(ctx, commands.report, loss=loss.value, target=target, ablate=ablate, **request)
+    maps = given.maps()
+    invoke(
+        ctx, commands.report, loss=loss.value, target=target, ablate=ablate, maps=maps, **request
+    )
 
 
 @app.command()

@@ -24,7 +24,7 @@ from lninspect.files import (
     make_folder,
     write_json,
 )
-from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
+from lninspect.options import CorpusOptions, MapOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results.placement import PlacementConfig
@@ -66,9 +66,14 @@ def check_early(run: RunOptions, text: bool = True) -> None:
 
 
 def stats(
-    run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs, ablate: bool = False
+    run: RunOptions,
+    spikes: SpikeOptions | None,
+    outputs: Outputs,
+    ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
+    from lninspect.render.map_tables import map_tables
     from lninspect.render.spike_tables import spike_tables
     from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
@@ -77,8 +82,9 @@ def stats(
     check_early(run)
     from lninspect.jobs import run_stats
 
-    result = run_stats(run, spikes, ablate)
+    result = run_stats(run, spikes, ablate, maps)
     tables: list[RenderableType] = [stats_table(result, outputs.wide)]
+    tables += map_tables(result, outputs.wide)
     if spikes is not None:
         tables += spike_tables(result, outputs.wide)
     _publish(outputs, result, tables, save_stats_figures)
@@ -173,6 +179,7 @@ def report(
     folder: Path,
     outputs: Outputs,
     ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder
     (and, with --json, the document also to that file)."""
@@ -184,7 +191,7 @@ def report(
         check_early(run)
         from lninspect.jobs import run_grads
 
-        result = run_grads(run, loss, target, spikes=spikes, ablate=ablate)
+        result = run_grads(run, loss, target, spikes=spikes, ablate=ablate, maps=maps)
         for note in result.notes:
             out.note(note)
         paths = write_report(result, folder)

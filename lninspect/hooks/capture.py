@@ -31,13 +31,15 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
+from lninspect.hooks.normmap import MapSampler, on_host
 from lninspect.hooks.padding import PassInput, mask_record, no_token_left
 from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
 from lninspect.hooks.spikes import Layout, spike_metrics
 from lninspect.hooks.transfer import descriptions, to_host
+from lninspect.mapfit import NormMap, norm_map
 from lninspect.norms.discovery import NormInfo, find_norms
-from lninspect.options import SpikeOptions
+from lninspect.options import MapOptions, SpikeOptions
 from lninspect.results import (
     GradStats,
     InputInfo,
@@ -92,6 +94,7 @@ class _Hooks:
         self.call_pass: dict[str, list[int]] = {n.name: [] for n in self.norms}
         # the token axis of a norm's per-token arrays, where they also have heads
         self.token_axes: dict[str, int] = {}
+        self.maps: dict[str, MapSampler] = {}  # the sample of each norm's map (--map)
 
     def count_pass(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
@@ -178,6 +181,10 @@ class _Hooks:
                         real=self.real_tokens(),
                     )
                 )
+            if info.name in self.maps:
+                centre = None if info.kind == "rmsnorm" else stats["mean"]
+                scale = stats[denominator_key(info.kind)]
+                self.maps[info.name].add(x, centre, scale, info.reduced_dims, self.real_tokens())
             original = self.pending_inputs.pop(info.name, None)
             if self.grads and y.requires_grad:
                 self._arm_backward(info, x, y, original)
@@ -239,8 +246,9 @@ class Capture:
         reals = self._mask_padding()
         spikes = self._collect_spikes(input)
         ran = [info for info in hooks.norms if hooks.forward[info.name]]
+        maps = self.maps()
         norms = [
-            self._norm_stats(info, description, spikes.get(info.name))
+            self._norm_stats(info, description, spikes.get(info.name), maps.get(info.name))
             for info, description in zip(ran, descriptions(ran, hooks.weights), strict=True)
         ]
         if not norms:
@@ -258,6 +266,11 @@ class Capture:
             passes=hooks.passes,
             trajectory=trajectory(censuses, model.hidden_size, self._residual_names()),
         )
+
+    def maps(self) -> dict[str, NormMap]:
+        """Each norm's sampled map with its fits (--map; lninspect.mapfit), in one transfer;
+        the samplers keep drawing when the block goes on (a corpus run reads this last)."""
+        return {name: norm_map(*found) for name, found in on_host(self._hooks.maps).items()}
 
     def _residual_names(self) -> set[str]:
         return {n.name for n in self._hooks.norms if n.reads == "residual"}
@@ -337,6 +350,7 @@ class Capture:
         info: NormInfo,
         description: NormDescription,
         spikes: tuple[dict[str, Any], Census] | None,
+        sampled: NormMap | None = None,
     ) -> NormStats:
         hooks = self._hooks
         record = gather_record(hooks.forward[info.name])
@@ -348,6 +362,7 @@ class Capture:
             token_axis=hooks.token_axes.get(info.name),
             grad=self._grad_stats(info, record["mean"].shape) if hooks.grads else None,
             **(spikes[0] if spikes is not None else {}),
+            map=sampled,
         )
 
     def _collect_spikes(self, input: InputInfo | None) -> dict[str, tuple[dict[str, Any], Census]]:
@@ -437,6 +452,7 @@ def capture(
     residual: bool = True,
     token_dims: bool = True,
     weights: bool = True,
+    maps: MapOptions | None = None,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -455,12 +471,15 @@ def capture(
     that do not read it: one pass over a gradient per norm call fewer; `token_dims=False`
     `absmax_dim` only at each call's largest finite |x| (-1 at every other token), for
     callers that read the peak alone: the per-token index is the costliest pass over x;
-    `weights=False` no weight summary in the result (under FSDP2 a gather per norm).
+    `weights=False` no weight summary in the result (under FSDP2 a gather per norm);
+    `maps` with `sample` a bounded sample of each norm's map ŷ(x) (lninspect.hooks.normmap).
     """
     norms = find_norms(model) if norms is None else list(norms)
     reducer = Reductions(reductions, nonfinite, token_dims)
     hooks = _Hooks(norms, grads, spikes, reducer, skip_recompute, residual, weights)
     hooks.attention_mask = attention_mask
+    if maps is not None and maps.sample:
+        hooks.maps = {n.name: MapSampler(maps, i) for i, n in enumerate(norms)}
     training = {m: m.training for m in model.modules()}
     handles = [
         model.register_forward_pre_hook(hooks.count_pass, with_kwargs=True),

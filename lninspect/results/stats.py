@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lninspect.mapfit import NormMap
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.roles import stream_of
@@ -303,6 +304,8 @@ class NormStats(NormDescription):
     dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
     # how far s is from a constant (lninspect.scale): derived from the per-token s when absent
     scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
+    # a bounded sample of the map ŷ(x) and its fits (--map; lninspect.mapfit)
+    map: NormMap | None = field(default=None, metadata=meta(omit_none=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()

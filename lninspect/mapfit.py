@@ -1,0 +1,138 @@
+"""The fits of a norm's sampled map ŷ(x) (lninspect.hooks.normmap draws the sample): a line
+ŷ ≈ βx and Zhu et al. (2025)'s ŷ ≈ A·tanh(αx), least squares in float64 (docs/metrics.md).
+
+For a fixed α the best A is closed form, A = Σ ŷ t / Σ t² with t = tanh(αx), and the
+residual is Σ ŷ² - (Σ ŷ t)² / Σ t²; α is searched on a log grid of GRID points over
+ALPHA_DECADES decades above 10^-3 / max|x| (where tanh(αx) is a line to 10^-7), then refined
+by golden-section search between the grid neighbours of the best point. An α at the grid's
+lower end means no S: a line fits as well (A·α is then the slope). Errors are relative RMS:
+sqrt(Σ residual² / Σ ŷ²). No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lninspect.results.codec import meta
+
+GRID = 281  # log-spaced α of the coarse search (40 per decade)
+ALPHA_DECADES = 7.0  # the grid spans 1e-3 / max|x| .. 1e4 / max|x|
+REFINE_STEPS = 80  # golden-section steps: the bracket shrinks by 0.618^80
+
+
+@dataclass
+class NormMap:
+    """A norm's sampled map and its two fits. Pairs are the tails' stratum first (`tails`
+    of them: each token's largest |x|), then the uniform one; `token` is the token's index
+    in its sequence (0: the first token), `sequence` counts over every call."""
+
+    alpha: float  # of the tanh fit, per unit of x; NaN without a sample
+    amplitude: float  # A of the tanh fit
+    tanh_error: float  # relative RMS error of A·tanh(αx)
+    line_error: float  # relative RMS error of βx
+    slope: float  # β of the line
+    tails: int
+    x: np.ndarray  # (n,) the norm's input element
+    y: np.ndarray  # (n,) ŷ = (x - c) / s, the output before the gain
+    token: np.ndarray = field(metadata=meta(dtype="int64"))
+    sequence: np.ndarray = field(metadata=meta(dtype="int64"))
+    head: np.ndarray = field(metadata=meta(dtype="int64"))  # 0 where the norm has no heads
+    dim: np.ndarray = field(metadata=meta(dtype="int64"))
+
+
+@dataclass(frozen=True)
+class Fit:
+    alpha: float
+    amplitude: float
+    tanh_error: float
+    line_error: float
+    slope: float
+
+
+def fit_map(x: np.ndarray, y: np.ndarray) -> Fit:
+    """Both fits of ŷ over x (float64); NaN where the sample is empty or ŷ is all 0."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    energy = float(y @ y)
+    top = float(np.abs(x).max()) if x.size else 0.0
+    if energy == 0 or top == 0:
+        return Fit(math.nan, math.nan, math.nan, math.nan, math.nan)
+    slope = float(x @ y) / float(x @ x)
+    line = float(((y - slope * x) ** 2).sum())
+    alpha = best_alpha(x, y, top)
+    amplitude, residual = amplitude_and_residual(x, y, alpha)
+    return Fit(
+        alpha=alpha,
+        amplitude=amplitude,
+        tanh_error=math.sqrt(max(residual, 0.0) / energy),
+        line_error=math.sqrt(line / energy),
+        slope=slope,
+    )
+
+
+def amplitude_and_residual(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The best A for this α and the residual sum of squares of A·tanh(αx)."""
+    t = np.tanh(alpha * x)
+    tt, yt = float(t @ t), float(y @ t)
+    if tt == 0:
+        return 0.0, float(y @ y)
+    amplitude = yt / tt
+    return amplitude, float(((y - amplitude * t) ** 2).sum())
+
+
+def best_alpha(x: np.ndarray, y: np.ndarray, top: float) -> float:
+    """The α of least residual: the grid's best, refined between its neighbours."""
+    logs = np.linspace(-3.0, -3.0 + ALPHA_DECADES, GRID) - math.log10(top)
+    residuals = [amplitude_and_residual(x, y, 10.0**g)[1] for g in logs]
+    best = int(np.argmin(residuals))
+    low, high = logs[max(best - 1, 0)], logs[min(best + 1, GRID - 1)]
+    found = _golden(lambda g: amplitude_and_residual(x, y, 10.0**g)[1], float(low), float(high))
+    return float(10.0**found)
+
+
+def _golden(f: Callable[[float], float], low: float, high: float) -> float:
+    """The minimum of a unimodal f on [low, high] by golden-section search."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(REFINE_STEPS):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+        if b - a < 1e-12:
+            break
+    return (a + b) / 2
+
+
+def norm_map(pairs: dict[str, np.ndarray], tails: int) -> NormMap:
+    """The NormMap of the kept pairs (keys finite) of one norm: `tails` slots of the tails'
+    stratum first, then the uniform ones (lninspect.hooks.normmap.MapSampler.tensors)."""
+    kept = np.isfinite(pairs["keys"])
+    order = np.concatenate([np.flatnonzero(kept[:tails]), tails + np.flatnonzero(kept[tails:])])
+    take = {k: np.asarray(v)[order] for k, v in pairs.items() if k != "keys"}
+    fit = fit_map(take["x"], take["y"])
+    return NormMap(
+        alpha=fit.alpha,
+        amplitude=fit.amplitude,
+        tanh_error=fit.tanh_error,
+        line_error=fit.line_error,
+        slope=fit.slope,
+        tails=int(kept[:tails].sum()),
+        x=take["x"].astype(np.float32),
+        y=take["y"].astype(np.float32),
+        token=take["token"].astype(np.int64),
+        sequence=take["sequence"].astype(np.int64),
+        head=take["head"].astype(np.int64),
+        dim=take["dim"].astype(np.int64),
+    )
