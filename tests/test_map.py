@@ -6,15 +6,26 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lninspect import capture
 from lninspect.errors import LninspectError
 from lninspect.mapfit import fit_map
 from lninspect.options import MapOptions
+from lninspect.render.map_plots import (
+    MAP_FIGURES,
+    MAP_FITS,
+    SCALE_SPREAD,
+    map_grid_name,
+    map_groups,
+    plot_map_grid,
+    save_map_figures,
+)
 from lninspect.results import StatsResult
 from tests.conftest import tiny_gpt2
 
@@ -179,3 +190,20 @@ def test_a_line_fits_a_linear_map_as_well() -> None:
     fit = fit_map(x, 0.5 * x)
     assert fit.line_error < 1e-12 and fit.tanh_error < 1e-4 and fit.slope == pytest.approx(0.5)
     assert math.isnan(fit_map(np.zeros(3), np.zeros(3)).alpha)
+
+
+def test_the_map_figures_decode_and_are_not_blank(tmp_path: Path) -> None:
+    model = tiny_gpt2(n_layer=2)
+    result, _ = run(model, [torch.randint(1, 300, (2, 16))], MapOptions(sample=True, size=256))
+    paths = save_map_figures(result, tmp_path)
+    grids = {map_grid_name(g) for g, _ in map_groups(result)}
+    assert {p.name for p in paths} == {SCALE_SPREAD, MAP_FITS, *grids}
+    assert grids <= set(MAP_FIGURES) and len(grids) == 3  # before attention, the MLP; final
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        assert pixels.std() > 10 and (pixels < 128).mean() > 0.01
+    grid = plot_map_grid(*map_groups(result)[0])
+    panel = grid.axes[0]
+    assert panel.get_title() == "layer 0" and panel.texts[0].get_text().startswith("α=")
+    assert len(panel.lines) == 2 and len(panel.collections) == 2  # fits; others, first token

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.render.figures import DPI, new_figure
+from lninspect.render.map_plots import SCALE_SPREAD
 from lninspect.render.spike_plots import (
     OUTLIER_DIMS,
     SPIKE_CENSUS,
@@ -211,6 +212,7 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
         SPIKE_CENSUS: (11, 6),
         SPIKE_ROLES: (11, 5),
         OUTLIER_DIMS: (12, 5),
+        SCALE_SPREAD: (9, 6),
     }
     for path in paths:
         assert_png(path, *sizes[path.name])
@@ -218,7 +220,7 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
 
 def test_spike_figures_are_left_out_without_spikes(tmp_path: Path):
     paths = save_stats_figures(synthetic(with_spikes=False), tmp_path)
-    assert [p.name for p in paths] == [STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER]
+    assert [p.name for p in paths] == [STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, SCALE_SPREAD]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
 
 

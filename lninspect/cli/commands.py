@@ -75,10 +75,10 @@ def stats(
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
     from lninspect.render.map_tables import map_tables
     from lninspect.render.spike_tables import spike_tables
-    from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
+    from lninspect.render.stats_plots import MAYBE_FIGURES, STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
 
-    outputs.check(STATS_FIGURES)
+    outputs.check((*STATS_FIGURES, *MAYBE_FIGURES))
     check_early(run)
     from lninspect.jobs import run_stats
 

@@ -33,8 +33,9 @@ from lninspect.render.format import (
 from lninspect.render.grad_plots import FIGURES as GRAD_FIGURES
 from lninspect.render.grad_plots import save_grads_figures
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
+from lninspect.render.map_plots import MAP_CAPTIONS
 from lninspect.render.spike_tables import loss_change, not_massive, peak_note, spike_rule
-from lninspect.render.stats_plots import STATS_FIGURES, save_stats_figures
+from lninspect.render.stats_plots import MAYBE_FIGURES, STATS_FIGURES, save_stats_figures
 from lninspect.results import GradsResult
 from lninspect.statistics import denominator_key
 from lninspect.streams import group_of
@@ -50,9 +51,17 @@ from lninspect.summary import (
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
-REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML)
+REPORT_FILES = (
+    *STATS_FIGURES,
+    *MAYBE_FIGURES,
+    *GRAD_FIGURES,
+    REPORT_JSON,
+    INTERACTIVE_HTML,
+    INDEX_HTML,
+)
 FORMER_REPORT_FILES = ("stats-within-token-spearman.png",)  # written by earlier versions
 CAPTIONS = {
+    **MAP_CAPTIONS,
     "stats-std-heatmap.png": (
         "Input std per module and token",
         "The denominator of every norm (rms for RMSNorm) per "

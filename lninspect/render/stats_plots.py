@@ -25,6 +25,7 @@ from lninspect.render.figures import (
     say_nothing_to_show,
 )
 from lninspect.render.format import figure_subtitle, short_names
+from lninspect.render.map_plots import MAP_FIGURES, SCALE_SPREAD, save_map_figures
 from lninspect.render.spike_plots import SPIKE_FIGURES, save_spike_figures
 from lninspect.results import NormStats, StatsResult
 from lninspect.statistics import denominator_key
@@ -34,7 +35,8 @@ from lninspect.summary import Values, has_order, layer_positions, layer_quartile
 STD_HEATMAP = "stats-std-heatmap.png"
 MEAN_HEATMAP = "stats-mean-heatmap.png"
 STD_PER_LAYER = "stats-std-per-layer.png"
-STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, *SPIKE_FIGURES)
+STATS_FIGURES = (STD_HEATMAP, MEAN_HEATMAP, STD_PER_LAYER, SCALE_SPREAD, *SPIKE_FIGURES)
+MAYBE_FIGURES = MAP_FIGURES  # written only when asked for (--map): checked, not expected
 ROLE_MARKERS = {
     "embed": "v",
     "attn": "o",
@@ -352,5 +354,5 @@ def save_stats_figures(result: StatsResult, folder: Path) -> list[Path]:
         (plot_mean_heatmap(result), "Input mean of every norm, per token", MEAN_HEATMAP),
         (growth, "Residual-stream growth with depth", STD_PER_LAYER),
     ]
-    paths = save_titled(folder, figure_subtitle(result), figures)
+    paths = save_titled(folder, figure_subtitle(result), figures) + save_map_figures(result, folder)
     return paths + (save_spike_figures(result, folder) if has_order(result) else [])
