@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from lninspect.errors import LninspectError
 from lninspect.hooks.ablation import ablate_spikes, lm_loss
 from lninspect.hooks.capture import capture
+from lninspect.hooks.freeze import measure_freezing
 from lninspect.hooks.params import param_grads
 from lninspect.hooks.transfer import descriptions
 from lninspect.model.loading import LoadedModel, check_layer_range, load_model
@@ -83,6 +85,8 @@ def run_stats(
     result = cap.result(model=prepared.loaded.info, input=prepared.input)
     if ablate and spikes is not None:
         result.ablation = _ablation(prepared, result, spikes)
+    if maps is not None and maps.freeze:
+        freeze_scale(prepared, result, maps)
     return _finish(result, prepared, spikes)
 
 
@@ -95,18 +99,35 @@ def _ablation(
 ) -> Ablation:
     """Sun et al.'s ablation (lninspect.hooks.ablation) of the run's text, with the mean
     over other texts: the lines of --ablate-file, else the first bundled documents."""
-    if spikes.ablate_file is not None:
-        text = read_text(None, spikes.ablate_file).text
+    others = other_texts(prepared, spikes.ablate_file)
+    sequences = list(prepared.input_ids[:, None])
+    model = prepared.loaded.model
+    return ablate_spikes(model, result, sequences, others, spikes, target_id)
+
+
+def other_texts(prepared: Prepared, path: Path | None) -> list[torch.Tensor]:
+    """Token ids (1, tokens) of the other texts of the ablation and of freezing: the
+    lines of `path`, else the first bundled documents, ABLATION_TOKENS tokens each."""
+    if path is not None:
+        text = read_text(None, path).text
         texts = [line.strip() for line in text.splitlines() if line.strip()]
     else:
         texts = training_documents()[:ABLATION_TEXTS]
     device = prepared.loaded.device
     tokens = min(ABLATION_TOKENS, prepared.loaded.context or ABLATION_TOKENS)
     encoded = [prepared.loaded.tokenizer.encode(t)[:tokens] for t in texts]
-    others = [torch.tensor([ids], device=device) for ids in encoded if len(ids) >= 2]
+    return [torch.tensor([ids], device=device) for ids in encoded if len(ids) >= 2]
+
+
+def freeze_scale(prepared: Prepared, result: StatsResult, maps: MapOptions) -> None:
+    """--freeze-scale (lninspect.hooks.freeze): the document's `freeze`, each norm's."""
+    calibration = other_texts(prepared, maps.calibration_file)
     sequences = list(prepared.input_ids[:, None])
-    model = prepared.loaded.model
-    return ablate_spikes(model, result, sequences, others, spikes, target_id)
+    ran = {n.name for n in result.norms}
+    norms = [n for n in prepared.norms if n.name in ran]
+    result.freeze, per_norm = measure_freezing(prepared.loaded.model, norms, sequences, calibration)
+    for norm in result.norms:
+        norm.freeze = per_norm.get(norm.name)
 
 
 Result = TypeVar("Result", bound=StatsResult)
@@ -175,6 +196,8 @@ def run_grads(
     )
     if ablate and spikes is not None:
         result.ablation = _ablation(prepared, result, spikes, target_id)
+    if maps is not None and maps.freeze:
+        freeze_scale(prepared, result, maps)
     return _finish(result, prepared, spikes)
 
 

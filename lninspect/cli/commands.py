@@ -73,7 +73,7 @@ def stats(
     maps: MapOptions | None = None,
 ) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
-    from lninspect.render.map_tables import map_tables
+    from lninspect.render.map_tables import freeze_tables, map_tables
     from lninspect.render.spike_tables import spike_tables
     from lninspect.render.stats_plots import MAYBE_FIGURES, STATS_FIGURES, save_stats_figures
     from lninspect.render.stats_tables import stats_table
@@ -84,7 +84,7 @@ def stats(
 
     result = run_stats(run, spikes, ablate, maps)
     tables: list[RenderableType] = [stats_table(result, outputs.wide)]
-    tables += map_tables(result, outputs.wide)
+    tables += map_tables(result, outputs.wide) + freeze_tables(result, outputs.wide)
     if spikes is not None:
         tables += spike_tables(result, outputs.wide)
     _publish(outputs, result, tables, save_stats_figures)

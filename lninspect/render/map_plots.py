@@ -18,6 +18,7 @@ from lninspect.mapfit import NormMap
 from lninspect.render.figures import new_figure, save_titled, say_nothing_to_show
 from lninspect.render.format import figure_subtitle, short_names
 from lninspect.results import NormStats, StatsResult
+from lninspect.results.freeze import VARIANTS
 from lninspect.roles import PLACEMENTS, ROLES, STREAMS
 from lninspect.scale import ScaleSpread
 from lninspect.streams import Group, groups_present, norms_of_group
@@ -25,6 +26,7 @@ from lninspect.summary import layer_positions
 
 MAP_FITS = "map-fits-by-layer.png"
 SCALE_SPREAD = "scale-spread-by-layer.png"
+FREEZE = "freeze-by-layer.png"
 
 
 def map_grid_name(group: Group) -> str:
@@ -38,7 +40,7 @@ MAP_GRIDS = tuple(
     for placement in PLACEMENTS
     for reads in STREAMS
 )
-MAP_FIGURES = (*MAP_GRIDS, MAP_FITS)  # only with a sampled map (--map)
+MAP_FIGURES = (*MAP_GRIDS, MAP_FITS, FREEZE)  # only when asked for (--map, --freeze-scale)
 GRID_CAPTION = (
     "Each norm's input element x against its output before the gain, ŷ = (x − c) / s, "
     "over the --map sample (each token's largest |x| and a uniform sample), one panel per "
@@ -54,6 +56,13 @@ MAP_CAPTIONS = {
         "Fits of the norm's map by layer",
         "α of A·tanh(αx) (per unit of x: it falls as x grows with depth) and the relative "
         "RMS errors of the tanh fit (o) and of the line (x), a line per role and placement.",
+    ),
+    FREEZE: (
+        "What freezing each norm's scale costs",
+        "The change of the next-token loss with one norm's s frozen at calibration "
+        "constants (left: one median; right: the first token's and the rest's), by layer, "
+        "a line per role and placement: the mean over the held-out texts with ± sd bars, "
+        "and this text's change (x).",
     ),
     SCALE_SPREAD: (
         "The spread of the norms' scale s",
@@ -198,8 +207,37 @@ def plot_scale_spread(result: StatsResult, fig: Figure | None = None) -> Figure:
     return figure
 
 
+def plot_freeze(result: StatsResult, fig: Figure | None = None) -> Figure:
+    """The loss change of freezing each norm alone, by layer, both variants side by side."""
+    figure = fig or new_figure(12, 5)
+    axes = figure.subplots(1, 2, sharey=True)
+    where = layer_positions(result)
+    for ax, variant in zip(axes, VARIANTS, strict=True):
+        for i, group in enumerate(groups_present(result)):
+            norms = [n for n in norms_of_group(result, group) if n.freeze is not None]
+            changes = [getattr(n.freeze, variant) for n in norms]
+            xs = [where[n.name] for n in norms]
+            colour = f"C{i}"
+            ax.errorbar(xs, [c.mean for c in changes], yerr=[c.sd for c in changes], fmt="o-",
+                        color=colour, capsize=3, label=group.label)  # fmt: skip
+            ax.plot(xs, [c.change for c in changes], "x", color=colour)
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_title(VARIANT_TITLES[variant], fontsize="medium")
+        _layer_axis(ax, result)
+    axes[0].set_ylabel("Δ next-token loss (frozen − as is)")
+    axes[0].legend(fontsize="small")
+    return figure
+
+
+VARIANT_TITLES = {
+    "median": "one constant: the median s",
+    "classes": "two: the first token's s, the rest's",
+}
+
+
 def save_map_figures(result: StatsResult, folder: Path) -> list[Path]:
-    """The scale's spread always; with a sampled map, its grids (one per group) and fits."""
+    """The scale's spread always; with a sampled map, its grids (one per group) and fits;
+    with --freeze-scale, the loss change by layer."""
     figures = [(plot_scale_spread(result), "The spread of the norms' scale s", SCALE_SPREAD)]
     if has_map(result):
         figures += [
@@ -207,4 +245,6 @@ def save_map_figures(result: StatsResult, folder: Path) -> list[Path]:
             for g, norms in map_groups(result)
         ]
         figures.append((plot_map_fits(result), "Fits of the norm's map by layer", MAP_FITS))
+    if result.freeze is not None:
+        figures.append((plot_freeze(result), "What freezing each norm's scale costs", FREEZE))
     return save_titled(folder, figure_subtitle(result), figures)

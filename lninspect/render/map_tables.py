@@ -8,6 +8,8 @@ from rich.console import RenderableType
 from lninspect.render.fit import Column, FitTable
 from lninspect.render.format import fmt, header, table_names
 from lninspect.results import StatsResult
+from lninspect.results.freeze import FreezeChange
+from lninspect.roles import group_label
 
 MAP_CAPTION = (
     "the map ŷ = (x - c) / s, the output before the gain, over a sample of (x, ŷ) pairs: "
@@ -45,3 +47,56 @@ def map_tables(result: StatsResult, wide: bool = False) -> list[RenderableType]:
         for i, h in enumerate(headers)
     ]
     return [FitTable(f"{header(result)} · the norm's map", columns, MAP_CAPTION, wide)]
+
+
+FREEZE_CAPTION = (
+    "Δ loss = next-token loss with the norm's s frozen minus as it is, on this text; k = the "
+    "median s of the calibration tokens that are not first, k₀ the first tokens' (classes: "
+    "k₀ at position 0, k after); mean ± sd = the same change over the held-out texts (each "
+    "frozen with the other texts' constants); * = the mean is beyond 2 standard errors"
+)
+
+
+def freeze_tables(result: StatsResult, wide: bool = False) -> list[RenderableType]:
+    """Freezing each norm's scale, then each group and all at once (--freeze-scale)."""
+    freeze = result.freeze
+    norms = [n for n in result.norms if n.freeze is not None]
+    if freeze is None or not norms:
+        return []
+    rows = []
+    for name, norm in zip(table_names([n.name for n in norms], wide), norms, strict=True):
+        f = norm.freeze
+        assert f is not None
+        rows.append(
+            [name, norm.role, fmt(f.constant), fmt(f.first), *_changes(f.median, f.classes)]
+        )
+    for group in freeze.groups:
+        label = group_label(group.reads, group.role, group.placement)
+        rows.append(
+            [
+                f"all {label} ({group.norms})",
+                group.role,
+                "",
+                "",
+                *_changes(group.median, group.classes),
+            ]
+        )
+    rows.append(["every norm", "", "", "", *_changes(freeze.all.median, freeze.all.classes)])
+    headers = ["module", "role", "k", "k₀", "Δ median", "mean ± sd", "Δ classes", "mean ± sd "]
+    drops = {"k₀": 1, "k": 2, "role": 3}
+    columns = [
+        Column(h, [r[i] for r in rows], left=h in ("module", "role"), drop=drops.get(h))
+        for i, h in enumerate(headers)
+    ]
+    title = f"{header(result)} · freezing s (loss {fmt(freeze.loss)}, {freeze.texts} texts)"
+    return [FitTable(title, columns, FREEZE_CAPTION, wide)]
+
+
+def _changes(median: FreezeChange, classes: FreezeChange) -> list[str]:
+    return [fmt(median.change), _spread(median), fmt(classes.change), _spread(classes)]
+
+
+def _spread(change: FreezeChange) -> str:
+    if not change.changes:
+        return "—"
+    return f"{fmt(change.mean)} ± {fmt(change.sd)}" + (" *" if change.moves else "")

@@ -51,14 +51,8 @@ from lninspect.summary import (
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
-REPORT_FILES = (
-    *STATS_FIGURES,
-    *MAYBE_FIGURES,
-    *GRAD_FIGURES,
-    REPORT_JSON,
-    INTERACTIVE_HTML,
-    INDEX_HTML,
-)
+REPORT_FILES = (*STATS_FIGURES, *GRAD_FIGURES, REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML)
+OWN_FILES = (*REPORT_FILES, *MAYBE_FIGURES)  # and the figures of --map
 FORMER_REPORT_FILES = ("stats-within-token-spearman.png",)  # written by earlier versions
 CAPTIONS = {
     **MAP_CAPTIONS,
@@ -177,12 +171,12 @@ nav a { margin-right: 1rem; } footer { color: #57606a; margin-top: 3rem; font-si
 
 def check_report_folder(folder: Path, force: bool) -> None:
     """Refuse, before any work, a folder the report cannot be written into (files.py)."""
-    check_folder(folder, REPORT_FILES, force)
+    check_folder(folder, OWN_FILES, force)
 
 
 def claimed_folder(folder: Path, force: bool) -> AbstractContextManager[Path]:
     """The report folder, checked and held by this run (files.claim_folder)."""
-    return claim_folder(folder, REPORT_FILES, force)
+    return claim_folder(folder, OWN_FILES, force)
 
 
 def write_report(result: GradsResult, folder: Path) -> list[Path]:
@@ -201,7 +195,7 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
         # index.html moves last
         return [p.name for p in images] + [REPORT_JSON, INTERACTIVE_HTML, INDEX_HTML]
 
-    return write_folder(folder, build, lambda name: name in (*REPORT_FILES, *FORMER_REPORT_FILES))
+    return write_folder(folder, build, lambda name: name in (*OWN_FILES, *FORMER_REPORT_FILES))
 
 
 # Summary ------------------------------------------------------------------------------------

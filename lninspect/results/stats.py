@@ -17,6 +17,7 @@ import numpy as np
 from lninspect.mapfit import NormMap
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
+from lninspect.results.freeze import Freeze, NormFreeze
 from lninspect.roles import stream_of
 from lninspect.scale import ScaleSpread, scale_spread
 from lninspect.statistics import denominator_key, schemas
@@ -306,6 +307,8 @@ class NormStats(NormDescription):
     scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
     # a bounded sample of the map ŷ(x) and its fits (--map; lninspect.mapfit)
     map: NormMap | None = field(default=None, metadata=meta(omit_none=True))
+    # the loss change with its s frozen alone (--freeze-scale; lninspect.results.freeze)
+    freeze: NormFreeze | None = field(default=None, metadata=meta(omit_none=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -353,6 +356,7 @@ class StatsResult:
     top_k: int | None = None
     trajectory: Trajectory | None = field(default=None, metadata=meta(omit_none=True))
     ablation: Ablation | None = field(default=None, metadata=meta(omit_none=True))
+    freeze: Freeze | None = field(default=None, metadata=meta(omit_none=True))  # --freeze-scale
     schema: str = STATS_SCHEMA
 
     def norm(self, name: str) -> NormStats:
