@@ -3,45 +3,26 @@
 
 For a fixed α the best A is closed form, A = Σ ŷ t / Σ t² with t = tanh(αx), and the
 residual is Σ ŷ² - (Σ ŷ t)² / Σ t²; α is searched on a log grid of GRID points over
-ALPHA_DECADES decades above 10^-3 / max|x| (where tanh(αx) is a line to 10^-7), then refined
-by golden-section search between the grid neighbours of the best point. An α at the grid's
-lower end means no S: a line fits as well (A·α is then the slope). Errors are relative RMS:
-sqrt(Σ residual² / Σ ŷ²). No torch.
+ALPHA_DECADES decades above 10^-3 / max|x| (where tanh(αx) is a line to 10^-7), in one
+array, then refined by golden-section search between the grid neighbours of the best point.
+An α at the grid's lower end means no S: a line fits as well (A·α is then the slope). Errors
+are relative RMS: sqrt(Σ residual² / Σ ŷ²). No torch.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from lninspect.results.codec import meta
+from lninspect.results.normmap import NormMap
 
-GRID = 281  # log-spaced α of the coarse search (40 per decade)
+GRID = 57  # log-spaced α of the coarse search (8 per decade), evaluated at once
 ALPHA_DECADES = 7.0  # the grid spans 1e-3 / max|x| .. 1e4 / max|x|
-REFINE_STEPS = 80  # golden-section steps: the bracket shrinks by 0.618^80
-
-
-@dataclass
-class NormMap:
-    """A norm's sampled map and its two fits. Pairs are the tails' stratum first (`tails`
-    of them: each token's largest |x|), then the uniform one; `token` is the token's index
-    in its sequence (0: the first token), `sequence` counts over every call."""
-
-    alpha: float  # of the tanh fit, per unit of x; NaN without a sample
-    amplitude: float  # A of the tanh fit
-    tanh_error: float  # relative RMS error of A·tanh(αx)
-    line_error: float  # relative RMS error of βx
-    slope: float  # β of the line
-    tails: int
-    x: np.ndarray  # (n,) the norm's input element
-    y: np.ndarray  # (n,) ŷ = (x - c) / s, the output before the gain
-    token: np.ndarray = field(metadata=meta(dtype="int64"))
-    sequence: np.ndarray = field(metadata=meta(dtype="int64"))
-    head: np.ndarray = field(metadata=meta(dtype="int64"))  # 0 where the norm has no heads
-    dim: np.ndarray = field(metadata=meta(dtype="int64"))
+REFINE_STEPS = 60  # golden-section steps at most: the bracket shrinks by 0.618 each
+TOLERANCE = 1e-7  # of log10 α: the search stops there (α to 2.3e-7 relative)
 
 
 @dataclass(frozen=True)
@@ -88,7 +69,8 @@ def amplitude_and_residual(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[
 def best_alpha(x: np.ndarray, y: np.ndarray, top: float) -> float:
     """The α of least residual: the grid's best, refined between its neighbours."""
     logs = np.linspace(-3.0, -3.0 + ALPHA_DECADES, GRID) - math.log10(top)
-    residuals = [amplitude_and_residual(x, y, 10.0**g)[1] for g in logs]
+    t = np.tanh(np.outer(10.0**logs, x))  # (GRID, n)
+    residuals = float(y @ y) - (t @ y) ** 2 / np.maximum((t * t).sum(1), np.finfo(float).tiny)
     best = int(np.argmin(residuals))
     low, high = logs[max(best - 1, 0)], logs[min(best + 1, GRID - 1)]
     found = _golden(lambda g: amplitude_and_residual(x, y, 10.0**g)[1], float(low), float(high))
@@ -110,7 +92,7 @@ def _golden(f: Callable[[float], float], low: float, high: float) -> float:
             a, c, fc = c, d, fd
             d = a + ratio * (b - a)
             fd = f(d)
-        if b - a < 1e-12:
+        if b - a < TOLERANCE:
             break
     return (a + b) / 2
 

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lninspect.mapfit import NormMap
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import from_document, meta, to_document
 from lninspect.results.freeze import Freeze, NormFreeze
+from lninspect.results.normmap import NormMap
 from lninspect.roles import stream_of
 from lninspect.scale import ScaleSpread, scale_spread
 from lninspect.statistics import denominator_key, schemas
