@@ -3,11 +3,14 @@
     .venv/bin/python benchmarks/overhead.py                 # gpt2-sized, 1024 tokens, CPU
     .venv/bin/python benchmarks/overhead.py --device cuda --dtype bfloat16 --batch-size 16
     .venv/bin/python benchmarks/overhead.py --spikes --threads 1   # adds `stats --spikes`
+    .venv/bin/python benchmarks/overhead.py --map --threads 1      # adds `stats --map`
 
 Time: median over interleaved repeats of (a) a bare forward (inference mode) against the
 same forward inside `capture(model)`, and (b) a bare forward + backward of the LM loss
 against the same inside `capture(model, grads=True)`; with `--spikes`, (c) the forward
-inside `capture(model, spikes=SpikeOptions())`, against the bare forward (opt-in, no goal).
+inside `capture(model, spikes=SpikeOptions())`, against the bare forward (opt-in, no goal);
+with `--map`, (d) the forward inside `capture(model, maps=MapOptions(sample=True))` and the
+gathering and fits of its sample, against `stats` (goal: within 1.10x of it).
 Two more rows run the same passes with forward hooks that do nothing on every norm (and
 tensor hooks that do nothing on their outputs, backward): at batch 1 a GPU run is
 launch-bound, and the goal there is capture within 1.10x of those.
@@ -32,8 +35,15 @@ from torch.profiler import ProfilerActivity, profile
 
 from lninspect import SpikeOptions, capture, find_norms
 from lninspect.model.loading import load_model
+from lninspect.options import MapOptions
 
-GOALS = {"stats time": 1.05, "stats memory": 1.05, "grads time": 1.10, "grads memory": 1.05}
+GOALS = {
+    "stats time": 1.05,
+    "stats memory": 1.05,
+    "grads time": 1.10,
+    "grads memory": 1.05,
+    "stats --map time": 1.10,  # against stats
+}
 NOOP_GOAL = 1.10  # capture against hooks that do nothing (the launch-bound goal at batch 1)
 
 
@@ -76,7 +86,11 @@ def peak_once(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def make_runs(
-    model: torch.nn.Module, ids: torch.Tensor, reductions: str, spikes: bool = False
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    reductions: str,
+    spikes: bool = False,
+    maps: bool = False,
 ) -> dict[str, Callable[[], None]]:
     """The runs to compare: bare, no-op hooks and captured; forward and forward + backward
     (and the forward with spike metrics).
@@ -129,9 +143,16 @@ def make_runs(
             forward()
         cap.result()
 
+    def stats_map() -> None:
+        with capture(model, norms, reductions=reductions, maps=MapOptions(sample=True)) as cap:
+            forward()
+        cap.result()
+
     runs = {"bare forward": forward, "no-op hooks forward": noop_forward, "stats": stats}
     if spikes:
         runs["stats --spikes"] = stats_spikes
+    if maps:
+        runs["stats --map"] = stats_map
     backward = {"no-op hooks fwd+bwd": noop_forward_backward, "grads": grads}
     return runs | {"bare forward+backward": forward_backward} | backward
 
@@ -155,6 +176,8 @@ def report(results: dict[str, tuple[float, float]]) -> None:
     pairs = {"stats": "bare forward", "grads": "bare forward+backward"}
     if "stats --spikes" in results:
         pairs = {"stats": "bare forward", "stats --spikes": "bare forward", **pairs}
+    if "stats --map" in results:
+        pairs = {**pairs, "stats --map": "stats"}
     print(f"{'run':<24}{'median s':>10}{'peak MiB':>10}")
     for name, (seconds, peak) in results.items():
         print(f"{name:<24}{seconds:>10.4f}{peak / 2**20:>10.1f}")
@@ -187,6 +210,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--spikes", action="store_true", help="also time `stats --spikes`")
+    parser.add_argument("--map", action="store_true", help="also time `stats --map`")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +226,7 @@ def main() -> None:
         f"{args.batch_size} x {args.tokens} tokens · reductions {args.reductions} · "
         f"{torch.get_num_threads()} threads · torch {torch.__version__}"
     )
-    runs = make_runs(loaded.model, ids, args.reductions, args.spikes)
+    runs = make_runs(loaded.model, ids, args.reductions, args.spikes, args.map)
     report(measure(runs, device, args.repeats))
 
 

@@ -8,6 +8,7 @@ import difflib
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -16,6 +17,7 @@ from lninspect.comparison import compare_results, split_revision
 from lninspect.errors import LninspectError
 from lninspect.hooks.ablation import ablate_spikes, lm_loss
 from lninspect.hooks.capture import capture
+from lninspect.hooks.freeze import measure_freezing
 from lninspect.hooks.params import param_grads
 from lninspect.hooks.transfer import descriptions
 from lninspect.model.loading import LoadedModel, check_layer_range, load_model
@@ -23,7 +25,7 @@ from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, NotANorm, discover
-from lninspect.options import Loss, RunOptions, SpikeOptions
+from lninspect.options import Loss, MapOptions, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.results.compare import CompareResult
 from lninspect.summary import layer_span
@@ -65,24 +67,32 @@ def prepare(options: RunOptions, grads: bool = False) -> Prepared:
 
 
 def run_stats(
-    options: RunOptions, spikes: SpikeOptions | None = None, ablate: bool = False
+    options: RunOptions,
+    spikes: SpikeOptions | None = None,
+    ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> StatsResult:
     """Per-token statistics of every norm (and spikes, if asked), from one forward pass.
 
     `ablate` (with `spikes`) adds the loss with the massive activations replaced
-    (`ablate_spikes`): two more forward passes.
+    (`ablate_spikes`): two more forward passes. `maps` samples each norm's map
+    (lninspect.hooks.normmap).
     """
     prepared = prepare(options)
     model = prepared.loaded.model
     with (
         torch.inference_mode(),
-        capture(model, prepared.norms, spikes=spikes, reductions=options.reductions) as cap,
+        capture(
+            model, prepared.norms, spikes=spikes, reductions=options.reductions, maps=maps
+        ) as cap,
     ):
         for ids in prepared.input_ids:
             model(input_ids=ids[None], use_cache=False)
     result = cap.result(model=prepared.loaded.info, input=prepared.input)
     if ablate and spikes is not None:
         result.ablation = _ablation(prepared, result, spikes)
+    if maps is not None and maps.freeze:
+        freeze_scale(prepared, result, maps)
     return _finish(result, prepared, spikes)
 
 
@@ -95,18 +105,35 @@ def _ablation(
 ) -> Ablation:
     """Sun et al.'s ablation (lninspect.hooks.ablation) of the run's text, with the mean
     over other texts: the lines of --ablate-file, else the first bundled documents."""
-    if spikes.ablate_file is not None:
-        text = read_text(None, spikes.ablate_file).text
+    others = other_texts(prepared, spikes.ablate_file)
+    sequences = list(prepared.input_ids[:, None])
+    model = prepared.loaded.model
+    return ablate_spikes(model, result, sequences, others, spikes, target_id)
+
+
+def other_texts(prepared: Prepared, path: Path | None) -> list[torch.Tensor]:
+    """Token ids (1, tokens) of the other texts of the ablation and of freezing: the
+    lines of `path`, else the first bundled documents, ABLATION_TOKENS tokens each."""
+    if path is not None:
+        text = read_text(None, path).text
         texts = [line.strip() for line in text.splitlines() if line.strip()]
     else:
         texts = training_documents()[:ABLATION_TEXTS]
     device = prepared.loaded.device
     tokens = min(ABLATION_TOKENS, prepared.loaded.context or ABLATION_TOKENS)
     encoded = [prepared.loaded.tokenizer.encode(t)[:tokens] for t in texts]
-    others = [torch.tensor([ids], device=device) for ids in encoded if len(ids) >= 2]
+    return [torch.tensor([ids], device=device) for ids in encoded if len(ids) >= 2]
+
+
+def freeze_scale(prepared: Prepared, result: StatsResult, maps: MapOptions) -> None:
+    """--freeze-scale (lninspect.hooks.freeze): the document's `freeze`, each norm's."""
+    calibration = other_texts(prepared, maps.calibration_file)
     sequences = list(prepared.input_ids[:, None])
-    model = prepared.loaded.model
-    return ablate_spikes(model, result, sequences, others, spikes, target_id)
+    ran = {n.name for n in result.norms}
+    norms = [n for n in prepared.norms if n.name in ran]
+    result.freeze, per_norm = measure_freezing(prepared.loaded.model, norms, sequences, calibration)
+    for norm in result.norms:
+        norm.freeze = per_norm.get(norm.name)
 
 
 Result = TypeVar("Result", bound=StatsResult)
@@ -133,6 +160,7 @@ def run_grads(
     target: str | None = None,
     spikes: SpikeOptions | None = None,
     ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> GradsResult:
     """Per-token gradient norms at every norm and every parameter's, from one backward pass.
 
@@ -153,7 +181,7 @@ def run_grads(
     model.zero_grad(set_to_none=True)
     losses = []
     hooked = capture(
-        model, prepared.norms, grads=True, spikes=spikes, reductions=options.reductions
+        model, prepared.norms, grads=True, spikes=spikes, reductions=options.reductions, maps=maps
     )
     with torch.enable_grad(), hooked as cap:
         for ids in prepared.input_ids[:, None]:  # (1, tokens): windows add up to the mean loss
@@ -172,6 +200,8 @@ def run_grads(
     )
     if ablate and spikes is not None:
         result.ablation = _ablation(prepared, result, spikes, target_id)
+    if maps is not None and maps.freeze:
+        freeze_scale(prepared, result, maps)
     return _finish(result, prepared, spikes)
 
 

@@ -91,6 +91,33 @@ class SpikeOptions:
     ablate_layer: int | None = None  # at this layer (None: the first with a massive one)
 
 
+@dataclass(frozen=True)
+class MapOptions:
+    """What the norm's map asks for (docs/metrics.md, "The norm's map"): `sample` the
+    (x, ŷ) pairs and their fits (--map), `freeze` the loss with s frozen (--freeze-scale)."""
+
+    sample: bool = False
+    size: int = 4096  # pairs kept per norm: half each token's largest |x|, half uniform
+    per_token: int = 2  # largest-|x| elements of each token offered to the tails' half
+    seed: int = 0  # of the uniform draws and the reservoirs' keys
+    freeze: bool = False
+    calibration_file: Path | None = None  # the calibration text of the frozen s (None: bundled)
+
+    def __post_init__(self) -> None:
+        if self.size < 2:
+            raise LninspectError(f"map_size={self.size}: at least 2 pairs (one per stratum)")
+        if self.per_token < 1:
+            raise LninspectError(f"map_per_token={self.per_token}: at least 1")
+
+    @property
+    def tail_size(self) -> int:
+        return self.size // 2
+
+    @property
+    def uniform_size(self) -> int:
+        return self.size - self.size // 2
+
+
 GLOB_CHARS = frozenset("*?[")
 DEFAULT_BATCH_SIZE = 8
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lninspect.early import check_early
-from lninspect.options import Loss, RunOptions, SpikeOptions
+from lninspect.options import Loss, MapOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results import GradsResult
@@ -34,6 +34,7 @@ def write_report_folder(
     target: str | None = None,
     spikes: SpikeOptions | None = None,
     ablate: bool = False,
+    maps: MapOptions | None = None,
     force: bool = False,
     notes: Notes | None = None,
 ) -> tuple[GradsResult, list[Path]]:
@@ -45,7 +46,9 @@ def write_report_folder(
         check_early(run)
         from lninspect.jobs import run_grads
 
-        result = run_grads(run, loss, target, spikes=spikes or SpikeOptions(), ablate=ablate)
+        result = run_grads(
+            run, loss, target, spikes=spikes or SpikeOptions(), ablate=ablate, maps=maps
+        )
         for note in result.notes:
             (notes or _ignore)(note)
         return result, write_report(result, folder)

@@ -128,7 +128,10 @@ BY_KEY = {s.key: s for s in STATISTICS}
 FORWARD = tuple(s for s in STATISTICS if s.reduce is not None)  # what the forward hook records
 
 
-GENERATION = max(s.since for s in STATISTICS)  # what the newest documents can hold
+# What the newest documents can hold. Generation 3 adds no per-token statistic: each norm's
+# `scale` (lninspect.scale), and in stats documents its `map` and `freeze` (docs/metrics.md).
+NORM_MAP_GENERATION = 3
+GENERATION = max(NORM_MAP_GENERATION, *(s.since for s in STATISTICS))
 
 
 # The documents that hold statistics, and their version that held generation 1: each

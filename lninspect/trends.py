@@ -103,6 +103,7 @@ def norm_records(norms: Sequence[NormStats]) -> list[NormRecord]:
                 absmax=float32_digits(peak.value),
                 absmax_dim=peak.dim,
                 quantiles=dict(zip(per_norm, found, strict=True)),
+                scale=norm.scale,
             )
         )
     return records

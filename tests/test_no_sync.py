@@ -23,7 +23,7 @@ from lninspect.corpus.aggregator import Aggregator
 from lninspect.hooks import reduce
 from lninspect.hooks.transfer import copy_together, to_host, transfer_batches
 from lninspect.norms.discovery import NormInfo, find_norms
-from lninspect.options import SpikeOptions
+from lninspect.options import MapOptions, SpikeOptions
 from tests.test_architectures import FAMILIES
 
 BATCH, TOKENS = 2, 8
@@ -51,9 +51,12 @@ def all_on_meta(records: dict[str, list[dict[str, torch.Tensor]]]) -> bool:
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_spike_and_gradient_hooks_never_sync(name: str) -> None:
     model, norms, ids = on_meta(name)
-    with capture(model, norms, grads=True, spikes=SPIKES, reductions="eager") as cap:
+    maps = MapOptions(sample=True, size=64)
+    with capture(model, norms, grads=True, spikes=SPIKES, reductions="eager", maps=maps) as cap:
         model(input_ids=ids).logits.sum().backward()
         hooks: Any = cap._hooks  # the records as the hooks left them, before any gathering
+    kept = [t for s in hooks.maps.values() for t in s.tensors().values()]  # the map's sample
+    assert len(hooks.maps) == len(norms) and all(t.device.type == "meta" for t in kept)
     assert all(len(hooks.forward[n.name]) == 1 for n in norms)
     assert all_on_meta(hooks.forward) and all_on_meta(hooks.spike_records)
     assert all(set(c[0]) >= {"grad_output", "grad_input"} for c in hooks.backward.values())

@@ -105,7 +105,7 @@ def test_index_html_is_self_contained_and_escaped(report_run, tiny_model_dir: Pa
     assert "script" not in tags and "link" not in tags and "style" in tags
     images = [attrs["src"] for tag, attrs in parser.tags if tag == "img"]
     pngs = {p.read_bytes() for p in folder.glob("*.png")}
-    assert len(images) == len(pngs) == 13
+    assert len(images) == len(pngs) == 14  # the scale's spread is always drawn
     assert {base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in images} == pngs
     links = [v for _, attrs in parser.tags for k, v in attrs.items() if k in ("src", "href")]
     # no external resources; one link to the interactive page beside it

@@ -199,6 +199,7 @@ def test_all_figures_written_decode_and_are_not_blank(tmp_path: Path):
         "stats-spike-census.png": (11, 6),
         "stats-spike-roles.png": (11, 5),
         "stats-outlier-dims.png": (12, 5),
+        "scale-spread-by-layer.png": (9, 6),
     }
     for path in paths:
         assert_png(path, *sizes[path.name])
@@ -210,6 +211,7 @@ def test_spike_figures_are_left_out_without_spikes(tmp_path: Path):
         "stats-std-heatmap.png",
         "stats-mean-heatmap.png",
         "stats-std-per-layer.png",
+        "scale-spread-by-layer.png",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
 

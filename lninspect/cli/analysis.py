@@ -28,6 +28,7 @@ from lninspect.cli.shared import (
     FIGURES,
     JSON,
     MODEL,
+    NORM_MAP,
     ONE_FILE,
     PRINTED,
     QUIET,
@@ -81,7 +82,7 @@ ReportForceOpt = Annotated[
 
 
 @app.command()
-@shared(TEXT, CORPUS, MODEL, SPIKES, ABLATE, FIGURES, PRINTED)
+@shared(TEXT, CORPUS, MODEL, SPIKES, ABLATE, NORM_MAP, FIGURES, PRINTED)
 def stats(
     ctx: typer.Context, model: ModelArg = None, spikes: SpikesFlag = False, *, given: Given
 ) -> None:
@@ -99,9 +100,15 @@ def stats(
         "spikes": given.spikes() if spikes or ablate else None,
         "outputs": given.outputs(),
     }
+    maps = given.maps()
     if not corpus.requested:
-        invoke(ctx, commands.stats, ablate=ablate, **request)
+        invoke(ctx, commands.stats, ablate=ablate, maps=maps, **request)
         return
+    if maps.sample or maps.freeze:
+        raise typer.BadParameter(
+            "applies to one text for now; a corpus run keeps no sample of the map",
+            param_hint="'--map' / '--freeze-scale'",
+        )
     if ablate:
         raise typer.BadParameter(
             "applies to one text; a corpus is aggregated without keeping what the "
@@ -151,7 +158,7 @@ def grads(
 
 
 @app.command()
-@shared(TEXT, ONE_FILE, MODEL, SPIKES, ABLATE, JSON, QUIET, WIDE)
+@shared(TEXT, ONE_FILE, MODEL, SPIKES, ABLATE, NORM_MAP, JSON, QUIET, WIDE)
 def report(
     ctx: typer.Context,
     models: ReportModelsArg = None,
@@ -186,7 +193,8 @@ def report(
         invoke(ctx, commands.compare_report, models=list(models or ()), **request)
         return
     ablate = ablation_asked(given)
-    invoke(ctx, commands.report, loss=loss, target=target, ablate=ablate, **request)
+    maps = given.maps()
+    invoke(ctx, commands.report, loss=loss, target=target, ablate=ablate, maps=maps, **request)
 
 
 @app.command()

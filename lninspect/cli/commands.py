@@ -25,7 +25,7 @@ from lninspect.files import (
     make_folder,
     write_json,
 )
-from lninspect.options import CorpusOptions, Loss, RunOptions, SpikeOptions
+from lninspect.options import CorpusOptions, Loss, MapOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results.placement import PlacementConfig
@@ -53,10 +53,15 @@ class Outputs:
 
 
 def stats(
-    run: RunOptions, spikes: SpikeOptions | None, outputs: Outputs, ablate: bool = False
+    run: RunOptions,
+    spikes: SpikeOptions | None,
+    outputs: Outputs,
+    ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> None:
     """`lninspect stats`: per-token statistics of every normalization module of one text."""
     from lninspect.render.catalog import STATS, names_of, save_stats_figures
+    from lninspect.render.map_tables import freeze_tables, map_tables
     from lninspect.render.spike_tables import spike_tables
     from lninspect.render.stats_tables import stats_table
 
@@ -64,8 +69,9 @@ def stats(
     check_early(run)
     from lninspect.jobs import run_stats
 
-    result = run_stats(run, spikes, ablate)
+    result = run_stats(run, spikes, ablate, maps)
     tables: list[RenderableType] = [stats_table(result, outputs.wide)]
+    tables += map_tables(result, outputs.wide) + freeze_tables(result, outputs.wide)
     if spikes is not None:
         tables += spike_tables(result, outputs.wide)
     _publish(outputs, result, tables, save_stats_figures)
@@ -164,6 +170,7 @@ def report(
     folder: Path,
     outputs: Outputs,
     ablate: bool = False,
+    maps: MapOptions | None = None,
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder
     (and, with --json, the document also to that file)."""
@@ -179,6 +186,7 @@ def report(
         target=target,
         spikes=spikes,
         ablate=ablate,
+        maps=maps,
         force=outputs.force,
         notes=out.note,
     )

@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from lninspect.cli import map_options as maps
 from lninspect.cli import options as opt
 from lninspect.cli.commands import Outputs
 from lninspect.options import (
     MAX_DIM,
     CorpusOptions,
+    MapOptions,
     RunOptions,
     SpikeOptions,
     parse_indices,
@@ -34,6 +36,7 @@ REQUESTS: dict[str, type] = {
     "spikes": SpikeOptions,
     "corpus": CorpusOptions,
     "outputs": Outputs,
+    "maps": MapOptions,
 }
 
 
@@ -115,6 +118,12 @@ ABLATE = (
     Shared("ablate_dims", opt.AblateDimsOpt, ("spikes",), convert=_dims, default=None),
     Shared("ablate_layer", opt.AblateLayerOpt, ("spikes",)),
 )
+NORM_MAP = (  # stats, report: lninspect.options.MapOptions
+    Shared("map", maps.MapOpt, ("maps",), "sample"),
+    Shared("map_size", maps.MapSizeOpt, ("maps",), "size"),
+    Shared("freeze_scale", maps.FreezeOpt, ("maps",), "freeze"),
+    Shared("calibration_file", maps.CalibrationFileOpt, ("maps",)),
+)
 FIGURES = (  # Outputs.figures is --out when --plot is given
     Shared("plot", opt.PlotOpt, (), default=False),
     Shared("out_dir", opt.OutOpt, (), default=None),
@@ -155,6 +164,9 @@ class Given:
 
     def spikes(self) -> SpikeOptions:
         return SpikeOptions(**self.fields("spikes"))
+
+    def maps(self) -> MapOptions:
+        return MapOptions(**self.fields("maps"))
 
     def corpus(self) -> CorpusOptions:
         return CorpusOptions(**self.fields("corpus"))

@@ -32,13 +32,15 @@ from torch import nn
 from lninspect.errors import EXIT_RUNTIME, LninspectError
 from lninspect.hooks.census import Census, trajectory
 from lninspect.hooks.fused import Reductions
+from lninspect.hooks.normmap import MapSampler, on_host
 from lninspect.hooks.padding import mask_record, no_token_left
 from lninspect.hooks.recorder import Record, Recorder
 from lninspect.hooks.reduce import gather, gather_record
 from lninspect.hooks.spike_results import collect_spikes
 from lninspect.hooks.transfer import descriptions, to_host
+from lninspect.mapfit import NormMap, norm_map
 from lninspect.norms.discovery import NormInfo, find_norms
-from lninspect.options import SpikeOptions
+from lninspect.options import MapOptions, SpikeOptions
 from lninspect.results import (
     GradStats,
     InputInfo,
@@ -85,8 +87,9 @@ class Capture:
         reals = self._mask_padding()
         spikes = self._collect_spikes(input)
         ran = [info for info in hooks.norms if hooks.forward[info.name]]
+        maps = self.maps()
         norms = [
-            self._norm_stats(info, description, spikes.get(info.name))
+            self._norm_stats(info, description, spikes.get(info.name), maps.get(info.name))
             for info, description in zip(ran, descriptions(ran, hooks.weights), strict=True)
         ]
         if not norms:
@@ -104,6 +107,11 @@ class Capture:
             passes=hooks.passes,
             trajectory=trajectory(censuses, model.hidden_size, self._residual_names()),
         )
+
+    def maps(self) -> dict[str, NormMap]:
+        """Each norm's sampled map with its fits (--map; lninspect.mapfit), in one transfer;
+        the samplers keep drawing when the block goes on (a corpus run reads this last)."""
+        return {name: norm_map(*found) for name, found in on_host(self._hooks.maps).items()}
 
     def _residual_names(self) -> set[str]:
         return {n.name for n in self._hooks.norms if n.reads == "residual"}
@@ -183,6 +191,7 @@ class Capture:
         info: NormInfo,
         description: NormDescription,
         spikes: tuple[dict[str, Any], Census] | None,
+        sampled: NormMap | None = None,
     ) -> NormStats:
         hooks = self._hooks
         record = gather_record(hooks.forward[info.name])
@@ -194,6 +203,7 @@ class Capture:
             token_axis=hooks.token_axes.get(info.name),
             grad=self._grad_stats(info, record["mean"].shape) if hooks.grads else None,
             **(spikes[0] if spikes is not None else {}),
+            map=sampled,
         )
 
     def _collect_spikes(self, input: InputInfo | None) -> dict[str, tuple[dict[str, Any], Census]]:
@@ -283,6 +293,7 @@ def capture(
     residual: bool = True,
     token_dims: bool = True,
     weights: bool = True,
+    maps: MapOptions | None = None,
 ) -> Iterator[Capture]:
     """Hook every norm of `model` (or the given ones) for the duration of the block.
 
@@ -301,12 +312,15 @@ def capture(
     that do not read it: one pass over a gradient per norm call fewer; `token_dims=False`
     `absmax_dim` only at each call's largest finite |x| (-1 at every other token), for
     callers that read the peak alone: the per-token index is the costliest pass over x;
-    `weights=False` no weight summary in the result (under FSDP2 a gather per norm).
+    `weights=False` no weight summary in the result (under FSDP2 a gather per norm);
+    `maps` with `sample` a bounded sample of each norm's map ŷ(x) (lninspect.hooks.normmap).
     """
     norms = find_norms(model) if norms is None else list(norms)
     reducer = Reductions(reductions, nonfinite, token_dims)
     hooks = Recorder(norms, grads, spikes, reducer, skip_recompute, residual, weights)
     hooks.attention_mask = attention_mask
+    if maps is not None and maps.sample:
+        hooks.maps = {n.name: MapSampler(maps, i) for i, n in enumerate(norms)}
     training = {m: m.training for m in model.modules()}
     handles = [
         model.register_forward_pre_hook(hooks.count_pass, with_kwargs=True),

@@ -17,6 +17,7 @@ from torch import nn
 
 from lninspect.hooks.fused import Reductions
 from lninspect.hooks.layout import Layout
+from lninspect.hooks.normmap import MapSampler
 from lninspect.hooks.padding import PassInput
 from lninspect.hooks.spikes import spike_metrics
 from lninspect.norms.discovery import NormInfo
@@ -65,6 +66,7 @@ class Recorder:
         self.call_pass: dict[str, list[int]] = {n.name: [] for n in self.norms}
         # the token axis of a norm's per-token arrays, where they also have heads
         self.token_axes: dict[str, int] = {}
+        self.maps: dict[str, MapSampler] = {}  # the sample of each norm's map (--map)
 
     def count_pass(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
@@ -151,6 +153,10 @@ class Recorder:
                         real=self.real_tokens(),
                     )
                 )
+            if info.name in self.maps:
+                centre = None if info.kind == "rmsnorm" else stats["mean"]
+                scale = stats[denominator_key(info.kind)]
+                self.maps[info.name].add(x, centre, scale, info.reduced_dims, self.real_tokens())
             original = self.pending_inputs.pop(info.name, None)
             if self.grads and y.requires_grad:
                 self._arm_backward(info, x, y, original)

@@ -33,6 +33,18 @@ from lninspect.render.dimension_plots import (
 from lninspect.render.figures import figure_of, save_figure, save_titled
 from lninspect.render.format import figure_subtitle
 from lninspect.render.grad_plots import plot_grad_heatmap, plot_param_grads, plot_scale_vs_std
+from lninspect.render.map_plots import (
+    FREEZE,
+    MAP_FITS,
+    SCALE_SPREAD,
+    has_map,
+    map_grid_name,
+    map_groups,
+    plot_freeze,
+    plot_map_fits,
+    plot_map_grid,
+    plot_scale_spread,
+)
 from lninspect.render.run_plots import plot_input_std_heatmap, plot_loss, plot_series_panels
 from lninspect.render.spike_plots import (
     plot_massive_roles,
@@ -42,10 +54,12 @@ from lninspect.render.spike_plots import (
     residual_scope,
 )
 from lninspect.render.stats_plots import plot_depth, plot_mean_heatmap, plot_std_heatmap
-from lninspect.results import GradsResult, StatsResult
+from lninspect.results import GradsResult, NormStats, StatsResult
 from lninspect.results.aggregate import AggregateResult
 from lninspect.results.compare import CompareResult
 from lninspect.results.watch import WatchLog
+from lninspect.roles import PLACEMENTS, ROLES, STREAMS
+from lninspect.streams import Group
 from lninspect.summary import has_order
 from lninspect.trends import Jump
 
@@ -135,6 +149,16 @@ FIGURES = (
         "Where the model has them, a panel of their own for the norms on a sub-layer's output "
         "(their input, and the output std they add to the stream: Gemma 2 / 3, OLMo 2) and "
         "for the query / key norms (tokens and heads pooled).",
+    ),
+    FigureEntry(
+        SCALE_SPREAD,
+        "The spread of the norms' scale s",
+        plot_scale_spread,
+        (STATS, REPORT),
+        "The spread of the norms' scale s",
+        "How far each norm's divisor s is from a constant: its coefficient of variation over "
+        "the tokens (o), the same without each sequence's first token (x), and the first "
+        "token's s over the median s of the rest.",
     ),
     FigureEntry(
         "stats-spike-ranks.png",
@@ -301,8 +325,54 @@ FIGURES = (
         (COMPARE, MODELS_REPORT),
         when=lambda result: result.mode == "tokens",
     ),
+    *(
+        FigureEntry(
+            map_grid_name(group),
+            f"The norm's map, {group.label}",
+            lambda result, group=group: plot_map_grid(group, _sampled(result, group)),
+            (STATS, REPORT),
+            f"The norm's map, {group.label}",
+            "Each norm's input element x against its output before the gain, "
+            "ŷ = (x − c) / s, over the --map sample (each token's largest |x| and a uniform "
+            "sample), one panel per layer for the norms of one role and placement; the first "
+            "token's points in red, the least-squares line βx dashed and A·tanh(αx) in blue, "
+            "α and both relative RMS errors in the corner (Zhu et al. 2025, Figure 2: a line "
+            "early, an S deep).",
+            when=lambda result, group=group: bool(_sampled(result, group)),
+        )
+        for role in ROLES
+        for placement in PLACEMENTS
+        for group in (Group(reads, role, placement) for reads in STREAMS)
+    ),
+    FigureEntry(
+        MAP_FITS,
+        "Fits of the norm's map by layer",
+        plot_map_fits,
+        (STATS, REPORT),
+        "Fits of the norm's map by layer",
+        "α of A·tanh(αx) (per unit of x: it falls as x grows with depth) and the relative "
+        "RMS errors of the tanh fit (o) and of the line (x), a line per role and placement.",
+        when=has_map,
+    ),
+    FigureEntry(
+        FREEZE,
+        "What freezing each norm's scale costs",
+        plot_freeze,
+        (STATS, REPORT),
+        "What freezing each norm's scale costs",
+        "The change of the next-token loss with one norm's s frozen at calibration "
+        "constants (left: one median; right: the first token's and the rest's), by layer, "
+        "a line per role and placement: the mean over the held-out texts with ± sd bars, "
+        "and this text's change (x).",
+        when=lambda result: result.freeze is not None,
+    ),
 )
 BY_NAME = {entry.name: entry for entry in FIGURES}
+
+
+def _sampled(result: StatsResult, group: Group) -> list[NormStats]:
+    """The norms of `group` with a sampled map (--map), in layer order; none without one."""
+    return dict(map_groups(result)).get(group, [])
 
 
 def figures_of(place: str) -> tuple[FigureEntry, ...]:

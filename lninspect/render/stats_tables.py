@@ -30,7 +30,8 @@ def stats_table(result: StatsResult, wide: bool = False) -> FitTable:
     headers = ["module", "role", "mean", f"{denominator} med"]
     headers += [f"{denominator} min…max"] if wide else []
     headers += ["max |x|", "at", "out mean", "out std"]
-    headers += [s.label or s.key for s in declared] + (["weight", "w<0"] if wide else [])
+    headers += [s.label or s.key for s in declared] + (SPREAD_HEADERS if wide else [])
+    headers += ["weight", "w<0"] if wide else []
     rows = []
     names = table_names([n.name for n in result.norms], wide)
     for name, norm in zip(names, result.norms, strict=True):
@@ -38,6 +39,7 @@ def stats_table(result: StatsResult, wide: bool = False) -> FitTable:
         for statistic in declared:
             values = per_token(norm, statistic.key)
             cells.append(fmt(nan_median(values)) if values is not None else "—")
+        cells += spread_cells(norm) if wide else []
         rows.append(cells + (_weight_cells(norm)[::2] if wide else []))
     columns = [
         Column(h, [r[i] for r in rows], left=h in ("module", "role", "at"), drop=DROPS.get(h))
@@ -49,8 +51,24 @@ def stats_table(result: StatsResult, wide: bool = False) -> FitTable:
         "output y, medians over tokens of its mean and std"
         + ("; weight = the affine gain, mean ± std" if wide else "")
         + "".join(f"; {s.label or s.key} = median {s.json}" for s in declared)
+        + (SPREAD_CAPTION if wide else "")
     )
     return FitTable(header(result), columns, caption, wide, more="the weights")
+
+
+SPREAD_HEADERS = ["s cv", "cv rest", "s₀/s"]
+SPREAD_CAPTION = (
+    "; s cv = std / mean of s over tokens (cv rest: without each sequence's first token);"
+    " s₀/s = first token's s / median s of the rest"
+)
+
+
+def spread_cells(norm: NormStats) -> list[str]:
+    """The scale's spread (lninspect.scale) as SPREAD_HEADERS' cells."""
+    spread = norm.scale
+    if spread is None:
+        return ["—"] * len(SPREAD_HEADERS)
+    return [fmt(spread.cv), fmt(spread.cv_rest), fmt(spread.first_ratio)]
 
 
 DROPS = {"out mean": 1, "role": 2, "mean": 3, "at": 4}  # left out first where 80 columns are few

@@ -20,6 +20,7 @@ from lninspect.results.stats import (
     NormDescription,
     Trajectory,
 )
+from lninspect.scale import ScaleSpread
 from lninspect.statistics import AGGREGATED_KEYS, denominator_key, schemas
 
 AGGREGATE_SCHEMAS = schemas("stats-aggregate")  # oldest first (lninspect.statistics)
@@ -118,11 +119,34 @@ class NormAggregate(NormDescription):
     spike_count_hist: Histogram | None = None  # per-token spike counts, when captured
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
     dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
+    # how far s is from a constant (lninspect.scale), from the moments: derived when absent
+    scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale is None:
+            self.scale = corpus_spread(self.denominator, self.denominator_hist)
 
     @property
     def denominator(self) -> Moments:
         """What the module divides by, per position: std for LayerNorm, rms for RMSNorm."""
         return self.positions[denominator_key(self.kind)]
+
+
+def corpus_spread(s: Moments, histogram: Histogram) -> ScaleSpread:
+    """lninspect.scale's numbers from a corpus's per-position moments of s: cv and cv_rest
+    exact (Chan's merge over positions 0.., 1..); first_ratio the mean s at position 0 over
+    the median of every token's s (its histogram, within one bin; the first tokens are 1 in
+    seq_len of them)."""
+    _, mean, std = s.pooled()
+    _, rest_mean, rest_std = s.pooled(1)
+    first = float(s.mean[0]) if s.count.size and s.count[0] > 0 else float("nan")
+    median = histogram.quantile(0.5)
+    return ScaleSpread(
+        cv=std / mean if mean else float("nan"),
+        cv_rest=rest_std / rest_mean if rest_mean else float("nan"),
+        first_ratio=first / median if median else float("nan"),
+    )
 
 
 @dataclass

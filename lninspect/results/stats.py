@@ -17,7 +17,10 @@ import numpy as np
 from lninspect.display import html_view
 from lninspect.results.blocks import GradStats, InputStats, OutputStats
 from lninspect.results.codec import ByName, Document, meta
+from lninspect.results.freeze import Freeze, NormFreeze
+from lninspect.results.normmap import NormMap
 from lninspect.roles import stream_of
+from lninspect.scale import ScaleSpread, scale_spread
 from lninspect.statistics import denominator_key, schemas
 
 # Oldest first; a generation of statistics adds a version (lninspect.statistics.schemas).
@@ -301,6 +304,17 @@ class NormStats(NormDescription):
     across_token: list[AcrossToken] | None = field(default=None, metadata=meta(omit_none=True))
     census: list[CensusEntry] | None = field(default=None, metadata=meta(omit_none=True))
     dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
+    # how far s is from a constant (lninspect.scale): derived from the per-token s when absent
+    scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
+    # a bounded sample of the map ŷ(x) and its fits (--map; lninspect.mapfit)
+    map: NormMap | None = field(default=None, metadata=meta(omit_none=True))
+    # the loss change with its s frozen alone (--freeze-scale; lninspect.results.freeze)
+    freeze: NormFreeze | None = field(default=None, metadata=meta(omit_none=True))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale is None:
+            self.scale = scale_spread(self.denominator, self.token_axis)
 
     @property
     def denominator(self) -> np.ndarray:
@@ -338,6 +352,7 @@ class StatsResult(Document, ByName[NormStats]):
     top_k: int | None = None
     trajectory: Trajectory | None = field(default=None, metadata=meta(omit_none=True))
     ablation: Ablation | None = field(default=None, metadata=meta(omit_none=True))
+    freeze: Freeze | None = field(default=None, metadata=meta(omit_none=True))  # --freeze-scale
     schema: str = STATS_SCHEMA
 
     def to_dataframe(self, tokenizer: Any = None) -> Any:

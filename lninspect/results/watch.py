@@ -33,6 +33,7 @@ from lninspect.display import html_view
 from lninspect.errors import LninspectError
 from lninspect.files import open_input, os_reason
 from lninspect.results.codec import Document, meta, shown_number
+from lninspect.scale import ScaleSpread
 from lninspect.statistics import SUMMARIES, schemas
 
 WATCH_SCHEMAS = schemas("watch")  # oldest first
@@ -76,6 +77,8 @@ class NormRecord:
     # Summary.key -> its quantiles over the step's tokens (input_std, grad_scale, ...), as
     # keys of the record itself; a summary newer than the log is absent:
     quantiles: dict[str, Quantiles] = field(default_factory=dict, metadata=meta(spread=True))
+    # how far its s is from a constant over the step's tokens (lninspect.scale; watch/3 on)
+    scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
     # Written only by a run of several processes (lninspect.monitor.ranks):
     absmax_rank: int | None = field(default=None, metadata=_ranks)  # the rank of absmax
     absmax_token: int | None = field(default=None, metadata=_ranks)  # its token on that rank
