@@ -20,7 +20,7 @@ from lninspect.hooks.capture import capture
 from lninspect.norms.discovery import find_norms
 from lninspect.options import CorpusOptions
 from lninspect.results.aggregate import AGGREGATE_SCHEMA, AggregateResult, Histogram, Moments
-from lninspect.results.stats import STATS_SCHEMA
+from lninspect.results.one_text import STATS_SCHEMA
 from lninspect.statistics import AGGREGATED_KEYS
 
 runner = CliRunner()

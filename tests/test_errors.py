@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from lninspect.cli import app
 from lninspect.render.catalog import GRADS, names_of
-from lninspect.results.stats import STATS_SCHEMA
+from lninspect.results.one_text import STATS_SCHEMA
 from tests import processes
 
 runner = CliRunner()

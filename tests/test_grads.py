@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from lninspect.cli import app
 from lninspect.render.catalog import GRADS, names_of
 from lninspect.results import GradsResult
-from lninspect.results.stats import GRADS_SCHEMA
+from lninspect.results.one_text import GRADS_SCHEMA
 
 runner = CliRunner()
 TEXT = "Layer normalization keeps every token at a steady scale."

@@ -27,7 +27,7 @@ from lninspect.cli import app
 from lninspect.folders import LOCK
 from lninspect.model import memory
 from lninspect.render.report import claimed_folder
-from lninspect.results.stats import STATS_SCHEMA
+from lninspect.results.one_text import STATS_SCHEMA
 from tests import processes
 
 runner = CliRunner()

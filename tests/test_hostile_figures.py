@@ -22,7 +22,7 @@ from lninspect.render.grad_plots import plot_grad_heatmap, plot_scale_vs_std
 from lninspect.render.notebook import html_block
 from lninspect.render.run_plots import plot_series_panels
 from lninspect.render.stats_plots import plot_std_heatmap
-from lninspect.results.stats import GradsResult, StatsResult
+from lninspect.results.one_text import GradsResult, StatsResult
 from lninspect.results.watch import read_log
 from tests.test_hostile_limits import RECORD, write_log
 from tests.test_stats_plots import synthetic

@@ -217,8 +217,8 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_body():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert cycles(graph) == [["a", "b", "c"]]
     graph = import_graph()
-    assert "lninspect.results.codec" in graph["lninspect.results.stats"]
-    assert "lninspect.results.stats" in import_graph(typing=True)["lninspect.results.frames"]
+    assert "lninspect.results.codec" in graph["lninspect.results.one_text"]
+    assert "lninspect.results.one_text" in import_graph(typing=True)["lninspect.results.frames"]
     assert "lninspect.render.fit" in graph["lninspect.cli.console"]  # inside _table_width
 
 

@@ -12,7 +12,7 @@ from lninspect.render.compare_tables import models_table
 from lninspect.render.format import middle
 from lninspect.render.report import summary_table
 from lninspect.results.compare import ComparedModel, CompareResult
-from lninspect.results.stats import GradsResult, StatsResult
+from lninspect.results.one_text import GradsResult, StatsResult
 from tests.test_stats_plots import synthetic
 
 PATH = "/very/long/path/to/some/checkpoints/llama-finetune-run-0042/checkpoint-12000/model.gguf"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from lninspect import statistics
 from lninspect.cli import app
 from lninspect.results import StatsResult
-from lninspect.results.stats import STATS_SCHEMA
+from lninspect.results.one_text import STATS_SCHEMA
 
 runner = CliRunner()
 NORM_KEYS = {

@@ -19,7 +19,7 @@ from lninspect.render.catalog import BY_NAME
 from lninspect.render.interactive import INTERACTIVE_HTML
 from lninspect.render.report import INDEX_HTML, REPORT_FILES, REPORT_JSON, write_report
 from lninspect.results import GradsResult
-from lninspect.results.stats import GRADS_SCHEMA
+from lninspect.results.one_text import GRADS_SCHEMA
 from tests.conftest import words
 
 runner = CliRunner()

@@ -23,7 +23,7 @@ from lninspect.hooks.order import average_ranks, spearman
 from lninspect.hooks.spikes import spike_metrics
 from lninspect.options import SpikeOptions
 from lninspect.results import StatsResult
-from lninspect.results.stats import STATS_SCHEMA
+from lninspect.results.one_text import STATS_SCHEMA
 
 D = 96
 FIRST = "transformer.h.0.ln_1"

@@ -16,7 +16,7 @@ import numpy as np
 from lninspect.render.format import header, short_names
 from lninspect.render.pages import render_page
 from lninspect.render.stats_tables import denominator_label
-from lninspect.results.stats import StatsResult
+from lninspect.results.one_text import StatsResult
 from lninspect.streams import canonical, group_of
 
 INTERACTIVE_HTML = "interactive.html"

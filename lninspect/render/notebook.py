@@ -21,7 +21,7 @@ from lninspect.render.run_tables import run_header
 from lninspect.render.spike_tables import spikes_table
 from lninspect.render.stats_tables import denominator_label, stats_cells
 from lninspect.results.compare import CompareResult
-from lninspect.results.stats import StatsResult
+from lninspect.results.one_text import StatsResult
 from lninspect.results.watch import WatchLog
 from lninspect.summary import nan_quantiles, spike_share, with_grads
 from lninspect.trends import first_last, losses, norm_series, record_axis

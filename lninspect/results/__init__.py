@@ -1,6 +1,6 @@
 """Result objects: plain dataclasses of numpy arrays with JSON in and out (no torch)."""
 
-from lninspect.results.stats import (
+from lninspect.results.one_text import (
     Ablation,
     AcrossToken,
     CensusEntry,

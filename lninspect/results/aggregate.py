@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lninspect.results.codec import ByName, Document, meta
-from lninspect.results.stats import (
+from lninspect.results.one_text import (
     CensusEntry,
     DimensionStats,
     ModelInfo,

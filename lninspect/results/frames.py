@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from lninspect.results.aggregate import AggregateResult
-    from lninspect.results.stats import NormStats, StatsResult
+    from lninspect.results.one_text import NormStats, StatsResult
 
 STATS_COLUMNS = ("module", "layer", "role", "sequence", "token", "token_text", "statistic")
 AGGREGATE_COLUMNS = ("module", "layer", "role", "position", "statistic", "moment")
