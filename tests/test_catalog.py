@@ -90,7 +90,7 @@ def test_every_figure_written_is_an_entry_titled_by_it_and_every_entry_is_writte
     overlays = [name for name, _ in drawn if name.startswith("compare-")]
     assert overlays == list(catalog.names_of(catalog.MODELS_REPORT))
     # the map's figures are drawn only when asked for (--map, --freeze-scale): test_map.py
-    asked = {name for name in BY_NAME if name.startswith(("map-", "freeze-"))}
+    asked = {entry.name for entry in FIGURES if entry.option}
     each_model = set(catalog.names_of(catalog.REPORT)) - asked
     assert {name for name, _ in drawn} == set(overlays) | each_model
     assert written == set(BY_NAME) - asked and len(BY_NAME) == len(FIGURES)  # none unused

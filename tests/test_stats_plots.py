@@ -39,8 +39,7 @@ from lninspect.results import (
 from lninspect.summary import residual_growth
 
 LAYERS, TOKENS = 3, 10
-# the figures of every stats --plot: the map's only with --map / --freeze-scale (test_map.py)
-STATS_FIGURES = tuple(n for n in names_of(STATS) if not n.startswith(("map-", "freeze-")))
+STATS_FIGURES = names_of(STATS, asked=False)  # the map's only with --map (test_map.py)
 SPIKE_TOKEN = 4  # the planted largest spike: h.2.ln_2, dim 7, rank 1 before, 9 after
 
 

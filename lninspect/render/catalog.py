@@ -86,6 +86,7 @@ class FigureEntry:
     caption: str = ""  # the report's text under it: what to read in it
     when: Callable[..., bool] | None = None  # drawn only where this holds of the data
     title_on_axes: bool = False  # a one-panel figure titled over its axes, not the figure
+    option: str = ""  # the option that asks for it (--map), or "": drawn whenever it applies
 
     def __post_init__(self) -> None:
         unknown = set(self.places) - set(PLACES)
@@ -339,6 +340,7 @@ FIGURES = (
             "α and both relative RMS errors in the corner (Zhu et al. 2025, Figure 2: a line "
             "early, an S deep).",
             when=lambda result, group=group: bool(_sampled(result, group)),
+            option="--map",
         )
         for role in ROLES
         for placement in PLACEMENTS
@@ -353,6 +355,7 @@ FIGURES = (
         "α of A·tanh(αx) (per unit of x: it falls as x grows with depth) and the relative "
         "RMS errors of the tanh fit (o) and of the line (x), a line per role and placement.",
         when=has_map,
+        option="--map",
     ),
     FigureEntry(
         FREEZE,
@@ -365,6 +368,7 @@ FIGURES = (
         "a line per role and placement: the mean over the held-out texts with ± sd bars, "
         "and this text's change (x).",
         when=lambda result: result.freeze is not None,
+        option="--freeze-scale",
     ),
 )
 BY_NAME = {entry.name: entry for entry in FIGURES}
@@ -380,9 +384,14 @@ def figures_of(place: str) -> tuple[FigureEntry, ...]:
     return tuple(entry for entry in FIGURES if place in entry.places)
 
 
-def names_of(*places: str) -> tuple[str, ...]:
-    """The file names `places` may write (to check an output folder before any work)."""
-    return tuple(entry.name for entry in FIGURES if set(places) & set(entry.places))
+def names_of(*places: str, asked: bool = True) -> tuple[str, ...]:
+    """The file names `places` may write (to check an output folder before any work);
+    `asked=False`: leave out those that only an option draws (--map)."""
+    return tuple(
+        entry.name
+        for entry in FIGURES
+        if set(places) & set(entry.places) and (asked or not entry.option)
+    )
 
 
 def save_figures(place: str, folder: Path, subtitle: str, *data: Any) -> list[Path]:
