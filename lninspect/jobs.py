@@ -25,7 +25,7 @@ from lninspect.model.memory import Need, activation_bytes, check_fits
 from lninspect.model.text import read_text, training_documents
 from lninspect.model.tokens import check_text, token_windows
 from lninspect.norms.discovery import NormInfo, NotANorm, discover
-from lninspect.options import Loss, MapOptions, RunOptions, SpikeOptions
+from lninspect.options import Loss, MapOptions, Progress, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.results.compare import CompareResult
 from lninspect.summary import layer_span
@@ -71,12 +71,13 @@ def run_stats(
     spikes: SpikeOptions | None = None,
     ablate: bool = False,
     maps: MapOptions | None = None,
+    progress: Progress | None = None,
 ) -> StatsResult:
     """Per-token statistics of every norm (and spikes, if asked), from one forward pass.
 
     `ablate` (with `spikes`) adds the loss with the massive activations replaced
     (`ablate_spikes`): two more forward passes. `maps` samples each norm's map
-    (lninspect.hooks.normmap).
+    (lninspect.hooks.normmap); `progress` is told each text that --freeze-scale ran.
     """
     prepared = prepare(options)
     model = prepared.loaded.model
@@ -92,7 +93,7 @@ def run_stats(
     if ablate and spikes is not None:
         result.ablation = _ablation(prepared, result, spikes)
     if maps is not None and maps.freeze:
-        freeze_scale(prepared, result, maps)
+        freeze_scale(prepared, result, maps, progress)
     return _finish(result, prepared, spikes)
 
 
@@ -125,13 +126,21 @@ def other_texts(prepared: Prepared, path: Path | None) -> list[torch.Tensor]:
     return [torch.tensor([ids], device=device) for ids in encoded if len(ids) >= 2]
 
 
-def freeze_scale(prepared: Prepared, result: StatsResult, maps: MapOptions) -> None:
+def freeze_scale(
+    prepared: Prepared, result: StatsResult, maps: MapOptions, progress: Progress | None = None
+) -> None:
     """--freeze-scale (lninspect.hooks.freeze): the document's `freeze`, each norm's."""
     calibration = other_texts(prepared, maps.calibration_file)
     sequences = list(prepared.input_ids[:, None])
     ran = {n.name for n in result.norms}
     norms = [n for n in prepared.norms if n.name in ran]
-    result.freeze, per_norm = measure_freezing(prepared.loaded.model, norms, sequences, calibration)
+
+    def on_text(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total, "freezing s: every configuration, text by text")
+
+    model = prepared.loaded.model
+    result.freeze, per_norm = measure_freezing(model, norms, sequences, calibration, on_text)
     for norm in result.norms:
         norm.freeze = per_norm.get(norm.name)
 
@@ -161,11 +170,12 @@ def run_grads(
     spikes: SpikeOptions | None = None,
     ablate: bool = False,
     maps: MapOptions | None = None,
+    progress: Progress | None = None,
 ) -> GradsResult:
     """Per-token gradient norms at every norm and every parameter's, from one backward pass.
 
     The model runs in eval mode (no dropout) with gradient checkpointing off, so each norm
-    fires once per pass and each backward hook once.
+    fires once per pass and each backward hook once. `maps` and `progress` as in run_stats.
     """
     prepared = prepare(options, grads=True)
     model = prepared.loaded.model
@@ -201,7 +211,7 @@ def run_grads(
     if ablate and spikes is not None:
         result.ablation = _ablation(prepared, result, spikes, target_id)
     if maps is not None and maps.freeze:
-        freeze_scale(prepared, result, maps)
+        freeze_scale(prepared, result, maps, progress)
     return _finish(result, prepared, spikes)
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 from lninspect.errors import LninspectError
+
+# Told after each unit of a long job: (units done, units in all, what runs now).
+Progress = Callable[[int, int, str], None]
 
 # The choices of the run's string options, as types (the CLI offers them as its choices)
 DType = Literal["float32", "bfloat16", "float16"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lninspect.early import check_early
-from lninspect.options import Loss, MapOptions, RunOptions, SpikeOptions
+from lninspect.options import Loss, MapOptions, Progress, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
     from lninspect.results import GradsResult
@@ -37,9 +37,11 @@ def write_report_folder(
     maps: MapOptions | None = None,
     force: bool = False,
     notes: Notes | None = None,
+    progress: Progress | None = None,
 ) -> tuple[GradsResult, list[Path]]:
     """Stats, spikes and gradients of one run (jobs.run_grads), written into `folder` as a
-    report; `force` replaces lninspect's own files there. Returns the result and the paths."""
+    report; `force` replaces lninspect's own files there; `progress` is told each text
+    that --freeze-scale ran. Returns the result and the paths."""
     from lninspect.render.report import claimed_folder, write_report
 
     with claimed_folder(folder, force):
@@ -47,7 +49,13 @@ def write_report_folder(
         from lninspect.jobs import run_grads
 
         result = run_grads(
-            run, loss, target, spikes=spikes or SpikeOptions(), ablate=ablate, maps=maps
+            run,
+            loss,
+            target,
+            spikes=spikes or SpikeOptions(),
+            ablate=ablate,
+            maps=maps,
+            progress=progress,
         )
         for note in result.notes:
             (notes or _ignore)(note)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -81,9 +82,15 @@ def groups_present(result: StatsResult | AggregateResult) -> list[Group]:
     return sorted(found, key=lambda g: (*group_order(g.role, g.placement), g.reads))
 
 
-def norms_of_group(result: StatsResult, group: Group) -> list[NormStats]:
+@overload
+def norms_of_group(result: StatsResult, group: Group) -> list[NormStats]: ...
+@overload
+def norms_of_group(result: AggregateResult, group: Group) -> list[NormAggregate]: ...
+def norms_of_group(
+    result: StatsResult | AggregateResult, group: Group
+) -> list[NormStats] | list[NormAggregate]:
     """The norms of one group, in layer order (norms outside the blocks last)."""
-    found = [n for n in result.norms if group_of(n) == group]
+    found: list[Any] = [n for n in result.norms if group_of(n) == group]
     return sorted(found, key=lambda n: math.inf if n.layer is None else n.layer)
 
 

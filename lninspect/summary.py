@@ -87,7 +87,7 @@ def nan_median(values: np.ndarray) -> float:
 # Layout of norms over depth -----------------------------------------------------------------
 
 
-def layer_positions(result: StatsResult) -> dict[str, float]:
+def layer_positions(result: StatsResult | AggregateResult) -> dict[str, float]:
     """Module name -> x position: its layer; embed norms at -1, other norms after the last."""
     top = max((n.layer for n in result.norms if n.layer is not None), default=-1)
     outside = {"embed": -1.0}

@@ -136,3 +136,18 @@ def test_measure_freezing_and_its_json(model) -> None:
     panel = figure.axes[0]
     assert panel.get_title().startswith("one constant") and panel.containers  # error bars
     assert {t.get_text() for t in panel.get_xticklabels()} >= {"0", "1", "final"}
+
+
+def test_a_piped_freeze_run_says_how_far_it_got(monkeypatch):
+    """--freeze-scale runs every configuration on each text: a line per text on a pipe."""
+    from typer.testing import CliRunner
+
+    from lninspect.cli import app, progress
+
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PIPE_INTERVAL", 0.0)
+    args = ["stats", "tiny", "--text", "A short text to freeze.", "--freeze-scale"]
+    shown = CliRunner().invoke(app, args, env={"HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.stderr.splitlines() if " texts (" in line]
+    assert len(lines) == 9 and lines[-1].startswith("9 of 9 texts (100%) · freezing s"), lines

@@ -1,4 +1,5 @@
-"""`torchrun --nproc_per_node 2` on the CPU (gloo) gives the aggregates of one process."""
+"""`torchrun --nproc_per_node 2` on the CPU (gloo) gives the aggregates of one process, and a
+map sample (--map) whose every pair is exact at its place in the corpus's sequences."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lninspect.cli import app
+from lninspect.options import CorpusOptions
 from tests import processes
+from tests.test_corpus_map import assert_pairs_exact, corpus_sequences
 
 pytest.importorskip("torch.distributed")
 WORDS = "the quick brown fox jumps over lazy dog layer norm keeps every token steady".split()
@@ -51,6 +54,9 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path):
         "--device",
         "cpu",
         "--spikes",
+        "--map",
+        "--map-size",
+        "64",
     ]
     env = {
         k: v
@@ -76,12 +82,24 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path):
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split().count("0.ln_1") == 1  # rank 0 alone prints
+    assert done.stdout.split().count("0.ln_1") == 2  # rank 0 alone prints (two tables)
 
     one = tmp_path / "one.json"
     single = CliRunner().invoke(app, [*args, "--json", str(one)], env=env)
     assert single.exit_code == 0, single.output
     assert_same(json.loads(two.read_text()), json.loads(one.read_text()))
+    assert_map_merged(tiny_model_dir, corpus, json.loads(two.read_text()))
+
+
+def assert_map_merged(model_dir: Path, pattern: str, two: dict) -> None:
+    """The ranks' samples merged into one of the sample's size, drawn from both ranks'
+    sequences (rank r's i-th is the corpus's r + 2i), each pair exact at its place."""
+    norms = two["norms"]
+    assert all(len(n["map"]["x"]) == 64 and n["map"]["tails"] == 32 for n in norms)
+    parities = {int(s) % 2 for n in norms for s in n["map"]["sequence"]}
+    assert parities == {0, 1}
+    options = CorpusOptions(files=(pattern,), lines=True, seq_len=16, batch_size=3)
+    assert_pairs_exact(model_dir, corpus_sequences(model_dir, options), norms)
 
 
 def assert_same(two: dict, one: dict) -> None:

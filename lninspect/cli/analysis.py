@@ -104,10 +104,11 @@ def stats(
     if not corpus.requested:
         invoke(ctx, commands.stats, ablate=ablate, maps=maps, **request)
         return
-    if maps.sample or maps.freeze:
+    if maps.freeze:
         raise typer.BadParameter(
-            "applies to one text for now; a corpus run keeps no sample of the map",
-            param_hint="'--map' / '--freeze-scale'",
+            "applies to one text: a corpus is aggregated without keeping the texts that "
+            "each frozen configuration would run again",
+            param_hint="'--freeze-scale'",
         )
     if ablate:
         raise typer.BadParameter(
@@ -115,7 +116,7 @@ def stats(
             "second and third runs would need",
             param_hint="'--ablate-spikes'",
         )
-    invoke(ctx, commands.corpus_stats, corpus=corpus, **request)
+    invoke(ctx, commands.corpus_stats, corpus=corpus, maps=maps, **request)
 
 
 def ablation_asked(given: Given) -> bool:

@@ -28,6 +28,7 @@ from lninspect.files import (
 from lninspect.options import CorpusOptions, Loss, MapOptions, RunOptions, SpikeOptions
 
 if TYPE_CHECKING:
+    from lninspect.cli.progress import StepProgress
     from lninspect.results.placement import PlacementConfig
     from lninspect.results.placement_training import TrainConfig
 
@@ -69,7 +70,8 @@ def stats(
     check_early(run)
     from lninspect.jobs import run_stats
 
-    result = run_stats(run, spikes, ablate, maps)
+    with _freeze_progress(outputs, maps) as progress:
+        result = run_stats(run, spikes, ablate, maps, progress.update)
     tables: list[RenderableType] = [stats_table(result, outputs.wide)]
     tables += map_tables(result, outputs.wide) + freeze_tables(result, outputs.wide)
     if spikes is not None:
@@ -78,12 +80,17 @@ def stats(
 
 
 def corpus_stats(
-    run: RunOptions, corpus: CorpusOptions, spikes: SpikeOptions | None, outputs: Outputs
+    run: RunOptions,
+    corpus: CorpusOptions,
+    spikes: SpikeOptions | None,
+    outputs: Outputs,
+    maps: MapOptions | None = None,
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
     from lninspect.render.catalog import CORPUS, names_of, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
+    from lninspect.render.map_tables import map_tables
     from lninspect.render.spike_tables import census_table
     from lninspect.summary import KINDS
 
@@ -95,11 +102,12 @@ def corpus_stats(
     world = world_from_env()
     err = outputs.console().err
     with CorpusProgress(err, enabled=world.is_main and not outputs.quiet) as progress:
-        result = run_corpus_stats(run, corpus, spikes, progress.update, world)
+        result = run_corpus_stats(run, corpus, spikes, progress.update, world, maps)
     if world.is_main:
         tables: list[RenderableType] = [
             aggregate_table(result, outputs.wide),
             position_table(result),
+            *map_tables(result, outputs.wide),
         ]
         if spikes is not None:
             tables += [census_table(result, kind=kind, wide=outputs.wide) for kind in KINDS]
@@ -179,17 +187,19 @@ def report(
 
     out = outputs.console()
     check_target(outputs.json, outputs.force)
-    result, paths = write_report_folder(
-        run,
-        folder,
-        loss=loss,
-        target=target,
-        spikes=spikes,
-        ablate=ablate,
-        maps=maps,
-        force=outputs.force,
-        notes=out.note,
-    )
+    with _freeze_progress(outputs, maps) as progress:
+        result, paths = write_report_folder(
+            run,
+            folder,
+            loss=loss,
+            target=target,
+            spikes=spikes,
+            ablate=ablate,
+            maps=maps,
+            force=outputs.force,
+            notes=out.note,
+            progress=progress.update,
+        )
     _write_json(outputs, result)
     out.show(summary_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
@@ -254,6 +264,14 @@ def compare_report(
     out.show(models_table(compared))
     out.show(differences_table(compared))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
+
+
+def _freeze_progress(outputs: Outputs, maps: MapOptions | None) -> StepProgress:
+    """The progress of --freeze-scale's texts (a minute or more on a real model)."""
+    from lninspect.cli.progress import StepProgress
+
+    asked = maps is not None and maps.freeze
+    return StepProgress(outputs.console().err, enabled=asked and not outputs.quiet, unit="texts")
 
 
 def _write_json(outputs: Outputs, result: Any) -> None:

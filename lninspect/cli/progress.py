@@ -144,7 +144,8 @@ class CorpusProgress(_DelayedProgress):
 
 
 class StepProgress(_DelayedProgress):
-    """`with StepProgress(console) as progress: ... progress.update(done, total, what)`."""
+    """`with StepProgress(console) as progress: ... progress.update(done, total, what)`:
+    training steps, or any other `unit` of a long job (the texts of --freeze-scale)."""
 
     def __init__(
         self,
@@ -153,23 +154,25 @@ class StepProgress(_DelayedProgress):
         delay: float | None = None,
         interval: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        unit: str = "steps",
     ):
         super().__init__(console, enabled, delay, interval, clock)
+        self.unit = unit
 
     def update(self, done: int, total: int, what: str) -> None:
-        """After each step: steps done of all runs, steps in all, the run in progress."""
+        """After each unit: units done, units in all, what runs now."""
         elapsed = self._due()
         if elapsed is None:
             return
         if not self.terminal:
             share = done / max(1, total)
-            self._line(f"{done:,} of {total:,} steps ({share:.0%}) · {what}", elapsed)
+            self._line(f"{done:,} of {total:,} {self.unit} ({share:.0%}) · {what}", elapsed)
             return
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("steps"),
+            TextColumn(self.unit),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )

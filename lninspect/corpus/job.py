@@ -26,11 +26,13 @@ from lninspect.corpus.reader import (
 from lninspect.errors import LninspectError
 from lninspect.hooks.capture import capture
 from lninspect.hooks.census import trajectory
+from lninspect.hooks.normmap import merge_ranks
 from lninspect.jobs import check_run_memory, load, model_norms, select_layers
 from lninspect.model.loading import LoadedModel
 from lninspect.model.tokenizer import Tokenizer
-from lninspect.options import CorpusOptions, RunOptions, SpikeOptions
+from lninspect.options import CorpusOptions, MapOptions, RunOptions, SpikeOptions
 from lninspect.results.aggregate import AggregateResult, CorpusInfo, NormAggregate
+from lninspect.results.normmap import NormMap
 
 # Called after each batch with (tokens run by this process, bytes read, bytes in all files).
 OnBatch = Callable[[int, int, int], None]
@@ -42,8 +44,11 @@ def run_corpus_stats(
     spikes: SpikeOptions | None = None,
     on_batch: OnBatch | None = None,
     world: World | None = None,
+    maps: MapOptions | None = None,
 ) -> AggregateResult:
-    """Per-position statistics of every norm over a corpus; every rank returns the total."""
+    """Per-position statistics of every norm over a corpus; every rank returns the total.
+    `maps` with `sample`: each norm's map sampled over the whole corpus (--map), in the
+    memory of its sample size whatever the corpus's length."""
     _check(options)
     paths = expand_files(corpus.files)  # cheap errors first
     world = world or world_from_env()
@@ -70,13 +75,15 @@ def run_corpus_stats(
             if on_batch is not None:
                 on_batch(tokens, reader.bytes_read, reader.total_bytes)
 
-        passes = stream(
+        passes, sampled = stream(
             loaded,
             aggregator,
             reader.batches(seq_len, corpus.batch, world.rank, world.size),
             spikes,
             after_batch,
             reductions=options.reductions,
+            maps=maps,
+            world=world,
         )
         if world.distributed:
             aggregator.all_reduce()
@@ -95,6 +102,8 @@ def run_corpus_stats(
     piece = loaded.tokenizer.pieces
     chosen = spikes if spikes is not None else SpikeOptions(census_dims=0)
     results = aggregator.norm_results(chosen.census_dims, lambda i: piece([i])[0], chosen.outlier_k)
+    for norm in results:
+        norm.map = sampled.get(norm.name)
     return AggregateResult(
         model=loaded.info,
         corpus=info,
@@ -130,16 +139,19 @@ def stream(
     spikes: SpikeOptions | None,
     after_batch: Callable[[int], None],
     reductions: str = "auto",
-) -> int:
+    maps: MapOptions | None = None,
+    world: World | None = None,
+) -> tuple[int, dict[str, NormMap]]:
     """Run every batch through the hooked model, aggregating and forgetting its records.
 
-    Returns the forward passes run. The LM head computes the last position's logits only
+    Returns the forward passes run and, with `maps`, each norm's sampled map (of every
+    rank's batches under torchrun). The LM head computes the last position's logits only
     (`logits_to_keep=1`, where the model takes it): no norm sits after it.
     """
     model = loaded.model
     extra = forward_kwargs(model)
     tokens = 0
-    hooked = capture(model, aggregator.norms, spikes=spikes, reductions=reductions)
+    hooked = capture(model, aggregator.norms, spikes=spikes, reductions=reductions, maps=maps)
     with torch.inference_mode(), hooked as cap:
         for ids in batches:
             on_device = to_device(ids, loaded.device)
@@ -147,7 +159,9 @@ def stream(
             aggregator.update(cap.drain(), ids.shape, on_device)
             tokens += ids.size
             after_batch(tokens)
-        return cap.passes
+        if cap.samplers and world is not None and world.distributed:
+            merge_ranks(cap.samplers, loaded.device, world.size)
+        return cap.passes, cap.maps()
 
 
 def to_device(ids: np.ndarray, device: torch.device) -> torch.Tensor:

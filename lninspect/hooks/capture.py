@@ -69,6 +69,11 @@ class Capture:
         """Forward passes of the model so far inside the block (not counting paused ones)."""
         return self._hooks.passes
 
+    @property
+    def samplers(self) -> dict[str, MapSampler]:
+        """Each norm's sampler of its map (--map; empty without)."""
+        return self._hooks.maps
+
     def pause(self) -> None:
         """Record nothing until `resume()`: the hooks stay attached and return at once.
 

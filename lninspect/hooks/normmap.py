@@ -86,7 +86,7 @@ class MapSampler:
         s = layout.canonical(scale.float())[..., None]  # (S, T, G, 1)
         c = None if centre is None else layout.canonical(centre.float())[..., None]
         pad = _pad(real, layout, X.device)  # (S, T, 1, 1) True on padding, or None
-        self._start(X.device)
+        self.start(X.device)
         k = min(self.options.per_token, X.shape[-1])
         dims = X.abs().topk(k, dim=-1, sorted=False).indices  # (S, T, G, k)
         self._draw(self.tails, X, c, s, dims, pad)
@@ -94,12 +94,15 @@ class MapSampler:
         self._draw_rows(X, c, s, pad, rows, spots, keys)
         self.sequences += layout.sequences
 
-    def _start(self, device: torch.device) -> None:
+    def start(self, device: torch.device) -> None:
+        """Make the empty strata and the generator, at the first call (or before a merge)."""
         if self.tails is not None:
             return
         where = "cpu" if device.type == "meta" else device  # meta takes a CPU generator
         self.generator = torch.Generator(device=where)
-        self.generator.manual_seed(self.options.seed * 1_000_003 + self.index)
+        # each norm, and under torch.distributed each rank, its own stream of numbers
+        stream = self.options.seed * 1_000_003 + self.index
+        self.generator.manual_seed(stream + _rank() * 2**40)
         self.tails = Stratum.empty(self.options.tail_size, device)
         self.uniform = Stratum.empty(self.options.uniform_size, device)
 
@@ -195,6 +198,46 @@ def on_host(samplers: dict[str, MapSampler]) -> dict[str, tuple[dict[str, np.nda
     for (name, key), tensor in zip(slots, host, strict=True):
         arrays[name][key] = tensor.numpy()
     return {name: (arrays[name], drawn[name].options.tail_size) for name in records}
+
+
+def merge_ranks(samplers: dict[str, MapSampler], device: torch.device, size: int) -> None:
+    """Under torch.distributed: every rank's strata replaced by the merge of all ranks'. The
+    `size` smallest keys of the union are those among each rank's `size` smallest, so the
+    result is the sample one process would keep of every rank's candidates. A rank's
+    sequence i is the corpus's sequence rank + i * size (lninspect.corpus.reader deals them
+    round-robin). Four collectives of fixed shape whatever the number of norms."""
+    import torch.distributed as dist
+
+    rank, ordered = _rank(), list(samplers.values())
+    for sampler in ordered:
+        sampler.start(device)  # a rank that ran no batch offers empty slots
+    for which in ("tails", "uniform"):
+        strata: list[Stratum] = [getattr(sampler, which) for sampler in ordered]
+        floats = torch.stack([torch.stack([s.keys, s.pairs["x"], s.pairs["y"]]) for s in strata])
+        ints = torch.stack(
+            [
+                torch.stack([s.pairs["sequence"] * size + rank, *(s.pairs[k] for k in FIELDS[3:])])
+                for s in strata
+            ]
+        )  # (norms, 4, n): sequence, token, head, dim
+        every = []
+        for local in (floats, ints):  # (norms, fields, n) -> (norms, fields, size * n)
+            parts = [torch.empty_like(local) for _ in range(size)]
+            dist.all_gather(parts, local)
+            every.append(torch.cat(parts, dim=-1))
+        for j, stratum in enumerate(strata):
+            keys = every[0][j, 0]
+            kept = keys.topk(stratum.keys.numel(), largest=False, sorted=False).indices
+            stratum.keys = keys[kept]
+            columns = [*every[0][j, 1:], *every[1][j]]  # x, y, sequence, token, head, dim
+            stratum.pairs = {k: c[kept] for k, c in zip(FIELDS, columns, strict=True)}
+
+
+def _rank() -> int:
+    """This process's torch.distributed rank, 0 outside a process group."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _normalized(values: Tensor, c: Tensor | None, s: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from lninspect.errors import LninspectError
 from lninspect.model.loading import resolve_device
 from lninspect.monitor.watcher import watch
 from lninspect.norms.discovery import NormInfo, find_norms
+from lninspect.options import Progress
 from lninspect.placement.data import (
     Tokens,
     check_length,
@@ -58,7 +59,6 @@ from lninspect.results.placement_training import (
 from lninspect.results.watch import LOG_NAME, WatchRecord
 
 EXPLODED = 1.5  # a training loss above 1.5x the run's first loss counts as diverged
-Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
 
 
 @dataclass(frozen=True)

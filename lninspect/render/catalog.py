@@ -37,6 +37,8 @@ from lninspect.render.map_plots import (
     FREEZE,
     MAP_FITS,
     SCALE_SPREAD,
+    Mapped,
+    MappedNorm,
     has_map,
     map_grid_name,
     map_groups,
@@ -54,7 +56,7 @@ from lninspect.render.spike_plots import (
     residual_scope,
 )
 from lninspect.render.stats_plots import plot_depth, plot_mean_heatmap, plot_std_heatmap
-from lninspect.results import GradsResult, NormStats, StatsResult
+from lninspect.results import GradsResult, StatsResult
 from lninspect.results.aggregate import AggregateResult
 from lninspect.results.compare import CompareResult
 from lninspect.results.watch import WatchLog
@@ -155,7 +157,7 @@ FIGURES = (
         SCALE_SPREAD,
         "The spread of the norms' scale s",
         plot_scale_spread,
-        (STATS, REPORT),
+        (STATS, CORPUS, REPORT),
         "The spread of the norms' scale s",
         "How far each norm's divisor s is from a constant: its coefficient of variation over "
         "the tokens (o), the same without each sequence's first token (x), and the first "
@@ -331,7 +333,7 @@ FIGURES = (
             map_grid_name(group),
             f"The norm's map, {group.label}",
             lambda result, group=group: plot_map_grid(group, _sampled(result, group)),
-            (STATS, REPORT),
+            (STATS, CORPUS, REPORT),
             f"The norm's map, {group.label}",
             "Each norm's input element x against its output before the gain, "
             "ŷ = (x − c) / s, over the --map sample (each token's largest |x| and a uniform "
@@ -350,7 +352,7 @@ FIGURES = (
         MAP_FITS,
         "Fits of the norm's map by layer",
         plot_map_fits,
-        (STATS, REPORT),
+        (STATS, CORPUS, REPORT),
         "Fits of the norm's map by layer",
         "α of A·tanh(αx) (per unit of x: it falls as x grows with depth) and the relative "
         "RMS errors of the tanh fit (o) and of the line (x), a line per role and placement.",
@@ -374,7 +376,7 @@ FIGURES = (
 BY_NAME = {entry.name: entry for entry in FIGURES}
 
 
-def _sampled(result: StatsResult, group: Group) -> list[NormStats]:
+def _sampled(result: Mapped, group: Group) -> list[MappedNorm]:
     """The norms of `group` with a sampled map (--map), in layer order; none without one."""
     return dict(map_groups(result)).get(group, [])
 
@@ -416,7 +418,7 @@ def save_report_figures(result: GradsResult, folder: Path) -> list[Path]:
 
 
 def save_corpus_figures(result: AggregateResult, folder: Path) -> list[Path]:
-    """`stats --file --plot`: the figure of a corpus."""
+    """`stats --file --plot`: the figures of a corpus (with --map, its sampled maps)."""
     return save_figures(CORPUS, folder, corpus_subtitle(result), result)
 
 

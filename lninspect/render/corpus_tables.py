@@ -5,21 +5,9 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Group
 
-from lninspect.render.format import fmt, model_name, new_table, plural, table_names, titled
+from lninspect.render.format import fmt, header, new_table, table_names, titled
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
 from lninspect.summary import position_ranges, role_means, roles_present
-
-
-def corpus_header(result: AggregateResult) -> str:
-    """One line: the model, where it ran, and how much text went through it."""
-    m, c = result.model, result.corpus
-    ranks = f" on {c.world_size} processes" if c.world_size > 1 else ""
-    return (
-        f"{model_name(m)} · {m.dtype} · {m.device}{ranks} · "
-        f"{plural(len(c.files), 'file')}, {plural(c.documents, 'document')}, "
-        f"{plural(c.sequences, 'sequence')} of ≤ {c.seq_len}, {c.tokens:,} tokens · "
-        f"{plural(len(result.norms), 'norm')}"
-    )
 
 
 def aggregate_table(result: AggregateResult, wide: bool = False) -> Group:
@@ -54,7 +42,7 @@ def aggregate_table(result: AggregateResult, wide: bool = False) -> Group:
         "token of the corpus; pos 0 / pos 1+: its mean at the first position / at the "
         "others; max |x| over the corpus" + ("" if wide else "; --wide adds the mean")
     )
-    return titled(table, corpus_header(result), caption)
+    return titled(table, header(result), caption)
 
 
 def _cells(norm: NormAggregate, spikes: bool) -> list[str]:

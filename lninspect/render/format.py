@@ -14,6 +14,7 @@ from rich.text import Text
 
 from lninspect.escape import visible
 from lninspect.results import ModelInfo, NormsResult, StatsResult
+from lninspect.results.aggregate import AggregateResult
 from lninspect.streams import Location
 
 
@@ -135,10 +136,18 @@ def model_name(m: ModelInfo) -> str:
     return f"{visible(m.name)} ({m.source}){cls}"
 
 
-def header(result: NormsResult | StatsResult) -> str:
-    """One line saying what was inspected, on what, and where."""
+def header(result: NormsResult | StatsResult | AggregateResult) -> str:
+    """One line saying what was inspected, on what, and where (for a corpus: how much text
+    went through it)."""
     m = result.model
     line = f"{model_name(m)} · {m.dtype} · {m.device}"
+    if isinstance(result, AggregateResult):
+        c = result.corpus
+        ranks = f" on {c.world_size} processes" if c.world_size > 1 else ""
+        line += (
+            f"{ranks} · {plural(len(c.files), 'file')}, {plural(c.documents, 'document')}, "
+            f"{plural(c.sequences, 'sequence')} of ≤ {c.seq_len}, {c.tokens:,} tokens"
+        )
     if isinstance(result, StatsResult):
         i = result.input
         sequences = plural(i.num_sequences, "sequence") + ", " if i.num_sequences != 1 else ""

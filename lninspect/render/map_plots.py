@@ -7,7 +7,7 @@ directly (no pyplot); no torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -17,10 +17,15 @@ from lninspect.mapfit import NormMap
 from lninspect.render.figures import new_figure, say_nothing_to_show
 from lninspect.render.format import short_names
 from lninspect.results import NormStats, StatsResult
+from lninspect.results.aggregate import AggregateResult, NormAggregate
 from lninspect.results.freeze import VARIANTS
 from lninspect.scale import ScaleSpread
 from lninspect.streams import Group, groups_present, norms_of_group
 from lninspect.summary import layer_positions
+
+# --map samples one text (stats, report) or a corpus (stats --file)
+Mapped = StatsResult | AggregateResult
+MappedNorm = NormStats | NormAggregate
 
 MAP_FITS = "map-fits-by-layer.png"
 SCALE_SPREAD = "scale-spread-by-layer.png"
@@ -36,17 +41,17 @@ FIRST = "tab:red"  # the first token's points
 LINE, TANH = "tab:gray", "tab:blue"
 
 
-def has_map(result: StatsResult) -> bool:
+def has_map(result: Mapped) -> bool:
     return any(n.map is not None for n in result.norms)
 
 
-def map_groups(result: StatsResult) -> list[tuple[Group, list[NormStats]]]:
+def map_groups(result: Mapped) -> list[tuple[Group, list[MappedNorm]]]:
     """The groups with a sampled map, each with its norms in layer order."""
     found = [(g, norms_of_group(result, g)) for g in groups_present(result)]
     return [(g, [n for n in norms if n.map is not None]) for g, norms in found if norms]
 
 
-def plot_map(norm: NormStats, ax: Axes | None = None, title: str | None = None) -> Axes:
+def plot_map(norm: MappedNorm, ax: Axes | None = None, title: str | None = None) -> Axes:
     """One norm's sampled map: ŷ over x, the first token's points in red, the line βx and
     A·tanh(αx) drawn over it, α in the upper left corner."""
     ax = ax or new_figure(4, 3).add_subplot()
@@ -73,7 +78,7 @@ def _corner(sample: NormMap) -> str:
     return f"α={sample.alpha:.3g}\ntanh {sample.tanh_error:.2f} · line {sample.line_error:.2f}"
 
 
-def plot_map_grid(group: Group, norms: list[NormStats], fig: Figure | None = None) -> Figure:
+def plot_map_grid(group: Group, norms: list[MappedNorm], fig: Figure | None = None) -> Figure:
     """One small panel per norm of the group (per layer), in layer order."""
     columns = min(6, len(norms))
     rows = math.ceil(len(norms) / columns)
@@ -92,18 +97,18 @@ def plot_map_grid(group: Group, norms: list[NormStats], fig: Figure | None = Non
     return figure
 
 
-def _layer(norm: NormStats) -> str:
+def _layer(norm: MappedNorm) -> str:
     return f"layer {norm.layer}" if norm.layer is not None else short_names([norm.name])[0]
 
 
 def _by_layer(
-    where: dict[str, float], norms: list[NormStats], value: Callable[[NormStats], float]
+    where: dict[str, float], norms: Sequence[MappedNorm], value: Callable[[MappedNorm], float]
 ) -> tuple[list[float], list[float]]:
     """(x positions, values) of the norms: their layers, a final norm after the last."""
     return [where[n.name] for n in norms], [value(n) for n in norms]
 
 
-def _layer_axis(ax: Axes, result: StatsResult) -> None:
+def _layer_axis(ax: Axes, result: Mapped) -> None:
     """Layer numbers on the x axis; `final` where the norms after the blocks sit."""
     where = layer_positions(result)
     ticks = sorted(set(where.values()))
@@ -114,17 +119,17 @@ def _layer_axis(ax: Axes, result: StatsResult) -> None:
     ax.set_xlabel("layer")
 
 
-def _map(norm: NormStats) -> NormMap:
+def _map(norm: MappedNorm) -> NormMap:
     assert norm.map is not None
     return norm.map
 
 
-def _spread(norm: NormStats) -> ScaleSpread:
+def _spread(norm: MappedNorm) -> ScaleSpread:
     assert norm.scale is not None
     return norm.scale
 
 
-def plot_map_fits(result: StatsResult, fig: Figure | None = None) -> Figure:
+def plot_map_fits(result: Mapped, fig: Figure | None = None) -> Figure:
     """α (log) and the two relative errors by layer, a line per group."""
     figure = fig or new_figure(9, 6)
     alpha_ax, error_ax = figure.subplots(2, 1, sharex=True)
@@ -143,7 +148,7 @@ def plot_map_fits(result: StatsResult, fig: Figure | None = None) -> Figure:
     return figure
 
 
-def plot_scale_spread(result: StatsResult, fig: Figure | None = None) -> Figure:
+def plot_scale_spread(result: Mapped, fig: Figure | None = None) -> Figure:
     """cv and cv_rest of s, and s(first) / median s(rest), by layer, a line per group."""
     figure = fig or new_figure(9, 6)
     cv_ax, ratio_ax = figure.subplots(2, 1, sharex=True)

@@ -8,6 +8,7 @@ from rich.console import RenderableType
 from lninspect.render.fit import Column, FitTable
 from lninspect.render.format import fmt, header, table_names
 from lninspect.results import StatsResult
+from lninspect.results.aggregate import AggregateResult
 from lninspect.results.freeze import FreezeChange
 from lninspect.roles import group_label
 
@@ -18,7 +19,7 @@ MAP_CAPTION = (
 )
 
 
-def map_tables(result: StatsResult, wide: bool = False) -> list[RenderableType]:
+def map_tables(result: StatsResult | AggregateResult, wide: bool = False) -> list[RenderableType]:
     """The map table when some norm has a sampled map, else nothing."""
     norms = [n for n in result.norms if n.map is not None]
     if not norms:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lninspect.results.codec import ByName, Document, meta
+from lninspect.results.normmap import NormMap
 from lninspect.results.one_text import (
     CensusEntry,
     DimensionStats,
@@ -121,6 +122,8 @@ class NormAggregate(NormDescription):
     dimensions: DimensionStats | None = field(default=None, metadata=meta(omit_none=True))
     # how far s is from a constant (lninspect.scale), from the moments: derived when absent
     scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
+    # a bounded sample of the map ŷ(x) over the corpus and its fits (--map; lninspect.mapfit)
+    map: NormMap | None = field(default=None, metadata=meta(omit_none=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()
