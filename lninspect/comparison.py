@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lninspect.derived import largest_abs, nan_median
+from lninspect.derived import per_token as token_values
 from lninspect.results import GradsResult, NormStats
 from lninspect.results.compare import (
     ComparedModel,
@@ -24,8 +26,6 @@ from lninspect.results.compare import (
 )
 from lninspect.statistics import SUMMARIES
 from lninspect.streams import group_of, token_row
-from lninspect.summary import largest_abs, nan_median
-from lninspect.summary import per_token as token_values
 from lninspect.trends import float32_digits
 
 MAX_DIFFERENCES = 50

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import lninspect
 from lninspect.cli import app
 from lninspect.comparison import split_revision
+from lninspect.derived import nan_median
 from lninspect.results import GradsResult
 from lninspect.results.compare import COMPARE_SCHEMA, CompareResult
 from lninspect.results.watch import (
@@ -30,7 +31,6 @@ from lninspect.results.watch import (
     read_log,
 )
 from lninspect.statistics import SUMMARIES
-from lninspect.summary import nan_median
 from lninspect.trends import JUMP_FACTOR, jumps, spike_history
 from tests import processes
 from tests.conftest import build_tokenizer, tiny_gpt2, words

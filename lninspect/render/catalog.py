@@ -21,6 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lninspect.derived import has_order
 from lninspect.render.compare_plots import plot_compare_layers, plot_compare_tokens
 from lninspect.render.compare_tables import how_compared
 from lninspect.render.corpus_plots import corpus_figure, corpus_subtitle
@@ -60,7 +61,6 @@ from lninspect.results.compare import CompareResult
 from lninspect.results.watch import WatchLog
 from lninspect.roles import PLACEMENTS, ROLES, STREAMS
 from lninspect.streams import Group
-from lninspect.summary import has_order
 from lninspect.trends import Jump
 
 # Where a figure appears: the outputs that write it.

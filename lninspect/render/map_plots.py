@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from lninspect.derived import layer_positions
 from lninspect.mapfit import NormMap
 from lninspect.render.figures import new_figure, say_nothing_to_show
 from lninspect.render.format import short_names
@@ -20,7 +21,6 @@ from lninspect.results import NormStats, StatsResult
 from lninspect.results.freeze import VARIANTS
 from lninspect.scale import ScaleSpread
 from lninspect.streams import Group, groups_present, norms_of_group
-from lninspect.summary import layer_positions
 
 MAP_FITS = "map-fits-by-layer.png"
 SCALE_SPREAD = "scale-spread-by-layer.png"

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from lninspect.derived import nan_quantiles, spike_share, with_grads
 from lninspect.display import register_html
 from lninspect.render.compare_tables import how_compared, row_label
 from lninspect.render.figures import png_bytes
@@ -23,7 +24,6 @@ from lninspect.render.stats_tables import denominator_label, stats_cells
 from lninspect.results.compare import CompareResult
 from lninspect.results.one_text import StatsResult
 from lninspect.results.watch import WatchLog
-from lninspect.summary import nan_quantiles, spike_share, with_grads
 from lninspect.trends import first_last, losses, norm_series, record_axis
 
 MAX_ROWS = 30  # rows shown; the rest are counted under the table
