@@ -18,6 +18,7 @@ from lninspect.derived import largest_abs, nan_median
 from lninspect.derived import per_token as token_values
 from lninspect.results import GradsResult, NormStats
 from lninspect.results.compare import (
+    TOKEN_DENOMINATOR,
     ComparedModel,
     CompareResult,
     Difference,
@@ -228,4 +229,4 @@ def _token_difference(row: int, model: int, a: list[float], b: list[float]) -> l
     if not np.isfinite(change).any() or np.nanmax(change) == 0:
         return []  # not comparable, or the same on every token
     t = int(np.nanargmax(change))
-    return [Difference("token_input_std", row, model, a[t], b[t], float32_digits(ratio[t]), t)]
+    return [Difference(TOKEN_DENOMINATOR, row, model, a[t], b[t], float32_digits(ratio[t]), t)]

@@ -46,7 +46,7 @@ from lninspect.render.map_plots import (
     plot_map_grid,
     plot_scale_spread,
 )
-from lninspect.render.run_plots import plot_input_std_heatmap, plot_loss, plot_series_panels
+from lninspect.render.run_plots import plot_input_denominator_heatmap, plot_loss, plot_series_panels
 from lninspect.render.spike_plots import (
     plot_massive_roles,
     plot_spike_order,
@@ -292,7 +292,7 @@ FIGURES = (
     FigureEntry(
         "run-input-std.png",
         "Input std of every norm over training",
-        lambda log, jumps: figure_of(plot_input_std_heatmap(log)),
+        lambda log, jumps: figure_of(plot_input_denominator_heatmap(log)),
         (RUN,),
     ),
     FigureEntry(
