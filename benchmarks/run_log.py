@@ -31,7 +31,7 @@ def norm(name: str, layer: int, value: float) -> dict[str, object]:
         "role": "attn_in",
         "absmax": value,
         "absmax_dim": 0,
-        **{k: block for k in ("input_std", "output_std", "grad_scale")},
+        **{k: block for k in ("input_denominator", "output_std", "grad_scale")},
     }
 
 

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lninspect.derived import largest_abs, nan_median
+from lninspect.derived import per_token as token_values
 from lninspect.results import GradsResult, NormStats
 from lninspect.results.compare import (
+    TOKEN_DENOMINATOR,
     ComparedModel,
     CompareResult,
     Difference,
@@ -24,8 +27,6 @@ from lninspect.results.compare import (
 )
 from lninspect.statistics import SUMMARIES
 from lninspect.streams import group_of, token_row
-from lninspect.summary import largest_abs, nan_median
-from lninspect.summary import per_token as token_values
 from lninspect.trends import float32_digits
 
 MAX_DIFFERENCES = 50
@@ -228,4 +229,4 @@ def _token_difference(row: int, model: int, a: list[float], b: list[float]) -> l
     if not np.isfinite(change).any() or np.nanmax(change) == 0:
         return []  # not comparable, or the same on every token
     t = int(np.nanargmax(change))
-    return [Difference("token_input_std", row, model, a[t], b[t], float32_digits(ratio[t]), t)]
+    return [Difference(TOKEN_DENOMINATOR, row, model, a[t], b[t], float32_digits(ratio[t]), t)]

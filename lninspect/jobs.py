@@ -14,6 +14,7 @@ from typing import TypeVar
 import torch
 
 from lninspect.comparison import compare_results, split_revision
+from lninspect.derived import layer_span
 from lninspect.errors import LninspectError
 from lninspect.hooks.ablation import ablate_spikes, lm_loss
 from lninspect.hooks.capture import capture
@@ -28,7 +29,6 @@ from lninspect.norms.discovery import NormInfo, NotANorm, discover
 from lninspect.options import Loss, MapOptions, Progress, RunOptions, SpikeOptions
 from lninspect.results import Ablation, GradsResult, InputInfo, NormsResult, StatsResult
 from lninspect.results.compare import CompareResult
-from lninspect.summary import layer_span
 
 
 @dataclass

@@ -130,8 +130,11 @@ FORWARD = tuple(s for s in STATISTICS if s.reduce is not None)  # what the forwa
 
 # What the newest documents can hold. Generation 3 adds no per-token statistic: each norm's
 # `scale` (lninspect.scale), and in stats documents its `map` and `freeze` (docs/metrics.md).
+# Generation 4 adds none either: the summary `input_std` is named `input_denominator` (it is
+# the rms of an RMSNorm), so that a reader of generation 3 meets no key it does not know.
 NORM_MAP_GENERATION = 3
-GENERATION = max(NORM_MAP_GENERATION, *(s.since for s in STATISTICS))
+DENOMINATOR_GENERATION = 4
+GENERATION = max(NORM_MAP_GENERATION, DENOMINATOR_GENERATION, *(s.since for s in STATISTICS))
 
 
 # The documents that hold statistics, and their version that held generation 1: each
@@ -164,10 +167,13 @@ class Summary:
     peak: bool = False
     signed: bool = False  # may be <= 0: linear axes, no ratios
     since: int = 1
+    was: str = ""  # its key in documents before DENOMINATOR_GENERATION, when it differs
 
 
+INPUT_DENOMINATOR = "input_denominator"  # what the norm divides by: std, or rms (RMSNorm)
 SUMMARIES = (
-    Summary("input_std", "std", "median input std", "denominator"),  # rms for an RMSNorm
+    Summary(INPUT_DENOMINATOR, "std/rms", "median input std (rms for RMSNorm)", "denominator",
+            was="input_std"),
     Summary("grad_scale", "scale", "median |dL/dx| / |dL/dy|", "grad_scale"),
     Summary("absmax", "max|x|", "largest |x|", "absmax", peak=True),
     *(
@@ -178,6 +184,7 @@ SUMMARIES = (
     ),
 )  # fmt: skip
 SUMMARY = {s.key: s for s in SUMMARIES}
+FORMER_SUMMARIES = {s.was: s.key for s in SUMMARIES if s.was}  # an older document's key -> key
 
 
 def on_side(side: str) -> tuple[Statistic, ...]:
@@ -216,7 +223,8 @@ def summaries_table() -> str:
         )
         sign = "; may be <= 0: linear axes, no ratios or jumps" if s.signed else ""
         label = s.label.replace("|", "\\|")  # a pipe would end the cell
-        rows.append(f"| `{s.key}` | {label} | `{s.of}` | {how}{sign} | {s.since} |")
+        was = f" (`{s.was}` before generation {DENOMINATOR_GENERATION})" if s.was else ""
+        rows.append(f"| `{s.key}`{was} | {label} | `{s.of}` | {how}{sign} | {s.since} |")
     return "\n".join(rows)
 
 

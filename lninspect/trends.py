@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lninspect.derived import largest_abs, largest_finite, nan_quantiles, per_token
 from lninspect.errors import LninspectError
 from lninspect.results import NormStats, StatsResult
 from lninspect.results.watch import (
@@ -30,7 +31,6 @@ from lninspect.results.watch import (
 )
 from lninspect.roles import ordered_roles
 from lninspect.statistics import SUMMARIES, Summary
-from lninspect.summary import largest_abs, largest_finite, nan_quantiles, per_token
 
 JUMP_FACTOR = 2.0
 JUMP_WINDOW = 5

@@ -114,7 +114,7 @@ def massive(x: np.ndarray) -> np.ndarray:
     return (size > MAGNITUDE) & (size > RATIO * median)
 
 
-# The report's summary, sentence by sentence, from the float64 reference -------------------
+# The report's findings, sentence by sentence, from the float64 reference -------------------
 
 Z = 6.0  # the z rule, as the runs use it
 
@@ -256,10 +256,10 @@ def _pairs(norm, ref: Reference, mask: np.ndarray) -> tuple[int, int]:
     return pairs, kept
 
 
-def expected_summary(ref: Reference) -> dict[str, str]:
-    """The report's summary sentences that the float64 reference settles, by label."""
+def expected_findings(ref: Reference) -> dict[str, str]:
+    """The report's findings that the float64 reference settles, by label."""
+    from lninspect.derived import layer_span
     from lninspect.render.format import fmt, token_label
-    from lninspect.summary import layer_span
 
     result = ref.result
     out = {"loss": f"{fmt(ref.loss)} ({result.loss_kind})"}
@@ -429,7 +429,7 @@ def _ablation_prefix(ref: Reference) -> str:
     return "no massive activation to ablate"
 
 
-def summary_part(label: str, got: str) -> str:
+def findings_part(label: str, got: str) -> str:
     """The part of a printed sentence that the reference settles: the largest spike without
     its notes (why it is not massive, the norm's larger peak), the ablation up to its first
     loss (the other losses are the model's, with the entries replaced)."""

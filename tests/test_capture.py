@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from lninspect import capture
+from lninspect.derived import largest_abs
 from lninspect.hooks.reduce import token_stats
 from lninspect.norms.discovery import find_norms
-from lninspect.summary import largest_abs
 
 RTOL = 1e-5
 

@@ -1,5 +1,5 @@
 """80 columns that never cut a number (issue 33, item 7): the stats, spike, order, census and
-ablation tables and the report summary, of the bundled model, a 12-layer Llama (long names)
+ablation tables and the report's findings, of the bundled model, a 12-layer Llama (long names)
 and a synthetic result with massive values, at 80 and 120 columns: no line wider than the
 console, every number, header and module name that a table holds whole on one line, the
 optional columns left out named in the caption, token text cut to a fixed width."""
@@ -20,7 +20,7 @@ from lninspect.cli import app
 from lninspect.cli.console import Output
 from lninspect.render.fit import FitTable
 from lninspect.render.format import short_names, words_of
-from lninspect.render.report import summary, summary_table
+from lninspect.render.report import findings, findings_table
 from lninspect.render.spike_tables import spike_tables
 from lninspect.render.stats_tables import stats_table
 from lninspect.results import GradsResult, StatsResult
@@ -105,7 +105,7 @@ def test_massive_values_and_long_names_whole(names: str, width: int, monkeypatch
     assert_whole(text, width, tables, [n.name for n in result.norms])
     assert whole("22545 m", text) and whole("-104061 m", text) and whole("1.04e+05", text)
     assert whole("104061", text)  # the census's max |x|
-    assert "1.041e+05" in words(printed([summary_table(with_loss(result))], width, monkeypatch))
+    assert "1.041e+05" in words(printed([findings_table(with_loss(result))], width, monkeypatch))
 
 
 def test_optional_columns_go_in_order_and_the_caption_says_which(monkeypatch):
@@ -144,12 +144,12 @@ def test_the_ablation_and_census_tables_whole(width: int, monkeypatch):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_the_summary_wraps_labels_and_values_at_words(width: int, monkeypatch):
+def test_the_findings_wrap_labels_and_values_at_words(width: int, monkeypatch):
     result = ablated()
-    text = printed([summary_table(result)], width, monkeypatch)
+    text = printed([findings_table(result)], width, monkeypatch)
     lines = text.splitlines()
     assert all(len(line) <= width for line in lines), max(lines, key=len)
-    for _, value in summary(result)[1:]:  # the model's row: test_narrow_tables
+    for _, value in findings(result)[1:]:  # the model's row: test_narrow_tables
         assert all(whole(word, text) for word in words_of(value)), value
     label = "dimension with the most z-rule outliers"
     assert whole(label, text) == (width > 80)  # two lines at 80, the value keeps the room
@@ -188,13 +188,13 @@ def test_stats_and_spikes_through_the_cli(model: str, width: int, llama_dir: Pat
 
 
 @pytest.mark.parametrize("model", ["tiny", "llama"])
-def test_the_report_summary_through_the_cli(model: str, llama_dir: Path, tmp_path, monkeypatch):
+def test_the_report_findings_through_the_cli(model: str, llama_dir: Path, tmp_path, monkeypatch):
     spec = "tiny" if model == "tiny" else str(llama_dir)
     folder = tmp_path / "report"
     text = shown(80, "report", spec, "--text", TEXT, "--out", str(folder))
     result = GradsResult.from_json(json.loads((folder / "report.json").read_text()))
-    for width, seen in ((80, text), (120, printed([summary_table(result)], 120, monkeypatch))):
+    for width, seen in ((80, text), (120, printed([findings_table(result)], 120, monkeypatch))):
         lines = seen.splitlines()
         assert all(len(line) <= width for line in lines), max(lines, key=len)
-        for _, value in summary(result)[1:]:
+        for _, value in findings(result)[1:]:
             assert all(whole(word, seen) for word in words_of(value)), value

@@ -63,7 +63,7 @@ def test_a_notebook_figure_draws_dollar_text(tmp_path: Path):
 def _log(tmp_path: Path, name: str) -> Path:
     quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
     norm = {"name": name, "layer": 0, "role": "attn_in", "absmax": 1.0, "absmax_dim": 0}
-    norm |= {k: quantiles for k in ("input_std", "output_std", "grad_scale")}
+    norm |= {k: quantiles for k in ("input_denominator", "output_std", "grad_scale")}
     records = [{**RECORD, "step": s, "norms": [norm]} for s in (1, 2)]
     return write_log(tmp_path / "$\\foo{$.jsonl", *records)
 
@@ -141,7 +141,7 @@ def test_figures_scale_past_255_layers(others: GradsResult, tmp_path: Path):
 
 def test_run_figures_scale_past_255_layers(tmp_path: Path):
     quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
-    stats = {k: quantiles for k in ("input_std", "output_std", "grad_scale")}
+    stats = {k: quantiles for k in ("input_denominator", "output_std", "grad_scale")}
     norms = [
         {"name": f"h.{i}.ln_1", "layer": i, "role": "attn_in", "absmax": 1.0, "absmax_dim": 0}
         | stats
@@ -150,5 +150,5 @@ def test_run_figures_scale_past_255_layers(tmp_path: Path):
     log = write_log(
         tmp_path / "log.jsonl", *[{**RECORD, "step": s, "norms": norms} for s in (1, 2)]
     )
-    figure = plot_series_panels(read_log(log), "input_std", "input std")
+    figure = plot_series_panels(read_log(log), "input_denominator", "input std")
     assert len(figure.axes[0].lines) == 300

@@ -392,7 +392,7 @@ def test_norm_names_of_a_log_are_escaped_in_run(tmp_path: Path):
         "name": "h.0.ln_1\x1b[2J\x1b]0;title\x07",
         "layer": 0,
         "role": "attn_in",
-        "input_std": quantiles,
+        "input_denominator": quantiles,
         "output_std": quantiles,
         "grad_scale": quantiles,
         "absmax": 1.0,
@@ -750,11 +750,11 @@ def test_markup_in_norm_names_is_shown_literally(tmp_path: Path):
     quantiles = {k: 1.0 for k in ("q05", "q25", "q50", "q75", "q95", "max")}
     names = ["[bold]h.0.ln_1[/bold]", "[red]", "h.1.ln_1[/]"]
     norms = [
-        {"name": name, "layer": layer, "role": "attn_in", "input_std": quantiles,
+        {"name": name, "layer": layer, "role": "attn_in", "input_denominator": quantiles,
          "output_std": quantiles, "grad_scale": quantiles, "absmax": 1.0, "absmax_dim": 0}
         for layer, name in enumerate(names)
     ]  # fmt: skip
-    grown = [{**n, "input_std": {k: 9.0 for k in quantiles}} for n in norms]  # a jump
+    grown = [{**n, "input_denominator": {k: 9.0 for k in quantiles}} for n in norms]  # a jump
     records = [{**RECORD, "step": s, "norms": norms} for s in range(1, 6)]
     log = write_log(tmp_path / "log.jsonl", *records, {**RECORD, "step": 6, "norms": grown})
     result = invoke("run", log)

@@ -25,7 +25,7 @@ def norm(name: str, value: float = 1.0, layer: int = 0) -> dict[str, object]:
         "role": "attn_in",
         "absmax": value,
         "absmax_dim": 0,
-        **{k: block for k in ("input_std", "output_std", "grad_scale")},
+        **{k: block for k in ("input_denominator", "output_std", "grad_scale")},
     }
 
 
@@ -62,7 +62,10 @@ def test_series_read_each_record_a_fixed_number_of_times(tmp_path: Path):
     series = trends.norm_series(log)
     assert CountedList.reads <= 2 * len(log.records)  # was once per name per record: 40,000
     assert [s.name for s in series][:2] == ["h.0", "h.1"]
-    assert np.isnan(series[1].values["input_std"][0]) and series[1].values["input_std"][1] == 1
+    assert (
+        np.isnan(series[1].values["input_denominator"][0])
+        and series[1].values["input_denominator"][1] == 1
+    )
 
 
 def test_too_many_norm_names_or_cells_are_refused_with_the_numbers(monkeypatch, tmp_path: Path):
@@ -91,10 +94,10 @@ def test_restarted_steps_keep_every_record_in_file_order(tmp_path: Path):
         )
     )
     (series,) = trends.norm_series(log)
-    assert series.values["input_std"].tolist() == values  # was NaN, NaN, NaN, 1.3, 9.0, 1.3
+    assert series.values["input_denominator"].tolist() == values  # was NaN, NaN, NaN, 1.3, 9.0, 1.3
     x, label = trends.record_axis(log)
     assert x.tolist() == [1, 2, 3, 4, 5, 6] and label == trends.RECORD_AXIS
-    found = [j for j in trends.jumps(log) if j.statistic == "input_std"]
+    found = [j for j in trends.jumps(log) if j.statistic == "input_denominator"]
     assert {(j.step, j.record, j.after) for j in found} == {(1, 4, 9.0), (2, 5, 1.3)}
     increasing = read_log(
         write_log(tmp_path / "up.jsonl", record(3, norm("a")), record(7, norm("a")))
@@ -105,12 +108,12 @@ def test_restarted_steps_keep_every_record_in_file_order(tmp_path: Path):
 def test_the_figures_of_a_restarted_log_are_drawn_over_records(tmp_path: Path):
     from matplotlib.figure import Figure
 
-    from lninspect.render.run_plots import plot_input_std_heatmap, plot_loss
+    from lninspect.render.run_plots import plot_input_denominator_heatmap, plot_loss
 
     log = read_log(
         write_log(tmp_path / "log.jsonl", *[record(s, norm("a", 1 + s)) for s in (0, 1, 0, 1)])
     )
-    heat = plot_input_std_heatmap(log, Figure().add_subplot())
+    heat = plot_input_denominator_heatmap(log, Figure().add_subplot())
     loss = plot_loss(log, trends.jumps(log), Figure().add_subplot())
     assert heat.get_xlabel() == loss.get_xlabel() == trends.RECORD_AXIS
     assert loss.lines[0].get_xdata().tolist() == [1, 2, 3, 4]
@@ -127,7 +130,10 @@ def test_the_figures_of_a_restarted_log_are_drawn_over_records(tmp_path: Path):
         ({"layer": 70_000}, "norms[0].layer: 70000 is outside 0..65535"),
         ({"absmax": -(10**400)}, "norms[0].absmax: -10000000000...(401 digits) is beyond"),
         ({"absmax_dim": -7}, "norms[0].absmax_dim: -7 is outside -1.."),
-        ({"input_std": {**dict.fromkeys(QUANTILE_KEYS, 1.0), "q50": 10**309}}, "input_std.q50"),
+        (
+            {"input_denominator": {**dict.fromkeys(QUANTILE_KEYS, 1.0), "q50": 10**309}},
+            "input_denominator.q50",
+        ),
     ],
 )
 def test_numbers_out_of_range_name_file_line_field_value(tmp_path: Path, change, message):

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from lninspect.render.compare_tables import models_table
 from lninspect.render.format import middle
-from lninspect.render.report import summary_table
+from lninspect.render.report import findings_table
 from lninspect.results.compare import ComparedModel, CompareResult
 from lninspect.results.one_text import GradsResult, StatsResult
 from tests.test_stats_plots import synthetic
@@ -41,11 +41,11 @@ def test_the_compare_models_table_keeps_class_layers_tokens_and_loss():
     assert "…/model.gguf" in text and "/very/" in text and "…/SmolLM2-135M-Instruct" in text
 
 
-def test_the_report_summary_shortens_the_model_path_in_the_middle():
+def test_the_report_findings_shorten_the_model_path_in_the_middle():
     stats = synthetic()
     base = {f.name: getattr(stats, f.name) for f in fields(StatsResult) if f.name != "schema"}
     result = GradsResult(**base, loss=1.0)
     result.model.name = PATH
-    lines = text_at_80(summary_table(result)).splitlines()
+    lines = text_at_80(findings_table(result)).splitlines()
     row = next(line for line in lines if line.strip().startswith("model "))
     assert "/very/long/" in row and row.rstrip().endswith("…/model.gguf")

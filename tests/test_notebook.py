@@ -48,7 +48,7 @@ def test_results_comparison_and_log_render_as_html():
             absmax=5.0,
             absmax_dim=3,
             max_abs_z=float("nan"),
-            medians={"input_std": 1.0 + i, "grad_scale": 1.0},
+            medians={"input_denominator": 1.0 + i, "grad_scale": 1.0},
         )
         for i in range(3)
     ]
@@ -70,7 +70,7 @@ def test_results_comparison_and_log_render_as_html():
                     "attn",
                     absmax=2.0,
                     absmax_dim=1,
-                    quantiles={"input_std": q, "output_std": q, "grad_scale": q},
+                    quantiles={"input_denominator": q, "output_std": q, "grad_scale": q},
                 )
             ],
             params=[],

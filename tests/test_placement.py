@@ -178,7 +178,7 @@ def test_json_round_trip_keeps_the_contract():
     result = run_placement(TINY)
     assert torch.get_num_threads() == threads  # one thread while running, restored after
     doc = json.loads(dump_json(result.to_json()))
-    assert doc["schema"] == PLACEMENT_SCHEMA == "lninspect.placement/4"
+    assert doc["schema"] == PLACEMENT_SCHEMA == "lninspect.placement/5"
     assert [(r["layout"], r["layers"]) for r in doc["runs"]] == [
         (name, n) for n in (2, 3) for name in LAYOUTS
     ]

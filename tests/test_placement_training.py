@@ -122,7 +122,7 @@ def test_every_step_matches_an_independent_training_loop(trained, text_file, pla
         assert run.held_out_loss[seed, 0] == pytest.approx(expected["held_out_0"], rel=1e-5)
         # the watch's hooks ran on the training steps themselves, dropout on
         strided = [expected["ln_1"][step] for step in run.stats_steps]
-        np.testing.assert_allclose(run.input_std["ln_1"][seed, :, 0], strided, rtol=1e-4)
+        np.testing.assert_allclose(run.input_denominator["ln_1"][seed, :, 0], strided, rtol=1e-4)
         peaks = [expected["ln_1_absmax"][step] for step in run.stats_steps]
         assert run.absmax is not None and run.stream_var is not None
         np.testing.assert_allclose(run.absmax["ln_1"][seed, :, 0], peaks, rtol=1e-6)
@@ -138,8 +138,8 @@ def test_layer_gradients_and_their_shapes(trained):
     assert np.all(run.grad_norm > run.layer_grad_norm["block"].max(axis=2))
     np.testing.assert_array_equal(run.ffn_out_last, run.layer_grad_norm["ffn_out"][:, :, -1])
     assert list(run.held_out_steps) == [0, 2, 4, 6] and list(run.stats_steps) == [0, 3]
-    assert "ln_f" not in run.input_std  # post-LN has no final norm
-    assert trained.training.run("pre", 3, 1e-2).input_std["ln_f"].shape == (2, 2, 1)
+    assert "ln_f" not in run.input_denominator  # post-LN has no final norm
+    assert trained.training.run("pre", 3, 1e-2).input_denominator["ln_f"].shape == (2, 2, 1)
 
 
 def test_grid_seeds_and_summaries(trained):
@@ -179,14 +179,20 @@ def test_json_round_trip_and_figures(trained):
     doc = json.loads(dump_json(trained.to_json()))
     assert doc["schema"] == PLACEMENT_SCHEMA and doc["runs"] == []
     run = doc["training"]["runs"][0]
-    assert {"train_loss", "grad_norm", "layer_grad_norm", "held_out_loss", "input_std"} <= set(run)
+    assert {
+        "train_loss",
+        "grad_norm",
+        "layer_grad_norm",
+        "held_out_loss",
+        "input_denominator",
+    } <= set(run)
     assert set(run["final_held_out"]) == {"values", "mean", "low", "high"}
     back = PlacementResult.from_json(doc)
     assert back.training is not None and trained.training is not None
     assert back.training.config == trained.training.config
     for a, b in zip(back.training.runs, trained.training.runs, strict=True):
         np.testing.assert_allclose(a.train_loss, b.train_loss)
-        np.testing.assert_allclose(a.input_std["ln_2"], b.input_std["ln_2"])
+        np.testing.assert_allclose(a.input_denominator["ln_2"], b.input_denominator["ln_2"])
         assert a.diverged_at == b.diverged_at and a.steps_to_target == b.steps_to_target
     for figure in (loss_figure(trained), grads_figure(trained), stream_figure(trained)):
         assert "lr" in figure.get_suptitle() or "warm-up" in figure.get_suptitle()
@@ -243,7 +249,7 @@ def test_cli_trains_and_writes_table_json_and_pngs(tmp_path: Path, text_file: Pa
     assert [run["layout"] for run in doc["training"]["runs"]] == ["pre"] * 2 + ["peri"] * 2 + [
         "dyt"
     ] * 2
-    peri = doc["training"]["runs"][2]["input_std"]
+    peri = doc["training"]["runs"][2]["input_denominator"]
     assert list(peri) == ["ln_1", "ln_1_post", "ln_2", "ln_2_post", "ln_f"]
     assert doc["training"]["config"]["steps"] == 4 and doc["config"]["layers"] == [2]
     for name in (
@@ -279,8 +285,8 @@ def test_each_run_writes_a_watch_log_that_run_reads(tmp_path: Path, text_file: P
     for key, column in (("ln_1", 0), ("ln_2_post", 1)):
         (norm,) = [n for n in lines[1]["norms"] if n["name"] == f"blocks.{column}.{key}"]
         assert norm["absmax"] == pytest.approx(float(run.absmax[key][0, 1, column]), rel=1e-6)
-        assert norm["input_std"]["q50"] == pytest.approx(
-            float(run.input_std[key][0, 1, column]), rel=1e-6
+        assert norm["input_denominator"]["q50"] == pytest.approx(
+            float(run.input_denominator[key][0, 1, column]), rel=1e-6
         )
     read = runner.invoke(app, ["run", str(log)], env={"COLUMNS": "200"})
     assert read.exit_code == 0, read.output

@@ -5,8 +5,8 @@ ship (tests/real_models.py), against an independent float64 reference.
 
 Gemma's block is a sandwich, x + N_post(f(N_pre(x))): its post norms read a sub-layer's
 output, its q/k norms a projection per head, (heads, tokens) in the module's shape. Every
-sentence of the report summary is checked here against the reference (real_models.py
-expected_summary): the layout is written in this file from the architecture, not read
+sentence of the report's findings is checked here against the reference (real_models.py
+expected_findings): the layout is written in this file from the architecture, not read
 from lninspect's discovery.
 """
 
@@ -20,7 +20,8 @@ from real_models import (
     Reference,
     assert_same_sentence,
     dequantized,
-    expected_summary,
+    expected_findings,
+    findings_part,
     gemma3_available,
     gemma3_gguf,
     grad_scales,
@@ -28,15 +29,14 @@ from real_models import (
     next_token_loss,
     reference_pass,
     rows_of,
-    summary_part,
 )
 from typer.testing import CliRunner
 
 from lninspect.cli import app
+from lninspect.derived import largest_abs, residual_growth
 from lninspect.render import report
 from lninspect.results import GradsResult
 from lninspect.streams import heatmap_panels, token_row
-from lninspect.summary import largest_abs, residual_growth
 
 TEXT = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling after "
@@ -70,7 +70,7 @@ pytestmark = [
 
 @pytest.fixture(scope="session")
 def gemma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Reference, dict[str, str]]:
-    """The CLI's report of the dequantized model, its printed summary, and the reference."""
+    """The CLI's report of the dequantized model, its printed findings, and the reference."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -101,7 +101,7 @@ def gemma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Reference, dict[str
         reads={k: LAYOUT[leaf[k]][0] for k in names},
         groups={k: LAYOUT[leaf[k]][1] for k in names},
     )
-    return ref, dict(report.summary(result))
+    return ref, dict(report.findings(result))
 
 
 def test_109_norms_and_what_each_reads(gemma):
@@ -155,11 +155,11 @@ def test_heatmap_panels_keep_each_kind_apart(gemma):
         assert len(leaves) == 1 and [n.layer for n in panel.norms] == list(range(LAYERS))
 
 
-def test_every_sentence_of_the_summary(gemma):
+def test_every_sentence_of_the_findings(gemma):
     ref, got = gemma
-    want = expected_summary(ref)
+    want = expected_findings(ref)
     for label, sentence in want.items():
-        assert_same_sentence(summary_part(label, got[label]), sentence)
+        assert_same_sentence(findings_part(label, got[label]), sentence)
     model = got["model"]
     assert f"{LAYERS} layers, width {WIDTH}" in model and "Gemma3ForCausalLM" in model
     assert got["text"].startswith(f"{len(ref.result.input.token_ids[0])} tokens, 1 sequence")

@@ -19,21 +19,21 @@ from real_models import (
     Reference,
     assert_same_sentence,
     dequantized,
-    expected_summary,
+    expected_findings,
+    findings_part,
     grad_scales,
     has_gguf_reader,
     massive,
     next_token_loss,
     reference_pass,
     smollm2_gguf,
-    summary_part,
 )
 from typer.testing import CliRunner
 
 from lninspect.cli import app
+from lninspect.derived import role_orders
 from lninspect.render import report
 from lninspect.results import GradsResult, StatsResult
-from lninspect.summary import role_orders
 
 TEXT = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling after "
@@ -60,7 +60,7 @@ pytestmark = [
 class Real:
     folder: Path  # the dequantized model, saved
     result: GradsResult  # the report's JSON
-    summary: dict[str, str]  # the report's summary, as printed
+    findings: dict[str, str]  # the report's findings, as printed
     x: dict[str, np.ndarray]  # float64 input of each norm, (tokens, d)
     y: dict[str, np.ndarray]
     weight: dict[str, np.ndarray]
@@ -88,7 +88,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
     return Real(
         folder=folder,
         result=result,
-        summary=dict(report.summary(result)),
+        findings=dict(report.findings(result)),
         x=x,
         y=y,
         weight={k: m.weight.detach().double().numpy() for k, m in norms.items()},
@@ -187,8 +187,8 @@ def test_outlier_dimensions_against_float64(real: Real):
             assert set(getattr(d, f"outliers_{side}")) == {int(j) for j in want}
 
 
-def test_every_sentence_of_the_summary(real: Real):
-    """The report's summary against the float64 reference (real_models.expected_summary):
+def test_every_sentence_of_the_findings(real: Real):
+    """The report's findings against the float64 reference (real_models.expected_findings):
     the layout (which norms read the residual stream, their words) written from Llama's."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -208,6 +208,6 @@ def test_every_sentence_of_the_summary(real: Real):
         reads=dict.fromkeys(names, "residual"),  # Llama: every norm reads the stream
         groups={k: words.get(k.rsplit(".", 1)[-1], "final norm") for k in names},
     )
-    for label, sentence in expected_summary(ref).items():
-        assert_same_sentence(summary_part(label, real.summary[label]), sentence)
-    assert "30 layers, width 576" in real.summary["model"]
+    for label, sentence in expected_findings(ref).items():
+        assert_same_sentence(findings_part(label, real.findings[label]), sentence)
+    assert "30 layers, width 576" in real.findings["model"]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import lninspect
 from lninspect.cli import app
 from lninspect.comparison import split_revision
+from lninspect.derived import nan_median
 from lninspect.results import GradsResult
 from lninspect.results.compare import COMPARE_SCHEMA, CompareResult
 from lninspect.results.watch import (
@@ -30,7 +31,6 @@ from lninspect.results.watch import (
     read_log,
 )
 from lninspect.statistics import SUMMARIES
-from lninspect.summary import nan_median
 from lninspect.trends import JUMP_FACTOR, jumps, spike_history
 from tests import processes
 from tests.conftest import build_tokenizer, tiny_gpt2, words
@@ -161,7 +161,9 @@ def test_watch_record_golden(tmp_path: Path):
     assert list(doc) == list(want) and doc["schema"] == WATCH_SCHEMA
     for got, expected in zip(doc["norms"], want["norms"], strict=True):
         assert got["name"] == expected["name"] and got["absmax_dim"] == expected["absmax_dim"]
-        assert got["input_std"]["q50"] == pytest.approx(expected["input_std"]["q50"], rel=1e-4)
+        assert got["input_denominator"]["q50"] == pytest.approx(
+            expected["input_denominator"]["q50"], rel=1e-4
+        )
     assert WatchRecord.from_json(doc).to_json() == doc
     assert read_log(tmp_path).records[0].to_json() == doc
 
@@ -208,7 +210,7 @@ def test_compare_two_local_checkpoints_token_by_token(
     for row in compared.rows:
         for values, result_m in zip(row.models, separate, strict=True):
             norm = result_m.norm(values.name)
-            assert values.value("input_std") == pytest.approx(
+            assert values.value("input_denominator") == pytest.approx(
                 nan_median(norm.denominator), rel=1e-6
             )
             assert values.value("grad_scale") == pytest.approx(
@@ -309,13 +311,13 @@ def test_compare_keeps_the_models_notes_and_counts_the_rows_shown(tiny_model_dir
     assert len([n for n in notes if "kept the first" in n]) == 1  # said once for both
     compared = CompareResult.from_json(json.loads(result.stdout))
     compared.differences = [
-        Difference("input_std", 0, 1, 1.0, 2.0 + i, 2.0 + i) for i in range(MAX_ROWS + 5)
+        Difference("input_denominator", 0, 1, 1.0, 2.0 + i, 2.0 + i) for i in range(MAX_ROWS + 5)
     ]
     console = Console(width=200, record=True)
     console.print(differences_table(compared))
     text = console.export_text()
     assert f"({MAX_ROWS} shown of {MAX_ROWS + 5} kept; every one in --json)" in text
-    assert sum(" std " in f" {line} " for line in text.splitlines()) - 1 == MAX_ROWS
+    assert sum(" std/rms " in f" {line} " for line in text.splitlines()) == MAX_ROWS
 
 
 def test_run_figures_name_each_line_and_tick_whole_steps(watch_log: Path):

@@ -19,7 +19,7 @@ from lninspect.render.dimension_plots import (
     plot_outlier_dimensions,
 )
 from lninspect.render.figures import new_figure, save_titled
-from lninspect.render.report import summary
+from lninspect.render.report import findings
 from lninspect.render.spike_plots import (
     STAGE_COLOURS,
     plot_spike_order,
@@ -238,7 +238,7 @@ def test_order_table_counts_each_stage_and_says_nan_for_no_spike():
 
 
 def test_headline_reads_from_the_spikes():
-    rows = dict(summary(synthetic()))
+    rows = dict(findings(synthetic()))
     assert rows["largest spike"].startswith("model.layers.1.input_layernorm, token t0")
     assert "x = 3000 (massive)" in rows["largest spike"]
     massive = rows["massive activations kept by the norms"]
@@ -255,7 +255,7 @@ def test_headline_reads_from_the_spikes():
     assert (
         "loss 3.25 → 3.26 set to their mean over 3 other texts (Δ +0.01), 9.8 set to 0" in ablated
     )
-    quiet = dict(summary(synthetic(with_spikes=False)))
+    quiet = dict(findings(synthetic(with_spikes=False)))
     assert quiet["largest spike"].startswith("none (|x| > 100")
     assert quiet["massive activations kept by the norms"].startswith("no massive activation")
 

@@ -533,10 +533,10 @@ def test_the_largest_spike_and_its_norms_larger_max_abs_are_told_apart():
     that the spikes table and the report print."""
     from rich.console import Console
 
+    from lninspect.derived import largest_spike, peak_not_spike
     from lninspect.jobs import prepare
     from lninspect.options import RunOptions
     from lninspect.render.spike_tables import peak_note, spikes_table
-    from lninspect.summary import largest_spike, peak_not_spike
 
     prepared = prepare(RunOptions(model="tiny"))  # the default text, as `stats tiny --spikes`
     model, seen = prepared.loaded.model, []

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lninspect.cli import app
+from lninspect.derived import residual_growth
 from lninspect.render.catalog import STATS, names_of, save_stats_figures
 from lninspect.render.figures import DPI, new_figure
 from lninspect.render.stats_plots import (
@@ -36,7 +37,6 @@ from lninspect.results import (
     TokenCount,
     Trajectory,
 )
-from lninspect.summary import residual_growth
 
 LAYERS, TOKENS = 3, 10
 STATS_FIGURES = names_of(STATS, asked=False)  # the map's only with --map (test_map.py)

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from lninspect import capture
+from lninspect.derived import largest_abs, residual_growth
 from lninspect.norms.discovery import find_norms
 from lninspect.placement.refgpt import GPT, RefGPTConfig
 from lninspect.render.format import place_label
 from lninspect.render.interactive import page_data
-from lninspect.render.report import summary
+from lninspect.render.report import findings
 from lninspect.render.stats_plots import plot_depth
 from lninspect.results import GradsResult
 from lninspect.streams import heatmap_panels, token_row
-from lninspect.summary import largest_abs, residual_growth
 
 LAYERS, T = 3, 7
 
@@ -92,7 +92,7 @@ def test_growth_reads_the_residual_stream(sandwich):
         "model.layers.0.input_layernorm",
         f"model.layers.{LAYERS - 1}.input_layernorm",
     )
-    assert summary(result)[3][1].startswith("median input rms")  # an RMSNorm model: rms
+    assert findings(result)[3][1].startswith("median input rms")  # an RMSNorm model: rms
 
 
 def test_a_head_is_never_a_token(sandwich):
@@ -144,7 +144,7 @@ def test_olmo2_has_no_residual_norm_inside_its_blocks():
     result, _ = run(Olmo2ForCausalLM(config).eval())
     assert {n.reads for n in result.norms if n.layer is not None} == {"sublayer", "projection"}
     assert residual_growth(result) is None
-    assert dict(summary(result))["residual-stream growth"] == (
+    assert dict(findings(result))["residual-stream growth"] == (
         "no norm inside the blocks reads the residual stream"
     )
 
@@ -159,4 +159,4 @@ def test_post_ln_norms_read_the_stream():
     assert {n.reads for n in result.norms} == {"residual"}
     growth = residual_growth(result)
     assert growth is not None and growth[0].placement == "post"
-    assert summary(result)[3][1].endswith("after attention (post-LN)")
+    assert findings(result)[3][1].endswith("after attention (post-LN)")

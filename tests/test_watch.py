@@ -76,7 +76,7 @@ class Reference:
         absmax = x.abs().amax(-1)
         flat = int(absmax.argmax())
         return {
-            "input_std": std.numpy(),
+            "input_denominator": std.numpy(),
             "output_std": y.detach().double().std(-1, unbiased=False).numpy(),
             "grad_scale": scale.numpy(),
             "absmax": float(absmax.max()),
@@ -130,7 +130,7 @@ def test_records_equal_an_independent_recomputation(tmp_path: Path, reductions: 
             want = norms[n.name]
             doc = WatchRecord.to_json(record)["norms"]
             got = next(d for d in doc if d["name"] == n.name)
-            for key in ("input_std", "output_std", "grad_scale"):
+            for key in ("input_denominator", "output_std", "grad_scale"):
                 assert_quantiles(got[key], want[key], rtol=2e-5)
             assert n.absmax == pytest.approx(want["absmax"], rel=1e-6)
             assert n.absmax_dim == want["absmax_dim"]
@@ -206,7 +206,11 @@ def test_gradient_checkpointing_counts_each_norm_once(tmp_path: Path, reentrant:
     assert got.tokens == want.tokens == 24
     assert got.loss == pytest.approx(want.loss, rel=1e-6)
     for a, b in zip(got.norms, want.norms, strict=True):
-        assert set(a.quantiles) == set(b.quantiles) >= {"input_std", "output_std", "grad_scale"}
+        assert (
+            set(a.quantiles)
+            == set(b.quantiles)
+            >= {"input_denominator", "output_std", "grad_scale"}
+        )
         for key in a.quantiles:
             qa, qb = a.quantiles[key], b.quantiles[key]
             assert math.isfinite(qa.q50)
@@ -347,7 +351,7 @@ def test_tensorboard_and_wandb_get_the_same_scalars(
     assert writer.log_dir == str(tmp_path) and writer.closed
     assert {s for _, _, s in writer.scalars} == {0, 2}
     names = {n for n, _, _ in writer.scalars}
-    assert "lninspect/loss" in names and "lninspect/input_std/blocks.2.ln_2" in names
+    assert "lninspect/loss" in names and "lninspect/input_denominator/blocks.2.ln_2" in names
     assert "lninspect/grad_norm/layer1.mlp_in" in names
     run = wandb.run  # type: ignore[attr-defined]
     assert [d["lninspect/step"] for d in run.logged] == [0, 2]
@@ -355,7 +359,10 @@ def test_tensorboard_and_wandb_get_the_same_scalars(
     first = {n: v for n, v, s in writer.scalars if s == 0}
     assert {k: v for k, v in run.logged[0].items() if k != "lninspect/step"} == first
     record = read_log(tmp_path).records[0]
-    assert first["lninspect/input_std/blocks.0.ln_1"] == record.norms[0].quantiles["input_std"].q50
+    assert (
+        first["lninspect/input_denominator/blocks.0.ln_1"]
+        == record.norms[0].quantiles["input_denominator"].q50
+    )
 
 
 def test_missing_optional_writers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

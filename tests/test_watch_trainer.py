@@ -95,7 +95,7 @@ def test_trainer_callback_writes_the_plain_loop_log(tmp_path: Path):
         assert a.lr == pytest.approx(b.lr) and a.tokens == b.tokens == 24
         for x, y in zip(a.norms, b.norms, strict=True):
             assert x.name == y.name and x.absmax_dim == y.absmax_dim
-            for key in ("input_std", "output_std", "grad_scale"):
+            for key in ("input_denominator", "output_std", "grad_scale"):
                 assert [getattr(x.quantiles[key], k) for k in KEYS] == pytest.approx(
                     [getattr(y.quantiles[key], k) for k in KEYS], rel=1e-4
                 )

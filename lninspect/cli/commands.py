@@ -88,11 +88,11 @@ def corpus_stats(
 ) -> None:
     """`lninspect stats --file ...` over a corpus; under torchrun rank 0 alone shows and writes."""
     from lninspect.cli.progress import CorpusProgress
+    from lninspect.derived import KINDS
     from lninspect.render.catalog import CORPUS, names_of, save_corpus_figures
     from lninspect.render.corpus_tables import aggregate_table, position_table
     from lninspect.render.map_tables import map_tables
     from lninspect.render.spike_tables import census_table
-    from lninspect.summary import KINDS
 
     outputs.check(names_of(CORPUS))
     check_early(run, text=False)
@@ -182,7 +182,7 @@ def report(
 ) -> None:
     """`lninspect report`: stats, spikes and gradients of one run, written as a folder
     (and, with --json, the document also to that file)."""
-    from lninspect.render.report import INDEX_HTML, summary_table
+    from lninspect.render.report import INDEX_HTML, findings_table
     from lninspect.reports import write_report_folder
 
     out = outputs.console()
@@ -201,7 +201,7 @@ def report(
             progress=progress.update,
         )
     _write_json(outputs, result)
-    out.show(summary_table(result))
+    out.show(findings_table(result))
     out.note(f"wrote {len(paths)} files to {folder}; open {folder / INDEX_HTML}")
 
 

@@ -115,7 +115,7 @@ def peak_dim(x: Tensor, absmax: Tensor, real: Tensor | None) -> Tensor:
     -1 at every other: the argmax of one row of x (..., d) instead of every token's.
 
     The token is the first of the largest among the finite entries of `absmax` that `real`
-    keeps (pad tokens passed over when its (batch, tokens) fits), as lninspect.summary's
+    keeps (pad tokens passed over when its (batch, tokens) fits), as lninspect.derived's
     largest_abs picks it on the host; everything stays on the device (no host sync).
     """
     candidates = absmax.nan_to_num(nan=-1.0, posinf=-1.0)  # below every |x|

@@ -420,7 +420,7 @@ def _config_depth(config: Any) -> int | None:
 
 def check_layer_range(name: str, count: int | None, layers: tuple[int, ...] | None) -> None:
     """Refuse --layers past the model's `count` blocks (nothing to check without either)."""
-    from lninspect.summary import layer_span
+    from lninspect.derived import layer_span
 
     outside = [layer for layer in layers or () if count and layer >= count]
     if count and outside:

@@ -57,6 +57,7 @@ from lninspect.results.placement_training import (
     finish_runs,
 )
 from lninspect.results.watch import LOG_NAME, WatchRecord
+from lninspect.statistics import INPUT_DENOMINATOR
 
 EXPLODED = 1.5  # a training loss above 1.5x the run's first loss counts as diverged
 
@@ -179,7 +180,7 @@ class _Record:
     layer_grads: dict[str, np.ndarray]  # "ffn_out" | "block" -> (steps, L)
     held_out: np.ndarray  # (evals,)
     stream_var: np.ndarray  # (strides, L + 1) after the embeddings and each block
-    input_std: dict[str, np.ndarray]  # the layout's norm keys -> (strides, L; ln_f: 1)
+    input_denominator: dict[str, np.ndarray]  # the layout's norm keys -> (strides, L; ln_f: 1)
     absmax: dict[str, np.ndarray]  # the same keys and shapes: the largest |x| of the input
     diverged_at: int | None
 
@@ -317,15 +318,18 @@ def _keep_step(record: _Record, step: int, numbers: list[float], layers: int, ev
 
 
 def _keep_norms(record: _Record, watched: Sequence[WatchRecord], every: int) -> None:
-    """Every norm's median input std and largest |x| at each recorded step."""
+    """Every norm's median input denominator (std; rms under RMSNorm) and largest |x| at each
+    recorded step."""
     for step_record in watched:
         row = step_record.step // every
-        columns: dict[str, list[tuple[float, float]]] = {key: [] for key in record.input_std}
+        columns: dict[str, list[tuple[float, float]]] = {
+            key: [] for key in record.input_denominator
+        }
         for norm in step_record.norms:  # model order: blocks.0.ln_1, ..., ln_f
-            median = norm.quantiles["input_std"].q50
+            median = norm.quantiles[INPUT_DENOMINATOR].q50
             columns[norm.name.rsplit(".", 1)[-1]].append((median, norm.absmax))
         for key, pairs in columns.items():
-            record.input_std[key][row] = [median for median, _ in pairs]
+            record.input_denominator[key][row] = [median for median, _ in pairs]
             record.absmax[key][row] = [peak for _, peak in pairs]
 
 
@@ -339,7 +343,7 @@ def _empty_record(train: TrainConfig, layers: int, layout: str) -> _Record:
         layer_grads={k: nan((train.steps, layers), np.nan) for k in ("ffn_out", "block")},
         held_out=nan(len(train.eval_steps()), np.nan),
         stream_var=nan((strides, layers + 1), np.nan),
-        input_std={k: nan(shape, np.nan) for k, shape in shapes.items()},
+        input_denominator={k: nan(shape, np.nan) for k, shape in shapes.items()},
         absmax={k: nan(shape, np.nan) for k, shape in shapes.items()},
         diverged_at=None,
     )
@@ -360,7 +364,9 @@ def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
         held_out_steps=np.asarray(train.eval_steps(), dtype=np.int64),
         held_out_loss=np.stack([r.held_out for r in records]),
         stats_steps=np.asarray(train.stats_steps(), dtype=np.int64),
-        input_std={key: np.stack([r.input_std[key] for r in records]) for key in keys},
+        input_denominator={
+            key: np.stack([r.input_denominator[key] for r in records]) for key in keys
+        },
         diverged_at=[r.diverged_at for r in records],
         stream_var=np.stack([r.stream_var for r in records]),
         absmax={key: np.stack([r.absmax[key] for r in records]) for key in keys},

@@ -21,6 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lninspect.derived import has_order
 from lninspect.render.compare_plots import plot_compare_layers, plot_compare_tokens
 from lninspect.render.compare_tables import how_compared
 from lninspect.render.corpus_plots import corpus_figure, corpus_subtitle
@@ -47,7 +48,7 @@ from lninspect.render.map_plots import (
     plot_map_grid,
     plot_scale_spread,
 )
-from lninspect.render.run_plots import plot_input_std_heatmap, plot_loss, plot_series_panels
+from lninspect.render.run_plots import plot_input_denominator_heatmap, plot_loss, plot_series_panels
 from lninspect.render.spike_plots import (
     plot_massive_roles,
     plot_spike_order,
@@ -62,7 +63,6 @@ from lninspect.results.compare import CompareResult
 from lninspect.results.watch import WatchLog
 from lninspect.roles import PLACEMENTS, ROLES, STREAMS
 from lninspect.streams import Group
-from lninspect.summary import has_order
 from lninspect.trends import Jump
 
 # Where a figure appears: the outputs that write it.
@@ -294,7 +294,7 @@ FIGURES = (
     FigureEntry(
         "run-input-std.png",
         "Input std of every norm over training",
-        lambda log, jumps: figure_of(plot_input_std_heatmap(log)),
+        lambda log, jumps: figure_of(plot_input_denominator_heatmap(log)),
         (RUN,),
     ),
     FigureEntry(

@@ -16,7 +16,7 @@ from matplotlib.ticker import NullLocator
 
 from lninspect.render.compare_tables import row_label
 from lninspect.render.figures import new_figure, readable_log_ticks
-from lninspect.results.compare import CompareResult, MatchedRow
+from lninspect.results.compare import TOKEN_DENOMINATOR, CompareResult, MatchedRow
 from lninspect.roles import group_label, group_order
 from lninspect.statistics import SUMMARIES
 
@@ -120,8 +120,9 @@ def plot_compare_layers(result: CompareResult, fig: Figure | None = None) -> Fig
 
 
 def token_row_index(result: CompareResult) -> int | None:
-    """The row whose per-token input std differs most between the models (tokens mode)."""
-    found = [d for d in result.differences if d.statistic == "token_input_std"]
+    """The row whose per-token input denominator (std; rms for RMSNorm) differs most between
+    the models (tokens mode)."""
+    found = [d for d in result.differences if d.statistic == TOKEN_DENOMINATOR]
     if found:
         return found[0].row
     return len(result.rows) - 1 if result.rows and result.mode == "tokens" else None

@@ -27,7 +27,7 @@ from lninspect.render.catalog import (
 from lninspect.render.compare_tables import LABELS, how_compared, row_label
 from lninspect.render.format import fmt
 from lninspect.render.pages import png_uri, render_page
-from lninspect.render.report import FORMER_REPORT_FILES, REPORT_FILES, summary
+from lninspect.render.report import FORMER_REPORT_FILES, REPORT_FILES, findings
 from lninspect.results import GradsResult
 from lninspect.results.compare import CompareResult
 
@@ -87,14 +87,14 @@ def render_compare_html(
     overlays: list[Path],
     per_model: list[list[Path]],
 ) -> str:
-    """A self-contained page (templates/compare_report.html): summaries in columns, the
+    """A self-contained page (templates/compare_report.html): findings in columns, the
     largest differences, the overlays, then each figure side by side."""
     return render_page(
         "compare_report.html",
         names=" vs ".join(f"{letter(i)}: {m.spec}" for i, m in enumerate(compared.models)),
         how=how_compared(compared),
         models=[f"{letter(i)}: {m.spec}" for i, m in enumerate(compared.models)],
-        summary=_summary_rows(results),
+        findings=_findings_rows(results),
         notes=compared.notes,
         differences=_differences(compared),
         overlays=[_overlay(path, compared) for path in overlays],
@@ -105,9 +105,9 @@ def render_compare_html(
     )
 
 
-def _summary_rows(results: Sequence[GradsResult]) -> list[tuple[str, list[str]]]:
-    """(label, each model's value): the models' summaries in columns."""
-    by_label = zip(*[summary(r) for r in results], strict=True)  # ((label, value) per model)
+def _findings_rows(results: Sequence[GradsResult]) -> list[tuple[str, list[str]]]:
+    """(label, each model's value): the models' findings in columns."""
+    by_label = zip(*[findings(r) for r in results], strict=True)  # ((label, value) per model)
     return [(cells[0][0], [value for _, value in cells]) for cells in by_label]
 
 

@@ -7,10 +7,10 @@ from rich.console import Group
 from rich.table import Table
 
 from lninspect.render.format import MiddlePath, fmt, new_table, short_names, titled
-from lninspect.results.compare import CompareResult, MatchedRow
+from lninspect.results.compare import TOKEN_DENOMINATOR, CompareResult, MatchedRow
 from lninspect.statistics import SUMMARIES
 
-LABELS = {s.key: s.label for s in SUMMARIES} | {"token_input_std": "std@tok"}
+LABELS = {s.key: s.label for s in SUMMARIES} | {TOKEN_DENOMINATOR: "std/rms@tok"}
 MAX_ROWS = 15
 
 
@@ -61,13 +61,9 @@ def differences_title(result: CompareResult) -> str:
 def differences_table(result: CompareResult) -> Group:
     """The largest differences from model A: statistic, norm, model, A's value, its value."""
     caption = (
-        "std, scale: medians over tokens (std: rms for RMSNorm; scale: |dL/dx| / |dL/dy|); "
-        "max|x|: the largest over tokens"
-        + (
-            "; std@tok: the token where the input std differs most"
-            if result.mode == "tokens"
-            else ""
-        )
+        "std/rms, scale: medians over tokens (std/rms: the input's std, its rms for RMSNorm; "
+        "scale: |dL/dx| / |dL/dy|); max|x|: the largest over tokens"
+        + ("; std/rms@tok: the token where it differs most" if result.mode == "tokens" else "")
     )
     table = new_table()
     for column, right in (

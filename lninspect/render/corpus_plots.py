@@ -12,9 +12,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from lninspect.derived import role_curves
 from lninspect.render.figures import new_figure
 from lninspect.results.aggregate import AggregateResult
-from lninspect.summary import role_curves
 
 
 def plot_std_per_position(result: AggregateResult, ax: Axes | None = None) -> Axes:

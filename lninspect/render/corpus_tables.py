@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Group
 
+from lninspect.derived import position_ranges, role_means, roles_present
 from lninspect.render.format import fmt, header, new_table, table_names, titled
 from lninspect.results.aggregate import SPIKE_KEY, AggregateResult, NormAggregate
-from lninspect.summary import position_ranges, role_means, roles_present
 
 
 def aggregate_table(result: AggregateResult, wide: bool = False) -> Group:

@@ -11,6 +11,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from lninspect.derived import compression_by_norm, largest_spike, top_dimension
 from lninspect.dimensions import census_rows, dimension_scores, outlier_dimensions, spikes_by_dim
 from lninspect.render.figures import legend_below, new_figure
 from lninspect.render.format import short_names
@@ -22,7 +23,6 @@ from lninspect.render.spike_plots import (
     sparse_log_ticks,
 )
 from lninspect.results import StatsResult
-from lninspect.summary import compression_by_norm, largest_spike, top_dimension
 
 # Outlier dimensions --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from lninspect.derived import group_norms, with_grads
 from lninspect.render.figures import (
     figure_of,
     layer_colours,
@@ -21,7 +22,6 @@ from lninspect.render.figures import (
 from lninspect.render.stats_plots import heatmap_height, label_panel, row_labels
 from lninspect.results import GradsResult, NormStats
 from lninspect.streams import canonical, heatmap_panels, token_row
-from lninspect.summary import group_norms, with_grads
 
 LAYER_GROUPS = {
     "attn_in": "attention in",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Group
 
+from lninspect.derived import group_norms, nan_quantiles, with_grads
 from lninspect.render.format import fmt, header, new_table, table_names, titled
 from lninspect.results import GradsResult
-from lninspect.summary import group_norms, nan_quantiles, with_grads
 
 GROUPS = (
     "embed",

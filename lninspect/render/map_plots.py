@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from lninspect.derived import layer_positions
 from lninspect.mapfit import NormMap
 from lninspect.render.figures import new_figure, say_nothing_to_show
 from lninspect.render.format import short_names
@@ -21,7 +22,6 @@ from lninspect.results.aggregate import AggregateResult, NormAggregate
 from lninspect.results.freeze import VARIANTS
 from lninspect.scale import ScaleSpread
 from lninspect.streams import Group, groups_present, norms_of_group
-from lninspect.summary import layer_positions
 
 # --map samples one text (stats, report) or a corpus (stats --file)
 Mapped = StatsResult | AggregateResult

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from lninspect.derived import nan_quantiles, spike_share, with_grads
 from lninspect.display import register_html
 from lninspect.render.compare_tables import how_compared, row_label
 from lninspect.render.figures import png_bytes
@@ -23,7 +24,7 @@ from lninspect.render.stats_tables import denominator_label, stats_cells
 from lninspect.results.compare import CompareResult
 from lninspect.results.one_text import StatsResult
 from lninspect.results.watch import WatchLog
-from lninspect.summary import nan_quantiles, spike_share, with_grads
+from lninspect.statistics import INPUT_DENOMINATOR
 from lninspect.trends import first_last, losses, norm_series, record_axis
 
 MAX_ROWS = 30  # rows shown; the rest are counted under the table
@@ -133,7 +134,10 @@ def compare_html(result: CompareResult) -> str:
     """The models (loss, tokens) and each one's median input std per matched row."""
     columns = ["row", *(f"{chr(65 + i)} std" for i in range(len(result.models)))]
     rows = [
-        [row_label(result, row), *(fmt(v.medians.get("input_std", np.nan)) for v in row.models)]
+        [
+            row_label(result, row),
+            *(fmt(v.medians.get(INPUT_DENOMINATOR, np.nan)) for v in row.models),
+        ]
         for row in result.rows
     ]
     models = " · ".join(
@@ -144,7 +148,7 @@ def compare_html(result: CompareResult) -> str:
         (
             chr(65 + i),
             x,
-            np.array([row.models[i].medians.get("input_std", np.nan) for row in result.rows]),
+            np.array([row.models[i].medians.get(INPUT_DENOMINATOR, np.nan) for row in result.rows]),
         )
         for i in range(len(result.models))
     ]
@@ -156,7 +160,7 @@ def watch_html(log: WatchLog) -> str:
     """Per norm: median input std first → last recorded step; the loss over steps."""
     series = norm_series(log)
     rows = [
-        [name, *(fmt(v) for v in first_last(s.values["input_std"]))]
+        [name, *(fmt(v) for v in first_last(s.values[INPUT_DENOMINATOR]))]
         for name, s in zip(short_names([s.name for s in series]), series, strict=True)
     ]
     steps, xlabel = record_axis(log)

@@ -280,12 +280,12 @@ def stream_profile(run: TrainRun) -> tuple[np.ndarray, np.ndarray]:
     """x positions (block l's norms spread over [l, l + 1) in the order the stream meets
     them, ln_f at L) and (strides, norms) mean input std over the seeds, in that order."""
     block_norms = LAYOUTS[run.layout].block_norms()
-    layers = run.input_std[block_norms[0]].shape[2]
-    means = [_nanmean(run.input_std[key]) for key in block_norms]  # each (strides, L)
+    layers = run.input_denominator[block_norms[0]].shape[2]
+    means = [_nanmean(run.input_denominator[key]) for key in block_norms]  # each (strides, L)
     columns = np.stack(means, axis=2).reshape(len(means[0]), len(block_norms) * layers)
     x = np.arange(len(block_norms) * layers) / len(block_norms)
-    if FINAL in run.input_std:
-        columns = np.concatenate([columns, _nanmean(run.input_std[FINAL])], axis=1)
+    if FINAL in run.input_denominator:
+        columns = np.concatenate([columns, _nanmean(run.input_denominator[FINAL])], axis=1)
         x = np.append(x, layers)
     return x, columns
 
@@ -307,7 +307,7 @@ def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = 
             ax.plot(x, values, color=colormaps["viridis"](norm(step)), lw=1.2, marker=".")
     ax.set_yscale("log")
     plain_ticks(ax)
-    final = ", ln_f at L" if FINAL in run.input_std else ""
+    final = ", ln_f at L" if FINAL in run.input_denominator else ""
     ax.set_xlabel(f"block l (its norms in order over [l, l + 1){final})")
     ax.set_ylabel("median per-token std of the norm's input")
     warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"

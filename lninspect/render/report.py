@@ -15,6 +15,15 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 
 from lninspect import __version__
+from lninspect.derived import (
+    largest_grad_scale,
+    largest_spike,
+    layer_span,
+    pooled_order,
+    residual_growth,
+    role_orders,
+    spike_share,
+)
 from lninspect.dimensions import census_rows, outlier_dimensions
 from lninspect.escape import visible
 from lninspect.files import dump_json
@@ -41,15 +50,6 @@ from lninspect.render.spike_tables import loss_change, not_massive, peak_note, s
 from lninspect.results import GradsResult
 from lninspect.statistics import denominator_key
 from lninspect.streams import group_of
-from lninspect.summary import (
-    largest_grad_scale,
-    largest_spike,
-    layer_span,
-    pooled_order,
-    residual_growth,
-    role_orders,
-    spike_share,
-)
 
 REPORT_JSON = "report.json"
 INDEX_HTML = "index.html"
@@ -89,10 +89,10 @@ def write_report(result: GradsResult, folder: Path) -> list[Path]:
     return write_folder(folder, build, lambda name: name in (*REPORT_FILES, *FORMER_REPORT_FILES))
 
 
-# Summary ------------------------------------------------------------------------------------
+# Findings -----------------------------------------------------------------------------------
 
 
-def summary(result: GradsResult) -> list[tuple[str, str]]:
+def findings(result: GradsResult) -> list[tuple[str, str]]:
     """(label, plain text) rows: what the report shows first."""
     m, i = result.model, result.input
     text = "".join(i.tokens[0]) if i.tokens else ""
@@ -252,13 +252,13 @@ def _grad_scale(result: GradsResult) -> str:
     return f"{norm.name}: median ‖∂L/∂x‖ / ‖∂L/∂y‖ = {fmt(value)} over tokens"
 
 
-def summary_table(result: GradsResult) -> SummaryTable:
-    """The summary for the terminal."""
-    return SummaryTable(result)
+def findings_table(result: GradsResult) -> FindingsTable:
+    """The findings for the terminal."""
+    return FindingsTable(result)
 
 
-class SummaryTable:
-    """The summary as a two-column table: a label wraps at its words where it is wider than
+class FindingsTable:
+    """The findings as a two-column table: a label wraps at its words where it is wider than
     a third of the console (80 columns: `dimension with the most` / `z-rule outliers`), a
     value at its words, never inside a token's text; the model's path in the middle."""
 
@@ -267,7 +267,7 @@ class SummaryTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         result = self.result
-        rows = summary(result)
+        rows = findings(result)
         longest = max(len(label) for label, _ in rows)
         table = Table(title=header(result), title_justify="left", box=box.SIMPLE, show_header=False)
         table.add_column(
@@ -288,13 +288,13 @@ class SummaryTable:
 
 
 def render_html(result: GradsResult, images: list[Path]) -> str:
-    """A self-contained page (templates/report.html): summary, notes, then every PNG as a
+    """A self-contained page (templates/report.html): findings, notes, then every PNG as a
     base64 data URI with its heading and caption (lninspect.render.catalog)."""
     return render_page(
         "report.html",
         model=result.model.name,
         header=header(result),
-        rows=summary(result),
+        rows=findings(result),
         notes=result.notes,
         text="".join(result.input.tokens[0]) if result.input.tokens else "",
         interactive=INTERACTIVE_HTML,

@@ -20,7 +20,7 @@ from lninspect.render.figures import figure_of, layer_colours, new_figure
 from lninspect.render.format import short_names
 from lninspect.results.watch import WatchLog
 from lninspect.roles import ROLE_LABELS
-from lninspect.statistics import SUMMARY
+from lninspect.statistics import INPUT_DENOMINATOR, SUMMARY
 from lninspect.trends import (
     JUMP_FACTOR,
     Jump,
@@ -41,11 +41,12 @@ def _no_data(ax: Axes, what: str) -> None:
     ax.set_yticks([])
 
 
-def plot_input_std_heatmap(log: WatchLog, ax: Axes | None = None) -> Axes:
-    """Median input std of every norm (rows, model order) at every recorded step (columns)."""
+def plot_input_denominator_heatmap(log: WatchLog, ax: Axes | None = None) -> Axes:
+    """Median input std (rms for RMSNorm) of every norm (rows, model order) at every recorded
+    step (columns)."""
     ax = ax or new_figure(10, 6).add_subplot()
     series = norm_series(log)
-    grid = stacked(series, "input_std")
+    grid = stacked(series, INPUT_DENOMINATOR)
     positive = grid[np.isfinite(grid) & (grid > 0)]
     if not positive.size:
         _no_data(ax, "no finite input std in the log")

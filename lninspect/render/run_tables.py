@@ -7,7 +7,7 @@ from rich.console import Group
 from lninspect.escape import visible
 from lninspect.render.format import fmt, new_table, short_names, titled
 from lninspect.results.watch import WatchLog
-from lninspect.statistics import SUMMARY
+from lninspect.statistics import INPUT_DENOMINATOR, SUMMARY
 from lninspect.trends import (
     JUMP_CONTRAST,
     JUMP_FACTOR,
@@ -60,7 +60,7 @@ def run_table(log: WatchLog) -> Group:
         )
         table.add_row(
             name,
-            _arrow(first_last(s.values["input_std"])),
+            _arrow(first_last(s.values[INPUT_DENOMINATOR])),
             _arrow(first_last(s.values["grad_scale"])),
             *cells,
         )

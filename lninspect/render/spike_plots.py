@@ -19,16 +19,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from lninspect.derived import (
+    KIND_NAMES,
+    order_totals,
+)
 from lninspect.render.figures import new_figure
 from lninspect.render.format import short_names
 from lninspect.render.spike_tables import spike_rule
 from lninspect.results import NormStats, StatsResult
 from lninspect.roles import STREAM_LABELS
 from lninspect.streams import groups_present, leaf_of, norms_of_group, residual_norms
-from lninspect.summary import (
-    KIND_NAMES,
-    order_totals,
-)
 
 ROLE_MARKERS = "os^vDP"
 STAGE_COLOURS = {

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from rich.console import Group, RenderableType
 
+from lninspect.derived import KINDS, layer_span, nan_median, order_totals, peak_not_spike, spread
 from lninspect.dimensions import census_rows
 from lninspect.options import SpikeOptions
 from lninspect.render.fit import Cell, Column, FitTable
@@ -21,7 +22,6 @@ from lninspect.render.format import (
 )
 from lninspect.results import Ablation, NormStats, Spike, StatsResult
 from lninspect.results.aggregate import AggregateResult
-from lninspect.summary import KINDS, layer_span, nan_median, order_totals, peak_not_spike, spread
 
 NO_SPIKE = "no spike in any module"
 
@@ -36,7 +36,7 @@ def spike_rule(result: StatsResult | AggregateResult) -> str:
 
 
 def peak_note(result: StatsResult) -> str | None:
-    """Why the largest spike's norm shows a larger max |x| elsewhere (summary.peak_not_spike)."""
+    """Why the largest spike's norm shows a larger max |x| elsewhere (derived.peak_not_spike)."""
     found = peak_not_spike(result)
     if found is None:
         return None

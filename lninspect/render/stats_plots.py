@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 
+from lninspect.derived import Values, layer_positions, layer_quartiles, residual_growth
 from lninspect.render.figures import (
     mark_standout_tokens,
     new_figure,
@@ -26,7 +27,6 @@ from lninspect.render.format import short_names
 from lninspect.results import NormStats, StatsResult
 from lninspect.statistics import denominator_key
 from lninspect.streams import Panel, canonical, depth_series, heatmap_panels, token_row
-from lninspect.summary import Values, layer_positions, layer_quartiles, residual_growth
 
 ROLE_MARKERS = {
     "embed": "v",

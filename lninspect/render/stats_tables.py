@@ -11,11 +11,11 @@ import warnings
 import numpy as np
 from rich.console import Group
 
+from lninspect.derived import largest_abs, nan_median, nan_quantiles, per_token
 from lninspect.render.fit import Column, FitTable
 from lninspect.render.format import fmt, header, new_table, place_label, table_names, titled
 from lninspect.results import NormDescription, NormsResult, NormStats, StatsResult
 from lninspect.statistics import STATISTICS, denominator_key
-from lninspect.summary import largest_abs, nan_median, nan_quantiles, per_token
 
 TOKEN_WIDTH = 8  # characters of a token's text in the `at` column (12 with wide)
 

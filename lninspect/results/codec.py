@@ -7,7 +7,8 @@ hint. Non-finite floats are written as null and read back as NaN. A field's meta
 - `dtype`: the numpy dtype of its arrays (float32 unless told; nested lists and dicts too);
 - `omit_none`: leave the key out when the value is None (something not recorded), so that
   a document without it reads back the same;
-- `was`: the key an older schema wrote it under, read when the current key is absent;
+- `was`: the key an older schema wrote it under, read when the current key is absent; for
+  a `spread` field, a dict from each entry's former key to its key (the same rule);
 - `spread`: a dict field whose items sit at the level of the other fields (a document's
   keys that no other field claims), for entries named by a declaration (lninspect.statistics).
 A class that is not a dataclass takes part through `to_fields()` (JSON key -> value) and a
@@ -80,7 +81,7 @@ def meta(
     json: str | None = None,
     dtype: str | None = None,
     omit_none: bool = False,
-    was: str = "",
+    was: str | dict[str, str] = "",
     spread: bool = False,
 ) -> Any:
     """Codec metadata for a dataclass field: `field(metadata=meta(dtype="int64"))`."""
@@ -204,10 +205,15 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
 def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
     hints = _hints(cls)
     kwargs = {}
-    claimed = {f.metadata.get(k, f.name) for f in dataclasses.fields(cls) for k in ("json", "was")}
+    claimed = {
+        name
+        for f in dataclasses.fields(cls)
+        for name in (f.metadata.get("json", f.name), f.metadata.get("was", f.name))
+        if isinstance(name, str)  # a spread field's `was` names its entries
+    }
     for f in dataclasses.fields(cls):
         if f.metadata.get("spread"):
-            rest = {k: v for k, v in doc.items() if k not in claimed}
+            rest = _renamed({k: v for k, v in doc.items() if k not in claimed}, f.metadata)
             kwargs[f.name] = decode(hints[f.name], rest, f.metadata.get("dtype"))
             continue
         key = f.metadata.get("json", f.name)
@@ -218,6 +224,13 @@ def _decode_dataclass(cls: Any, doc: dict[str, Any]) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{cls.__name__}: the document has no '{key}'")
     return cls(**kwargs)
+
+
+def _renamed(entries: dict[str, Any], metadata: Any) -> dict[str, Any]:
+    """A spread field's entries under their current keys: a former key (`was`) is read when
+    the current one is absent."""
+    former = metadata.get("was", {})
+    return {former.get(k, k): v for k, v in entries.items() if former.get(k) not in entries}
 
 
 class FieldError(ValueError):

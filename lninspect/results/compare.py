@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lninspect.display import html_view
 from lninspect.results.codec import Document, meta
-from lninspect.statistics import schemas
+from lninspect.statistics import FORMER_SUMMARIES, INPUT_DENOMINATOR, schemas
 
 # compare/2 renamed a row's spike_z (the largest |z|, not the z rule) max_abs_z; from there,
 # each generation of statistics adds one (lninspect.statistics.schemas).
 COMPARE_SCHEMAS = ("lninspect.compare/1", *schemas("compare"))
 COMPARE_SCHEMA = COMPARE_SCHEMAS[-1]
+# the per-token denominator of one token, a Difference's statistic beside the summaries
+TOKEN_DENOMINATOR = f"token_{INPUT_DENOMINATOR}"
+# a Difference's statistic as older documents name it -> its name (statistics.Summary.was)
+FORMER_STATISTICS = FORMER_SUMMARIES | {
+    f"token_{k}": f"token_{v}" for k, v in FORMER_SUMMARIES.items()
+}
 
 
 @dataclass
@@ -48,11 +54,14 @@ class NormValues:
     absmax: float  # the largest |x| over tokens
     absmax_dim: int
     max_abs_z: float = field(metadata=meta(was="spike_z"))  # largest |z| of its spikes; NaN: none
-    # per-token input std of sequence 0, only in "tokens" mode:
+    # per-token input denominator (std, or rms for RMSNorm) of sequence 0, in "tokens" mode:
     tokens: list[float] | None = field(default=None, metadata=meta(omit_none=True))
-    # Summary.key -> the median over tokens (input_std: rms for RMSNorm; grad_scale:
-    # |dL/dx| / |dL/dy|; ...), as keys of the row itself; one newer than the document is absent:
-    medians: dict[str, float] = field(default_factory=dict, metadata=meta(spread=True))
+    # Summary.key -> the median over tokens (input_denominator: std, rms for RMSNorm;
+    # grad_scale: |dL/dx| / |dL/dy|; ...), as keys of the row itself; one newer than the
+    # document is absent, one renamed since is read under its former key:
+    medians: dict[str, float] = field(
+        default_factory=dict, metadata=meta(spread=True, was=FORMER_SUMMARIES)
+    )
 
     def value(self, key: str) -> float:
         """A summary (lninspect.statistics SUMMARIES) of this norm; NaN when not held."""
@@ -74,13 +83,13 @@ class MatchedRow:
 class Difference:
     """A statistic of a matched row where a model differs from the first one."""
 
-    statistic: str  # a Summary.key (input_std, ...), or token_input_std (one token)
+    statistic: str  # a Summary.key (input_denominator, ...), or TOKEN_DENOMINATOR (one token)
     row: int  # index into `rows`
     model: int  # index into `models` (never 0, the reference)
     reference: float  # the first model's value
     value: float
     ratio: float  # value / reference
-    token: int | None = field(default=None, metadata=meta(omit_none=True))  # token_input_std
+    token: int | None = field(default=None, metadata=meta(omit_none=True))  # TOKEN_DENOMINATOR
 
 
 @dataclass
@@ -101,3 +110,19 @@ class CompareResult(Document):
     def _repr_html_(self) -> str | None:
         """A notebook's view: std per matched norm and model, with a figure."""
         return html_view(self)
+
+    @classmethod
+    def upgrade(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        """Differences of an older document under the statistics' current names (the rows'
+        medians are renamed by the codec: `was`)."""
+        found = doc.get("differences") if isinstance(doc, dict) else None
+        if not isinstance(found, list):
+            return doc
+        return {**doc, "differences": [_renamed(d) for d in found]}
+
+
+def _renamed(difference: Any) -> Any:
+    name = difference.get("statistic") if isinstance(difference, dict) else None
+    if not isinstance(name, str) or name not in FORMER_STATISTICS:
+        return difference
+    return {**difference, "statistic": FORMER_STATISTICS[name]}

@@ -24,8 +24,14 @@ from lninspect.results.codec import Document, meta
 from lninspect.results.placement_training import TrainingResult
 from lninspect.results.seeds import OverSeeds
 
-PLACEMENT_SCHEMA = "lninspect.placement/4"  # 4: training's stream variance and absmax
-PLACEMENT_SCHEMAS = ("lninspect.placement/2", "lninspect.placement/3", PLACEMENT_SCHEMA)
+# 4: training's stream variance and absmax; 5: training's input_std is input_denominator
+PLACEMENT_SCHEMA = "lninspect.placement/5"
+PLACEMENT_SCHEMAS = (
+    "lninspect.placement/2",
+    "lninspect.placement/3",
+    "lninspect.placement/4",
+    PLACEMENT_SCHEMA,
+)
 # Weights whose gradient norm is reported per layer; ffn_out is W^{2,l} of the paper.
 GRAD_KEYS = ("ffn_out", "ffn_in", "attn_out", "norm_weight")
 

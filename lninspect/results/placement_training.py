@@ -3,7 +3,8 @@
 Step t is the model after t optimizer updates. Per-step arrays have one row per seed and one
 column per step t = 0 .. steps - 1 (the loss of the batch that update t + 1 learns from);
 held-out losses are at `held_out_steps` (0, every `eval_every`, and `steps`) and the norms'
-input std at `stats_steps` (every `stats_every`). After a run diverged its values are NaN.
+input denominator (std; rms under RMSNorm) at `stats_steps` (every `stats_every`). After a
+run diverged its values are NaN.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ class TrainRun:
     held_out_loss: np.ndarray = field(metadata=meta(dtype="float64"))  # (seeds, evals)
     stats_steps: np.ndarray = field(metadata=meta(dtype="int64"))  # (strides,)
     # the layout's norm keys -> (seeds, strides, layers; ln_f: 1): the median over the step's
-    # tokens of each norm's input std (placement/3 and older: the mean)
-    input_std: dict[str, np.ndarray]
+    # tokens of each norm's input denominator, the watch log's summary: sqrt(var + eps), or
+    # the rms for RMSNorm (placement/4 and older: `input_std`; placement/3 and older: the mean)
+    input_denominator: dict[str, np.ndarray] = field(metadata=meta(was="input_std"))
     diverged_at: list[int | None]  # per seed: the step at which it diverged, or null
     # (seeds, strides, L + 1) the residual stream's variance over d, mean over the tokens,
     # after the embeddings and after each block (absent before placement/4)
     stream_var: np.ndarray | None = field(default=None, metadata=meta(omit_none=True))
-    # input_std's keys and shapes: the largest |x| of each norm's input (from placement/4)
+    # input_denominator's keys and shapes: the largest |x| of each norm's input (placement/4 on)
     absmax: dict[str, np.ndarray] | None = field(default=None, metadata=meta(omit_none=True))
     # filled in by finish_runs:
     final_held_out: OverSeeds | None = None  # (seeds,) held-out loss after the last step

@@ -1,8 +1,9 @@
-"""The log of a watched training run: one JSON document per line, `lninspect.watch/1`.
+"""The log of a watched training run: one JSON document per line, `lninspect.watch/4`.
 
-    {"schema": "lninspect.watch/1", "step": 40, "loss": 3.21, "lr": 0.0006, "mode": "train",
+    {"schema": "lninspect.watch/4", "step": 40, "loss": 3.21, "lr": 0.0006, "mode": "train",
      "tokens": 2048, "norms": [{"name", "layer", "role", "absmax", "absmax_dim",
-     "input_std": {q05, q25, q50, q75, q95, max}, "output_std": {...}, "grad_scale": {...}}],
+     "input_denominator": {q05, q25, q50, q75, q95, max}, "output_std": {...}, "grad_scale":
+     {...}}],
      "params": [{"layer", "group", "grad_norm"}]}
 
 A run of several processes (torch.distributed) adds "world_size" and "grads" (what the
@@ -11,7 +12,8 @@ the record, and "absmax_rank", "absmax_token", "nonfinite", "grad_nonfinite" to 
 its quantiles come from lninspect.monitor.bins (docs/training.md).
 
 A norm's quantile blocks are the summaries that lninspect.statistics declares (SUMMARIES);
-the schema's version says which it can hold (`Summary.since`).
+the schema's version says which it can hold (`Summary.since`); one renamed since is read
+under its former key (`Summary.was`: watch/3 and older wrote `input_std`).
 
 A line is appended, flushed and synced per recorded step (lninspect.monitor.sinks), so a
 crash loses at most the line being written. The reader below therefore accepts a log that
@@ -34,7 +36,7 @@ from lninspect.errors import LninspectError
 from lninspect.files import open_input, os_reason
 from lninspect.results.codec import Document, meta, shown_number
 from lninspect.scale import ScaleSpread
-from lninspect.statistics import SUMMARIES, schemas
+from lninspect.statistics import FORMER_SUMMARIES, SUMMARIES, schemas
 
 WATCH_SCHEMAS = schemas("watch")  # oldest first
 WATCH_SCHEMA = WATCH_SCHEMAS[-1]
@@ -74,9 +76,12 @@ class NormRecord:
     role: str
     absmax: float  # the largest |x| over the step's tokens
     absmax_dim: int  # the hidden dimension where it sits (-1: none finite)
-    # Summary.key -> its quantiles over the step's tokens (input_std, grad_scale, ...), as
-    # keys of the record itself; a summary newer than the log is absent:
-    quantiles: dict[str, Quantiles] = field(default_factory=dict, metadata=meta(spread=True))
+    # Summary.key -> its quantiles over the step's tokens (input_denominator, grad_scale, ...),
+    # as keys of the record itself; a summary newer than the log is absent, one renamed since
+    # is read under its former key:
+    quantiles: dict[str, Quantiles] = field(
+        default_factory=dict, metadata=meta(spread=True, was=FORMER_SUMMARIES)
+    )
     # how far its s is from a constant over the step's tokens (lninspect.scale; watch/3 on)
     scale: ScaleSpread | None = field(default=None, metadata=meta(omit_none=True))
     # Written only by a run of several processes (lninspect.monitor.ranks):
