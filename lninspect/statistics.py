@@ -131,7 +131,8 @@ FORWARD = tuple(s for s in STATISTICS if s.reduce is not None)  # what the forwa
 # What the newest documents can hold. Generation 3 adds no per-token statistic: each norm's
 # `scale` (lninspect.scale), and in stats documents its `map` and `freeze` (docs/metrics.md).
 # Generation 4 adds none either: the summary `input_std` is named `input_denominator` (it is
-# the rms of an RMSNorm), so that a reader of generation 3 meets no key it does not know.
+# the rms of an RMSNorm), and a corpus run's norms may hold a `map` (--map over a corpus), so
+# that a reader of generation 3 meets no key it does not know.
 NORM_MAP_GENERATION = 3
 DENOMINATOR_GENERATION = 4
 GENERATION = max(NORM_MAP_GENERATION, DENOMINATOR_GENERATION, *(s.since for s in STATISTICS))
