@@ -164,7 +164,7 @@ def placement_train(
     from lninspect.render.placement_plots import figure_names, save_placement_figures
     from lninspect.render.placement_tables import placement_report
 
-    outputs.check(figure_names(config.layers, train=True))
+    outputs.check(figure_names(config.layers, train=True, maps=train.maps))
     with StepProgress(outputs.console().err, enabled=not outputs.quiet) as progress:
         result = train_placement(config, train, file, progress=progress.update, log_dir=log_dir)
     _publish(outputs, result, [placement_report(result)], save_placement_figures)

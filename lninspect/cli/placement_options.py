@@ -71,6 +71,7 @@ def check_mode(
     file: Path | None,
     device: str,
     log_dir: Path | None = None,
+    maps: bool = False,
 ) -> None:
     """Options that belong to one mode only are refused in the other, before any work."""
     if train and len(depths) > 1:
@@ -80,6 +81,10 @@ def check_mode(
     if train and text is not None:
         raise typer.BadParameter(
             "--train reads a text file (--file), not --text", param_hint="'--text'"
+        )
+    if not train and maps:
+        raise typer.BadParameter(
+            "--map samples the maps of the models --train trains", param_hint="'--map'"
         )
     if not train and log_dir is not None:
         raise typer.BadParameter(
@@ -303,6 +308,17 @@ PLACEMENT = (
         default=TRAIN.stats_every,
     ),
     Shared(
+        "train_map",
+        _training(
+            bool,
+            "--map",
+            help="Sample and fit each norm's map (x - c) / s at the start and the end of "
+            'training, on the held-out windows (docs/metrics.md, "The norm\'s map").',
+        ),
+        (),
+        default=TRAIN.maps,
+    ),
+    Shared(
         "log_dir",
         _training(
             Path | None,
@@ -347,6 +363,7 @@ def placement_config(given: Given) -> PlacementConfig:
         file=given.file,
         device=given.device,
         log_dir=given.log_dir,
+        maps=given.train_map,
     )
     try:
         return PlacementConfig.for_mode(
@@ -379,6 +396,7 @@ def train_config(given: Given) -> TrainConfig:
             eval_every=given.eval_every,
             stats_every=given.stats_every,
             target_loss=given.target_loss,
+            maps=given.train_map,
             device=given.device,
         )
     except LninspectError as exc:

@@ -108,6 +108,7 @@ class TrainConfig:
     eval_windows: int = 32  # held-out windows of seq_len + 1 tokens, spread over the text
     stats_every: int = 25  # the stream and the norms' statistics every this many steps
     target_loss: float | None = None  # for `steps to target`; None: chosen from the runs
+    maps: bool = False  # each norm's map sampled at the first and last held-out evaluation
     device: str = "cpu"
     optimizer: str = "Adam, betas (0.9, 0.98), eps 1e-9, no weight decay"
     text: str = ""  # the text trained on (filled in by the run)

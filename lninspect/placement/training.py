@@ -44,12 +44,15 @@ from lninspect.placement.data import (
 )
 from lninspect.placement.experiment import build_model, threads_for
 from lninspect.placement.layouts import FINAL, layout_named
+from lninspect.placement.maps import map_fits, samples_map
 from lninspect.placement.memory import check_placement_memory
 from lninspect.placement.refgpt import GPT, Block, DynamicTanh
 from lninspect.results.placement import PlacementConfig, PlacementResult
 from lninspect.results.placement_training import (
     BETAS,
     EPS,
+    MAP_AT,
+    MAP_FITS,
     TrainConfig,
     TrainingResult,
     TrainRun,
@@ -183,6 +186,8 @@ class _Record:
     input_denominator: dict[str, np.ndarray]  # the layout's norm keys -> (strides, L; ln_f: 1)
     absmax: dict[str, np.ndarray]  # the same keys and shapes: the largest |x| of the input
     diverged_at: int | None
+    # --map: MAP_FITS -> the norm keys -> (len(MAP_AT), L; ln_f: 1); None: not sampled
+    maps: dict[str, dict[str, np.ndarray]] | None = None
 
 
 class _Kept:
@@ -236,6 +241,9 @@ def _train_one(
             if step in train.eval_steps():
                 at = train.eval_steps().index(step)
                 record.held_out[at] = _held_out_loss(model, held, config)
+                if record.maps is not None and step in (0, train.steps):
+                    fits = map_fits(model, found, held, config.batch, layers)
+                    _keep_map(record.maps, MAP_AT.index("end" if step else "start"), fits)
             if step == train.steps:
                 break
             for group in optimizer.param_groups:
@@ -333,6 +341,13 @@ def _keep_norms(record: _Record, watched: Sequence[WatchRecord], every: int) -> 
             record.absmax[key][row] = [peak for _, peak in pairs]
 
 
+def _keep_map(maps: dict[str, dict[str, np.ndarray]], at: int, fits: dict[str, np.ndarray]) -> None:
+    """One evaluation's fits (map_fits: key -> (MAP_FITS, L)) into the record's row `at`."""
+    for i, fit in enumerate(MAP_FITS):
+        for key, values in fits.items():
+            maps[fit][key][at] = values[i]
+
+
 def _empty_record(train: TrainConfig, layers: int, layout: str) -> _Record:
     nan = np.full
     strides = len(train.stats_steps())
@@ -346,13 +361,19 @@ def _empty_record(train: TrainConfig, layers: int, layout: str) -> _Record:
         input_denominator={k: nan(shape, np.nan) for k, shape in shapes.items()},
         absmax={k: nan(shape, np.nan) for k, shape in shapes.items()},
         diverged_at=None,
+        maps={
+            fit: {k: nan((len(MAP_AT), shape[1]), np.nan) for k, shape in shapes.items()}
+            for fit in MAP_FITS
+        }
+        if train.maps and samples_map(layout_named(layout))
+        else None,
     )
 
 
 def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
     """Stack the seeds of one cell: every array gains a leading seed axis."""
     keys = layout_named(cell.layout).norm_keys()
-    return TrainRun(
+    run = TrainRun(
         layout=cell.layout,
         warmup=cell.warmup,
         lr=cell.lr,
@@ -371,3 +392,16 @@ def _to_run(cell: Grid, records: list[_Record], train: TrainConfig) -> TrainRun:
         stream_var=np.stack([r.stream_var for r in records]),
         absmax={key: np.stack([r.absmax[key] for r in records]) for key in keys},
     )
+    for fit, values in _stacked_maps(records, keys).items():
+        setattr(run, f"map_{fit}", values)  # TrainRun.map_fit(fit) reads it
+    return run
+
+
+def _stacked_maps(records: list[_Record], keys: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """MAP_FITS -> the norm keys -> (seeds, len(MAP_AT), L); empty without --map."""
+    if any(r.maps is None for r in records):
+        return {}
+    return {
+        fit: {key: np.stack([r.maps[fit][key] for r in records if r.maps]) for key in keys}
+        for fit in MAP_FITS
+    }

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from lninspect.placement.layouts import LAYOUTS
 from lninspect.render.figures import allow_math, new_figure, plain_ticks, save_figure
+from lninspect.render.placement_map_plots import MAP_PNG, has_maps, map_figure
 from lninspect.render.placement_tables import describe
 from lninspect.render.placement_train_plots import TRAIN_FIGURES, save_training_figures
 from lninspect.results.placement import PlacementResult, PlacementRun
@@ -28,17 +29,19 @@ SWEEP_PNG = "placement-sweep.png"
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per depth, shallowest first
 
 
-def figure_names(layers: list[int], train: bool = False) -> list[str]:
-    """The PNG files `save_placement_figures` writes for these depths (or for --train)."""
+def figure_names(layers: list[int], train: bool = False, maps: bool = False) -> list[str]:
+    """The PNG files `save_placement_figures` writes for these depths (or for --train,
+    with --map)."""
     if train:
-        return list(TRAIN_FIGURES)
+        return list(TRAIN_FIGURES) + ([MAP_PNG] if maps else [])
     return [LAYERS_PNG] + ([SWEEP_PNG] if len(set(layers)) > 1 else [])
 
 
 def save_placement_figures(result: PlacementResult, folder: Path) -> list[Path]:
     """Draw the figures into `folder` (which must exist); return the paths written."""
     if result.training is not None:
-        return save_training_figures(result, folder)
+        maps = [save_figure(map_figure(result), folder / MAP_PNG)] if has_maps(result) else []
+        return save_training_figures(result, folder) + maps
     names = figure_names(result.config.layers)
     figures = [layers_figure(result)] + ([sweep_figure(result)] if len(names) > 1 else [])
     return [save_figure(figure, folder / name) for figure, name in zip(figures, names, strict=True)]

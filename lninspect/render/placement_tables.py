@@ -15,7 +15,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from lninspect.placement.layouts import LAYOUTS
+from lninspect.placement.layouts import FINAL, LAYOUTS
 from lninspect.render.format import fmt
 from lninspect.results.placement import PlacementConfig, PlacementResult, PlacementRun
 from lninspect.results.placement_training import (
@@ -24,6 +24,7 @@ from lninspect.results.placement_training import (
     diverged_count,
     end_absmax,
     end_stream_var,
+    map_ratio,
     mean_steps,
 )
 from lninspect.results.seeds import OverSeeds
@@ -263,7 +264,40 @@ def describe_training(result: PlacementResult) -> str:
 def training_tables(result: PlacementResult) -> list[Table]:
     training = result.training
     assert training is not None
-    return [training_table(result, training)]
+    maps = any(run.map_fit("alpha") is not None for run in training.runs)
+    return [training_table(result, training)] + ([map_table(training)] if maps else [])
+
+
+def map_table(training: TrainingResult) -> Table:
+    """Per run that sampled its maps (--map): the tanh fit's error over the line's for the
+    first norm of the first and the last block, and the final norm, at the start → the end."""
+    table = _table(
+        "The norm's map at the start → the end of training",
+        "tanh error / line error of each norm's map (x - c) / s over the held-out windows, mean "
+        "over the seeds: 1, a line fits as well; below 1, an S (docs/metrics.md); the first "
+        "norm of the block (ln_1: before attention in pre-LN, after the sum in post-LN)",
+    )
+    headers = ("run", "warm-up", "lr", "block 1", "block L", "final norm")
+    for header in headers:
+        table.add_column(header, justify="right" if header != "run" else "left", no_wrap=True)
+    for run in training.runs:
+        first = LAYOUTS[run.layout].norm_keys()[0]
+        ratio, final = map_ratio(run, first), map_ratio(run, FINAL)
+        if ratio is None:
+            continue
+        table.add_row(
+            LAYOUTS[run.layout].label,
+            str(run.warmup) if run.warmup else "none",
+            f"{run.lr:g}",
+            _start_end(ratio[:, 0]),
+            _start_end(ratio[:, -1]),
+            "—" if final is None else _start_end(final[:, 0]),
+        )
+    return table
+
+
+def _start_end(values: np.ndarray) -> str:
+    return f"{fmt(float(values[0]))} → {fmt(float(values[-1]))}"
 
 
 def training_table(result: PlacementResult, training: TrainingResult) -> Table:

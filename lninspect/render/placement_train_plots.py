@@ -55,13 +55,13 @@ def save_training_figures(result: PlacementResult, folder: Path) -> list[Path]:
     return [save_figure(f, folder / name) for f, name in zip(figures, TRAIN_FIGURES, strict=True)]
 
 
-def _training(result: PlacementResult) -> TrainingResult:
+def training_of(result: PlacementResult) -> TrainingResult:
     if result.training is None:
         raise ValueError("the result holds no training runs (run with --train)")
     return result.training
 
 
-def _suptitle(figure: Figure, title: str, result: PlacementResult) -> None:
+def training_suptitle(figure: Figure, title: str, result: PlacementResult) -> None:
     figure.suptitle(f"{title}\n{describe(result.config)}\n{describe_training(result)}", fontsize=10)
 
 
@@ -70,7 +70,7 @@ def _suptitle(figure: Figure, title: str, result: PlacementResult) -> None:
 
 def loss_figure(result: PlacementResult) -> Figure:
     """One panel per learning rate: the held-out loss of each placement and warm-up."""
-    training = _training(result)
+    training = training_of(result)
     lrs = sorted({run.lr for run in training.runs})
     figure = new_figure(max(MIN_WIDTH, 5.2 * len(lrs)), 5.6)
     axes = figure.subplots(1, len(lrs), sharey=True, squeeze=False)[0]
@@ -79,7 +79,7 @@ def loss_figure(result: PlacementResult) -> Figure:
     for ax in axes[1:]:
         ax.set_ylabel("")
     labels = ", ".join(dict.fromkeys(LAYOUTS[run.layout].label for run in training.runs))
-    _suptitle(figure, f"Held-out loss of {labels}, with and without warm-up", result)
+    training_suptitle(figure, f"Held-out loss of {labels}, with and without warm-up", result)
     return figure
 
 
@@ -96,7 +96,7 @@ def plot_losses(training: TrainingResult, lr: float, ax: Axes | None = None) -> 
         faint = _running_mean(_nanmean(run.train_loss))  # the mean over the seeds
         ax.plot(steps, faint, alpha=0.25, lw=1, label="_training", **style)
         held = OverSeeds.of(run.held_out_loss)
-        ax.plot(run.held_out_steps, held.mean, lw=2, label=_label(run), **style)
+        ax.plot(run.held_out_steps, held.mean, lw=2, label=run_label(run), **style)
         ax.fill_between(
             run.held_out_steps, held.low, held.high, color=style["color"], alpha=0.15, lw=0
         )
@@ -129,7 +129,7 @@ def plot_losses(training: TrainingResult, lr: float, ax: Axes | None = None) -> 
     return ax
 
 
-def _label(run: TrainRun) -> str:
+def run_label(run: TrainRun) -> str:
     warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
     diverged = diverged_count(run)
     tail = f" (diverged: {diverged}/{len(run.diverged_at)})" if diverged else ""
@@ -170,7 +170,7 @@ def _nanmean(values: np.ndarray, axis: int = 0) -> np.ndarray:
 # Per-layer gradients -------------------------------------------------------------------------
 
 
-def _focus(training: TrainingResult) -> list[TrainRun]:
+def focus_runs(training: TrainingResult) -> list[TrainRun]:
     """The runs at the largest learning rate, with warm-up first: where the effect should be."""
     lr = max(run.lr for run in training.runs)
     return sorted(
@@ -181,14 +181,14 @@ def _focus(training: TrainingResult) -> list[TrainRun]:
 
 def grads_figure(result: PlacementResult) -> Figure:
     """|dL/dW^{2,l}| per block at a few steps; one panel per warm-up, both placements."""
-    training = _training(result)
-    runs = _focus(training)
+    training = training_of(result)
+    runs = focus_runs(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
     figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.2)
     axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
     for ax, warmup in zip(axes, warmups, strict=True):
         plot_layer_grads([run for run in runs if run.warmup == warmup], training, ax)
-    _suptitle(
+    training_suptitle(
         figure,
         f"Gradient of the FFN output weight per block during training, lr {runs[0].lr:g}",
         result,
@@ -241,8 +241,8 @@ def plot_layer_grads(
 def stream_figure(result: PlacementResult) -> Figure:
     """The std of every norm's input through depth, coloured by step; a panel per layout
     (PANELS_PER_ROW to a row), the rows of each warm-up together."""
-    training = _training(result)
-    runs = _focus(training)
+    training = training_of(result)
+    runs = focus_runs(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
     layouts = list(dict.fromkeys(run.layout for run in runs))
     columns = min(PANELS_PER_ROW, len(layouts))
@@ -268,7 +268,7 @@ def stream_figure(result: PlacementResult) -> Figure:
     figure.colorbar(
         ScalarMappable(norm=norm, cmap=colormaps["viridis"]), ax=axes, label="step", shrink=0.8
     )
-    _suptitle(
+    training_suptitle(
         figure,
         f"The std of every norm's input through depth during training, lr {runs[0].lr:g}",
         result,
@@ -321,14 +321,14 @@ def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = 
 def stream_var_figure(result: PlacementResult) -> Figure:
     """The residual stream's variance by depth, first and last recorded step, a panel per
     warm-up, every layout trained (Peri-LN's claim, in training)."""
-    training = _training(result)
-    runs = _focus(training)
+    training = training_of(result)
+    runs = focus_runs(training)
     warmups = sorted({run.warmup for run in runs}, reverse=True)
     figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.6)
     axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
     for ax, warmup in zip(axes, warmups, strict=True):
         plot_stream_var_steps([run for run in runs if run.warmup == warmup], ax)
-    _suptitle(
+    training_suptitle(
         figure,
         f"The residual stream's variance by depth during training, lr {runs[0].lr:g}",
         result,
@@ -355,7 +355,7 @@ def plot_stream_var_steps(runs: list[TrainRun], ax: Axes | None = None) -> Axes:
         style: dict[str, Any] = {"color": layout.color, "linestyle": layout.linestyle}
         ax.plot(depth, mean[0], lw=1, alpha=0.45, label="_first", **style)
         ax.plot(
-            depth, mean[-1], lw=2, marker=layout.marker, markersize=4, label=_label(run), **style
+            depth, mean[-1], lw=2, marker=layout.marker, markersize=4, label=run_label(run), **style
         )
     ax.set_yscale("log")
     plain_ticks(ax)

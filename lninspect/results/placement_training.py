@@ -24,6 +24,9 @@ BETAS = (0.9, 0.98)  # Adam's, as in the Transformer setting of Xiong et al. (an
 EPS = 1e-9
 TARGET_FRACTION = 0.1  # the automatic target loss: 10% of the way back from the best to start
 LAYER_GRAD_KEYS = ("ffn_out", "block")  # W^{2,l} of the paper, and all of block l's weights
+MAP_FITS = ("alpha", "tanh_error", "line_error")  # TrainRun's map_<fit> (lninspect.mapfit)
+MAP_AT = ("start", "end")  # the first held-out evaluation (step 0) and the last one
+MAP_META = meta(dtype="float64", omit_none=True)  # the fits, as lninspect.mapfit gives them
 
 
 @dataclass
@@ -50,6 +53,11 @@ class TrainRun:
     stream_var: np.ndarray | None = field(default=None, metadata=meta(omit_none=True))
     # input_denominator's keys and shapes: the largest |x| of each norm's input (placement/4 on)
     absmax: dict[str, np.ndarray] | None = field(default=None, metadata=meta(omit_none=True))
+    # with --map (placement/5 on; none for DyT, which has no s): each norm's map fitted at the
+    # first and the last held-out evaluation, MAP_AT; the keys of absmax -> (seeds, 2, layers)
+    map_alpha: dict[str, np.ndarray] | None = field(default=None, metadata=MAP_META)
+    map_tanh_error: dict[str, np.ndarray] | None = field(default=None, metadata=MAP_META)
+    map_line_error: dict[str, np.ndarray] | None = field(default=None, metadata=MAP_META)
     # filled in by finish_runs:
     final_held_out: OverSeeds | None = None  # (seeds,) held-out loss after the last step
     best_held_out: OverSeeds | None = None  # (seeds,) lowest held-out loss of the run
@@ -59,6 +67,11 @@ class TrainRun:
     def ffn_out_last(self) -> np.ndarray:
         """(seeds, steps) |dL/dW^{2,L}|, the last block's FFN output weight (Theorem 1's)."""
         return self.layer_grad_norm["ffn_out"][:, :, -1]
+
+    def map_fit(self, fit: str) -> dict[str, np.ndarray] | None:
+        """map_<fit> of MAP_FITS: norm key -> (seeds, len(MAP_AT), layers), or None."""
+        found: dict[str, np.ndarray] | None = getattr(self, f"map_{fit}")
+        return found
 
     def label(self) -> str:
         warm = f"warm-up {self.warmup}" if self.warmup else "no warm-up"
@@ -127,6 +140,17 @@ def end_absmax(run: TrainRun) -> OverSeeds | None:
     keys = LAYOUTS[run.layout].residual_keys()
     peaks = np.stack([run.absmax[key][:, -1, :].max(axis=1) for key in keys], axis=1)
     return OverSeeds.of(peaks.max(axis=1))
+
+
+def map_ratio(run: TrainRun, key: str) -> np.ndarray | None:
+    """(len(MAP_AT), layers): the tanh fit's relative error over the line's for norm `key`,
+    mean over the seeds that have it: 1, the map is a line; below 1, an S (None: no --map)."""
+    tanh, line = run.map_fit("tanh_error"), run.map_fit("line_error")
+    if tanh is None or line is None or key not in tanh:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a seed that diverged: NaN
+        return np.nanmean(tanh[key] / line[key], axis=0)
 
 
 def end_stream_var(run: TrainRun) -> OverSeeds | None:
