@@ -288,7 +288,27 @@ def expected_findings(ref: Reference) -> dict[str, str]:
     out["massive activations ablated"] = _ablation_prefix(ref)
     name, scale = max(ref.scales.items(), key=lambda kv: kv[1])
     out["largest gradient scale"] = f"{name}: median ‖∂L/∂x‖ / ‖∂L/∂y‖ = {fmt(scale)} over tokens"
+    out["first-token scale"] = _first_token_sentence(ref)
     return out
+
+
+def _first_token_sentence(ref: Reference) -> str:
+    """The norm whose first token's rms is farthest above the rest's median, in float64: one
+    sequence, so the first token is row 0 (its heads, for a q/k norm)."""
+    from lninspect.render.format import fmt
+
+    s = {
+        n.name: np.sqrt((rows_of(n, ref.x[n.name]) ** 2).mean(-1) + ref.eps[n.name])
+        for n in ref.norms()
+    }  # (tokens, heads) each
+    ratio = {name: float(np.median(v[0]) / np.median(v[1:])) for name, v in s.items()}
+    name = max(ratio, key=lambda k: ratio[k])
+    every, rest = s[name].ravel(), s[name][1:].ravel()
+    return (
+        f"s(first token) / median s(rest) = {fmt(ratio[name])} at {name} ({ref.groups[name]}); "
+        f"cv of s {fmt(every.std() / every.mean())}, {fmt(rest.std() / rest.mean())} "
+        "without the first"
+    )
 
 
 def _massive_sentence(ref: Reference) -> str:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import RenderableType
 
 from lninspect.render.fit import Column, FitTable
@@ -11,6 +13,7 @@ from lninspect.results import StatsResult
 from lninspect.results.aggregate import AggregateResult
 from lninspect.results.freeze import FreezeChange
 from lninspect.roles import group_label
+from lninspect.streams import group_of
 
 MAP_CAPTION = (
     "the map ŷ = (x - c) / s, the output before the gain, over a sample of (x, ŷ) pairs: "
@@ -101,3 +104,53 @@ def _spread(change: FreezeChange) -> str:
     if not change.changes:
         return "—"
     return f"{fmt(change.mean)} ± {fmt(change.sd)}" + (" *" if change.moves else "")
+
+
+# The report's findings of the scale, the map and freezing (render/report.py's rows) --------
+
+
+def scale_finding(result: StatsResult) -> str:
+    """The norm whose first token's s is farthest from the rest's, with its spread."""
+    found = [n for n in result.norms if n.scale is not None and math.isfinite(n.scale.first_ratio)]
+    if not found:
+        return "—"
+    norm = max(found, key=lambda n: n.scale.first_ratio if n.scale else -math.inf)
+    assert norm.scale is not None
+    s = norm.scale
+    return (
+        f"s(first token) / median s(rest) = {fmt(s.first_ratio)} at {norm.name} "
+        f"({group_of(norm).label}); cv of s {fmt(s.cv)}, {fmt(s.cv_rest)} without the first"
+    )
+
+
+def map_finding(result: StatsResult) -> str:
+    """The norm whose map is most S-shaped: the lowest tanh error relative to the line's."""
+    found = [n for n in result.norms if n.map is not None and n.map.line_error > 0]
+    if not found:
+        return "—"
+    norm = min(found, key=lambda n: n.map.tanh_error / n.map.line_error if n.map else math.inf)
+    sample = norm.map
+    assert sample is not None
+    return (
+        f"most S-shaped at {norm.name} ({group_of(norm).label}): relative error "
+        f"{fmt(sample.tanh_error)} for A·tanh(αx) against {fmt(sample.line_error)} for a "
+        f"line, α = {fmt(sample.alpha)}"
+    )
+
+
+def freeze_finding(result: StatsResult) -> str:
+    """Every norm frozen at once, both variants, and how many norms move the loss alone."""
+    freeze = result.freeze
+    if freeze is None:
+        return "—"
+    every = freeze.all
+    alone = sum(n.freeze is not None for n in result.norms)
+    return (
+        f"every norm's s frozen at once: loss {_signed(every.median.change)} (one median), "
+        f"{_signed(every.classes.change)} (the first token's apart) on this text; "
+        f"{len(freeze.moved)} of {alone} norms alone move the loss beyond its spread"
+    )
+
+
+def _signed(change: float) -> str:
+    return f"{'+' if change > 0 else ''}{fmt(change)}" if math.isfinite(change) else "not finite"

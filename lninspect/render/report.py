@@ -45,6 +45,8 @@ from lninspect.render.format import (
     words_of,
 )
 from lninspect.render.interactive import INTERACTIVE_HTML, interactive_html
+from lninspect.render.map_plots import has_map
+from lninspect.render.map_tables import freeze_finding, map_finding, scale_finding
 from lninspect.render.pages import png_uri, render_page
 from lninspect.render.spike_tables import loss_change, not_massive, peak_note, spike_rule
 from lninspect.results import GradsResult
@@ -115,6 +117,9 @@ def findings(result: GradsResult) -> list[tuple[str, str]]:
         ("outlier dimensions (mean |x_j| > k sd)", _outlier_dims(result)),
         *([("massive activations ablated", _ablation(result))] if result.ablation else []),
         ("largest gradient scale", _grad_scale(result)),
+        ("first-token scale", scale_finding(result)),
+        *([("the norm's map", map_finding(result))] if has_map(result) else []),
+        *([("freezing s", freeze_finding(result))] if result.freeze else []),
     ]
 
 
