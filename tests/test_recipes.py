@@ -40,7 +40,7 @@ result = cap.result()
 want = model[0](x).detach().double().abs().mean(-1).numpy()
 assert np.allclose(result.norms[0].input.absmean, want, rtol=1e-6)
 doc = json.loads(json.dumps(result.to_json()))
-assert doc["schema"] == statistics.schemas("stats")[-1] and doc["schema"].endswith("/4")
+assert doc["schema"] == statistics.schemas("stats")[-1] and doc["schema"].endswith("/6")
 assert "absmean" in doc["norms"][0]["input"]
 assert np.allclose(StatsResult.from_json(doc).norms[0].input.absmean, want, rtol=1e-6)
 console = Console(width=200, record=True)
