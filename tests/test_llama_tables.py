@@ -63,6 +63,8 @@ def test_one_rule_for_every_family():
     opt = ["model.decoder.layers.0.final_layer_norm", "model.decoder.final_layer_norm"]
     assert short_names(opt) == ["0.final_layer_norm", "final"]
     assert short_names(["model.layers.1.self_attn.q_norm"]) == ["1.attn.q_norm"]
+    peri = ["blocks.0.ln_1", "blocks.0.ln_1_post", "ln_f"]  # placement's peri-LN
+    assert short_names(peri) == ["0.ln_1", "0.ln_1_post", "final"]  # not `0.1_post`
     clash = ["a.ln_f", "b.ln_f"]  # the rule would make them equal: only the prefix goes
     assert short_names(clash) == clash
 

@@ -85,7 +85,8 @@ def _abbreviate_part(part: str) -> str:
     """`post_attention_layernorm` -> `post_attn`, `ln_1` -> `ln_1`, `q_norm` -> `q_norm`."""
     words = [w for w in (WORD_ABBREVIATIONS.get(w, w) for w in part.split("_")) if w]
     kept = [w for w in words if w not in NORM_WORDS]
-    if any(len(w) >= 2 and not w.isdigit() for w in kept):
+    numbered = any(w.isdigit() for w in kept)  # `ln_1_post`: `1` alone would not say ln_1
+    if any(len(w) >= 2 and not w.isdigit() for w in kept) and not numbered:
         return "_".join(kept)
     if words and all(w in NORM_WORDS for w in words):  # nothing but norm words: `norm`, `ln_f`
         return "final" if "final" in words or words[-1] == "f" else ""
