@@ -13,7 +13,9 @@ whole block. Every `eval_every` steps (and at the end): the held-out loss, in ev
 Every `stats_every` steps, from the training step itself (dropout on, as the run has it):
 the residual stream's variance after the embeddings and after each block, and every norm's
 statistics as lninspect.watch records them (its median input std and largest |x|), written
-to a watch log per run when a log folder is given (`lninspect run` reads it). A run whose
+to a watch log per run when a log folder is given (`lninspect run` reads it). With
+`maps` (--map), at the first and the last held-out evaluation, each norm's map fitted on the
+held-out windows (lninspect.placement.maps). A run whose
 loss or gradient is not finite, or whose loss exceeds EXPLODED x its first loss, is marked
 diverged at that step and stopped; its remaining steps stay NaN.
 """
