@@ -293,7 +293,7 @@ FIGURES = (
     ),
     FigureEntry(
         "run-input-std.png",
-        "Input std of every norm over training",
+        "Input std (rms for an RMSNorm) of every norm over training",
         lambda log, jumps: figure_of(plot_input_denominator_heatmap(log)),
         (RUN,),
     ),

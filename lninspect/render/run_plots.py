@@ -49,7 +49,7 @@ def plot_input_denominator_heatmap(log: WatchLog, ax: Axes | None = None) -> Axe
     grid = stacked(series, INPUT_DENOMINATOR)
     positive = grid[np.isfinite(grid) & (grid > 0)]
     if not positive.size:
-        _no_data(ax, "no finite input std in the log")
+        _no_data(ax, "no finite input std (rms) in the log")
         return ax
     steps, xlabel = record_axis(log)
     edges = _edges(steps)
@@ -67,7 +67,8 @@ def plot_input_denominator_heatmap(log: WatchLog, ax: Axes | None = None) -> Axe
     ax.set_yticks(range(0, len(series), every), names[::every], fontsize="small")
     ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure_of(ax).colorbar(image, ax=ax, label="median input std over the step's tokens (log)")
+    title = SUMMARY[INPUT_DENOMINATOR].title  # std, or rms for an RMSNorm
+    figure_of(ax).colorbar(image, ax=ax, label=f"{title} over the step's tokens (log)")
     return ax
 
 
