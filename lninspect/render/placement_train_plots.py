@@ -4,7 +4,7 @@
   learning rate (mean over seeds, 95% band; the training loss faint behind it).
 - placement-train-grads.png: |dL/dW^{2,l}| per block at a few steps, every layout trained,
   at the largest learning rate, with and without warm-up.
-- placement-train-stream.png: the median std of every norm's input through depth at the
+- placement-train-stream.png: the median std (rms) of every norm's input through depth at the
   recorded steps, one panel per layout (three to a row), at the largest learning rate.
 - placement-train-stream-var.png: the residual stream's variance by depth at the first and
   the last recorded step, every layout trained, at the largest learning rate.
@@ -32,6 +32,7 @@ from lninspect.render.placement_tables import describe, describe_training
 from lninspect.results.placement import PlacementResult
 from lninspect.results.placement_training import TrainingResult, TrainRun, diverged_count
 from lninspect.results.seeds import OverSeeds
+from lninspect.statistics import denominator_key
 
 LOSS_PNG = "placement-train-loss.png"
 GRADS_PNG = "placement-train-grads.png"
@@ -262,7 +263,7 @@ def stream_figure(result: PlacementResult) -> Figure:
             ax.set_axis_off()
             continue
         run = next(r for r in runs if r.warmup == warmup and r.layout == layout)
-        plot_stream(run, ax, norm)
+        plot_stream(run, ax, norm, divisor_of(result, run))
         if ax.get_subplotspec().colspan.start:  # the first column's label serves its row
             ax.set_ylabel("")
     figure.colorbar(
@@ -270,10 +271,18 @@ def stream_figure(result: PlacementResult) -> Figure:
     )
     training_suptitle(
         figure,
-        f"The std of every norm's input through depth during training, lr {runs[0].lr:g}",
+        f"The {'/'.join(sorted({divisor_of(result, r) for r in runs}))} of every norm's input "
+        f"through depth during training, lr {runs[0].lr:g}",
         result,
     )
     return figure
+
+
+def divisor_of(result: PlacementResult, run: TrainRun) -> str:
+    """What the run's norms divide by: rms under --norm rmsnorm, else std (DyT's module
+    is watched as a LayerNorm: its input std)."""
+    dyt = LAYOUTS[run.layout].norm == "dyt"
+    return "std" if dyt else denominator_key(result.config.norm)
 
 
 def stream_profile(run: TrainRun) -> tuple[np.ndarray, np.ndarray]:
@@ -297,8 +306,11 @@ def _shade(color: str, amount: float) -> tuple[float, float, float]:
     return float(r), float(g), float(b)
 
 
-def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = None) -> Axes:
-    """One line per captured step: the std at every norm's input, through depth."""
+def plot_stream(
+    run: TrainRun, ax: Axes | None = None, norm: Normalize | None = None, divisor: str = "std"
+) -> Axes:
+    """One line per captured step: the divisor (std, or rms for an RMSNorm) at every norm's
+    input, through depth."""
     ax = ax or new_figure().subplots()
     x, profile = stream_profile(run)
     norm = norm or Normalize(vmin=0, vmax=max(int(run.stats_steps[-1]), 1))
@@ -309,7 +321,7 @@ def plot_stream(run: TrainRun, ax: Axes | None = None, norm: Normalize | None = 
     plain_ticks(ax)
     final = ", ln_f at L" if FINAL in run.input_denominator else ""
     ax.set_xlabel(f"block l (its norms in order over [l, l + 1){final})")
-    ax.set_ylabel("median per-token std of the norm's input")
+    ax.set_ylabel(f"median per-token {divisor} of the norm's input")
     warm = f"warm-up {run.warmup}" if run.warmup else "no warm-up"
     diverged = diverged_count(run)
     tail = f", diverged {diverged}/{len(run.diverged_at)}" if diverged else ""
