@@ -142,3 +142,15 @@ def test_cli_map_only_with_train_and_its_figure(tmp_path: Path, text_file: Path)
     done = CliRunner().invoke(app, [*args, "--plot", "--out", str(out), "--quiet"], env=env)
     assert done.exit_code == 0, done.output
     assert (out / "placement-train-map.png").is_file()
+
+
+def test_the_stream_figure_names_what_the_norms_divide_by(trained):
+    """rms under --norm rmsnorm (DyT's module is watched as a LayerNorm: std), else std."""
+    from lninspect.render.placement_train_plots import stream_figure
+
+    rms = replace(trained, config=replace(trained.config, norm="rmsnorm"))
+    for result, title, first in ((trained, "The std of", "std"), (rms, "The rms/std of", "rms")):
+        figure = stream_figure(result)
+        assert figure.get_suptitle().startswith(title)
+        assert f"per-token {first} of" in figure.axes[0].get_ylabel()  # pre-LN's panel
+        figure.clear()
