@@ -16,13 +16,7 @@ from matplotlib.figure import Figure
 
 from lninspect.placement.layouts import FINAL, LAYOUTS
 from lninspect.render.figures import new_figure
-from lninspect.render.placement_train_plots import (
-    MIN_WIDTH,
-    focus_runs,
-    run_label,
-    training_of,
-    training_suptitle,
-)
+from lninspect.render.placement_train_plots import per_warmup_figure, run_label
 from lninspect.results.placement import PlacementResult
 from lninspect.results.placement_training import MAP_AT, TrainRun, map_ratio
 
@@ -37,18 +31,8 @@ def has_maps(result: PlacementResult) -> bool:
 
 def map_figure(result: PlacementResult) -> Figure:
     """A panel per warm-up: map_ratio by depth at the start and the end, every layout."""
-    runs = focus_runs(training_of(result))
-    warmups = sorted({run.warmup for run in runs}, reverse=True)
-    figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.6)
-    axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
-    for ax, warmup in zip(axes, warmups, strict=True):
-        plot_map_ratio([run for run in runs if run.warmup == warmup], ax)
-    training_suptitle(
-        figure,
-        f"Is each norm's map an S? The tanh fit's error over the line's, lr {runs[0].lr:g}",
-        result,
-    )
-    return figure
+    title = "Is each norm's map an S? The tanh fit's error over the line's"
+    return per_warmup_figure(result, title, plot_map_ratio)
 
 
 def map_profile(run: TrainRun) -> tuple[np.ndarray, np.ndarray] | None:

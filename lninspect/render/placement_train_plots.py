@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -333,18 +334,22 @@ def plot_stream(
 def stream_var_figure(result: PlacementResult) -> Figure:
     """The residual stream's variance by depth, first and last recorded step, a panel per
     warm-up, every layout trained (Peri-LN's claim, in training)."""
-    training = training_of(result)
-    runs = focus_runs(training)
+    title = "The residual stream's variance by depth during training"
+    return per_warmup_figure(result, title, plot_stream_var_steps)
+
+
+def per_warmup_figure(
+    result: PlacementResult, title: str, plot: Callable[[list[TrainRun], Axes], Axes]
+) -> Figure:
+    """A panel per warm-up, drawn by `plot` from the runs of every layout at the largest
+    learning rate (focus_runs), sharing the y axis; `title`, the lr and the set-up above."""
+    runs = focus_runs(training_of(result))
     warmups = sorted({run.warmup for run in runs}, reverse=True)
     figure = new_figure(max(MIN_WIDTH, 5.6 * len(warmups)), 5.6)
     axes = figure.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
     for ax, warmup in zip(axes, warmups, strict=True):
-        plot_stream_var_steps([run for run in runs if run.warmup == warmup], ax)
-    training_suptitle(
-        figure,
-        f"The residual stream's variance by depth during training, lr {runs[0].lr:g}",
-        result,
-    )
+        plot([run for run in runs if run.warmup == warmup], ax)
+    training_suptitle(figure, f"{title}, lr {runs[0].lr:g}", result)
     return figure
 
 
