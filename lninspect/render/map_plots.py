@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -17,7 +18,7 @@ from lninspect.derived import layer_positions
 from lninspect.mapfit import NormMap
 from lninspect.render.figures import new_figure, say_nothing_to_show
 from lninspect.render.format import short_names
-from lninspect.results import NormStats, StatsResult
+from lninspect.results import NormDescription, NormStats, StatsResult
 from lninspect.results.aggregate import AggregateResult, NormAggregate
 from lninspect.results.freeze import VARIANTS
 from lninspect.scale import ScaleSpread
@@ -26,6 +27,8 @@ from lninspect.streams import Group, groups_present, norms_of_group
 # --map samples one text (stats, report) or a corpus (stats --file)
 Mapped = StatsResult | AggregateResult
 MappedNorm = NormStats | NormAggregate
+
+N = TypeVar("N", bound=NormDescription)  # a norm of one text, or of a corpus
 
 MAP_FITS = "map-fits-by-layer.png"
 SCALE_SPREAD = "scale-spread-by-layer.png"
@@ -79,13 +82,16 @@ def _corner(sample: NormMap) -> str:
 
 
 def plot_map_grid(group: Group, norms: list[MappedNorm], fig: Figure | None = None) -> Figure:
-    """One small panel per norm of the group (per layer), in layer order."""
+    """One small panel per norm of the group (per layer), in layer order; where a layer has
+    several (q_norm and k_norm), each panel also names its module."""
     columns = min(6, len(norms))
     rows = math.ceil(len(norms) / columns)
     figure = fig or new_figure(max(8.0, 2.3 * columns + 0.5), 2.0 * rows + 1.6)
     axes = figure.subplots(rows, columns, squeeze=False)
+    named = len({n.layer for n in norms}) < len(norms)
     for ax, norm in zip(axes.flat, norms, strict=False):
-        plot_map(norm, ax, title=_layer(norm))
+        leaf = f" · {norm.name.rsplit('.', 1)[-1]}" if named else ""
+        plot_map(norm, ax, title=_layer(norm) + leaf)
     for ax in list(axes.flat)[len(norms) :]:
         ax.set_axis_off()
     figure.supxlabel(
@@ -106,6 +112,37 @@ def _by_layer(
 ) -> tuple[list[float], list[float]]:
     """(x positions, values) of the norms: their layers, a final norm after the last."""
     return [where[n.name] for n in norms], [value(n) for n in norms]
+
+
+def _plot_group(
+    ax: Axes,
+    where: dict[str, float],
+    norms: Sequence[MappedNorm],
+    value: Callable[[MappedNorm], float],
+    label: str = "_group",
+    **style: Any,
+) -> list[float]:
+    """One line per module name in the group (a q/k group: one for q_norm, one for k_norm,
+    not a zigzag between them), the group labelled once; returns the values drawn."""
+    drawn: list[float] = []
+    for i, members in enumerate(_by_name(norms)):
+        xs, ys = _by_layer(where, members, value)
+        ax.plot(xs, ys, label=label if i == 0 else "_group", **style)
+        drawn += ys
+    return drawn
+
+
+def _by_name(norms: Sequence[N]) -> list[list[N]]:
+    """The norms of a group by module name (its last dotted part), in layer order."""
+    lines: dict[str, list[N]] = {}
+    for norm in norms:
+        lines.setdefault(norm.name.rsplit(".", 1)[-1], []).append(norm)
+    return list(lines.values())
+
+
+def _legend_outside(ax: Axes) -> None:
+    """The groups' legend right of the axes: never over a point."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _layer_axis(ax: Axes, result: Mapped) -> None:
@@ -135,14 +172,14 @@ def plot_map_fits(result: Mapped, fig: Figure | None = None) -> Figure:
     alpha_ax, error_ax = figure.subplots(2, 1, sharex=True)
     where = layer_positions(result)
     for i, (group, norms) in enumerate(map_groups(result)):
-        colour = f"C{i}"
-        alpha_ax.plot(*_by_layer(where, norms, lambda n: _map(n).alpha), "o-", color=colour,
-                      label=group.label)  # fmt: skip
-        error_ax.plot(*_by_layer(where, norms, lambda n: _map(n).tanh_error), "o-", color=colour)
-        error_ax.plot(*_by_layer(where, norms, lambda n: _map(n).line_error), "x--", color=colour)
+        style = {"color": f"C{i}", "marker": "o"}
+        _plot_group(alpha_ax, where, norms, lambda n: _map(n).alpha, group.label, **style)
+        _plot_group(error_ax, where, norms, lambda n: _map(n).tanh_error, **style)
+        line = {"color": f"C{i}", "marker": "x", "linestyle": "--"}
+        _plot_group(error_ax, where, norms, lambda n: _map(n).line_error, **line)
     alpha_ax.set_yscale("log")
     alpha_ax.set_ylabel("α of A·tanh(αx)")
-    alpha_ax.legend(fontsize="small")
+    _legend_outside(alpha_ax)
     error_ax.set_ylabel("relative RMS error\n(o tanh, x line)")
     _layer_axis(error_ax, result)
     return figure
@@ -155,15 +192,15 @@ def plot_scale_spread(result: Mapped, fig: Figure | None = None) -> Figure:
     where = layer_positions(result)
     ratios = []
     for i, group in enumerate(groups_present(result)):
-        norms, colour = norms_of_group(result, group), f"C{i}"
-        cv_ax.plot(*_by_layer(where, norms, lambda n: _spread(n).cv), "o-", color=colour,
-                   label=group.label)  # fmt: skip
-        cv_ax.plot(*_by_layer(where, norms, lambda n: _spread(n).cv_rest), "x--", color=colour)
-        xs, ys = _by_layer(where, norms, lambda n: _spread(n).first_ratio)
-        ratio_ax.plot(xs, ys, "o-", color=colour)
+        norms = norms_of_group(result, group)
+        style = {"color": f"C{i}", "marker": "o"}
+        _plot_group(cv_ax, where, norms, lambda n: _spread(n).cv, group.label, **style)
+        rest = {"color": f"C{i}", "marker": "x", "linestyle": "--"}
+        _plot_group(cv_ax, where, norms, lambda n: _spread(n).cv_rest, **rest)
+        ys = _plot_group(ratio_ax, where, norms, lambda n: _spread(n).first_ratio, **style)
         ratios += [y for y in ys if math.isfinite(y) and y > 0]
     cv_ax.set_ylabel("cv of s over tokens\n(o every token, x without the first)")
-    cv_ax.legend(fontsize="small")
+    _legend_outside(cv_ax)
     ratio_ax.axhline(1.0, color="0.6", lw=0.8)
     if ratios and max(ratios) / min(ratios) > 10:
         ratio_ax.set_yscale("log")
@@ -180,17 +217,18 @@ def plot_freeze(result: StatsResult, fig: Figure | None = None) -> Figure:
     for ax, variant in zip(axes, VARIANTS, strict=True):
         for i, group in enumerate(groups_present(result)):
             norms = [n for n in norms_of_group(result, group) if n.freeze is not None]
-            changes = [getattr(n.freeze, variant) for n in norms]
-            xs = [where[n.name] for n in norms]
-            colour = f"C{i}"
-            ax.errorbar(xs, [c.mean for c in changes], yerr=[c.sd for c in changes], fmt="o-",
-                        color=colour, capsize=3, label=group.label)  # fmt: skip
-            ax.plot(xs, [c.change for c in changes], "x", color=colour)
+            for j, line in enumerate(_by_name(norms)):
+                changes = [getattr(n.freeze, variant) for n in line]
+                xs, colour = [where[n.name] for n in line], f"C{i}"
+                ax.errorbar(xs, [c.mean for c in changes], yerr=[c.sd for c in changes],
+                            fmt="o-", color=colour, capsize=3,
+                            label=group.label if j == 0 else "_group")  # fmt: skip
+                ax.plot(xs, [c.change for c in changes], "x", color=colour)
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_title(VARIANT_TITLES[variant], fontsize="medium")
         _layer_axis(ax, result)
     axes[0].set_ylabel("Δ next-token loss (frozen − as is)")
-    axes[0].legend(fontsize="small")
+    _legend_outside(axes[-1])
     return figure
 
 
