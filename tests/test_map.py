@@ -208,3 +208,31 @@ def test_the_map_figures_decode_and_are_not_blank(tmp_path: Path) -> None:
     panel = grid.axes[0]
     assert panel.get_title() == "layer 0" and panel.texts[0].get_text().startswith("α=")
     assert len(panel.lines) == 2 and len(panel.collections) == 2  # fits; others, first token
+
+
+def test_a_qk_group_is_two_lines_and_its_panels_name_the_module(tmp_path: Path) -> None:
+    """Gemma 3 has q_norm and k_norm at every layer, one group (query / key norms): the
+    by-layer figures draw each module as its own line, and the map grid names it."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from lninspect.render.map_plots import plot_scale_spread
+    from lninspect.streams import groups_present
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        num_hidden_layers=3, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=16, intermediate_size=64, vocab_size=300, max_position_embeddings=64,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(config).eval()
+    with capture(model, maps=MapOptions(sample=True, size=64)) as cap, torch.no_grad():
+        model(input_ids=torch.randint(1, 300, (1, 12)))
+    result = cap.result()
+    ((group, norms),) = [(g, n) for g, n in map_groups(result) if g.role == "qk"]
+    assert len(norms) == 6  # q and k at 3 layers
+    titles = [ax.get_title() for ax in plot_map_grid(group, norms).axes]
+    assert titles[:2] == ["layer 0 · q_norm", "layer 0 · k_norm"]
+    figure = plot_scale_spread(result)
+    colour = f"C{groups_present(result).index(group)}"  # the figure's colour of the group
+    lines = [ln for ln in figure.axes[0].get_lines() if ln.get_color() == colour]
+    assert len(lines) == 4  # cv and cv_rest, for q_norm and for k_norm
+    assert all(list(ln.get_xdata()) == [0.0, 1.0, 2.0] for ln in lines)
