@@ -236,3 +236,22 @@ def test_a_qk_group_is_two_lines_and_its_panels_name_the_module(tmp_path: Path) 
     lines = [ln for ln in figure.axes[0].get_lines() if ln.get_color() == colour]
     assert len(lines) == 4  # cv and cv_rest, for q_norm and for k_norm
     assert all(list(ln.get_xdata()) == [0.0, 1.0, 2.0] for ln in lines)
+
+
+def test_the_report_finding_says_when_no_map_is_far_from_a_line() -> None:
+    from dataclasses import replace
+
+    from lninspect.render.map_tables import map_finding
+
+    torch.manual_seed(5)
+    result, _ = run(tiny_gpt2(n_layer=2), [torch.randint(1, 300, (1, 16))], MapOptions(True))
+    for norm in result.norms:  # every map nearly a line
+        assert norm.map is not None
+        norm.map = replace(norm.map, tanh_error=0.19, line_error=0.2)
+    assert "no norm's map is far from a line" in map_finding(result)
+    first = result.norms[1]
+    assert first.map is not None
+    first.map = replace(first.map, tanh_error=0.1, line_error=0.8, alpha=0.05)
+    sentence = map_finding(result)
+    assert sentence.startswith(f"most S-shaped at {first.name} (") and "far from" not in sentence
+    assert "0.1 for A·tanh(αx) against 0.8 for a line, α = 0.05" in sentence

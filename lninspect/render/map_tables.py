@@ -123,6 +123,9 @@ def scale_finding(result: StatsResult) -> str:
     )
 
 
+NEAR_LINE = 0.9  # a tanh fit's error above this share of the line's: nearly a line
+
+
 def map_finding(result: StatsResult) -> str:
     """The norm whose map is most S-shaped: the lowest tanh error relative to the line's."""
     found = [n for n in result.norms if n.map is not None and n.map.line_error > 0]
@@ -131,11 +134,14 @@ def map_finding(result: StatsResult) -> str:
     norm = min(found, key=lambda n: n.map.tanh_error / n.map.line_error if n.map else math.inf)
     sample = norm.map
     assert sample is not None
+    near = sample.tanh_error > NEAR_LINE * sample.line_error
     return (
         f"most S-shaped at {norm.name} ({group_of(norm).label}): relative error "
         f"{fmt(sample.tanh_error)} for A·tanh(αx) against {fmt(sample.line_error)} for a "
         f"line, α = {fmt(sample.alpha)}"
-    )
+        + (f"; no norm's map is far from a line (tanh error > {NEAR_LINE:g} of the line's)"
+           if near else "")
+    )  # fmt: skip
 
 
 def freeze_finding(result: StatsResult) -> str:
